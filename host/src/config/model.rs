@@ -1,0 +1,316 @@
+//! The validated configuration: what a directory of YAML files means once every file
+//! has been parsed, merged and checked. Everything downstream (the snapshot builder, the
+//! server, the router) reads these types and never sees raw YAML.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a configuration item was written: the file (as found under the config
+/// directory) and the line of its key. Errors found after parsing (a filter's
+/// `on_configure` refusing its config, a certificate that does not load) point here.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    /// The file's name relative to the config directory, e.g. `routes.yaml`.
+    pub file: String,
+    /// 1-based line of the item's key.
+    pub line: usize,
+}
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The admin listener, if configured.
+    pub admin: Option<AdminConfig>,
+    /// Worker threads; defaults to the number of cores.
+    pub workers: usize,
+    /// Listeners in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// Routes in file order (precedence is the router's business).
+    pub routes: Vec<RouteConfig>,
+    /// Filters by declaration order.
+    pub filters: Vec<FilterConfig>,
+    /// Upstreams by declaration order.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Every file outside the config directory's own YAML that this configuration
+    /// reads (wasm modules, certificates, keys): the watcher watches these too.
+    pub external_files: Vec<PathBuf>,
+}
+
+/// `admin:` — the admin listener serving `/ready`, `/status`, `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Address to bind; port 0 picks a free port (logged at start).
+    pub address: SocketAddr,
+    /// Whether `POST /reload` is served.
+    pub reload: bool,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// `listeners[]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// TLS termination, if any.
+    pub tls: Option<TlsConfig>,
+    /// Limits a client meets on this listener.
+    pub limits: ListenerLimits,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// Per-listener client limits (DESIGN.md, "Limits a client meets").
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerLimits {
+    /// Total size of the request head; past it: 431.
+    pub max_header_bytes: usize,
+    /// Number of header fields; past it: 431.
+    pub max_headers: usize,
+    /// Time allowed to receive the request headers before the connection is closed.
+    pub header_timeout: Duration,
+    /// Idle keep-alive time before the connection is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `listeners[].tls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// Certificate/key pairs, chosen by SNI; the first one serves clients without SNI.
+    pub certificates: Vec<CertificatePair>,
+    /// Lowest protocol version offered.
+    pub min_version: TlsVersion,
+    /// CA bundle used to verify client certificates, if client auth is on.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is asked for, and whether it is required.
+    pub client_auth: ClientAuth,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// A PEM certificate chain and its private key, both resolved against the file that
+/// named them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificatePair {
+    /// PEM chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// TLS protocol versions a listener may be limited to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
+}
+
+/// Client-certificate verification mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    #[default]
+    Off,
+    /// Asked for and verified if given.
+    Optional,
+    /// Required: a client without a valid one fails the handshake.
+    Required,
+}
+
+/// `routes[]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Unique name, shown in logs, metrics and the `route_name` property.
+    pub name: String,
+    /// Listeners this route serves; `None` means all.
+    pub listeners: Option<Vec<String>>,
+    /// What a request must look like; every given field must hold.
+    pub matcher: RouteMatch,
+    /// Explicit precedence: higher wins, and beats every route without one.
+    pub priority: Option<i64>,
+    /// Filter names, run in this order (responses in reverse).
+    pub filters: Vec<String>,
+    /// Upstream name, or `echo@internal`.
+    pub upstream: String,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// `routes[].match`: every field optional; all given must hold.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteMatch {
+    /// Host match against the request's authority (port stripped, case-insensitive).
+    pub host: Option<HostMatch>,
+    /// Path match against the request path (without the query).
+    pub path: Option<PathMatch>,
+    /// Allowed methods; `None` allows all.
+    pub methods: Option<Vec<http::Method>>,
+    /// Headers that must be present with exactly these values.
+    pub headers: Vec<(http::HeaderName, String)>,
+}
+
+/// A host pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `api.example.com` (stored lower-case).
+    Exact(String),
+    /// `*.example.com`: exactly one more label; stores the suffix `.example.com`.
+    Wildcard(String),
+}
+
+/// A path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// `path: /exact`.
+    Exact(String),
+    /// `path_prefix: /api`: matches `/api`, `/api/`, `/api/x` and also `/apix`
+    /// (a plain string prefix, as Envoy's `prefix`).
+    Prefix(String),
+}
+
+/// The name of the built-in upstream that echoes the request as JSON.
+pub const ECHO_UPSTREAM: &str = "echo@internal";
+
+/// `filters[]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterConfig {
+    /// Unique name, referenced by routes; labels the filter's metrics and logs.
+    pub name: String,
+    /// Where the module comes from.
+    pub source: FilterSource,
+    /// proxy-wasm root id; empty when not given.
+    pub root_id: String,
+    /// The plugin configuration handed to `on_configure`: a YAML string as its raw
+    /// bytes, anything else as compact JSON; empty when absent.
+    pub config: Vec<u8>,
+    /// What a failure of this filter does to its request.
+    pub on_error: OnError,
+    /// Sandbox limits.
+    pub limits: FilterLimits,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// Where a filter's module comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterSource {
+    /// A standard filter embedded in the binary, by name (`rate-limit`, …).
+    Builtin(String),
+    /// A module on disk, resolved against the file that named it.
+    Wasm(PathBuf),
+}
+
+/// `on_error`: the failure policy of a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Fail the request with 500.
+    #[default]
+    Deny,
+    /// Skip the filter and carry on.
+    Allow,
+}
+
+/// `filters[].limits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterLimits {
+    /// Linear memory cap of one VM, in bytes.
+    pub memory: u64,
+    /// Deadline of one callback into the guest.
+    pub callback_timeout: Duration,
+}
+
+impl Default for FilterLimits {
+    fn default() -> Self {
+        Self {
+            memory: 64 * 1024 * 1024,
+            callback_timeout: Duration::from_millis(50),
+        }
+    }
+}
+
+/// `upstreams[]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Unique name, referenced by routes and by `http_call`.
+    pub name: String,
+    /// Targets with their weights.
+    pub targets: Vec<TargetConfig>,
+    /// Active health checking, if configured.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Connect and request timeouts.
+    pub timeouts: UpstreamTimeouts,
+    /// TLS to the targets, if configured.
+    pub tls: Option<UpstreamTlsConfig>,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// `upstreams[].targets[]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// `host:port`; a name is resolved when connecting.
+    pub address: String,
+    /// Relative share of traffic (smooth weighted round-robin); at least 1.
+    pub weight: u32,
+}
+
+/// `upstreams[].health_check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// Path probed with GET; any 2xx/3xx is healthy.
+    pub path: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Time a probe may take.
+    pub timeout: Duration,
+}
+
+/// `upstreams[].timeouts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// TCP (and TLS) connect; past it: 502.
+    pub connect: Duration,
+    /// Until the response headers arrive; past it: 504.
+    pub request: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `upstreams[].tls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTlsConfig {
+    /// CA bundle to verify the targets against; the system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// Server name to send and verify; the target's host when absent.
+    pub sni: Option<String>,
+    /// Whether to verify the target's certificate at all.
+    pub verify: bool,
+    /// Client certificate for mutual TLS.
+    pub client_cert: Option<CertificatePair>,
+}

@@ -1,0 +1,31 @@
+//! Portcullis: an edge proxy whose every middleware is a proxy-wasm module.
+//!
+//! A tour of the core pieces, in the order a request meets them:
+//!
+//! - [`config`] turns a directory of YAML files into a validated [`config::Config`],
+//!   or into every error found, each naming file, line and field.
+//! - [`snapshot`] builds an immutable [`snapshot::Snapshot`] from a config: the
+//!   router, the upstreams and a configured VM of every filter. [`reload`] builds a new
+//!   one on every change and swaps it in atomically; a bad one is never applied.
+//! - [`server`] runs the worker threads: one current-thread tokio runtime each, with
+//!   its own `SO_REUSEPORT` socket per listener, serving HTTP/1.1, HTTP/2 and TLS.
+//! - [`proxy`] drives one request through its phases: route, request filters,
+//!   upstream, response filters, log.
+//! - [`wasm`] is the proxy-wasm host: engine, module cache, per-worker VMs, limits.
+//! - [`upstream`] balances, pools, health-checks and forwards.
+//! - [`admin`] serves `/ready`, `/status` and `/metrics`.
+
+pub mod access_log;
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod ratelimit;
+pub mod reload;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
+pub mod wasm;

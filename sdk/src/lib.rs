@@ -1,0 +1,1 @@
+//! `portcullis-sdk`: write a proxy-wasm filter for Portcullis (and Envoy) in a few lines.
