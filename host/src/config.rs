@@ -1,23 +1,339 @@
 //! Configuration: a directory of YAML files, parsed with line numbers, merged, and
 //! validated into an immutable [`Config`].
+//!
+//! Loading goes in three steps, each reporting every problem it finds rather than the
+//! first: [`yaml`] parses a file into a tree that remembers lines; the section decoders
+//! ([`listener`], [`route`], [`filter`], [`upstream`]) walk it with [`walk`]'s typed
+//! helpers; then the files are merged and cross-checked (unique names, references).
 
 mod error;
+mod filter;
+mod listener;
 mod model;
+mod route;
+mod units;
+mod upstream;
+mod walk;
+mod yaml;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-/// Loads every `*.yaml` / `*.yml` file directly in `dir`, merges and validates them.
+use route::RouteRefs;
+use walk::{Cx, Field, Fields};
+
+/// Loads every `*.yaml` / `*.yml` file directly in `dir` (symlinks followed, names
+/// starting with `.` ignored, in name order), merges and validates them.
 /// On failure, returns every error found, each naming file, line and field.
-///
-/// STUB: the real loader replaces this.
 pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors(vec![ConfigError {
-        file: dir.display().to_string(),
-        line: 0,
-        path: String::new(),
-        message: "the configuration loader is not written yet".into(),
-    }]))
+    let dir_name = dir.display().to_string();
+    let fail = |message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: dir_name.clone(),
+            line: 0,
+            path: String::new(),
+            message,
+        }])
+    };
+    let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let files = config_files(dir)
+        .map_err(|e| fail(format!("cannot read the configuration directory: {e}")))?;
+    if files.is_empty() {
+        return Err(fail(
+            "no *.yaml or *.yml files in the configuration directory".into(),
+        ));
+    }
+    let mut errors = Vec::new();
+    let mut merged = Merged::default();
+    for (name, path) in files {
+        let mut cx = Cx {
+            file: name,
+            base: base.clone(),
+            errors: &mut errors,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => merged.add_file(&mut cx, &text),
+            Err(e) => cx.error(0, "", format!("cannot read: {e}")),
+        }
+    }
+    let config = merged.finish(&dir_name, &mut errors);
+    // Decoding visits a file's fields roughly in order; sorting makes the report read
+    // top to bottom, file by file.
+    errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// The YAML files directly in `dir`, by name: `(name, path)`.
+fn config_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        // Follow symlinks (a Kubernetes ConfigMap is all symlinks); a dangling one is
+        // kept so that reading it reports the problem.
+        let path = entry.path();
+        if std::fs::metadata(&path)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            continue;
+        }
+        files.push((name, path));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Everything read so far, before cross-file checks.
+#[derive(Default)]
+struct Merged {
+    admin: Option<AdminConfig>,
+    workers: Option<(usize, Origin)>,
+    listeners: Vec<ListenerConfig>,
+    routes: Vec<(RouteConfig, RouteRefs)>,
+    filters: Vec<FilterConfig>,
+    upstreams: Vec<UpstreamConfig>,
+}
+
+impl Merged {
+    fn add_file(&mut self, cx: &mut Cx, text: &str) {
+        let docs = match yaml::parse(text) {
+            Ok(docs) => docs,
+            Err(e) => return cx.error(e.line, "", format!("invalid YAML: {}", e.message)),
+        };
+        for doc in &docs {
+            if doc.is_null() {
+                continue;
+            }
+            let root = Field::root(doc);
+            let Some(mut f) = Fields::new(cx, &root) else {
+                continue;
+            };
+            if let Some(v) = f.take("admin")
+                && let Some(admin) = listener::admin(cx, &v)
+            {
+                match &self.admin {
+                    Some(first) => {
+                        v.error(cx, format!("admin is already set at {}", at(&first.origin)))
+                    }
+                    None => self.admin = Some(admin),
+                }
+            }
+            if let Some(v) = f.take("workers")
+                && let Some(n) = v.int(cx, 1, 4096)
+            {
+                match &self.workers {
+                    Some((_, first)) => {
+                        v.error(cx, format!("workers is already set at {}", at(first)))
+                    }
+                    None => self.workers = Some((n as usize, cx.origin(v.line))),
+                }
+            }
+            if let Some(items) = f.take("listeners").and_then(|v| v.list(cx)) {
+                self.listeners
+                    .extend(items.iter().filter_map(|i| listener::listener(cx, i)));
+            }
+            if let Some(items) = f.take("routes").and_then(|v| v.list(cx)) {
+                self.routes
+                    .extend(items.iter().filter_map(|i| route::route(cx, i)));
+            }
+            if let Some(items) = f.take("filters").and_then(|v| v.list(cx)) {
+                self.filters
+                    .extend(items.iter().filter_map(|i| filter::filter(cx, i)));
+            }
+            if let Some(items) = f.take("upstreams").and_then(|v| v.list(cx)) {
+                self.upstreams
+                    .extend(items.iter().filter_map(|i| upstream::upstream(cx, i)));
+            }
+            f.finish(cx);
+        }
+    }
+
+    /// Checks what only the whole can tell (unique names, references, listeners at
+    /// all) and builds the [`Config`].
+    fn finish(self, dir: &str, errors: &mut Vec<ConfigError>) -> Config {
+        unique(
+            errors,
+            "listeners",
+            self.listeners.iter().map(|l| (&l.name, &l.origin)),
+        );
+        unique(
+            errors,
+            "routes",
+            self.routes.iter().map(|(r, _)| (&r.name, &r.origin)),
+        );
+        unique(
+            errors,
+            "filters",
+            self.filters.iter().map(|f| (&f.name, &f.origin)),
+        );
+        unique(
+            errors,
+            "upstreams",
+            self.upstreams.iter().map(|u| (&u.name, &u.origin)),
+        );
+        self.check_addresses(errors);
+        self.check_references(errors);
+        if self.listeners.is_empty() && !errors.iter().any(|e| e.path.starts_with("listeners")) {
+            errors.push(ConfigError {
+                file: dir.to_string(),
+                line: 0,
+                path: "listeners".into(),
+                message: "no listener is configured; nothing would be served".into(),
+            });
+        }
+        let mut external_files = Vec::new();
+        for l in &self.listeners {
+            if let Some(tls) = &l.tls {
+                for pair in &tls.certificates {
+                    external_files.extend([pair.cert.clone(), pair.key.clone()]);
+                }
+                external_files.extend(tls.client_ca.clone());
+            }
+        }
+        for f in &self.filters {
+            if let FilterSource::Wasm(path) = &f.source {
+                external_files.push(path.clone());
+            }
+        }
+        for u in &self.upstreams {
+            if let Some(tls) = &u.tls {
+                external_files.extend(tls.ca.clone());
+                if let Some(pair) = &tls.client_cert {
+                    external_files.extend([pair.cert.clone(), pair.key.clone()]);
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        external_files.retain(|p| seen.insert(p.clone()));
+        Config {
+            admin: self.admin,
+            workers: self.workers.map_or_else(default_workers, |(n, _)| n),
+            listeners: self.listeners,
+            routes: self.routes.into_iter().map(|(r, _)| r).collect(),
+            filters: self.filters,
+            upstreams: self.upstreams,
+            external_files,
+        }
+    }
+
+    /// Two sockets on one fixed address cannot both bind; say so before trying.
+    fn check_addresses(&self, errors: &mut Vec<ConfigError>) {
+        let mut bound: Vec<(std::net::SocketAddr, String, &Origin)> = Vec::new();
+        let admin = self
+            .admin
+            .iter()
+            .map(|a| (a.address, "admin".to_string(), &a.origin));
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|l| (l.address, format!("listeners.{}", l.name), &l.origin));
+        for (addr, path, origin) in admin.chain(listeners) {
+            if addr.port() != 0
+                && let Some((_, other, first)) = bound.iter().find(|(a, _, _)| *a == addr)
+            {
+                let message = format!("address {addr} is already used by {other} ({})", at(first));
+                errors.push(ConfigError::at(origin, format!("{path}.address"), message));
+            }
+            bound.push((addr, path, origin));
+        }
+    }
+
+    fn check_references(&self, errors: &mut Vec<ConfigError>) {
+        let listeners: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
+        let filters: Vec<&str> = self.filters.iter().map(|f| f.name.as_str()).collect();
+        let upstreams: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
+        for (route, refs) in &self.routes {
+            let mut err = |line: usize, field: &str, message: String| {
+                errors.push(ConfigError {
+                    file: refs.file.clone(),
+                    line,
+                    path: format!("{}.{field}", refs.path),
+                    message,
+                })
+            };
+            for (name, line) in &refs.listeners {
+                if !listeners.contains(&name.as_str()) {
+                    err(
+                        *line,
+                        "listeners",
+                        format!("unknown listener `{name}` (defined: {})", list(&listeners)),
+                    );
+                }
+            }
+            for (name, line) in &refs.filters {
+                if !filters.contains(&name.as_str()) {
+                    err(
+                        *line,
+                        "filters",
+                        format!("unknown filter `{name}` (defined: {})", list(&filters)),
+                    );
+                }
+            }
+            let up = route.upstream.as_str();
+            if up != ECHO_UPSTREAM && !upstreams.contains(&up) {
+                let mut known = upstreams.clone();
+                known.push(ECHO_UPSTREAM);
+                err(
+                    refs.upstream_line,
+                    "upstream",
+                    format!("unknown upstream `{up}` (defined: {})", list(&known)),
+                );
+            }
+        }
+    }
+}
+
+/// Reports every name declared twice in `section`, at the second declaration.
+fn unique<'a>(
+    errors: &mut Vec<ConfigError>,
+    section: &str,
+    items: impl Iterator<Item = (&'a String, &'a Origin)>,
+) {
+    let mut first: HashMap<&str, &Origin> = HashMap::new();
+    for (name, origin) in items {
+        match first.get(name.as_str()) {
+            Some(prev) => errors.push(ConfigError::at(
+                origin,
+                format!("{section}.{name}"),
+                format!("duplicate name `{name}` (first declared at {})", at(prev)),
+            )),
+            None => {
+                first.insert(name, origin);
+            }
+        }
+    }
+}
+
+fn at(origin: &Origin) -> String {
+    format!("{}:{}", origin.file, origin.line)
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The default number of workers: one per core.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
