@@ -74,6 +74,47 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// Every file the YAML in `dir` names (`wasm`, `cert`, `key`, `ca`, `client_ca`),
+/// resolved like [`load`] resolves them, found even when the configuration does not
+/// load: the reload watcher must see a missing module appear so that it can retry.
+pub fn named_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(node: &yaml::Node, base: &Path, out: &mut Vec<PathBuf>) {
+        match &node.kind {
+            yaml::Kind::Map(entries) => {
+                for (key, value) in entries {
+                    let is_file_key = matches!(
+                        key.text.as_str(),
+                        "wasm" | "cert" | "key" | "ca" | "client_ca"
+                    );
+                    match &value.kind {
+                        yaml::Kind::Scalar { text, .. } if is_file_key && !value.is_null() => {
+                            out.push(base.join(text))
+                        }
+                        // `config:` is the filter's own business, not a file to watch.
+                        _ if key.text == "config" => {}
+                        _ => walk(value, base, out),
+                    }
+                }
+            }
+            yaml::Kind::Seq(items) => items.iter().for_each(|i| walk(i, base, out)),
+            yaml::Kind::Scalar { .. } => {}
+        }
+    }
+    let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out = Vec::new();
+    for (_, path) in config_files(dir).unwrap_or_default() {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for doc in yaml::parse(&text).unwrap_or_default() {
+            walk(&doc, &base, &mut out);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The YAML files directly in `dir`, by name: `(name, path)`.
 fn config_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();

@@ -130,7 +130,11 @@ impl State {
     /// Re-reads the external file list and brings the watches in line with it.
     fn refresh(&mut self) {
         let mut external = std::collections::HashSet::new();
-        for path in (self.external)() {
+        // What the serving configuration names, and what the files on disk name now
+        // even if they do not load: a module that is still missing must be seen
+        // arriving.
+        let named = crate::config::named_files(&self.interest.dir);
+        for path in (self.external)().into_iter().chain(named) {
             let path = std::path::absolute(&path).unwrap_or(path);
             external.extend(path.canonicalize().ok());
             external.insert(path);

@@ -372,3 +372,21 @@ fn duplicate_keys_and_fixed_addresses_are_reported() {
         ]
     );
 }
+
+#[test]
+fn named_files_are_found_even_when_the_config_is_broken() {
+    let dir = dir_with(&[(
+        "a.yaml",
+        "filters:\n  - { name: f, wasm: modules/new.wasm, bogus: 1, config: { key: not-a-file } }\nlisteners:\n  - name: s\n    tls: { certificates: [{ cert: c.pem, key: k.pem }] }\n",
+    )]);
+    assert!(load(dir.path()).is_err());
+    let base = std::path::absolute(dir.path()).unwrap();
+    assert_eq!(
+        named_files(dir.path()),
+        [
+            base.join("c.pem"),
+            base.join("k.pem"),
+            base.join("modules/new.wasm")
+        ]
+    );
+}

@@ -25,6 +25,10 @@ impl Interest {
         if path == self.dir || self.is_external(path) {
             return true;
         }
+        // A directory appearing on the way to a named file that is still missing.
+        if self.external.iter().any(|e| e.starts_with(path)) && path.is_dir() {
+            return true;
+        }
         let Some(name) = path.file_name().and_then(OsStr::to_str) else {
             return false;
         };

@@ -223,3 +223,20 @@ fn the_directory_itself_replaced_reloads_and_stays_watched() {
     std::fs::write(f.conf.join("app.yaml"), "v: after\n").unwrap();
     f.expect_content("a write into the new directory", "v: after\n");
 }
+
+#[test]
+fn a_missing_module_is_seen_arriving() {
+    // The YAML names a module that is not there yet (the load fails, so the serving
+    // configuration does not name it): its arrival must still trigger a reload.
+    let f = Fixture::with(|conf| {
+        std::fs::write(
+            conf.join("app.yaml"),
+            "filters:\n  - { name: f, wasm: modules/late.wasm }\n",
+        )
+        .unwrap()
+    });
+    std::fs::create_dir(f.conf.join("modules")).unwrap();
+    f.expect_call("the module's directory appearing");
+    std::fs::write(f.conf.join("modules/late.wasm"), b"\0asm").unwrap();
+    f.expect_call("the missing module written");
+}

@@ -36,7 +36,14 @@ impl Watches {
         let mut wanted: Vec<PathBuf> = vec![interest.dir.clone()];
         wanted.extend(interest.dir.parent().map(Path::to_path_buf));
         for file in &interest.external {
-            wanted.extend(file.parent().map(Path::to_path_buf));
+            // A module named before its directory exists: watch the nearest ancestor
+            // that does, to see the directory appear.
+            wanted.extend(
+                file.ancestors()
+                    .skip(1)
+                    .find(|d| d.is_dir())
+                    .map(Path::to_path_buf),
+            );
         }
         let mut seen_ids: HashSet<Identity> = HashSet::new();
         let mut keep: HashSet<PathBuf> = HashSet::new();
