@@ -209,27 +209,3 @@ impl State {
     }
 }
 
-/// Makes SIGHUP request a reload through `trigger`, from a small thread of its own (the
-/// watcher's thread has no async runtime to await signals on).
-pub fn reload_on_sighup(trigger: Trigger) -> Result<(), ReloadError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    // Register before returning, so that a SIGHUP sent right after start is not lost
-    // (nor, by default, fatal).
-    let mut hangups = {
-        let _guard = runtime.enter();
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?
-    };
-    std::thread::Builder::new()
-        .name("sighup".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                while hangups.recv().await.is_some() {
-                    tracing::info!("SIGHUP received");
-                    trigger.reload();
-                }
-            })
-        })?;
-    Ok(())
-}
