@@ -22,6 +22,7 @@ pub(crate) struct Watches {
 }
 
 impl Watches {
+    /// Nothing watched yet; [`Watches::refresh`] adds the watches.
     pub fn new(watcher: RecommendedWatcher) -> Self {
         Self {
             watcher,
@@ -97,6 +98,7 @@ pub(crate) struct Fingerprint(Vec<(PathBuf, Option<Stamp>)>);
 type Stamp = (u64, SystemTime, u64);
 
 impl Fingerprint {
+    /// Stats every YAML file in the directory and every external file now.
     pub fn take(interest: &Interest) -> Self {
         let mut files: Vec<PathBuf> = std::fs::read_dir(&interest.dir)
             .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
