@@ -23,7 +23,7 @@ mod tests;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use route::RouteRefs;
@@ -147,9 +147,14 @@ struct Merged {
     admin: Option<AdminConfig>,
     workers: Option<(usize, Origin)>,
     listeners: Vec<ListenerConfig>,
-    routes: Vec<(RouteConfig, RouteRefs)>,
+    routes: Vec<RouteConfig>,
     filters: Vec<FilterConfig>,
     upstreams: Vec<UpstreamConfig>,
+    /// Every route's references, from broken routes too.
+    refs: Vec<RouteRefs>,
+    /// Every name declared per section, from broken items too: a reference to a
+    /// broken item is not a second error, and duplicates are found regardless.
+    declared: BTreeMap<&'static str, Vec<(String, Origin)>>,
 }
 
 impl Merged {
@@ -186,21 +191,25 @@ impl Merged {
                     None => self.workers = Some((n as usize, cx.origin(v.line))),
                 }
             }
-            if let Some(items) = f.take("listeners").and_then(|v| v.list(cx)) {
-                self.listeners
-                    .extend(items.iter().filter_map(|i| listener::listener(cx, i)));
-            }
-            if let Some(items) = f.take("routes").and_then(|v| v.list(cx)) {
-                self.routes
-                    .extend(items.iter().filter_map(|i| route::route(cx, i)));
-            }
-            if let Some(items) = f.take("filters").and_then(|v| v.list(cx)) {
-                self.filters
-                    .extend(items.iter().filter_map(|i| filter::filter(cx, i)));
-            }
-            if let Some(items) = f.take("upstreams").and_then(|v| v.list(cx)) {
-                self.upstreams
-                    .extend(items.iter().filter_map(|i| upstream::upstream(cx, i)));
+            for section in ["listeners", "routes", "filters", "upstreams"] {
+                let Some(items) = f.take(section).and_then(|v| v.list(cx)) else {
+                    continue;
+                };
+                for item in &items {
+                    if let Some(name) = walk::name_of(item.node) {
+                        let origin = cx.origin(item.line);
+                        self.declared
+                            .entry(section)
+                            .or_default()
+                            .push((name.to_string(), origin));
+                    }
+                    match section {
+                        "listeners" => self.listeners.extend(listener::listener(cx, item)),
+                        "routes" => self.routes.extend(route::route(cx, item, &mut self.refs)),
+                        "filters" => self.filters.extend(filter::filter(cx, item)),
+                        _ => self.upstreams.extend(upstream::upstream(cx, item)),
+                    }
+                }
             }
             f.finish(cx);
         }
@@ -209,29 +218,12 @@ impl Merged {
     /// Checks what only the whole can tell (unique names, references, listeners at
     /// all) and builds the [`Config`].
     fn finish(self, dir: &str, errors: &mut Vec<ConfigError>) -> Config {
-        unique(
-            errors,
-            "listeners",
-            self.listeners.iter().map(|l| (&l.name, &l.origin)),
-        );
-        unique(
-            errors,
-            "routes",
-            self.routes.iter().map(|(r, _)| (&r.name, &r.origin)),
-        );
-        unique(
-            errors,
-            "filters",
-            self.filters.iter().map(|f| (&f.name, &f.origin)),
-        );
-        unique(
-            errors,
-            "upstreams",
-            self.upstreams.iter().map(|u| (&u.name, &u.origin)),
-        );
+        for (section, names) in &self.declared {
+            unique(errors, section, names);
+        }
         self.check_addresses(errors);
         self.check_references(errors);
-        if self.listeners.is_empty() && !errors.iter().any(|e| e.path.starts_with("listeners")) {
+        if !self.declared.contains_key("listeners") {
             errors.push(ConfigError {
                 file: dir.to_string(),
                 line: 0,
@@ -267,7 +259,7 @@ impl Merged {
             admin: self.admin,
             workers: self.workers.map_or_else(default_workers, |(n, _)| n),
             listeners: self.listeners,
-            routes: self.routes.into_iter().map(|(r, _)| r).collect(),
+            routes: self.routes,
             filters: self.filters,
             upstreams: self.upstreams,
             external_files,
@@ -297,58 +289,51 @@ impl Merged {
     }
 
     fn check_references(&self, errors: &mut Vec<ConfigError>) {
-        let listeners: Vec<&str> = self.listeners.iter().map(|l| l.name.as_str()).collect();
-        let filters: Vec<&str> = self.filters.iter().map(|f| f.name.as_str()).collect();
-        let upstreams: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
-        for (route, refs) in &self.routes {
-            let mut err = |line: usize, field: &str, message: String| {
+        let names = |section: &str| -> Vec<&str> {
+            let mut names: Vec<&str> = self
+                .declared
+                .get(section)
+                .map(|d| d.iter().map(|(n, _)| n.as_str()).collect())
+                .unwrap_or_default();
+            names.dedup();
+            names
+        };
+        let listeners = names("listeners");
+        let filters = names("filters");
+        let mut upstreams = names("upstreams");
+        upstreams.push(ECHO_UPSTREAM);
+        for refs in &self.refs {
+            let mut err = |line: usize, field: &str, kind: &str, name: &str, known: &[&str]| {
                 errors.push(ConfigError {
                     file: refs.file.clone(),
                     line,
                     path: format!("{}.{field}", refs.path),
-                    message,
+                    message: format!("unknown {kind} `{name}` (defined: {})", list(known)),
                 })
             };
             for (name, line) in &refs.listeners {
                 if !listeners.contains(&name.as_str()) {
-                    err(
-                        *line,
-                        "listeners",
-                        format!("unknown listener `{name}` (defined: {})", list(&listeners)),
-                    );
+                    err(*line, "listeners", "listener", name, &listeners);
                 }
             }
             for (name, line) in &refs.filters {
                 if !filters.contains(&name.as_str()) {
-                    err(
-                        *line,
-                        "filters",
-                        format!("unknown filter `{name}` (defined: {})", list(&filters)),
-                    );
+                    err(*line, "filters", "filter", name, &filters);
                 }
             }
-            let up = route.upstream.as_str();
-            if up != ECHO_UPSTREAM && !upstreams.contains(&up) {
-                let mut known = upstreams.clone();
-                known.push(ECHO_UPSTREAM);
-                err(
-                    refs.upstream_line,
-                    "upstream",
-                    format!("unknown upstream `{up}` (defined: {})", list(&known)),
-                );
+            if let Some((name, line)) = &refs.upstream
+                && !upstreams.contains(&name.as_str())
+            {
+                err(*line, "upstream", "upstream", name, &upstreams);
             }
         }
     }
 }
 
 /// Reports every name declared twice in `section`, at the second declaration.
-fn unique<'a>(
-    errors: &mut Vec<ConfigError>,
-    section: &str,
-    items: impl Iterator<Item = (&'a String, &'a Origin)>,
-) {
+fn unique(errors: &mut Vec<ConfigError>, section: &str, names: &[(String, Origin)]) {
     let mut first: HashMap<&str, &Origin> = HashMap::new();
-    for (name, origin) in items {
+    for (name, origin) in names {
         match first.get(name.as_str()) {
             Some(prev) => errors.push(ConfigError::at(
                 origin,

@@ -10,11 +10,12 @@ pub(crate) struct RouteRefs {
     pub path: String,
     pub listeners: Vec<(String, usize)>,
     pub filters: Vec<(String, usize)>,
-    pub upstream_line: usize,
+    pub upstream: Option<(String, usize)>,
 }
 
-/// Decodes one `routes[]` item.
-pub(crate) fn route(cx: &mut Cx, item: &Field) -> Option<(RouteConfig, RouteRefs)> {
+/// Decodes one `routes[]` item. Its references go to `refs` even when the route has
+/// other errors, so that a dangling one is reported in the same run.
+pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Option<RouteConfig> {
     let (mut f, name) = Fields::named(cx, item, "routes")?;
     let listeners_field = f.take("listeners");
     let listeners = listeners_field.as_ref().map(|v| {
@@ -45,31 +46,32 @@ pub(crate) fn route(cx: &mut Cx, item: &Field) -> Option<(RouteConfig, RouteRefs
     let path = f.path().to_string();
     f.finish(cx);
 
-    let listeners = match listeners {
-        Some(l) => Some(l?),
-        None => None,
-    };
-    let filters = filters.unwrap_or(Some(Vec::new()))?;
-    let refs = RouteRefs {
+    refs.push(RouteRefs {
         file: cx.file.clone(),
         path,
-        listeners: listeners.clone().unwrap_or_default(),
-        filters: filters.clone(),
-        upstream_line: upstream_field.map_or(item.line, |v| v.line),
-    };
-    let route = RouteConfig {
+        listeners: listeners.clone().flatten().unwrap_or_default(),
+        filters: filters.clone().flatten().unwrap_or_default(),
+        upstream: upstream.clone().zip(upstream_field.map(|v| v.line)),
+    });
+    Some(RouteConfig {
         name: name?,
-        listeners: listeners.map(|l| l.into_iter().map(|(n, _)| n).collect()),
+        listeners: match listeners {
+            Some(l) => Some(l?.into_iter().map(|(n, _)| n).collect()),
+            None => None,
+        },
         matcher: matcher.unwrap_or(Some(RouteMatch::default()))?,
         priority: match priority {
             Some(p) => Some(p?),
             None => None,
         },
-        filters: filters.into_iter().map(|(n, _)| n).collect(),
+        filters: filters
+            .unwrap_or(Some(Vec::new()))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect(),
         upstream: upstream?,
         origin: cx.origin(item.line),
-    };
-    Some((route, refs))
+    })
 }
 
 fn route_match(cx: &mut Cx, field: &Field) -> Option<RouteMatch> {

@@ -390,3 +390,21 @@ fn named_files_are_found_even_when_the_config_is_broken() {
         ]
     );
 }
+
+#[test]
+fn broken_items_still_count_as_declared_and_their_references_are_checked() {
+    let dir = dir_with(&[(
+        "a.yaml",
+        "listeners:\n  - { name: web, address: 127.0.0.1:0 }\n  - { name: web, address: nowhere }\nroutes:\n  - name: r\n    match: { path: nope }\n    filters: [ghost]\n    upstream: broken\nupstreams:\n  - { name: broken, targets: [] }\n",
+    )]);
+    assert_eq!(
+        errors(dir.path()),
+        [
+            "a.yaml:3: listeners.web.address: `nowhere` is not an IP:port address (e.g. 127.0.0.1:8080 or [::1]:8080)",
+            "a.yaml:3: listeners.web: duplicate name `web` (first declared at a.yaml:2)",
+            "a.yaml:6: routes.r.match.path: `nope` must start with /",
+            "a.yaml:7: routes.r.filters: unknown filter `ghost` (defined: none)",
+            "a.yaml:10: upstreams.broken.targets: needs at least one target",
+        ]
+    );
+}

@@ -133,6 +133,20 @@ impl<'n> Fields<'n> {
     }
 }
 
+/// The `name` of a list item, if it has a readable one.
+pub(crate) fn name_of(node: &Node) -> Option<&str> {
+    let Kind::Map(entries) = &node.kind else {
+        return None;
+    };
+    entries
+        .iter()
+        .find(|(k, _)| k.text == "name")
+        .and_then(|(_, v)| match &v.kind {
+            Kind::Scalar { text, .. } if !v.is_null() && !text.is_empty() => Some(text.as_str()),
+            _ => None,
+        })
+}
+
 /// `a` + `.` + `b`, or just `b` at the top.
 pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
@@ -365,17 +379,8 @@ impl<'n> Fields<'n> {
     /// fields and the name (already checked to be a non-empty string).
     pub fn named(cx: &mut Cx, item: &Field<'n>, section: &str) -> Option<(Self, Option<String>)> {
         let mut item = item.clone();
-        if let Kind::Map(entries) = &item.node.kind {
-            let name = entries
-                .iter()
-                .find(|(k, _)| k.text == "name")
-                .and_then(|(_, v)| match &v.kind {
-                    Kind::Scalar { text, .. } if !v.is_null() => Some(text),
-                    _ => None,
-                });
-            if let Some(name) = name {
-                item.path = join(section, name);
-            }
+        if let Some(name) = name_of(item.node) {
+            item.path = join(section, name);
         }
         let mut fields = Self::new(cx, &item)?;
         let name = fields.require(cx, "name").and_then(|f| f.string(cx));
