@@ -95,8 +95,11 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {
+        // An error at the end of the input (an unclosed bracket) points at the last
+        // line there is, not at the empty one after the final newline.
+        let last_line = text.lines().count().max(1);
         return Err(SyntaxError {
-            line: e.marker().line().max(1),
+            line: e.marker().line().clamp(1, last_line),
             message: e.info().to_string(),
         });
     }
@@ -320,7 +323,12 @@ mod tests {
     #[test]
     fn syntax_error_has_the_parser_line() {
         let err = parse("a: 1\nb: [1, 2\nc: 3\n").unwrap_err();
-        assert!(err.line >= 2, "expected line >= 2, got {err:?}");
+        assert_eq!(err.line, 3, "{err:?}");
+        let err = parse("a: 1\nb: {\n").unwrap_err();
+        assert_eq!(
+            err.line, 2,
+            "an error at the end points at the last line: {err:?}"
+        );
     }
 
     #[test]
