@@ -81,7 +81,11 @@ fn bench(c: &mut Criterion) {
     let mut headers = HeaderMap::new();
     headers.insert("user-agent", HeaderValue::from_static("bench"));
     let cases = [
-        ("exact host, long prefix", "svc7.example.com", "/api/v1/users/42"),
+        (
+            "exact host, long prefix",
+            "svc7.example.com",
+            "/api/v1/users/42",
+        ),
         ("wildcard host", "shop.tenant3.example.net", "/cart"),
         ("fallback (scans all)", "unknown.test", "/nothing"),
     ];

@@ -26,6 +26,9 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// the authority the client addressed, `X-Forwarded-*` added, HTTP/1.1 on the wire.
 pub fn prepare_request(head: &mut request::Parts, conn: &ConnInfo) {
     remove_hop_by_hop(&mut head.headers);
+    // The server answers `100-continue` itself once the body is read; passing it on
+    // would make the upstream answer it a second time.
+    head.headers.remove(header::EXPECT);
 
     // HTTP/2 clients send `:authority` and no `Host`; an absolute-form URI overrides
     // `Host` too (RFC 9112 §3.2.2). Either way the upstream sees one `Host`.
