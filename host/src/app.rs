@@ -186,8 +186,10 @@ impl App {
     /// process is serving and `/ready` answers 200.
     pub fn worker_started(&self) {
         let started = self.workers_started.fetch_add(1, Ordering::SeqCst) + 1;
-        if started >= self.workers && !self.is_shutting_down() {
+        if started == self.workers && !self.is_shutting_down() {
             self.ready.store(true, Ordering::SeqCst);
+            let generation = self.snapshot.load().generation;
+            tracing::info!(generation, workers = self.workers, "serving");
         }
     }
 

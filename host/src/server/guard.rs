@@ -198,10 +198,10 @@ impl<I: Stream + 'static> Drop for Guard<I> {
         // A rejected connection is closed by the connection task only once the client's
         // remaining bytes are drained; closing with unread data would send a reset
         // that can destroy the error response before the client reads it.
-        if self.framing.is_holding() {
-            if let Some(io) = self.io.take() {
-                self.state.linger(Box::new(io));
-            }
+        if self.framing.is_holding()
+            && let Some(io) = self.io.take()
+        {
+            self.state.linger(Box::new(io));
         }
     }
 }
