@@ -4,4 +4,9 @@
 mod support;
 
 mod admin;
+mod check;
+mod echo;
+mod inproc;
+mod routing;
 mod server;
+mod upstream;
