@@ -1,8 +1,9 @@
 //! The access log: one line per request on the tracing target `access` at info (so
 //! `RUST_LOG=warn` silences it), plus the request metrics.
 //!
-//! The proxy driver calls [`record`] once at the end of every request it serves; the
-//! server calls it for requests it answers itself (400, 431) that never reach the driver.
+//! The server calls [`record`] once per request, when the response head is ready: with
+//! the driver's [`Outcome`](crate::proxy::Outcome) (route, upstream target) for the
+//! requests it hands on, and for the ones it answers itself (400, 431).
 
 use std::time::Duration;
 

@@ -11,6 +11,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::app::App;
 use crate::config::{self, ConfigErrors};
+use crate::reload::{Trigger, Watcher};
 use crate::snapshot::Snapshot;
 use crate::{admin, server, wasm};
 
@@ -139,12 +140,17 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
     };
     let server = server::start(&app).context("cannot start the workers")?;
     admin::start(&app).context("cannot start the admin listener")?;
+    let watcher = watch_config(conf, &app);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the signal handler")?;
-    rt.block_on(wait_for_signals(&app))?;
+    rt.block_on(wait_for_signals(
+        &app,
+        watcher.as_ref().map(Watcher::trigger),
+    ))?;
+    drop(watcher);
 
     tracing::info!(
         grace_secs = server::DRAIN_GRACE.as_secs(),
@@ -156,8 +162,31 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
-async fn wait_for_signals(app: &Arc<App>) -> anyhow::Result<()> {
+/// Reloads whenever the configuration directory (or a file it names) changes. Without
+/// a watcher (e.g. the inotify limit is reached) SIGHUP still reloads.
+fn watch_config(conf: &Path, app: &Arc<App>) -> Option<Watcher> {
+    let files = Arc::clone(app);
+    let reload = Arc::clone(app);
+    let watcher = Watcher::spawn(
+        conf.to_owned(),
+        move || files.snapshot.load().config.external_files.clone(),
+        move || {
+            // Errors are logged and recorded by reload itself.
+            let _ = reload.reload();
+        },
+    );
+    match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("{e}; reload with SIGHUP instead");
+            None
+        }
+    }
+}
+
+/// Reloads on SIGHUP (through the watcher's debounce when there is one); returns on
+/// SIGTERM or SIGINT.
+async fn wait_for_signals(app: &Arc<App>, trigger: Option<Trigger>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -166,9 +195,13 @@ async fn wait_for_signals(app: &Arc<App>) -> anyhow::Result<()> {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                let app = Arc::clone(app);
-                // Errors are logged and recorded by reload itself.
-                let _ = tokio::task::spawn_blocking(move || app.reload()).await;
+                if let Some(trigger) = &trigger {
+                    trigger.reload();
+                } else {
+                    let app = Arc::clone(app);
+                    // Errors are logged and recorded by reload itself.
+                    let _ = tokio::task::spawn_blocking(move || app.reload()).await;
+                }
             }
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),

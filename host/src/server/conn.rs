@@ -29,7 +29,7 @@ use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
 use crate::metrics;
-use crate::proxy::{self, ConnInfo, ProxyBody};
+use crate::proxy::{self, ConnInfo, Outcome, ProxyBody};
 
 /// Serves a plain-text TCP connection accepted on `listener`.
 pub async fn serve_tcp(
@@ -157,12 +157,44 @@ async fn handle(
         });
     }
 
+    // What the access log needs of the request, before the driver takes it.
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), ToString::to_string);
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+
     let snapshot = app.snapshot.load_full();
     let resp = proxy::handle(snapshot, &info, req).await;
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // What follows on this connection is no longer HTTP/1 framing.
         state.passthrough();
     }
+    let outcome = resp.extensions().get::<Outcome>();
+    access_log::record(&AccessRecord {
+        listener: &info.listener,
+        method: method.as_str(),
+        host: &host,
+        path: &path,
+        status: resp.status().as_u16(),
+        route: outcome.and_then(|o| o.route.as_deref()).unwrap_or_default(),
+        upstream: outcome
+            .and_then(|o| o.target.as_deref().or(o.upstream.as_deref()))
+            .unwrap_or_default(),
+        duration: started.elapsed(),
+        client: &info.client.to_string(),
+    });
     resp.map(|body| TrackedBody {
         inner: body,
         _active: active,

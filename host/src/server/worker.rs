@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::LocalSet;
+use tracing::Instrument;
 
 use super::DRAIN_GRACE;
 use super::conn;
@@ -29,10 +30,12 @@ pub(super) fn run(app: &Arc<App>, index: usize) {
         }
     };
     let local = LocalSet::new();
-    local.block_on(&rt, serve(Arc::clone(app), index));
+    // Every log line of the worker's connections says which worker it came from.
+    let span = tracing::info_span!("worker", index);
+    local.block_on(&rt, serve(Arc::clone(app), index, span));
 }
 
-async fn serve(app: Arc<App>, index: usize) {
+async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
     let tracker = Rc::new(Tracker::default());
     let mut table_rx = app.listeners();
     let mut shutdown = app.shutdown_signal();
@@ -56,6 +59,7 @@ async fn serve(app: Arc<App>, index: usize) {
                         Arc::clone(l),
                         socket,
                         Rc::clone(&tracker),
+                        span.clone(),
                     ));
                 }
                 Err(e) => {
@@ -82,6 +86,7 @@ async fn accept_loop(
     listener: Arc<BoundListener>,
     socket: TcpListener,
     tracker: Rc<Tracker>,
+    span: tracing::Span,
 ) {
     let mut stop = listener.stopped();
     let mut shutdown = app.shutdown_signal();
@@ -94,10 +99,13 @@ async fn accept_loop(
                     let track = tracker.enter();
                     let app = Arc::clone(&app);
                     let listener = Arc::clone(&listener);
-                    tokio::task::spawn_local(async move {
-                        conn::serve_tcp(app, listener, tcp, peer).await;
-                        drop(track);
-                    });
+                    tokio::task::spawn_local(
+                        async move {
+                            conn::serve_tcp(app, listener, tcp, peer).await;
+                            drop(track);
+                        }
+                        .instrument(span.clone()),
+                    );
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off rather than spin.
