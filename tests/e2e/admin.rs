@@ -132,6 +132,34 @@ routes:
         .await
         .unwrap_or_else(|e| panic!("GET on the added listener: {e}\n{status:#}"));
     assert_eq!(resp.status(), 200);
+
+    // Removing it again closes its socket; `web` keeps serving.
+    let other = proxy.addr("other");
+    conf.write(
+        "portcullis.yaml",
+        "admin: { address: 127.0.0.1:0 }
+listeners:
+  - { name: web, address: 127.0.0.1:0 }
+routes:
+  - { name: all, upstream: echo@internal }
+",
+    );
+    proxy.reload();
+    proxy.wait_for_generation(3).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(other).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed listener {other} still accepts connections"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = client()
+        .get(proxy.url("web", "/after"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET on the kept listener: {e}"));
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]

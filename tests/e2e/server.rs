@@ -323,3 +323,56 @@ async fn two_workers_both_serve() {
         );
     }
 }
+
+#[tokio::test]
+async fn access_log_lines_and_json_format() {
+    let proxy = Proxy::start(&basic_conf("", ""));
+    let resp = client()
+        .get(proxy.url("web", "/logged?q=1"))
+        .header("host", "example.test")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /logged: {e}"));
+    assert_eq!(resp.status(), 200);
+    assert!(
+        proxy.wait_for_log("path=\"/logged?q=1\"", Duration::from_secs(5)),
+        "expected an access line for /logged:\n{}",
+        proxy.logs()
+    );
+    let line = proxy
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("/logged"))
+        .unwrap_or_default();
+    for want in [
+        " access: ",
+        "method=\"GET\"",
+        "host=\"example.test\"",
+        "status=200",
+        "route=\"all\"",
+        "upstream=\"echo@internal\"",
+        "duration_ms=",
+    ] {
+        assert!(line.contains(want), "access line lacks {want:?}: {line}");
+    }
+
+    // --log-format json: every line is a JSON object.
+    let conf = basic_conf("", "");
+    let proxy = Proxy::try_start_with(&conf, &["--log-format", "json"], &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    for line in proxy.log_lines() {
+        let v: Result<Value, _> = serde_json::from_str(&line);
+        assert!(v.is_ok(), "not a JSON line: {line}");
+    }
+
+    // RUST_LOG=warn silences the access log.
+    let proxy = Proxy::try_start_with(&conf, &[], &[("RUST_LOG", "warn,portcullis::app=info")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = client().get(proxy.url("web", "/quiet")).send().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !proxy.logs().contains("/quiet"),
+        "RUST_LOG=warn should silence the access log:\n{}",
+        proxy.logs()
+    );
+}
