@@ -143,6 +143,25 @@ async fn oversized_headers_get_431_with_a_body() {
         .unwrap_or_else(|e| panic!("expected a 431 for 1 MiB of headers, got an error: {e}"));
     assert_eq!(resp.status(), 431);
 
+    // HTTP/2 heads meet the same limits.
+    let h2 = h2_client();
+    let mut req = h2.get(proxy.url("web", "/many-h2"));
+    for i in 0..25 {
+        req = req.header(format!("x-h{i}"), "1");
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("expected a 431 over h2, got an error: {e}"));
+    assert_eq!(resp.status(), 431, "25 header fields over h2");
+    let resp = h2
+        .get(proxy.url("web", "/big-h2"))
+        .header("x-big", "a".repeat(8 * 1024))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("expected a 431 over h2, got an error: {e}"));
+    assert_eq!(resp.status(), 431, "8 KiB of headers over h2");
+
     // Under the limits all is well.
     let resp = c
         .get(proxy.url("web", "/fine"))
@@ -275,6 +294,19 @@ upstreams:
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     proxy.signal(libc::SIGTERM);
+    // While draining, the proxy tells load balancers it is going away.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = client().get(proxy.admin_url("/ready")).send().await;
+        if ready.as_ref().is_ok_and(|r| r.status() == 503) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/ready should answer 503 while draining, got {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let resp = in_flight
         .await
         .unwrap_or_else(|e| panic!("client task: {e}"))
@@ -374,5 +406,42 @@ async fn access_log_lines_and_json_format() {
         !proxy.logs().contains("/quiet"),
         "RUST_LOG=warn should silence the access log:\n{}",
         proxy.logs()
+    );
+}
+
+#[tokio::test]
+async fn run_with_a_broken_config_prints_the_errors_and_exits_1() {
+    let conf = ConfDir::with(
+        "listeners: [{ name: web, address: 127.0.0.1:0 }]
+routes: [{ name: r, upstream: nowhere }]
+",
+    );
+    let err = match Proxy::try_start(&conf) {
+        Ok(_) => panic!("a config routing to an unknown upstream must not serve"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("exit status: 1"),
+        "expected exit code 1: {err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("portcullis.yaml:2: ") && l.contains("nowhere")),
+        "expected a `portcullis.yaml:2: ...` error line naming `nowhere`: {err}"
+    );
+
+    // An address that cannot be bound is a config error too.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = taken.local_addr().unwrap_or_else(|e| panic!("addr: {e}"));
+    let conf = ConfDir::with(&format!(
+        "listeners: [{{ name: web, address: {addr} }}]\nroutes: [{{ name: r, upstream: echo@internal }}]\n"
+    ));
+    let err = match Proxy::try_start(&conf) {
+        Ok(_) => panic!("{addr} is taken: the proxy must not start"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("listeners.web.address: cannot listen on"),
+        "expected a bind error naming the listener: {err}"
     );
 }
