@@ -153,21 +153,3 @@ pub fn empty_body() -> ProxyBody {
 fn full_response(resp: Response<Bytes>) -> Response<ProxyBody> {
     resp.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assert_send<T: Send>(_: &T) {}
-
-    /// The server may run `handle` on a multi-threaded executor (hyper's HTTP/2 spawns
-    /// per-stream futures): keep the driver's future `Send`.
-    #[allow(dead_code)]
-    fn handle_future_is_send(
-        snapshot: Arc<Snapshot>,
-        conn: &ConnInfo,
-        req: Request<hyper::body::Incoming>,
-    ) {
-        assert_send(&handle(snapshot, conn, req));
-    }
-}

@@ -396,3 +396,28 @@ async fn connect_timeout_is_502() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn buffered_call_reaches_an_upstream_by_name() {
+    // What a filter's `http_call` uses: a whole request in, a whole response out.
+    let a = Backend::start("a").await;
+    let cfg = Arc::new(config(vec![], vec![upstream("pool", &[(a.addr, 1)])]));
+    let snapshot =
+        Snapshot::build(cfg, &Runtime::default(), 1, None).unwrap_or_else(|e| panic!("build: {e}"));
+    let pool = snapshot
+        .upstream("pool")
+        .unwrap_or_else(|| panic!("pool is configured"));
+    let mut req = http::Request::new(Bytes::from_static(b"12345"));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static("/auth");
+    let resp = pool
+        .call(req, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("call failed: {e}"));
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.body().as_ref(),
+        b"a 5",
+        "the backend's whole answer, having read 5 bytes"
+    );
+}
