@@ -192,11 +192,12 @@ impl Upstream {
         req: Request<ProxyBody>,
     ) -> (Option<Authority>, Result<Response<Incoming>, UpstreamError>) {
         // A request without a body can be rebuilt, hence retried on another target.
-        let retry_head = req.body().is_end_stream().then(|| clone_head(&req));
+        let retry_head =
+            (self.targets.len() > 1 && req.body().is_end_stream()).then(|| clone_head(&req));
         let attempts = if retry_head.is_some() { 2 } else { 1 };
         let mut req = Some(req);
         let mut last = (None, Err(UpstreamError::NoTarget));
-        for _ in 0..attempts.min(self.targets.len()) {
+        for _ in 0..attempts {
             let Some(this) = req.take().or_else(|| retry_head.as_ref().map(rebuild)) else {
                 break;
             };
