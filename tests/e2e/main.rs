@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod check;
 mod echo;
+mod examples;
 mod inproc;
 mod routing;
 mod server;
