@@ -1,0 +1,203 @@
+//! The handles a filter's phases get: [`Request`] and [`Response`].
+//!
+//! Every call goes straight to the host (nothing is cached), so read a header once and
+//! keep the value. Pseudo-headers are headers here: `:method`, `:path`, `:authority`,
+//! `:scheme` on requests and `:status` on responses; writing `:path` rewrites the request.
+
+use std::net::{IpAddr, SocketAddr};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MapType;
+
+use crate::Error;
+
+/// The request, during [`crate::Filter::on_request`].
+#[derive(Debug, Default)]
+pub struct Request {
+    pub(crate) response_headers: Vec<(String, String)>,
+}
+
+/// The response, during [`crate::Filter::on_response`].
+#[derive(Debug, Default)]
+pub struct Response {
+    _private: (),
+}
+
+fn get(map: MapType, name: &str) -> Result<Option<String>, Error> {
+    hostcalls::get_map_value(map, name).map_err(Error::host("get header"))
+}
+
+fn set(map: MapType, name: &str, value: Option<&str>) -> Result<(), Error> {
+    hostcalls::set_map_value(map, name, value).map_err(Error::host("set header"))
+}
+
+fn add(map: MapType, name: &str, value: &str) -> Result<(), Error> {
+    hostcalls::add_map_value(map, name, value).map_err(Error::host("add header"))
+}
+
+fn all(map: MapType) -> Result<Vec<(String, String)>, Error> {
+    hostcalls::get_map(map).map_err(Error::host("get headers"))
+}
+
+/// Reads a property (Envoy attribute names, e.g. `["source", "address"]`).
+fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Error> {
+    hostcalls::get_property(path.to_vec()).map_err(Error::host("get property"))
+}
+
+/// Parses `source.address` as hosts give it: `IP:port`, `[v6]:port` or a bare IP.
+pub(crate) fn parse_address(text: &str) -> Option<SocketAddr> {
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Some(sa);
+    }
+    text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 0))
+}
+
+impl Request {
+    /// The first value of header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Result<Option<String>, Error> {
+        get(MapType::HttpRequestHeaders, name)
+    }
+
+    /// Every header, in order, pseudo-headers included.
+    pub fn headers(&self) -> Result<Vec<(String, String)>, Error> {
+        all(MapType::HttpRequestHeaders)
+    }
+
+    /// Replaces header `name` with `value`.
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        set(MapType::HttpRequestHeaders, name, Some(value))
+    }
+
+    /// Adds a value to header `name`, keeping existing ones.
+    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        add(MapType::HttpRequestHeaders, name, value)
+    }
+
+    /// Removes every value of header `name`.
+    pub fn remove_header(&mut self, name: &str) -> Result<(), Error> {
+        set(MapType::HttpRequestHeaders, name, None)
+    }
+
+    /// The method (`:method`).
+    pub fn method(&self) -> Result<String, Error> {
+        Ok(self.header(":method")?.unwrap_or_default())
+    }
+
+    /// The path with its query (`:path`).
+    pub fn path(&self) -> Result<String, Error> {
+        Ok(self.header(":path")?.unwrap_or_default())
+    }
+
+    /// Rewrites the path (and query) sent upstream.
+    pub fn set_path(&mut self, path: &str) -> Result<(), Error> {
+        self.set_header(":path", path)
+    }
+
+    /// The authority (`:authority`, the `Host` of HTTP/1.1), port included if sent.
+    pub fn authority(&self) -> Result<String, Error> {
+        Ok(self.header(":authority")?.unwrap_or_default())
+    }
+
+    /// The scheme (`:scheme`): `https` on TLS listeners, else `http`.
+    pub fn scheme(&self) -> Result<String, Error> {
+        Ok(self
+            .header(":scheme")?
+            .unwrap_or_else(|| "http".to_string()))
+    }
+
+    /// The peer's address (property `source.address`), if the host knows it.
+    pub fn client_addr(&self) -> Result<Option<SocketAddr>, Error> {
+        Ok(self
+            .property_str(&["source", "address"])?
+            .and_then(|s| parse_address(&s)))
+    }
+
+    /// The peer's IP address.
+    pub fn client_ip(&self) -> Result<Option<IpAddr>, Error> {
+        Ok(self.client_addr()?.map(|a| a.ip()))
+    }
+
+    /// The name of the route the request matched (property `route_name`), or "".
+    pub fn route_name(&self) -> Result<String, Error> {
+        Ok(self.property_str(&["route_name"])?.unwrap_or_default())
+    }
+
+    /// A property's raw bytes (Envoy attribute names, e.g. `["request", "id"]`).
+    pub fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, Error> {
+        property(path)
+    }
+
+    /// A property as text (invalid UTF-8 is replaced).
+    pub fn property_str(&self, path: &[&str]) -> Result<Option<String>, Error> {
+        Ok(property(path)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// Adds a header to this request's response, whichever it is (the upstream's, or
+    /// a later filter's local answer is not covered). Carries a value from the request
+    /// phase to the response phase without per-request state in the filter.
+    pub fn add_response_header(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.response_headers.push((name.into(), value.into()));
+    }
+}
+
+impl Response {
+    /// The first value of header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Result<Option<String>, Error> {
+        get(MapType::HttpResponseHeaders, name)
+    }
+
+    /// Every header, in order, `:status` included.
+    pub fn headers(&self) -> Result<Vec<(String, String)>, Error> {
+        all(MapType::HttpResponseHeaders)
+    }
+
+    /// Replaces header `name` with `value`.
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        set(MapType::HttpResponseHeaders, name, Some(value))
+    }
+
+    /// Adds a value to header `name`, keeping existing ones.
+    pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        add(MapType::HttpResponseHeaders, name, value)
+    }
+
+    /// Removes every value of header `name`.
+    pub fn remove_header(&mut self, name: &str) -> Result<(), Error> {
+        set(MapType::HttpResponseHeaders, name, None)
+    }
+
+    /// The status code (`:status`), 0 if the host gives none.
+    pub fn status(&self) -> Result<u16, Error> {
+        Ok(self
+            .header(":status")?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// A property's raw bytes.
+    pub fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, Error> {
+        property(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_address;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_address("10.1.2.3:5000").map(|a| a.to_string()),
+            Some("10.1.2.3:5000".into())
+        );
+        assert_eq!(
+            parse_address("[::1]:80").map(|a| a.ip().to_string()),
+            Some("::1".into())
+        );
+        assert_eq!(
+            parse_address("2001:db8::1").map(|a| a.ip().to_string()),
+            Some("2001:db8::1".into())
+        );
+        assert_eq!(parse_address("nonsense"), None);
+    }
+}
