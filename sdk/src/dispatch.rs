@@ -8,6 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{self, BufferType, ContextType, LogLevel, MapType};
 
+use crate::http::HeaderOp;
 use crate::{Action, Error, Filter, LocalResponse, Request, Response, config};
 
 /// Installs the root context of filter `F`: called from the module's `_initialize`.
@@ -47,7 +48,7 @@ impl<F: Filter> RootContext for Root<F> {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             filter: self.filter.clone(),
-            response_headers: Vec::new(),
+            response_ops: Vec::new(),
         }))
     }
 
@@ -58,7 +59,7 @@ impl<F: Filter> RootContext for Root<F> {
 
 struct Stream<F> {
     filter: Option<Rc<F>>,
-    response_headers: Vec<(String, String)>,
+    response_ops: Vec<HeaderOp>,
 }
 
 impl<F> Context for Stream<F> {}
@@ -72,7 +73,7 @@ impl<F: Filter> HttpContext for Stream<F> {
         };
         let mut req = Request::default();
         let result = filter.on_request(&mut req);
-        self.response_headers = req.response_headers;
+        self.response_ops = req.response_ops;
         carry_out(result)
     }
 
@@ -80,11 +81,15 @@ impl<F: Filter> HttpContext for Stream<F> {
         let Some(filter) = self.filter.clone() else {
             return types::Action::Continue;
         };
-        for (name, value) in std::mem::take(&mut self.response_headers) {
-            if let Err(status) =
-                hostcalls::add_map_value(MapType::HttpResponseHeaders, &name, &value)
-            {
-                log::warn!("cannot add response header {name}: {status:?}");
+        for op in std::mem::take(&mut self.response_ops) {
+            let map = MapType::HttpResponseHeaders;
+            let (name, result) = match &op {
+                HeaderOp::Set(n, v) => (n, hostcalls::set_map_value(map, n, Some(v))),
+                HeaderOp::Add(n, v) => (n, hostcalls::add_map_value(map, n, v)),
+                HeaderOp::Remove(n) => (n, hostcalls::set_map_value(map, n, None)),
+            };
+            if let Err(status) = result {
+                log::warn!("cannot change response header {name}: {status:?}");
             }
         }
         let mut resp = Response::default();

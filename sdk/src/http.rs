@@ -14,7 +14,15 @@ use crate::Error;
 /// The request, during [`crate::Filter::on_request`].
 #[derive(Debug, Default)]
 pub struct Request {
-    pub(crate) response_headers: Vec<(String, String)>,
+    pub(crate) response_ops: Vec<HeaderOp>,
+}
+
+/// A change to the response's headers, decided during the request phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeaderOp {
+    Set(String, String),
+    Add(String, String),
+    Remove(String),
 }
 
 /// The response, during [`crate::Filter::on_response`].
@@ -132,11 +140,24 @@ impl Request {
         Ok(property(path)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
-    /// Adds a header to this request's response, whichever it is (the upstream's, or
-    /// a later filter's local answer is not covered). Carries a value from the request
-    /// phase to the response phase without per-request state in the filter.
+    /// Adds a header to this request's response (applied, in call order with the other
+    /// `*_response_header` calls, when the response headers arrive and before
+    /// [`crate::Filter::on_response`]). Carries a value from the request phase to the
+    /// response phase without per-request state in the filter.
     pub fn add_response_header(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.response_headers.push((name.into(), value.into()));
+        self.response_ops
+            .push(HeaderOp::Add(name.into(), value.into()));
+    }
+
+    /// Replaces a header of this request's response (see [`Self::add_response_header`]).
+    pub fn set_response_header(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.response_ops
+            .push(HeaderOp::Set(name.into(), value.into()));
+    }
+
+    /// Removes a header from this request's response (see [`Self::add_response_header`]).
+    pub fn remove_response_header(&mut self, name: impl Into<String>) {
+        self.response_ops.push(HeaderOp::Remove(name.into()));
     }
 }
 

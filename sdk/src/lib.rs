@@ -52,6 +52,7 @@
 //! - [`config`]: configuration parsing with errors that name the field, and
 //!   [`config::Duration`] for values such as `30s`.
 //! - [`foreign`]: typed wrappers around Portcullis' host extensions.
+//! - [`query`]: query parameters and cookies.
 
 mod dispatch;
 mod error;
@@ -60,6 +61,7 @@ mod http;
 
 pub mod config;
 pub mod foreign;
+pub mod query;
 
 pub use config::ConfigError;
 pub use error::Error;
