@@ -16,6 +16,7 @@ pub fn names() -> &'static [&'static str] {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

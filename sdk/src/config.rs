@@ -90,7 +90,7 @@ impl Duration {
             other => return Err(format!("unknown duration unit `{other}` in `{text}`")),
         };
         let secs = value * scale;
-        if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+        if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
             return Err(format!("`{text}` is out of range"));
         }
         Ok(Duration(std::time::Duration::from_secs_f64(secs)))
@@ -132,6 +132,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

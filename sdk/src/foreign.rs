@@ -127,6 +127,7 @@ pub fn rate_limit(query: &RateLimitQuery) -> Result<RateLimitVerdict, ForeignErr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

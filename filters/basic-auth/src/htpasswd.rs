@@ -91,7 +91,7 @@ const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 
 fn to64(out: &mut String, mut v: u32, n: usize) {
     for _ in 0..n {
-        out.push(char::from(ITOA64[(v & 0x3f) as usize]));
+        out.push(char::from(ITOA64.get((v & 0x3f) as usize).copied().unwrap_or(b'.')));
         v >>= 6;
     }
 }
@@ -112,7 +112,7 @@ pub fn apr1(pw: &[u8], salt: &[u8]) -> String {
     let mut left = pw.len();
     while left > 0 {
         let n = left.min(16);
-        ctx.update(&alt[..n]);
+        ctx.update(alt.get(..n).unwrap_or_default());
         left -= n;
     }
     let mut i = pw.len();
@@ -120,7 +120,7 @@ pub fn apr1(pw: &[u8], salt: &[u8]) -> String {
         if i & 1 == 1 {
             ctx.update([0u8]);
         } else {
-            ctx.update(&pw[..1.min(pw.len())]);
+            ctx.update(pw.get(..1).unwrap_or_default());
         }
         i >>= 1;
     }
@@ -145,7 +145,7 @@ pub fn apr1(pw: &[u8], salt: &[u8]) -> String {
         }
         fin = h.finalize();
     }
-    let f = |i: usize| u32::from(fin[i]);
+    let f = |i: usize| u32::from(fin.get(i).copied().unwrap_or(0));
     let mut out = String::with_capacity(22);
     to64(&mut out, (f(0) << 16) | (f(6) << 8) | f(12), 4);
     to64(&mut out, (f(1) << 16) | (f(7) << 8) | f(13), 4);

@@ -96,6 +96,7 @@ pub fn encode_verdict(v: &Verdict) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
