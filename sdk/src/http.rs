@@ -1,5 +1,8 @@
 //! The handles a filter's phases get: [`Request`] and [`Response`].
 //!
+//! Header values are read as bytes and handed over as text, with any byte that is not
+//! UTF-8 replaced by U+FFFD.
+//!
 //! Every call goes straight to the host (nothing is cached), so read a header once and
 //! keep the value. Pseudo-headers are headers here: `:method`, `:path`, `:authority`,
 //! `:scheme` on requests and `:status` on responses; writing `:path` rewrites the request.
@@ -31,8 +34,12 @@ pub struct Response {
     _private: (),
 }
 
+// The `_bytes` variants: the text ones unwrap a UTF-8 conversion, and a client may
+// send any obs-text byte in a header value; a panic would trap the filter.
 fn get(map: MapType, name: &str) -> Result<Option<String>, Error> {
-    hostcalls::get_map_value(map, name).map_err(Error::host("get header"))
+    hostcalls::get_map_value_bytes(map, name)
+        .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        .map_err(Error::host("get header"))
 }
 
 fn set(map: MapType, name: &str, value: Option<&str>) -> Result<(), Error> {
@@ -44,7 +51,14 @@ fn add(map: MapType, name: &str, value: &str) -> Result<(), Error> {
 }
 
 fn all(map: MapType) -> Result<Vec<(String, String)>, Error> {
-    hostcalls::get_map(map).map_err(Error::host("get headers"))
+    hostcalls::get_map_bytes(map)
+        .map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect()
+        })
+        .map_err(Error::host("get headers"))
 }
 
 /// Reads a property (Envoy attribute names, e.g. `["source", "address"]`).

@@ -54,6 +54,8 @@
 //! - [`foreign`]: typed wrappers around Portcullis' host extensions.
 //! - [`query`]: query parameters and cookies.
 
+#![deny(missing_docs)]
+
 mod dispatch;
 mod error;
 mod filter;
