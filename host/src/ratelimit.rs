@@ -29,8 +29,19 @@ pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// A limiter unused this long is dropped (its filter was reconfigured or removed).
 const STALE_AFTER: Duration = Duration::from_secs(600);
 
+/// Limiters each thread keeps at hand (a worker rarely sees more than a few).
+const LOCAL_CAPACITY: usize = 32;
+
+type LocalCache = Vec<(u64, u64, Arc<Limiter>)>;
+
+thread_local! {
+    /// (set uid, limiter id, limiter) of the limiters this thread used last.
+    static LOCAL: std::cell::RefCell<LocalCache> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Every limiter of the process.
 pub struct RateLimits {
+    uid: u64,
     epoch: Instant,
     hasher: std::hash::RandomState,
     limiters: DashMap<u64, Arc<Limiter>, limiter::PreHashed>,
@@ -47,7 +58,9 @@ impl Default for RateLimits {
 impl RateLimits {
     /// An empty set of limiters.
     pub fn new() -> Self {
+        static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
+            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             epoch: Instant::now(),
             hasher: std::hash::RandomState::new(),
             limiters: DashMap::with_hasher(limiter::PreHashed::default()),
@@ -80,8 +93,35 @@ impl RateLimits {
         cost: u32,
         now: u64,
     ) -> Verdict {
-        let limiter = self.limiter(filter, params, now);
-        limiter.check(self.hash_key(key), cost, now)
+        let id = self.limiter_id(filter, params);
+        let key = self.hash_key(key);
+        // The hot path: this thread's cache, so workers do not bounce the registry's
+        // shard lock or the limiter's reference count between their caches.
+        let cached = LOCAL.with(|cache| {
+            let cache = cache.try_borrow().ok()?;
+            let (_, _, l) = cache
+                .iter()
+                .find(|(set, i, l)| *set == self.uid && *i == id && l.is(filter, params))?;
+            if l.is_retired() {
+                return None;
+            }
+            l.touch(now);
+            Some(l.check(key, cost, now))
+        });
+        if let Some(v) = cached {
+            return v;
+        }
+        let limiter = self.limiter(id, filter, params, now);
+        LOCAL.with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut() {
+                cache.retain(|(_, _, l)| !l.is_retired());
+                if cache.len() >= LOCAL_CAPACITY {
+                    cache.remove(0);
+                }
+                cache.push((self.uid, id, limiter.clone()));
+            }
+        });
+        limiter.check(key, cost, now)
     }
 
     /// Decodes a guest's query, checks it, and encodes the verdict.
@@ -100,11 +140,16 @@ impl RateLimits {
         self.hasher.hash_one(key)
     }
 
-    fn limiter(&self, filter: &str, params: Params, now: u64) -> Arc<Limiter> {
+    /// The registry key of a limiter: filter name, rate, period and burst (not
+    /// `max_keys`, which a reload may change without losing the buckets).
+    fn limiter_id(&self, filter: &str, params: Params) -> u64 {
         let mut h = self.hasher.build_hasher();
         filter.hash(&mut h);
-        params.hash(&mut h);
-        let id = h.finish();
+        (params.rate, params.per_ns, params.burst).hash(&mut h);
+        h.finish()
+    }
+
+    fn limiter(&self, id: u64, filter: &str, params: Params, now: u64) -> Arc<Limiter> {
         if let Some(l) = self.limiters.get(&id) {
             if l.is(filter, params) {
                 l.touch(now);
@@ -132,8 +177,13 @@ impl RateLimits {
 
     fn drop_stale(&self, now: u64) {
         let stale = u64::try_from(STALE_AFTER.as_nanos()).unwrap_or(u64::MAX);
-        self.limiters
-            .retain(|_, l| now.saturating_sub(l.last_used()) < stale);
+        self.limiters.retain(|_, l| {
+            let keep = now.saturating_sub(l.last_used()) < stale;
+            if !keep {
+                l.retire();
+            }
+            keep
+        });
     }
 }
 
@@ -174,6 +224,36 @@ mod tests {
         rl.check_at("a", params(1, 1, 1), b"k", 1, SEC);
         rl.check_at("b", params(1, 1, 1), b"k", 1, 700 * SEC);
         assert_eq!(rl.limiter_count(), 1, "a was unused for 699 s");
+        // This thread's cache let it go too: a comes back with a fresh bucket.
+        assert!(
+            rl.check_at("a", params(1, 1, 1), b"k", 1, 700 * SEC)
+                .allowed
+        );
+        assert!(
+            !rl.check_at("a", params(1, 1, 1), b"k", 1, 700 * SEC)
+                .allowed
+        );
+        assert_eq!(rl.limiter_count(), 2);
+    }
+
+    #[test]
+    fn threads_share_buckets() {
+        let rl = Arc::new(RateLimits::new());
+        let p = params(1, 3600, 100);
+        let admitted: usize = (0..4)
+            .map(|_| {
+                let rl = rl.clone();
+                std::thread::spawn(move || {
+                    (0..50)
+                        .filter(|_| rl.check("f", p, b"k", 1).allowed)
+                        .count()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap_or(0))
+            .sum();
+        assert_eq!(admitted, 100, "one bucket of 100 across 4 threads");
     }
 
     #[test]

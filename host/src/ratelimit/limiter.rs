@@ -13,7 +13,7 @@
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
@@ -80,6 +80,7 @@ pub struct Limiter {
     len: AtomicUsize,
     sweeping: Mutex<()>,
     last_used: AtomicU64,
+    retired: AtomicBool,
 }
 
 impl Limiter {
@@ -100,6 +101,7 @@ impl Limiter {
             len: AtomicUsize::new(0),
             sweeping: Mutex::new(()),
             last_used: AtomicU64::new(now),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -115,6 +117,16 @@ impl Limiter {
         if now.saturating_sub(self.last_used.load(Ordering::Relaxed)) > 1_000_000_000 {
             self.last_used.store(now, Ordering::Relaxed);
         }
+    }
+
+    /// Marks this limiter as dropped from the registry: threads' caches let it go.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Self::retire`] was called.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// When this limiter was last used.
