@@ -190,3 +190,6 @@ pub enum BodyDecision {
     /// Send this response instead (only possible before response headers went out).
     Respond(http::Response<Bytes>),
 }
+
+#[cfg(test)]
+mod tests;

@@ -384,7 +384,7 @@ impl HttpFilters {
             return Step::Local;
         }
         // 0 Continue, 2 ContinueAndEndStream; anything else stops iteration.
-        let paused = !(action == 0 || action == 2) && !self.io.resumed;
+        let paused = !(action == 0 || action == 2 || self.io.resumed);
         match phase {
             Phase::RequestBody | Phase::ResponseBody if paused => Step::Pause,
             _ => {
@@ -425,7 +425,8 @@ impl Drop for HttpFilters {
                 entries: std::mem::take(&mut self.entries),
                 io: std::mem::take(&mut self.io),
                 seen: self.seen,
-                finished: false,
+                // If the task never runs (the worker is shutting down), do not respawn.
+                finished: true,
             };
             rt.spawn(rest.finish());
         }

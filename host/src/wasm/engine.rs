@@ -104,7 +104,12 @@ impl Shared {
             hash: hex::encode(digest),
         });
         self.cache.retain(|_, w| w.strong_count() > 0);
-        self.cache.insert(digest, Arc::downgrade(&compiled));
+        // Another thread may have compiled the same bytes meanwhile: keep one.
+        let mut slot = self.cache.entry(digest).or_default();
+        if let Some(live) = slot.upgrade() {
+            return Ok(live);
+        }
+        *slot = Arc::downgrade(&compiled);
         Ok(compiled)
     }
 

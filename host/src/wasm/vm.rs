@@ -59,6 +59,7 @@ type F1R = Option<TypedFunc<u32, u32>>;
 type F2 = Option<TypedFunc<(u32, u32), ()>>;
 type F2R = Option<TypedFunc<(u32, u32), u32>>;
 type F3R = Option<TypedFunc<(u32, u32, u32), u32>>;
+type F5 = Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>;
 
 /// The guest's exported callbacks; absent ones are skipped.
 pub(crate) struct Callbacks {
@@ -76,7 +77,7 @@ pub(crate) struct Callbacks {
     pub on_delete: F1,
     pub on_tick: F1,
     pub on_queue_ready: F2,
-    pub on_http_call_response: Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>,
+    pub on_http_call_response: F5,
 }
 
 impl Callbacks {
@@ -180,10 +181,10 @@ impl Vm {
             .ok();
         if let Some(init) = init {
             vm.arm();
-            if let Err(e) = init.call_async(&mut vm.store, ()).await {
-                if !matches!(e.downcast_ref::<ProcExit>(), Some(ProcExit(0))) {
-                    return Err(format!("failed to initialize: {}", vm.classify(e)));
-                }
+            if let Err(e) = init.call_async(&mut vm.store, ()).await
+                && !matches!(e.downcast_ref::<ProcExit>(), Some(ProcExit(0)))
+            {
+                return Err(format!("failed to initialize: {}", vm.classify(e)));
             }
         }
         vm.call(&vm.cb.clone().on_context_create, (ROOT_CONTEXT, 0))

@@ -22,10 +22,10 @@ pub(crate) struct VmSignal {
 impl VmSignal {
     /// Marks `queue` ready and wakes the root task.
     pub fn queue_ready(&self, queue: u32) {
-        if let Ok(mut r) = self.ready.lock() {
-            if !r.contains(&queue) {
-                r.push(queue);
-            }
+        if let Ok(mut r) = self.ready.lock()
+            && !r.contains(&queue)
+        {
+            r.push(queue);
         }
         self.notify.notify_one();
     }
@@ -53,10 +53,10 @@ pub(crate) fn slot(plugin: &Arc<Plugin>) -> SlotRef {
     let key = Arc::as_ptr(plugin) as usize;
     SLOTS.with(|slots| {
         let mut slots = slots.borrow_mut();
-        if let Some((weak, slot)) = slots.get(&key) {
-            if weak.strong_count() > 0 {
-                return slot.clone();
-            }
+        if let Some((weak, slot)) = slots.get(&key)
+            && weak.strong_count() > 0
+        {
+            return slot.clone();
         }
         slots.retain(|_, (w, _)| w.strong_count() > 0);
         let slot = Arc::new(tokio::sync::Mutex::new(Slot {
@@ -90,11 +90,11 @@ pub(crate) async fn ensure(
     };
     slot.vm = Some(vm);
     slot.generation += 1;
-    if !slot.root_task {
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            slot.root_task = true;
-            rt.spawn(root_task(Arc::downgrade(me), Arc::downgrade(plugin)));
-        }
+    if !slot.root_task
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
+        slot.root_task = true;
+        rt.spawn(root_task(Arc::downgrade(me), Arc::downgrade(plugin)));
     }
     Ok(())
 }
@@ -174,4 +174,10 @@ async fn root_loop(slot: Weak<tokio::sync::Mutex<Slot>>, plugin: Weak<Plugin>) {
             super::fail_vm(&s, &plugin, generation, &f, "root context").await;
         }
     }
+}
+
+/// How many VM slots this worker holds (for tests of reload hygiene).
+#[cfg(test)]
+pub(crate) fn live_slots() -> usize {
+    SLOTS.with(|s| s.borrow().len())
 }
