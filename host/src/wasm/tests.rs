@@ -65,7 +65,11 @@ pub(crate) fn filter(name: &str, mode: &str) -> FilterConfig {
         root_id: format!("root-{name}"),
         config: mode.as_bytes().to_vec(),
         on_error: OnError::Deny,
-        limits: FilterLimits::default(),
+        // Generous: the test machine is loaded; tests of the deadline set their own.
+        limits: FilterLimits {
+            callback_timeout: std::time::Duration::from_secs(2),
+            ..FilterLimits::default()
+        },
         origin: Origin {
             file: "filters.yaml".into(),
             line: 7,

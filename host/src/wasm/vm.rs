@@ -13,6 +13,10 @@ use super::state::{HostState, Limiter, MemoryLimitExceeded, StreamIo};
 use super::wasi::ProcExit;
 use super::worker::VmSignal;
 
+/// The least deadline of each callback that starts a VM (`_initialize`,
+/// `on_vm_start`, `on_configure`).
+const START_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The context id of a VM's root context.
 pub(crate) const ROOT_CONTEXT: u32 = 1;
 
@@ -152,6 +156,7 @@ impl Vm {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
+        store.data_mut().deadline = Instant::now() + spec.timeout.max(START_TIMEOUT);
         store.set_epoch_deadline(1);
         let instance = match compiled.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
@@ -169,10 +174,12 @@ impl Vm {
             return Err("the module exports neither proxy_on_memory_allocate nor malloc".into());
         }
         let cb = Callbacks::find(&instance, &mut store);
+        // Starting a VM (compiling caches, parsing config) may legitimately take
+        // longer than a request callback; it is still bounded.
         let mut vm = Vm {
             store,
             cb: Arc::new(cb),
-            timeout: spec.timeout,
+            timeout: spec.timeout.max(START_TIMEOUT),
         };
         // Reactors export _initialize; commands (TinyGo) export _start.
         let init = instance
@@ -205,6 +212,7 @@ impl Vm {
         if configured == Some(0) {
             return Err("on_configure rejected its configuration (returned false)".into());
         }
+        vm.timeout = spec.timeout;
         Ok(vm)
     }
 
