@@ -129,6 +129,13 @@ impl Plugin {
         self.compiled.abi
     }
 
+    /// Instantiates and configures a fresh VM of this plugin, then drops it: what a
+    /// worker pays on first use or after a failure (used by the benchmarks).
+    pub fn start_fresh_vm(&self) -> Result<(), String> {
+        let signal = Arc::new(worker::VmSignal::default());
+        vm::block_on(vm::Vm::start(&self.compiled, &self.spec, signal)).map(drop)
+    }
+
     fn http_caller(&self) -> Option<Arc<dyn HttpCaller>> {
         self.http.get().cloned()
     }

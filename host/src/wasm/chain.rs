@@ -197,47 +197,52 @@ impl HttpFilters {
         BodyDecision::Forward(Bytes::from(data))
     }
 
-    /// `on_done`, `on_log` and `on_delete` for every context created.
+    /// `on_done`, `on_log` and `on_delete` for every context created. As in Envoy, a
+    /// filter that a local response cut short (it never saw the request) still gets
+    /// a context and `on_log`, so logging filters see denied requests.
     pub async fn finish(mut self) {
         self.finished = true;
         for i in 0..self.entries.len() {
-            let e = &self.entries[i];
-            let (Some(slot), false) = (e.slot.clone(), e.generation == 0) else {
+            let e = &mut self.entries[i];
+            let reached = e.generation != 0;
+            if e.skipped || (!reached && i < self.seen) {
                 continue;
-            };
+            }
+            let plugin = e.plugin.clone();
+            let slot = e.slot.get_or_insert_with(|| worker::slot(&plugin)).clone();
             let mut g = slot.lock().await;
-            if g.generation != e.generation {
+            if !reached && worker::ensure(&mut g, &slot, &plugin).await.is_err() {
                 continue;
             }
-            let ctx = e.ctx;
+            let generation = g.generation;
+            if reached && generation != e.generation {
+                continue;
+            }
             let Some(vm) = g.vm.as_mut() else { continue };
-            let mut r = vm
-                .call_with(&mut self.io, ctx, &vm.cb.clone().on_done, ctx)
-                .await
-                .map(|_| ());
+            let cb = vm.cb.clone();
+            let io = &mut self.io;
+            let mut r = Ok(());
+            let ctx = if reached {
+                r = vm.call_with(io, e.ctx, &cb.on_done, e.ctx).await.map(drop);
+                e.ctx
+            } else {
+                let ctx = vm.new_context();
+                r = r.and(
+                    vm.call_with(io, ctx, &cb.on_context_create, (ctx, ROOT_CONTEXT))
+                        .await
+                        .map(drop),
+                );
+                ctx
+            };
             if r.is_ok() {
-                r = vm
-                    .call_with(&mut self.io, ctx, &vm.cb.clone().on_log, ctx)
-                    .await
-                    .map(|_| ());
+                r = vm.call_with(io, ctx, &cb.on_log, ctx).await.map(drop);
             }
             if r.is_ok() {
-                r = vm
-                    .call_with(&mut self.io, ctx, &vm.cb.clone().on_delete, ctx)
-                    .await
-                    .map(|_| ());
+                r = vm.call_with(io, ctx, &cb.on_delete, ctx).await.map(drop);
             }
             drop(g);
             if let Err(f) = r {
-                let generation = self.entries[i].generation;
-                super::fail_vm(
-                    &slot,
-                    &self.entries[i].plugin,
-                    generation,
-                    &f,
-                    "on_done/on_log",
-                )
-                .await;
+                super::fail_vm(&slot, &plugin, generation, &f, "on_done/on_log").await;
             }
         }
     }

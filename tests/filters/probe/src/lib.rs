@@ -112,6 +112,12 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        if self.mode == "min" {
+            // The benchmark's minimal filter: read one header, add one.
+            let v = self.get_http_request_header("x-in").unwrap_or_default();
+            self.add_http_request_header("x-min", &v);
+            return Action::Continue;
+        }
         let seen = self.get_http_request_header("x-in").unwrap_or_else(|| "none".into());
         self.set_http_request_header(&format!("x-seen-{}", self.arg), Some(&seen));
         self.add_http_request_header("x-chain", &self.arg.clone());
@@ -256,6 +262,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        if self.mode == "min" {
+            return Action::Continue;
+        }
         self.add_http_response_header("x-resp-chain", &self.arg.clone());
         if self.mode == "body" {
             self.set_http_response_header("content-length", None);
@@ -279,6 +288,9 @@ impl HttpContext for Stream {
     }
 
     fn on_log(&mut self) {
+        if self.mode == "min" {
+            return;
+        }
         if let Some(id) = self.counter {
             let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
         }
