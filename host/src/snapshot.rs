@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM};
 use crate::router::{Candidate, Router};
 use crate::upstream::Upstream;
-use crate::wasm::{Plugin, Runtime};
+use crate::wasm::{HttpCaller, Plugin, Runtime, UpstreamCaller};
 
 /// One generation of the proxy's configuration, built completely before it serves.
 pub struct Snapshot {
@@ -137,6 +137,11 @@ impl Snapshot {
 
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
+        }
+        // Filters' http_call reaches this snapshot's upstreams by name.
+        let caller: Arc<dyn HttpCaller> = Arc::new(UpstreamCaller::new(upstreams.clone()));
+        for plugin in plugins.values() {
+            plugin.set_http_caller(caller.clone());
         }
         Ok(Snapshot {
             generation,

@@ -10,6 +10,7 @@
 //! its deadline or grows past its memory limit fails its request and loses its VM.
 
 mod abi;
+pub mod body;
 mod calls;
 mod chain;
 mod engine;
@@ -18,6 +19,7 @@ mod memory;
 mod metrics;
 mod shared;
 mod state;
+mod upstream_caller;
 mod vm;
 mod wasi;
 mod worker;
@@ -29,11 +31,13 @@ use bytes::Bytes;
 
 use crate::config::{ConfigError, FilterConfig, FilterSource};
 
+pub use body::{FilteredBody, LocalSlot, SharedFilters};
 pub use calls::{CallFuture, HttpCaller};
 pub use chain::HttpFilters;
 pub use foreign::{ForeignError, ForeignFunction};
 pub use metrics::failures;
 pub use state::AbiVersion;
+pub use upstream_caller::UpstreamCaller;
 pub use vm::Failure;
 
 /// The process-wide wasm runtime: engine, module cache, epoch ticker (all shared by

@@ -4,3 +4,5 @@ mod echo;
 mod inproc;
 mod routing;
 mod upstream;
+mod wasm_build;
+mod wasm_filters;

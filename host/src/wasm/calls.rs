@@ -26,22 +26,31 @@ pub trait HttpCaller: Send + Sync {
     fn call(&self, upstream: &str, request: http::Request<Bytes>, timeout: Duration) -> CallFuture;
 }
 
-/// Runs the calls the guest made in its last callback and delivers their answers,
-/// until none are outstanding. Responses go to the context that made each call.
+/// Runs the calls `context` made and delivers their answers (with `io`, the data of
+/// the stream that context belongs to), until none are outstanding. Calls of other
+/// contexts of the same VM are left to their own streams.
 pub(crate) async fn dispatch(
     slot: &SlotRef,
     plugin: &Arc<Plugin>,
     generation: u64,
+    context: u32,
     io: &mut Box<StreamIo>,
 ) -> Result<(), Failure> {
     loop {
-        let calls = {
+        let calls: Vec<PendingCall> = {
             let mut g = slot.lock().await;
             if g.generation != generation {
                 return Ok(());
             }
             match g.vm.as_mut() {
-                Some(vm) => std::mem::take(&mut vm.store.data_mut().pending_calls),
+                Some(vm) => {
+                    let pending = &mut vm.store.data_mut().pending_calls;
+                    let (mine, others) = std::mem::take(pending)
+                        .into_iter()
+                        .partition(|c| c.context == context);
+                    *pending = others;
+                    mine
+                }
                 None => return Ok(()),
             }
         };

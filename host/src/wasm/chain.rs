@@ -80,6 +80,12 @@ impl HttpFilters {
         }
     }
 
+    /// Shares the chain between the driver and the body wrappers
+    /// ([`super::FilteredBody`]); it finishes when the last holder drops it.
+    pub fn into_shared(self) -> super::SharedFilters {
+        Arc::new(tokio::sync::Mutex::new(self))
+    }
+
     /// Whether the chain has no filters (the proxy may then skip every phase).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -382,7 +388,7 @@ impl HttpFilters {
             tracing::debug!(filter = %plugin.config.name, status = r.status, details = %r.details, "local response");
             return Step::Local;
         }
-        if let Err(f) = calls::dispatch(&slot, &plugin, generation, &mut self.io).await {
+        if let Err(f) = calls::dispatch(&slot, &plugin, generation, ctx, &mut self.io).await {
             return self.failed(i, &slot, generation, f, phase).await;
         }
         if self.io.local_reply.is_some() {

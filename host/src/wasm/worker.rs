@@ -167,7 +167,7 @@ async fn root_loop(slot: Weak<tokio::sync::Mutex<Slot>>, plugin: Weak<Plugin>) {
         }
         drop(g);
         let result = match result {
-            Ok(_) => super::calls::dispatch(&s, &plugin, generation, &mut io).await,
+            Ok(_) => super::calls::dispatch(&s, &plugin, generation, ROOT_CONTEXT, &mut io).await,
             Err(f) => Err(f),
         };
         if let Err(f) = result {

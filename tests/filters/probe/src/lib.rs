@@ -99,7 +99,7 @@ impl Context for Stream {
         match status.as_deref() {
             Some("200") if nheaders > 0 => {
                 self.set_http_request_header("x-call-status", Some("200"));
-                self.set_http_request_header("x-call-body", Some(&String::from_utf8_lossy(&body)));
+                self.set_http_request_header("x-call-body", Some(String::from_utf8_lossy(&body).trim()));
                 self.resume_http_request();
             }
             other => {
@@ -119,7 +119,14 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         let seen = self.get_http_request_header("x-in").unwrap_or_else(|| "none".into());
-        self.set_http_request_header(&format!("x-seen-{}", self.arg), Some(&seen));
+        // The argument may be an upstream name such as echo@internal: keep the header
+        // name a valid token.
+        let tag: String = self
+            .arg
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        self.set_http_request_header(&format!("x-seen-{tag}"), Some(&seen));
         self.add_http_request_header("x-chain", &self.arg.clone());
         match self.mode.as_str() {
             "local" => {
