@@ -175,3 +175,83 @@ fn modules_are_compiled_once_per_content() {
     assert!(Arc::ptr_eq(&a, &b), "the same bytes compiled twice");
     assert_eq!(a.abi, AbiVersion::V0_2_1);
 }
+
+/// A module probing the host with bad pointers and WASI calls from `on_configure`; it
+/// accepts its configuration only if every answer is the expected one.
+const POKE: &str = r#"(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_buffer_bytes" (func $buf (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_property" (func $prop (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_header_map_pairs" (func $pairs (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_unstable" "environ_sizes_get" (func $env (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 0) "plugin_name")
+  (data (i32.const 16) "hello from wat\n")
+  (func (export "malloc") (param $n i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $n)))
+    (local.get $p))
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    ;; a message past the end of memory: INVALID_MEMORY_ACCESS (6)
+    (if (i32.ne (call $log (i32.const 2) (i32.const 65530) (i32.const 100)) (i32.const 6))
+      (then (return (i32.const 0))))
+    ;; a length that wraps around: INVALID_MEMORY_ACCESS
+    (if (i32.ne (call $log (i32.const 2) (i32.const 8) (i32.const -1)) (i32.const 6))
+      (then (return (i32.const 0))))
+    ;; return slots out of bounds: INVALID_MEMORY_ACCESS
+    (if (i32.ne (call $buf (i32.const 7) (i32.const 0) (i32.const -1) (i32.const -8) (i32.const 200))
+                (i32.const 6))
+      (then (return (i32.const 0))))
+    ;; the plugin configuration with max_size = usize::MAX: OK, all 4 bytes
+    (if (i32.ne (call $buf (i32.const 7) (i32.const 0) (i32.const -1) (i32.const 200) (i32.const 204))
+                (i32.const 0))
+      (then (return (i32.const 0))))
+    (if (i32.ne (i32.load (i32.const 204)) (i32.const 4)) (then (return (i32.const 0))))
+    ;; a property, handed back through malloc
+    (if (i32.ne (call $prop (i32.const 0) (i32.const 11) (i32.const 208) (i32.const 212)) (i32.const 0))
+      (then (return (i32.const 0))))
+    (if (i32.ne (i32.load (i32.const 212)) (i32.const 4)) (then (return (i32.const 0))))
+    ;; a malformed map: BAD_ARGUMENT (2) or NOT_FOUND (1) outside a stream, never a trap
+    (drop (call $pairs (i32.const 0) (i32.const 16) (i32.const 15)))
+    ;; WASI: stdout to the log, a clock, randomness, no files, no environment
+    (i32.store (i32.const 300) (i32.const 16))
+    (i32.store (i32.const 304) (i32.const 15))
+    (if (i32.ne (call $write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 308)) (i32.const 0))
+      (then (return (i32.const 0))))
+    (if (i32.ne (i32.load (i32.const 308)) (i32.const 15)) (then (return (i32.const 0))))
+    (if (i32.ne (call $write (i32.const 9) (i32.const 300) (i32.const 1) (i32.const 308)) (i32.const 8))
+      (then (return (i32.const 0))))
+    (if (i32.ne (call $clock (i32.const 0) (i64.const 1) (i32.const 320)) (i32.const 0))
+      (then (return (i32.const 0))))
+    (if (i64.eqz (i64.load (i32.const 320))) (then (return (i32.const 0))))
+    (if (i32.ne (call $random (i32.const 400) (i32.const 32)) (i32.const 0))
+      (then (return (i32.const 0))))
+    (if (i32.ne (call $random (i32.const 65530) (i32.const 32)) (i32.const 21))
+      (then (return (i32.const 0))))
+    (if (i32.ne (call $open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 4) (i32.const 0)
+                            (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 500))
+                (i32.const 52))
+      (then (return (i32.const 0))))
+    (if (i32.ne (call $env (i32.const 600) (i32.const 604)) (i32.const 0))
+      (then (return (i32.const 0))))
+    (i32.eqz (i32.load (i32.const 600))))
+)"#;
+
+#[test]
+fn guest_pointers_are_checked_and_wasi_grants_nothing() {
+    let rt = Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let f = filter("poke", "abcd");
+    if let Err(e) = rt.plugin_from_bytes(&f, POKE.as_bytes()) {
+        panic!("the module's checks of the host failed: {e}");
+    }
+}
