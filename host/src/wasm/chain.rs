@@ -379,6 +379,13 @@ impl HttpFilters {
                     .await
             }
         };
+        let has_calls = g.vm.as_ref().is_some_and(|vm| {
+            vm.store
+                .data()
+                .pending_calls
+                .iter()
+                .any(|c| c.context == ctx)
+        });
         drop(g);
         let action = match r {
             Ok(a) => a.unwrap_or(0),
@@ -388,7 +395,9 @@ impl HttpFilters {
             tracing::debug!(filter = %plugin.config.name, status = r.status, details = %r.details, "local response");
             return Step::Local;
         }
-        if let Err(f) = calls::dispatch(&slot, &plugin, generation, ctx, &mut self.io).await {
+        if has_calls
+            && let Err(f) = calls::dispatch(&slot, &plugin, generation, ctx, &mut self.io).await
+        {
             return self.failed(i, &slot, generation, f, phase).await;
         }
         if self.io.local_reply.is_some() {
