@@ -15,6 +15,7 @@
 //!   warning of an expired certificate, the expiry gauge and `X-Client-Cert-Subject`.
 
 pub mod client;
+pub mod connector;
 pub mod info;
 pub mod load;
 pub mod server;

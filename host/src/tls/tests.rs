@@ -2,6 +2,7 @@
 //! this module builds, with certificates made by rcgen for each test.
 
 mod client_auth;
+mod connector;
 mod pki;
 mod upstream;
 

@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn upstream(tls: UpstreamTlsConfig) -> UpstreamConfig {
+pub(super) fn upstream(tls: UpstreamTlsConfig) -> UpstreamConfig {
     UpstreamConfig {
         name: "backend".into(),
         targets: vec![TargetConfig {
