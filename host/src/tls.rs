@@ -61,9 +61,43 @@ pub fn server_config(
 pub fn client_config(
     upstream: &UpstreamConfig,
 ) -> Result<Option<Arc<rustls::ClientConfig>>, Vec<ConfigError>> {
-    match &upstream.tls {
-        Some(tls) => client::build(upstream, tls).map(Some),
-        None => Ok(None),
+    upstream_tls(upstream).map(|t| t.map(|t| t.config))
+}
+
+/// Builds everything an upstream's connector needs for TLS; `None` without a `tls:`
+/// block.
+pub fn upstream_tls(upstream: &UpstreamConfig) -> Result<Option<UpstreamTls>, Vec<ConfigError>> {
+    let Some(tls) = &upstream.tls else {
+        return Ok(None);
+    };
+    let config = client::build(upstream, tls)?;
+    Ok(Some(UpstreamTls {
+        config,
+        sni: tls.sni.clone(),
+        fingerprint: client::fingerprint(tls),
+    }))
+}
+
+/// An upstream's TLS, built once per snapshot.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The rustls client config (roots, client certificate, ALPN).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name to send and verify instead of the target's host.
+    pub sni: Option<String>,
+    /// A digest of the files it was built from (CA bundle, client certificate and
+    /// key): an upstream kept across a reload must be rebuilt when it changes, even
+    /// though its configuration reads the same.
+    pub fingerprint: [u8; 32],
+}
+
+/// Sets the `X-Client-Cert-Subject` request header to the connection's verified
+/// client-certificate subject, and removes any the client sent itself: the upstream
+/// must be able to trust it.
+pub fn set_client_subject(headers: &mut http::HeaderMap, subject: Option<&str>) {
+    headers.remove(CLIENT_SUBJECT_HEADER);
+    if let Some(value) = subject.and_then(|s| http::HeaderValue::from_str(s).ok()) {
+        headers.insert(CLIENT_SUBJECT_HEADER, value);
     }
 }
 
@@ -78,7 +112,7 @@ pub fn upstream_server_name(tls: &UpstreamTlsConfig, target: &str) -> Option<Ser
 #[derive(Debug, Default, Clone)]
 pub struct TlsSet {
     listeners: HashMap<String, ListenerTls>,
-    upstreams: HashMap<String, Arc<rustls::ClientConfig>>,
+    upstreams: HashMap<String, UpstreamTls>,
 }
 
 impl TlsSet {
@@ -96,7 +130,7 @@ impl TlsSet {
             }
         }
         for u in &config.upstreams {
-            match client_config(u) {
+            match upstream_tls(u) {
                 Ok(Some(c)) => drop(set.upstreams.insert(u.name.clone(), c)),
                 Ok(None) => {}
                 Err(e) => errors.extend(e),
@@ -121,8 +155,8 @@ impl TlsSet {
         self.listeners.get(listener)
     }
 
-    /// The client config of `upstream`, `None` when it is reached in plain text.
-    pub fn upstream(&self, upstream: &str) -> Option<&Arc<rustls::ClientConfig>> {
+    /// The TLS of `upstream`, `None` when it is reached in plain text.
+    pub fn upstream(&self, upstream: &str) -> Option<&UpstreamTls> {
         self.upstreams.get(upstream)
     }
 

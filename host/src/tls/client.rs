@@ -90,6 +90,28 @@ pub fn build(
     Ok(Arc::new(config))
 }
 
+/// A SHA-256 over the contents of the files `tls` names, in a fixed order; a file that
+/// cannot be read contributes its absence.
+pub fn fingerprint(tls: &UpstreamTlsConfig) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let files = [
+        tls.ca.as_deref(),
+        tls.client_cert.as_ref().map(|p| p.cert.as_path()),
+        tls.client_cert.as_ref().map(|p| p.key.as_path()),
+    ];
+    for file in files {
+        match file.and_then(|f| std::fs::read(f).ok()) {
+            Some(bytes) => {
+                hash.update((bytes.len() as u64).to_le_bytes());
+                hash.update(&bytes);
+            }
+            None => hash.update(u64::MAX.to_le_bytes()),
+        }
+    }
+    hash.finalize().into()
+}
+
 /// The name to send (SNI) and verify for a connection to `target` (`host:port`):
 /// the configured `sni`, else the target's host (an IP address sends no SNI and is
 /// verified against the certificate's IP SANs).

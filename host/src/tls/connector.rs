@@ -19,8 +19,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
-use super::ALPN_H2;
-use crate::config::UpstreamTlsConfig;
+use super::{ALPN_H2, UpstreamTls};
 
 /// Why a connection to an upstream target could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -58,18 +57,14 @@ struct TlsSide {
 }
 
 impl UpstreamConnector {
-    /// Plain TCP with `http`'s settings, then TLS with `tls` (the upstream's client
-    /// config and its `tls:` block) when given; `timeout` bounds the handshake.
-    pub fn new(
-        mut http: HttpConnector,
-        tls: Option<(Arc<rustls::ClientConfig>, &UpstreamTlsConfig)>,
-        timeout: Duration,
-    ) -> Self {
+    /// Plain TCP with `http`'s settings, then TLS with `tls` when given; `timeout`
+    /// bounds the handshake.
+    pub fn new(mut http: HttpConnector, tls: Option<&UpstreamTls>, timeout: Duration) -> Self {
         // The pool asks for `https://` URIs when it speaks TLS; TCP is the same.
         http.enforce_http(false);
-        let tls = tls.map(|(config, tls)| {
+        let tls = tls.map(|tls| {
             Arc::new(TlsSide {
-                connector: tokio_rustls::TlsConnector::from(config),
+                connector: tokio_rustls::TlsConnector::from(Arc::clone(&tls.config)),
                 sni: tls.sni.clone(),
                 timeout,
             })
@@ -80,6 +75,15 @@ impl UpstreamConnector {
     /// Whether connections are TLS (requests should then use the `https` scheme).
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// The scheme of URIs sent through this connector.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.is_tls() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
     }
 }
 

@@ -415,3 +415,25 @@ fn test_config() -> Config {
         external_files: Vec::new(),
     }
 }
+
+#[test]
+fn the_subject_header_is_the_verified_one_or_none() {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        CLIENT_SUBJECT_HEADER,
+        http::HeaderValue::from_static("CN=forged"),
+    );
+    set_client_subject(&mut headers, None);
+    assert_eq!(
+        headers.get(CLIENT_SUBJECT_HEADER),
+        None,
+        "a client-sent subject must go"
+    );
+    headers.insert(
+        CLIENT_SUBJECT_HEADER,
+        http::HeaderValue::from_static("CN=forged"),
+    );
+    set_client_subject(&mut headers, Some("CN=alice, O=Example"));
+    let all: Vec<_> = headers.get_all(CLIENT_SUBJECT_HEADER).iter().collect();
+    assert_eq!(all, vec!["CN=alice, O=Example"]);
+}

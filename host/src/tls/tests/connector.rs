@@ -70,12 +70,12 @@ fn connector(files: &Files, ca: &Ca, sni: Option<&str>) -> UpstreamConnector {
         verify: true,
         client_cert: None,
     };
-    let mut upstream = super::upstream::upstream(tls.clone());
+    let mut upstream = super::upstream::upstream(tls);
     upstream.name = "backend".into();
-    let config = client_config(&upstream)
+    let tls = upstream_tls(&upstream)
         .unwrap_or_else(|e| panic!("{e:?}"))
         .unwrap_or_else(|| panic!("expected a client config"));
-    UpstreamConnector::new(HttpConnector::new(), Some((config, &tls)), PATIENCE)
+    UpstreamConnector::new(HttpConnector::new(), Some(&tls), PATIENCE)
 }
 
 #[tokio::test]

@@ -172,3 +172,22 @@ fn bad_upstream_files_are_config_errors() {
         ]
     );
 }
+
+#[test]
+fn the_fingerprint_follows_the_files_contents() {
+    let files = Files::new();
+    let ca = files.write("ca.pem", &Ca::new("One").cert_pem);
+    let tls = upstream_tls(Some(ca.clone()));
+    let before = client::fingerprint(&tls);
+    assert_eq!(
+        before,
+        client::fingerprint(&tls),
+        "same files, same fingerprint"
+    );
+    files.write("ca.pem", &Ca::new("Two").cert_pem);
+    assert_ne!(
+        before,
+        client::fingerprint(&tls),
+        "a replaced CA bundle must change it"
+    );
+}
