@@ -75,7 +75,13 @@ pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigE
         certificates.push(info);
     }
 
-    let verifier = client_verifier(listener, tls).map_err(|e| errors.push(e));
+    let verifier = match client_verifier(listener, tls) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
     let Some(resolver) = SniResolver::new(entries) else {
         // Either no certificate loaded (their errors are already recorded) or none
         // was configured, which the config loader refuses; say so either way.
@@ -89,7 +95,7 @@ pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigE
         }
         return Err(errors);
     };
-    let (Ok(verifier), true) = (verifier, errors.is_empty()) else {
+    let (Some(verifier), true) = (verifier, errors.is_empty()) else {
         return Err(errors);
     };
 
