@@ -1,1 +1,7 @@
+//! End-to-end tests: one binary, one module per concern.
+
+mod echo;
+mod inproc;
+mod routing;
 mod tls;
+mod upstream;
