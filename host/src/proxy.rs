@@ -74,6 +74,7 @@ pub async fn handle(
     let started = Instant::now();
     let (mut head, body) = req.into_parts();
     let mut outcome = Outcome::default();
+    crate::tls::set_client_subject(&mut head.headers, conn.client_subject.as_deref());
 
     let Some(route) = snapshot.route(&conn.listener, &Candidate::from_parts(&head)) else {
         return observe::done(
