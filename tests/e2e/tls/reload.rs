@@ -162,3 +162,25 @@ async fn a_bad_certificate_is_reported_and_the_old_one_keeps_serving() {
         "expected requests still served, got {got:?}"
     );
 }
+
+#[test]
+fn check_reports_a_mismatched_key_at_its_file_and_line() {
+    let ca = Ca::new("Check CA");
+    let conf = Conf::new();
+    conf.write_cert_file("site.crt", &ca.server(&["site.test"], Alg::Ecdsa).chain_pem);
+    conf.write_cert_file("site.key", &ca.server(&["site.test"], Alg::Ecdsa).key_pem);
+    conf.write_yaml(YAML);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--conf"])
+        .arg(conf.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run portcullis check: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "expected check to fail; stderr:\n{stderr}");
+    // The pair is on line 8 of YAML (which starts with a newline).
+    let expected = "portcullis.yaml:8: listeners.websecure.tls.certificates.0: the private key in";
+    assert!(
+        stderr.lines().any(|l| l.starts_with(expected) && l.contains("does not match")),
+        "expected a line starting {expected:?}; stderr:\n{stderr}"
+    );
+}
