@@ -10,4 +10,7 @@ mod examples;
 mod inproc;
 mod routing;
 mod server;
+mod tls;
 mod upstream;
+mod wasm_build;
+mod wasm_filters;
