@@ -83,12 +83,23 @@ async fn assemblyscript_headers_adds_headers_and_answers_the_teapot() {
         "{headers:?}"
     );
 
-    let (status, _, body) = send(&proxy, "GET", "/teapot", &[], None).await;
+    let (status, headers, body) = send(&proxy, "GET", "/teapot", &[], None).await;
     assert_eq!(
         status, 418,
         "/teapot: expected the filter's 418, got {status}: {body}"
     );
     assert_eq!(body, "I'm a teapot (AssemblyScript)\n");
+    // The response phase sees the filter's own local answer: marked once, not twice,
+    // and with no grpc-status (the filter passes -1: not gRPC).
+    let marks = headers
+        .iter()
+        .filter(|(k, _)| k == "x-filter-language")
+        .count();
+    assert_eq!(
+        marks, 1,
+        "x-filter-language once on the local answer: {headers:?}"
+    );
+    assert_eq!(header(&headers, "grpc-status"), None, "{headers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,11 +27,13 @@ class HeadersFilter extends Context {
 
   onRequestHeaders(num_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
     if (stream_context.headers.request.get(":path") == "/teapot") {
+      // No extra headers: the response phase below marks local answers too. The gRPC
+      // status -1 means "not gRPC" (any other value adds a grpc-status header).
       const headers: Headers = [];
       headers.push(new HeaderPair(
-        String.UTF8.encode("x-filter-language"), String.UTF8.encode("assemblyscript")));
+        String.UTF8.encode("content-type"), String.UTF8.encode("text/plain")));
       send_local_response(418, "teapot", String.UTF8.encode("I'm a teapot (AssemblyScript)\n"),
-        headers, GrpcStatusValues.Unknown);
+        headers, GrpcStatusValues.InvalidCode);
       // The local response replaces the upstream's: stop this request here.
       return FilterHeadersStatusValues.StopIteration;
     }
@@ -41,7 +43,8 @@ class HeadersFilter extends Context {
   }
 
   onResponseHeaders(num_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
-    stream_context.headers.response.add("x-filter-language", "assemblyscript");
+    // replace, not add: this runs on the filter's own local answers as well.
+    stream_context.headers.response.replace("x-filter-language", "assemblyscript");
     return FilterHeadersStatusValues.Continue;
   }
 }
