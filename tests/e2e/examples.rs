@@ -6,8 +6,10 @@
 //! so a missing toolchain never skips: it fails, naming the command that installs it
 //! (`.ci/install-toolchains` installs them all).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
 
@@ -20,6 +22,44 @@ async fn wat_minimal_adds_a_header() {
     let (proxy, _conf) = serve(&WAT, "examples/wat-minimal");
     let echo = get_json(&proxy, "/anything", &[]).await;
     assert_header(&echo, "x-wat", "hello");
+}
+
+/// docs/writing-filters.md: "rebuild it" — a changed module dropped over the old one is
+/// picked up by the watcher, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wat_minimal_rebuilt_in_place_is_picked_up() {
+    let (proxy, conf) = serve(&WAT, "examples/wat-minimal");
+    assert_header(&get_json(&proxy, "/", &[]).await, "x-wat", "hello");
+
+    // The same filter, saying something else: the data segment's 5 bytes change.
+    let source = repo_root().join("examples/wat-minimal/filter.wat");
+    let text =
+        std::fs::read_to_string(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+    assert!(
+        text.contains(r#""hello""#),
+        "filter.wat no longer says \"hello\""
+    );
+    // Built outside the conf dir, so that only the final write can trigger a reload.
+    let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let changed = scratch.path().join("filter.wat");
+    std::fs::write(&changed, text.replace(r#""hello""#, r#""again""#))
+        .unwrap_or_else(|e| panic!("{}: {e}", changed.display()));
+    let out = scratch.path().join("filter.wasm");
+    let status = Command::new("wat2wasm")
+        .arg(&changed)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .unwrap_or_else(|e| panic!("wat2wasm: {e}; install it: {}", WAT.install));
+    assert!(
+        status.success(),
+        "wat2wasm failed on the changed filter: {status}"
+    );
+    let bytes = std::fs::read(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    conf.write("filter.wasm", bytes);
+
+    proxy.wait_for_generation(2).await;
+    assert_header(&get_json(&proxy, "/", &[]).await, "x-wat", "again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,6 +255,24 @@ fn repo_root() -> PathBuf {
 /// and returns the module it wrote. Panics, naming the install command, when the
 /// toolchain is missing or the build fails.
 fn build(toolchain: &Toolchain, dir: &str) -> PathBuf {
+    // Tests run in parallel and some share an example: build each one once, and never
+    // read a module while its build script rewrites it.
+    static BUILT: Mutex<BTreeMap<String, Arc<Mutex<Option<PathBuf>>>>> =
+        Mutex::new(BTreeMap::new());
+    let slot = {
+        let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(built.entry(dir.to_string()).or_default())
+    };
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(module) = slot.as_ref() {
+        return module.clone();
+    }
+    let module = build_now(toolchain, dir);
+    *slot = Some(module.clone());
+    module
+}
+
+fn build_now(toolchain: &Toolchain, dir: &str) -> PathBuf {
     for probe in toolchain.probes {
         let ran = Command::new(probe[0]).args(&probe[1..]).output();
         let ok = matches!(&ran, Ok(out) if out.status.success());
