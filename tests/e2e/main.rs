@@ -7,6 +7,7 @@ mod admin;
 mod check;
 mod echo;
 mod inproc;
+mod reload;
 mod routing;
 mod server;
 mod tls;
