@@ -445,3 +445,41 @@ routes: [{ name: r, upstream: nowhere }]
         "expected a bind error naming the listener: {err}"
     );
 }
+
+#[tokio::test]
+async fn a_second_sigterm_exits_without_waiting_for_the_drain() {
+    let backend = Backend::slow("slow", Duration::from_secs(60));
+    let mut proxy = Proxy::start(&basic_conf(
+        "",
+        &format!(
+            "  - {{ name: slow, match: {{ path_prefix: /slow }}, upstream: slow }}
+upstreams:
+  - {{ name: slow, targets: [{{ address: {} }}], timeouts: {{ request: 120s }} }}
+",
+            backend.addr()
+        ),
+    ));
+    let url = proxy.url("web", "/slow");
+    let _in_flight = tokio::spawn(async move { client().get(url).send().await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backend.requests() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.signal(libc::SIGTERM);
+    assert!(
+        proxy.wait_for_log("shutting down", Duration::from_secs(5)),
+        "no shutdown log line:\n{}",
+        proxy.logs()
+    );
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(15));
+    assert!(
+        status.is_some(),
+        "a second SIGTERM should exit at once, not wait out the 60s request\n{}",
+        proxy.logs()
+    );
+}
