@@ -31,7 +31,6 @@ pub use observe::Outcome;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -71,8 +70,8 @@ pub async fn handle(
     conn: &ConnInfo,
     req: Request<hyper::body::Incoming>,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
     let (mut head, body) = req.into_parts();
+    let arrival = observe::Arrival::new(&head);
     let mut outcome = Outcome::default();
 
     let Some(route) = snapshot.route(&conn.listener, &Candidate::from_parts(&head)) else {
@@ -81,7 +80,7 @@ pub async fn handle(
             Some(&ProxyError::NoRoute),
             outcome,
             conn,
-            started,
+            &arrival,
         );
     };
     outcome.route = Some(route.name.clone());
@@ -105,7 +104,7 @@ pub async fn handle(
     {
         filters.finish().await;
         outcome.local = true;
-        return observe::done(full_response(local), None, outcome, conn, started);
+        return observe::done(full_response(local), None, outcome, conn, &arrival);
     }
 
     forward::prepare_request(&mut head, conn);
@@ -141,7 +140,7 @@ pub async fn handle(
     // on_log runs once the head is decided; when body phases arrive it moves to the
     // end of the response body.
     filters.finish().await;
-    observe::done(resp, error.as_ref(), outcome, conn, started)
+    observe::done(resp, error.as_ref(), outcome, conn, &arrival)
 }
 
 /// An empty body.
@@ -152,22 +151,4 @@ pub fn empty_body() -> ProxyBody {
 /// A filter's local response, with its buffered body.
 fn full_response(resp: Response<Bytes>) -> Response<ProxyBody> {
     resp.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assert_send<T: Send>(_: &T) {}
-
-    /// The server may run `handle` on a multi-threaded executor (hyper's HTTP/2 spawns
-    /// per-stream futures): keep the driver's future `Send`.
-    #[allow(dead_code)]
-    fn handle_future_is_send(
-        snapshot: Arc<Snapshot>,
-        conn: &ConnInfo,
-        req: Request<hyper::body::Incoming>,
-    ) {
-        assert_send(&handle(snapshot, conn, req));
-    }
 }

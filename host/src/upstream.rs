@@ -19,9 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body::Body;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::config::{ConfigError, UpstreamConfig};
@@ -58,6 +60,15 @@ pub enum UpstreamError {
         /// What the client said.
         #[source]
         source: hyper_util::client::legacy::Error,
+    },
+    /// The response body failed while being read (for a buffered call): 502.
+    #[error("reading the response of {target} failed: {source}")]
+    Body {
+        /// The target tried.
+        target: String,
+        /// What the connection said.
+        #[source]
+        source: hyper::Error,
     },
     /// The upstream has no target to pick (cannot happen with a validated config).
     #[error("upstream has no targets")]
@@ -181,11 +192,12 @@ impl Upstream {
         req: Request<ProxyBody>,
     ) -> (Option<Authority>, Result<Response<Incoming>, UpstreamError>) {
         // A request without a body can be rebuilt, hence retried on another target.
-        let retry_head = req.body().is_end_stream().then(|| clone_head(&req));
+        let retry_head =
+            (self.targets.len() > 1 && req.body().is_end_stream()).then(|| clone_head(&req));
         let attempts = if retry_head.is_some() { 2 } else { 1 };
         let mut req = Some(req);
         let mut last = (None, Err(UpstreamError::NoTarget));
-        for _ in 0..attempts.min(self.targets.len()) {
+        for _ in 0..attempts {
             let Some(this) = req.take().or_else(|| retry_head.as_ref().map(rebuild)) else {
                 break;
             };
@@ -203,6 +215,34 @@ impl Upstream {
             }
         }
         last
+    }
+
+    /// Sends a buffered request (a filter's `http_call`: origin-form or absolute URI,
+    /// `Host` set by the caller) and reads the whole answer, all within `timeout`.
+    pub async fn call(
+        &self,
+        req: Request<Bytes>,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        let req = req.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync());
+        let exchange = async {
+            let (target, result) = self.forward(req).await;
+            let (head, body) = result?.into_parts();
+            let target = target.map(|t| t.to_string()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map_err(|source| UpstreamError::Body { target, source })?;
+            Ok(Response::from_parts(head, body.to_bytes()))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(UpstreamError::Timeout {
+                    target: self.config.name.clone(),
+                    timeout,
+                })
+            })
     }
 
     async fn send(
