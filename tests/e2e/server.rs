@@ -483,3 +483,35 @@ upstreams:
         proxy.logs()
     );
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected() {
+    const BODY: usize = 64 * 1024 * 1024;
+    let backend = Backend::start(|_| Reply {
+        status: 200,
+        headers: Vec::new(),
+        body: vec![b'x'; BODY],
+        delay: Duration::ZERO,
+    });
+    let proxy = Proxy::start(&basic_conf(
+        "idle_timeout: 1s",
+        &format!(
+            "  - {{ name: big, match: {{ path_prefix: /big }}, upstream: big }}
+upstreams:
+  - {{ name: big, targets: [{{ address: {} }}] }}
+",
+            backend.addr()
+        ),
+    ));
+    let mut raw = Raw::connect(proxy.addr("web")).await;
+    let _ = raw.send(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    // Read nothing for a while: socket buffers fill, the proxy's writes stall.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (bytes, closed) = raw.read_to_close(Duration::from_secs(30)).await;
+    assert!(closed, "the connection should have been closed");
+    assert!(
+        bytes.len() < BODY,
+        "a stalled client should be cut off before the whole {BODY}-byte body, got {} bytes",
+        bytes.len()
+    );
+}
