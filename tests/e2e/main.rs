@@ -9,4 +9,7 @@ mod echo;
 mod inproc;
 mod routing;
 mod server;
+mod tls;
 mod upstream;
+mod wasm_build;
+mod wasm_filters;
