@@ -125,6 +125,13 @@ upstreams:
         ejected,
         "b should stop getting traffic once its health check fails"
     );
+    let status = proxy.status().await;
+    let targets = &status["upstreams"][0]["targets"];
+    assert_eq!(
+        (targets[0]["healthy"].clone(), targets[1]["healthy"].clone()),
+        (true.into(), false.into()),
+        "/status shows b down and a up: {status}"
+    );
 
     b_healthy.store(true, Ordering::SeqCst);
     let mut recovered = false;
