@@ -18,6 +18,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod metrics;
