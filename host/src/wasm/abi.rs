@@ -539,7 +539,7 @@ fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_record_metric",
         |_: C<'_>, id: u32, v: u64| -> i32 {
-            if metrics::record(id, i64::try_from(v).unwrap_or(i64::MAX)) {
+            if metrics::record(id, v) {
                 status::OK
             } else {
                 status::NOT_FOUND
