@@ -10,5 +10,6 @@ mod inproc;
 mod routing;
 mod server;
 mod upstream;
+mod wasm_binary;
 mod wasm_build;
 mod wasm_filters;
