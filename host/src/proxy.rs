@@ -73,6 +73,7 @@ pub async fn handle(
     let (mut head, body) = req.into_parts();
     let arrival = observe::Arrival::new(&head);
     let mut outcome = Outcome::default();
+    crate::tls::set_client_subject(&mut head.headers, conn.client_subject.as_deref());
 
     let Some(route) = snapshot.route(&conn.listener, &Candidate::from_parts(&head)) else {
         return observe::done(

@@ -28,6 +28,8 @@ use hyper::body::Incoming;
 
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::proxy::ProxyBody;
+use crate::tls::UpstreamTls;
+use crate::tls::connector::UpstreamConnector;
 
 /// How long a target refused by a connection stays down when no health check runs.
 pub const PASSIVE_BACKOFF: Duration = Duration::from_secs(3);
@@ -104,6 +106,8 @@ pub struct Upstream {
     targets: Arc<[Target]>,
     /// Per-worker state holds a `Weak` of this to know when to let go of its pool.
     alive: Arc<()>,
+    /// TLS to the targets, when configured.
+    tls: Option<UpstreamTls>,
     /// Stops the health-check task when the upstream is dropped.
     _health: Option<health::Task>,
 }
@@ -111,8 +115,9 @@ pub struct Upstream {
 // === impl Upstream ===
 
 impl Upstream {
-    /// Validates the targets' addresses and starts the health check, if configured.
-    pub fn new(config: &UpstreamConfig) -> Result<Self, ConfigError> {
+    /// Validates the targets' addresses and starts the health check, if configured;
+    /// `tls` (built from `config.tls`) makes every connection HTTPS.
+    pub fn new(config: &UpstreamConfig, tls: Option<&UpstreamTls>) -> Result<Self, ConfigError> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let mut targets = Vec::with_capacity(config.targets.len());
         for (i, t) in config.targets.iter().enumerate() {
@@ -145,15 +150,16 @@ impl Upstream {
             ));
         }
         let targets: Arc<[Target]> = targets.into();
-        let health = config
-            .health_check
-            .as_ref()
-            .and_then(|hc| health::start(&config.name, targets.clone(), hc.clone()));
+        let health = config.health_check.as_ref().and_then(|hc| {
+            let connector = UpstreamConnector::new(http_connector(hc.timeout), tls, hc.timeout);
+            health::start(&config.name, targets.clone(), hc.clone(), connector)
+        });
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config: config.clone(),
             targets,
             alive: Arc::new(()),
+            tls: tls.cloned(),
             _health: health,
         })
     }
@@ -161,6 +167,17 @@ impl Upstream {
     /// The configuration this upstream was built from.
     pub fn config(&self) -> &UpstreamConfig {
         &self.config
+    }
+
+    /// The fingerprint of the TLS files this upstream was built from, if any.
+    pub fn tls_fingerprint(&self) -> Option<[u8; 32]> {
+        self.tls.as_ref().map(|t| t.fingerprint)
+    }
+
+    /// A connector for this upstream's targets: TCP, then TLS when configured.
+    pub(crate) fn connector(&self) -> UpstreamConnector {
+        let connect = self.config.timeouts.connect;
+        UpstreamConnector::new(http_connector(connect), self.tls.as_ref(), connect)
     }
 
     /// The targets and their health, for `/status`.
@@ -252,7 +269,11 @@ impl Upstream {
         mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut parts = req.uri().clone().into_parts();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(if self.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
         parts.authority = Some(target.address.clone());
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(PathAndQuery::from_static("/"));
@@ -292,6 +313,14 @@ impl Upstream {
         }
         tracing::warn!(upstream = %self.config.name, target = %target.address, "target marked down");
     }
+}
+
+/// A TCP connector with `connect` as its timeout.
+fn http_connector(connect: Duration) -> hyper_util::client::legacy::connect::HttpConnector {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_connect_timeout(Some(connect));
+    connector.set_nodelay(true);
+    connector
 }
 
 /// Milliseconds on a monotonic clock whose origin is the first call.

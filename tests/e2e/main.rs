@@ -9,6 +9,7 @@ mod echo;
 mod inproc;
 mod routing;
 mod server;
+mod tls;
 mod upstream;
 mod wasm_binary;
 mod wasm_build;
