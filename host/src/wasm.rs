@@ -63,7 +63,12 @@ impl Runtime {
                 .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?
                 .into(),
             FilterSource::Builtin(name) => builtin_module(name)
-                .ok_or_else(|| err(format!("no standard filter is called {name:?}")))?
+                .ok_or_else(|| {
+                    let known = crate::builtin::names().join(", ");
+                    err(format!(
+                        "no standard filter is called {name:?} (there are: {known})"
+                    ))
+                })?
                 .into(),
         };
         self.plugin_from_bytes(filter, &bytes).map_err(err)
@@ -103,10 +108,9 @@ impl Runtime {
     }
 }
 
-/// The standard filters are embedded by `crate::builtin` (added by the filters
-/// work); until it lands no builtin resolves.
-fn builtin_module(_name: &str) -> Option<&'static [u8]> {
-    None
+/// A standard filter embedded in the binary.
+fn builtin_module(name: &str) -> Option<&'static [u8]> {
+    crate::builtin::module(name)
 }
 
 /// A configured filter: the compiled module, its configuration and limits. Shared by

@@ -12,5 +12,6 @@ mod routing;
 mod server;
 mod tls;
 mod upstream;
+mod wasm_binary;
 mod wasm_build;
 mod wasm_filters;
