@@ -58,6 +58,9 @@ async fn admitted_requests_stay_within_rate_times_time_plus_burst() {
         refused.load(Ordering::Relaxed) as f64,
     );
     let bound = RATE * elapsed + BURST;
+    eprintln!(
+        "rate-limit accuracy: admitted {ok}, refused {no}, in {elapsed:.2} s; bound {bound:.1}"
+    );
     assert!(
         no > 0.0,
         "the offered rate never exceeded the limit ({ok} admitted)"
