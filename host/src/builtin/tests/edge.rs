@@ -8,7 +8,7 @@ async fn rate_limit_denies_over_the_burst_and_survives_a_reload() {
     let p = plugin("limit-a", "rate-limit", cfg);
     for remaining in ["1", "0"] {
         let out = run(
-            &[p.clone()],
+            std::slice::from_ref(&p),
             info("10.9.0.1:1", false),
             request("GET", "/", &[]),
         )
@@ -19,7 +19,7 @@ async fn rate_limit_denies_over_the_burst_and_survives_a_reload() {
         assert_eq!(h(r.headers(), "ratelimit-remaining"), remaining);
     }
     let out = run(
-        &[p.clone()],
+        std::slice::from_ref(&p),
         info("10.9.0.1:1", false),
         request("GET", "/", &[]),
     )
@@ -30,7 +30,7 @@ async fn rate_limit_denies_over_the_burst_and_survives_a_reload() {
     assert_eq!(h(r.headers(), "ratelimit-remaining"), "0");
     // Another client has its own bucket.
     let out = run(
-        &[p.clone()],
+        std::slice::from_ref(&p),
         info("10.9.0.2:1", false),
         request("GET", "/", &[]),
     )
@@ -76,7 +76,7 @@ async fn rate_limit_keys() {
         "rate-limit",
         r#"{"rate":1,"per":"1h","burst":1,"key":"global"}"#,
     );
-    passed(&run(&[g.clone()], info("10.0.0.1:1", false), t("a")).await);
+    passed(&run(std::slice::from_ref(&g), info("10.0.0.1:1", false), t("a")).await);
     refused(&run(&[g], info("10.0.0.2:1", false), t("b")).await, 429);
 }
 
@@ -119,7 +119,7 @@ async fn redirects() {
         r#"{"scheme":"https","permanent":true}"#,
     );
     let out = run(
-        &[p.clone()],
+        std::slice::from_ref(&p),
         info("10.0.0.1:1", false),
         request("GET", "/a?b=1", &[]),
     )
@@ -127,7 +127,7 @@ async fn redirects() {
     let r = refused(&out, 301);
     assert_eq!(h(r.headers(), "location"), "https://api.example.com/a?b=1");
     let out = run(
-        &[p.clone()],
+        std::slice::from_ref(&p),
         info("10.0.0.1:1", false),
         request("POST", "/a", &[]),
     )
@@ -141,7 +141,7 @@ async fn redirects() {
         r#"{"regex":"^http://api\\.example\\.com/old/(.*)","replacement":"https://new.example.com/${1}"}"#,
     );
     let out = run(
-        &[p.clone()],
+        std::slice::from_ref(&p),
         info("10.0.0.1:1", false),
         request("GET", "/old/x?y", &[]),
     )
@@ -150,7 +150,7 @@ async fn redirects() {
     assert_eq!(h(r.headers(), "location"), "https://new.example.com/x?y");
     refused(
         &run(
-            &[p.clone()],
+            std::slice::from_ref(&p),
             info("10.0.0.1:1", false),
             request("PUT", "/old/x", &[]),
         )
