@@ -49,6 +49,7 @@ impl Runtime {
     /// Creates (on first use) the engine and its ticker thread.
     pub fn new() -> anyhow::Result<Self> {
         engine::shared().map_err(anyhow::Error::msg)?;
+        crate::ratelimit::register();
         Ok(Self {})
     }
 
@@ -108,7 +109,7 @@ impl Runtime {
     }
 }
 
-/// A standard filter embedded in the binary.
+/// The standard filters, embedded by `crate::builtin`.
 fn builtin_module(name: &str) -> Option<&'static [u8]> {
     crate::builtin::module(name)
 }

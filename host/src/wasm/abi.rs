@@ -51,7 +51,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
         "proxy_log",
-        |c: C<'_>, level: u32, ptr: u32, len: u32| -> i32 {
+        |mut c: C<'_>, level: u32, ptr: u32, len: u32| -> i32 {
             let msg = s!(read_str(&c, ptr, len));
             let f = &*c.data().plugin_name;
             match level {
@@ -60,6 +60,9 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 2 => tracing::info!(target: "filter", filter = f, "{msg}"),
                 3 => tracing::warn!(target: "filter", filter = f, "{msg}"),
                 _ => tracing::error!(target: "filter", filter = f, "{msg}"),
+            }
+            if level >= 4 {
+                c.data_mut().last_error_log = Some(msg.to_string());
             }
             status::OK
         },
