@@ -9,6 +9,7 @@ mod echo;
 mod filters_builtin;
 mod filters_check;
 mod filters_ratelimit;
+mod examples;
 mod inproc;
 mod reload;
 mod routing;
