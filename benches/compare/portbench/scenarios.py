@@ -4,7 +4,7 @@ Each returns plain dicts that report.py turns into markdown."""
 import os
 import time
 
-from . import load, servers
+from . import load, profile, servers
 from .procs import get_json, rss_kib
 from .setup import say
 
@@ -60,11 +60,19 @@ def compare(opts, backend):
             r["wrk"] = load.wrk(s.url, opts.workdir, LOAD_CPU, opts.duration, opts.connections,
                                 hdrs, measure_pids=pids)
             r["rss_kib"] = rss_kib(s.proc.pids())
+            if opts.perf and row.startswith("portcullis"):
+                out = os.path.join(opts.results_dir, f"{opts.stamp}-perf-{row}.txt")
+                say(f"{row}: profiling one more run with perf -> {out}")
+                profile.record(s, opts, LOAD_CPU, LOAD_CPU, hdrs, out)
+                r["perf"] = os.path.relpath(out, opts.results_dir)
         except Exception as e:
             r["error"] = f"throughput run failed: {e}".splitlines()[0][:300]
             say(f"{row}: {r['error']}")
 
-    caps = [r["wrk"]["rps"] for k, r in rows.items() if k != "direct" and "wrk" in r]
+    # A row answering errors is fast for the wrong reason: it sets no rate.
+    caps = [r["wrk"]["rps"] for k, r in rows.items()
+            if k != "direct" and "wrk" in r and r["wrk"]["non2xx"] + r["wrk"]["errors"]
+            <= 0.01 * r["wrk"]["requests"]]
     if not caps and "wrk" in rows.get("direct", {}):
         caps = [rows["direct"]["wrk"]["rps"]]
     rate = int(max(100, 0.3 * min(caps))) if caps else 1000
