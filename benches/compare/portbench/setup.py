@@ -75,6 +75,7 @@ def build_portcullis(repo):
     tdir = target_dir()
     say(f"building Portcullis: cargo build --release -p portcullis (CARGO_TARGET_DIR={tdir})")
     env = dict(os.environ, CARGO_TARGET_DIR=tdir)
+    _ensure_wasm_target(repo)
     t0 = time.monotonic()
     r = subprocess.run(["cargo", "build", "--release", "-p", "portcullis"], cwd=repo, env=env,
                        timeout=1800)
@@ -82,6 +83,19 @@ def build_portcullis(repo):
         raise RuntimeError(f"cargo build --release failed with exit {r.returncode}")
     say(f"built in {time.monotonic() - t0:.0f}s")
     return os.path.join(tdir, "release", "portcullis")
+
+
+def _ensure_wasm_target(repo):
+    """The standard filters build for wasm32-wasip1 inside the host's build; rustup does
+    not add a target that rust-toolchain.toml lists to an installed toolchain (as .ci/run
+    knows), so add it here too."""
+    if shutil.which("rustup") is None:
+        return
+    r = subprocess.run(["rustup", "target", "list", "--installed"], cwd=repo,
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=300)
+    if b"wasm32-wasip1" not in r.stdout:
+        say("adding the wasm32-wasip1 target (rustup target add)")
+        subprocess.run(["rustup", "target", "add", "wasm32-wasip1"], cwd=repo, timeout=600)
 
 
 def machine(repo, portcullis_bin):
