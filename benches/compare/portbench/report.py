@@ -87,6 +87,9 @@ def markdown(results):
               f"1 KiB body) and load generator pinned to CPU 0. HTTP/1.1 keep-alive, "
               f"{o['connections']} connections, {o['duration']} s per run after a "
               f"{o['warmup']} s warm-up. Every request carries the `x-api-key` header."
+              + (f" {o['repeat']} rounds with the rows taking turns; each row shows its "
+                 f"median round (by requests per proxy CPU-second; fixed rate: by p99)."
+                 if o.get("repeat", 1) > 1 else "")
               + (f" Servers and load generators run at nice {o['nice']}." if o.get("nice") else ""),
               ""]
 

@@ -32,7 +32,9 @@ def _start(row, opts, backend_port):
 
 def compare(opts, backend):
     """Closed-loop throughput, then open-loop latency at ~30% of the slowest proxy's
-    capacity, for every row; proxies are pinned to one core, load and backend to the other."""
+    capacity, for every row; proxies are pinned to one core, load and backend to the
+    other. With `opts.repeat` > 1 the rows take turns, round after round, so that a burst
+    of other work on the machine hits them all alike; each row keeps its median round."""
     backend_port = int(backend.url.rsplit(":", 1)[1].strip("/"))
     rows = {}
     for row, label in ROWS:
@@ -47,53 +49,91 @@ def compare(opts, backend):
         except Exception as e:  # a proxy that cannot start is reported, not fatal
             rows[row]["error"] = f"did not start: {e}".splitlines()[0][:300]
             say(f"{row}: {rows[row]['error']}")
-    hdrs = servers.REQUEST_HEADERS
+    try:
+        _throughput(opts, rows)
+        rate = _fixed_rate(opts, rows)
+        _latency(opts, rows, rate)
+    finally:
+        for row, r in rows.items():
+            s = r.pop("server", None)
+            if s is not None and row != "direct":
+                s.stop()
+    return {"rows": rows, "rate": rate}
 
+
+def _runnable(rows, key="server"):
+    return [(row, r) for row, r in rows.items() if key in r and "error" not in r]
+
+
+def _median(runs, key):
+    return sorted(runs, key=key)[len(runs) // 2]
+
+
+def _throughput(opts, rows):
+    hdrs = servers.REQUEST_HEADERS
+    runs = {row: [] for row in rows}
+    for rnd in range(opts.repeat):
+        for row, r in _runnable(rows):
+            s = r["server"]
+            say(f"{row}: throughput, {opts.connections} connections, {opts.duration}s"
+                + (f" (round {rnd + 1}/{opts.repeat})" if opts.repeat > 1 else ""))
+            try:
+                if rnd == 0:
+                    load.wrk(s.url, opts.workdir, LOAD_CPU, opts.warmup, opts.connections, hdrs)
+                pids = None if row == "direct" else s.proc.pids
+                runs[row].append(load.wrk(s.url, opts.workdir, LOAD_CPU, opts.duration,
+                                          opts.connections, hdrs, measure_pids=pids))
+                r["rss_kib"] = rss_kib(s.proc.pids())
+            except Exception as e:
+                r["error"] = f"throughput run failed: {e}".splitlines()[0][:300]
+                say(f"{row}: {r['error']}")
     for row, r in rows.items():
-        if "server" not in r:
-            continue
-        s = r["server"]
-        say(f"{row}: throughput, {opts.connections} connections, {opts.duration}s")
-        try:
-            load.wrk(s.url, opts.workdir, LOAD_CPU, opts.warmup, opts.connections, hdrs)
-            pids = None if row == "direct" else s.proc.pids
-            r["wrk"] = load.wrk(s.url, opts.workdir, LOAD_CPU, opts.duration, opts.connections,
-                                hdrs, measure_pids=pids)
-            r["rss_kib"] = rss_kib(s.proc.pids())
-            if opts.perf and row.startswith("portcullis"):
+        if runs[row] and "error" not in r:
+            # Requests per proxy CPU-second is the figure compared; the direct row has
+            # no proxy, so its median is by requests/s.
+            r["wrk"] = _median(runs[row], lambda w: w["requests"] / w["proxy_cpu_s"]
+                               if w.get("proxy_cpu_s") else w["rps"])
+            r["rounds"] = len(runs[row])
+    if opts.perf:
+        for row, r in _runnable(rows, "wrk"):
+            if row.startswith("portcullis"):
                 out = os.path.join(opts.results_dir, f"{opts.stamp}-perf-{row}.txt")
                 say(f"{row}: profiling one more run with perf -> {out}")
-                profile.record(s, opts, LOAD_CPU, LOAD_CPU, hdrs, out)
-                r["perf"] = os.path.relpath(out, opts.results_dir)
-        except Exception as e:
-            r["error"] = f"throughput run failed: {e}".splitlines()[0][:300]
-            say(f"{row}: {r['error']}")
+                try:
+                    profile.record(r["server"], opts, LOAD_CPU, LOAD_CPU, hdrs, out)
+                    r["perf"] = os.path.relpath(out, opts.results_dir)
+                except Exception as e:
+                    say(f"{row}: perf failed: {e}")
 
+
+def _fixed_rate(opts, rows):
     # A row answering errors is fast for the wrong reason: it sets no rate.
-    caps = [r["wrk"]["rps"] for k, r in rows.items()
-            if k != "direct" and "wrk" in r and r["wrk"]["non2xx"] + r["wrk"]["errors"]
+    caps = [r["wrk"]["rps"] for k, r in _runnable(rows, "wrk")
+            if k != "direct" and r["wrk"]["non2xx"] + r["wrk"]["errors"]
             <= 0.01 * r["wrk"]["requests"]]
     if not caps and "wrk" in rows.get("direct", {}):
         caps = [rows["direct"]["wrk"]["rps"]]
     rate = int(max(100, 0.3 * min(caps))) if caps else 1000
-    rate = rate // opts.rate_clients * opts.rate_clients
-    for row, r in rows.items():
-        if "wrk" not in r:
-            continue
-        say(f"{row}: fixed rate {rate} req/s, {opts.rate_clients} connections, {opts.duration}s")
-        try:
-            r["fixed"] = load.h2load_fixed_rate(r["server"].url, opts.workdir, LOAD_CPU,
-                                                opts.duration, rate, opts.rate_clients, hdrs,
-                                                tag=row)
-        except Exception as e:
-            r["error"] = f"fixed-rate run failed: {e}".splitlines()[0][:300]
-            say(f"{row}: {r['error']}")
+    return rate // opts.rate_clients * opts.rate_clients
 
+
+def _latency(opts, rows, rate):
+    hdrs = servers.REQUEST_HEADERS
+    runs = {row: [] for row in rows}
+    for rnd in range(opts.repeat):
+        for row, r in _runnable(rows, "wrk"):
+            say(f"{row}: fixed rate {rate} req/s, {opts.rate_clients} connections, "
+                f"{opts.duration}s" + (f" (round {rnd + 1}/{opts.repeat})" if opts.repeat > 1 else ""))
+            try:
+                runs[row].append(load.h2load_fixed_rate(
+                    r["server"].url, opts.workdir, LOAD_CPU, opts.duration, rate,
+                    opts.rate_clients, hdrs, tag=row))
+            except Exception as e:
+                r["error"] = f"fixed-rate run failed: {e}".splitlines()[0][:300]
+                say(f"{row}: {r['error']}")
     for row, r in rows.items():
-        s = r.pop("server", None)
-        if s is not None and row != "direct":
-            s.stop()
-    return {"rows": rows, "rate": rate}
+        if runs[row]:
+            r["fixed"] = _median(runs[row], lambda f: f["p99"] if f["p99"] is not None else 1e12)
 
 
 def _generation(admin):
