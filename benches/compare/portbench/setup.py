@@ -55,11 +55,13 @@ def ensure_tools(skip_install=False):
     say("installed " + ", ".join(pkgs))
 
 
-def _first_line(argv):
+def _first_line(argv, ok_only=False):
     try:
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "?"
+    if ok_only and r.returncode != 0:
+        return None
     text = r.stdout.decode("utf-8", "replace").strip()
     return text.splitlines()[0] if text else "?"
 
@@ -126,14 +128,20 @@ def machine(repo, portcullis_bin):
         "kernel": platform.release(),
         "os": _os_name(),
         "loadavg_at_start": " ".join(load),
-        "portcullis": f"{commit}{' (dirty)' if dirty else ''}"
-                      + (f", {_first_line([portcullis_bin, '--version'])}" if portcullis_bin else ""),
+        "portcullis": f"{commit}{' (dirty)' if dirty else ''}" + _version(portcullis_bin),
         "rustc": _first_line(["rustc", "-V"]),
         "nginx": _first_line(["nginx", "-v"]),
         "haproxy": _first_line(["haproxy", "-v"]),
         "wrk": _first_line(["wrk", "-v"]),
         "h2load": _first_line(["h2load", "--version"]),
     }
+
+
+def _version(binary):
+    if not binary or not os.path.exists(binary):
+        return ", no binary"
+    v = _first_line([binary, "--version"], ok_only=True)
+    return f", {v}" if v else ""
 
 
 def _os_name():
