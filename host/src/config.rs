@@ -1,23 +1,365 @@
 //! Configuration: a directory of YAML files, parsed with line numbers, merged, and
 //! validated into an immutable [`Config`].
+//!
+//! Loading goes in three steps, each reporting every problem it finds rather than the
+//! first: [`yaml`] parses a file into a tree that remembers lines; the section decoders
+//! ([`listener`], [`route`], [`filter`], [`upstream`]) walk it with [`walk`]'s typed
+//! helpers; then the files are merged and cross-checked (unique names, references).
 
 mod error;
+mod filter;
+mod listener;
 mod model;
+mod route;
+mod units;
+mod upstream;
+mod walk;
+mod yaml;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
-/// Loads every `*.yaml` / `*.yml` file directly in `dir`, merges and validates them.
+use route::RouteRefs;
+use walk::{Cx, Field, Fields};
+
+/// Loads every `*.yaml` / `*.yml` file directly in `dir` (symlinks followed, names
+/// starting with `.` ignored, in name order), merges and validates them.
 /// On failure, returns every error found, each naming file, line and field.
-///
-/// STUB: the real loader replaces this.
 pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors(vec![ConfigError {
-        file: dir.display().to_string(),
-        line: 0,
-        path: String::new(),
-        message: "the configuration loader is not written yet".into(),
-    }]))
+    let dir_name = dir.display().to_string();
+    let fail = |message: String| {
+        ConfigErrors(vec![ConfigError {
+            file: dir_name.clone(),
+            line: 0,
+            path: String::new(),
+            message,
+        }])
+    };
+    let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let files = config_files(dir)
+        .map_err(|e| fail(format!("cannot read the configuration directory: {e}")))?;
+    if files.is_empty() {
+        return Err(fail(
+            "no *.yaml or *.yml files in the configuration directory".into(),
+        ));
+    }
+    let mut errors = Vec::new();
+    let mut merged = Merged::default();
+    for (name, path) in files {
+        let mut cx = Cx {
+            file: name,
+            base: base.clone(),
+            errors: &mut errors,
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => merged.add_file(&mut cx, &text),
+            Err(e) => cx.error(0, "", format!("cannot read: {e}")),
+        }
+    }
+    let config = merged.finish(&dir_name, &mut errors);
+    // Decoding visits a file's fields roughly in order; sorting makes the report read
+    // top to bottom, file by file.
+    errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// Every file the YAML in `dir` names (`wasm`, `cert`, `key`, `ca`, `client_ca`),
+/// resolved like [`load`] resolves them, found even when the configuration does not
+/// load: the reload watcher must see a missing module appear so that it can retry.
+pub fn named_files(dir: &Path) -> Vec<PathBuf> {
+    fn walk(node: &yaml::Node, base: &Path, out: &mut Vec<PathBuf>) {
+        match &node.kind {
+            yaml::Kind::Map(entries) => {
+                for (key, value) in entries {
+                    let is_file_key = matches!(
+                        key.text.as_str(),
+                        "wasm" | "cert" | "key" | "ca" | "client_ca"
+                    );
+                    match &value.kind {
+                        yaml::Kind::Scalar { text, .. } if is_file_key && !value.is_null() => {
+                            out.push(base.join(text))
+                        }
+                        // `config:` is the filter's own business, not a file to watch.
+                        _ if key.text == "config" => {}
+                        _ => walk(value, base, out),
+                    }
+                }
+            }
+            yaml::Kind::Seq(items) => items.iter().for_each(|i| walk(i, base, out)),
+            yaml::Kind::Scalar { .. } => {}
+        }
+    }
+    let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out = Vec::new();
+    for (_, path) in config_files(dir).unwrap_or_default() {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for doc in yaml::parse(&text).unwrap_or_default() {
+            walk(&doc, &base, &mut out);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The YAML files directly in `dir`, by name: `(name, path)`.
+fn config_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        // Follow symlinks (a Kubernetes ConfigMap is all symlinks); a dangling one is
+        // kept so that reading it reports the problem.
+        let path = entry.path();
+        if std::fs::metadata(&path)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            continue;
+        }
+        files.push((name, path));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Everything read so far, before cross-file checks.
+#[derive(Default)]
+struct Merged {
+    admin: Option<AdminConfig>,
+    workers: Option<(usize, Origin)>,
+    listeners: Vec<ListenerConfig>,
+    routes: Vec<RouteConfig>,
+    filters: Vec<FilterConfig>,
+    upstreams: Vec<UpstreamConfig>,
+    /// Every route's references, from broken routes too.
+    refs: Vec<RouteRefs>,
+    /// Every name declared per section, from broken items too: a reference to a
+    /// broken item is not a second error, and duplicates are found regardless.
+    declared: BTreeMap<&'static str, Vec<(String, Origin)>>,
+}
+
+impl Merged {
+    fn add_file(&mut self, cx: &mut Cx, text: &str) {
+        let docs = match yaml::parse(text) {
+            Ok(docs) => docs,
+            Err(e) => return cx.error(e.line, "", format!("invalid YAML: {}", e.message)),
+        };
+        for doc in &docs {
+            if doc.is_null() {
+                continue;
+            }
+            let root = Field::root(doc);
+            let Some(mut f) = Fields::new(cx, &root) else {
+                continue;
+            };
+            if let Some(v) = f.take("admin")
+                && let Some(admin) = listener::admin(cx, &v)
+            {
+                match &self.admin {
+                    Some(first) => {
+                        v.error(cx, format!("admin is already set at {}", at(&first.origin)))
+                    }
+                    None => self.admin = Some(admin),
+                }
+            }
+            if let Some(v) = f.take("workers")
+                && let Some(n) = v.int(cx, 1, 4096)
+            {
+                match &self.workers {
+                    Some((_, first)) => {
+                        v.error(cx, format!("workers is already set at {}", at(first)))
+                    }
+                    None => self.workers = Some((n as usize, cx.origin(v.line))),
+                }
+            }
+            for section in ["listeners", "routes", "filters", "upstreams"] {
+                let Some(items) = f.take(section).and_then(|v| v.list(cx)) else {
+                    continue;
+                };
+                for item in &items {
+                    if let Some(name) = walk::name_of(item.node) {
+                        let origin = cx.origin(item.line);
+                        self.declared
+                            .entry(section)
+                            .or_default()
+                            .push((name.to_string(), origin));
+                    }
+                    match section {
+                        "listeners" => self.listeners.extend(listener::listener(cx, item)),
+                        "routes" => self.routes.extend(route::route(cx, item, &mut self.refs)),
+                        "filters" => self.filters.extend(filter::filter(cx, item)),
+                        _ => self.upstreams.extend(upstream::upstream(cx, item)),
+                    }
+                }
+            }
+            f.finish(cx);
+        }
+    }
+
+    /// Checks what only the whole can tell (unique names, references, listeners at
+    /// all) and builds the [`Config`].
+    fn finish(self, dir: &str, errors: &mut Vec<ConfigError>) -> Config {
+        for (section, names) in &self.declared {
+            unique(errors, section, names);
+        }
+        self.check_addresses(errors);
+        self.check_references(errors);
+        if !self.declared.contains_key("listeners") {
+            errors.push(ConfigError {
+                file: dir.to_string(),
+                line: 0,
+                path: "listeners".into(),
+                message: "no listener is configured; nothing would be served".into(),
+            });
+        }
+        let mut external_files = Vec::new();
+        for l in &self.listeners {
+            if let Some(tls) = &l.tls {
+                for pair in &tls.certificates {
+                    external_files.extend([pair.cert.clone(), pair.key.clone()]);
+                }
+                external_files.extend(tls.client_ca.clone());
+            }
+        }
+        for f in &self.filters {
+            if let FilterSource::Wasm(path) = &f.source {
+                external_files.push(path.clone());
+            }
+        }
+        for u in &self.upstreams {
+            if let Some(tls) = &u.tls {
+                external_files.extend(tls.ca.clone());
+                if let Some(pair) = &tls.client_cert {
+                    external_files.extend([pair.cert.clone(), pair.key.clone()]);
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        external_files.retain(|p| seen.insert(p.clone()));
+        Config {
+            admin: self.admin,
+            workers: self.workers.map_or_else(default_workers, |(n, _)| n),
+            listeners: self.listeners,
+            routes: self.routes,
+            filters: self.filters,
+            upstreams: self.upstreams,
+            external_files,
+        }
+    }
+
+    /// Two sockets on one fixed address cannot both bind; say so before trying.
+    fn check_addresses(&self, errors: &mut Vec<ConfigError>) {
+        let mut bound: Vec<(std::net::SocketAddr, String, &Origin)> = Vec::new();
+        let admin = self
+            .admin
+            .iter()
+            .map(|a| (a.address, "admin".to_string(), &a.origin));
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|l| (l.address, format!("listeners.{}", l.name), &l.origin));
+        for (addr, path, origin) in admin.chain(listeners) {
+            if addr.port() != 0
+                && let Some((_, other, first)) = bound.iter().find(|(a, _, _)| *a == addr)
+            {
+                let message = format!("address {addr} is already used by {other} ({})", at(first));
+                errors.push(ConfigError::at(origin, format!("{path}.address"), message));
+            }
+            bound.push((addr, path, origin));
+        }
+    }
+
+    fn check_references(&self, errors: &mut Vec<ConfigError>) {
+        let names = |section: &str| -> Vec<&str> {
+            let mut names: Vec<&str> = self
+                .declared
+                .get(section)
+                .map(|d| d.iter().map(|(n, _)| n.as_str()).collect())
+                .unwrap_or_default();
+            names.dedup();
+            names
+        };
+        let listeners = names("listeners");
+        let filters = names("filters");
+        let mut upstreams = names("upstreams");
+        upstreams.push(ECHO_UPSTREAM);
+        for refs in &self.refs {
+            let mut err = |line: usize, field: &str, kind: &str, name: &str, known: &[&str]| {
+                errors.push(ConfigError {
+                    file: refs.file.clone(),
+                    line,
+                    path: format!("{}.{field}", refs.path),
+                    message: format!("unknown {kind} `{name}` (defined: {})", list(known)),
+                })
+            };
+            for (name, line) in &refs.listeners {
+                if !listeners.contains(&name.as_str()) {
+                    err(*line, "listeners", "listener", name, &listeners);
+                }
+            }
+            for (name, line) in &refs.filters {
+                if !filters.contains(&name.as_str()) {
+                    err(*line, "filters", "filter", name, &filters);
+                }
+            }
+            if let Some((name, line)) = &refs.upstream
+                && !upstreams.contains(&name.as_str())
+            {
+                err(*line, "upstream", "upstream", name, &upstreams);
+            }
+        }
+    }
+}
+
+/// Reports every name declared twice in `section`, at the second declaration.
+fn unique(errors: &mut Vec<ConfigError>, section: &str, names: &[(String, Origin)]) {
+    let mut first: HashMap<&str, &Origin> = HashMap::new();
+    for (name, origin) in names {
+        match first.get(name.as_str()) {
+            Some(prev) => errors.push(ConfigError::at(
+                origin,
+                format!("{section}.{name}"),
+                format!("duplicate name `{name}` (first declared at {})", at(prev)),
+            )),
+            None => {
+                first.insert(name, origin);
+            }
+        }
+    }
+}
+
+fn at(origin: &Origin) -> String {
+    format!("{}:{}", origin.file, origin.line)
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The default number of workers: one per core.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -1,1 +1,210 @@
-//! TODO
+//! The reload watcher: notices that the configuration changed on disk (or that SIGHUP
+//! asked for a reload) and calls a reload callback once the change is complete.
+//!
+//! It watches the config directory (non-recursively), the directory's parent (to see
+//! the directory itself replaced) and the directory of every file outside it that the
+//! configuration names (`.wasm` modules, certificates). Watching directories rather than
+//! files is what catches an editor's rename-over, an `mv` into place, delete +
+//! re-create, and Kubernetes' `..data` symlink swap: a watch on the file itself would
+//! stay on the old inode.
+//!
+//! A burst of events is debounced: the callback runs once the files have been quiet
+//! for [`DEBOUNCE`], every file written in place has been closed by its writer
+//! (inotify's `IN_CLOSE_WRITE`), and their sizes and modification times hold still.
+//! What the callback does (load, build, swap, record status) is the caller's business;
+//! the watcher only decides when.
+
+mod events;
+mod watches;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use events::{Effect, Interest, OpenWriters};
+use watches::{Fingerprint, Watches};
+
+/// How long the files must be quiet before a reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// How long to wait for a writer that keeps a file open without writing to it before
+/// reloading anyway.
+const WRITER_GRACE: Duration = Duration::from_secs(3);
+
+/// Why the watcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The OS file watcher (inotify) could not be created, e.g. its limit is reached.
+    #[error("cannot watch the configuration for changes: {0}")]
+    Watch(#[from] notify::Error),
+    /// The watcher thread could not be started.
+    #[error("cannot start the reload watcher thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+enum Msg {
+    Fs(notify::Result<notify::Event>),
+    Trigger,
+    Stop,
+}
+
+/// Asks the watcher for a reload (e.g. on SIGHUP); cheap to clone and send anywhere.
+#[derive(Clone)]
+pub struct Trigger(mpsc::Sender<Msg>);
+
+impl Trigger {
+    /// Requests a reload after the usual debounce. Does nothing once the watcher stopped.
+    pub fn reload(&self) {
+        let _ = self.0.send(Msg::Trigger);
+    }
+}
+
+/// A running watcher; dropping it stops the thread.
+pub struct Watcher {
+    tx: mpsc::Sender<Msg>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Starts watching `dir` and the files `external` returns (asked again after every
+    /// reload, since the configuration names different files then), and calls
+    /// `on_change` on the watcher's own thread once a change is complete.
+    pub fn spawn<E, F>(dir: PathBuf, external: E, on_change: F) -> Result<Self, ReloadError>
+    where
+        E: Fn() -> Vec<PathBuf> + Send + 'static,
+        F: Fn() + Send + 'static,
+    {
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        let (tx, rx) = mpsc::channel();
+        let fs_tx = tx.clone();
+        let notifier = notify::recommended_watcher(move |ev| {
+            let _ = fs_tx.send(Msg::Fs(ev));
+        })?;
+        let mut state = State {
+            interest: Interest {
+                dir,
+                external: Default::default(),
+            },
+            watches: Watches::new(notifier),
+            external: Box::new(external),
+            on_change: Box::new(on_change),
+        };
+        state.refresh();
+        let thread = std::thread::Builder::new()
+            .name("config-watcher".into())
+            .spawn(move || state.run(rx))?;
+        Ok(Self {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// A handle that requests reloads, e.g. from a SIGHUP handler.
+    pub fn trigger(&self) -> Trigger {
+        Trigger(self.tx.clone())
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct State {
+    interest: Interest,
+    watches: Watches,
+    external: Box<dyn Fn() -> Vec<PathBuf> + Send>,
+    on_change: Box<dyn Fn() + Send>,
+}
+
+impl State {
+    /// Re-reads the external file list and brings the watches in line with it.
+    fn refresh(&mut self) {
+        let mut external = std::collections::HashSet::new();
+        // What the serving configuration names, and what the files on disk name now
+        // even if they do not load: a module that is still missing must be seen
+        // arriving.
+        let named = crate::config::named_files(&self.interest.dir);
+        for path in (self.external)().into_iter().chain(named) {
+            let path = std::path::absolute(&path).unwrap_or(path);
+            external.extend(path.canonicalize().ok());
+            external.insert(path);
+        }
+        self.interest.external = external;
+        self.watches.refresh(&self.interest);
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        // Time of the last relevant event, while a change is pending.
+        let mut pending: Option<Instant> = None;
+        let mut writers = OpenWriters::default();
+        let mut last_print = Fingerprint::default();
+        loop {
+            let wait = match pending {
+                Some(at) => DEBOUNCE
+                    .saturating_sub(at.elapsed())
+                    .max(Duration::from_millis(5)),
+                None => Duration::from_secs(3600),
+            };
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(Msg::Trigger) => pending = Some(Instant::now()),
+                Ok(Msg::Fs(Ok(event))) => {
+                    let effect = events::effect(&event);
+                    if effect != Effect::None
+                        && event.paths.iter().any(|p| self.interest.matters(p))
+                    {
+                        writers.note(&effect, &event);
+                        pending = Some(Instant::now());
+                        if event.paths.contains(&self.interest.dir) {
+                            // The directory itself was replaced: watch the new one now,
+                            // so that what is written into it next is not missed.
+                            self.refresh();
+                        }
+                    }
+                }
+                Ok(Msg::Fs(Err(e))) => {
+                    tracing::warn!("config watcher: {e}; reloading to be safe");
+                    pending = Some(Instant::now());
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let Some(at) = pending else { continue };
+                    if at.elapsed() < DEBOUNCE {
+                        continue;
+                    }
+                    if !writers.all_closed() {
+                        if at.elapsed() < WRITER_GRACE {
+                            continue;
+                        }
+                        tracing::warn!(
+                            "a configuration file is still open for writing; reloading anyway"
+                        );
+                        writers.clear();
+                    }
+                    let print = Fingerprint::take(&self.interest);
+                    if print != last_print {
+                        // Still moving (or first look since the change): one more round.
+                        last_print = print;
+                        pending = Some(Instant::now());
+                        continue;
+                    }
+                    pending = None;
+                    self.refresh();
+                    tracing::info!("configuration changed; reloading");
+                    (self.on_change)();
+                    self.refresh();
+                    last_print = Fingerprint::take(&self.interest);
+                }
+            }
+        }
+    }
+}

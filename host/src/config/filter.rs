@@ -1,0 +1,69 @@
+//! `filters:`: where a filter's module comes from, its plugin configuration, its failure
+//! policy and its sandbox limits.
+
+use super::walk::{Cx, Field, Fields};
+use super::yaml::Kind;
+use super::{FilterConfig, FilterLimits, FilterSource, OnError};
+
+/// Decodes one `filters[]` item.
+pub(crate) fn filter(cx: &mut Cx, item: &Field) -> Option<FilterConfig> {
+    let (mut f, name) = Fields::named(cx, item, "filters")?;
+    let builtin = f.take("builtin");
+    let wasm = f.take("wasm");
+    let source = match (&builtin, &wasm) {
+        (Some(b), None) => b.string(cx).map(FilterSource::Builtin),
+        (None, Some(w)) => w.existing_file(cx).map(FilterSource::Wasm),
+        (Some(_), Some(w)) => {
+            w.error(cx, "give either builtin or wasm, not both");
+            None
+        }
+        (None, None) => {
+            cx.error(
+                f.line(),
+                f.path(),
+                "needs a module: `builtin: NAME` or `wasm: FILE`",
+            );
+            None
+        }
+    };
+    let root_id = f.take("root_id").map(|v| v.string(cx));
+    let config = f.take("config").map(|v| raw_config(&v));
+    let on_error = f
+        .take("on_error")
+        .map(|v| v.choice(cx, &[("deny", OnError::Deny), ("allow", OnError::Allow)]));
+    let limits = f.take("limits").map(|v| limits(cx, &v));
+    f.finish(cx);
+    Some(FilterConfig {
+        name: name?,
+        source: source?,
+        root_id: root_id.unwrap_or(Some(String::new()))?,
+        config: config.unwrap_or_default(),
+        on_error: on_error.unwrap_or(Some(OnError::Deny))?,
+        limits: limits.unwrap_or(Some(FilterLimits::default()))?,
+        origin: cx.origin(item.line),
+    })
+}
+
+/// The plugin configuration as `on_configure` receives it: a YAML string as its raw
+/// bytes (as Envoy hands over a `StringValue`), anything else as compact JSON.
+fn raw_config(field: &Field) -> Vec<u8> {
+    match &field.node.kind {
+        Kind::Scalar { text, plain: false } => text.clone().into_bytes(),
+        Kind::Scalar { text, plain: true } if field.node.to_json().is_string() => {
+            text.clone().into_bytes()
+        }
+        _ => field.node.to_json().to_string().into_bytes(),
+    }
+}
+
+fn limits(cx: &mut Cx, field: &Field) -> Option<FilterLimits> {
+    let mut f = Fields::new(cx, field)?;
+    let d = FilterLimits::default();
+    let memory = f.take("memory").map(|v| v.size(cx));
+    let callback_timeout = f.take("callback_timeout").map(|v| v.duration(cx));
+    f.finish(cx);
+    Some(FilterLimits {
+        memory: memory.unwrap_or(Some(d.memory))?,
+        callback_timeout: callback_timeout.unwrap_or(Some(d.callback_timeout))?,
+    })
+}

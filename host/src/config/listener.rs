@@ -1,0 +1,128 @@
+//! `admin:` and `listeners:`: addresses to bind, TLS termination and client limits.
+
+use super::walk::{Cx, Field, Fields};
+use super::{
+    AdminConfig, CertificatePair, ClientAuth, ListenerConfig, ListenerLimits, TlsConfig, TlsVersion,
+};
+
+/// Decodes `admin: { address, reload }`.
+pub(crate) fn admin(cx: &mut Cx, field: &Field) -> Option<AdminConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let address = f.require(cx, "address").and_then(|v| v.socket_addr(cx));
+    let reload = f.take("reload").and_then(|v| v.bool(cx)).unwrap_or(false);
+    f.finish(cx);
+    Some(AdminConfig {
+        address: address?,
+        reload,
+        origin: cx.origin(field.line),
+    })
+}
+
+/// Decodes one `listeners[]` item.
+pub(crate) fn listener(cx: &mut Cx, item: &Field) -> Option<ListenerConfig> {
+    let (mut f, name) = Fields::named(cx, item, "listeners")?;
+    let address = f.require(cx, "address").and_then(|v| v.socket_addr(cx));
+    let tls = f.take("tls").map(|v| tls(cx, &v));
+    let limits = f.take("limits").map(|v| limits(cx, &v));
+    f.finish(cx);
+    Some(ListenerConfig {
+        name: name?,
+        address: address?,
+        tls: match tls {
+            Some(t) => Some(t?),
+            None => None,
+        },
+        limits: match limits {
+            Some(l) => l?,
+            None => ListenerLimits::default(),
+        },
+        origin: cx.origin(item.line),
+    })
+}
+
+fn limits(cx: &mut Cx, field: &Field) -> Option<ListenerLimits> {
+    let mut f = Fields::new(cx, field)?;
+    let d = ListenerLimits::default();
+    let max_header_bytes = f
+        .take("max_header_bytes")
+        .map(|v| v.size(cx).and_then(|n| usize::try_from(n).ok()));
+    let max_headers = f
+        .take("max_headers")
+        .map(|v| v.int(cx, 1, 100_000).map(|n| n as usize));
+    let header_timeout = f.take("header_timeout").map(|v| v.duration(cx));
+    let idle_timeout = f.take("idle_timeout").map(|v| v.duration(cx));
+    f.finish(cx);
+    Some(ListenerLimits {
+        max_header_bytes: max_header_bytes.unwrap_or(Some(d.max_header_bytes))?,
+        max_headers: max_headers.unwrap_or(Some(d.max_headers))?,
+        header_timeout: header_timeout.unwrap_or(Some(d.header_timeout))?,
+        idle_timeout: idle_timeout.unwrap_or(Some(d.idle_timeout))?,
+    })
+}
+
+fn tls(cx: &mut Cx, field: &Field) -> Option<TlsConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let certificates = f.require(cx, "certificates").and_then(|v| {
+        let items = v.list(cx)?;
+        if items.is_empty() {
+            v.error(cx, "needs at least one { cert, key } pair");
+            return None;
+        }
+        let pairs: Vec<_> = items
+            .iter()
+            .map(|item| certificate_pair(cx, item))
+            .collect();
+        pairs.into_iter().collect::<Option<Vec<_>>>()
+    });
+    let min_version = f.take("min_version").map(|v| {
+        v.choice(
+            cx,
+            &[("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)],
+        )
+    });
+    let client_ca = f.take("client_ca").map(|v| v.existing_file(cx));
+    let auth_field = f.take("client_auth");
+    let client_auth = auth_field.as_ref().map(|v| {
+        v.choice(
+            cx,
+            &[
+                ("off", ClientAuth::Off),
+                ("optional", ClientAuth::Optional),
+                ("required", ClientAuth::Required),
+            ],
+        )
+    });
+    f.finish(cx);
+    if let (Some(v), Some(Some(auth)), None) = (&auth_field, client_auth, &client_ca)
+        && auth != ClientAuth::Off
+    {
+        v.error(
+            cx,
+            "client_auth needs client_ca (the CA bundle client certificates are verified against)",
+        );
+        return None;
+    }
+    Some(TlsConfig {
+        certificates: certificates?,
+        min_version: min_version.unwrap_or(Some(TlsVersion::Tls12))?,
+        client_ca: match client_ca {
+            Some(ca) => Some(ca?),
+            None => None,
+        },
+        client_auth: client_auth.unwrap_or(Some(ClientAuth::Off))?,
+        origin: cx.origin(field.line),
+    })
+}
+
+/// Decodes `{ cert, key }`, both files that must exist.
+pub(crate) fn certificate_pair(cx: &mut Cx, field: &Field) -> Option<CertificatePair> {
+    let mut f = Fields::new(cx, field)?;
+    let cert = f.require(cx, "cert").and_then(|v| v.existing_file(cx));
+    let key = f.require(cx, "key").and_then(|v| v.existing_file(cx));
+    f.finish(cx);
+    Some(CertificatePair {
+        cert: cert?,
+        key: key?,
+        origin: cx.origin(field.line),
+    })
+}

@@ -1,0 +1,202 @@
+//! `routes:`: which requests a route takes, its filter chain and its upstream.
+
+use super::walk::{Cx, Field, Fields};
+use super::{HostMatch, PathMatch, RouteConfig, RouteMatch};
+
+/// A route's references to other items, with the lines they were written on, so that
+/// a dangling one can be reported once every file has been read.
+pub(crate) struct RouteRefs {
+    pub file: String,
+    pub path: String,
+    pub listeners: Vec<(String, usize)>,
+    pub filters: Vec<(String, usize)>,
+    pub upstream: Option<(String, usize)>,
+}
+
+/// Decodes one `routes[]` item. Its references go to `refs` even when the route has
+/// other errors, so that a dangling one is reported in the same run.
+pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Option<RouteConfig> {
+    let (mut f, name) = Fields::named(cx, item, "routes")?;
+    let listeners_field = f.take("listeners");
+    let listeners = listeners_field.as_ref().map(|v| {
+        let names = v.string_list(cx)?;
+        if names.is_empty() {
+            v.error(
+                cx,
+                "names no listener; leave it out to serve on all listeners",
+            );
+            return None;
+        }
+        Some(names)
+    });
+    let matcher = f.take("match").map(|v| route_match(cx, &v));
+    let priority = f.take("priority").map(|v| v.int(cx, i64::MIN, i64::MAX));
+    let filters_field = f.take("filters");
+    let filters = filters_field.as_ref().map(|v| {
+        let names = v.string_list(cx)?;
+        for (i, (n, line)) in names.iter().enumerate() {
+            if names[..i].iter().any(|(m, _)| m == n) {
+                cx.error(*line, &v.path, format!("filter `{n}` is listed twice"));
+            }
+        }
+        Some(names)
+    });
+    let upstream_field = f.require(cx, "upstream");
+    let upstream = upstream_field.as_ref().and_then(|v| v.string(cx));
+    let path = f.path().to_string();
+    f.finish(cx);
+
+    refs.push(RouteRefs {
+        file: cx.file.clone(),
+        path,
+        listeners: listeners.clone().flatten().unwrap_or_default(),
+        filters: filters.clone().flatten().unwrap_or_default(),
+        upstream: upstream.clone().zip(upstream_field.map(|v| v.line)),
+    });
+    Some(RouteConfig {
+        name: name?,
+        listeners: match listeners {
+            Some(l) => Some(l?.into_iter().map(|(n, _)| n).collect()),
+            None => None,
+        },
+        matcher: matcher.unwrap_or(Some(RouteMatch::default()))?,
+        priority: match priority {
+            Some(p) => Some(p?),
+            None => None,
+        },
+        filters: filters
+            .unwrap_or(Some(Vec::new()))?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect(),
+        upstream: upstream?,
+        origin: cx.origin(item.line),
+    })
+}
+
+fn route_match(cx: &mut Cx, field: &Field) -> Option<RouteMatch> {
+    let mut f = Fields::new(cx, field)?;
+    let host = f.take("host").map(|v| host(cx, &v));
+    let exact = f.take("path");
+    let prefix = f.take("path_prefix");
+    let path = match (&exact, &prefix) {
+        (Some(e), Some(_)) => {
+            e.error(cx, "give either path or path_prefix, not both");
+            Some(None)
+        }
+        (Some(v), None) => Some(url_path(cx, v).map(PathMatch::Exact)),
+        (None, Some(v)) => Some(url_path(cx, v).map(PathMatch::Prefix)),
+        (None, None) => None,
+    };
+    let methods = f.take("methods").map(|v| methods(cx, &v));
+    let headers = f.take("headers").map(|v| headers(cx, &v));
+    f.finish(cx);
+    Some(RouteMatch {
+        host: match host {
+            Some(h) => Some(h?),
+            None => None,
+        },
+        path: match path {
+            Some(p) => Some(p?),
+            None => None,
+        },
+        methods: match methods {
+            Some(m) => Some(m?),
+            None => None,
+        },
+        headers: headers.unwrap_or(Some(Vec::new()))?,
+    })
+}
+
+fn url_path(cx: &mut Cx, field: &Field) -> Option<String> {
+    let p = field.string(cx)?;
+    if !p.starts_with('/') {
+        field.error(cx, format!("`{p}` must start with /"));
+        return None;
+    }
+    if p.contains(['?', '#']) || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        field.error(
+            cx,
+            format!("`{p}` is not a URL path (no query, fragment or spaces)"),
+        );
+        return None;
+    }
+    Some(p)
+}
+
+fn host(cx: &mut Cx, field: &Field) -> Option<HostMatch> {
+    let text = field.string(cx)?;
+    let lower = text.to_ascii_lowercase();
+    let (wildcard, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !name.split('.').all(label_ok) {
+        field.error(
+            cx,
+            format!("`{text}` is not a host pattern (an exact name like api.example.com, or *.example.com; no port)"),
+        );
+        return None;
+    }
+    Some(if wildcard {
+        HostMatch::Wildcard(format!(".{name}"))
+    } else {
+        HostMatch::Exact(lower)
+    })
+}
+
+fn methods(cx: &mut Cx, field: &Field) -> Option<Vec<http::Method>> {
+    let names = field.string_list(cx)?;
+    if names.is_empty() {
+        field.error(cx, "names no method; leave it out to allow every method");
+        return None;
+    }
+    let mut out = Vec::with_capacity(names.len());
+    let mut ok = true;
+    for (name, line) in names {
+        let valid = name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+        match http::Method::from_bytes(name.as_bytes()) {
+            Ok(m) if valid => out.push(m),
+            _ => {
+                ok = false;
+                cx.error(
+                    line,
+                    &field.path,
+                    format!("`{name}` is not an HTTP method (write it in upper case, e.g. GET)"),
+                );
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+fn headers(cx: &mut Cx, field: &Field) -> Option<Vec<(http::HeaderName, String)>> {
+    let entries = field.entries(cx)?;
+    let mut out = Vec::with_capacity(entries.len());
+    let mut ok = true;
+    for (name, value) in entries {
+        let header = http::HeaderName::from_bytes(name.as_bytes());
+        let text = value.string(cx);
+        match (header, text) {
+            (Ok(h), Some(v)) if http::HeaderValue::from_str(&v).is_ok() => out.push((h, v)),
+            (Err(_), _) => {
+                ok = false;
+                value.error(cx, format!("`{name}` is not a valid header name"));
+            }
+            (Ok(_), Some(v)) => {
+                ok = false;
+                value.error(cx, format!("`{v}` is not a valid header value"));
+            }
+            (Ok(_), None) => ok = false,
+        }
+    }
+    ok.then_some(out)
+}

@@ -1,0 +1,156 @@
+//! `upstreams:`: targets and their weights, health checks, timeouts and TLS.
+
+use std::time::Duration;
+
+use super::listener::certificate_pair;
+use super::walk::{Cx, Field, Fields};
+use super::{
+    ECHO_UPSTREAM, HealthCheckConfig, TargetConfig, UpstreamConfig, UpstreamTimeouts,
+    UpstreamTlsConfig,
+};
+
+/// Decodes one `upstreams[]` item.
+pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
+    let (mut f, name) = Fields::named(cx, item, "upstreams")?;
+    if name.as_deref() == Some(ECHO_UPSTREAM) {
+        cx.error(
+            item.line,
+            f.path(),
+            format!("`{ECHO_UPSTREAM}` is built in; pick another name"),
+        );
+    }
+    let targets = f.require(cx, "targets").and_then(|v| {
+        let items = v.list(cx)?;
+        if items.is_empty() {
+            v.error(cx, "needs at least one target");
+            return None;
+        }
+        let targets: Vec<_> = items.iter().map(|t| target(cx, t)).collect();
+        targets.into_iter().collect::<Option<Vec<_>>>()
+    });
+    let health_check = f.take("health_check").map(|v| health_check(cx, &v));
+    let timeouts = f.take("timeouts").map(|v| timeouts(cx, &v));
+    let tls = f.take("tls").map(|v| tls(cx, &v));
+    f.finish(cx);
+    if name.as_deref() == Some(ECHO_UPSTREAM) {
+        return None;
+    }
+    Some(UpstreamConfig {
+        name: name?,
+        targets: targets?,
+        health_check: match health_check {
+            Some(h) => Some(h?),
+            None => None,
+        },
+        timeouts: timeouts.unwrap_or(Some(UpstreamTimeouts::default()))?,
+        tls: match tls {
+            Some(t) => Some(t?),
+            None => None,
+        },
+        origin: cx.origin(item.line),
+    })
+}
+
+fn target(cx: &mut Cx, field: &Field) -> Option<TargetConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let address = f.require(cx, "address").and_then(|v| {
+        let text = v.string(cx)?;
+        match check_host_port(&text) {
+            Ok(()) => Some(text),
+            Err(why) => {
+                v.error(cx, format!("`{text}` is not a host:port address ({why})"));
+                None
+            }
+        }
+    });
+    let weight = f
+        .take("weight")
+        .map(|v| v.int(cx, 1, i64::from(u32::MAX)).map(|w| w as u32));
+    f.finish(cx);
+    Some(TargetConfig {
+        address: address?,
+        weight: weight.unwrap_or(Some(1))?,
+    })
+}
+
+/// Checks `host:port`, `IPv4:port` or `[IPv6]:port`; the name is resolved at connect time.
+fn check_host_port(text: &str) -> Result<(), &'static str> {
+    let (host, port) = text.rsplit_once(':').ok_or("no port")?;
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err("the port must be 1-65535"),
+        Ok(_) => {}
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let ip = inner.strip_suffix(']').ok_or("unbalanced [")?;
+        return ip
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| "bad IPv6 address");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if host.is_empty() || !host.split('.').all(label_ok) {
+        return Err("bad host name");
+    }
+    Ok(())
+}
+
+fn health_check(cx: &mut Cx, field: &Field) -> Option<HealthCheckConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let path = f.require(cx, "path").and_then(|v| {
+        let p = v.string(cx)?;
+        if p.starts_with('/') {
+            Some(p)
+        } else {
+            v.error(cx, format!("`{p}` must start with /"));
+            None
+        }
+    });
+    let interval = f.require(cx, "interval").and_then(|v| v.duration(cx));
+    let timeout = f.take("timeout").map(|v| v.duration(cx));
+    f.finish(cx);
+    Some(HealthCheckConfig {
+        path: path?,
+        interval: interval?,
+        timeout: timeout.unwrap_or(Some(Duration::from_secs(1)))?,
+    })
+}
+
+fn timeouts(cx: &mut Cx, field: &Field) -> Option<UpstreamTimeouts> {
+    let mut f = Fields::new(cx, field)?;
+    let d = UpstreamTimeouts::default();
+    let connect = f.take("connect").map(|v| v.duration(cx));
+    let request = f.take("request").map(|v| v.duration(cx));
+    f.finish(cx);
+    Some(UpstreamTimeouts {
+        connect: connect.unwrap_or(Some(d.connect))?,
+        request: request.unwrap_or(Some(d.request))?,
+    })
+}
+
+fn tls(cx: &mut Cx, field: &Field) -> Option<UpstreamTlsConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let ca = f.take("ca").map(|v| v.existing_file(cx));
+    let sni = f.take("sni").map(|v| v.string(cx));
+    let verify = f.take("verify").map(|v| v.bool(cx));
+    let client_cert = f.take("client_cert").map(|v| certificate_pair(cx, &v));
+    f.finish(cx);
+    Some(UpstreamTlsConfig {
+        ca: match ca {
+            Some(c) => Some(c?),
+            None => None,
+        },
+        sni: match sni {
+            Some(s) => Some(s?),
+            None => None,
+        },
+        verify: verify.unwrap_or(Some(true))?,
+        client_cert: match client_cert {
+            Some(c) => Some(c?),
+            None => None,
+        },
+    })
+}

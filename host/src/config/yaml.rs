@@ -1,0 +1,356 @@
+//! A YAML document as a small tree that remembers the line of every node, built from
+//! `yaml-rust2`'s marked events. The schema decoder walks this tree so that every error
+//! can name its line; `yaml-rust2`'s own `Yaml` type forgets where things were.
+
+use std::collections::HashMap;
+
+use yaml_rust2::Yaml;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// One YAML node and the 1-based line it starts on.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Node {
+    /// 1-based line of the node's first character.
+    pub line: usize,
+    /// What the node holds.
+    pub kind: Kind,
+}
+
+/// The three shapes of YAML data.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Kind {
+    /// A scalar's text; `plain` is false when quoted or a block scalar (always a string).
+    Scalar { text: String, plain: bool },
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping, in document order; keys are scalars (with their own lines).
+    Map(Vec<(Key, Node)>),
+}
+
+/// A mapping key: its text and line.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Key {
+    /// The key's text.
+    pub text: String,
+    /// 1-based line of the key.
+    pub line: usize,
+}
+
+impl Node {
+    /// Whether this is an explicit or implicit null (`~`, `null`, or nothing at all).
+    pub fn is_null(&self) -> bool {
+        matches!(&self.kind, Kind::Scalar { text, plain: true } if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+
+    /// A short name of the node's type for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match &self.kind {
+            Kind::Scalar { .. } if self.is_null() => "null",
+            Kind::Scalar { .. } => "a scalar",
+            Kind::Seq(_) => "a list",
+            Kind::Map(_) => "a mapping",
+        }
+    }
+
+    /// The node as JSON, resolving plain scalars the way YAML 1.2's core schema does.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.kind {
+            Kind::Scalar { text, plain: false } => Value::String(text.clone()),
+            Kind::Scalar { text, plain: true } => match Yaml::from_str(text) {
+                Yaml::Null => Value::Null,
+                Yaml::Boolean(b) => Value::Bool(b),
+                Yaml::Integer(i) => Value::from(i),
+                Yaml::Real(r) => match r.parse::<f64>().ok().and_then(serde_json::Number::from_f64)
+                {
+                    Some(n) => Value::Number(n),
+                    // .inf and .nan have no JSON form; hand them over as written.
+                    None => Value::String(text.clone()),
+                },
+                _ => Value::String(text.clone()),
+            },
+            Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            Kind::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.text.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A YAML syntax (or unsupported-feature) error and its line.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SyntaxError {
+    /// 1-based line.
+    pub line: usize,
+    /// The parser's message.
+    pub message: String,
+}
+
+/// Parses every document of `text`; an empty file has none.
+pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    if let Err(e) = parser.load(&mut builder, true) {
+        // An error at the end of the input (an unclosed bracket) points at the last
+        // line there is, not at the empty one after the final newline.
+        let last_line = text.lines().count().max(1);
+        return Err(SyntaxError {
+            line: e.marker().line().clamp(1, last_line),
+            message: e.info().to_string(),
+        });
+    }
+    match builder.error {
+        Some(e) => Err(e),
+        None => Ok(builder.docs),
+    }
+}
+
+/// A container being filled: a sequence, or a mapping waiting for a key or a value.
+enum Open {
+    Seq {
+        line: usize,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        line: usize,
+        anchor: usize,
+        entries: Vec<(Key, Node)>,
+        key: Option<Key>,
+    },
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Open>,
+    docs: Vec<Node>,
+    anchors: HashMap<usize, Node>,
+    error: Option<SyntaxError>,
+}
+
+impl Builder {
+    fn fail(&mut self, line: usize, message: impl Into<String>) {
+        if self.error.is_none() {
+            self.error = Some(SyntaxError {
+                line,
+                message: message.into(),
+            });
+        }
+    }
+
+    /// Hands a finished node to the container it belongs to (or to the document list).
+    fn push(&mut self, node: Node, anchor: usize) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.docs.push(node),
+            Some(Open::Seq { items, .. }) => items.push(node),
+            Some(Open::Map { entries, key, .. }) => match key.take() {
+                Some(k) => entries.push((k, node)),
+                None => match node.kind {
+                    Kind::Scalar { text, .. } => {
+                        *key = Some(Key {
+                            text,
+                            line: node.line,
+                        })
+                    }
+                    _ => {
+                        let line = node.line;
+                        self.fail(line, "a mapping key must be a scalar");
+                    }
+                },
+            },
+        }
+    }
+}
+
+/// Applies YAML merge keys (`<<: *base`): entries already present win.
+fn merge_keys(entries: Vec<(Key, Node)>) -> Result<Vec<(Key, Node)>, SyntaxError> {
+    if !entries.iter().any(|(k, _)| k.text == "<<") {
+        return Ok(entries);
+    }
+    let mut own = Vec::new();
+    let mut inherited = Vec::new();
+    for (k, v) in entries {
+        if k.text != "<<" {
+            own.push((k, v));
+            continue;
+        }
+        let sources = match v.kind {
+            Kind::Map(m) => vec![m],
+            Kind::Seq(items) => {
+                let mut maps = Vec::new();
+                for item in items {
+                    match item.kind {
+                        Kind::Map(m) => maps.push(m),
+                        _ => return Err(merge_error(k.line)),
+                    }
+                }
+                maps
+            }
+            _ => return Err(merge_error(k.line)),
+        };
+        inherited.extend(sources.into_iter().flatten());
+    }
+    for (k, v) in inherited {
+        if !own.iter().any(|(o, _): &(Key, Node)| o.text == k.text) {
+            own.push((k, v));
+        }
+    }
+    Ok(own)
+}
+
+fn merge_error(line: usize) -> SyntaxError {
+    SyntaxError {
+        line,
+        message: "a merge key (<<) takes a mapping or a list of mappings".into(),
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        if self.error.is_some() {
+            return;
+        }
+        let line = mark.line().max(1);
+        match ev {
+            Event::Scalar(text, style, anchor, tag) => {
+                let mut plain = style == TScalarStyle::Plain;
+                if let Some(tag) = tag {
+                    // `!!str 123` is the one tag worth honouring: it forces a string.
+                    if tag.suffix == "str" {
+                        plain = false;
+                    } else {
+                        self.fail(
+                            line,
+                            format!("unsupported YAML tag {}{}", tag.handle, tag.suffix),
+                        );
+                        return;
+                    }
+                }
+                self.push(
+                    Node {
+                        line,
+                        kind: Kind::Scalar { text, plain },
+                    },
+                    anchor,
+                );
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push(Open::Seq {
+                line,
+                anchor,
+                items: Vec::new(),
+            }),
+            Event::MappingStart(anchor, _) => self.stack.push(Open::Map {
+                line,
+                anchor,
+                entries: Vec::new(),
+                key: None,
+            }),
+            Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
+                Some(Open::Seq {
+                    line,
+                    anchor,
+                    items,
+                }) => self.push(
+                    Node {
+                        line,
+                        kind: Kind::Seq(items),
+                    },
+                    anchor,
+                ),
+                Some(Open::Map {
+                    line,
+                    anchor,
+                    entries,
+                    ..
+                }) => match merge_keys(entries) {
+                    Ok(entries) => self.push(
+                        Node {
+                            line,
+                            kind: Kind::Map(entries),
+                        },
+                        anchor,
+                    ),
+                    Err(e) => self.error = Some(e),
+                },
+                None => self.fail(line, "unbalanced YAML structure"),
+            },
+            Event::Alias(id) => match self.anchors.get(&id).cloned() {
+                Some(node) => self.push(node, 0),
+                None => self.fail(line, "alias to an unknown anchor"),
+            },
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart
+            | Event::DocumentEnd => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn map(node: &Node) -> &[(Key, Node)] {
+        match &node.kind {
+            Kind::Map(m) => m,
+            other => panic!("expected a mapping, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lines_of_keys_and_list_items() {
+        let docs = parse("a: 1\nlist:\n  - name: x\n    v: 2\n  - name: y\n").unwrap();
+        let top = map(&docs[0]);
+        assert_eq!((top[0].0.text.as_str(), top[0].0.line), ("a", 1));
+        assert_eq!(top[1].0.line, 2);
+        let Kind::Seq(items) = &top[1].1.kind else {
+            panic!("expected a list")
+        };
+        assert_eq!(items[0].line, 3);
+        assert_eq!(map(&items[0])[1].0.line, 4);
+        assert_eq!(items[1].line, 5);
+    }
+
+    #[test]
+    fn syntax_error_has_the_parser_line() {
+        let err = parse("a: 1\nb: [1, 2\nc: 3\n").unwrap_err();
+        assert_eq!(err.line, 3, "{err:?}");
+        let err = parse("a: 1\nb: {\n").unwrap_err();
+        assert_eq!(
+            err.line, 2,
+            "an error at the end points at the last line: {err:?}"
+        );
+    }
+
+    #[test]
+    fn anchors_aliases_and_merge_keys() {
+        let docs = parse("base: &b { x: 1, y: 2 }\nderived:\n  <<: *b\n  y: 3\n").unwrap();
+        let derived = &map(&docs[0])[1].1;
+        let json = derived.to_json();
+        assert_eq!(json, serde_json::json!({"y": 3, "x": 1}));
+    }
+
+    #[test]
+    fn json_resolution_of_plain_and_quoted_scalars() {
+        let docs = parse("{ a: 1, b: '1', c: true, d: ~, e: 1.5, f: text, g: [1s] }").unwrap();
+        assert_eq!(
+            docs[0].to_json(),
+            serde_json::json!({"a": 1, "b": "1", "c": true, "d": null, "e": 1.5, "f": "text", "g": ["1s"]})
+        );
+    }
+
+    #[test]
+    fn empty_file_has_no_documents() {
+        assert!(parse("").unwrap().is_empty());
+        assert!(parse("# only a comment\n").unwrap().is_empty());
+    }
+}
