@@ -1,11 +1,14 @@
 //! An immutable, fully built configuration: what one generation serves. A request pins
 //! one snapshot (an `Arc` load) and uses it to the end.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::{Config, ConfigErrors};
-use crate::wasm::Runtime;
+use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM};
+use crate::router::{Candidate, Router};
+use crate::upstream::Upstream;
+use crate::wasm::{Plugin, Runtime};
 
 /// One generation of the proxy's configuration, built completely before it serves.
 pub struct Snapshot {
@@ -15,23 +18,161 @@ pub struct Snapshot {
     pub loaded_at: SystemTime,
     /// The validated configuration it was built from.
     pub config: Arc<Config>,
+    router: Router,
+    /// Indexed by [`crate::router::RouteId`] (the route's position in the config).
+    routes: Vec<Route>,
+    upstreams: HashMap<String, Arc<Upstream>>,
 }
+
+/// A route resolved against its snapshot: everything serving a request needs.
+pub struct Route {
+    /// The route's name (logs, metrics, `route_name`).
+    pub name: Arc<str>,
+    /// The filter chain, in request order.
+    pub filters: Vec<Arc<Plugin>>,
+    /// Where requests go.
+    pub upstream: RouteUpstream,
+}
+
+/// The destination of a route.
+pub enum RouteUpstream {
+    /// The built-in `echo@internal`.
+    Echo,
+    /// A configured upstream.
+    Pool(Arc<Upstream>),
+}
+
+impl RouteUpstream {
+    /// The upstream's name as configured.
+    pub fn name(&self) -> &str {
+        match self {
+            RouteUpstream::Echo => ECHO_UPSTREAM,
+            RouteUpstream::Pool(u) => &u.config().name,
+        }
+    }
+}
+
+// === impl Snapshot ===
 
 impl Snapshot {
     /// Builds everything a generation needs (router, upstreams, a configured VM of every
     /// filter, TLS acceptors); any failure is a config error and nothing is applied.
     ///
-    /// `previous` lets state that must survive a reload (upstream health, …) carry over.
+    /// `previous` lets state that must survive a reload carry over: an upstream whose
+    /// configuration is unchanged is shared with it, health and pooled connections
+    /// included.
     pub fn build(
         config: Arc<Config>,
-        _runtime: &Runtime,
+        runtime: &Runtime,
         generation: u64,
-        _previous: Option<&Snapshot>,
+        previous: Option<&Snapshot>,
     ) -> Result<Snapshot, ConfigErrors> {
+        let mut errors = Vec::new();
+
+        let mut plugins: HashMap<&str, Arc<Plugin>> = HashMap::new();
+        for filter in &config.filters {
+            match runtime.plugin(filter) {
+                Ok(p) => {
+                    plugins.insert(filter.name.as_str(), p);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+
+        let mut upstreams: HashMap<String, Arc<Upstream>> = HashMap::new();
+        for uc in &config.upstreams {
+            let kept = previous
+                .and_then(|p| p.upstreams.get(&uc.name))
+                .filter(|u| u.config() == uc);
+            match kept {
+                Some(u) => {
+                    upstreams.insert(uc.name.clone(), u.clone());
+                }
+                None => match Upstream::new(uc) {
+                    Ok(u) => {
+                        upstreams.insert(uc.name.clone(), Arc::new(u));
+                    }
+                    Err(e) => errors.push(e),
+                },
+            }
+        }
+
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for rc in &config.routes {
+            let mut filters = Vec::with_capacity(rc.filters.len());
+            for name in &rc.filters {
+                match plugins.get(name.as_str()) {
+                    Some(p) => filters.push(p.clone()),
+                    // A filter that failed to build already has its error.
+                    None if config.filters.iter().any(|f| &f.name == name) => {}
+                    None => errors.push(ConfigError::at(
+                        &rc.origin,
+                        format!("routes.{}.filters", rc.name),
+                        format!("no filter is named `{name}`"),
+                    )),
+                }
+            }
+            let upstream = if rc.upstream == ECHO_UPSTREAM {
+                Some(RouteUpstream::Echo)
+            } else if let Some(u) = upstreams.get(&rc.upstream) {
+                Some(RouteUpstream::Pool(u.clone()))
+            } else {
+                if !config.upstreams.iter().any(|u| u.name == rc.upstream) {
+                    errors.push(ConfigError::at(
+                        &rc.origin,
+                        format!("routes.{}.upstream", rc.name),
+                        format!("no upstream is named `{}`", rc.upstream),
+                    ));
+                }
+                None
+            };
+            if let Some(upstream) = upstream {
+                routes.push(Route {
+                    name: rc.name.as_str().into(),
+                    filters,
+                    upstream,
+                });
+            }
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
         Ok(Snapshot {
             generation,
             loaded_at: SystemTime::now(),
+            router: Router::build(&config),
             config,
+            routes,
+            upstreams,
         })
+    }
+
+    /// The route serving a request on `listener`, if any.
+    pub fn route(&self, listener: &str, req: &Candidate<'_>) -> Option<&Route> {
+        self.routes.get(self.router.route(listener, req)?)
+    }
+
+    /// The compiled router.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// A configured upstream by name (e.g. for a filter's `http_call`).
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
+    }
+
+    /// Every configured upstream with its targets' health, in config order, for
+    /// `/status`: `[{ name, health_check, targets: [{ address, weight, healthy }] }]`.
+    pub fn upstream_status(&self) -> serde_json::Value {
+        let list = self
+            .config
+            .upstreams
+            .iter()
+            .filter_map(|uc| self.upstreams.get(&uc.name))
+            .map(|u| u.status())
+            .collect();
+        serde_json::Value::Array(list)
     }
 }

@@ -1,1 +1,279 @@
-//! TODO
+//! Upstreams: balancing over healthy targets, per-worker keep-alive pools, health
+//! checks, and forwarding with connect and request timeouts.
+//!
+//! Health: a target is down when its last active probe failed, or (passively) when a
+//! connection to it was refused. With a health check configured, a passively marked
+//! target stays down until its next successful probe; without one, for
+//! [`PASSIVE_BACKOFF`]. When every target is down the balancer picks among all of
+//! them anyway (fail open): health data can lag, and trying costs less than certain
+//! failure. A connect failure of a request without a body is retried once on another
+//! target.
+
+pub mod echo;
+
+mod balance;
+mod health;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use http_body::Body;
+use hyper::body::Incoming;
+
+use crate::config::{ConfigError, UpstreamConfig};
+use crate::proxy::ProxyBody;
+
+/// How long a target refused by a connection stays down when no health check runs.
+pub const PASSIVE_BACKOFF: Duration = Duration::from_secs(3);
+
+/// Why forwarding to an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made (refused, unreachable, connect timeout): 502.
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// The target tried.
+        target: String,
+        /// What the connector said.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The response headers did not arrive within the request timeout: 504.
+    #[error("{target} sent no response headers within {timeout:?}")]
+    Timeout {
+        /// The target tried.
+        target: String,
+        /// The configured request timeout.
+        timeout: Duration,
+    },
+    /// The connection failed after it was made (reset, malformed response): 502.
+    #[error("exchange with {target} failed: {source}")]
+    Exchange {
+        /// The target tried.
+        target: String,
+        /// What the client said.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The upstream has no target to pick (cannot happen with a validated config).
+    #[error("upstream has no targets")]
+    NoTarget,
+}
+
+/// One target of an upstream and its shared health.
+#[derive(Debug)]
+pub struct Target {
+    /// `host:port`, as configured.
+    pub address: Authority,
+    /// Relative share of traffic.
+    pub weight: u32,
+    /// Result of the last active probe (true until a probe says otherwise).
+    healthy: AtomicBool,
+    /// Passive back-off: down until this many ms after [`now_ms`]'s origin.
+    down_until_ms: AtomicU64,
+}
+
+impl Target {
+    /// Whether the balancer should pick this target now.
+    fn is_available(&self, now_ms: u64) -> bool {
+        self.healthy.load(Ordering::Relaxed) && self.down_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+}
+
+/// A configured upstream: its targets, their health, and its health-check task.
+/// Kept across reloads while its configuration does not change.
+pub struct Upstream {
+    /// Process-unique: keys the per-worker pools and balancer state.
+    id: u64,
+    config: UpstreamConfig,
+    targets: Arc<[Target]>,
+    /// Per-worker state holds a `Weak` of this to know when to let go of its pool.
+    alive: Arc<()>,
+    /// Stops the health-check task when the upstream is dropped.
+    _health: Option<health::Task>,
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Validates the targets' addresses and starts the health check, if configured.
+    pub fn new(config: &UpstreamConfig) -> Result<Self, ConfigError> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let mut targets = Vec::with_capacity(config.targets.len());
+        for (i, t) in config.targets.iter().enumerate() {
+            let address: Authority = t.address.parse().map_err(|e| {
+                ConfigError::at(
+                    &config.origin,
+                    format!("upstreams.{}.targets.{i}.address", config.name),
+                    format!("`{}` is not a host:port: {e}", t.address),
+                )
+            })?;
+            if address.port_u16().is_none() {
+                return Err(ConfigError::at(
+                    &config.origin,
+                    format!("upstreams.{}.targets.{i}.address", config.name),
+                    format!("`{}` needs a port", t.address),
+                ));
+            }
+            targets.push(Target {
+                address,
+                weight: t.weight.max(1),
+                healthy: AtomicBool::new(true),
+                down_until_ms: AtomicU64::new(0),
+            });
+        }
+        if targets.is_empty() {
+            return Err(ConfigError::at(
+                &config.origin,
+                format!("upstreams.{}.targets", config.name),
+                "an upstream needs at least one target",
+            ));
+        }
+        let targets: Arc<[Target]> = targets.into();
+        let health = config
+            .health_check
+            .as_ref()
+            .and_then(|hc| health::start(&config.name, targets.clone(), hc.clone()));
+        Ok(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            config: config.clone(),
+            targets,
+            alive: Arc::new(()),
+            _health: health,
+        })
+    }
+
+    /// The configuration this upstream was built from.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
+    /// The targets and their health, for `/status`.
+    pub fn status(&self) -> serde_json::Value {
+        let now = now_ms();
+        let targets: Vec<serde_json::Value> = self
+            .targets
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "address": t.address.as_str(),
+                    "weight": t.weight,
+                    "healthy": t.is_available(now),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": self.config.name,
+            "health_check": self.config.health_check.is_some(),
+            "targets": targets,
+        })
+    }
+
+    /// Sends `req` (origin-form URI, headers already prepared) to a target and returns
+    /// its response head with the body still streaming. Returns the target's address
+    /// with the outcome, for the access log.
+    pub async fn forward(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> (Option<Authority>, Result<Response<Incoming>, UpstreamError>) {
+        // A request without a body can be rebuilt, hence retried on another target.
+        let retry_head = req.body().is_end_stream().then(|| clone_head(&req));
+        let attempts = if retry_head.is_some() { 2 } else { 1 };
+        let mut req = Some(req);
+        let mut last = (None, Err(UpstreamError::NoTarget));
+        for _ in 0..attempts.min(self.targets.len()) {
+            let Some(this) = req.take().or_else(|| retry_head.as_ref().map(rebuild)) else {
+                break;
+            };
+            let Some((i, client)) = worker::pick(self) else {
+                return (None, Err(UpstreamError::NoTarget));
+            };
+            let Some(target) = self.targets.get(i) else {
+                return (None, Err(UpstreamError::NoTarget));
+            };
+            let result = self.send(&client, target, this).await;
+            let connect_failed = matches!(result, Err(UpstreamError::Connect { .. }));
+            last = (Some(target.address.clone()), result);
+            if !connect_failed {
+                break;
+            }
+        }
+        last
+    }
+
+    async fn send(
+        &self,
+        client: &worker::PooledClient,
+        target: &Target,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(target.address.clone());
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        let timeout = self.config.timeouts.request;
+        let address = || target.address.to_string();
+        match tokio::time::timeout(timeout, client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout {
+                target: address(),
+                timeout,
+            }),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => {
+                self.mark_down(target);
+                Err(UpstreamError::Connect {
+                    target: address(),
+                    source: e,
+                })
+            }
+            Ok(Err(e)) => Err(UpstreamError::Exchange {
+                target: address(),
+                source: e,
+            }),
+        }
+    }
+
+    /// Passive health: a target that refused a connection is taken out of rotation.
+    fn mark_down(&self, target: &Target) {
+        if self.config.health_check.is_some() {
+            target.healthy.store(false, Ordering::Relaxed);
+        } else {
+            let until = now_ms().saturating_add(PASSIVE_BACKOFF.as_millis() as u64);
+            target.down_until_ms.store(until, Ordering::Relaxed);
+        }
+        tracing::warn!(upstream = %self.config.name, target = %target.address, "target marked down");
+    }
+}
+
+/// Milliseconds on a monotonic clock whose origin is the first call.
+fn now_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+fn clone_head(req: &Request<ProxyBody>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    head
+}
+
+fn rebuild(head: &Request<()>) -> Request<ProxyBody> {
+    let mut req = Request::new(crate::proxy::empty_body());
+    *req.method_mut() = head.method().clone();
+    *req.uri_mut() = head.uri().clone();
+    *req.version_mut() = head.version();
+    *req.headers_mut() = head.headers().clone();
+    req
+}

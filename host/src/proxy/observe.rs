@@ -1,0 +1,61 @@
+//! The end of a request's life in the driver: what happened, for the access log and
+//! the metrics. Kept in one place so the metrics registry can be wired in here alone.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Response;
+
+use super::{ConnInfo, ErrorSource, ProxyBody, ProxyError};
+
+/// What the driver did with a request; attached to the response's extensions so the
+/// server's access log can print it.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The route that matched, if any.
+    pub route: Option<Arc<str>>,
+    /// The route's upstream name (`echo@internal` included).
+    pub upstream: Option<Arc<str>>,
+    /// The target the request was sent to last, as `host:port`.
+    pub target: Option<Arc<str>>,
+    /// Where the error came from, when the proxy answered with one.
+    pub error: Option<ErrorSource>,
+    /// Whether a filter answered instead of the upstream.
+    pub local: bool,
+    /// Time from the request head to the response head, in microseconds.
+    pub head_micros: u64,
+}
+
+/// Records the outcome and attaches it to `resp`.
+pub fn done(
+    mut resp: Response<ProxyBody>,
+    error: Option<&ProxyError>,
+    mut outcome: Outcome,
+    conn: &ConnInfo,
+    started: Instant,
+) -> Response<ProxyBody> {
+    outcome.error = error.map(ProxyError::source_side);
+    outcome.head_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match error {
+        // A 404 or a broken client is the client's business: not worth a warning.
+        Some(e) if e.source_side() == ErrorSource::Downstream => tracing::debug!(
+            target: "portcullis::proxy",
+            client = %conn.client,
+            status = resp.status().as_u16(),
+            "{e}"
+        ),
+        // The client got a short body; the details are for the operator.
+        Some(e) => tracing::warn!(
+            target: "portcullis::proxy",
+            client = %conn.client,
+            route = outcome.route.as_deref().unwrap_or("-"),
+            status = resp.status().as_u16(),
+            source = e.source_side().as_str(),
+            "{e}"
+        ),
+        None => {}
+    }
+    // Metrics hook: the server engineer's `crate::metrics::global()` is wired in here.
+    resp.extensions_mut().insert(outcome);
+    resp
+}

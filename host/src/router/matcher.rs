@@ -1,0 +1,166 @@
+//! One route's compiled match, and the view of a request it is matched against.
+
+use http::{HeaderMap, HeaderName, Method};
+
+use crate::config::{HostMatch, PathMatch, RouteMatch};
+
+/// What the router looks at in a request, borrowed from its head.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// The authority's host, port stripped (any case), if the request named one.
+    pub host: Option<&'a str>,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The method.
+    pub method: &'a Method,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> Candidate<'a> {
+    /// The view of a request head: host from `:authority` (HTTP/2, absolute-form) or
+    /// else the `Host` header.
+    pub fn from_parts(parts: &'a http::request::Parts) -> Self {
+        Self {
+            host: request_host(&parts.uri, &parts.headers),
+            path: parts.uri.path(),
+            method: &parts.method,
+            headers: &parts.headers,
+        }
+    }
+}
+
+/// The host a request is addressed to, with the port and a trailing dot stripped:
+/// the URI's authority when it has one, else the `Host` header.
+pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    let raw = match uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    let host = strip_port(raw.rsplit('@').next().unwrap_or(raw));
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty()).then_some(host)
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        // An IPv6 literal keeps its brackets, as in the configuration.
+        return match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        };
+    }
+    match authority.rfind(':') {
+        Some(colon) => &authority[..colon],
+        None => authority,
+    }
+}
+
+/// A route's match, ready to test requests without allocating.
+#[derive(Debug, Clone)]
+pub struct CompiledMatch {
+    host: Option<HostMatch>,
+    path: Option<PathMatch>,
+    methods: Option<Vec<Method>>,
+    headers: Vec<(HeaderName, String)>,
+    priority: Option<i64>,
+}
+
+/// The sort key of a route: greater is tried first. Field order is the precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Precedence {
+    /// `Some` beats `None`; among `Some`, higher wins.
+    priority: Option<i64>,
+    /// 2 exact, 1 wildcard, 0 none.
+    host: u8,
+    /// 2 exact, 1 prefix, 0 none.
+    path_kind: u8,
+    /// Length of the exact path or prefix.
+    path_len: usize,
+    /// Headers, plus one for a method list.
+    conditions: usize,
+}
+
+// === impl CompiledMatch ===
+
+impl CompiledMatch {
+    /// Compiles `m`, remembering `priority` for precedence.
+    pub fn new(m: &RouteMatch, priority: Option<i64>) -> Self {
+        Self {
+            host: m.host.clone().map(|h| match h {
+                HostMatch::Exact(s) => HostMatch::Exact(s.to_ascii_lowercase()),
+                HostMatch::Wildcard(s) => HostMatch::Wildcard(s.to_ascii_lowercase()),
+            }),
+            path: m.path.clone(),
+            methods: m.methods.clone(),
+            headers: m.headers.clone(),
+            priority,
+        }
+    }
+
+    /// Where this route stands among others (greater is tried first).
+    pub fn precedence(&self) -> Precedence {
+        let (path_kind, path_len) = match &self.path {
+            Some(PathMatch::Exact(p)) => (2, p.len()),
+            Some(PathMatch::Prefix(p)) => (1, p.len()),
+            None => (0, 0),
+        };
+        Precedence {
+            priority: self.priority,
+            host: match self.host {
+                Some(HostMatch::Exact(_)) => 2,
+                Some(HostMatch::Wildcard(_)) => 1,
+                None => 0,
+            },
+            path_kind,
+            path_len,
+            conditions: self.headers.len() + usize::from(self.methods.is_some()),
+        }
+    }
+
+    /// Whether every condition of the route holds for `req`.
+    pub fn matches(&self, req: &Candidate<'_>) -> bool {
+        if let Some(host) = &self.host {
+            let Some(got) = req.host else { return false };
+            let ok = match host {
+                HostMatch::Exact(want) => got.eq_ignore_ascii_case(want),
+                HostMatch::Wildcard(suffix) => wildcard_matches(suffix, got),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        let path_ok = match &self.path {
+            Some(PathMatch::Exact(want)) => req.path == want,
+            Some(PathMatch::Prefix(prefix)) => req.path.starts_with(prefix.as_str()),
+            None => true,
+        };
+        if !path_ok {
+            return false;
+        }
+        if let Some(methods) = &self.methods
+            && !methods.contains(req.method)
+        {
+            return false;
+        }
+        self.headers.iter().all(|(name, want)| {
+            req.headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.as_bytes() == want.as_bytes())
+        })
+    }
+}
+
+/// `*.example.com` (stored as `.example.com`) matches `a.example.com`, not
+/// `example.com` nor `a.b.example.com`.
+fn wildcard_matches(suffix: &str, host: &str) -> bool {
+    if host.len() <= suffix.len() {
+        return false;
+    }
+    let split = host.len() - suffix.len();
+    let (Some(label), Some(tail)) = (host.get(..split), host.get(split..)) else {
+        return false;
+    };
+    tail.eq_ignore_ascii_case(suffix) && !label.contains('.')
+}

@@ -1,0 +1,63 @@
+//! `echo@internal`: a built-in upstream answering every request with 200 and a JSON
+//! object of what it received. It stands where an upstream would, so the headers it
+//! shows are those after the request filters ran and the proxy's forwarding headers
+//! were added. The body is counted as it streams, never held.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Map, Value};
+
+use crate::proxy::{ProxyBody, ProxyError};
+
+/// Answers `req` with the JSON description of it; `client` is the downstream peer and
+/// `route` the route's name.
+pub async fn respond(
+    req: Request<ProxyBody>,
+    client: SocketAddr,
+    route: &str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (parts, mut body) = req.into_parts();
+    let mut body_bytes: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ProxyError::DownstreamBody)?;
+        if let Some(data) = frame.data_ref() {
+            body_bytes += data.len() as u64;
+        }
+    }
+    let mut headers = Map::new();
+    for name in parts.headers.keys() {
+        let joined = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        headers.insert(name.as_str().to_string(), Value::String(joined));
+    }
+    let doc = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or(""),
+        "headers": headers,
+        "body_bytes": body_bytes,
+        "client_address": client.to_string(),
+        "route": route,
+    });
+    let mut text = doc.to_string();
+    text.push('\n');
+    let mut resp = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,111 @@
+//! Active health checks: one background task per upstream probing every target with
+//! `GET path`; 2xx/3xx is healthy. The tasks run on one process-wide runtime thread
+//! of their own, so they neither depend on which thread built the snapshot nor steal
+//! time from the workers. A task stops when its upstream is dropped (a reload that
+//! removed or changed it).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use super::Target;
+use crate::config::HealthCheckConfig;
+
+/// A running health-check task; dropping it stops the task.
+pub struct Task {
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts probing `targets`. `None` if the background runtime could not be started
+/// (logged; the targets then stay as passive marking leaves them).
+pub fn start(upstream: &str, targets: Arc<[Target]>, config: HealthCheckConfig) -> Option<Task> {
+    let handle = runtime()?;
+    let (stop, stopped) = oneshot::channel();
+    let name = upstream.to_string();
+    handle.spawn(async move {
+        tokio::select! {
+            _ = stopped => {}
+            _ = probe_forever(&name, &targets, &config) => {}
+        }
+        tracing::debug!(upstream = %name, "health check stopped");
+    });
+    Some(Task { _stop: stop })
+}
+
+async fn probe_forever(upstream: &str, targets: &[Target], config: &HealthCheckConfig) {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.timeout));
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    loop {
+        let probes = targets.iter().map(|t| probe(&client, t, config));
+        let results = futures_util::future::join_all(probes).await;
+        for (target, healthy) in targets.iter().zip(results) {
+            let was = target.healthy.swap(healthy, Ordering::Relaxed);
+            if healthy {
+                target.down_until_ms.store(0, Ordering::Relaxed);
+            }
+            if was != healthy {
+                tracing::info!(upstream, target = %target.address, healthy, "target health changed");
+            }
+        }
+        tokio::time::sleep(config.interval).await;
+    }
+}
+
+async fn probe(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    target: &Target,
+    config: &HealthCheckConfig,
+) -> bool {
+    let uri = format!("http://{}{}", target.address, config.path);
+    let Ok(uri) = uri.parse::<http::Uri>() else {
+        return false;
+    };
+    let mut req = http::Request::new(Empty::new());
+    *req.uri_mut() = uri;
+    match tokio::time::timeout(config.timeout, client.request(req)).await {
+        Ok(Ok(resp)) => {
+            let s = resp.status();
+            s.is_success() || s.is_redirection()
+        }
+        _ => false,
+    }
+}
+
+/// The process-wide runtime health checks run on, started on first use.
+fn runtime() -> Option<Handle> {
+    static HANDLE: OnceLock<Option<Handle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start the health-check runtime: {e}");
+                    return None;
+                }
+            };
+            let handle = rt.handle().clone();
+            let spawned = std::thread::Builder::new()
+                .name("portcullis-health".into())
+                .spawn(move || rt.block_on(std::future::pending::<()>()));
+            match spawned {
+                Ok(_) => Some(handle),
+                Err(e) => {
+                    tracing::error!("cannot start the health-check thread: {e}");
+                    None
+                }
+            }
+        })
+        .clone()
+}
