@@ -1,1 +1,175 @@
-//! TODO
+//! The admin listener: `GET /ready`, `GET /status`, `GET /metrics`, and `POST /reload`
+//! when `admin.reload: true`. It runs on its own thread and runtime, so a busy worker
+//! never delays a health check.
+
+mod status;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+use crate::server::listeners::{BoundListener, Kind};
+
+type AdminResponse = http::Response<Full<Bytes>>;
+
+/// Starts the admin thread. It serves the admin listener of the configuration in
+/// force (following reloads that add, move or remove it) until the process exits.
+pub fn start(app: &Arc<App>) -> std::io::Result<()> {
+    let app = Arc::clone(app);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || rt.block_on(serve(app)))?;
+    Ok(())
+}
+
+async fn serve(app: Arc<App>) {
+    let mut table_rx = app.listeners();
+    let mut running: HashSet<u64> = HashSet::new();
+    loop {
+        let table = Arc::clone(&table_rx.borrow_and_update());
+        running.retain(|id| table.listeners.iter().any(|l| l.id == *id));
+        for l in table.listeners.iter().filter(|l| l.kind == Kind::Admin) {
+            if running.contains(&l.id) {
+                continue;
+            }
+            let Some(socket) = l.take_socket(0) else {
+                continue;
+            };
+            match TcpListener::from_std(socket) {
+                Ok(socket) => {
+                    running.insert(l.id);
+                    tokio::spawn(accept_loop(Arc::clone(&app), Arc::clone(l), socket));
+                }
+                Err(e) => tracing::error!("cannot accept on the admin listener: {e}"),
+            }
+        }
+        if table_rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn accept_loop(app: Arc<App>, listener: Arc<BoundListener>, socket: TcpListener) {
+    let mut stop = listener.stopped();
+    loop {
+        tokio::select! {
+            () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            accepted = socket.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    let app = Arc::clone(&app);
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let app = Arc::clone(&app);
+                            async move { Ok::<_, Infallible>(route(&app, req).await) }
+                        });
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(tcp), service)
+                            .await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn route(app: &Arc<App>, req: http::Request<hyper::body::Incoming>) -> AdminResponse {
+    use http::Method;
+    match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/ready") => {
+            if app.is_ready() {
+                text(http::StatusCode::OK, "ready\n".into())
+            } else {
+                text(http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
+            }
+        }
+        (&Method::GET | &Method::HEAD, "/status") => {
+            json(http::StatusCode::OK, &status::status(app))
+        }
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            let mut resp = text(http::StatusCode::OK, crate::metrics::global().render());
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        (&Method::POST, "/reload") => reload(app).await,
+        (_, "/ready" | "/status" | "/metrics" | "/reload") => text(
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        ),
+        _ => text(http::StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+async fn reload(app: &Arc<App>) -> AdminResponse {
+    let enabled = app
+        .snapshot
+        .load()
+        .config
+        .admin
+        .as_ref()
+        .is_some_and(|a| a.reload);
+    if !enabled {
+        return text(
+            http::StatusCode::NOT_FOUND,
+            "reload over the admin API is off (admin.reload: true turns it on)\n".into(),
+        );
+    }
+    let worker = Arc::clone(app);
+    match tokio::task::spawn_blocking(move || worker.reload()).await {
+        Ok(Ok(generation)) => json(
+            http::StatusCode::OK,
+            &serde_json::json!({ "ok": true, "generation": generation }),
+        ),
+        Ok(Err(errors)) => json(
+            http::StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({
+                "ok": false,
+                "generation": app.snapshot.load().generation,
+                "errors": errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
+        ),
+        Err(e) => text(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed: {e}\n"),
+        ),
+    }
+}
+
+fn text(status: http::StatusCode, body: String) -> AdminResponse {
+    let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn json(status: http::StatusCode, value: &serde_json::Value) -> AdminResponse {
+    let mut body = value.to_string();
+    body.push('\n');
+    let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,1 +1,209 @@
-//! TODO
+//! Process state shared by every worker: the serving snapshot, the wasm runtime, the
+//! bound listeners and the reload status.
+//!
+//! [`App::reload`] is the one way a configuration comes into force: load → build
+//! (which compiles and configures every filter) → bind any new listener → swap. Any
+//! failure leaves everything as it was.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::config::{self, ConfigErrors};
+use crate::metrics;
+use crate::server::listeners::{ListenerTable, Rebind};
+use crate::snapshot::Snapshot;
+use crate::wasm::Runtime;
+
+/// The outcome of the latest load attempt, as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct ReloadStatus {
+    /// Whether it was applied.
+    pub ok: bool,
+    /// When it was attempted.
+    pub at: SystemTime,
+    /// Its errors (`FILE:LINE: FIELD: message`), empty when it was applied.
+    pub errors: Vec<String>,
+}
+
+/// The process: what every worker, the admin listener and the reload watcher share.
+pub struct App {
+    /// The generation serving now; a request pins it with one `load_full()`.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// The proxy-wasm runtime (engine, module cache).
+    pub runtime: Runtime,
+    conf_dir: PathBuf,
+    /// Worker threads, fixed at start (a reload that changes `workers` needs a restart).
+    workers: usize,
+    status: Mutex<ReloadStatus>,
+    /// Serialises reloads: two concurrent loads must not race to the swap.
+    reload_lock: Mutex<()>,
+    listeners: watch::Sender<Arc<ListenerTable>>,
+    shutdown: watch::Sender<bool>,
+    ready: AtomicBool,
+    workers_started: AtomicUsize,
+}
+
+impl App {
+    /// Loads, builds and binds the configuration in `conf_dir` as generation 1.
+    pub fn start(conf_dir: &Path, runtime: Runtime) -> Result<Arc<App>, ConfigErrors> {
+        let config = Arc::new(config::load(conf_dir)?);
+        let snapshot = Snapshot::build(Arc::clone(&config), &runtime, 1, None)?;
+        let workers = config.workers.max(1);
+        let rebind = ListenerTable::default().rebind(&config, workers)?;
+        for l in &rebind.added {
+            tracing::info!(listener = %l.name, address = %l.bound, "listening");
+        }
+        metrics::global().set_generation(1);
+        metrics::global().reload(true);
+        let app = App {
+            runtime,
+            conf_dir: conf_dir.to_owned(),
+            workers,
+            status: Mutex::new(ReloadStatus {
+                ok: true,
+                at: snapshot.loaded_at,
+                errors: Vec::new(),
+            }),
+            snapshot: ArcSwap::from_pointee(snapshot),
+            reload_lock: Mutex::new(()),
+            listeners: watch::Sender::new(Arc::new(rebind.table)),
+            shutdown: watch::Sender::new(false),
+            ready: AtomicBool::new(false),
+            workers_started: AtomicUsize::new(0),
+        };
+        Ok(Arc::new(app))
+    }
+
+    /// Loads the configuration directory again and, if every part of it builds, puts
+    /// it in force; returns the new generation. On error nothing changes (the errors
+    /// are logged and recorded for `/status`) and the generation does not move.
+    pub fn reload(&self) -> Result<u64, ConfigErrors> {
+        let _serial = lock(&self.reload_lock);
+        let result = self.try_reload();
+        let at = SystemTime::now();
+        match &result {
+            Ok(generation) => {
+                tracing::info!(generation, "configuration reloaded");
+                metrics::global().set_generation(*generation);
+                metrics::global().reload(true);
+                *lock(&self.status) = ReloadStatus {
+                    ok: true,
+                    at,
+                    errors: Vec::new(),
+                };
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!("reload failed: {e}");
+                }
+                metrics::global().reload(false);
+                *lock(&self.status) = ReloadStatus {
+                    ok: false,
+                    at,
+                    errors: errors.0.iter().map(ToString::to_string).collect(),
+                };
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<u64, ConfigErrors> {
+        let config = Arc::new(config::load(&self.conf_dir)?);
+        let previous = self.snapshot.load_full();
+        if config.workers.max(1) != self.workers {
+            tracing::warn!(
+                running = self.workers,
+                configured = config.workers,
+                "a change of `workers` takes effect at the next restart"
+            );
+        }
+        let generation = previous.generation + 1;
+        let snapshot = Snapshot::build(
+            Arc::clone(&config),
+            &self.runtime,
+            generation,
+            Some(&previous),
+        )?;
+        let Rebind {
+            table,
+            removed,
+            added,
+        } = self.listeners.borrow().rebind(&config, self.workers)?;
+        for l in &added {
+            tracing::info!(listener = %l.name, address = %l.bound, "listening");
+        }
+        self.snapshot.store(Arc::new(snapshot));
+        self.listeners.send_replace(Arc::new(table));
+        for l in &removed {
+            l.stop();
+            tracing::info!(listener = %l.name, address = %l.bound, "stopped listening");
+        }
+        Ok(generation)
+    }
+
+    /// The configuration directory this process serves.
+    pub fn conf_dir(&self) -> &Path {
+        &self.conf_dir
+    }
+
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The outcome of the latest load attempt.
+    pub fn last_reload(&self) -> ReloadStatus {
+        lock(&self.status).clone()
+    }
+
+    /// The listeners in force; changes whenever a reload adds, moves or removes one.
+    pub fn listeners(&self) -> watch::Receiver<Arc<ListenerTable>> {
+        self.listeners.subscribe()
+    }
+
+    /// A receiver that turns true when the process starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Starts the graceful shutdown: stop accepting, drain, exit.
+    pub fn shutdown(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+        self.shutdown.send_replace(true);
+    }
+
+    /// Whether the process is shutting down.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Called by each worker once it accepts on its sockets; when all have, the
+    /// process is serving and `/ready` answers 200.
+    pub fn worker_started(&self) {
+        let started = self.workers_started.fetch_add(1, Ordering::SeqCst) + 1;
+        if started == self.workers && !self.is_shutting_down() {
+            self.ready.store(true, Ordering::SeqCst);
+            let generation = self.snapshot.load().generation;
+            tracing::info!(generation, workers = self.workers, "serving");
+        }
+    }
+
+    /// Whether a configuration is serving and the process is not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Locks `m`, recovering from poisoning: the data under these locks stays consistent
+/// even if a holder panicked (each is replaced whole).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

@@ -1,10 +1,210 @@
 //! The command line: `portcullis run` and `portcullis check`.
-//!
-//! STUB: the real CLI replaces this.
 
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::app::App;
+use crate::config::{self, ConfigErrors};
+use crate::reload::{Trigger, Watcher};
+use crate::snapshot::Snapshot;
+use crate::{admin, server, wasm};
+
+/// An edge proxy whose every middleware is a sandboxed proxy-wasm module.
+#[derive(Parser, Debug)]
+#[command(name = "portcullis", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the configuration in DIR (the default when no command is given).
+    Run(RunArgs),
+    /// Load, validate, compile and configure everything, then exit: 0 when good,
+    /// else 1 with every error on stderr, one a line.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The configuration directory.
+    #[arg(long, value_name = "DIR", default_value = "conf")]
+    conf: PathBuf,
+    /// The log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// The configuration directory.
+    #[arg(long, value_name = "DIR", default_value = "conf")]
+    conf: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable `key=value` lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Parses the command line and runs the chosen command.
 pub fn main() -> ExitCode {
-    ExitCode::FAILURE
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Check(args)) => {
+            init_tracing(LogFormat::Plain, "warn");
+            check(&args.conf)
+        }
+        Some(Command::Run(args)) => {
+            init_tracing(args.log_format, "info");
+            run(&args.conf)
+        }
+        None => {
+            init_tracing(LogFormat::Plain, "info");
+            run(Path::new("conf"))
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (else `default`), coloured only on a terminal.
+fn init_tracing(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Plain => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("portcullis: cannot set up logging: {e}");
+    }
+}
+
+fn print_errors(errors: &ConfigErrors) {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+}
+
+fn check(conf: &Path) -> anyhow::Result<ExitCode> {
+    let runtime = wasm::Runtime::new().context("cannot start the wasm runtime")?;
+    let built = config::load(conf).and_then(|c| Snapshot::build(Arc::new(c), &runtime, 1, None));
+    match built {
+        Ok(snapshot) => {
+            let c = &snapshot.config;
+            println!(
+                "{}: configuration OK: {} listener(s), {} route(s), {} filter(s), {} upstream(s)",
+                conf.display(),
+                c.listeners.len(),
+                c.routes.len(),
+                c.filters.len(),
+                c.upstreams.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            print_errors(&errors);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn run(conf: &Path) -> anyhow::Result<ExitCode> {
+    let runtime = wasm::Runtime::new().context("cannot start the wasm runtime")?;
+    let app = match App::start(conf, runtime) {
+        Ok(app) => app,
+        Err(errors) => {
+            print_errors(&errors);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let server = server::start(&app).context("cannot start the workers")?;
+    admin::start(&app).context("cannot start the admin listener")?;
+    let watcher = watch_config(conf, &app);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    rt.block_on(wait_for_signals(
+        &app,
+        watcher.as_ref().map(Watcher::trigger),
+    ))?;
+    drop(watcher);
+
+    tracing::info!(
+        grace_secs = server::DRAIN_GRACE.as_secs(),
+        "shutting down: no longer accepting, draining in-flight requests"
+    );
+    app.shutdown();
+    server.join(server::DRAIN_GRACE);
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads whenever the configuration directory (or a file it names) changes. Without
+/// a watcher (e.g. the inotify limit is reached) SIGHUP still reloads.
+fn watch_config(conf: &Path, app: &Arc<App>) -> Option<Watcher> {
+    let files = Arc::clone(app);
+    let reload = Arc::clone(app);
+    let watcher = Watcher::spawn(
+        conf.to_owned(),
+        move || files.snapshot.load().config.external_files.clone(),
+        move || {
+            // Errors are logged and recorded by reload itself.
+            let _ = reload.reload();
+        },
+    );
+    match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("{e}; reload with SIGHUP instead");
+            None
+        }
+    }
+}
+
+/// Reloads on SIGHUP (through the watcher's debounce when there is one); returns on
+/// SIGTERM or SIGINT.
+async fn wait_for_signals(app: &Arc<App>, trigger: Option<Trigger>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                if let Some(trigger) = &trigger {
+                    trigger.reload();
+                } else {
+                    let app = Arc::clone(app);
+                    // Errors are logged and recorded by reload itself.
+                    let _ = tokio::task::spawn_blocking(move || app.reload()).await;
+                }
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
 }

@@ -18,6 +18,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod metrics;
@@ -27,5 +28,6 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod wasm;

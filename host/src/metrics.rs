@@ -1,1 +1,298 @@
-//! TODO
+//! The process-global metrics registry, rendered in the Prometheus text format on the
+//! admin listener's `/metrics`.
+//!
+//! Any module counts through [`global()`] without plumbing a handle around. The hot
+//! path is atomics: a labelled series is looked up in a sharded map (read lock on one
+//! shard, no allocation once the series exists) and bumped with relaxed atomics.
+//!
+//! Guest metrics defined by proxy-wasm filters live here too ([`Metrics::define_custom`]
+//! and friends), rendered under their own (sanitised) names with a `filter` label.
+
+mod custom;
+mod render;
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+pub use custom::CustomKind;
+use custom::CustomRegistry;
+
+/// Upper bounds (seconds) of the request-duration histogram buckets.
+const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Separates the parts of a composite series key; never valid in a name.
+const KEY_SEP: char = '\u{1f}';
+
+/// The process's metrics. Get it with [`global()`].
+#[derive(Default)]
+pub struct Metrics {
+    /// `portcullis_requests_total`, keyed `listener SEP route`.
+    requests: DashMap<String, RequestCounts>,
+    /// `portcullis_request_duration_seconds`, keyed by route.
+    durations: DashMap<String, Histogram>,
+    /// `portcullis_upstream_errors_total`, keyed `upstream SEP kind`.
+    upstream_errors: DashMap<String, AtomicU64>,
+    /// `portcullis_connections_open`, keyed by listener.
+    connections: DashMap<String, AtomicI64>,
+    /// `portcullis_filter_failures_total`, keyed `filter SEP kind`.
+    filter_failures: DashMap<String, AtomicU64>,
+    /// `portcullis_config_generation`.
+    generation: AtomicU64,
+    /// `portcullis_reloads_total{result="ok"}`.
+    reloads_ok: AtomicU64,
+    /// `portcullis_reloads_total{result="error"}`.
+    reloads_error: AtomicU64,
+    /// Metrics defined by proxy-wasm guests.
+    custom: CustomRegistry,
+}
+
+/// The process-wide registry.
+pub fn global() -> &'static Metrics {
+    static GLOBAL: OnceLock<Metrics> = OnceLock::new();
+    GLOBAL.get_or_init(Metrics::default)
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Counts one finished request: `portcullis_requests_total{listener,route,code}` and
+    /// `portcullis_request_duration_seconds{route}`. `route` is empty when none matched.
+    pub fn request(&self, listener: &str, route: &str, status: u16, duration: Duration) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        with_key(&[listener, route], |key| {
+            bump(&self.requests, key, |c: &RequestCounts| {
+                c.0[class].fetch_add(1, Ordering::Relaxed);
+            })
+        });
+        bump(&self.durations, route, |h: &Histogram| h.observe(duration));
+    }
+
+    /// Counts an upstream failure; `kind` is e.g. `connect`, `timeout`, `protocol`.
+    pub fn upstream_error(&self, upstream: &str, kind: &str) {
+        with_key(&[upstream, kind], |key| {
+            bump(&self.upstream_errors, key, |c: &AtomicU64| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+        });
+    }
+
+    /// Counts a filter failure; `kind` is e.g. `trap`, `timeout`, `memory`.
+    pub fn filter_failure(&self, filter: &str, kind: &str) {
+        with_key(&[filter, kind], |key| {
+            bump(&self.filter_failures, key, |c: &AtomicU64| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+        });
+    }
+
+    /// Adds `delta` (±1) to the open connections of `listener`.
+    pub fn connections_open(&self, listener: &str, delta: i64) {
+        bump(&self.connections, listener, |g: &AtomicI64| {
+            g.fetch_add(delta, Ordering::Relaxed);
+        });
+    }
+
+    /// Records the generation now serving.
+    pub fn set_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// Counts one reload attempt.
+    pub fn reload(&self, ok: bool) {
+        let counter = if ok {
+            &self.reloads_ok
+        } else {
+            &self.reloads_error
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Defines (or finds) the guest metric `name` of `filter`; the same pair always gets
+    /// the same id, so a VM re-created after a trap keeps counting the same series.
+    pub fn define_custom(&self, filter: &str, name: &str, kind: CustomKind) -> u32 {
+        self.custom.define(filter, name, kind)
+    }
+
+    /// Adds `delta` to a counter or gauge; false for an unknown id, a histogram, or a
+    /// negative delta on a counter.
+    pub fn custom_add(&self, id: u32, delta: i64) -> bool {
+        self.custom.add(id, delta)
+    }
+
+    /// Sets a counter or gauge to `value`; false for an unknown id or a histogram.
+    pub fn custom_set(&self, id: u32, value: i64) -> bool {
+        self.custom.set(id, value)
+    }
+
+    /// The current value of a counter or gauge; `None` for an unknown id or a histogram.
+    pub fn custom_get(&self, id: u32) -> Option<i64> {
+        self.custom.get(id)
+    }
+
+    /// Records one observation in a histogram; false for an unknown id or a non-histogram.
+    pub fn custom_record(&self, id: u32, value: u64) -> bool {
+        self.custom.record(id, value)
+    }
+
+    /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        render::render(self)
+    }
+}
+
+/// Runs `f` on the series `key` of `map`, creating the series the first time. The common
+/// case (the series exists) takes one shard read lock and allocates nothing.
+fn bump<V: Default>(map: &DashMap<String, V>, key: &str, f: impl FnOnce(&V)) {
+    if let Some(v) = map.get(key) {
+        f(&v);
+        return;
+    }
+    let v = map.entry(key.to_owned()).or_default();
+    f(&v);
+}
+
+/// Builds a composite key in a reused thread-local buffer, so that counting needs no
+/// allocation per request.
+fn with_key<R>(parts: &[&str], f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static BUF: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    BUF.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            join_key(&mut buf, parts);
+            f(&buf)
+        }
+        // Re-entered from inside `f` (not expected): fall back to a fresh buffer.
+        Err(_) => {
+            let mut own = String::new();
+            join_key(&mut own, parts);
+            f(&own)
+        }
+    })
+}
+
+fn join_key(buf: &mut String, parts: &[&str]) {
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            buf.push(KEY_SEP);
+        }
+        buf.push_str(part);
+    }
+}
+
+/// Splits a composite key back into its parts.
+fn split_key(key: &str) -> impl Iterator<Item = &str> {
+    key.split(KEY_SEP)
+}
+
+/// Request counts of one (listener, route), by status class 1xx..5xx.
+#[derive(Default)]
+struct RequestCounts([AtomicU64; 5]);
+
+/// A fixed-bucket histogram of durations.
+#[derive(Default)]
+struct Histogram {
+    /// Non-cumulative counts per bucket of [`DURATION_BUCKETS`], then +Inf.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// Sum of observations in microseconds.
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let idx = DURATION_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[idx].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counts_render_by_class() {
+        let m = Metrics::default();
+        m.request("web", "api", 200, Duration::from_millis(3));
+        m.request("web", "api", 204, Duration::from_millis(30));
+        m.request("web", "api", 503, Duration::from_secs(20));
+        let text = m.render();
+        assert!(
+            text.contains(r#"portcullis_requests_total{listener="web",route="api",code="2xx"} 2"#),
+            "missing 2xx series in:\n{text}"
+        );
+        assert!(
+            text.contains(r#"portcullis_requests_total{listener="web",route="api",code="5xx"} 1"#),
+            "missing 5xx series in:\n{text}"
+        );
+        assert!(
+            text.contains(
+                r#"portcullis_request_duration_seconds_bucket{route="api",le="0.005"} 1"#
+            ),
+            "first bucket should hold one observation:\n{text}"
+        );
+        assert!(
+            text.contains(r#"portcullis_request_duration_seconds_bucket{route="api",le="+Inf"} 3"#),
+            "+Inf bucket should be cumulative:\n{text}"
+        );
+        assert!(
+            text.contains(r#"portcullis_request_duration_seconds_count{route="api"} 3"#),
+            "count:\n{text}"
+        );
+    }
+
+    #[test]
+    fn builtin_families_always_render() {
+        let m = Metrics::default();
+        m.set_generation(7);
+        m.reload(true);
+        m.reload(false);
+        m.connections_open("web", 1);
+        m.upstream_error("api", "connect");
+        m.filter_failure("auth", "trap");
+        let text = m.render();
+        for want in [
+            "# TYPE portcullis_requests_total counter",
+            "# TYPE portcullis_request_duration_seconds histogram",
+            "portcullis_config_generation 7",
+            r#"portcullis_reloads_total{result="ok"} 1"#,
+            r#"portcullis_reloads_total{result="error"} 1"#,
+            r#"portcullis_connections_open{listener="web"} 1"#,
+            r#"portcullis_upstream_errors_total{upstream="api",kind="connect"} 1"#,
+            r#"portcullis_filter_failures_total{filter="auth",kind="trap"} 1"#,
+        ] {
+            assert!(text.contains(want), "expected {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.upstream_error("a\"b\\c\nd", "x");
+        let text = m.render();
+        assert!(
+            text.contains(r#"upstream="a\"b\\c\nd""#),
+            "label not escaped in:\n{text}"
+        );
+    }
+}

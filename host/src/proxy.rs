@@ -31,7 +31,6 @@ pub use observe::Outcome;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -42,7 +41,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use crate::router::Candidate;
 use crate::snapshot::{RouteUpstream, Snapshot};
 use crate::upstream::echo;
-use crate::wasm::{Decision, HttpFilters, StreamInfo};
+use crate::wasm::{Decision, FilteredBody, HttpFilters, LocalSlot, StreamInfo};
 
 /// The body type of every response the proxy sends downstream.
 pub type ProxyBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -71,9 +70,10 @@ pub async fn handle(
     conn: &ConnInfo,
     req: Request<hyper::body::Incoming>,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
     let (mut head, body) = req.into_parts();
+    let arrival = observe::Arrival::new(&head);
     let mut outcome = Outcome::default();
+    crate::tls::set_client_subject(&mut head.headers, conn.client_subject.as_deref());
 
     let Some(route) = snapshot.route(&conn.listener, &Candidate::from_parts(&head)) else {
         return observe::done(
@@ -81,7 +81,7 @@ pub async fn handle(
             Some(&ProxyError::NoRoute),
             outcome,
             conn,
-            started,
+            &arrival,
         );
     };
     outcome.route = Some(route.name.clone());
@@ -105,9 +105,19 @@ pub async fn handle(
     {
         filters.finish().await;
         outcome.local = true;
-        return observe::done(full_response(local), None, outcome, conn, started);
+        return observe::done(full_response(local), None, outcome, conn, &arrival);
     }
 
+    // Body phases run as the bodies stream; the chain finishes (on_log) when the last
+    // of the driver and the body wrappers lets go of it.
+    let with_filters = !filters.is_empty();
+    let filters = filters.into_shared();
+    let local = LocalSlot::default();
+    let body = if with_filters {
+        FilteredBody::request(body, filters.clone(), local.clone()).boxed_unsync()
+    } else {
+        body
+    };
     forward::prepare_request(&mut head, conn);
     let req = Request::from_parts(head, body);
     let result = match &route.upstream {
@@ -122,26 +132,35 @@ pub async fn handle(
             })
         }
     };
-    let (resp, error) = match result {
-        Ok(resp) => (resp, None),
-        Err(e) => (e.to_response(), Some(e)),
+    // A filter that answered while the request body streamed aborted the upstream
+    // exchange: its response goes back through the response phase below.
+    let answered = local.lock().ok().and_then(|mut l| l.take());
+    let (resp, error) = match (answered, result) {
+        (Some(local), _) => {
+            outcome.local = true;
+            (full_response(local), None)
+        }
+        (None, Ok(resp)) => (resp, None),
+        (None, Err(e)) => (e.to_response(), Some(e)),
     };
 
     let (mut head, body) = resp.into_parts();
-    let resp = match filters
-        .response_headers(&mut head, body.is_end_stream())
+    let decision = filters
+        .lock()
         .await
-    {
+        .response_headers(&mut head, body.is_end_stream())
+        .await;
+    let resp = match decision {
+        Decision::Continue if with_filters => {
+            Response::from_parts(head, FilteredBody::response(body, filters).boxed_unsync())
+        }
         Decision::Continue => Response::from_parts(head, body),
         Decision::Respond(local) => {
             outcome.local = true;
             full_response(local)
         }
     };
-    // on_log runs once the head is decided; when body phases arrive it moves to the
-    // end of the response body.
-    filters.finish().await;
-    observe::done(resp, error.as_ref(), outcome, conn, started)
+    observe::done(resp, error.as_ref(), outcome, conn, &arrival)
 }
 
 /// An empty body.
@@ -152,22 +171,4 @@ pub fn empty_body() -> ProxyBody {
 /// A filter's local response, with its buffered body.
 fn full_response(resp: Response<Bytes>) -> Response<ProxyBody> {
     resp.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assert_send<T: Send>(_: &T) {}
-
-    /// The server may run `handle` on a multi-threaded executor (hyper's HTTP/2 spawns
-    /// per-stream futures): keep the driver's future `Send`.
-    #[allow(dead_code)]
-    fn handle_future_is_send(
-        snapshot: Arc<Snapshot>,
-        conn: &ConnInfo,
-        req: Request<hyper::body::Incoming>,
-    ) {
-        assert_send(&handle(snapshot, conn, req));
-    }
 }

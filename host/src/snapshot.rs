@@ -7,8 +7,9 @@ use std::time::SystemTime;
 
 use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM};
 use crate::router::{Candidate, Router};
+use crate::tls::TlsSet;
 use crate::upstream::Upstream;
-use crate::wasm::{Plugin, Runtime};
+use crate::wasm::{HttpCaller, Plugin, Runtime, UpstreamCaller};
 
 /// One generation of the proxy's configuration, built completely before it serves.
 pub struct Snapshot {
@@ -22,6 +23,7 @@ pub struct Snapshot {
     /// Indexed by [`crate::router::RouteId`] (the route's position in the config).
     routes: Vec<Route>,
     upstreams: HashMap<String, Arc<Upstream>>,
+    tls: TlsSet,
 }
 
 /// A route resolved against its snapshot: everything serving a request needs.
@@ -79,16 +81,26 @@ impl Snapshot {
             }
         }
 
+        // Certificates are read (and checked) on every build, so a reload triggered by
+        // a replaced certificate file applies it.
+        let tls = TlsSet::build(&config).unwrap_or_else(|e| {
+            errors.extend(e);
+            TlsSet::default()
+        });
+
         let mut upstreams: HashMap<String, Arc<Upstream>> = HashMap::new();
         for uc in &config.upstreams {
+            let upstream_tls = tls.upstream(&uc.name);
             let kept = previous
                 .and_then(|p| p.upstreams.get(&uc.name))
-                .filter(|u| u.config() == uc);
+                .filter(|u| u.config() == uc)
+                .filter(|u| u.tls_fingerprint() == upstream_tls.map(|t| t.fingerprint));
             match kept {
                 Some(u) => {
                     upstreams.insert(uc.name.clone(), u.clone());
                 }
-                None => match Upstream::new(uc) {
+                None if uc.tls.is_some() && upstream_tls.is_none() => {} // error recorded
+                None => match Upstream::new(uc, upstream_tls) {
                     Ok(u) => {
                         upstreams.insert(uc.name.clone(), Arc::new(u));
                     }
@@ -138,6 +150,11 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        // Filters' http_call reaches this snapshot's upstreams by name.
+        let caller: Arc<dyn HttpCaller> = Arc::new(UpstreamCaller::new(upstreams.clone()));
+        for plugin in plugins.values() {
+            plugin.set_http_caller(caller.clone());
+        }
         Ok(Snapshot {
             generation,
             loaded_at: SystemTime::now(),
@@ -145,7 +162,13 @@ impl Snapshot {
             config,
             routes,
             upstreams,
+            tls,
         })
+    }
+
+    /// The TLS acceptors of the listeners and client configs of the upstreams.
+    pub fn tls(&self) -> &TlsSet {
+        &self.tls
     }
 
     /// The route serving a request on `listener`, if any.

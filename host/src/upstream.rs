@@ -19,13 +19,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body::Body;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::proxy::ProxyBody;
+use crate::tls::UpstreamTls;
+use crate::tls::connector::UpstreamConnector;
 
 /// How long a target refused by a connection stays down when no health check runs.
 pub const PASSIVE_BACKOFF: Duration = Duration::from_secs(3);
@@ -58,6 +62,15 @@ pub enum UpstreamError {
         /// What the client said.
         #[source]
         source: hyper_util::client::legacy::Error,
+    },
+    /// The response body failed while being read (for a buffered call): 502.
+    #[error("reading the response of {target} failed: {source}")]
+    Body {
+        /// The target tried.
+        target: String,
+        /// What the connection said.
+        #[source]
+        source: hyper::Error,
     },
     /// The upstream has no target to pick (cannot happen with a validated config).
     #[error("upstream has no targets")]
@@ -93,6 +106,8 @@ pub struct Upstream {
     targets: Arc<[Target]>,
     /// Per-worker state holds a `Weak` of this to know when to let go of its pool.
     alive: Arc<()>,
+    /// TLS to the targets, when configured.
+    tls: Option<UpstreamTls>,
     /// Stops the health-check task when the upstream is dropped.
     _health: Option<health::Task>,
 }
@@ -100,8 +115,9 @@ pub struct Upstream {
 // === impl Upstream ===
 
 impl Upstream {
-    /// Validates the targets' addresses and starts the health check, if configured.
-    pub fn new(config: &UpstreamConfig) -> Result<Self, ConfigError> {
+    /// Validates the targets' addresses and starts the health check, if configured;
+    /// `tls` (built from `config.tls`) makes every connection HTTPS.
+    pub fn new(config: &UpstreamConfig, tls: Option<&UpstreamTls>) -> Result<Self, ConfigError> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let mut targets = Vec::with_capacity(config.targets.len());
         for (i, t) in config.targets.iter().enumerate() {
@@ -134,15 +150,16 @@ impl Upstream {
             ));
         }
         let targets: Arc<[Target]> = targets.into();
-        let health = config
-            .health_check
-            .as_ref()
-            .and_then(|hc| health::start(&config.name, targets.clone(), hc.clone()));
+        let health = config.health_check.as_ref().and_then(|hc| {
+            let connector = UpstreamConnector::new(http_connector(hc.timeout), tls, hc.timeout);
+            health::start(&config.name, targets.clone(), hc.clone(), connector)
+        });
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config: config.clone(),
             targets,
             alive: Arc::new(()),
+            tls: tls.cloned(),
             _health: health,
         })
     }
@@ -150,6 +167,17 @@ impl Upstream {
     /// The configuration this upstream was built from.
     pub fn config(&self) -> &UpstreamConfig {
         &self.config
+    }
+
+    /// The fingerprint of the TLS files this upstream was built from, if any.
+    pub fn tls_fingerprint(&self) -> Option<[u8; 32]> {
+        self.tls.as_ref().map(|t| t.fingerprint)
+    }
+
+    /// A connector for this upstream's targets: TCP, then TLS when configured.
+    pub(crate) fn connector(&self) -> UpstreamConnector {
+        let connect = self.config.timeouts.connect;
+        UpstreamConnector::new(http_connector(connect), self.tls.as_ref(), connect)
     }
 
     /// The targets and their health, for `/status`.
@@ -181,11 +209,12 @@ impl Upstream {
         req: Request<ProxyBody>,
     ) -> (Option<Authority>, Result<Response<Incoming>, UpstreamError>) {
         // A request without a body can be rebuilt, hence retried on another target.
-        let retry_head = req.body().is_end_stream().then(|| clone_head(&req));
+        let retry_head =
+            (self.targets.len() > 1 && req.body().is_end_stream()).then(|| clone_head(&req));
         let attempts = if retry_head.is_some() { 2 } else { 1 };
         let mut req = Some(req);
         let mut last = (None, Err(UpstreamError::NoTarget));
-        for _ in 0..attempts.min(self.targets.len()) {
+        for _ in 0..attempts {
             let Some(this) = req.take().or_else(|| retry_head.as_ref().map(rebuild)) else {
                 break;
             };
@@ -205,6 +234,34 @@ impl Upstream {
         last
     }
 
+    /// Sends a buffered request (a filter's `http_call`: origin-form or absolute URI,
+    /// `Host` set by the caller) and reads the whole answer, all within `timeout`.
+    pub async fn call(
+        &self,
+        req: Request<Bytes>,
+        timeout: Duration,
+    ) -> Result<Response<Bytes>, UpstreamError> {
+        let req = req.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync());
+        let exchange = async {
+            let (target, result) = self.forward(req).await;
+            let (head, body) = result?.into_parts();
+            let target = target.map(|t| t.to_string()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map_err(|source| UpstreamError::Body { target, source })?;
+            Ok(Response::from_parts(head, body.to_bytes()))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(UpstreamError::Timeout {
+                    target: self.config.name.clone(),
+                    timeout,
+                })
+            })
+    }
+
     async fn send(
         &self,
         client: &worker::PooledClient,
@@ -212,7 +269,11 @@ impl Upstream {
         mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut parts = req.uri().clone().into_parts();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(if self.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
         parts.authority = Some(target.address.clone());
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(PathAndQuery::from_static("/"));
@@ -252,6 +313,14 @@ impl Upstream {
         }
         tracing::warn!(upstream = %self.config.name, target = %target.address, "target marked down");
     }
+}
+
+/// A TCP connector with `connect` as its timeout.
+fn http_connector(connect: Duration) -> hyper_util::client::legacy::connect::HttpConnector {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_connect_timeout(Some(connect));
+    connector.set_nodelay(true);
+    connector
 }
 
 /// Milliseconds on a monotonic clock whose origin is the first call.

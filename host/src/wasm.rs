@@ -1,23 +1,54 @@
 //! The proxy-wasm host: one wasmtime engine, modules compiled once per content hash,
 //! one VM per filter per worker, limits and traps.
 //!
-//! INTERFACE STUB (to be replaced by the runtime): the proxy driver codes against
-//! [`Runtime`], [`Plugin`] and [`HttpFilters`]; with no filters they do nothing.
+//! A tour: [`Runtime::plugin`] compiles a filter's module (cached by sha256), checks it
+//! speaks proxy-wasm and runs a first VM through `on_vm_start` / `on_configure`; the
+//! resulting [`Plugin`] is shared by all workers. Each worker makes its own VM of each
+//! plugin on first use (`worker`), and [`HttpFilters`] walks a request through the
+//! contexts of its route's filters (`chain`). Host functions live in `abi/` (proxy-wasm
+//! 0.2.x) and `wasi` (WASI preview 1, nothing granted). A guest that traps, runs past
+//! its deadline or grows past its memory limit fails its request and loses its VM.
+
+mod abi;
+pub mod body;
+mod calls;
+mod chain;
+mod engine;
+pub mod foreign;
+mod memory;
+mod metrics;
+mod shared;
+mod state;
+mod upstream_caller;
+mod vm;
+mod wasi;
+mod worker;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 
-use crate::config::{ConfigError, FilterConfig};
+use crate::config::{ConfigError, FilterConfig, FilterSource};
 
-/// The process-wide wasm runtime: engine, module cache, epoch ticker.
+pub use body::{FilteredBody, LocalSlot, SharedFilters};
+pub use calls::{CallFuture, HttpCaller};
+pub use chain::HttpFilters;
+pub use foreign::{ForeignError, ForeignFunction};
+pub use metrics::failures;
+pub use state::AbiVersion;
+pub use upstream_caller::UpstreamCaller;
+pub use vm::Failure;
+
+/// The process-wide wasm runtime: engine, module cache, epoch ticker (all shared by
+/// every `Runtime`, which is a cheap handle).
 #[derive(Clone, Default)]
 pub struct Runtime {}
 
 impl Runtime {
-    /// Creates the engine.
+    /// Creates (on first use) the engine and its ticker thread.
     pub fn new() -> anyhow::Result<Self> {
+        engine::shared().map_err(anyhow::Error::msg)?;
         Ok(Self {})
     }
 
@@ -25,19 +56,116 @@ impl Runtime {
     /// VM and runs `on_vm_start` / `on_configure`: a filter that fails any of this is a
     /// config error naming it.
     pub fn plugin(&self, filter: &FilterConfig) -> Result<Arc<Plugin>, ConfigError> {
-        Err(ConfigError::at(
-            &filter.origin,
-            format!("filters.{}", filter.name),
-            "wasm filters are not supported yet",
-        ))
+        let err =
+            |msg: String| ConfigError::at(&filter.origin, format!("filters.{}", filter.name), msg);
+        let bytes: std::borrow::Cow<'_, [u8]> = match &filter.source {
+            FilterSource::Wasm(path) => std::fs::read(path)
+                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?
+                .into(),
+            FilterSource::Builtin(name) => builtin_module(name)
+                .ok_or_else(|| err(format!("no standard filter is called {name:?}")))?
+                .into(),
+        };
+        self.plugin_from_bytes(filter, &bytes).map_err(err)
+    }
+
+    /// [`Runtime::plugin`] for a module already in memory; the error is the reason.
+    pub fn plugin_from_bytes(
+        &self,
+        filter: &FilterConfig,
+        bytes: &[u8],
+    ) -> Result<Arc<Plugin>, String> {
+        let shared = engine::shared()?;
+        let compiled = shared.compile(bytes)?;
+        let spec = vm::VmSpec {
+            name: filter.name.as_str().into(),
+            root_id: filter.root_id.as_str().into(),
+            config: filter.config.as_slice().into(),
+            memory: usize::try_from(filter.limits.memory).unwrap_or(usize::MAX),
+            timeout: filter.limits.callback_timeout,
+        };
+        let signal = Arc::new(worker::VmSignal::default());
+        let first = vm::block_on(vm::Vm::start(&compiled, &spec, signal))?;
+        tracing::debug!(filter = %filter.name, module = %compiled.hash, abi = ?compiled.abi, "filter configured");
+        Ok(Arc::new(Plugin {
+            config: filter.clone(),
+            compiled,
+            spec,
+            first_vm: Mutex::new(Some(first)),
+            http: OnceLock::new(),
+        }))
+    }
+
+    /// Registers a host extension callable by every filter through
+    /// `proxy_call_foreign_function` (process-wide; see [`foreign`]).
+    pub fn register_foreign(&self, name: &str, f: Arc<dyn ForeignFunction>) {
+        foreign::register(name, f);
     }
 }
 
+/// The standard filters are embedded by `crate::builtin` (added by the filters
+/// work); until it lands no builtin resolves.
+fn builtin_module(_name: &str) -> Option<&'static [u8]> {
+    None
+}
+
 /// A configured filter: the compiled module, its configuration and limits. Shared by
-/// all workers; each worker makes its own VM from it on first use.
+/// all workers; each worker makes its own VM from it on first use, and drops it once
+/// the last snapshot and request holding this plugin are gone.
 pub struct Plugin {
     /// The filter's configuration.
     pub config: FilterConfig,
+    compiled: Arc<engine::Compiled>,
+    spec: vm::VmSpec,
+    /// The VM configured while validating, handed to the first worker that asks.
+    first_vm: Mutex<Option<vm::Vm>>,
+    http: OnceLock<Arc<dyn HttpCaller>>,
+}
+
+impl Plugin {
+    /// Lets this filter's `http_call` reach the snapshot's upstreams (set once).
+    pub fn set_http_caller(&self, caller: Arc<dyn HttpCaller>) {
+        let _ = self.http.set(caller);
+    }
+
+    /// The ABI generation the module speaks.
+    pub fn abi(&self) -> AbiVersion {
+        self.compiled.abi
+    }
+
+    /// Instantiates and configures a fresh VM of this plugin, then drops it: what a
+    /// worker pays on first use or after a failure (used by the benchmarks).
+    pub fn start_fresh_vm(&self) -> Result<(), String> {
+        let signal = Arc::new(worker::VmSignal::default());
+        vm::block_on(vm::Vm::start(&self.compiled, &self.spec, signal)).map(drop)
+    }
+
+    fn http_caller(&self) -> Option<Arc<dyn HttpCaller>> {
+        self.http.get().cloned()
+    }
+
+    fn take_first_vm(&self) -> Option<vm::Vm> {
+        self.first_vm.lock().ok().and_then(|mut v| v.take())
+    }
+}
+
+/// Discards a failed VM (a fresh one is made on next use), logs and counts it.
+async fn fail_vm(
+    slot: &worker::SlotRef,
+    plugin: &Plugin,
+    generation: u64,
+    f: &Failure,
+    during: &str,
+) {
+    {
+        let mut g = slot.lock().await;
+        if g.generation == generation {
+            g.vm = None;
+        }
+    }
+    let name = &plugin.config.name;
+    tracing::error!(filter = %name, kind = f.kind(), "filter {name} failed in {during}: {f}; its VM is discarded");
+    metrics::filter_failure(name, f.kind());
 }
 
 /// What the proxy knows of a request's connection and route, for properties.
@@ -60,47 +188,19 @@ pub struct StreamInfo {
 pub enum Decision {
     /// Go on to the next filter / the upstream / the client.
     Continue,
-    /// A filter answered locally: send this instead.
+    /// Send this response instead (a filter answered locally, already through the
+    /// response phase, or a filter failed: 500).
     Respond(http::Response<Bytes>),
 }
 
-/// The filter chain of one request: the per-stream contexts of each filter of its
-/// route, driven phase by phase by the proxy.
-pub struct HttpFilters {
-    _plugins: Vec<Arc<Plugin>>,
+/// What a body phase decided for one chunk.
+#[derive(Debug)]
+pub enum BodyDecision {
+    /// Pass these bytes on (empty while a filter holds the body).
+    Forward(Bytes),
+    /// Send this response instead (only possible before response headers went out).
+    Respond(http::Response<Bytes>),
 }
 
-impl HttpFilters {
-    /// Starts a stream through `plugins` (the route's chain, in order).
-    pub fn new(plugins: &[Arc<Plugin>], _info: StreamInfo) -> Self {
-        Self {
-            _plugins: plugins.to_vec(),
-        }
-    }
-
-    /// Whether the chain has no filters (the proxy may then skip every phase).
-    pub fn is_empty(&self) -> bool {
-        self._plugins.is_empty()
-    }
-
-    /// Request headers phase, in chain order.
-    pub async fn request_headers(
-        &mut self,
-        _head: &mut http::request::Parts,
-        _end_of_stream: bool,
-    ) -> Decision {
-        Decision::Continue
-    }
-
-    /// Response headers phase, in reverse chain order.
-    pub async fn response_headers(
-        &mut self,
-        _head: &mut http::response::Parts,
-        _end_of_stream: bool,
-    ) -> Decision {
-        Decision::Continue
-    }
-
-    /// `on_log` / `on_done` / delete for every context created.
-    pub async fn finish(self) {}
-}
+#[cfg(test)]
+mod tests;

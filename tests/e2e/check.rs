@@ -22,7 +22,8 @@ fn check(dir: &Path) -> (Option<i32>, String, String) {
 fn write(dir: &Path, name: &str, text: &str) {
     let path = dir.join(name);
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
+        std::fs::create_dir_all(parent)
+            .unwrap_or_else(|e| panic!("mkdir {}: {e}", parent.display()));
     }
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
@@ -84,7 +85,11 @@ upstreams:
     let stderr = stderr.replace(&abs.display().to_string(), "DIR");
     let errors: Vec<&str> = stderr
         .lines()
-        .filter(|l| ["a.yaml:", "b.yaml:", "c.yml:", "d.yaml:"].iter().any(|f| l.starts_with(f)))
+        .filter(|l| {
+            ["a.yaml:", "b.yaml:", "c.yml:", "d.yaml:"]
+                .iter()
+                .any(|f| l.starts_with(f))
+        })
         .collect();
     let expected = [
         "a.yaml:4: listeners.web.colour: unknown field (expected one of: name, address, tls, limits)",
@@ -99,7 +104,11 @@ upstreams:
         "c.yml:2: listeners.web: duplicate name `web` (first declared at a.yaml:2)",
         "c.yml:6: listeners.slow.limits.idle_timeout: `60` needs a unit (ms, s, m or h), e.g. 60s",
     ];
-    assert_eq!(code, Some(1), "expected exit 1 for a broken directory; stderr:\n{stderr}");
+    assert_eq!(
+        code,
+        Some(1),
+        "expected exit 1 for a broken directory; stderr:\n{stderr}"
+    );
     assert_eq!(
         errors[..errors.len().saturating_sub(1)],
         expected,
@@ -138,14 +147,22 @@ upstreams:
 ",
     );
     let (code, stdout, stderr) = check(dir);
-    assert_eq!(code, Some(0), "expected exit 0 for a good directory; stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        code,
+        Some(0),
+        "expected exit 0 for a good directory; stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 }
 
 #[test]
 fn check_of_an_empty_directory_fails() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let (code, _, stderr) = check(tmp.path());
-    assert_eq!(code, Some(1), "expected exit 1 for an empty directory; stderr:\n{stderr}");
+    assert_eq!(
+        code,
+        Some(1),
+        "expected exit 1 for an empty directory; stderr:\n{stderr}"
+    );
     assert!(
         stderr.contains("no *.yaml or *.yml files"),
         "expected the empty directory to be named as the problem; stderr:\n{stderr}"

@@ -331,3 +331,13 @@ pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> boo
     }
     cond()
 }
+
+/// Loads `yaml` through the real configuration loader (written to a temporary
+/// directory as `proxy.yaml`).
+pub fn load_yaml(yaml: &str) -> Config {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    std::fs::write(dir.path().join("proxy.yaml"), yaml)
+        .unwrap_or_else(|e| panic!("write proxy.yaml: {e}"));
+    portcullis::config::load(dir.path())
+        .unwrap_or_else(|e| panic!("the configuration should load, got:\n{e}"))
+}

@@ -68,3 +68,75 @@ async fn host_wildcard_prefix_and_priority() {
         );
     }
 }
+
+#[tokio::test]
+async fn precedence_from_yaml_as_documented() {
+    // The example of docs/routing.md, through the real loader.
+    let proxy = Proxy::start(crate::inproc::load_yaml(
+        r#"
+listeners:
+  - { name: web, address: "127.0.0.1:0" }
+routes:
+  - { name: maintenance, priority: 100, match: { path_prefix: /admin }, upstream: echo@internal }
+  - { name: api-v1,   match: { host: api.example.com, path_prefix: /v1 }, upstream: echo@internal }
+  - { name: api,      match: { host: api.example.com }, upstream: echo@internal }
+  - { name: tenants,  match: { host: "*.example.com" }, upstream: echo@internal }
+  - { name: posts,    match: { path: /exact, methods: [POST] }, upstream: echo@internal }
+  - { name: fallback, upstream: echo@internal }
+"#,
+    ))
+    .await;
+    let cases = [
+        ("api.example.com", "/admin", "maintenance"),
+        ("api.example.com", "/v1/users", "api-v1"),
+        ("API.example.com:8080", "/v2", "api"),
+        ("shop.example.com", "/v1", "tenants"),
+        ("a.b.example.com", "/", "fallback"),
+        ("other.test", "/exact", "fallback"),
+    ];
+    for (host, path, want) in cases {
+        assert_eq!(
+            route_of(&proxy, host, path).await,
+            want,
+            "route for {host}{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http2_authority_routes_and_becomes_host() {
+    let proxy = Proxy::start(config(
+        vec![
+            route(
+                "by-host",
+                matching(Some("localhost"), None),
+                "echo@internal",
+            ),
+            route("other", matching(None, None), "echo@internal"),
+        ],
+        vec![],
+    ))
+    .await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap_or_else(|e| panic!("h2 client: {e}"));
+    let url = format!("http://localhost:{}/x", proxy.addr.port());
+    let resp = h2
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("h2 request failed: {e}"));
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "spoke HTTP/2");
+    let json: Value = resp
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("not JSON: {e}"));
+    assert_eq!(json["route"], "by-host", ":authority routes: {json}");
+    assert_eq!(
+        json["headers"]["host"],
+        format!("localhost:{}", proxy.addr.port()),
+        ":authority reaches the upstream as Host: {json}"
+    );
+}

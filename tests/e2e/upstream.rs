@@ -337,3 +337,87 @@ async fn a_64_mib_body_streams_through_without_buffering() {
         "RSS should not follow a 64 MiB body; it grew by {grew_mib} MiB"
     );
 }
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so a connect
+/// to it hangs until the connector gives up. The returned sockets keep it full.
+fn black_hole() -> (
+    std::net::SocketAddr,
+    Vec<std::net::TcpStream>,
+    socket2::Socket,
+) {
+    use socket2::{Domain, Socket, Type};
+    let listener =
+        Socket::new(Domain::IPV4, Type::STREAM, None).unwrap_or_else(|e| panic!("socket: {e}"));
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    listener
+        .bind(&any.into())
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    listener.listen(0).unwrap_or_else(|e| panic!("listen: {e}"));
+    let addr = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or_else(|| panic!("no local address"));
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break,
+        }
+    }
+    (addr, fillers, listener)
+}
+
+#[tokio::test]
+async fn connect_timeout_is_502() {
+    let (addr, _fillers, _listener) = black_hole();
+    let mut hole = upstream("hole", &[(addr, 1)]);
+    hole.timeouts.connect = Duration::from_millis(200);
+    hole.timeouts.request = Duration::from_secs(20);
+    let proxy = Proxy::start(config(
+        vec![route("r", matching(None, None), "hole")],
+        vec![hole],
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        get(&proxy, "/").await,
+        (502, "upstream unreachable\n".into())
+    );
+    // A lower bound cannot flake on a slow machine: it proves the connect hung.
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "the connect should have hung until its 200ms timeout, it ended after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the connect timeout, not the request timeout, should end it; took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn buffered_call_reaches_an_upstream_by_name() {
+    // What a filter's `http_call` uses: a whole request in, a whole response out.
+    let a = Backend::start("a").await;
+    let cfg = Arc::new(config(vec![], vec![upstream("pool", &[(a.addr, 1)])]));
+    let snapshot =
+        Snapshot::build(cfg, &Runtime::default(), 1, None).unwrap_or_else(|e| panic!("build: {e}"));
+    let pool = snapshot
+        .upstream("pool")
+        .unwrap_or_else(|| panic!("pool is configured"));
+    let mut req = http::Request::new(Bytes::from_static(b"12345"));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_static("/auth");
+    let resp = pool
+        .call(req, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("call failed: {e}"));
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.body().as_ref(),
+        b"a 5",
+        "the backend's whole answer, having read 5 bytes"
+    );
+}

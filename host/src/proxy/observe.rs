@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::Response;
+use http::{HeaderValue, Method, Response, Uri};
 
 use super::{ConnInfo, ErrorSource, ProxyBody, ProxyError};
 
@@ -26,14 +26,46 @@ pub struct Outcome {
     pub head_micros: u64,
 }
 
-/// Records the outcome and attaches it to `resp`.
+/// The request line as it arrived, kept for the log (filters may rewrite the head).
+pub struct Arrival {
+    at: Instant,
+    method: Method,
+    uri: Uri,
+    host: Option<HeaderValue>,
+}
+
+impl Arrival {
+    /// Notes the request's arrival (cheap: reference-counted clones).
+    pub fn new(head: &http::request::Parts) -> Self {
+        Self {
+            at: Instant::now(),
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            host: head.headers.get(http::header::HOST).cloned(),
+        }
+    }
+
+    fn host(&self) -> &str {
+        match self.uri.authority() {
+            Some(a) => a.as_str(),
+            None => self
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or(""),
+        }
+    }
+}
+
+/// Records the outcome (log line, metrics) and attaches it to `resp`.
 pub fn done(
     mut resp: Response<ProxyBody>,
     error: Option<&ProxyError>,
     mut outcome: Outcome,
     conn: &ConnInfo,
-    started: Instant,
+    arrival: &Arrival,
 ) -> Response<ProxyBody> {
+    let started = arrival.at;
     outcome.error = error.map(ProxyError::source_side);
     outcome.head_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     match error {
@@ -55,7 +87,8 @@ pub fn done(
         ),
         None => {}
     }
-    // Metrics hook: the server engineer's `crate::metrics::global()` is wired in here.
+    // The access log and request metrics (`crate::access_log`) are wired in here.
+    let _ = (arrival.method.as_str(), arrival.uri.path(), arrival.host());
     resp.extensions_mut().insert(outcome);
     resp
 }

@@ -10,13 +10,13 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::Target;
 use crate::config::HealthCheckConfig;
+use crate::tls::connector::UpstreamConnector;
 
 /// A running health-check task; dropping it stops the task.
 pub struct Task {
@@ -25,27 +25,36 @@ pub struct Task {
 
 /// Starts probing `targets`. `None` if the background runtime could not be started
 /// (logged; the targets then stay as passive marking leaves them).
-pub fn start(upstream: &str, targets: Arc<[Target]>, config: HealthCheckConfig) -> Option<Task> {
+pub fn start(
+    upstream: &str,
+    targets: Arc<[Target]>,
+    config: HealthCheckConfig,
+    connector: UpstreamConnector,
+) -> Option<Task> {
     let handle = runtime()?;
     let (stop, stopped) = oneshot::channel();
     let name = upstream.to_string();
     handle.spawn(async move {
         tokio::select! {
             _ = stopped => {}
-            _ = probe_forever(&name, &targets, &config) => {}
+            _ = probe_forever(&name, &targets, &config, connector) => {}
         }
         tracing::debug!(upstream = %name, "health check stopped");
     });
     Some(Task { _stop: stop })
 }
 
-async fn probe_forever(upstream: &str, targets: &[Target], config: &HealthCheckConfig) {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.timeout));
-    let client: Client<HttpConnector, Empty<Bytes>> =
+async fn probe_forever(
+    upstream: &str,
+    targets: &[Target],
+    config: &HealthCheckConfig,
+    connector: UpstreamConnector,
+) {
+    let scheme = connector.scheme();
+    let client: Client<UpstreamConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(connector);
     loop {
-        let probes = targets.iter().map(|t| probe(&client, t, config));
+        let probes = targets.iter().map(|t| probe(&client, &scheme, t, config));
         let results = futures_util::future::join_all(probes).await;
         for (target, healthy) in targets.iter().zip(results) {
             let was = target.healthy.swap(healthy, Ordering::Relaxed);
@@ -61,11 +70,12 @@ async fn probe_forever(upstream: &str, targets: &[Target], config: &HealthCheckC
 }
 
 async fn probe(
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    client: &Client<UpstreamConnector, Empty<Bytes>>,
+    scheme: &http::uri::Scheme,
     target: &Target,
     config: &HealthCheckConfig,
 ) -> bool {
-    let uri = format!("http://{}{}", target.address, config.path);
+    let uri = format!("{scheme}://{}{}", target.address, config.path);
     let Ok(uri) = uri.parse::<http::Uri>() else {
         return false;
     };

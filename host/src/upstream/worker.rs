@@ -8,14 +8,15 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::{Upstream, balance};
 use crate::proxy::ProxyBody;
+use crate::tls::connector::UpstreamConnector;
 
-/// The pooled HTTP/1.1 client one worker uses for one upstream.
-pub type PooledClient = Client<HttpConnector, ProxyBody>;
+/// The pooled client one worker uses for one upstream: HTTP/1.1, or HTTP/2 when a TLS
+/// upstream picks it by ALPN.
+pub type PooledClient = Client<UpstreamConnector, ProxyBody>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -53,9 +54,7 @@ pub fn pick(upstream: &Upstream) -> Option<(usize, PooledClient)> {
 }
 
 fn new_worker_state(upstream: &Upstream, alive: &Arc<()>) -> WorkerUpstream {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(upstream.config.timeouts.connect));
-    connector.set_nodelay(true);
+    let connector = upstream.connector();
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE)
         .pool_timer(TokioTimer::new())

@@ -1,0 +1,107 @@
+//! The `/status` document: what configuration is in force and how the last reload went.
+
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::config::{FilterSource, OnError};
+use crate::server::listeners::Kind;
+
+/// Builds the `/status` JSON for `app`.
+pub(super) fn status(app: &App) -> Value {
+    let snapshot = app.snapshot.load_full();
+    let config = &snapshot.config;
+    let last = app.last_reload();
+    let table = app.listeners().borrow().clone();
+
+    let listeners: Vec<Value> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            let bound: Vec<String> = table
+                .listeners
+                .iter()
+                .filter(|b| b.kind == Kind::Proxy && *b.name == *l.name)
+                .map(|b| b.bound.to_string())
+                .collect();
+            json!({
+                "name": l.name,
+                "address": l.address.to_string(),
+                "bound": bound,
+                "tls": l.tls.is_some(),
+            })
+        })
+        .collect();
+    let admin =
+        table.listeners.iter().find(|b| b.kind == Kind::Admin).map(
+            |b| json!({ "address": b.configured.to_string(), "bound": [b.bound.to_string()] }),
+        );
+
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "listeners": r.listeners,
+                "priority": r.priority,
+                "filters": r.filters,
+                "upstream": r.upstream,
+            })
+        })
+        .collect();
+    let filters: Vec<Value> = config
+        .filters
+        .iter()
+        .map(|f| {
+            let source = match &f.source {
+                FilterSource::Builtin(name) => format!("builtin:{name}"),
+                FilterSource::Wasm(path) => format!("wasm:{}", path.display()),
+            };
+            json!({
+                "name": f.name,
+                "source": source,
+                "root_id": f.root_id,
+                "on_error": match f.on_error { OnError::Deny => "deny", OnError::Allow => "allow" },
+            })
+        })
+        .collect();
+    let upstreams: Vec<Value> = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let targets: Vec<Value> = u
+                .targets
+                .iter()
+                .map(|t| json!({ "address": t.address, "weight": t.weight }))
+                .collect();
+            json!({
+                "name": u.name,
+                "targets": targets,
+                "health_check": u.health_check.as_ref().map(|h| h.path.clone()),
+            })
+        })
+        .collect();
+
+    json!({
+        "generation": snapshot.generation,
+        "loaded_at": rfc3339(snapshot.loaded_at),
+        "ready": app.is_ready(),
+        "workers": app.workers(),
+        "last_reload": {
+            "ok": last.ok,
+            "at": rfc3339(last.at),
+            "errors": last.errors,
+        },
+        "listeners": listeners,
+        "admin": admin,
+        "routes": routes,
+        "filters": filters,
+        "upstreams": upstreams,
+    })
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}

@@ -1,0 +1,268 @@
+//! The Prometheus text exposition format (0.0.4).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use super::custom::{CUSTOM_BUCKETS, CustomKind, CustomMetric};
+use super::{DURATION_BUCKETS, Metrics, split_key};
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub(super) fn render(m: &Metrics) -> String {
+    let mut out = String::with_capacity(4096);
+
+    header(
+        &mut out,
+        "portcullis_requests_total",
+        "counter",
+        "Requests served, by listener, route and status class.",
+    );
+    for (key, counts) in sorted(&m.requests) {
+        let mut parts = split_key(&key);
+        let listener = parts.next().unwrap_or_default();
+        let route = parts.next().unwrap_or_default();
+        for (class, count) in CLASSES.iter().zip(counts.0.iter()) {
+            let n = count.load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "portcullis_requests_total{{listener=\"{}\",route=\"{}\",code=\"{class}\"}} {n}",
+                    escape(listener),
+                    escape(route)
+                );
+            }
+        }
+    }
+
+    header(
+        &mut out,
+        "portcullis_request_duration_seconds",
+        "histogram",
+        "Time from request to response headers, by route.",
+    );
+    for (route, h) in sorted(&m.durations) {
+        let route = escape(&route);
+        let mut cumulative = 0;
+        for (i, b) in h.buckets.iter().enumerate() {
+            cumulative += b.load(Ordering::Relaxed);
+            let le = DURATION_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |le| le.to_string());
+            let _ = writeln!(
+                out,
+                "portcullis_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "portcullis_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_request_duration_seconds_count{{route=\"{route}\"}} {}",
+            h.count.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
+        "portcullis_upstream_errors_total",
+        "counter",
+        "Failures reaching or reading from an upstream, by kind.",
+    );
+    for (key, c) in sorted(&m.upstream_errors) {
+        let mut parts = split_key(&key);
+        let upstream = parts.next().unwrap_or_default();
+        let kind = parts.next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "portcullis_upstream_errors_total{{upstream=\"{}\",kind=\"{}\"}} {}",
+            escape(upstream),
+            escape(kind),
+            c.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
+        "portcullis_connections_open",
+        "gauge",
+        "Client connections open, by listener.",
+    );
+    for (listener, g) in sorted(&m.connections) {
+        let _ = writeln!(
+            out,
+            "portcullis_connections_open{{listener=\"{}\"}} {}",
+            escape(&listener),
+            g.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
+        "portcullis_config_generation",
+        "gauge",
+        "The configuration generation serving (successful loads from 1).",
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_config_generation {}",
+        m.generation.load(Ordering::Relaxed)
+    );
+
+    header(
+        &mut out,
+        "portcullis_reloads_total",
+        "counter",
+        "Configuration reload attempts, by result.",
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_reloads_total{{result=\"ok\"}} {}",
+        m.reloads_ok.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_reloads_total{{result=\"error\"}} {}",
+        m.reloads_error.load(Ordering::Relaxed)
+    );
+
+    header(
+        &mut out,
+        "portcullis_filter_failures_total",
+        "counter",
+        "Filter traps, deadline misses and memory exhaustion, by filter and kind.",
+    );
+    for (key, c) in sorted(&m.filter_failures) {
+        let mut parts = split_key(&key);
+        let filter = parts.next().unwrap_or_default();
+        let kind = parts.next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "portcullis_filter_failures_total{{filter=\"{}\",kind=\"{}\"}} {}",
+            escape(filter),
+            escape(kind),
+            c.load(Ordering::Relaxed)
+        );
+    }
+
+    render_custom(&mut out, &m.custom.snapshot());
+    out
+}
+
+/// Guest metrics, grouped by sanitised name so each family gets one TYPE line. Two
+/// filters defining the same name with different kinds cannot share a family; the
+/// later kind is left out rather than producing an exposition Prometheus rejects.
+fn render_custom(out: &mut String, metrics: &[std::sync::Arc<CustomMetric>]) {
+    let mut families: BTreeMap<String, Vec<&CustomMetric>> = BTreeMap::new();
+    for m in metrics {
+        families.entry(sanitize(&m.name)).or_default().push(m);
+    }
+    for (name, members) in families {
+        let Some(kind) = members.first().map(|m| m.kind) else {
+            continue;
+        };
+        let type_name = match kind {
+            CustomKind::Counter => "counter",
+            CustomKind::Gauge => "gauge",
+            CustomKind::Histogram => "histogram",
+        };
+        let _ = writeln!(out, "# TYPE {name} {type_name}");
+        for m in members.into_iter().filter(|m| m.kind == kind) {
+            let filter = escape(&m.filter);
+            match kind {
+                CustomKind::Counter | CustomKind::Gauge => {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{filter=\"{filter}\"}} {}",
+                        m.value.load(Ordering::Relaxed)
+                    );
+                }
+                CustomKind::Histogram => {
+                    let mut cumulative = 0;
+                    for (i, b) in m.buckets.iter().enumerate() {
+                        cumulative += b.load(Ordering::Relaxed);
+                        let le = CUSTOM_BUCKETS
+                            .get(i)
+                            .map_or_else(|| "+Inf".to_owned(), |le| le.to_string());
+                        let _ = writeln!(
+                            out,
+                            "{name}_bucket{{filter=\"{filter}\",le=\"{le}\"}} {cumulative}"
+                        );
+                    }
+                    let _ = writeln!(
+                        out,
+                        "{name}_sum{{filter=\"{filter}\"}} {}",
+                        m.sum.load(Ordering::Relaxed)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "{name}_count{{filter=\"{filter}\"}} {}",
+                        m.count.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The series of a map in key order, so the exposition is stable between scrapes.
+fn sorted<V>(
+    map: &dashmap::DashMap<String, V>,
+) -> Vec<(String, dashmap::mapref::multiple::RefMulti<'_, String, V>)> {
+    let mut v: Vec<_> = map.iter().map(|r| (r.key().clone(), r)).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// A metric name with every character outside `[a-zA-Z0-9_:]` replaced by `_` (and a
+/// leading digit prefixed), as the proxy-wasm contract promises.
+pub(super) fn sanitize(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// A label value escaped as the exposition format requires.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize;
+
+    #[test]
+    fn sanitize_replaces_invalid_characters() {
+        assert_eq!(sanitize("a.b-c:d_e"), "a_b_c:d_e");
+        assert_eq!(sanitize("9lives"), "_9lives");
+        assert_eq!(sanitize("héllo"), "h_llo");
+    }
+}

@@ -1,0 +1,303 @@
+//! One client connection: hyper (HTTP/1.1 or HTTP/2 prior knowledge, auto-detected)
+//! over the [`guard`](super::guard), a watchdog enforcing the header-read and idle
+//! timeouts, and graceful shutdown when the listener is removed or the process stops.
+
+mod state;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+pub(crate) use state::ConnState;
+use state::{Active, watchdog};
+
+use super::guard::{Guard, Reject};
+use super::listeners::BoundListener;
+use super::worker::stopping;
+use crate::access_log::{self, AccessRecord};
+use crate::app::App;
+use crate::metrics;
+use crate::proxy::{self, ConnInfo, Outcome, ProxyBody};
+
+/// Serves a plain-text TCP connection accepted on `listener`.
+pub async fn serve_tcp(
+    app: Arc<App>,
+    listener: Arc<BoundListener>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().unwrap_or(listener.bound);
+    let info = ConnInfo {
+        client: peer,
+        local,
+        listener: Arc::clone(&listener.name),
+        tls_version: None,
+        client_subject: None,
+    };
+    serve_io(app, &listener, tcp, info).await;
+}
+
+/// Serves HTTP on `io` (a TCP stream, or the plaintext side of a TLS stream) until the
+/// client closes, a limit closes it, or the listener/process stops and it drains.
+pub async fn serve_io<I>(app: Arc<App>, listener: &BoundListener, io: I, info: ConnInfo)
+where
+    I: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let _open = OpenConnection::new(&listener.name);
+    // Limits are read per connection, so a reload that changes them applies to new
+    // connections without rebinding.
+    let limits = app
+        .snapshot
+        .load()
+        .config
+        .listeners
+        .iter()
+        .find(|l| *l.name == *listener.name)
+        .map(|l| l.limits.clone())
+        .unwrap_or_default();
+    let state = Rc::new(ConnState::new(limits.clone()));
+    let io = Guard::new(io, Rc::clone(&state));
+    let mut stop = listener.stopped();
+    let mut shutdown = app.shutdown_signal();
+
+    let service = {
+        let state = Rc::clone(&state);
+        let info = Rc::new(info);
+        hyper::service::service_fn(move |req| {
+            let app = Arc::clone(&app);
+            let info = Rc::clone(&info);
+            let state = Rc::clone(&state);
+            async move { Ok::<_, Infallible>(handle(app, info, state, req).await) }
+        })
+    };
+
+    let mut builder = auto::Builder::new(LocalExec);
+    builder
+        .http1()
+        .keep_alive(true)
+        // The guard enforces the configured limits first (answering with a body);
+        // hyper's own are a backstop. Its buffer must also hold a head at the limit.
+        .max_buf_size((limits.max_header_bytes + 16 * 1024).max(8192))
+        .max_headers(limits.max_headers.max(1))
+        .header_read_timeout(None);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!("connection ended: {e}");
+                }
+                break;
+            }
+            _ = stopping(&mut stop, &mut shutdown), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            why = watchdog(&state) => {
+                tracing::debug!("closing connection: {why}");
+                break;
+            }
+        }
+    }
+    drop(conn);
+    if let Some(io) = state.take_linger() {
+        state::linger(io).await;
+    }
+}
+
+/// Serves one request: answers it here if the guard rejected its head, else pins the
+/// current snapshot and hands it to the proxy driver.
+async fn handle(
+    app: Arc<App>,
+    info: Rc<ConnInfo>,
+    state: Rc<ConnState>,
+    req: http::Request<hyper::body::Incoming>,
+) -> http::Response<TrackedBody> {
+    let (index, active) = state.request_started();
+    let started = Instant::now();
+
+    let reject = state.rejection(index).or_else(|| {
+        // HTTP/2 heads bypass the guard; count their fields here.
+        (req.headers().len() > state.limits().max_headers).then_some(Reject::TooManyHeaders)
+    });
+    if let Some(reject) = reject {
+        let resp = reject_response(reject);
+        access_log::record(&AccessRecord {
+            listener: &info.listener,
+            method: req.method().as_str(),
+            host: "",
+            path: "",
+            status: resp.status().as_u16(),
+            route: "",
+            upstream: "",
+            duration: started.elapsed(),
+            client: &info.client.to_string(),
+        });
+        return resp.map(|body| TrackedBody {
+            inner: body,
+            _active: active,
+        });
+    }
+
+    // What the access log needs of the request, before the driver takes it.
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), ToString::to_string);
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+
+    let snapshot = app.snapshot.load_full();
+    let resp = proxy::handle(snapshot, &info, req).await;
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // What follows on this connection is no longer HTTP/1 framing.
+        state.passthrough();
+    }
+    let outcome = resp.extensions().get::<Outcome>();
+    access_log::record(&AccessRecord {
+        listener: &info.listener,
+        method: method.as_str(),
+        host: &host,
+        path: &path,
+        status: resp.status().as_u16(),
+        route: outcome.and_then(|o| o.route.as_deref()).unwrap_or_default(),
+        upstream: outcome
+            .and_then(|o| o.target.as_deref().or(o.upstream.as_deref()))
+            .unwrap_or_default(),
+        duration: started.elapsed(),
+        client: &info.client.to_string(),
+    });
+    resp.map(|body| TrackedBody {
+        inner: body,
+        _active: active,
+    })
+}
+
+/// The response to a request whose head the guard rejected; always closes.
+fn reject_response(reject: Reject) -> http::Response<ProxyBody> {
+    let (status, text) = match reject {
+        Reject::HeadersTooLarge => (
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large\n",
+        ),
+        Reject::TooManyHeaders => (
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many request header fields\n",
+        ),
+        Reject::BadFraming => (
+            http::StatusCode::BAD_REQUEST,
+            "bad request: conflicting Content-Length / Transfer-Encoding\n",
+        ),
+    };
+    plain_error(status, text, true)
+}
+
+/// A short plain-text error response, as every proxy-generated error is.
+pub fn plain_error(
+    status: http::StatusCode,
+    text: &'static str,
+    close: bool,
+) -> http::Response<ProxyBody> {
+    let body = Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
+/// Runs hyper's background tasks (HTTP/2 streams) on the worker's `LocalSet`, so that
+/// request futures need not be `Send`.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it has been sent,
+/// so that the idle timeout never closes a connection mid-response.
+pub struct TrackedBody {
+    inner: ProxyBody,
+    _active: Active,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = <ProxyBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts the connection in `portcullis_connections_open` while it lives.
+struct OpenConnection(Arc<str>);
+
+impl OpenConnection {
+    fn new(listener: &Arc<str>) -> Self {
+        metrics::global().connections_open(listener, 1);
+        Self(Arc::clone(listener))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::global().connections_open(&self.0, -1);
+    }
+}

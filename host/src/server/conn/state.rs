@@ -1,0 +1,201 @@
+//! What the guard, the request handler and the watchdog of one connection share.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::config::ListenerLimits;
+use crate::server::guard::{Reject, Stream};
+
+/// Per-connection state, shared on the worker's thread.
+pub(crate) struct ConnState {
+    limits: ListenerLimits,
+    /// When the request head now being read started (the connection's accept for the
+    /// first one); `None` while no head is being read.
+    head_since: Cell<Option<Instant>>,
+    /// When the connection last became idle (no request in flight, no head started).
+    idle_since: Cell<Instant>,
+    /// Requests in flight (handler started, response body not yet fully sent).
+    active: Cell<usize>,
+    /// Requests handed to the handler so far.
+    requests: Cell<u64>,
+    /// Heads the guard rejected: (request index, why).
+    rejections: RefCell<Vec<(u64, Reject)>>,
+    /// Set when the connection stops being HTTP/1 (HTTP/2, an upgrade).
+    passthrough: Cell<bool>,
+    /// Wakes the watchdog when a deadline may have moved.
+    changed: Notify,
+    /// The stream of a rejected connection, handed back for a lingering close.
+    linger: RefCell<Option<Box<dyn Stream>>>,
+}
+
+impl ConnState {
+    pub(crate) fn new(limits: ListenerLimits) -> Self {
+        let now = Instant::now();
+        Self {
+            limits,
+            head_since: Cell::new(Some(now)),
+            idle_since: Cell::new(now),
+            active: Cell::new(0),
+            requests: Cell::new(0),
+            rejections: RefCell::new(Vec::new()),
+            passthrough: Cell::new(false),
+            changed: Notify::new(),
+            linger: RefCell::new(None),
+        }
+    }
+
+    /// The limits this connection runs under.
+    pub(crate) fn limits(&self) -> &ListenerLimits {
+        &self.limits
+    }
+
+    /// The guard saw the first byte of a request head.
+    pub(crate) fn head_started(&self) {
+        if self.head_since.get().is_none() {
+            self.head_since.set(Some(Instant::now()));
+            self.changed.notify_one();
+        }
+    }
+
+    /// The guard has a complete head (or stopped parsing heads).
+    pub(crate) fn head_done(&self) {
+        if self.head_since.take().is_some() {
+            self.idle_since.set(Instant::now());
+            self.changed.notify_one();
+        }
+    }
+
+    /// The guard rejected the head that will be request `index`.
+    pub(crate) fn reject(&self, index: u64, why: Reject) {
+        self.rejections.borrow_mut().push((index, why));
+    }
+
+    /// Heads the guard has handed on so far is what the handler will count: the
+    /// index the next head gets.
+    pub(crate) fn rejection(&self, index: u64) -> Option<Reject> {
+        self.rejections
+            .borrow()
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, why)| *why)
+    }
+
+    /// Keeps `io` for a lingering close once hyper is done with it.
+    pub(crate) fn linger(&self, io: Box<dyn Stream>) {
+        *self.linger.borrow_mut() = Some(io);
+    }
+
+    /// The stream to close lingering, if the connection was rejected.
+    pub(crate) fn take_linger(&self) -> Option<Box<dyn Stream>> {
+        self.linger.borrow_mut().take()
+    }
+
+    /// Stop treating the byte stream as HTTP/1 (HTTP/2 prior knowledge, an upgrade).
+    pub(crate) fn passthrough(&self) {
+        self.passthrough.set(true);
+        self.head_done();
+    }
+
+    /// Whether the stream is no longer parsed as HTTP/1.
+    pub(crate) fn is_passthrough(&self) -> bool {
+        self.passthrough.get()
+    }
+
+    /// A request reached the handler: returns its index on the connection and a token
+    /// that keeps it counted as in flight.
+    pub(crate) fn request_started(self: &Rc<Self>) -> (u64, Active) {
+        let index = self.requests.get();
+        self.requests.set(index + 1);
+        self.active.set(self.active.get() + 1);
+        // HTTP/2 requests never pass the guard's head parser.
+        self.head_done();
+        self.changed.notify_one();
+        (index, Active(Rc::clone(self)))
+    }
+}
+
+/// One request in flight; dropping it (when its response body is done) may make the
+/// connection idle.
+pub struct Active(Rc<ConnState>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let s = &self.0;
+        let active = s.active.get().saturating_sub(1);
+        s.active.set(active);
+        if active == 0 {
+            s.idle_since.set(Instant::now());
+        }
+        s.changed.notify_one();
+    }
+}
+
+/// Why the watchdog closed a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expired {
+    /// The request head did not arrive in time (slowloris, or nothing sent at all).
+    HeaderTimeout,
+    /// Idle keep-alive for too long.
+    IdleTimeout,
+}
+
+impl std::fmt::Display for Expired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Expired::HeaderTimeout => "request headers not received in time",
+            Expired::IdleTimeout => "idle for too long",
+        })
+    }
+}
+
+/// Completes when the connection has been reading one head for longer than the header
+/// timeout, or idle for longer than the idle timeout. A request in flight (however
+/// slow its upstream) never expires here.
+pub(crate) async fn watchdog(state: &ConnState) -> Expired {
+    loop {
+        let changed = state.changed.notified();
+        let deadline = if let Some(since) = state.head_since.get() {
+            Some((since + state.limits.header_timeout, Expired::HeaderTimeout))
+        } else if state.active.get() == 0 {
+            Some((
+                state.idle_since.get() + state.limits.idle_timeout,
+                Expired::IdleTimeout,
+            ))
+        } else {
+            None
+        };
+        match deadline {
+            Some((at, why)) if at <= Instant::now() => return why,
+            Some((at, _)) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = changed => {}
+                }
+            }
+            None => changed.await,
+        }
+    }
+}
+
+/// Closes a rejected connection without a reset: shut down our side, then read and
+/// discard what the client still sends (bounded in time and bytes) before closing.
+pub(crate) async fn linger(mut io: Box<dyn Stream>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+    const MAX_DRAIN: usize = 1024 * 1024;
+    let _ = io.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 8192];
+        let mut total = 0;
+        while total < MAX_DRAIN {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}

@@ -1,0 +1,207 @@
+//! The HTTP/1 request-head guard: an I/O wrapper between the socket and hyper that
+//! follows the request framing of the byte stream, so that every request head can be
+//! checked before hyper sees it.
+//!
+//! Why not rely on hyper alone: hyper silently drops `Content-Length` when
+//! `Transfer-Encoding` is also present, whereas RFC 9112 §6.1 (and our contract) wants
+//! 400 and the connection closed; and hyper answers an oversized head with a bodiless
+//! 431 and closes while the client may still be sending, which the client often sees
+//! as a connection reset. The guard instead hands hyper a small stand-in head for a
+//! rejected request (the handler answers it, with a body, by its index on the
+//! connection), stops reading, and has the connection drain the client's remaining
+//! bytes before closing ("lingering close").
+//!
+//! It also times heads: the first byte of a head starts the header-read timer, a
+//! complete head stops it ([`ConnState::head_started`] / [`ConnState::head_done`]).
+//!
+//! HTTP/2 (the prior-knowledge preface) and anything the parser does not understand
+//! pass through untouched: hyper then handles (or refuses) them itself.
+
+mod framing;
+
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::conn::ConnState;
+pub(crate) use framing::Framing;
+
+/// Why the guard refused a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// The head is larger than `max_header_bytes`.
+    HeadersTooLarge,
+    /// The head has more than `max_headers` fields.
+    TooManyHeaders,
+    /// `Content-Length` with `Transfer-Encoding`, differing or invalid `Content-Length`s,
+    /// or a transfer coding other than chunked last.
+    BadFraming,
+}
+
+/// The head hyper is given in place of a rejected one: bodiless, so the stream stays
+/// in sync, and asking to close.
+const STAND_IN_HEAD: &[u8] =
+    b"GET / HTTP/1.1\r\nhost: rejected.invalid\r\nconnection: close\r\n\r\n";
+
+/// How much the guard reads from the socket at a time.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// A stream that can be handed back to the connection for a lingering close.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Stream for T {}
+
+/// The guard around a connection's byte stream (see the module docs).
+pub(crate) struct Guard<I: Stream + 'static> {
+    io: Option<I>,
+    state: Rc<ConnState>,
+    framing: Framing,
+    /// Read from the socket, not yet examined.
+    input: BytesMut,
+    /// Examined, ready for hyper.
+    output: BytesMut,
+    /// The socket reported end of stream.
+    eof: bool,
+}
+
+impl<I: Stream + 'static> Guard<I> {
+    pub(crate) fn new(io: I, state: Rc<ConnState>) -> Self {
+        let framing = Framing::new(state.limits().max_header_bytes, state.limits().max_headers);
+        Self {
+            io: Some(io),
+            state,
+            framing,
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    fn io(&mut self) -> io::Result<Pin<&mut I>> {
+        match self.io.as_mut() {
+            Some(io) => Ok(Pin::new(io)),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Runs the framing over what has been read, moving what may go to hyper into
+    /// `output` and recording rejections.
+    fn process(&mut self) {
+        if self.state.is_passthrough() {
+            self.framing.passthrough();
+        }
+        let events = self
+            .framing
+            .feed(&mut self.input, &mut self.output, self.eof);
+        if events.head_started {
+            self.state.head_started();
+        }
+        for _ in 0..events.heads {
+            self.state.head_done();
+        }
+        if let Some((index, why)) = events.rejected {
+            self.state.reject(index, why);
+            self.output.extend_from_slice(STAND_IN_HEAD);
+            self.state.head_done();
+        }
+        if events.passthrough {
+            self.state.passthrough();
+        }
+    }
+}
+
+impl<I: Stream + 'static> AsyncRead for Guard<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.output.is_empty() {
+                let n = buf.remaining().min(this.output.len());
+                buf.put_slice(&this.output.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if this.framing.is_holding() {
+                // After a rejection nothing more is read: the connection closes once
+                // the answer is out, and the lingering close drains the rest.
+                return Poll::Pending;
+            }
+            if this.framing.is_passthrough() && this.input.is_empty() {
+                if this.eof {
+                    return Poll::Ready(Ok(()));
+                }
+                return this.io()?.poll_read(cx, buf);
+            }
+            if this.eof {
+                // Hand hyper whatever is left (it reports a truncated head itself).
+                if this.input.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                let rest = this.input.split();
+                this.output.unsplit(rest);
+                continue;
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut rb = ReadBuf::new(&mut chunk);
+            match this.io()?.poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            if rb.filled().is_empty() {
+                this.eof = true;
+            } else {
+                this.input.extend_from_slice(rb.filled());
+            }
+            this.process();
+        }
+    }
+}
+
+impl<I: Stream + 'static> AsyncWrite for Guard<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io()?.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.io()?.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io()?.poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io()?.poll_shutdown(cx)
+    }
+}
+
+impl<I: Stream + 'static> Drop for Guard<I> {
+    fn drop(&mut self) {
+        // A rejected connection is closed by the connection task only once the client's
+        // remaining bytes are drained; closing with unread data would send a reset
+        // that can destroy the error response before the client reads it.
+        if self.framing.is_holding()
+            && let Some(io) = self.io.take()
+        {
+            self.state.linger(Box::new(io));
+        }
+    }
+}

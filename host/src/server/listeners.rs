@@ -1,0 +1,244 @@
+//! The bound listener sockets of the process, rebuilt on every reload.
+//!
+//! Binding happens in [`crate::app::App::reload`], before the new snapshot is swapped
+//! in, so that an address that cannot be bound is a configuration error like any other
+//! (and the old configuration keeps serving). Each proxy listener is bound once per
+//! worker with `SO_REUSEPORT`, so the kernel spreads connections over the workers; the
+//! workers take their socket from the table when it changes.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError, ConfigErrors};
+
+/// The name the admin listener goes by in logs and in the table.
+pub const ADMIN_NAME: &str = "admin";
+
+/// Pending connections the kernel queues per socket.
+const BACKLOG: i32 = 1024;
+
+/// What a bound listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A proxy listener served by every worker.
+    Proxy,
+    /// The admin listener (`/ready`, `/status`, `/metrics`), served by the admin thread.
+    Admin,
+}
+
+/// One listener's sockets, shared by the workers that accept on them.
+pub struct BoundListener {
+    /// Unique for the process's lifetime; workers use it to know what they run.
+    pub id: u64,
+    /// The listener's name (`admin` for the admin listener).
+    pub name: Arc<str>,
+    /// What it serves.
+    pub kind: Kind,
+    /// The address as configured (port may be 0).
+    pub configured: SocketAddr,
+    /// The address actually bound.
+    pub bound: SocketAddr,
+    /// Whether TLS is configured on it (a change rebinds it).
+    pub tls: bool,
+    /// One socket per worker (the admin listener has one), each taken once.
+    sockets: Mutex<Vec<Option<std::net::TcpListener>>>,
+    /// Set to true when a reload removes the listener: accept loops end and its
+    /// connections finish their in-flight requests and close.
+    stop: watch::Sender<bool>,
+}
+
+impl BoundListener {
+    /// Takes the socket of `worker`; `None` if already taken or out of range.
+    pub fn take_socket(&self, worker: usize) -> Option<std::net::TcpListener> {
+        let mut sockets = match self.sockets.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sockets.get_mut(worker).and_then(Option::take)
+    }
+
+    /// A receiver that turns true once the listener is removed.
+    pub fn stopped(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Stops the listener: accept loops end, its connections drain and close.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    fn key(&self) -> (Kind, &str, SocketAddr, bool) {
+        (self.kind, &self.name, self.configured, self.tls)
+    }
+}
+
+impl std::fmt::Debug for BoundListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundListener")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every listener of the serving configuration.
+#[derive(Debug, Default)]
+pub struct ListenerTable {
+    /// In configuration order, the admin listener (if any) last.
+    pub listeners: Vec<Arc<BoundListener>>,
+}
+
+/// A table ready to be published: built, but not yet in force.
+pub struct Rebind {
+    /// The new table.
+    pub table: ListenerTable,
+    /// Listeners of the old table not in the new one.
+    pub removed: Vec<Arc<BoundListener>>,
+    /// Listeners newly bound.
+    pub added: Vec<Arc<BoundListener>>,
+}
+
+impl ListenerTable {
+    /// The bound listener named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<BoundListener>> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+
+    /// Builds the table `config` asks for, keeping every listener whose name, address
+    /// and TLS-ness did not change, and binding the others. Nothing is closed here:
+    /// the caller stops the removed ones once the new table is in force.
+    pub fn rebind(&self, config: &Config, workers: usize) -> Result<Rebind, ConfigErrors> {
+        let mut old: HashMap<_, &Arc<BoundListener>> =
+            self.listeners.iter().map(|l| (l.key(), l)).collect();
+        let mut table = ListenerTable::default();
+        let mut added = Vec::new();
+        let mut errors = Vec::new();
+
+        let wanted = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let err = ConfigError::at(
+                    &l.origin,
+                    format!("listeners.{}.address", l.name),
+                    String::new(),
+                );
+                (
+                    Kind::Proxy,
+                    l.name.as_str(),
+                    l.address,
+                    l.tls.is_some(),
+                    workers,
+                    err,
+                )
+            })
+            .chain(config.admin.iter().map(|a| {
+                let err = ConfigError::at(&a.origin, "admin.address", String::new());
+                (Kind::Admin, ADMIN_NAME, a.address, false, 1, err)
+            }));
+
+        for (kind, name, address, tls, count, mut err) in wanted {
+            if let Some(existing) = old.remove(&(kind, name, address, tls)) {
+                table.listeners.push(Arc::clone(existing));
+                continue;
+            }
+            match bind_all(address, count.max(1)) {
+                Ok((bound, sockets)) => {
+                    let l = Arc::new(BoundListener {
+                        id: next_id(),
+                        name: name.into(),
+                        kind,
+                        configured: address,
+                        bound,
+                        tls,
+                        sockets: Mutex::new(sockets.into_iter().map(Some).collect()),
+                        stop: watch::Sender::new(false),
+                    });
+                    added.push(Arc::clone(&l));
+                    table.listeners.push(l);
+                }
+                Err(e) => {
+                    err.message = format!("cannot listen on {address}: {e}");
+                    errors.push(err);
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let removed = old.into_values().cloned().collect();
+        Ok(Rebind {
+            table,
+            removed,
+            added,
+        })
+    }
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Binds `count` sockets to `address` with `SO_REUSEPORT`. With port 0 the first
+/// socket picks the port and the others join it.
+fn bind_all(
+    address: SocketAddr,
+    count: usize,
+) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let first = bind_one(address)?;
+    let bound = first.local_addr()?;
+    let mut sockets = Vec::with_capacity(count);
+    sockets.push(first);
+    for _ in 1..count {
+        sockets.push(bind_one(bound)?);
+    }
+    Ok((bound, sockets))
+}
+
+fn bind_one(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_binds_every_worker_to_the_same_port() {
+        let (bound, sockets) =
+            match bind_all("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()), 3) {
+                Ok(v) => v,
+                Err(e) => panic!("binding 127.0.0.1:0 three times failed: {e}"),
+            };
+        assert_ne!(bound.port(), 0, "the kernel should have picked a port");
+        for s in &sockets {
+            let addr = s.local_addr().ok();
+            assert_eq!(
+                addr,
+                Some(bound),
+                "every worker socket should share the port"
+            );
+        }
+    }
+}

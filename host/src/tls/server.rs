@@ -1,0 +1,151 @@
+//! TLS termination on a listener: its certificates (chosen by SNI), protocol versions,
+//! ALPN and client-certificate verification, built into one rustls `ServerConfig`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+
+use super::info::CertificateInfo;
+use super::load::{self, PairField};
+use super::sni::{Entry, SniResolver};
+use super::{ALPN_H2, ALPN_HTTP11, provider};
+use crate::config::{ClientAuth, ConfigError, TlsConfig, TlsVersion};
+
+/// A listener's TLS, built once per snapshot.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// What the acceptor serves.
+    pub config: Arc<ServerConfig>,
+    /// Its certificates, in configuration order (the first is the default).
+    pub certificates: Vec<CertificateInfo>,
+    /// Problems worth a warning that do not stop the configuration (an expired
+    /// certificate); already logged.
+    pub warnings: Vec<String>,
+}
+
+/// Builds the TLS of listener `listener`; every unreadable, malformed or mismatched
+/// file is a config error at `listeners.NAME.tls.…`.
+pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut entries = Vec::new();
+    let mut certificates = Vec::new();
+    let mut warnings = Vec::new();
+    let now = SystemTime::now();
+
+    for (i, pair) in tls.certificates.iter().enumerate() {
+        let field = |f: &str| format!("listeners.{listener}.tls.certificates.{i}{f}");
+        let key = match load::certified_key(&pair.cert, &pair.key) {
+            Ok(key) => key,
+            Err((which, e)) => {
+                let at = match which {
+                    PairField::Cert => ".cert",
+                    PairField::Key => ".key",
+                    PairField::Pair => "",
+                };
+                errors.push(ConfigError::at(&pair.origin, field(at), e.to_string()));
+                continue;
+            }
+        };
+        let info = match key
+            .end_entity_cert()
+            .map_err(|e| e.to_string())
+            .and_then(|leaf| CertificateInfo::parse(pair.cert.clone(), leaf))
+        {
+            Ok(info) => info,
+            Err(reason) => {
+                let msg = format!(
+                    "the certificate in {} cannot be parsed: {reason}",
+                    pair.cert.display()
+                );
+                errors.push(ConfigError::at(&pair.origin, field(".cert"), msg));
+                continue;
+            }
+        };
+        if let Some(w) = info.warning(now) {
+            tracing::warn!(listener, "{w}");
+            warnings.push(w);
+        }
+        entries.push(Entry {
+            names: info.names.clone(),
+            key: Arc::new(key),
+        });
+        certificates.push(info);
+    }
+
+    let verifier = match client_verifier(listener, tls) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let Some(resolver) = SniResolver::new(entries) else {
+        // Either no certificate loaded (their errors are already recorded) or none
+        // was configured, which the config loader refuses; say so either way.
+        if errors.is_empty() {
+            let msg = "needs at least one { cert, key } pair";
+            errors.push(ConfigError::at(
+                &tls.origin,
+                format!("listeners.{listener}.tls.certificates"),
+                msg,
+            ));
+        }
+        return Err(errors);
+    };
+    let (Some(verifier), true) = (verifier, errors.is_empty()) else {
+        return Err(errors);
+    };
+
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| {
+            let path = format!("listeners.{listener}.tls.min_version");
+            vec![ConfigError::at(&tls.origin, path, e.to_string())]
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    Ok(ListenerTls {
+        config: Arc::new(config),
+        certificates,
+        warnings,
+    })
+}
+
+fn client_verifier(
+    listener: &str,
+    tls: &TlsConfig,
+) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
+    let field = format!("listeners.{listener}.tls.client_ca");
+    let ca = match (tls.client_auth, &tls.client_ca) {
+        (ClientAuth::Off, _) => return Ok(WebPkiClientVerifier::no_client_auth()),
+        (_, Some(ca)) => ca,
+        (_, None) => {
+            let msg = "client_auth needs client_ca (the CA bundle client certificates are verified against)";
+            return Err(ConfigError::at(&tls.origin, field, msg));
+        }
+    };
+    let roots = load::roots(ca).map_err(|e| ConfigError::at(&tls.origin, &field, e.to_string()))?;
+    let builder = WebPkiClientVerifier::builder_with_provider(roots, provider());
+    let builder = match tls.client_auth {
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+        _ => builder,
+    };
+    builder.build().map_err(|e| {
+        ConfigError::at(
+            &tls.origin,
+            field,
+            format!(
+                "cannot verify client certificates with {}: {e}",
+                ca.display()
+            ),
+        )
+    })
+}

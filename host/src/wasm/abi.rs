@@ -1,0 +1,561 @@
+//! proxy-wasm host functions (ABI 0.2.1 and 0.2.0; functions only 0.1.0 modules
+//! import answer UNIMPLEMENTED, see `engine`). Each checks every guest pointer.
+
+mod headers;
+mod properties;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use wasmtime::{Caller, Linker};
+
+use super::memory::{self, decode_pairs, hand_back, read, read_str, write_u32};
+use super::state::{HostState, LocalReply, PendingCall, status};
+use super::{foreign, metrics, shared};
+use headers::Edit;
+
+type C<'a> = Caller<'a, HostState>;
+
+/// Unwraps a memory access, returning its status to the guest on failure.
+macro_rules! t {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(code) => return Ok(code),
+        }
+    };
+}
+
+/// Same as `t!` for functions that return a bare status.
+macro_rules! s {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(code) => return code,
+        }
+    };
+}
+
+/// Links every proxy-wasm host function into `l` under module `env`.
+pub(crate) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    link_misc(l)?;
+    link_headers(l)?;
+    link_buffers(l)?;
+    link_stream(l)?;
+    link_shared(l)?;
+    link_metrics(l)?;
+    Ok(())
+}
+
+fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    l.func_wrap(
+        "env",
+        "proxy_log",
+        |c: C<'_>, level: u32, ptr: u32, len: u32| -> i32 {
+            let msg = s!(read_str(&c, ptr, len));
+            let f = &*c.data().plugin_name;
+            match level {
+                0 => tracing::trace!(target: "filter", filter = f, "{msg}"),
+                1 => tracing::debug!(target: "filter", filter = f, "{msg}"),
+                2 => tracing::info!(target: "filter", filter = f, "{msg}"),
+                3 => tracing::warn!(target: "filter", filter = f, "{msg}"),
+                _ => tracing::error!(target: "filter", filter = f, "{msg}"),
+            }
+            status::OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_log_level",
+        |mut c: C<'_>, ret: u32| -> i32 {
+            use tracing::level_filters::LevelFilter;
+            let level = match LevelFilter::current() {
+                LevelFilter::TRACE => 0,
+                LevelFilter::DEBUG => 1,
+                LevelFilter::INFO => 2,
+                LevelFilter::WARN => 3,
+                LevelFilter::ERROR => 4,
+                _ => 5,
+            };
+            s!(write_u32(&mut c, ret, level));
+            status::OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_current_time_nanoseconds",
+        |mut c: C<'_>, ret: u32| -> i32 {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            s!(memory::write(&mut c, ret, &now.to_le_bytes()));
+            status::OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_tick_period_milliseconds",
+        |mut c: C<'_>, ms: u32| -> i32 {
+            c.data_mut().tick_period = (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
+            c.data().signal.notify.notify_one();
+            status::OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_effective_context",
+        |mut c: C<'_>, ctx: u32| -> i32 {
+            c.data_mut().effective_context = ctx;
+            status::OK
+        },
+    )?;
+    l.func_wrap("env", "proxy_done", |_: C<'_>| -> i32 { status::OK })?;
+    l.func_wrap_async(
+        "env",
+        "proxy_get_property",
+        |mut c: C<'_>, (p, n, rp, rs): (u32, u32, u32, u32)| {
+            Box::new(async move {
+                let path = t!(read(&c, p, n));
+                let v = t!(properties::get(c.data(), &path));
+                hand_back(&mut c, &v, rp, rs).await
+            })
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_property",
+        |mut c: C<'_>, p: u32, n: u32, vp: u32, vn: u32| -> i32 {
+            let path = s!(read(&c, p, n));
+            let v = s!(read(&c, vp, vn));
+            properties::set(c.data_mut(), &path, v)
+        },
+    )?;
+    l.func_wrap_async(
+        "env",
+        "proxy_call_foreign_function",
+        |mut c: C<'_>, (np, nn, ap, an, rp, rs): (u32, u32, u32, u32, u32, u32)| {
+            Box::new(async move {
+                let name = t!(read_str(&c, np, nn));
+                let args = t!(read(&c, ap, an));
+                let Some(f) = foreign::lookup(&name) else {
+                    return Ok(status::NOT_FOUND);
+                };
+                let filter = c.data().plugin_name.clone();
+                match f.call(&filter, &args) {
+                    Ok(out) => hand_back(&mut c, &out, rp, rs).await,
+                    Err(e) => {
+                        tracing::warn!(filter = %filter, function = %name, "foreign function failed: {e}");
+                        Ok(match e {
+                            foreign::ForeignError::BadArgument(_) => status::BAD_ARGUMENT,
+                            foreign::ForeignError::Failed(_) => status::INTERNAL_FAILURE,
+                        })
+                    }
+                }
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    l.func_wrap_async(
+        "env",
+        "proxy_get_header_map_pairs",
+        |mut c: C<'_>, (ty, rp, rs): (u32, u32, u32)| {
+            Box::new(async move {
+                let v = t!(headers::pairs(c.data(), ty));
+                hand_back(&mut c, &v, rp, rs).await
+            })
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        |mut c: C<'_>, ty: u32, p: u32, n: u32| -> i32 {
+            let data = s!(read(&c, p, n));
+            let Some(pairs) = decode_pairs(&data) else {
+                return status::BAD_ARGUMENT;
+            };
+            headers::set_pairs(c.data_mut(), ty, pairs)
+        },
+    )?;
+    l.func_wrap_async(
+        "env",
+        "proxy_get_header_map_value",
+        |mut c: C<'_>, (ty, kp, kn, rp, rs): (u32, u32, u32, u32, u32)| {
+            Box::new(async move {
+                let key = t!(read_str(&c, kp, kn));
+                let v = t!(headers::value(c.data(), ty, &key));
+                hand_back(&mut c, &v, rp, rs).await
+            })
+        },
+    )?;
+    fn edit(mut c: C<'_>, ty: u32, kp: u32, kn: u32, vp: u32, vn: u32, how: Edit) -> i32 {
+        let key = s!(read_str(&c, kp, kn));
+        let value = if how == Edit::Remove {
+            Vec::new()
+        } else {
+            s!(read(&c, vp, vn))
+        };
+        headers::edit(c.data_mut(), ty, &key, &value, how)
+    }
+    l.func_wrap(
+        "env",
+        "proxy_add_header_map_value",
+        |c: C<'_>, ty: u32, kp: u32, kn: u32, vp: u32, vn: u32| {
+            edit(c, ty, kp, kn, vp, vn, Edit::Add)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_replace_header_map_value",
+        |c: C<'_>, ty: u32, kp: u32, kn: u32, vp: u32, vn: u32| {
+            edit(c, ty, kp, kn, vp, vn, Edit::Replace)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        |c: C<'_>, ty: u32, kp: u32, kn: u32| edit(c, ty, kp, kn, 0, 0, Edit::Remove),
+    )?;
+    Ok(())
+}
+
+fn buffer(s: &HostState, ty: u32) -> Result<&[u8], i32> {
+    match ty {
+        0 => Ok(&s.io.request_body),
+        1 => Ok(&s.io.response_body),
+        4 => s
+            .call_response
+            .as_ref()
+            .map(|r| &r.body[..])
+            .ok_or(status::NOT_FOUND),
+        6 => Ok(&[]),
+        7 => Ok(&s.plugin_config),
+        2 | 3 | 5 | 8 => Err(status::NOT_FOUND),
+        _ => Err(status::BAD_ARGUMENT),
+    }
+}
+
+fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    l.func_wrap_async(
+        "env",
+        "proxy_get_buffer_bytes",
+        |mut c: C<'_>, (ty, start, max, rp, rs): (u32, u32, u32, u32, u32)| {
+            Box::new(async move {
+                let buf = t!(buffer(c.data(), ty));
+                let start = (start as usize).min(buf.len());
+                // A max of u32::MAX (usize::MAX in the guest) means "to the end".
+                let end = start.saturating_add(max as usize).min(buf.len());
+                let v = buf[start..end].to_vec();
+                hand_back(&mut c, &v, rp, rs).await
+            })
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_buffer_bytes",
+        |mut c: C<'_>, ty: u32, start: u32, size: u32, p: u32, n: u32| -> i32 {
+            let data = s!(read(&c, p, n));
+            let io = &mut c.data_mut().io;
+            let buf = match ty {
+                0 => &mut io.request_body,
+                1 => &mut io.response_body,
+                4 | 6 | 7 => return status::BAD_ARGUMENT,
+                2 | 3 | 5 | 8 => return status::NOT_FOUND,
+                _ => return status::BAD_ARGUMENT,
+            };
+            // Replace buf[start..start+size] (clamped): covers replace-all, append
+            // (start = len) and prepend (0, 0) as the SDKs use them.
+            let start = (start as usize).min(buf.len());
+            let end = start.saturating_add(size as usize).min(buf.len());
+            buf.splice(start..end, data);
+            status::OK
+        },
+    )?;
+    Ok(())
+}
+
+fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    l.func_wrap(
+        "env",
+        "proxy_continue_stream",
+        |mut c: C<'_>, _ty: u32| -> i32 {
+            c.data_mut().io.resumed = true;
+            status::OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_close_stream",
+        |mut c: C<'_>, _ty: u32| -> i32 {
+            let io = &mut c.data_mut().io;
+            io.closed = true;
+            if io.local_reply.is_none() {
+                // Closing a stream the proxy cannot half-close: answer for it.
+                io.local_reply = Some(LocalReply {
+                    status: 502,
+                    details: "closed by filter".into(),
+                    body: Bytes::from_static(b"stream closed by filter\n"),
+                    headers: Vec::new(),
+                    grpc_status: -1,
+                });
+            }
+            status::OK
+        },
+    )?;
+    // 0.1.0 names for the same thing.
+    for name in ["proxy_continue_request", "proxy_continue_response"] {
+        l.func_wrap("env", name, |mut c: C<'_>| -> i32 {
+            c.data_mut().io.resumed = true;
+            status::OK
+        })?;
+    }
+    l.func_wrap(
+        "env",
+        "proxy_send_local_response",
+        |mut c: C<'_>,
+         code: u32,
+         dp: u32,
+         dn: u32,
+         bp: u32,
+         bn: u32,
+         hp: u32,
+         hn: u32,
+         grpc: i32|
+         -> i32 {
+            let details = s!(read_str(&c, dp, dn));
+            let body = s!(read(&c, bp, bn));
+            let hdrs = s!(read(&c, hp, hn));
+            let Some(headers) = decode_pairs(&hdrs) else {
+                return status::BAD_ARGUMENT;
+            };
+            let Ok(status) = u16::try_from(code) else {
+                return status::BAD_ARGUMENT;
+            };
+            if !(100..=999).contains(&status) {
+                return status::BAD_ARGUMENT;
+            }
+            c.data_mut().io.local_reply = Some(LocalReply {
+                status,
+                details,
+                body: body.into(),
+                headers,
+                grpc_status: grpc,
+            });
+            status::OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_http_call",
+        |mut c: C<'_>,
+         up: u32,
+         un: u32,
+         hp: u32,
+         hn: u32,
+         bp: u32,
+         bn: u32,
+         tp: u32,
+         tn: u32,
+         timeout: u32,
+         rt: u32|
+         -> i32 {
+            let upstream = s!(read_str(&c, up, un));
+            let hdrs = s!(read(&c, hp, hn));
+            let body = s!(read(&c, bp, bn));
+            let trl = s!(read(&c, tp, tn));
+            let (Some(headers), Some(_trailers)) = (decode_pairs(&hdrs), decode_pairs(&trl)) else {
+                return status::BAD_ARGUMENT;
+            };
+            if !headers.iter().any(|(k, _)| k == ":path")
+                || !headers.iter().any(|(k, _)| k == ":method")
+            {
+                return status::BAD_ARGUMENT;
+            }
+            let st = c.data_mut();
+            let token = st.next_token;
+            st.next_token = st.next_token.wrapping_add(1).max(1);
+            let context = st.effective_context;
+            st.pending_calls.push(PendingCall {
+                token,
+                context,
+                upstream,
+                headers,
+                body: body.into(),
+                timeout: Duration::from_millis(u64::from(timeout.max(1))),
+            });
+            s!(write_u32(&mut c, rt, token));
+            status::OK
+        },
+    )?;
+    // gRPC callouts are not offered: they answer UNIMPLEMENTED (docs/filters-abi.md).
+    l.func_wrap(
+        "env",
+        "proxy_grpc_call",
+        |_: C<'_>,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32,
+         _: u32|
+         -> i32 { status::UNIMPLEMENTED },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_stream",
+        |_: C<'_>, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32| -> i32 {
+            status::UNIMPLEMENTED
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_grpc_send",
+        |_: C<'_>, _: u32, _: u32, _: u32, _: u32| -> i32 { status::UNIMPLEMENTED },
+    )?;
+    l.func_wrap("env", "proxy_grpc_cancel", |_: C<'_>, _: u32| -> i32 {
+        status::UNIMPLEMENTED
+    })?;
+    l.func_wrap("env", "proxy_grpc_close", |_: C<'_>, _: u32| -> i32 {
+        status::UNIMPLEMENTED
+    })?;
+    l.func_wrap_async(
+        "env",
+        "proxy_get_status",
+        |mut c: C<'_>, (code, rp, rs): (u32, u32, u32)| {
+            Box::new(async move {
+                // Only http_call responses exist here; their gRPC status is always OK.
+                t!(write_u32(&mut c, code, 0));
+                hand_back(&mut c, b"", rp, rs).await
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    l.func_wrap_async(
+        "env",
+        "proxy_get_shared_data",
+        |mut c: C<'_>, (kp, kn, rp, rs, cas): (u32, u32, u32, u32, u32)| {
+            Box::new(async move {
+                let key = t!(read_str(&c, kp, kn));
+                let Some((v, token)) = shared::get(&key) else {
+                    return Ok(status::NOT_FOUND);
+                };
+                t!(write_u32(&mut c, cas, token));
+                hand_back(&mut c, &v, rp, rs).await
+            })
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_shared_data",
+        |c: C<'_>, kp: u32, kn: u32, vp: u32, vn: u32, cas: u32| -> i32 {
+            let key = s!(read_str(&c, kp, kn));
+            let v = s!(read(&c, vp, vn));
+            shared::set(&key, v, cas)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_register_shared_queue",
+        |mut c: C<'_>, np: u32, nn: u32, rt: u32| -> i32 {
+            let name = s!(read_str(&c, np, nn));
+            let id = shared::register(&name, std::sync::Arc::downgrade(&c.data().signal));
+            s!(write_u32(&mut c, rt, id));
+            status::OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_resolve_shared_queue",
+        |mut c: C<'_>, _vp: u32, _vn: u32, np: u32, nn: u32, rt: u32| -> i32 {
+            let name = s!(read_str(&c, np, nn));
+            let Some(id) = shared::resolve(&name) else {
+                return status::NOT_FOUND;
+            };
+            s!(write_u32(&mut c, rt, id));
+            status::OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_enqueue_shared_queue",
+        |c: C<'_>, id: u32, vp: u32, vn: u32| -> i32 {
+            let v = s!(read(&c, vp, vn));
+            shared::enqueue(id, v)
+        },
+    )?;
+    l.func_wrap_async(
+        "env",
+        "proxy_dequeue_shared_queue",
+        |mut c: C<'_>, (id, rp, rs): (u32, u32, u32)| {
+            Box::new(async move {
+                let v = t!(shared::dequeue(id));
+                hand_back(&mut c, &v, rp, rs).await
+            })
+        },
+    )?;
+    Ok(())
+}
+
+fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    l.func_wrap(
+        "env",
+        "proxy_define_metric",
+        |mut c: C<'_>, ty: u32, np: u32, nn: u32, rt: u32| -> i32 {
+            let name = s!(read_str(&c, np, nn));
+            let kind = match ty {
+                0 => metrics::Kind::Counter,
+                1 => metrics::Kind::Gauge,
+                2 => metrics::Kind::Histogram,
+                _ => return status::BAD_ARGUMENT,
+            };
+            let id = metrics::define(&c.data().plugin_name, &name, kind);
+            s!(write_u32(&mut c, rt, id));
+            status::OK
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_increment_metric",
+        |_: C<'_>, id: u32, delta: i64| -> i32 {
+            if metrics::add(id, delta) {
+                status::OK
+            } else {
+                status::NOT_FOUND
+            }
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_record_metric",
+        |_: C<'_>, id: u32, v: u64| -> i32 {
+            if metrics::record(id, i64::try_from(v).unwrap_or(i64::MAX)) {
+                status::OK
+            } else {
+                status::NOT_FOUND
+            }
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_metric",
+        |mut c: C<'_>, id: u32, rt: u32| -> i32 {
+            let Some(v) = metrics::get(id) else {
+                return status::NOT_FOUND;
+            };
+            s!(memory::write(&mut c, rt, &(v as u64).to_le_bytes()));
+            status::OK
+        },
+    )?;
+    Ok(())
+}

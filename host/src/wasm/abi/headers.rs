@@ -1,0 +1,265 @@
+//! Header maps: request/response headers with their pseudo-headers, trailers, and the
+//! headers of an `http_call` response.
+
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+
+use crate::wasm::memory::encode_pairs;
+use crate::wasm::state::{HostState, status};
+
+const REQUEST_HEADERS: u32 = 0;
+const REQUEST_TRAILERS: u32 = 1;
+const RESPONSE_HEADERS: u32 = 2;
+const RESPONSE_TRAILERS: u32 = 3;
+const CALL_HEADERS: u32 = 6;
+const CALL_TRAILERS: u32 = 7;
+
+/// Every pair of map `ty`, pseudo-headers first, encoded for the guest.
+pub(crate) fn pairs(s: &HostState, ty: u32) -> Result<Vec<u8>, i32> {
+    let mut owned: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let plain: Option<&HeaderMap> = match ty {
+        REQUEST_HEADERS => {
+            let r = s.io.request.as_ref().ok_or(status::NOT_FOUND)?;
+            for p in [":authority", ":path", ":method", ":scheme"] {
+                if let Some(v) = request_pseudo(s, r, p) {
+                    owned.push((p.as_bytes().to_vec(), v));
+                }
+            }
+            Some(&r.headers)
+        }
+        RESPONSE_HEADERS => {
+            let r = s.io.response.as_ref().ok_or(status::NOT_FOUND)?;
+            owned.push((b":status".to_vec(), r.status.as_str().as_bytes().to_vec()));
+            Some(&r.headers)
+        }
+        REQUEST_TRAILERS => Some(s.io.request_trailers.as_ref().ok_or(status::NOT_FOUND)?),
+        RESPONSE_TRAILERS => Some(s.io.response_trailers.as_ref().ok_or(status::NOT_FOUND)?),
+        CALL_HEADERS | CALL_TRAILERS => {
+            let c = s.call_response.as_ref().ok_or(status::NOT_FOUND)?;
+            let list = if ty == CALL_HEADERS {
+                &c.headers
+            } else {
+                &c.trailers
+            };
+            for (k, v) in list {
+                owned.push((k.as_bytes().to_vec(), v.clone()));
+            }
+            None
+        }
+        _ => return Err(status::BAD_ARGUMENT),
+    };
+    let mut all: Vec<(&[u8], &[u8])> = owned
+        .iter()
+        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .collect();
+    if let Some(m) = plain {
+        all.extend(m.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
+    }
+    Ok(encode_pairs(all.iter().copied()))
+}
+
+/// The first value of `key` in map `ty`.
+pub(crate) fn value(s: &HostState, ty: u32, key: &str) -> Result<Vec<u8>, i32> {
+    let key = key.to_ascii_lowercase();
+    let plain = match ty {
+        REQUEST_HEADERS => {
+            let r = s.io.request.as_ref().ok_or(status::NOT_FOUND)?;
+            if key.starts_with(':') {
+                return request_pseudo(s, r, &key).ok_or(status::NOT_FOUND);
+            }
+            &r.headers
+        }
+        RESPONSE_HEADERS => {
+            let r = s.io.response.as_ref().ok_or(status::NOT_FOUND)?;
+            if key == ":status" {
+                return Ok(r.status.as_str().as_bytes().to_vec());
+            }
+            &r.headers
+        }
+        REQUEST_TRAILERS => s.io.request_trailers.as_ref().ok_or(status::NOT_FOUND)?,
+        RESPONSE_TRAILERS => s.io.response_trailers.as_ref().ok_or(status::NOT_FOUND)?,
+        CALL_HEADERS | CALL_TRAILERS => {
+            let c = s.call_response.as_ref().ok_or(status::NOT_FOUND)?;
+            let list = if ty == CALL_HEADERS {
+                &c.headers
+            } else {
+                &c.trailers
+            };
+            return list
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+                .map(|(_, v)| v.clone())
+                .ok_or(status::NOT_FOUND);
+        }
+        _ => return Err(status::BAD_ARGUMENT),
+    };
+    plain
+        .get(key.as_str())
+        .map(|v| v.as_bytes().to_vec())
+        .ok_or(status::NOT_FOUND)
+}
+
+/// How a write changes a map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Edit {
+    Add,
+    Replace,
+    Remove,
+}
+
+/// Adds, replaces or removes `key` in map `ty`; pseudo-headers rewrite the request
+/// line or the status.
+pub(crate) fn edit(s: &mut HostState, ty: u32, key: &str, value: &[u8], how: Edit) -> i32 {
+    let key = key.to_ascii_lowercase();
+    if key.starts_with(':') {
+        return edit_pseudo(s, ty, &key, value, how);
+    }
+    let map = match ty {
+        REQUEST_HEADERS => s.io.request.as_mut().map(|r| &mut r.headers),
+        RESPONSE_HEADERS => s.io.response.as_mut().map(|r| &mut r.headers),
+        REQUEST_TRAILERS => s.io.request_trailers.as_mut(),
+        RESPONSE_TRAILERS => s.io.response_trailers.as_mut(),
+        CALL_HEADERS | CALL_TRAILERS => return status::OK,
+        _ => return status::BAD_ARGUMENT,
+    };
+    let Some(map) = map else {
+        return status::NOT_FOUND;
+    };
+    let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+        return status::BAD_ARGUMENT;
+    };
+    if how == Edit::Remove {
+        map.remove(&name);
+        return status::OK;
+    }
+    let Ok(v) = HeaderValue::from_bytes(value) else {
+        return status::BAD_ARGUMENT;
+    };
+    match how {
+        Edit::Add => {
+            map.append(name, v);
+        }
+        _ => {
+            map.insert(name, v);
+        }
+    }
+    status::OK
+}
+
+/// Replaces every pair of map `ty` with `pairs`.
+pub(crate) fn set_pairs(s: &mut HostState, ty: u32, pairs: Vec<(String, Vec<u8>)>) -> i32 {
+    let cleared = match ty {
+        REQUEST_HEADERS => s.io.request.as_mut().map(|r| r.headers.clear()),
+        RESPONSE_HEADERS => s.io.response.as_mut().map(|r| r.headers.clear()),
+        REQUEST_TRAILERS => s.io.request_trailers.as_mut().map(HeaderMap::clear),
+        RESPONSE_TRAILERS => s.io.response_trailers.as_mut().map(HeaderMap::clear),
+        CALL_HEADERS | CALL_TRAILERS => return status::OK,
+        _ => return status::BAD_ARGUMENT,
+    };
+    if cleared.is_none() {
+        return status::NOT_FOUND;
+    }
+    let mut rc = status::OK;
+    for (k, v) in pairs {
+        let r = edit(s, ty, &k, &v, Edit::Add);
+        if r != status::OK {
+            rc = r;
+        }
+    }
+    rc
+}
+
+fn request_pseudo(s: &HostState, r: &http::request::Parts, key: &str) -> Option<Vec<u8>> {
+    let v = match key {
+        ":method" => r.method.as_str().to_string(),
+        ":path" => r
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        ":authority" => match r.uri.authority() {
+            Some(a) => a.as_str().to_string(),
+            None => {
+                return r
+                    .headers
+                    .get(http::header::HOST)
+                    .map(|h| h.as_bytes().to_vec());
+            }
+        },
+        ":scheme" => match r.uri.scheme_str() {
+            Some(sc) => sc.to_string(),
+            None => {
+                let tls = s.io.info.as_ref().is_some_and(|i| i.tls_version.is_some());
+                if tls { "https" } else { "http" }.to_string()
+            }
+        },
+        _ => return None,
+    };
+    Some(v.into_bytes())
+}
+
+fn edit_pseudo(s: &mut HostState, ty: u32, key: &str, value: &[u8], how: Edit) -> i32 {
+    if how == Edit::Remove {
+        // Pseudo-headers cannot be removed; as Envoy, quietly keep them.
+        return status::OK;
+    }
+    match ty {
+        RESPONSE_HEADERS if key == ":status" => {
+            let Some(r) = s.io.response.as_mut() else {
+                return status::NOT_FOUND;
+            };
+            match http::StatusCode::from_bytes(value) {
+                Ok(code) => {
+                    r.status = code;
+                    status::OK
+                }
+                Err(_) => status::BAD_ARGUMENT,
+            }
+        }
+        REQUEST_HEADERS => {
+            let Some(r) = s.io.request.as_mut() else {
+                return status::NOT_FOUND;
+            };
+            let ok = match key {
+                ":method" => http::Method::from_bytes(value)
+                    .map(|m| r.method = m)
+                    .is_ok(),
+                ":path" => rebuild_uri(&mut r.uri, |p| {
+                    p.path_and_query = http::uri::PathAndQuery::try_from(value).ok();
+                    p.path_and_query.is_some()
+                }),
+                ":authority" => {
+                    let Ok(host) = HeaderValue::from_bytes(value) else {
+                        return status::BAD_ARGUMENT;
+                    };
+                    r.headers.insert(http::header::HOST, host);
+                    if r.uri.authority().is_some() {
+                        rebuild_uri(&mut r.uri, |p| {
+                            p.authority = http::uri::Authority::try_from(value).ok();
+                            p.authority.is_some()
+                        })
+                    } else {
+                        true
+                    }
+                }
+                ":scheme" => true,
+                _ => false,
+            };
+            if ok { status::OK } else { status::BAD_ARGUMENT }
+        }
+        _ => status::BAD_ARGUMENT,
+    }
+}
+
+fn rebuild_uri(uri: &mut Uri, change: impl FnOnce(&mut http::uri::Parts) -> bool) -> bool {
+    let mut parts = uri.clone().into_parts();
+    if !change(&mut parts) {
+        return false;
+    }
+    match Uri::from_parts(parts) {
+        Ok(u) => {
+            *uri = u;
+            true
+        }
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,194 @@
+//! Body phases on streaming bodies: [`FilteredBody`] wraps a request or response body
+//! and runs each chunk (and the trailers) through the chain as it streams, holding
+//! bytes while a filter pauses.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame};
+
+use super::{BodyDecision, Decision, HttpFilters};
+
+/// A stream's chain shared by its body wrappers and the driver. When the last holder
+/// drops it, the chain finishes (`on_done`, `on_log`, `on_delete`) in the background.
+pub type SharedFilters = Arc<tokio::sync::Mutex<HttpFilters>>;
+
+/// Where a filter's local response made while a body streamed is left for the driver.
+pub type LocalSlot = Arc<Mutex<Option<http::Response<Bytes>>>>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Step = Pin<Box<dyn Future<Output = Out> + Send>>;
+
+enum Out {
+    Data(Bytes),
+    Trailers(Bytes, HeaderMap),
+    Respond(http::Response<Bytes>),
+}
+
+/// Which way a body flows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Request,
+    Response,
+}
+
+/// A filter answered while the request body was streaming; the driver finds the
+/// response in its [`LocalSlot`].
+#[derive(Debug, thiserror::Error)]
+#[error("a filter answered locally while the body was streaming")]
+pub struct AnsweredLocally;
+
+/// A body whose chunks go through the filters' body phases.
+pub struct FilteredBody<B> {
+    inner: B,
+    filters: SharedFilters,
+    dir: Dir,
+    local: Option<LocalSlot>,
+    step: Option<Step>,
+    done: bool,
+}
+
+impl<B> FilteredBody<B> {
+    /// The request body, through `on_request_body` / `on_request_trailers`. A local
+    /// response ends the body with [`AnsweredLocally`] and lands in `local`.
+    pub fn request(inner: B, filters: SharedFilters, local: LocalSlot) -> Self {
+        Self::new(inner, filters, Dir::Request, Some(local))
+    }
+
+    /// The response body, through `on_response_body` / `on_response_trailers`.
+    pub fn response(inner: B, filters: SharedFilters) -> Self {
+        Self::new(inner, filters, Dir::Response, None)
+    }
+
+    fn new(inner: B, filters: SharedFilters, dir: Dir, local: Option<LocalSlot>) -> Self {
+        Self {
+            inner,
+            filters,
+            dir,
+            local,
+            step: None,
+            done: false,
+        }
+    }
+
+    fn data(&mut self, chunk: Bytes, eos: bool) {
+        let (filters, dir) = (self.filters.clone(), self.dir);
+        self.step = Some(Box::pin(async move {
+            let mut f = filters.lock().await;
+            let d = match dir {
+                Dir::Request => f.request_body(chunk, eos).await,
+                Dir::Response => f.response_body(chunk, eos).await,
+            };
+            match d {
+                BodyDecision::Forward(b) => Out::Data(b),
+                BodyDecision::Respond(r) => Out::Respond(r),
+            }
+        }));
+    }
+
+    fn trailers(&mut self, mut trailers: HeaderMap) {
+        let (filters, dir) = (self.filters.clone(), self.dir);
+        self.step = Some(Box::pin(async move {
+            let mut f = filters.lock().await;
+            // Trailers end the body: paused filters give up what they hold first.
+            let flushed = match dir {
+                Dir::Request => f.request_body(Bytes::new(), true).await,
+                Dir::Response => f.response_body(Bytes::new(), true).await,
+            };
+            let flushed = match flushed {
+                BodyDecision::Forward(b) => b,
+                BodyDecision::Respond(r) => return Out::Respond(r),
+            };
+            let d = match dir {
+                Dir::Request => f.request_trailers(&mut trailers).await,
+                Dir::Response => f.response_trailers(&mut trailers).await,
+            };
+            match d {
+                Decision::Continue => Out::Trailers(flushed, trailers),
+                Decision::Respond(r) => Out::Respond(r),
+            }
+        }));
+    }
+}
+
+impl<B> Body for FilteredBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(step) = this.step.as_mut() {
+                let out = match step.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(out) => out,
+                };
+                this.step = None;
+                match out {
+                    Out::Data(b) if b.is_empty() => continue,
+                    Out::Data(b) => return Poll::Ready(Some(Ok(Frame::data(b)))),
+                    Out::Trailers(b, t) => {
+                        this.done = true;
+                        if b.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                        }
+                        // Send the flushed bytes now and the trailers next time.
+                        this.step = Some(Box::pin(async move { Out::Trailers(Bytes::new(), t) }));
+                        return Poll::Ready(Some(Ok(Frame::data(b))));
+                    }
+                    Out::Respond(r) => {
+                        this.done = true;
+                        return match (this.dir, &this.local) {
+                            (Dir::Request, Some(slot)) => {
+                                if let Ok(mut s) = slot.lock() {
+                                    *s = Some(r);
+                                }
+                                Poll::Ready(Some(Err(Box::new(AnsweredLocally))))
+                            }
+                            // The response head has gone: only its body can be replaced.
+                            _ => Poll::Ready(Some(Ok(Frame::data(r.into_body())))),
+                        };
+                    }
+                }
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    // The end without a last chunk: let paused filters finish.
+                    this.done = true;
+                    this.data(Bytes::new(), true);
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(chunk) => {
+                        let eos = this.inner.is_end_stream();
+                        this.done = eos;
+                        this.data(chunk, eos);
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(t) => this.trailers(t),
+                        Err(_) => continue,
+                    },
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.step.is_none()
+    }
+}

@@ -1,0 +1,477 @@
+//! [`HttpFilters`]: one request's walk through its route's filters, phase by phase.
+//! Request phases run in chain order, response phases in reverse; a local response
+//! ends the request phase and runs the response phase of the filters that saw the
+//! request (docs/phases.md).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::state::StreamIo;
+use super::vm::{Failure, ROOT_CONTEXT};
+use super::worker::{self, SlotRef};
+use super::{BodyDecision, Decision, Plugin, StreamInfo, calls};
+use crate::config::OnError;
+
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    RequestHeaders,
+    RequestBody,
+    RequestTrailers,
+    ResponseHeaders,
+    ResponseBody,
+    ResponseTrailers,
+}
+
+enum Step {
+    Continue,
+    Pause,
+    Local,
+    Failed(Failure),
+}
+
+/// One filter of a stream: its VM slot on this worker and its context there.
+struct Entry {
+    plugin: Arc<Plugin>,
+    slot: Option<SlotRef>,
+    ctx: u32,
+    generation: u64,
+    /// Failed (and allowed to be skipped) or its VM is gone: no more callbacks.
+    skipped: bool,
+    /// Body bytes held while this filter pauses a body phase: [request, response].
+    held: [Vec<u8>; 2],
+}
+
+/// The filter chain of one request: the per-stream contexts of each filter of its
+/// route, driven phase by phase by the proxy. Call [`HttpFilters::finish`] at the end;
+/// a chain dropped without it finishes its contexts in the background.
+pub struct HttpFilters {
+    entries: Vec<Entry>,
+    io: Box<StreamIo>,
+    /// How many filters (from the first) took part in the request phase.
+    seen: usize,
+    finished: bool,
+}
+
+impl HttpFilters {
+    /// Starts a stream through `plugins` (the route's chain, in order).
+    pub fn new(plugins: &[Arc<Plugin>], info: StreamInfo) -> Self {
+        let entries = plugins
+            .iter()
+            .map(|p| Entry {
+                plugin: p.clone(),
+                slot: None,
+                ctx: 0,
+                generation: 0,
+                skipped: false,
+                held: [Vec::new(), Vec::new()],
+            })
+            .collect::<Vec<_>>();
+        let io = Box::new(StreamIo {
+            info: Some(Arc::new(info)),
+            ..StreamIo::default()
+        });
+        Self {
+            seen: entries.len(),
+            entries,
+            io,
+            finished: false,
+        }
+    }
+
+    /// Shares the chain between the driver and the body wrappers
+    /// ([`super::FilteredBody`]); it finishes when the last holder drops it.
+    pub fn into_shared(self) -> super::SharedFilters {
+        Arc::new(tokio::sync::Mutex::new(self))
+    }
+
+    /// Whether the chain has no filters (the proxy may then skip every phase).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Request headers phase, in chain order. Writing `:path`, `:authority` or
+    /// `:method` changes `head`. A local response comes back already through the
+    /// response phase: send it as is.
+    pub async fn request_headers(
+        &mut self,
+        head: &mut http::request::Parts,
+        end_of_stream: bool,
+    ) -> Decision {
+        let empty = http::Request::new(()).into_parts().0;
+        self.io.request = Some(std::mem::replace(head, empty));
+        let decision = self
+            .request_walk(Phase::RequestHeaders, end_of_stream)
+            .await;
+        if let Some(req) = self.io.request.take() {
+            *head = req;
+        }
+        decision
+    }
+
+    /// Request trailers phase, in chain order.
+    pub async fn request_trailers(&mut self, trailers: &mut HeaderMap) -> Decision {
+        self.io.request_trailers = Some(std::mem::take(trailers));
+        let d = self.request_walk(Phase::RequestTrailers, true).await;
+        *trailers = self.io.request_trailers.take().unwrap_or_default();
+        d
+    }
+
+    /// One chunk of the request body through the filters that saw the request. A
+    /// filter that pauses holds the bytes (and gets them all again with the next
+    /// chunk) until it continues or the body ends.
+    pub async fn request_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyDecision {
+        let mut data = chunk.to_vec();
+        for i in 0..self.seen {
+            let e = &mut self.entries[i];
+            e.held[0].extend_from_slice(&data);
+            self.io.request_body = std::mem::take(&mut e.held[0]);
+            let len = self.io.request_body.len() as u32;
+            match self.step(i, Phase::RequestBody, len, end_of_stream).await {
+                Step::Continue => data = std::mem::take(&mut self.io.request_body),
+                Step::Pause if !end_of_stream => {
+                    self.entries[i].held[0] = std::mem::take(&mut self.io.request_body);
+                    return BodyDecision::Forward(Bytes::new());
+                }
+                Step::Pause => data = std::mem::take(&mut self.io.request_body),
+                Step::Local => {
+                    self.seen = i + 1;
+                    return BodyDecision::Respond(self.local_response().await);
+                }
+                Step::Failed(f) => match self.entries[i].plugin.config.on_error {
+                    OnError::Allow => data = std::mem::take(&mut self.io.request_body),
+                    OnError::Deny => return BodyDecision::Respond(failure_response(&f)),
+                },
+            }
+        }
+        BodyDecision::Forward(Bytes::from(data))
+    }
+
+    /// Response headers phase, in reverse chain order. Writing `:status` changes it.
+    pub async fn response_headers(
+        &mut self,
+        head: &mut http::response::Parts,
+        end_of_stream: bool,
+    ) -> Decision {
+        let empty = http::Response::new(()).into_parts().0;
+        self.io.response = Some(std::mem::replace(head, empty));
+        let d = self
+            .response_walk(Phase::ResponseHeaders, end_of_stream)
+            .await;
+        if let Some(resp) = self.io.response.take() {
+            *head = resp;
+        }
+        d
+    }
+
+    /// Response trailers phase, in reverse chain order.
+    pub async fn response_trailers(&mut self, trailers: &mut HeaderMap) -> Decision {
+        self.io.response_trailers = Some(std::mem::take(trailers));
+        let d = self.response_walk(Phase::ResponseTrailers, true).await;
+        *trailers = self.io.response_trailers.take().unwrap_or_default();
+        d
+    }
+
+    /// One chunk of the response body, in reverse chain order (see
+    /// [`HttpFilters::request_body`] for pausing).
+    pub async fn response_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyDecision {
+        let mut data = chunk.to_vec();
+        for i in (0..self.seen).rev() {
+            let e = &mut self.entries[i];
+            e.held[1].extend_from_slice(&data);
+            self.io.response_body = std::mem::take(&mut e.held[1]);
+            let len = self.io.response_body.len() as u32;
+            match self.step(i, Phase::ResponseBody, len, end_of_stream).await {
+                Step::Continue => data = std::mem::take(&mut self.io.response_body),
+                Step::Pause if !end_of_stream => {
+                    self.entries[i].held[1] = std::mem::take(&mut self.io.response_body);
+                    return BodyDecision::Forward(Bytes::new());
+                }
+                Step::Pause => data = std::mem::take(&mut self.io.response_body),
+                Step::Local => {
+                    // Headers have gone downstream: the reply can only replace the body.
+                    let reply = self.io.local_reply.take();
+                    return BodyDecision::Forward(reply.map(|r| r.body).unwrap_or_default());
+                }
+                Step::Failed(f) => match self.entries[i].plugin.config.on_error {
+                    OnError::Allow => data = std::mem::take(&mut self.io.response_body),
+                    OnError::Deny => return BodyDecision::Respond(failure_response(&f)),
+                },
+            }
+        }
+        BodyDecision::Forward(Bytes::from(data))
+    }
+
+    /// `on_done`, `on_log` and `on_delete` for every context created. As in Envoy, a
+    /// filter that a local response cut short (it never saw the request) still gets
+    /// a context and `on_log`, so logging filters see denied requests.
+    pub async fn finish(mut self) {
+        self.finished = true;
+        for i in 0..self.entries.len() {
+            let e = &mut self.entries[i];
+            let reached = e.generation != 0;
+            if e.skipped || (!reached && i < self.seen) {
+                continue;
+            }
+            let plugin = e.plugin.clone();
+            let slot = e.slot.get_or_insert_with(|| worker::slot(&plugin)).clone();
+            let mut g = slot.lock().await;
+            if !reached && worker::ensure(&mut g, &slot, &plugin).await.is_err() {
+                continue;
+            }
+            let generation = g.generation;
+            if reached && generation != e.generation {
+                continue;
+            }
+            let Some(vm) = g.vm.as_mut() else { continue };
+            let cb = vm.cb.clone();
+            let io = &mut self.io;
+            let mut r = Ok(());
+            let ctx = if reached {
+                r = vm.call_with(io, e.ctx, &cb.on_done, e.ctx).await.map(drop);
+                e.ctx
+            } else {
+                let ctx = vm.new_context();
+                r = r.and(
+                    vm.call_with(io, ctx, &cb.on_context_create, (ctx, ROOT_CONTEXT))
+                        .await
+                        .map(drop),
+                );
+                ctx
+            };
+            if r.is_ok() {
+                r = vm.call_with(io, ctx, &cb.on_log, ctx).await.map(drop);
+            }
+            if r.is_ok() {
+                r = vm.call_with(io, ctx, &cb.on_delete, ctx).await.map(drop);
+            }
+            drop(g);
+            if let Err(f) = r {
+                super::fail_vm(&slot, &plugin, generation, &f, "on_done/on_log").await;
+            }
+        }
+    }
+
+    async fn request_walk(&mut self, phase: Phase, eos: bool) -> Decision {
+        for i in 0..self.seen {
+            let n = count(&self.io, phase);
+            match self.step(i, phase, n, eos).await {
+                Step::Continue | Step::Pause => {}
+                Step::Local => {
+                    self.seen = i + 1;
+                    return Decision::Respond(self.local_response().await);
+                }
+                Step::Failed(f) => {
+                    if self.entries[i].plugin.config.on_error == OnError::Deny {
+                        return Decision::Respond(failure_response(&f));
+                    }
+                }
+            }
+        }
+        Decision::Continue
+    }
+
+    async fn response_walk(&mut self, phase: Phase, eos: bool) -> Decision {
+        for i in (0..self.seen).rev() {
+            let n = count(&self.io, phase);
+            match self.step(i, phase, n, eos).await {
+                Step::Continue | Step::Pause => {}
+                Step::Local => {
+                    // A reply made while responding replaces the response as it is.
+                    let reply = self.io.local_reply.take();
+                    return Decision::Respond(reply.map(|r| r.into_response()).unwrap_or_default());
+                }
+                Step::Failed(f) => {
+                    if self.entries[i].plugin.config.on_error == OnError::Deny {
+                        return Decision::Respond(failure_response(&f));
+                    }
+                }
+            }
+        }
+        Decision::Continue
+    }
+
+    /// Builds the local reply a filter asked for and runs it through the response
+    /// phase of the filters that saw the request, in reverse.
+    async fn local_response(&mut self) -> http::Response<Bytes> {
+        let Some(reply) = self.io.local_reply.take() else {
+            return failure_response(&Failure::Trap("local reply vanished".into()));
+        };
+        let (mut head, body) = reply.into_response().into_parts();
+        let mut body_eos = body.is_empty();
+        match self.response_headers(&mut head, body_eos).await {
+            Decision::Continue => {}
+            Decision::Respond(r) => return r,
+        }
+        let mut out = body;
+        if !body_eos {
+            body_eos = true;
+            match self.response_body(out, body_eos).await {
+                BodyDecision::Forward(b) => out = b,
+                BodyDecision::Respond(r) => return r,
+            }
+        }
+        http::Response::from_parts(head, out)
+    }
+
+    /// Runs one callback of filter `i`, with its http calls, and says what it decided.
+    async fn step(&mut self, i: usize, phase: Phase, n: u32, eos: bool) -> Step {
+        let e = &mut self.entries[i];
+        if e.skipped {
+            return Step::Continue;
+        }
+        let plugin = e.plugin.clone();
+        let slot = e.slot.get_or_insert_with(|| worker::slot(&plugin)).clone();
+        let mut g = slot.lock().await;
+        if let Err(f) = worker::ensure(&mut g, &slot, &plugin).await {
+            drop(g);
+            return self.failed(i, &slot, 0, f, phase).await;
+        }
+        let generation = g.generation;
+        let Some(vm) = g.vm.as_mut() else {
+            return Step::Continue;
+        };
+        let io = &mut self.io;
+        if e.generation != generation {
+            e.ctx = vm.new_context();
+            e.generation = generation;
+            let r = vm
+                .call_with(
+                    io,
+                    e.ctx,
+                    &vm.cb.clone().on_context_create,
+                    (e.ctx, ROOT_CONTEXT),
+                )
+                .await;
+            if let Err(f) = r {
+                drop(g);
+                return self.failed(i, &slot, generation, f, phase).await;
+            }
+        }
+        let ctx = e.ctx;
+        let eos = u32::from(eos);
+        io.resumed = false;
+        let cb = vm.cb.clone();
+        let r = match phase {
+            Phase::RequestHeaders => {
+                vm.call_with(io, ctx, &cb.on_request_headers, (ctx, n, eos))
+                    .await
+            }
+            Phase::RequestBody => {
+                vm.call_with(io, ctx, &cb.on_request_body, (ctx, n, eos))
+                    .await
+            }
+            Phase::RequestTrailers => {
+                vm.call_with(io, ctx, &cb.on_request_trailers, (ctx, n))
+                    .await
+            }
+            Phase::ResponseHeaders => {
+                vm.call_with(io, ctx, &cb.on_response_headers, (ctx, n, eos))
+                    .await
+            }
+            Phase::ResponseBody => {
+                vm.call_with(io, ctx, &cb.on_response_body, (ctx, n, eos))
+                    .await
+            }
+            Phase::ResponseTrailers => {
+                vm.call_with(io, ctx, &cb.on_response_trailers, (ctx, n))
+                    .await
+            }
+        };
+        let has_calls = g.vm.as_ref().is_some_and(|vm| {
+            vm.store
+                .data()
+                .pending_calls
+                .iter()
+                .any(|c| c.context == ctx)
+        });
+        drop(g);
+        let action = match r {
+            Ok(a) => a.unwrap_or(0),
+            Err(f) => return self.failed(i, &slot, generation, f, phase).await,
+        };
+        if let Some(r) = &self.io.local_reply {
+            tracing::debug!(filter = %plugin.config.name, status = r.status, details = %r.details, "local response");
+            return Step::Local;
+        }
+        if has_calls
+            && let Err(f) = calls::dispatch(&slot, &plugin, generation, ctx, &mut self.io).await
+        {
+            return self.failed(i, &slot, generation, f, phase).await;
+        }
+        if self.io.local_reply.is_some() {
+            return Step::Local;
+        }
+        // 0 Continue, 2 ContinueAndEndStream; anything else stops iteration.
+        let paused = !(action == 0 || action == 2 || self.io.resumed);
+        match phase {
+            Phase::RequestBody | Phase::ResponseBody if paused => Step::Pause,
+            _ => {
+                if paused {
+                    // Nothing outstanding can resume a paused header phase here.
+                    tracing::debug!(filter = %plugin.config.name, ?phase, "paused with nothing outstanding; continuing");
+                }
+                Step::Continue
+            }
+        }
+    }
+
+    async fn failed(
+        &mut self,
+        i: usize,
+        slot: &SlotRef,
+        generation: u64,
+        f: Failure,
+        phase: Phase,
+    ) -> Step {
+        let e = &mut self.entries[i];
+        e.skipped = true;
+        let during = format!("{phase:?}");
+        super::fail_vm(slot, &e.plugin, generation, &f, &during).await;
+        Step::Failed(f)
+    }
+}
+
+impl Drop for HttpFilters {
+    fn drop(&mut self) {
+        if self.finished || self.entries.iter().all(|e| e.generation == 0) {
+            return;
+        }
+        // Contexts must be deleted even when the request was abandoned, or the guest
+        // keeps their state forever.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let rest = HttpFilters {
+                entries: std::mem::take(&mut self.entries),
+                io: std::mem::take(&mut self.io),
+                seen: self.seen,
+                // If the task never runs (the worker is shutting down), do not respawn.
+                finished: true,
+            };
+            rt.spawn(rest.finish());
+        }
+    }
+}
+
+fn count(io: &StreamIo, phase: Phase) -> u32 {
+    let n = match phase {
+        Phase::RequestHeaders => io.request.as_ref().map_or(0, |r| r.headers.len() + 4),
+        Phase::ResponseHeaders => io.response.as_ref().map_or(0, |r| r.headers.len() + 1),
+        Phase::RequestTrailers => io.request_trailers.as_ref().map_or(0, HeaderMap::len),
+        Phase::ResponseTrailers => io.response_trailers.as_ref().map_or(0, HeaderMap::len),
+        Phase::RequestBody | Phase::ResponseBody => 0,
+    };
+    n as u32
+}
+
+/// The 500 a denying filter's failure turns into.
+pub(crate) fn failure_response(f: &Failure) -> http::Response<Bytes> {
+    let _ = f;
+    let mut r = http::Response::new(Bytes::from_static(b"filter failure\n"));
+    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    r
+}

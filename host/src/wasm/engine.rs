@@ -1,0 +1,172 @@
+//! The process's one wasmtime engine, its epoch ticker, the host-function linker, and
+//! the module cache (compiled once per content hash).
+
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Val, ValType,
+};
+
+use super::state::{AbiVersion, HostState, status};
+use super::{abi, wasi};
+
+/// How often the epoch advances: the granularity of callback deadlines and of the
+/// yields that let a long callback share its worker.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The shared engine and what every module is linked against.
+pub(crate) struct Shared {
+    pub engine: Engine,
+    linker: Linker<HostState>,
+    cache: DashMap<[u8; 32], Weak<Compiled>>,
+}
+
+/// A module compiled and pre-linked: instantiating it is cheap.
+pub(crate) struct Compiled {
+    pub pre: InstancePre<HostState>,
+    pub abi: AbiVersion,
+    /// Hex sha256 of the module bytes.
+    pub hash: String,
+}
+
+static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+
+/// The process's engine, made on first use (with its ticker thread).
+pub(crate) fn shared() -> Result<&'static Shared, String> {
+    SHARED.get_or_init(make).as_ref().map_err(Clone::clone)
+}
+
+fn make() -> Result<Shared, String> {
+    let engine = match Engine::new(&config(true)) {
+        Ok(e) => e,
+        Err(e) => {
+            // Some sandboxes refuse the pooling allocator's address-space reservation;
+            // on-demand allocation is slower to instantiate but otherwise the same.
+            tracing::warn!(error = %e, "wasm: pooling allocator unavailable, using on-demand");
+            Engine::new(&config(false)).map_err(|e| format!("wasm engine: {e}"))?
+        }
+    };
+    let mut linker = Linker::new(&engine);
+    abi::link(&mut linker).map_err(|e| format!("wasm linker: {e}"))?;
+    wasi::link(&mut linker).map_err(|e| format!("wasm linker: {e}"))?;
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map_err(|e| format!("wasm epoch ticker: {e}"))?;
+    Ok(Shared {
+        engine,
+        linker,
+        cache: DashMap::new(),
+    })
+}
+
+fn config(pooling: bool) -> Config {
+    let mut cfg = Config::new();
+    cfg.epoch_interruption(true);
+    cfg.memory_init_cow(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(2000)
+            .total_memories(2000)
+            .total_tables(2000)
+            .total_stacks(2000);
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    cfg
+}
+
+impl Shared {
+    /// Compiles `bytes` (or finds it compiled), checks it speaks proxy-wasm, and links
+    /// it. The error says what is wrong with the module.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, String> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(hit) = self.cache.get(&digest).and_then(|w| w.upgrade()) {
+            return Ok(hit);
+        }
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| format!("not a valid wasm module: {}", root_cause(&e)))?;
+        let abi = abi_version(&module)?;
+        let pre = self.link(&module)?;
+        let compiled = Arc::new(Compiled {
+            pre,
+            abi,
+            hash: hex::encode(digest),
+        });
+        self.cache.retain(|_, w| w.strong_count() > 0);
+        // Another thread may have compiled the same bytes meanwhile: keep one.
+        let mut slot = self.cache.entry(digest).or_default();
+        if let Some(live) = slot.upgrade() {
+            return Ok(live);
+        }
+        *slot = Arc::downgrade(&compiled);
+        Ok(compiled)
+    }
+
+    fn link(&self, module: &Module) -> Result<InstancePre<HostState>, String> {
+        let mut linker = self.linker.clone();
+        for import in module.imports() {
+            let ExternType::Func(ty) = import.ty() else {
+                continue;
+            };
+            let (m, n) = (import.module(), import.name());
+            let errno = match m {
+                // WASI functions we do not offer (files, sockets) answer ENOSYS.
+                "wasi_snapshot_preview1" | "wasi_unstable" => 52,
+                // ABI functions of other generations answer UNIMPLEMENTED.
+                "env" if n.starts_with("proxy_") => status::UNIMPLEMENTED,
+                // Anything else fails to link below, with the import named.
+                _ => continue,
+            };
+            let results: Vec<ValType> = ty.results().collect();
+            if !matches!(results.as_slice(), [] | [ValType::I32]) {
+                continue;
+            }
+            // Fails (harmlessly) when the host already provides the function.
+            let _ = linker.func_new(m, n, ty, move |_, _, out| {
+                if let Some(slot) = out.first_mut() {
+                    *slot = Val::I32(errno);
+                }
+                Ok(())
+            });
+        }
+        linker
+            .instantiate_pre(module)
+            .map_err(|e| format!("cannot link the module: {}", root_cause(&e)))
+    }
+}
+
+fn abi_version(module: &Module) -> Result<AbiVersion, String> {
+    let mut found = None;
+    for export in module.exports() {
+        let v = match export.name() {
+            "proxy_abi_version_0_2_1" => AbiVersion::V0_2_1,
+            "proxy_abi_version_0_2_0" => AbiVersion::V0_2_0,
+            "proxy_abi_version_0_1_0" => AbiVersion::V0_1_0,
+            _ => continue,
+        };
+        found = Some(found.map_or(v, |f: AbiVersion| if v > f { v } else { f }));
+    }
+    found.ok_or_else(|| {
+        "not a proxy-wasm module: it exports no proxy_abi_version_* function".to_string()
+    })
+}
+
+/// The innermost message of a wasmtime error (the outer ones say "failed to compile").
+pub(crate) fn root_cause(e: &wasmtime::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        msg = format!("{msg}: {cause}");
+    }
+    msg
+}

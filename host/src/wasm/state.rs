@@ -1,0 +1,167 @@
+//! What a VM's store holds: the VM's own bookkeeping and, for the length of one
+//! callback, the stream the callback is about.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use wasmtime::{Memory, ResourceLimiter, TypedFunc};
+
+use super::StreamInfo;
+use super::worker::VmSignal;
+
+/// proxy-wasm status codes returned by host functions.
+pub(crate) mod status {
+    pub const OK: i32 = 0;
+    pub const NOT_FOUND: i32 = 1;
+    pub const BAD_ARGUMENT: i32 = 2;
+    pub const INVALID_MEMORY_ACCESS: i32 = 6;
+    pub const EMPTY: i32 = 7;
+    pub const CAS_MISMATCH: i32 = 8;
+    pub const INTERNAL_FAILURE: i32 = 10;
+    pub const UNIMPLEMENTED: i32 = 12;
+}
+
+/// Which ABI generation a module speaks, from its `proxy_abi_version_*` export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AbiVersion {
+    /// `proxy_abi_version_0_1_0`.
+    V0_1_0,
+    /// `proxy_abi_version_0_2_0`.
+    V0_2_0,
+    /// `proxy_abi_version_0_2_1`.
+    V0_2_1,
+}
+
+/// A response a filter asked the host to send instead of going on.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalReply {
+    pub status: u16,
+    pub details: String,
+    pub body: Bytes,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub grpc_status: i32,
+}
+
+/// An `http_call` the guest made during a callback, dispatched once it returns.
+#[derive(Debug)]
+pub(crate) struct PendingCall {
+    pub token: u32,
+    /// The context that made it (the effective context at the time).
+    pub context: u32,
+    pub upstream: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+    pub timeout: Duration,
+}
+
+/// The response to an `http_call`, readable during `on_http_call_response`.
+#[derive(Debug, Default)]
+pub(crate) struct CallResponse {
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+    pub trailers: Vec<(String, Vec<u8>)>,
+}
+
+/// What one stream exposes to host functions. The chain owns it and moves it into a
+/// VM's store for the length of each callback, so host functions reach it without
+/// locks or copies.
+#[derive(Default)]
+pub(crate) struct StreamIo {
+    pub info: Option<Arc<StreamInfo>>,
+    pub request: Option<http::request::Parts>,
+    pub response: Option<http::response::Parts>,
+    pub request_trailers: Option<HeaderMap>,
+    pub response_trailers: Option<HeaderMap>,
+    pub request_body: Vec<u8>,
+    pub response_body: Vec<u8>,
+    /// Values set with `set_property`, visible to every filter of the stream.
+    pub properties: HashMap<String, Vec<u8>>,
+    /// Set by `send_local_response`.
+    pub local_reply: Option<LocalReply>,
+    /// Set by `continue_stream` / `close_stream` while a context was paused.
+    pub resumed: bool,
+    pub closed: bool,
+}
+
+/// The store data of one VM.
+pub(crate) struct HostState {
+    pub plugin_name: Arc<str>,
+    pub root_id: Arc<str>,
+    pub plugin_config: Arc<[u8]>,
+    pub memory: Option<Memory>,
+    pub malloc: Option<TypedFunc<u32, u32>>,
+    pub limits: Limiter,
+    /// When the running callback must have returned.
+    pub deadline: Instant,
+    pub next_context: u32,
+    /// The context host calls act for (`set_effective_context` changes it).
+    pub effective_context: u32,
+    pub io: Box<StreamIo>,
+    pub tick_period: Option<Duration>,
+    pub pending_calls: Vec<PendingCall>,
+    pub next_token: u32,
+    pub call_response: Option<CallResponse>,
+    /// Wakes this VM's root task (timers, queues).
+    pub signal: Arc<VmSignal>,
+}
+
+/// Caps a VM's linear memory; a guest growing past it traps and is counted as a
+/// memory failure.
+pub(crate) struct Limiter {
+    pub max_memory: usize,
+    pub hit: bool,
+}
+
+/// The error a memory grow past the limit traps with.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {0} bytes exceeded")]
+pub(crate) struct MemoryLimitExceeded(pub usize);
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.hit = true;
+            return Err(wasmtime::Error::new(MemoryLimitExceeded(self.max_memory)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl LocalReply {
+    /// The response this reply describes.
+    pub fn into_response(self) -> http::Response<Bytes> {
+        let mut r = http::Response::new(self.body);
+        *r.status_mut() = http::StatusCode::from_u16(self.status)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        for (k, v) in self.headers {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_bytes(&v),
+            ) {
+                r.headers_mut().append(k, v);
+            }
+        }
+        if self.grpc_status >= 0 {
+            r.headers_mut()
+                .insert("grpc-status", http::HeaderValue::from(self.grpc_status));
+        }
+        r
+    }
+}

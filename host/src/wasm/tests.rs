@@ -1,0 +1,155 @@
+//! In-process tests of the runtime: real modules compiled from `tests/filters`, driven
+//! through [`HttpFilters`] without a server.
+
+mod abi;
+mod chain;
+mod limits;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::{FilterLimits, OnError, Origin};
+
+/// The test filters' wasm (`tests/filters`), built once per test run.
+pub(crate) fn probe_wasm() -> &'static [u8] {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let path = build_test_filters().join("probe.wasm");
+        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    })
+}
+
+fn build_test_filters() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // target/debug/deps/<test binary> -> target
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent()?.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| root.join("target"));
+    let dir = target.join("test-filters");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+        ])
+        .arg(root.join("tests/filters/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap_or_else(|e| panic!("running cargo to build tests/filters: {e}"));
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("wasm32-wasip1") && err.contains("target may not be installed") {
+            panic!(
+                "the wasm32-wasip1 target is missing: run `rustup target add wasm32-wasip1`\n{err}"
+            );
+        }
+        panic!("building tests/filters failed:\n{err}");
+    }
+    dir.join("wasm32-wasip1/release")
+}
+
+/// A filter config running the probe in `mode` (its config string).
+pub(crate) fn filter(name: &str, mode: &str) -> FilterConfig {
+    FilterConfig {
+        name: name.to_string(),
+        source: FilterSource::Wasm(PathBuf::from("probe.wasm")),
+        root_id: format!("root-{name}"),
+        config: mode.as_bytes().to_vec(),
+        on_error: OnError::Deny,
+        // Generous: the test machine is loaded; tests of the deadline set their own.
+        limits: FilterLimits {
+            callback_timeout: std::time::Duration::from_secs(2),
+            ..FilterLimits::default()
+        },
+        origin: Origin {
+            file: "filters.yaml".into(),
+            line: 7,
+        },
+    }
+}
+
+/// Configures the probe as `filter`.
+pub(crate) fn plugin(f: &FilterConfig) -> Arc<Plugin> {
+    let rt = Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    rt.plugin_from_bytes(f, probe_wasm()).unwrap_or_else(|e| {
+        panic!(
+            "filter {} ({:?}) should configure, got: {e}",
+            f.name,
+            String::from_utf8_lossy(&f.config)
+        )
+    })
+}
+
+pub(crate) fn info() -> StreamInfo {
+    StreamInfo {
+        client: "10.1.2.3:4567".parse().unwrap_or_else(|_| unreachable!()),
+        local: "127.0.0.1:8080".parse().unwrap_or_else(|_| unreachable!()),
+        listener: "web".into(),
+        route: "api".into(),
+        tls_version: None,
+    }
+}
+
+pub(crate) fn request(path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut b = http::Request::builder()
+        .method("GET")
+        .uri(path)
+        .header("host", "api.example.com");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(())
+        .unwrap_or_else(|e| panic!("request: {e}"))
+        .into_parts()
+        .0
+}
+
+pub(crate) fn response(status: u16) -> http::response::Parts {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(())
+        .unwrap_or_else(|e| panic!("response: {e}"))
+        .into_parts()
+        .0
+}
+
+/// All values of `name` in `h`, in order.
+pub(crate) fn values(h: &http::HeaderMap, name: &str) -> Vec<String> {
+    h.get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+pub(crate) fn header(h: &http::HeaderMap, name: &str) -> String {
+    values(h, name).join(",")
+}
+
+/// Expects `Continue`, else says what came back.
+pub(crate) fn cont(d: Decision) {
+    if let Decision::Respond(r) = d {
+        panic!(
+            "expected Continue, got a {} response: {:?}",
+            r.status(),
+            String::from_utf8_lossy(r.body())
+        );
+    }
+}
+
+/// Expects a response, else says what came back.
+pub(crate) fn respond(d: Decision) -> http::Response<Bytes> {
+    match d {
+        Decision::Respond(r) => r,
+        Decision::Continue => panic!("expected a response, got Continue"),
+    }
+}

@@ -1,0 +1,199 @@
+//! The chain: order, local responses, rewrites, bodies, failure policy.
+
+use super::*;
+
+#[tokio::test]
+async fn request_in_order_response_in_reverse() {
+    let a = plugin(&filter("order-a", "headers:a"));
+    let b = plugin(&filter("order-b", "headers:b"));
+    let mut chain = HttpFilters::new(&[a, b], info());
+    let mut req = request("/x", &[("x-in", "hello")]);
+    cont(chain.request_headers(&mut req, true).await);
+    assert_eq!(
+        values(&req.headers, "x-chain"),
+        ["a", "b"],
+        "request headers: {:?}",
+        req.headers
+    );
+    assert_eq!(header(&req.headers, "x-seen-a"), "hello");
+    assert_eq!(header(&req.headers, "x-seen-b"), "hello");
+    let mut resp = response(200);
+    cont(chain.response_headers(&mut resp, true).await);
+    assert_eq!(values(&resp.headers, "x-resp-chain"), ["b", "a"]);
+    chain.finish().await;
+    assert_eq!(
+        shared::get("logs:a").map(|v| v.0),
+        Some(b"1".to_vec()),
+        "on_log of a ran once"
+    );
+}
+
+#[tokio::test]
+async fn local_response_skips_the_rest_and_goes_back_through_those_that_saw_it() {
+    let a = plugin(&filter("local-a", "headers:la"));
+    let b = plugin(&filter("local-b", "local:lb"));
+    let c = plugin(&filter("local-c", "headers:lc"));
+    let mut chain = HttpFilters::new(&[a, b, c], info());
+    let mut req = request("/x", &[]);
+    let r = respond(chain.request_headers(&mut req, true).await);
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.body().as_ref(), b"denied by probe\n");
+    assert_eq!(header(r.headers(), "x-denied-by"), "lb");
+    assert_eq!(
+        values(r.headers(), "x-resp-chain"),
+        ["lb", "la"],
+        "only filters that saw the request"
+    );
+    assert!(
+        values(&req.headers, "x-seen-lc").is_empty(),
+        "the filter after the local response ran"
+    );
+    chain.finish().await;
+    // As Envoy: a filter cut short by a local response still logs the request.
+    assert!(
+        shared::get("logs:lc").is_some(),
+        "the filter after the local response got no on_log"
+    );
+    assert!(
+        shared::get("logs:lb").is_some(),
+        "the answering filter got no on_log"
+    );
+}
+
+#[tokio::test]
+async fn writing_pseudo_headers_rewrites_the_request() {
+    let p = plugin(&filter("rewrite", "rewrite:rw"));
+    let mut chain = HttpFilters::new(&[p], info());
+    let mut req = request("/a/b?q=1", &[]);
+    cont(chain.request_headers(&mut req, true).await);
+    assert_eq!(
+        req.uri.path_and_query().map(|p| p.as_str()),
+        Some("/rewritten/a/b?q=1")
+    );
+    assert_eq!(header(&req.headers, "host"), "rewritten.example");
+    let mut resp = response(200);
+    cont(chain.response_headers(&mut resp, true).await);
+    chain.finish().await;
+
+    let s = plugin(&filter("status", "status:st"));
+    let mut chain = HttpFilters::new(&[s], info());
+    cont(chain.request_headers(&mut request("/", &[]), true).await);
+    let mut resp = response(200);
+    cont(chain.response_headers(&mut resp, true).await);
+    assert_eq!(resp.status, 418, "writing :status");
+    chain.finish().await;
+}
+
+#[tokio::test]
+async fn bodies_are_buffered_while_a_filter_pauses() {
+    let p = plugin(&filter("body", "body:bd"));
+    let h = plugin(&filter("body-h", "headers:bh"));
+    let mut chain = HttpFilters::new(&[h, p], info());
+    cont(chain.request_headers(&mut request("/", &[]), false).await);
+    match chain
+        .request_body(Bytes::from_static(b"hello "), false)
+        .await
+    {
+        BodyDecision::Forward(b) => assert!(b.is_empty(), "paused filter let {b:?} through"),
+        BodyDecision::Respond(r) => panic!("unexpected {} response", r.status()),
+    }
+    match chain.request_body(Bytes::from_static(b"world"), true).await {
+        BodyDecision::Forward(b) => assert_eq!(b.as_ref(), b"HELLO WORLD"),
+        BodyDecision::Respond(r) => panic!("unexpected {} response", r.status()),
+    }
+    let mut resp = response(200);
+    cont(chain.response_headers(&mut resp, false).await);
+    let first = chain.response_body(Bytes::from_static(b"abc"), false).await;
+    assert!(
+        matches!(first, BodyDecision::Forward(ref b) if b.is_empty()),
+        "got {first:?}"
+    );
+    match chain.response_body(Bytes::from_static(b"def"), true).await {
+        BodyDecision::Forward(b) => assert_eq!(b.as_ref(), b"abcdef [probed]"),
+        BodyDecision::Respond(r) => panic!("unexpected {} response", r.status()),
+    }
+    chain.finish().await;
+}
+
+#[tokio::test]
+async fn trailers_reach_filters() {
+    let p = plugin(&filter("trailers", "headers:tr"));
+    let mut chain = HttpFilters::new(&[p], info());
+    cont(chain.request_headers(&mut request("/", &[]), false).await);
+    let mut t = http::HeaderMap::new();
+    t.insert("grpc-status", http::HeaderValue::from_static("0"));
+    cont(chain.request_trailers(&mut t).await);
+    assert_eq!(header(&t, "x-probe-trailer"), "tr");
+    assert_eq!(header(&t, "grpc-status"), "0");
+    chain.finish().await;
+}
+
+#[tokio::test]
+async fn on_error_allow_skips_a_failing_filter() {
+    let mut f = filter("allow-trap", "trap:at");
+    f.on_error = OnError::Allow;
+    let p = plugin(&f);
+    let h = plugin(&filter("allow-next", "headers:an"));
+    let mut chain = HttpFilters::new(&[p.clone(), h], info());
+    let mut req = request("/", &[("x-trap", "1")]);
+    cont(chain.request_headers(&mut req, true).await);
+    assert_eq!(
+        header(&req.headers, "x-chain"),
+        "at,an",
+        "the failing filter's earlier edits stay"
+    );
+    chain.finish().await;
+    assert!(
+        failures("allow-trap", "trap") >= 1,
+        "the trap was not counted"
+    );
+    // A fresh VM serves the next request.
+    let mut chain = HttpFilters::new(&[p], info());
+    cont(chain.request_headers(&mut request("/", &[]), true).await);
+    chain.finish().await;
+}
+
+#[tokio::test]
+async fn set_header_map_pairs_replaces_the_map() {
+    let p = plugin(&filter("pairs", "pairs:pr"));
+    let mut chain = HttpFilters::new(&[p], info());
+    let mut req = request("/p", &[("x-drop", "1"), ("x-keep", "2")]);
+    cont(chain.request_headers(&mut req, true).await);
+    assert!(
+        req.headers.get("x-drop").is_none(),
+        "x-drop survived: {:?}",
+        req.headers
+    );
+    assert_eq!(header(&req.headers, "x-keep"), "2");
+    assert_eq!(
+        req.uri.path(),
+        "/p",
+        "pseudo-headers round-trip through set pairs"
+    );
+    assert!(!header(&req.headers, "x-pairs").is_empty());
+    chain.finish().await;
+}
+
+#[tokio::test]
+async fn old_plugins_vms_are_freed() {
+    let p = plugin(&filter("freed", "headers:fr"));
+    let weak = Arc::downgrade(&p);
+    let mut chain = HttpFilters::new(std::slice::from_ref(&p), info());
+    cont(chain.request_headers(&mut request("/", &[]), true).await);
+    chain.finish().await;
+    let before = worker::live_slots();
+    drop(p);
+    assert!(
+        weak.upgrade().is_none(),
+        "the plugin is still referenced after its last request"
+    );
+    let q = plugin(&filter("freed-2", "headers:fr2"));
+    let mut chain = HttpFilters::new(&[q], info());
+    cont(chain.request_headers(&mut request("/", &[]), true).await);
+    chain.finish().await;
+    assert_eq!(
+        worker::live_slots(),
+        before,
+        "the old plugin's slot was not swept"
+    );
+}

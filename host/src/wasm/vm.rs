@@ -1,0 +1,311 @@
+//! One VM: a wasmtime store and instance of a filter's module, its root context
+//! created and configured, and the callbacks the host calls into.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Instance, Store, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
+
+use super::engine::{Compiled, root_cause};
+use super::state::{HostState, Limiter, MemoryLimitExceeded, StreamIo};
+use super::wasi::ProcExit;
+use super::worker::VmSignal;
+
+/// The least deadline of each callback that starts a VM (`_initialize`,
+/// `on_vm_start`, `on_configure`).
+const START_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The context id of a VM's root context.
+pub(crate) const ROOT_CONTEXT: u32 = 1;
+
+/// Why a callback into a guest failed; the VM is unusable afterwards.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failure {
+    /// The guest trapped (a panic, `unreachable`, a bad memory access, `proc_exit`).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The callback ran past its deadline (`limits.callback_timeout`).
+    #[error("ran past its callback deadline")]
+    Timeout,
+    /// The guest grew its memory past `limits.memory`.
+    #[error("exceeded its memory limit")]
+    Memory,
+}
+
+impl Failure {
+    /// The `kind` label of the filter-failure metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Trap(_) => "trap",
+            Failure::Timeout => "timeout",
+            Failure::Memory => "memory",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("callback deadline exceeded")]
+struct DeadlineExceeded;
+
+/// What a VM is made from.
+pub(crate) struct VmSpec {
+    pub name: Arc<str>,
+    pub root_id: Arc<str>,
+    pub config: Arc<[u8]>,
+    pub memory: usize,
+    pub timeout: Duration,
+}
+
+type F1 = Option<TypedFunc<u32, ()>>;
+type F1R = Option<TypedFunc<u32, u32>>;
+type F2 = Option<TypedFunc<(u32, u32), ()>>;
+type F2R = Option<TypedFunc<(u32, u32), u32>>;
+type F3R = Option<TypedFunc<(u32, u32, u32), u32>>;
+type F5 = Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>;
+
+/// The guest's exported callbacks; absent ones are skipped.
+pub(crate) struct Callbacks {
+    pub on_context_create: F2,
+    pub on_vm_start: F2R,
+    pub on_configure: F2R,
+    pub on_request_headers: F3R,
+    pub on_request_body: F3R,
+    pub on_request_trailers: F2R,
+    pub on_response_headers: F3R,
+    pub on_response_body: F3R,
+    pub on_response_trailers: F2R,
+    pub on_log: F1,
+    pub on_done: F1R,
+    pub on_delete: F1,
+    pub on_tick: F1,
+    pub on_queue_ready: F2,
+    pub on_http_call_response: F5,
+}
+
+impl Callbacks {
+    fn find(instance: &Instance, store: &mut Store<HostState>) -> Self {
+        macro_rules! f {
+            ($name:literal) => {
+                instance.get_typed_func(&mut *store, $name).ok()
+            };
+        }
+        Callbacks {
+            on_context_create: f!("proxy_on_context_create"),
+            on_vm_start: f!("proxy_on_vm_start"),
+            on_configure: f!("proxy_on_configure"),
+            on_request_headers: f!("proxy_on_request_headers"),
+            on_request_body: f!("proxy_on_request_body"),
+            on_request_trailers: f!("proxy_on_request_trailers"),
+            on_response_headers: f!("proxy_on_response_headers"),
+            on_response_body: f!("proxy_on_response_body"),
+            on_response_trailers: f!("proxy_on_response_trailers"),
+            on_log: f!("proxy_on_log"),
+            on_done: f!("proxy_on_done"),
+            on_delete: f!("proxy_on_delete"),
+            on_tick: f!("proxy_on_tick"),
+            on_queue_ready: f!("proxy_on_queue_ready"),
+            on_http_call_response: f!("proxy_on_http_call_response"),
+        }
+    }
+}
+
+/// A live VM of one filter.
+pub(crate) struct Vm {
+    pub store: Store<HostState>,
+    pub cb: Arc<Callbacks>,
+    timeout: Duration,
+}
+
+impl Vm {
+    /// Instantiates `compiled`, creates the root context and runs `on_vm_start` and
+    /// `on_configure`. The error says which step failed and why.
+    pub async fn start(
+        compiled: &Compiled,
+        spec: &VmSpec,
+        signal: Arc<VmSignal>,
+    ) -> Result<Vm, String> {
+        let state = HostState {
+            plugin_name: spec.name.clone(),
+            root_id: spec.root_id.clone(),
+            plugin_config: spec.config.clone(),
+            memory: None,
+            malloc: None,
+            limits: Limiter {
+                max_memory: spec.memory,
+                hit: false,
+            },
+            deadline: Instant::now() + spec.timeout,
+            next_context: ROOT_CONTEXT + 1,
+            effective_context: ROOT_CONTEXT,
+            io: Box::default(),
+            tick_period: None,
+            pending_calls: Vec::new(),
+            next_token: 1,
+            call_response: None,
+            signal,
+        };
+        let mut store = Store::new(compiled.pre.module().engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                // Let the worker's other tasks run while this guest computes.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.data_mut().deadline = Instant::now() + spec.timeout.max(START_TIMEOUT);
+        store.set_epoch_deadline(1);
+        let instance = match compiled.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) => return Err(format!("cannot instantiate: {}", describe(&store, &e))),
+        };
+        let Some(memory) = instance.get_memory(&mut store, "memory") else {
+            return Err("the module exports no memory".into());
+        };
+        store.data_mut().memory = Some(memory);
+        store.data_mut().malloc = instance
+            .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
+            .ok();
+        if store.data().malloc.is_none() {
+            return Err("the module exports neither proxy_on_memory_allocate nor malloc".into());
+        }
+        let cb = Callbacks::find(&instance, &mut store);
+        // Starting a VM (compiling caches, parsing config) may legitimately take
+        // longer than a request callback; it is still bounded.
+        let mut vm = Vm {
+            store,
+            cb: Arc::new(cb),
+            timeout: spec.timeout.max(START_TIMEOUT),
+        };
+        // Reactors export _initialize; commands (TinyGo) export _start.
+        let init = instance
+            .get_typed_func::<(), ()>(&mut vm.store, "_initialize")
+            .or_else(|_| instance.get_typed_func::<(), ()>(&mut vm.store, "_start"))
+            .ok();
+        if let Some(init) = init {
+            vm.arm();
+            if let Err(e) = init.call_async(&mut vm.store, ()).await
+                && !matches!(e.downcast_ref::<ProcExit>(), Some(ProcExit(0)))
+            {
+                return Err(format!("failed to initialize: {}", vm.classify(e)));
+            }
+        }
+        vm.call(&vm.cb.clone().on_context_create, (ROOT_CONTEXT, 0))
+            .await
+            .map_err(|f| format!("failed creating its root context: {f}"))?;
+        let started = vm
+            .call(&vm.cb.clone().on_vm_start, (ROOT_CONTEXT, 0))
+            .await
+            .map_err(|f| format!("on_vm_start {f}"))?;
+        if started == Some(0) {
+            return Err("on_vm_start returned false".into());
+        }
+        let len = u32::try_from(spec.config.len()).unwrap_or(u32::MAX);
+        let configured = vm
+            .call(&vm.cb.clone().on_configure, (ROOT_CONTEXT, len))
+            .await
+            .map_err(|f| format!("on_configure {f}"))?;
+        if configured == Some(0) {
+            return Err("on_configure rejected its configuration (returned false)".into());
+        }
+        vm.timeout = spec.timeout;
+        Ok(vm)
+    }
+
+    fn arm(&mut self) {
+        self.store.data_mut().deadline = Instant::now() + self.timeout;
+        self.store.set_epoch_deadline(1);
+    }
+
+    /// Calls `f` for the root or a stream context; `None` when the guest lacks it.
+    pub async fn call<P, R>(
+        &mut self,
+        f: &Option<TypedFunc<P, R>>,
+        params: P,
+    ) -> Result<Option<R>, Failure>
+    where
+        P: WasmParams + Sync,
+        R: WasmResults + Sync,
+    {
+        let Some(f) = f else { return Ok(None) };
+        self.arm();
+        match f.call_async(&mut self.store, params).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Like [`Vm::call`] with a stream's data moved into the store for the callback.
+    pub async fn call_with<P, R>(
+        &mut self,
+        io: &mut Box<StreamIo>,
+        context: u32,
+        f: &Option<TypedFunc<P, R>>,
+        params: P,
+    ) -> Result<Option<R>, Failure>
+    where
+        P: WasmParams + Sync,
+        R: WasmResults + Sync,
+    {
+        std::mem::swap(&mut self.store.data_mut().io, io);
+        self.store.data_mut().effective_context = context;
+        let r = self.call(f, params).await;
+        std::mem::swap(&mut self.store.data_mut().io, io);
+        r
+    }
+
+    /// A fresh stream context id in this VM.
+    pub fn new_context(&mut self) -> u32 {
+        let s = self.store.data_mut();
+        let id = s.next_context;
+        s.next_context = s.next_context.wrapping_add(1).max(ROOT_CONTEXT + 1);
+        id
+    }
+
+    fn classify(&self, e: wasmtime::Error) -> Failure {
+        if e.downcast_ref::<DeadlineExceeded>().is_some() {
+            Failure::Timeout
+        } else if self.store.data().limits.hit || e.downcast_ref::<MemoryLimitExceeded>().is_some()
+        {
+            Failure::Memory
+        } else {
+            Failure::Trap(root_cause(&e))
+        }
+    }
+}
+
+fn describe(store: &Store<HostState>, e: &wasmtime::Error) -> String {
+    if store.data().limits.hit {
+        format!(
+            "memory limit of {} bytes exceeded",
+            store.data().limits.max_memory
+        )
+    } else {
+        root_cause(e)
+    }
+}
+
+/// Runs a future to completion on this thread, for the one place the host calls a
+/// guest outside a worker (building a snapshot). Guest code yields on epoch ticks, so
+/// this simply polls again when woken.
+pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => return v,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The glue between the proxy-wasm dispatcher and a [`Filter`]: a root context that
+//! parses and validates the configuration, and an HTTP context per request that calls
+//! the filter's phases and carries out their [`Action`]s.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{self, BufferType, ContextType, LogLevel, MapType};
+
+use crate::http::HeaderOp;
+use crate::{Action, Error, Filter, LocalResponse, Request, Response, config};
+
+/// Installs the root context of filter `F`: called from the module's `_initialize`.
+pub fn start<F: Filter>() {
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| Box::new(Root::<F> { filter: None }));
+}
+
+struct Root<F> {
+    filter: Option<Rc<F>>,
+}
+
+impl<F: Filter> Context for Root<F> {}
+
+impl<F: Filter> RootContext for Root<F> {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(status) => {
+                log::error!("cannot read the plugin configuration: {status:?}");
+                return false;
+            }
+        };
+        match config::parse::<F::Config>(&bytes).and_then(F::new) {
+            Ok(filter) => {
+                self.filter = Some(Rc::new(filter));
+                true
+            }
+            Err(e) => {
+                // The host turns this line into the reload's error message.
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream {
+            filter: self.filter.clone(),
+            response_ops: Vec::new(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Stream<F> {
+    filter: Option<Rc<F>>,
+    response_ops: Vec<HeaderOp>,
+}
+
+impl<F> Context for Stream<F> {}
+
+impl<F: Filter> HttpContext for Stream<F> {
+    fn on_http_request_headers(&mut self, _: usize, _: bool) -> types::Action {
+        let Some(filter) = self.filter.clone() else {
+            return fail(&Error::Other(
+                "the filter has no valid configuration".into(),
+            ));
+        };
+        let mut req = Request::default();
+        let result = filter.on_request(&mut req);
+        self.response_ops = req.response_ops;
+        carry_out(result)
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> types::Action {
+        let Some(filter) = self.filter.clone() else {
+            return types::Action::Continue;
+        };
+        for op in std::mem::take(&mut self.response_ops) {
+            let map = MapType::HttpResponseHeaders;
+            let (name, result) = match &op {
+                HeaderOp::Set(n, v) => (n, hostcalls::set_map_value(map, n, Some(v))),
+                HeaderOp::Add(n, v) => (n, hostcalls::add_map_value(map, n, v)),
+                HeaderOp::Remove(n) => (n, hostcalls::set_map_value(map, n, None)),
+            };
+            if let Err(status) = result {
+                log::warn!("cannot change response header {name}: {status:?}");
+            }
+        }
+        let mut resp = Response::default();
+        carry_out(filter.on_response(&mut resp))
+    }
+}
+
+fn carry_out(result: Result<Action, Error>) -> types::Action {
+    match result {
+        Ok(Action::Continue) => types::Action::Continue,
+        Ok(Action::Respond(local)) => match send(&local) {
+            Ok(()) => types::Action::Pause,
+            Err(status) => {
+                log::error!("cannot send a local response: {status}");
+                types::Action::Continue
+            }
+        },
+        Err(e) => fail(&e),
+    }
+}
+
+/// A phase that could not decide fails closed: 500, and the reason in the log.
+fn fail(e: &Error) -> types::Action {
+    log::error!("{e}");
+    match send(&LocalResponse::new(500).body("filter error\n")) {
+        Ok(()) => types::Action::Pause,
+        Err(_) => types::Action::Continue,
+    }
+}
+
+/// `proxy_send_local_response`, called directly: the `proxy-wasm` crate's wrapper
+/// panics when the host refuses, and a panic would trap the filter.
+fn send(local: &LocalResponse) -> Result<(), u32> {
+    let headers = serialize_map(&local.headers);
+    let status = send_local_response(local.status, &local.body, &headers);
+    if status == 0 { Ok(()) } else { Err(status) }
+}
+
+fn serialize_map(map: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        4 + map
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 10)
+            .sum::<usize>(),
+    );
+    out.extend_from_slice(&(map.len() as u32).to_le_bytes());
+    for (k, v) in map {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in map {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(target_arch = "wasm32")]
+fn send_local_response(status: u32, body: &[u8], headers: &[u8]) -> u32 {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        fn proxy_send_local_response(
+            status_code: u32,
+            details_data: *const u8,
+            details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> u32;
+    }
+    // SAFETY: every pointer/length pair describes a live slice for the call's duration.
+    unsafe {
+        proxy_send_local_response(
+            status,
+            std::ptr::null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn send_local_response(_status: u32, _body: &[u8], _headers: &[u8]) -> u32 {
+    // Native builds exist for unit tests of filter logic; there is no host to answer.
+    1
+}
