@@ -176,11 +176,17 @@ fn check_reports_a_mismatched_key_at_its_file_and_line() {
         .output()
         .unwrap_or_else(|e| panic!("cannot run portcullis check: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "expected check to fail; stderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected check to fail; stderr:\n{stderr}"
+    );
     // The pair is on line 8 of YAML (which starts with a newline).
     let expected = "portcullis.yaml:8: listeners.websecure.tls.certificates.0: the private key in";
     assert!(
-        stderr.lines().any(|l| l.starts_with(expected) && l.contains("does not match")),
+        stderr
+            .lines()
+            .any(|l| l.starts_with(expected) && l.contains("does not match")),
         "expected a line starting {expected:?}; stderr:\n{stderr}"
     );
 }
