@@ -131,6 +131,16 @@ fn check(conf: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn run(conf: &Path) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    // Handlers first: a SIGHUP that arrives once the proxy says it is serving must
+    // reload it, not kill it (the default action).
+    let mut signals = {
+        let _rt = rt.enter();
+        Signals::new()?
+    };
     let runtime = wasm::Runtime::new().context("cannot start the wasm runtime")?;
     let app = match App::start(conf, runtime) {
         Ok(app) => app,
@@ -139,16 +149,12 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let server = server::start(&app).context("cannot start the workers")?;
-    admin::start(&app).context("cannot start the admin listener")?;
+    // Watching starts before serving, so no change made once serving is missed.
     let watcher = watch_config(conf, &app);
+    admin::start(&app).context("cannot start the admin listener")?;
+    let server = server::start(&app).context("cannot start the workers")?;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal handler")?;
     rt.block_on(async {
-        let mut signals = Signals::new()?;
         signals
             .until_stop(&app, watcher.as_ref().map(Watcher::trigger))
             .await;
