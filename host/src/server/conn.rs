@@ -30,8 +30,10 @@ use crate::access_log::{self, AccessRecord};
 use crate::app::App;
 use crate::metrics;
 use crate::proxy::{self, ConnInfo, Outcome, ProxyBody};
+use crate::tls;
 
-/// Serves a plain-text TCP connection accepted on `listener`.
+/// Serves a TCP connection accepted on `listener`: TLS first when the listener
+/// terminates it, then HTTP.
 pub async fn serve_tcp(
     app: Arc<App>,
     listener: Arc<BoundListener>,
@@ -40,14 +42,42 @@ pub async fn serve_tcp(
 ) {
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().unwrap_or(listener.bound);
-    let info = ConnInfo {
+    let mut info = ConnInfo {
         client: peer,
         local,
         listener: Arc::clone(&listener.name),
         tls_version: None,
         client_subject: None,
     };
-    serve_io(app, &listener, tcp, info).await;
+    if !listener.tls {
+        serve_io(app, &listener, tcp, info).await;
+        return;
+    }
+    // The acceptor (certificates, client CA) comes from the snapshot serving now, so
+    // a reload applies to the next connection while open ones keep their session.
+    let (acceptor, timeout) = {
+        let snapshot = app.snapshot.load();
+        let timeout = snapshot
+            .config
+            .listeners
+            .iter()
+            .find(|l| *l.name == *listener.name)
+            .map(|l| l.limits.header_timeout)
+            .unwrap_or_default();
+        (snapshot.tls().acceptor(&listener.name), timeout)
+    };
+    let Some(acceptor) = acceptor else {
+        // Only while a reload turns TLS off on this address: this socket is closing.
+        return;
+    };
+    match tls::accept(&acceptor, tcp, timeout).await {
+        Ok((stream, session)) => {
+            info.tls_version = session.version;
+            info.client_subject = session.client_subject;
+            serve_io(app, &listener, stream, info).await;
+        }
+        Err(e) => tracing::debug!(listener = %listener.name, client = %peer, "{e}"),
+    }
 }
 
 /// Serves HTTP on `io` (a TCP stream, or the plaintext side of a TLS stream) until the
