@@ -106,6 +106,8 @@ pub(crate) struct HostState {
     pub call_response: Option<CallResponse>,
     /// Wakes this VM's root task (timers, queues).
     pub signal: Arc<VmSignal>,
+    /// The guest's last error-level log line: why `on_configure` refused, if it says.
+    pub last_error_log: Option<String>,
 }
 
 /// Caps a VM's linear memory; a guest growing past it traps and is counted as a

@@ -145,6 +145,7 @@ impl Vm {
             next_token: 1,
             call_response: None,
             signal,
+            last_error_log: None,
         };
         let mut store = Store::new(compiled.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -210,7 +211,11 @@ impl Vm {
             .await
             .map_err(|f| format!("on_configure {f}"))?;
         if configured == Some(0) {
-            return Err("on_configure rejected its configuration (returned false)".into());
+            // A filter says why in its log (the SDK logs the field at error level).
+            return Err(match vm.store.data_mut().last_error_log.take() {
+                Some(why) => format!("on_configure rejected its configuration: {why}"),
+                None => "on_configure rejected its configuration (returned false)".into(),
+            });
         }
         vm.timeout = spec.timeout;
         Ok(vm)

@@ -1,0 +1,355 @@
+//! Every example filter in `examples/` — and the Rust template in `templates/` — builds
+//! from source with its own build script, and, served by the real binary from a copy
+//! of its own `conf/`, does what its README shows.
+//!
+//! The examples are our proof that any proxy-wasm language writes a Portcullis filter,
+//! so a missing toolchain never skips: it fails, naming the command that installs it
+//! (`.ci/install-toolchains` installs them all).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{ConfDir, Proxy, client};
+
+// === The examples ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wat_minimal_adds_a_header() {
+    let (proxy, _conf) = serve(&WAT, "examples/wat-minimal");
+    let echo = get_json(&proxy, "/anything", &[]).await;
+    assert_header(&echo, "x-wat", "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_path_guard_blocks_its_prefix_and_marks_the_rest() {
+    let (proxy, _conf) = serve(&C, "examples/c-path-guard");
+
+    let echo = get_json(&proxy, "/public", &[]).await;
+    assert_eq!(echo["path"], "/public", "echo: {echo}");
+    assert_header(&echo, "x-c-filter", "passed");
+
+    let (status, headers, body) = send(&proxy, "GET", "/admin/users", &[], None).await;
+    assert_eq!(
+        status, 403,
+        "/admin/users: expected the filter's 403, got {status}: {body}"
+    );
+    assert_eq!(
+        header(&headers, "x-blocked-by"),
+        Some("c-path-guard"),
+        "{headers:?}"
+    );
+    assert_eq!(body, "forbidden by c-path-guard\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_proxy_wasm_greeting_runs_as_for_envoy() {
+    let (proxy, _conf) = serve(&RUST, "examples/rust-proxy-wasm-greeting");
+
+    let (status, headers, body) =
+        send(&proxy, "GET", "/orders", &[("x-user", "alice")], None).await;
+    assert_eq!(status, 200, "/orders: {body}");
+    assert_eq!(
+        header(&headers, "x-powered-by"),
+        Some("proxy-wasm-rust"),
+        "{headers:?}"
+    );
+    assert_header(&parse(&body), "x-greeting", "Howdy, alice");
+
+    let (status, headers, body) = send(&proxy, "GET", "/hello", &[], None).await;
+    assert_eq!(status, 200, "/hello: {body}");
+    assert_eq!(
+        body, "Howdy, stranger!\n",
+        "/hello must be answered by the filter"
+    );
+    assert_eq!(
+        header(&headers, "x-powered-by"),
+        Some("proxy-wasm-rust"),
+        "{headers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assemblyscript_headers_adds_headers_and_answers_the_teapot() {
+    let (proxy, _conf) = serve(&ASSEMBLYSCRIPT, "examples/assemblyscript-headers");
+
+    let (status, headers, body) = send(&proxy, "GET", "/menu", &[], None).await;
+    assert_eq!(status, 200, "/menu: {body}");
+    assert_header(&parse(&body), "x-assemblyscript", "from AssemblyScript");
+    assert_eq!(
+        header(&headers, "x-filter-language"),
+        Some("assemblyscript"),
+        "{headers:?}"
+    );
+
+    let (status, _, body) = send(&proxy, "GET", "/teapot", &[], None).await;
+    assert_eq!(
+        status, 418,
+        "/teapot: expected the filter's 418, got {status}: {body}"
+    );
+    assert_eq!(body, "I'm a teapot (AssemblyScript)\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zig_method_guard_allows_reads_only() {
+    let (proxy, _conf) = serve(&ZIG, "examples/zig-method-guard");
+
+    let echo = get_json(&proxy, "/report", &[]).await;
+    assert_header(&echo, "x-zig-filter", "allowed");
+
+    let (status, headers, body) = send(&proxy, "DELETE", "/report", &[], None).await;
+    assert_eq!(
+        status, 405,
+        "DELETE: expected the filter's 405, got {status}: {body}"
+    );
+    assert_eq!(header(&headers, "allow"), Some("GET, HEAD"), "{headers:?}");
+    assert_eq!(body, "method not allowed by zig-method-guard\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_body_limit_refuses_large_and_unsized_bodies() {
+    let (proxy, _conf) = serve(&RUST, "examples/rust-sdk-body-limit");
+
+    let (status, _, body) =
+        send(&proxy, "POST", "/upload", &[], Some(b"small body".to_vec())).await;
+    assert_eq!(status, 200, "small body: {body}");
+    let echo = parse(&body);
+    assert_eq!(echo["body_bytes"], 10, "echo: {echo}");
+    assert_header(&echo, "x-body-limit", "1024");
+
+    let (status, _, body) = send(&proxy, "POST", "/upload", &[], Some(vec![b'x'; 2000])).await;
+    assert_eq!(
+        status, 413,
+        "2000-byte body: expected 413, got {status}: {body}"
+    );
+    assert_eq!(
+        body,
+        "request body too large: 2000 bytes, the limit is 1024 bytes\n"
+    );
+
+    let status = send_chunked(&proxy, "/upload", b"streamed").await;
+    assert_eq!(
+        status, 411,
+        "a chunked body without a length: expected 411, got {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_template_builds_and_filters() {
+    let (proxy, _conf) = serve(&RUST, "templates/rust-filter");
+
+    let (status, headers, body) = send(&proxy, "GET", "/hi", &[], None).await;
+    assert_eq!(status, 200, "/hi: {body}");
+    assert_header(&parse(&body), "x-my-filter", "hello");
+    assert_eq!(
+        header(&headers, "x-filtered-by"),
+        Some("my-filter"),
+        "{headers:?}"
+    );
+
+    let (status, _, body) = send(&proxy, "GET", "/hi", &[("x-forbidden", "1")], None).await;
+    assert_eq!(
+        status, 403,
+        "x-forbidden: expected 403, got {status}: {body}"
+    );
+    assert_eq!(body, "x-forbidden is not allowed here\n");
+}
+
+// === Toolchains ===
+
+/// What an example's build needs, how to tell it is there, and how to install it.
+struct Toolchain {
+    name: &'static str,
+    /// Commands that must run (exit 0) for the build to have a chance.
+    probes: &'static [&'static [&'static str]],
+    install: &'static str,
+}
+
+const RUST: Toolchain = Toolchain {
+    name: "Rust for wasm32-wasip1",
+    probes: &[&["cargo", "--version"]],
+    install: "rustup target add wasm32-wasip1",
+};
+const C: Toolchain = Toolchain {
+    name: "clang, lld and wasi-libc",
+    probes: &[&["clang", "--version"], &["wasm-ld", "--version"]],
+    install: "apt-get install clang lld wasi-libc libclang-rt-dev-wasm32 (or .ci/install-toolchains)",
+};
+const WAT: Toolchain = Toolchain {
+    name: "wabt",
+    probes: &[&["wat2wasm", "--version"]],
+    install: "apt-get install wabt (or .ci/install-toolchains)",
+};
+const ASSEMBLYSCRIPT: Toolchain = Toolchain {
+    name: "Node.js and npm",
+    probes: &[&["node", "--version"], &["npm", "--version"]],
+    install: "apt-get install nodejs npm, then .ci/install-toolchains (npm ci)",
+};
+const ZIG: Toolchain = Toolchain {
+    name: "Zig",
+    probes: &[&["python3", "-m", "ziglang", "version"]],
+    install: "pip install ziglang==0.17.1 (or .ci/install-toolchains)",
+};
+
+fn repo_root() -> PathBuf {
+    // host/ is the package; the repository is its parent.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Builds the example in `dir` (relative to the repository) with its own `build.sh`,
+/// and returns the module it wrote. Panics, naming the install command, when the
+/// toolchain is missing or the build fails.
+fn build(toolchain: &Toolchain, dir: &str) -> PathBuf {
+    for probe in toolchain.probes {
+        let ran = Command::new(probe[0]).args(&probe[1..]).output();
+        let ok = matches!(&ran, Ok(out) if out.status.success());
+        assert!(
+            ok,
+            "{dir} needs {}: `{}` did not run ({:?}).\nInstall it: {}",
+            toolchain.name,
+            probe.join(" "),
+            ran.as_ref().map(|o| o.status),
+            toolchain.install
+        );
+    }
+    let script = repo_root().join(dir).join("build.sh");
+    let out = Command::new("sh")
+        .arg(&script)
+        // build.sh picks its own target dir; an inherited one would move the output.
+        .env_remove("CARGO_TARGET_DIR")
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => panic!("cannot run {}: {e}", script.display()),
+    };
+    assert!(
+        out.status.success(),
+        "{} failed ({}); if a toolchain is missing, install it: {}\n--- stdout\n{}\n--- stderr\n{}",
+        script.display(),
+        out.status,
+        toolchain.install,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let module = repo_root().join(dir).join("filter.wasm");
+    assert!(
+        module.is_file(),
+        "{} reported success but wrote no {}",
+        script.display(),
+        module.display()
+    );
+    module
+}
+
+/// Builds the example and serves its `conf/` with the real binary: a copy, with the
+/// listeners on port 0 and the module copied beside it. The proxy and its temp
+/// directory live as long as the returned pair.
+fn serve(toolchain: &Toolchain, dir: &str) -> (Proxy, ConfDir) {
+    let module = build(toolchain, dir);
+    let conf_file = repo_root().join(dir).join("conf/portcullis.yaml");
+    let yaml = std::fs::read_to_string(&conf_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", conf_file.display()));
+    for fixed in ["127.0.0.1:8080", "127.0.0.1:9901", "wasm: ../filter.wasm"] {
+        assert!(
+            yaml.contains(fixed),
+            "{}: expected `{fixed}` (the layout every example follows)",
+            conf_file.display()
+        );
+    }
+    let yaml = yaml
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("wasm: ../filter.wasm", "wasm: filter.wasm");
+    let conf = ConfDir::new();
+    let bytes = std::fs::read(&module).unwrap_or_else(|e| panic!("{}: {e}", module.display()));
+    conf.write("filter.wasm", bytes);
+    conf.write("portcullis.yaml", yaml);
+    let proxy = Proxy::start(&conf);
+    (proxy, conf)
+}
+
+// === HTTP helpers ===
+
+async fn send(
+    proxy: &Proxy,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> (u16, Vec<(String, String)>, String) {
+    let client = client();
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .unwrap_or_else(|e| panic!("bad method {method}: {e}"));
+    let mut req = client.request(method, proxy.url("web", path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(body) = body {
+        req = req.body(body);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = resp
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("reading the answer to {path}: {e}"));
+    (status, headers, body)
+}
+
+/// POSTs `body` as a stream, which reqwest sends chunked, with no content-length.
+async fn send_chunked(proxy: &Proxy, path: &str, body: &'static [u8]) -> u16 {
+    let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(body.to_vec())]);
+    let resp = client()
+        .post(proxy.url("web", path))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("chunked POST to {path} failed: {e}"));
+    resp.status().as_u16()
+}
+
+async fn get_json(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> Value {
+    let (status, _, body) = send(proxy, "GET", path, headers, None).await;
+    assert_eq!(
+        status, 200,
+        "GET {path}: expected the echo's 200, got {status}: {body}"
+    );
+    parse(&body)
+}
+
+fn parse(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("expected echo JSON, got {body:?}: {e}"))
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Asserts the echo saw request header `name` with `value`, i.e. the filter added it.
+fn assert_header(echo: &Value, name: &str, value: &str) {
+    assert_eq!(
+        echo["headers"][name], value,
+        "expected the upstream to receive {name}: {value}; the echo saw {}",
+        echo["headers"]
+    );
+}
