@@ -83,6 +83,7 @@ async fn one_request(plugins: &[Arc<Plugin>]) {
 }
 
 fn bench(c: &mut Criterion) {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").try_init();
     let wasm = probe_wasm();
     let rt = Runtime::new().unwrap_or_else(|e| panic!("{e}"));
     let plugins: Vec<Arc<Plugin>> = (0..5)

@@ -101,7 +101,12 @@ async fn route(app: &Arc<App>, req: http::Request<hyper::body::Incoming>) -> Adm
             json(http::StatusCode::OK, &status::status(app))
         }
         (&Method::GET | &Method::HEAD, "/metrics") => {
-            let mut resp = text(http::StatusCode::OK, crate::metrics::global().render());
+            let mut body = crate::metrics::global().render();
+            app.snapshot
+                .load()
+                .tls()
+                .render_metrics(&mut body, std::time::SystemTime::now());
+            let mut resp = text(http::StatusCode::OK, body);
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

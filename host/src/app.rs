@@ -85,17 +85,11 @@ impl App {
     pub fn reload(&self) -> Result<u64, ConfigErrors> {
         let _serial = lock(&self.reload_lock);
         let result = self.try_reload();
-        let at = SystemTime::now();
         match &result {
             Ok(generation) => {
                 tracing::info!(generation, "configuration reloaded");
                 metrics::global().set_generation(*generation);
                 metrics::global().reload(true);
-                *lock(&self.status) = ReloadStatus {
-                    ok: true,
-                    at,
-                    errors: Vec::new(),
-                };
             }
             Err(errors) => {
                 for e in &errors.0 {
@@ -104,7 +98,7 @@ impl App {
                 metrics::global().reload(false);
                 *lock(&self.status) = ReloadStatus {
                     ok: false,
-                    at,
+                    at: SystemTime::now(),
                     errors: errors.0.iter().map(ToString::to_string).collect(),
                 };
             }
@@ -137,6 +131,12 @@ impl App {
         for l in &added {
             tracing::info!(listener = %l.name, address = %l.bound, "listening");
         }
+        // The status first: whoever sees the new generation also sees that it loaded.
+        *lock(&self.status) = ReloadStatus {
+            ok: true,
+            at: snapshot.loaded_at,
+            errors: Vec::new(),
+        };
         self.snapshot.store(Arc::new(snapshot));
         self.listeners.send_replace(Arc::new(table));
         for l in &removed {

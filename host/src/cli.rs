@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::App;
@@ -130,6 +131,16 @@ fn check(conf: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn run(conf: &Path) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler")?;
+    // Handlers first: a SIGHUP that arrives once the proxy says it is serving must
+    // reload it, not kill it (the default action).
+    let mut signals = {
+        let _rt = rt.enter();
+        Signals::new()?
+    };
     let runtime = wasm::Runtime::new().context("cannot start the wasm runtime")?;
     let app = match App::start(conf, runtime) {
         Ok(app) => app,
@@ -138,27 +149,30 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let server = server::start(&app).context("cannot start the workers")?;
-    admin::start(&app).context("cannot start the admin listener")?;
+    // Watching starts before serving, so no change made once serving is missed.
     let watcher = watch_config(conf, &app);
+    admin::start(&app).context("cannot start the admin listener")?;
+    let server = server::start(&app).context("cannot start the workers")?;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal handler")?;
-    rt.block_on(wait_for_signals(
-        &app,
-        watcher.as_ref().map(Watcher::trigger),
-    ))?;
+    rt.block_on(async {
+        signals
+            .until_stop(&app, watcher.as_ref().map(Watcher::trigger))
+            .await;
+        tracing::info!(
+            grace_secs = server::DRAIN_GRACE.as_secs(),
+            "shutting down: no longer accepting, draining in-flight requests"
+        );
+        app.shutdown();
+        let drain = tokio::task::spawn_blocking(move || server.join(server::DRAIN_GRACE));
+        tokio::select! {
+            _ = drain => tracing::info!("stopped"),
+            () = signals.stop() => tracing::warn!("second signal: exiting without waiting"),
+        }
+        anyhow::Ok(())
+    })?;
+    // The drain may still be running after a second signal: do not wait for it.
+    rt.shutdown_background();
     drop(watcher);
-
-    tracing::info!(
-        grace_secs = server::DRAIN_GRACE.as_secs(),
-        "shutting down: no longer accepting, draining in-flight requests"
-    );
-    app.shutdown();
-    server.join(server::DRAIN_GRACE);
-    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -184,27 +198,48 @@ fn watch_config(conf: &Path, app: &Arc<App>) -> Option<Watcher> {
     }
 }
 
-/// Reloads on SIGHUP (through the watcher's debounce when there is one); returns on
-/// SIGTERM or SIGINT.
-async fn wait_for_signals(app: &Arc<App>, trigger: Option<Trigger>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading");
-                if let Some(trigger) = &trigger {
-                    trigger.reload();
-                } else {
-                    let app = Arc::clone(app);
-                    // Errors are logged and recorded by reload itself.
-                    let _ = tokio::task::spawn_blocking(move || app.reload()).await;
+/// The signals the process answers to.
+struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    /// Reloads on SIGHUP (through the watcher's debounce when there is one); returns
+    /// on SIGTERM or SIGINT.
+    async fn until_stop(&mut self, app: &Arc<App>, trigger: Option<Trigger>) {
+        loop {
+            tokio::select! {
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    if let Some(trigger) = &trigger {
+                        trigger.reload();
+                    } else {
+                        let app = Arc::clone(app);
+                        // Errors are logged and recorded by reload itself.
+                        let _ = tokio::task::spawn_blocking(move || app.reload()).await;
+                    }
                 }
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
             }
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+        }
+    }
+
+    /// Completes on the next SIGTERM or SIGINT.
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 }

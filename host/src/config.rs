@@ -60,7 +60,10 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => merged.add_file(&mut cx, &text),
-            Err(e) => cx.error(0, "", format!("cannot read: {e}")),
+            Err(e) => {
+                merged.unreadable = true;
+                cx.error(0, "", format!("cannot read: {e}"));
+            }
         }
     }
     let config = merged.finish(&dir_name, &mut errors);
@@ -150,6 +153,8 @@ struct Merged {
     routes: Vec<RouteConfig>,
     filters: Vec<FilterConfig>,
     upstreams: Vec<UpstreamConfig>,
+    /// Whether a file could not be read or parsed: what it declares is unknown.
+    unreadable: bool,
     /// Every route's references, from broken routes too.
     refs: Vec<RouteRefs>,
     /// Every name declared per section, from broken items too: a reference to a
@@ -161,7 +166,10 @@ impl Merged {
     fn add_file(&mut self, cx: &mut Cx, text: &str) {
         let docs = match yaml::parse(text) {
             Ok(docs) => docs,
-            Err(e) => return cx.error(e.line, "", format!("invalid YAML: {}", e.message)),
+            Err(e) => {
+                self.unreadable = true;
+                return cx.error(e.line, "", format!("invalid YAML: {}", e.message));
+            }
         };
         for doc in &docs {
             if doc.is_null() {
@@ -223,7 +231,8 @@ impl Merged {
         }
         self.check_addresses(errors);
         self.check_references(errors);
-        if !self.declared.contains_key("listeners") {
+        // A file that did not parse may well hold the listeners: do not pile on.
+        if !self.declared.contains_key("listeners") && !self.unreadable {
             errors.push(ConfigError {
                 file: dir.to_string(),
                 line: 0,

@@ -31,6 +31,7 @@ pub use observe::Outcome;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -71,7 +72,7 @@ pub async fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Response<ProxyBody> {
     let (mut head, body) = req.into_parts();
-    let arrival = observe::Arrival::new(&head);
+    let started = Instant::now();
     let mut outcome = Outcome::default();
     crate::tls::set_client_subject(&mut head.headers, conn.client_subject.as_deref());
 
@@ -81,7 +82,7 @@ pub async fn handle(
             Some(&ProxyError::NoRoute),
             outcome,
             conn,
-            &arrival,
+            started,
         );
     };
     outcome.route = Some(route.name.clone());
@@ -105,7 +106,7 @@ pub async fn handle(
     {
         filters.finish().await;
         outcome.local = true;
-        return observe::done(full_response(local), None, outcome, conn, &arrival);
+        return observe::done(full_response(local), None, outcome, conn, started);
     }
 
     // Body phases run as the bodies stream; the chain finishes (on_log) when the last
@@ -160,7 +161,7 @@ pub async fn handle(
             full_response(local)
         }
     };
-    observe::done(resp, error.as_ref(), outcome, conn, &arrival)
+    observe::done(resp, error.as_ref(), outcome, conn, started)
 }
 
 /// An empty body.

@@ -180,6 +180,13 @@ impl Upstream {
         UpstreamConnector::new(http_connector(connect), self.tls.as_ref(), connect)
     }
 
+    /// Whether target `index` (in config order) is in rotation now: its last probe
+    /// passed and no refused connection has taken it out.
+    pub fn target_healthy(&self, index: usize) -> Option<bool> {
+        let now = now_ms();
+        self.targets.get(index).map(|t| t.is_available(now))
+    }
+
     /// The targets and their health, for `/status`.
     pub fn status(&self) -> serde_json::Value {
         let now = now_ms();

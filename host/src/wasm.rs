@@ -49,6 +49,7 @@ impl Runtime {
     /// Creates (on first use) the engine and its ticker thread.
     pub fn new() -> anyhow::Result<Self> {
         engine::shared().map_err(anyhow::Error::msg)?;
+        crate::ratelimit::register();
         Ok(Self {})
     }
 
@@ -63,7 +64,12 @@ impl Runtime {
                 .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?
                 .into(),
             FilterSource::Builtin(name) => builtin_module(name)
-                .ok_or_else(|| err(format!("no standard filter is called {name:?}")))?
+                .ok_or_else(|| {
+                    let known = crate::builtin::names().join(", ");
+                    err(format!(
+                        "no standard filter is called {name:?} (there are: {known})"
+                    ))
+                })?
                 .into(),
         };
         self.plugin_from_bytes(filter, &bytes).map_err(err)
@@ -103,10 +109,9 @@ impl Runtime {
     }
 }
 
-/// The standard filters are embedded by `crate::builtin` (added by the filters
-/// work); until it lands no builtin resolves.
-fn builtin_module(_name: &str) -> Option<&'static [u8]> {
-    None
+/// The standard filters, embedded by `crate::builtin`.
+fn builtin_module(name: &str) -> Option<&'static [u8]> {
+    crate::builtin::module(name)
 }
 
 /// A configured filter: the compiled module, its configuration and limits. Shared by

@@ -234,3 +234,48 @@ routes: [{ name: all, upstream: echo@internal }]
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn removing_a_listener_lets_its_in_flight_request_finish() {
+    let backend = Backend::slow("slow", Duration::from_secs(2));
+    let with_other = format!(
+        "admin: {{ address: 127.0.0.1:0 }}
+listeners:
+  - {{ name: web, address: 127.0.0.1:0 }}
+  - {{ name: other, address: 127.0.0.1:0 }}
+routes:
+  - {{ name: slow, upstream: slow }}
+upstreams:
+  - {{ name: slow, targets: [{{ address: {} }}] }}
+",
+        backend.addr()
+    );
+    let conf = ConfDir::with(&with_other);
+    let proxy = Proxy::start(&conf);
+    let url = proxy.url("other", "/slow");
+    let in_flight = tokio::spawn(async move { client().get(url).send().await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while backend.requests() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    conf.write(
+        "portcullis.yaml",
+        with_other.replace("  - { name: other, address: 127.0.0.1:0 }\n", ""),
+    );
+    proxy.reload();
+    proxy.wait_for_generation(2).await;
+    assert!(
+        proxy.wait_for_log("stopped listening", Duration::from_secs(5)),
+        "the reload should have removed `other`:\n{}",
+        proxy.logs()
+    );
+    let resp = in_flight
+        .await
+        .unwrap_or_else(|e| panic!("client task: {e}"))
+        .unwrap_or_else(|e| panic!("the in-flight request was dropped by the reload: {e}"));
+    assert_eq!(resp.status(), 200, "the in-flight request should complete");
+}

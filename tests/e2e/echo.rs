@@ -93,3 +93,44 @@ async fn echo_without_query_or_body() {
         "the peer is appended to an existing X-Forwarded-For in {json}"
     );
 }
+
+#[tokio::test]
+async fn echo_through_the_binary_over_http2() {
+    let conf = crate::support::ConfDir::with(
+        "admin: { address: 127.0.0.1:0 }\nlisteners: [{ name: web, address: 127.0.0.1:0 }]\nroutes: [{ name: default, upstream: echo@internal }]\n",
+    );
+    let proxy = crate::support::Proxy::start(&conf);
+    let resp = crate::support::h2_client()
+        .put(proxy.url("web", "/h2/path?x=y"))
+        .header("x-test", "1")
+        .body("hello")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("h2 request failed: {e}"));
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "spoke HTTP/2");
+    let json: Value = resp
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("not JSON: {e}"));
+    let addr = proxy.addr("web").to_string();
+    assert_eq!(json["method"], "PUT", "{json}");
+    assert_eq!(json["path"], "/h2/path", "{json}");
+    assert_eq!(json["query"], "x=y", "{json}");
+    assert_eq!(json["body_bytes"], 5, "{json}");
+    assert_eq!(json["route"], "default", "{json}");
+    assert_eq!(json["headers"]["x-test"], "1", "{json}");
+    assert_eq!(
+        json["headers"]["host"],
+        addr.as_str(),
+        ":authority becomes Host: {json}"
+    );
+    assert_eq!(json["headers"]["x-forwarded-host"], addr.as_str(), "{json}");
+    assert_eq!(json["headers"]["x-forwarded-proto"], "http", "{json}");
+    assert_eq!(json["headers"]["x-forwarded-for"], "127.0.0.1", "{json}");
+    assert!(
+        json["client_address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "client_address is the peer's IP:port: {json}"
+    );
+}

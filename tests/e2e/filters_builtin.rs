@@ -15,6 +15,8 @@ const ES256: &str = include_str!("../../filters/jwt/testdata/es256.jwt");
 const EXPIRED: &str = include_str!("../../filters/jwt/testdata/hs256-expired.jwt");
 const RSA_PEM: &str = include_str!("../../filters/jwt/testdata/rsa.pem");
 
+/// Every filter gets a generous callback deadline: the test machine is loaded, and a
+/// callback that misses its deadline answers 500 whatever the filter would have said.
 fn conf() -> ConfDir {
     // YAML block scalars keep the PEM as is.
     let pem: String = RSA_PEM.lines().map(|l| format!("        {l}\n")).collect();
@@ -34,6 +36,7 @@ routes:
   - {{ name: chain, match: {{ path_prefix: /chain }}, filters: [office, chain-limit, keys, rewrite-chain, moved], upstream: echo@internal }}
 filters:
   - name: login
+    limits: {{ callback_timeout: 5s }}
     builtin: basic-auth
     config:
       realm: staff
@@ -41,6 +44,7 @@ filters:
       remove_header: true
       user_header: x-user
   - name: keys
+    limits: {{ callback_timeout: 5s }}
     builtin: api-key
     config:
       header: x-api-key
@@ -51,6 +55,7 @@ filters:
         - {{ key: "s3cret", consumer: alice }}
         - {{ sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", consumer: bob }}
   - name: tokens
+    limits: {{ callback_timeout: 5s }}
     builtin: jwt
     config:
       algorithms: [HS256, RS256]
@@ -64,6 +69,7 @@ filters:
       query: token
       claims_to_headers: {{ sub: x-user, role: x-role }}
   - name: rewrite
+    limits: {{ callback_timeout: 5s }}
     builtin: headers
     config:
       request: {{ set: {{ x-env: prod }}, add: {{ x-tag: "${{route}}", x-ip: "${{client_ip}}" }}, remove: [x-debug] }}
@@ -72,16 +78,18 @@ filters:
       add_prefix: /v2
       request_id: true
   - name: rewrite-chain
+    limits: {{ callback_timeout: 5s }}
     builtin: headers
     config: {{ request: {{ set: {{ x-env: prod }} }}, replace_path_regex: "^/chain/(.*)", replacement: "/inner/${{1}}" }}
-  - {{ name: https, builtin: redirect, config: {{ scheme: https, port: 8443, permanent: true }} }}
+  - {{ name: https, builtin: redirect, config: {{ scheme: https, port: 8443, permanent: true }}, limits: {{ callback_timeout: 5s }} }}
   - name: moved
+    limits: {{ callback_timeout: 5s }}
     builtin: redirect
     config: {{ regex: "^http://([^/]+)/old/(.*)", replacement: "http://${{1}}/new/${{2}}" }}
-  - {{ name: office, builtin: ip-allowlist, config: {{ allow: [127.0.0.0/8, "::1/128"], deny: [127.0.0.2/32] }} }}
-  - {{ name: nolocal, builtin: ip-allowlist, config: {{ deny: [127.0.0.0/8], status: 451 }} }}
-  - {{ name: chain-limit, builtin: rate-limit, config: {{ rate: 1000, per: 1s, burst: 1000, key: client_ip }} }}
-  - {{ name: cors, builtin: cors, config: {{ allow_origins: ["https://app.example.com"], max_age: 10m }} }}
+  - {{ name: office, builtin: ip-allowlist, config: {{ allow: [127.0.0.0/8, "::1/128"], deny: [127.0.0.2/32] }}, limits: {{ callback_timeout: 5s }} }}
+  - {{ name: nolocal, builtin: ip-allowlist, config: {{ deny: [127.0.0.0/8], status: 451 }}, limits: {{ callback_timeout: 5s }} }}
+  - {{ name: chain-limit, builtin: rate-limit, config: {{ rate: 1000, per: 1s, burst: 1000, key: client_ip }}, limits: {{ callback_timeout: 5s }} }}
+  - {{ name: cors, builtin: cors, config: {{ allow_origins: ["https://app.example.com"], max_age: 10m }}, limits: {{ callback_timeout: 5s }} }}
 "#
     ))
 }

@@ -71,9 +71,10 @@ async fn host_wildcard_prefix_and_priority() {
 
 #[tokio::test]
 async fn precedence_from_yaml_as_documented() {
-    // The example of docs/routing.md, through the real loader.
-    let proxy = Proxy::start(crate::inproc::load_yaml(
+    // The example of docs/routing.md, through the real binary.
+    let conf = crate::support::ConfDir::with(
         r#"
+admin: { address: 127.0.0.1:0 }
 listeners:
   - { name: web, address: "127.0.0.1:0" }
 routes:
@@ -84,21 +85,33 @@ routes:
   - { name: posts,    match: { path: /exact, methods: [POST] }, upstream: echo@internal }
   - { name: fallback, upstream: echo@internal }
 "#,
-    ))
-    .await;
+    );
+    let proxy = crate::support::Proxy::start(&conf);
     let cases = [
-        ("api.example.com", "/admin", "maintenance"),
-        ("api.example.com", "/v1/users", "api-v1"),
-        ("API.example.com:8080", "/v2", "api"),
-        ("shop.example.com", "/v1", "tenants"),
-        ("a.b.example.com", "/", "fallback"),
-        ("other.test", "/exact", "fallback"),
+        ("GET", "api.example.com", "/admin", "maintenance"),
+        ("GET", "api.example.com", "/v1/users", "api-v1"),
+        ("GET", "API.example.com:8080", "/v2", "api"),
+        ("GET", "shop.example.com", "/v1", "tenants"),
+        ("GET", "a.b.example.com", "/", "fallback"),
+        ("GET", "other.test", "/exact", "fallback"),
+        ("POST", "other.test", "/exact", "posts"),
     ];
-    for (host, path, want) in cases {
+    for (method, host, path, want) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .unwrap_or_else(|e| panic!("method {method}: {e}"));
+        let resp = crate::support::client()
+            .request(method.clone(), proxy.url("web", path))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {host}{path} failed: {e}"));
+        let json: Value = resp
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("echo answer for {host}{path} is not JSON: {e}"));
         assert_eq!(
-            route_of(&proxy, host, path).await,
-            want,
-            "route for {host}{path}"
+            json["route"], want,
+            "route for {method} {host}{path}: {json}"
         );
     }
 }

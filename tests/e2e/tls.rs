@@ -6,51 +6,37 @@ mod client;
 #[allow(dead_code)]
 #[path = "../../host/src/tls/tests/pki.rs"]
 mod pki;
-mod proxy;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use client::{ClientOptions, Http1, alpn, connect, h2_get, served_chain};
 use pki::{Alg, Ca, Leaf};
-use proxy::Proxy;
 
-/// A configuration directory with a `certs/` folder.
-struct Conf {
-    dir: tempfile::TempDir,
+use crate::support::{ConfDir, Proxy};
+
+/// Writes `certs/NAME` under `conf` by writing a sibling and renaming it into place,
+/// as a careful operator (or Kubernetes) does, so that no reader sees half a file.
+fn write_cert_file(conf: &ConfDir, name: &str, contents: &str) {
+    let tmp = conf.write(&format!("certs/.{name}.tmp"), contents);
+    let path = conf.path().join("certs").join(name);
+    std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
 }
 
-impl Conf {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        std::fs::create_dir(dir.path().join("certs")).unwrap_or_else(|e| panic!("mkdir: {e}"));
-        Self { dir }
-    }
+/// Writes `certs/NAME.key` and `certs/NAME.crt`.
+fn write_pair(conf: &ConfDir, name: &str, leaf: &Leaf) {
+    write_cert_file(conf, &format!("{name}.key"), &leaf.key_pem);
+    write_cert_file(conf, &format!("{name}.crt"), &leaf.chain_pem);
+}
 
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Writes `certs/NAME` by writing a sibling and renaming it into place, as a careful
-    /// operator (or Kubernetes) does, so that no reader sees half a file.
-    fn write_cert_file(&self, name: &str, contents: &str) {
-        let path = self.path().join("certs").join(name);
-        let tmp = self.path().join("certs").join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, contents).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
-        std::fs::rename(&tmp, &path)
-            .unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
-    }
-
-    /// Writes `certs/NAME.crt` and `certs/NAME.key`.
-    fn write_pair(&self, name: &str, leaf: &Leaf) {
-        self.write_cert_file(&format!("{name}.key"), &leaf.key_pem);
-        self.write_cert_file(&format!("{name}.crt"), &leaf.chain_pem);
-    }
-
-    fn write_yaml(&self, yaml: &str) {
-        let path = self.path().join("portcullis.yaml");
-        std::fs::write(&path, yaml).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    }
+/// `GET url` over plain HTTP: status and body.
+async fn plain_get(url: &str) -> (u16, String) {
+    let resp = crate::support::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
 }
 
 /// The parsed JSON the `echo@internal` upstream answered with.
@@ -115,17 +101,17 @@ async fn sni_alpn_and_the_expiry_gauge() {
         p.not_before = rcgen::date_time_ymd(2000, 1, 1);
         p.not_after = rcgen::date_time_ymd(2001, 1, 1);
     });
-    let conf = Conf::new();
+    let conf = ConfDir::new();
     for (name, leaf) in [
         ("default", &default),
         ("wild", &wild),
         ("api", &api),
         ("old", &old),
     ] {
-        conf.write_pair(name, leaf);
+        write_pair(&conf, name, leaf);
     }
-    conf.write_yaml(SNI_YAML);
-    let proxy = Proxy::start(conf.path(), &["websecure"]);
+    conf.write("portcullis.yaml", SNI_YAML);
+    let proxy = Proxy::start(&conf);
     let addr = proxy.addr("websecure");
 
     let cases: [(&str, bool, &Leaf, &str); 6] = [
@@ -217,14 +203,14 @@ async fn sni_alpn_and_the_expiry_gauge() {
     );
 
     // The expired certificate was warned about, with its date.
-    let log = proxy.log();
+    let log = proxy.logs();
     assert!(
         log.contains("expired on 2001-01-01T00:00:00Z"),
         "expected an expiry warning in the log:\n{log}"
     );
 
     // One gauge per certificate; the expired one negative.
-    let (status, metrics) = proxy.admin_get("/metrics").await;
+    let (status, metrics) = plain_get(&proxy.admin_url("/metrics")).await;
     assert_eq!(status, 200);
     let gauges: Vec<&str> = metrics
         .lines()
@@ -274,11 +260,11 @@ async fn client_certificates_are_required_verified_and_passed_upstream() {
     let ca = Ca::new("Server CA");
     let clients = Ca::new("Client CA");
     let stranger = Ca::new("Somebody Else");
-    let conf = Conf::new();
-    conf.write_pair("site", &ca.server(&["site.test"], Alg::Ecdsa));
-    conf.write_cert_file("clients.crt", &clients.cert_pem);
-    conf.write_yaml(MTLS_YAML);
-    let proxy = Proxy::start(conf.path(), &["required", "optional"]);
+    let conf = ConfDir::new();
+    write_pair(&conf, "site", &ca.server(&["site.test"], Alg::Ecdsa));
+    write_cert_file(&conf, "clients.crt", &clients.cert_pem);
+    conf.write("portcullis.yaml", MTLS_YAML);
+    let proxy = Proxy::start(&conf);
 
     let get = |listener: &str,
                identity: Option<Leaf>,

@@ -1,5 +1,7 @@
 //! Forwarding to real backends: balancing, errors, health, streaming, headers.
 
+mod binary;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

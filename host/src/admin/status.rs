@@ -71,10 +71,15 @@ pub(super) fn status(app: &App) -> Value {
         .upstreams
         .iter()
         .map(|u| {
+            let live = snapshot.upstream(&u.name);
             let targets: Vec<Value> = u
                 .targets
                 .iter()
-                .map(|t| json!({ "address": t.address, "weight": t.weight }))
+                .enumerate()
+                .map(|(i, t)| {
+                    let healthy = live.and_then(|up| up.target_healthy(i));
+                    json!({ "address": t.address, "weight": t.weight, "healthy": healthy })
+                })
                 .collect();
             json!({
                 "name": u.name,

@@ -230,6 +230,13 @@ fn invalid_yaml_reports_the_parser_line() {
     let errs = errors(dir.path());
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].starts_with("b.yaml:"), "{errs:?}");
+    // The broken file may hold the listeners: no "no listener" on top.
+    let only = dir_with(&[("a.yaml", "listeners: [\n")]);
+    let errs = errors(only.path());
+    assert_eq!(
+        errs,
+        ["a.yaml:1: invalid YAML: while parsing a node, did not find expected node content"]
+    );
     assert!(errs[0].contains("invalid YAML"), "{errs:?}");
 }
 

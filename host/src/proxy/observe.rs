@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Method, Response, Uri};
+use http::Response;
 
 use super::{ConnInfo, ErrorSource, ProxyBody, ProxyError};
+use crate::upstream::UpstreamError;
 
 /// What the driver did with a request; attached to the response's extensions so the
 /// server's access log can print it.
@@ -26,46 +27,15 @@ pub struct Outcome {
     pub head_micros: u64,
 }
 
-/// The request line as it arrived, kept for the log (filters may rewrite the head).
-pub struct Arrival {
-    at: Instant,
-    method: Method,
-    uri: Uri,
-    host: Option<HeaderValue>,
-}
-
-impl Arrival {
-    /// Notes the request's arrival (cheap: reference-counted clones).
-    pub fn new(head: &http::request::Parts) -> Self {
-        Self {
-            at: Instant::now(),
-            method: head.method.clone(),
-            uri: head.uri.clone(),
-            host: head.headers.get(http::header::HOST).cloned(),
-        }
-    }
-
-    fn host(&self) -> &str {
-        match self.uri.authority() {
-            Some(a) => a.as_str(),
-            None => self
-                .host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or(""),
-        }
-    }
-}
-
-/// Records the outcome (log line, metrics) and attaches it to `resp`.
+/// Logs a proxy error, counts an upstream failure, and attaches the outcome to
+/// `resp` for the server's access log.
 pub fn done(
     mut resp: Response<ProxyBody>,
     error: Option<&ProxyError>,
     mut outcome: Outcome,
     conn: &ConnInfo,
-    arrival: &Arrival,
+    started: Instant,
 ) -> Response<ProxyBody> {
-    let started = arrival.at;
     outcome.error = error.map(ProxyError::source_side);
     outcome.head_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     match error {
@@ -87,8 +57,20 @@ pub fn done(
         ),
         None => {}
     }
-    // The access log and request metrics (`crate::access_log`) are wired in here.
-    let _ = (arrival.method.as_str(), arrival.uri.path(), arrival.host());
+    if let (Some(ProxyError::Upstream(e)), Some(upstream)) = (error, &outcome.upstream) {
+        crate::metrics::global().upstream_error(upstream, upstream_error_kind(e));
+    }
+    // The server writes the access line (and counts the request) from `outcome`.
     resp.extensions_mut().insert(outcome);
     resp
+}
+
+/// The `kind` label of `portcullis_upstream_errors_total`.
+fn upstream_error_kind(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Connect { .. } => "connect",
+        UpstreamError::Timeout { .. } => "timeout",
+        UpstreamError::Exchange { .. } | UpstreamError::Body { .. } => "protocol",
+        UpstreamError::NoTarget => "no_target",
+    }
 }

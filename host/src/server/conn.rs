@@ -28,10 +28,15 @@ use super::listeners::BoundListener;
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
+use crate::config::ListenerLimits;
 use crate::metrics;
 use crate::proxy::{self, ConnInfo, Outcome, ProxyBody};
+use crate::snapshot::Snapshot;
+use crate::tls;
 
-/// Serves a plain-text TCP connection accepted on `listener`.
+/// Serves a TCP connection accepted on `listener`, terminating TLS first when the
+/// listener has it (with the acceptor of the snapshot current at accept time, so a
+/// reloaded certificate serves new connections while open ones keep theirs).
 pub async fn serve_tcp(
     app: Arc<App>,
     listener: Arc<BoundListener>,
@@ -40,14 +45,46 @@ pub async fn serve_tcp(
 ) {
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().unwrap_or(listener.bound);
-    let info = ConnInfo {
+    let mut info = ConnInfo {
         client: peer,
         local,
         listener: Arc::clone(&listener.name),
         tls_version: None,
         client_subject: None,
     };
-    serve_io(app, &listener, tcp, info).await;
+    if !listener.tls {
+        return serve_io(app, &listener, tcp, info).await;
+    }
+    let (acceptor, timeout) = {
+        let snapshot = app.snapshot.load();
+        let timeout = limits_of(&snapshot, &listener.name).header_timeout;
+        (snapshot.tls().acceptor(&listener.name), timeout)
+    };
+    let Some(acceptor) = acceptor else {
+        tracing::warn!(listener = %listener.name, "no TLS acceptor for this listener; closing");
+        return;
+    };
+    // The handshake counts against the header timeout: a client that opens a
+    // connection and never finishes it is closed like a slow request head.
+    match tls::accept(&acceptor, tcp, timeout).await {
+        Ok((stream, session)) => {
+            info.tls_version = session.version;
+            info.client_subject = session.client_subject;
+            serve_io(app, &listener, stream, info).await;
+        }
+        Err(e) => tracing::debug!(client = %peer, listener = %listener.name, "{e}"),
+    }
+}
+
+/// The client limits of listener `name` in `snapshot` (defaults if it is gone).
+fn limits_of(snapshot: &Snapshot, name: &str) -> ListenerLimits {
+    snapshot
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.name == name)
+        .map(|l| l.limits.clone())
+        .unwrap_or_default()
 }
 
 /// Serves HTTP on `io` (a TCP stream, or the plaintext side of a TLS stream) until the
@@ -59,15 +96,7 @@ where
     let _open = OpenConnection::new(&listener.name);
     // Limits are read per connection, so a reload that changes them applies to new
     // connections without rebinding.
-    let limits = app
-        .snapshot
-        .load()
-        .config
-        .listeners
-        .iter()
-        .find(|l| *l.name == *listener.name)
-        .map(|l| l.limits.clone())
-        .unwrap_or_default();
+    let limits = limits_of(&app.snapshot.load(), &listener.name);
     let state = Rc::new(ConnState::new(limits.clone()));
     let io = Guard::new(io, Rc::clone(&state));
     let mut stop = listener.stopped();

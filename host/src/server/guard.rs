@@ -87,6 +87,15 @@ impl<I: Stream + 'static> Guard<I> {
         }
     }
 
+    /// Tells the watchdog whether the client is taking what is written.
+    fn note_write(&self, blocked: bool) {
+        if blocked {
+            self.state.write_blocked();
+        } else {
+            self.state.wrote();
+        }
+    }
+
     /// Runs the framing over what has been read, moving what may go to hyper into
     /// `output` and recording rejections.
     fn process(&mut self) {
@@ -177,7 +186,9 @@ impl<I: Stream + 'static> AsyncWrite for Guard<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.io()?.poll_write_vectored(cx, bufs)
+        let res = self.io()?.poll_write_vectored(cx, bufs);
+        self.note_write(res.is_pending());
+        res
     }
 
     fn is_write_vectored(&self) -> bool {

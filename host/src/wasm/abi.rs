@@ -51,7 +51,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
         "proxy_log",
-        |c: C<'_>, level: u32, ptr: u32, len: u32| -> i32 {
+        |mut c: C<'_>, level: u32, ptr: u32, len: u32| -> i32 {
             let msg = s!(read_str(&c, ptr, len));
             let f = &*c.data().plugin_name;
             match level {
@@ -60,6 +60,9 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 2 => tracing::info!(target: "filter", filter = f, "{msg}"),
                 3 => tracing::warn!(target: "filter", filter = f, "{msg}"),
                 _ => tracing::error!(target: "filter", filter = f, "{msg}"),
+            }
+            if level >= 4 {
+                c.data_mut().last_error_log = Some(msg.to_string());
             }
             status::OK
         },
@@ -327,15 +330,12 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let details = s!(read_str(&c, dp, dn));
             let body = s!(read(&c, bp, bn));
             let hdrs = s!(read(&c, hp, hn));
-            let Some(headers) = decode_pairs(&hdrs) else {
-                return status::BAD_ARGUMENT;
-            };
-            let Ok(status) = u16::try_from(code) else {
-                return status::BAD_ARGUMENT;
-            };
-            if !(100..=999).contains(&status) {
-                return status::BAD_ARGUMENT;
-            }
+            // The SDKs treat any status but OK as fatal: answer something sane instead.
+            let headers = decode_pairs(&hdrs).unwrap_or_default();
+            let status = u16::try_from(code)
+                .ok()
+                .filter(|c| (100..=999).contains(c))
+                .unwrap_or(500);
             c.data_mut().io.local_reply = Some(LocalReply {
                 status,
                 details,
@@ -389,7 +389,9 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             status::OK
         },
     )?;
-    // gRPC callouts are not offered: they answer UNIMPLEMENTED (docs/filters-abi.md).
+    // gRPC callouts are not offered (docs/filters-abi.md): starting one fails with
+    // INTERNAL_FAILURE and tokens are never found, the statuses SDKs surface as errors
+    // (UNIMPLEMENTED would make the Rust SDK panic).
     l.func_wrap(
         "env",
         "proxy_grpc_call",
@@ -406,25 +408,25 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
          _: u32,
          _: u32,
          _: u32|
-         -> i32 { status::UNIMPLEMENTED },
+         -> i32 { status::INTERNAL_FAILURE },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_stream",
         |_: C<'_>, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32| -> i32 {
-            status::UNIMPLEMENTED
+            status::INTERNAL_FAILURE
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_send",
-        |_: C<'_>, _: u32, _: u32, _: u32, _: u32| -> i32 { status::UNIMPLEMENTED },
+        |_: C<'_>, _: u32, _: u32, _: u32, _: u32| -> i32 { status::NOT_FOUND },
     )?;
     l.func_wrap("env", "proxy_grpc_cancel", |_: C<'_>, _: u32| -> i32 {
-        status::UNIMPLEMENTED
+        status::NOT_FOUND
     })?;
     l.func_wrap("env", "proxy_grpc_close", |_: C<'_>, _: u32| -> i32 {
-        status::UNIMPLEMENTED
+        status::NOT_FOUND
     })?;
     l.func_wrap_async(
         "env",
@@ -539,7 +541,7 @@ fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_record_metric",
         |_: C<'_>, id: u32, v: u64| -> i32 {
-            if metrics::record(id, i64::try_from(v).unwrap_or(i64::MAX)) {
+            if metrics::record(id, v) {
                 status::OK
             } else {
                 status::NOT_FOUND

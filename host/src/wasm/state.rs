@@ -94,7 +94,11 @@ pub(crate) struct HostState {
     pub memory: Option<Memory>,
     pub malloc: Option<TypedFunc<u32, u32>>,
     pub limits: Limiter,
-    /// When the running callback must have returned.
+    /// Epoch ticks the running callback may still run for: a tick is counted only
+    /// when the guest is running as it passes, so time the worker spends on other
+    /// tasks (or the OS spends on other threads) is not charged to the guest.
+    pub ticks_left: u64,
+    /// A wall-clock backstop, far beyond the tick budget.
     pub deadline: Instant,
     pub next_context: u32,
     /// The context host calls act for (`set_effective_context` changes it).
@@ -106,6 +110,8 @@ pub(crate) struct HostState {
     pub call_response: Option<CallResponse>,
     /// Wakes this VM's root task (timers, queues).
     pub signal: Arc<VmSignal>,
+    /// The guest's last error-level log line: why `on_configure` refused, if it says.
+    pub last_error_log: Option<String>,
 }
 
 /// Caps a VM's linear memory; a guest growing past it traps and is counted as a

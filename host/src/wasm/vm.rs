@@ -136,7 +136,8 @@ impl Vm {
                 max_memory: spec.memory,
                 hit: false,
             },
-            deadline: Instant::now() + spec.timeout,
+            ticks_left: ticks(spec.timeout),
+            deadline: Instant::now() + backstop(spec.timeout),
             next_context: ROOT_CONTEXT + 1,
             effective_context: ROOT_CONTEXT,
             io: Box::default(),
@@ -145,18 +146,23 @@ impl Vm {
             next_token: 1,
             call_response: None,
             signal,
+            last_error_log: None,
         };
         let mut store = Store::new(compiled.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            if s.ticks_left == 0 || Instant::now() >= s.deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
+                s.ticks_left -= 1;
                 // Let the worker's other tasks run while this guest computes.
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        store.data_mut().deadline = Instant::now() + spec.timeout.max(START_TIMEOUT);
+        let start = spec.timeout.max(START_TIMEOUT);
+        store.data_mut().ticks_left = ticks(start);
+        store.data_mut().deadline = Instant::now() + backstop(start);
         store.set_epoch_deadline(1);
         let instance = match compiled.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
@@ -210,14 +216,20 @@ impl Vm {
             .await
             .map_err(|f| format!("on_configure {f}"))?;
         if configured == Some(0) {
-            return Err("on_configure rejected its configuration (returned false)".into());
+            // A filter says why in its log (the SDK logs the field at error level).
+            return Err(match vm.store.data_mut().last_error_log.take() {
+                Some(why) => format!("on_configure rejected its configuration: {why}"),
+                None => "on_configure rejected its configuration (returned false)".into(),
+            });
         }
         vm.timeout = spec.timeout;
         Ok(vm)
     }
 
     fn arm(&mut self) {
-        self.store.data_mut().deadline = Instant::now() + self.timeout;
+        let s = self.store.data_mut();
+        s.ticks_left = ticks(self.timeout);
+        s.deadline = Instant::now() + backstop(self.timeout);
         self.store.set_epoch_deadline(1);
     }
 
@@ -276,6 +288,19 @@ impl Vm {
             Failure::Trap(root_cause(&e))
         }
     }
+}
+
+/// The tick budget of a callback allowed `timeout` of running time.
+fn ticks(timeout: Duration) -> u64 {
+    let tick = super::engine::EPOCH_TICK.as_micros().max(1);
+    u64::try_from(timeout.as_micros().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// However starved the worker, a callback never runs longer than this in wall time.
+fn backstop(timeout: Duration) -> Duration {
+    timeout.saturating_mul(20).max(Duration::from_secs(2))
 }
 
 fn describe(store: &Store<HostState>, e: &wasmtime::Error) -> String {

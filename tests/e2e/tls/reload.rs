@@ -31,11 +31,8 @@ async fn served_now(proxy: &Proxy) -> Option<Vec<u8>> {
     served_chain(&stream).into_iter().next()
 }
 
-/// `/status` as JSON.
 async fn status(proxy: &Proxy) -> serde_json::Value {
-    let (code, body) = proxy.admin_get("/status").await;
-    assert_eq!(code, 200, "/status: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+    proxy.status().await
 }
 
 #[tokio::test]
@@ -43,10 +40,10 @@ async fn a_replaced_certificate_serves_new_connections_and_open_ones_carry_on() 
     let ca = Ca::new("Reload CA");
     let first = ca.server(&["site.test"], Alg::Ecdsa);
     let second = ca.server(&["site.test"], Alg::Ed25519);
-    let conf = Conf::new();
-    conf.write_pair("site", &first);
-    conf.write_yaml(YAML);
-    let proxy = Proxy::start(conf.path(), &["websecure"]);
+    let conf = ConfDir::new();
+    write_pair(&conf, "site", &first);
+    conf.write("portcullis.yaml", YAML);
+    let proxy = Proxy::start(&conf);
     assert!(
         served_now(&proxy).await == Some(first.leaf_der.clone()),
         "expected the first certificate at start"
@@ -67,7 +64,8 @@ async fn a_replaced_certificate_serves_new_connections_and_open_ones_carry_on() 
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code, 200);
 
-    conf.write_pair("site", &second);
+    // No signal: the watcher sees the certificate files change.
+    write_pair(&conf, "site", &second);
     let p = &proxy;
     let switched = eventually(RELOAD, || {
         let want = second.leaf_der.clone();
@@ -78,7 +76,7 @@ async fn a_replaced_certificate_serves_new_connections_and_open_ones_carry_on() 
         switched.is_some(),
         "expected new connections to be served the new certificate within {RELOAD:?}; status: {}\nlog:\n{}",
         status(&proxy).await,
-        proxy.log()
+        proxy.logs()
     );
 
     let after = open.get("site.test", "/after", &[]).await;
@@ -98,14 +96,14 @@ async fn a_bad_certificate_is_reported_and_the_old_one_keeps_serving() {
     let ca = Ca::new("Reload CA");
     let good = ca.server(&["site.test"], Alg::Ecdsa);
     let other = ca.server(&["site.test"], Alg::Ecdsa);
-    let conf = Conf::new();
-    conf.write_pair("site", &good);
-    conf.write_yaml(YAML);
-    let proxy = Proxy::start(conf.path(), &["websecure"]);
+    let conf = ConfDir::new();
+    write_pair(&conf, "site", &good);
+    conf.write("portcullis.yaml", YAML);
+    let proxy = Proxy::start(&conf);
     let generation = status(&proxy).await["generation"].as_u64();
 
     // A key that does not belong to the certificate.
-    conf.write_cert_file("site.key", &other.key_pem);
+    write_cert_file(&conf, "site.key", &other.key_pem);
     let p = &proxy;
     let reported = eventually(RELOAD, || async move {
         let st = status(p).await;
@@ -116,7 +114,7 @@ async fn a_bad_certificate_is_reported_and_the_old_one_keeps_serving() {
     let errors = reported.unwrap_or_else(|| {
         panic!(
             "expected the mismatched key to be reported in /status within {RELOAD:?}; log:\n{}",
-            proxy.log()
+            proxy.logs()
         )
     });
     assert!(
@@ -125,7 +123,7 @@ async fn a_bad_certificate_is_reported_and_the_old_one_keeps_serving() {
     );
 
     // Garbage in the certificate file is reported too.
-    conf.write_cert_file("site.crt", "not a certificate\n");
+    write_cert_file(&conf, "site.crt", "not a certificate\n");
     let reported = eventually(RELOAD, || async move {
         let st = status(p).await;
         let errors = st["last_reload"]["errors"].to_string();
@@ -135,7 +133,7 @@ async fn a_bad_certificate_is_reported_and_the_old_one_keeps_serving() {
     assert!(
         reported.is_some(),
         "expected the bad certificate file to be reported; log:\n{}",
-        proxy.log()
+        proxy.logs()
     );
 
     assert!(
@@ -166,21 +164,35 @@ async fn a_bad_certificate_is_reported_and_the_old_one_keeps_serving() {
 #[test]
 fn check_reports_a_mismatched_key_at_its_file_and_line() {
     let ca = Ca::new("Check CA");
-    let conf = Conf::new();
-    conf.write_cert_file("site.crt", &ca.server(&["site.test"], Alg::Ecdsa).chain_pem);
-    conf.write_cert_file("site.key", &ca.server(&["site.test"], Alg::Ecdsa).key_pem);
-    conf.write_yaml(YAML);
+    let conf = ConfDir::new();
+    write_cert_file(
+        &conf,
+        "site.crt",
+        &ca.server(&["site.test"], Alg::Ecdsa).chain_pem,
+    );
+    write_cert_file(
+        &conf,
+        "site.key",
+        &ca.server(&["site.test"], Alg::Ecdsa).key_pem,
+    );
+    conf.write("portcullis.yaml", YAML);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check", "--conf"])
         .arg(conf.path())
         .output()
         .unwrap_or_else(|e| panic!("cannot run portcullis check: {e}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "expected check to fail; stderr:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected check to fail; stderr:\n{stderr}"
+    );
     // The pair is on line 8 of YAML (which starts with a newline).
     let expected = "portcullis.yaml:8: listeners.websecure.tls.certificates.0: the private key in";
     assert!(
-        stderr.lines().any(|l| l.starts_with(expected) && l.contains("does not match")),
+        stderr
+            .lines()
+            .any(|l| l.starts_with(expected) && l.contains("does not match")),
         "expected a line starting {expected:?}; stderr:\n{stderr}"
     );
 }

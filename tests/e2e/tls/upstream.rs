@@ -64,11 +64,13 @@ async fn an_https_upstream_with_a_private_ca_works_and_a_wrong_ca_is_a_502() {
     let private = Ca::new("Private CA");
     let other = Ca::new("Other CA");
     let backend_addr = backend(&private.server(&["backend.internal"], Alg::Ecdsa)).await;
-    let conf = Conf::new();
-    conf.write_cert_file("private-ca.crt", &private.cert_pem);
-    conf.write_cert_file("other-ca.crt", &other.cert_pem);
-    conf.write_yaml(&format!(
-        r#"
+    let conf = ConfDir::new();
+    write_cert_file(&conf, "private-ca.crt", &private.cert_pem);
+    write_cert_file(&conf, "other-ca.crt", &other.cert_pem);
+    conf.write(
+        "portcullis.yaml",
+        format!(
+            r#"
 admin: {{ address: "127.0.0.1:0" }}
 workers: 1
 listeners:
@@ -89,8 +91,9 @@ upstreams:
     targets: [ {{ address: "{backend_addr}" }} ]
     tls: {{ ca: certs/other-ca.crt, sni: backend.internal }}
 "#
-    ));
-    let proxy = Proxy::start(conf.path(), &["web"]);
+        ),
+    );
+    let proxy = Proxy::start(&conf);
     let web = proxy.addr("web");
     let client = reqwest::Client::new();
     let get = |path: &str| {
@@ -113,7 +116,7 @@ upstreams:
         status,
         200,
         "expected the private CA to verify the backend; body: {body}\nlog:\n{}",
-        proxy.log()
+        proxy.logs()
     );
     assert_eq!(
         body, "backend over HTTP/2.0",

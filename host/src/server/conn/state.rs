@@ -17,6 +17,9 @@ pub(crate) struct ConnState {
     head_since: Cell<Option<Instant>>,
     /// When the connection last became idle (no request in flight, no head started).
     idle_since: Cell<Instant>,
+    /// Since when a write to the client has been blocked (its receive window full),
+    /// `None` while writes go through.
+    write_blocked_since: Cell<Option<Instant>>,
     /// Requests in flight (handler started, response body not yet fully sent).
     active: Cell<usize>,
     /// Requests handed to the handler so far.
@@ -38,6 +41,7 @@ impl ConnState {
             limits,
             head_since: Cell::new(Some(now)),
             idle_since: Cell::new(now),
+            write_blocked_since: Cell::new(None),
             active: Cell::new(0),
             requests: Cell::new(0),
             rejections: RefCell::new(Vec::new()),
@@ -66,6 +70,19 @@ impl ConnState {
             self.idle_since.set(Instant::now());
             self.changed.notify_one();
         }
+    }
+
+    /// A write to the client could not proceed (the client is not reading).
+    pub(crate) fn write_blocked(&self) {
+        if self.write_blocked_since.get().is_none() {
+            self.write_blocked_since.set(Some(Instant::now()));
+            self.changed.notify_one();
+        }
+    }
+
+    /// A write to the client went through.
+    pub(crate) fn wrote(&self) {
+        self.write_blocked_since.set(None);
     }
 
     /// The guard rejected the head that will be request `index`.
@@ -140,6 +157,8 @@ pub(crate) enum Expired {
     HeaderTimeout,
     /// Idle keep-alive for too long.
     IdleTimeout,
+    /// The client stopped reading its response for longer than the idle timeout.
+    WriteStalled,
 }
 
 impl std::fmt::Display for Expired {
@@ -147,26 +166,35 @@ impl std::fmt::Display for Expired {
         f.write_str(match self {
             Expired::HeaderTimeout => "request headers not received in time",
             Expired::IdleTimeout => "idle for too long",
+            Expired::WriteStalled => "the client stopped reading its response",
         })
     }
 }
 
 /// Completes when the connection has been reading one head for longer than the header
-/// timeout, or idle for longer than the idle timeout. A request in flight (however
-/// slow its upstream) never expires here.
+/// timeout, idle for longer than the idle timeout, or unable to write to a client that
+/// stopped reading for longer than the idle timeout. A request in flight (however slow
+/// its upstream) never expires here.
 pub(crate) async fn watchdog(state: &ConnState) -> Expired {
     loop {
         let changed = state.changed.notified();
-        let deadline = if let Some(since) = state.head_since.get() {
-            Some((since + state.limits.header_timeout, Expired::HeaderTimeout))
-        } else if state.active.get() == 0 {
-            Some((
-                state.idle_since.get() + state.limits.idle_timeout,
-                Expired::IdleTimeout,
-            ))
-        } else {
-            None
+        let limits = &state.limits;
+        let mut deadline = None;
+        let mut consider = |at: Instant, why: Expired| match deadline {
+            Some((earliest, _)) if earliest <= at => {}
+            _ => deadline = Some((at, why)),
         };
+        if let Some(since) = state.head_since.get() {
+            consider(since + limits.header_timeout, Expired::HeaderTimeout);
+        } else if state.active.get() == 0 {
+            consider(
+                state.idle_since.get() + limits.idle_timeout,
+                Expired::IdleTimeout,
+            );
+        }
+        if let Some(since) = state.write_blocked_since.get() {
+            consider(since + limits.idle_timeout, Expired::WriteStalled);
+        }
         match deadline {
             Some((at, why)) if at <= Instant::now() => return why,
             Some((at, _)) => {

@@ -8,6 +8,9 @@ use super::Reject;
 /// The HTTP/2 prior-knowledge connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Header slots parsed on the stack; a larger `max_headers` uses the heap.
+const STACK_HEADERS: usize = 128;
+
 /// Where in the request stream the guard is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -185,8 +188,16 @@ impl Framing {
     }
 
     fn parse_head(&self, input: &[u8]) -> Parsed {
-        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers];
-        let mut req = httparse::Request::new(&mut headers);
+        // The common limits fit on the stack: no allocation per request head.
+        let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut on_heap = Vec::new();
+        let headers = if self.max_headers <= STACK_HEADERS {
+            &mut on_stack[..self.max_headers]
+        } else {
+            on_heap.resize(self.max_headers, httparse::EMPTY_HEADER);
+            &mut on_heap[..]
+        };
+        let mut req = httparse::Request::new(headers);
         match req.parse(input) {
             Ok(httparse::Status::Partial) => Parsed::Partial,
             Ok(httparse::Status::Complete(len)) => match body_of(&req) {

@@ -207,3 +207,16 @@ async fn metrics_defined_by_guests_count() {
     let id = metrics::define("metric", "probe_requests_total", metrics::Kind::Counter);
     assert_eq!(metrics::get(id), Some(2));
 }
+
+#[tokio::test]
+async fn the_remaining_host_calls_answer_as_the_sdk_expects() {
+    let p = plugin(&filter("misc", "misc:mi"));
+    let mut chain = HttpFilters::new(&[p], info());
+    let mut req = request("/", &[]);
+    cont(chain.request_headers(&mut req, true).await);
+    assert_eq!(
+        header(&req.headers, "x-misc"),
+        "time=true level=true grpc_refused=true gauge=42 effective=true status=0 done=true"
+    );
+    chain.finish().await;
+}

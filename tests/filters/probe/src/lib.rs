@@ -238,6 +238,30 @@ impl HttpContext for Stream {
                 };
                 self.add_http_request_header("x-foreign", &v);
             }
+            "misc" => {
+                use proxy_wasm::hostcalls;
+                let time = self
+                    .get_current_time()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() > 1_600_000_000)
+                    .unwrap_or(false);
+                let level = hostcalls::get_log_level().is_ok();
+                let grpc = self
+                    .dispatch_grpc_call("up", "svc", "m", vec![], None, Duration::from_secs(1))
+                    .is_err();
+                let gauge = hostcalls::define_metric(MetricType::Gauge, "probe_gauge")
+                    .and_then(|g| hostcalls::record_metric(g, 42).and_then(|_| hostcalls::get_metric(g)))
+                    .unwrap_or(0);
+                let effective = hostcalls::set_effective_context(self.id).is_ok();
+                let (code, _) = self.get_grpc_status();
+                let done = hostcalls::done().is_ok();
+                self.set_http_request_header(
+                    "x-misc",
+                    Some(&format!(
+                        "time={time} level={level} grpc_refused={grpc} gauge={gauge} effective={effective} status={code} done={done}"
+                    )),
+                );
+            }
             "pairs" => {
                 let mut all = self.get_http_request_headers();
                 all.retain(|(k, _)| k != "x-drop");

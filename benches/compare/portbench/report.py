@@ -1,0 +1,176 @@
+"""Turns a run's figures into the markdown report: machine and versions, the
+comparison tables, the scenarios, and each target with its verdict."""
+
+
+def _f(v, fmt="{:,.0f}", none="—"):
+    return none if v is None else fmt.format(v)
+
+
+def _ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def _us(v):
+    return _f(v, "{:,.0f}")
+
+
+def _mib(kib):
+    return None if kib is None else kib / 1024
+
+
+def derive(cmp):
+    """Adds per-row derived figures: requests per proxy CPU-second, added p99."""
+    rows = cmp["rows"]
+    direct_p99 = rows.get("direct", {}).get("fixed", {}).get("p99")
+    for name, r in rows.items():
+        w = r.get("wrk")
+        if w and w.get("proxy_cpu_s"):
+            r["per_cpu_s"] = w["requests"] / w["proxy_cpu_s"]
+        fx = r.get("fixed")
+        if fx and direct_p99 is not None and fx.get("p99") is not None and name != "direct":
+            r["added_p99"] = fx["p99"] - direct_p99
+    return rows
+
+
+def targets(results):
+    """[(target, measured, verdict)] for every target the issue sets."""
+    out = []
+    rows = results.get("compare", {}).get("rows", {})
+    ng, pc, p5 = rows.get("nginx", {}), rows.get("portcullis", {}), rows.get("portcullis-5f", {})
+
+    def check(name, measured, ok):
+        out.append((name, measured, "n/a" if ok is None else ("PASS" if ok else "MISS")))
+
+    if rows:
+        x = _ratio(pc.get("per_cpu_s"), ng.get("per_cpu_s"))
+        check("req per proxy CPU-s, no filters ≥ 0.9× nginx", _f(x, "{:.2f}×"),
+              None if x is None else x >= 0.9)
+        x = _ratio(p5.get("per_cpu_s"), pc.get("per_cpu_s"))
+        check("req per proxy CPU-s, 5 filters ≥ 0.85× no filters", _f(x, "{:.2f}×"),
+              None if x is None else x >= 0.85)
+        for row, label in (("portcullis", "no filters"), ("portcullis-5f", "5 filters")):
+            a, n = rows.get(row, {}).get("added_p99"), ng.get("added_p99")
+            ok = None if a is None or n is None else a <= n + 25
+            check(f"added p99 at fixed load, {label} ≤ nginx's + 25 µs",
+                  f"{_us(a)} µs vs {_us(n)} + 25 µs", ok)
+    m = results.get("memory")
+    if m and "rss_five" in m:
+        d = _mib(m["rss_five"] - m["rss_none"])
+        check("RSS added by 5 filters × 2 workers ≤ 16 MiB", _f(d, "{:.1f} MiB"), d <= 16)
+    rl = results.get("reload")
+    if rl:
+        failed = _reload_failures(rl["during"])
+        # Zero failures over fewer reloads than the target's 100 proves nothing yet.
+        ok = False if failed else (True if rl["reloads"] >= 100 else None)
+        check(f"failed requests over {rl['reloads']} reloads = 0 (target: 100 reloads)",
+              str(failed), ok)
+        b, d = rl["before"].get("p99"), rl["during"].get("p99")
+        x = _ratio(d, b)
+        check("p99 during reloads ≤ 1.5× before", _f(x, "{:.2f}×") + f" ({_us(d)} vs {_us(b)} µs)",
+              None if x is None else x <= 1.5)
+    return out
+
+
+def _reload_failures(fx):
+    return (fx.get("failed") or 0) + (fx.get("non2xx") or 0)
+
+
+def markdown(results):
+    m, o = results["machine"], results["options"]
+    lines = [f"# Portcullis load comparison — {results['date']}", ""]
+    lines += [f"Command: `{results['command']}`", ""]
+    lines += ["| machine | |", "|---|---|"]
+    for k in ("cpu", "cores", "memory", "os", "kernel", "loadavg_at_start", "portcullis",
+              "rustc", "nginx", "haproxy", "wrk", "h2load"):
+        lines.append(f"| {k} | {m.get(k, '?')} |")
+    lines += ["", f"Proxy under test pinned to CPU 1 with one worker; backend (nginx `return 200`, "
+              f"1 KiB body) and load generator pinned to CPU 0. HTTP/1.1 keep-alive, "
+              f"{o['connections']} connections, {o['duration']} s per run after a "
+              f"{o['warmup']} s warm-up. Every request carries the `x-api-key` header."
+              + (f" {o['repeat']} rounds with the rows taking turns; each row shows its "
+                 f"median round (by requests per proxy CPU-second; fixed rate: by p99)."
+                 if o.get("repeat", 1) > 1 else "")
+              + (f" Servers and load generators run at nice {o['nice']}." if o.get("nice") else ""),
+              ""]
+
+    if "compare" in results:
+        cmp = results["compare"]
+        rows = derive(cmp)
+        ng = rows.get("nginx", {})
+        lines += ["## Throughput (closed loop, wrk)", "",
+                  "| | req/s | × nginx | req per proxy CPU-s | × nginx | p50 µs | p99 µs "
+                  "| p99.9 µs | RSS MiB | × nginx | errors |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for name, r in rows.items():
+            w = r.get("wrk") or {}
+            err = r.get("error") or (f"{w['errors']} socket, {w['non2xx']} non-2xx"
+                                     if w.get("errors") or w.get("non2xx") else "0")
+            rss = _mib(r.get("rss_kib"))
+            lines.append(
+                f"| {r['label']} | {_f(w.get('rps'))} | {_f(_ratio(w.get('rps'), ng.get('wrk', {}).get('rps')), '{:.2f}')} "
+                f"| {_f(r.get('per_cpu_s'))} | {_f(_ratio(r.get('per_cpu_s'), ng.get('per_cpu_s')), '{:.2f}')} "
+                f"| {_us(w.get('p50'))} | {_us(w.get('p99'))} | {_us(w.get('p999'))} "
+                f"| {_f(rss, '{:.1f}')} | {_f(_ratio(rss, _mib(ng.get('rss_kib'))), '{:.2f}')} | {err} |")
+        lines += ["", f"## Latency at a fixed rate ({cmp['rate']:,} req/s, ~30% of the slowest "
+                  f"proxy's capacity; h2load --h1, {o['rate_clients']} connections)", "",
+                  "| | p50 µs | p99 µs | p99.9 µs | added p99 µs | × nginx's added p99 | failed |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for name, r in rows.items():
+            fx = r.get("fixed")
+            if not fx:
+                lines.append(f"| {r['label']} | — | — | — | — | — | {r.get('error', 'not run')} |")
+                continue
+            lines.append(
+                f"| {r['label']} | {_us(fx['p50'])} | {_us(fx['p99'])} | {_us(fx['p999'])} "
+                f"| {_us(r.get('added_p99'))} | {_f(_ratio(r.get('added_p99'), ng.get('added_p99')), '{:.2f}')} "
+                f"| {(fx.get('failed') or 0) + fx['non2xx']} |")
+        lines.append("")
+
+    if "reload" in results:
+        rl = results["reload"]
+        b, d, wl = rl["before"], rl["during"], rl["write_to_live"]
+        lines += ["## Hot reload under load", "",
+                  f"Portcullis, 1 worker, fixed rate {b['rate']:,} req/s; `routes.yaml` rewritten "
+                  f"in place every 100 ms, alternating a 5-filter and a 3-filter chain.", "",
+                  "| | value |", "|---|---|",
+                  f"| reloads done (missed: never went live within 5 s) | {rl['reloads']} ({rl['missed']}) |",
+                  f"| failed requests during (incl. connection errors, non-2xx) | {_reload_failures(d)} of {d['requests']:,} |",
+                  f"| p99 before / during | {_us(b['p99'])} / {_us(d['p99'])} µs |",
+                  f"| p99.9 before / during | {_us(b['p999'])} / {_us(d['p999'])} µs |",
+                  f"| write-to-live p50 / max | {_f(_pct(wl, 50), '{:.0f}', '—')} / "
+                  f"{_f(wl[-1] * 1000 if wl else None, '{:.0f}')} ms |",
+                  f"| /status generation at the end, last reload ok | {rl['generation']}, {rl['last_reload_ok']} |",
+                  ""]
+    if "reload_error" in results:
+        lines += ["## Hot reload under load", "", f"Not measured: {results['reload_error']}", ""]
+
+    if "memory" in results:
+        mm = results["memory"]
+        lines += ["## Memory (RSS, after a short load)", "", "| | MiB |", "|---|---:|",
+                  f"| Portcullis, 2 workers, no filters | {_mib(mm['rss_none']):.1f} |",
+                  f"| Portcullis, 2 workers, 5 filters | {_mib(mm['rss_five']):.1f} |",
+                  f"| added by 5 filters × 2 workers | {_mib(mm['rss_five'] - mm['rss_none']):.1f} |"]
+        if "rss_after_reloads" in mm:
+            n = o["memory_reloads"]
+            lines += [f"| 5 filters, after {n} reloads ({mm['reload_seconds']:.0f} s, "
+                      f"{mm['reload_missed']} missed) | {_mib(mm['rss_after_reloads']):.1f} |",
+                      f"| growth over {n} reloads | {_mib(mm['rss_after_reloads'] - mm['rss_five']):.1f} |"]
+        lines.append("")
+    if "memory_error" in results:
+        lines += ["## Memory", "", f"Not measured: {results['memory_error']}", ""]
+
+    t = targets(results)
+    if t:
+        lines += ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in t]
+        lines.append("")
+    if results.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def _pct(sorted_s, p):
+    if not sorted_s:
+        return None
+    k = min(len(sorted_s) - 1, int(p / 100 * len(sorted_s)))
+    return sorted_s[k] * 1000

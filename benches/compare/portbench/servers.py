@@ -1,0 +1,192 @@
+"""The servers of a run: the fixed backend, and each proxy under test with the
+configuration that makes the comparison fair (one worker, keep-alive to the upstream,
+no access log), all bound to 127.0.0.1 only."""
+
+import os
+
+from .procs import Proc, free_port, wait_ready
+
+# Every request carries the key the 5-filter chain's api-key filter wants, whatever the
+# proxy, so that every row sees the same bytes.
+API_KEY = "bench-key-0123456789"
+REQUEST_HEADERS = {"x-api-key": API_KEY}
+BODY = "x" * 1023 + "\n"  # 1 KiB
+
+
+class Server:
+    """A running server: its process, the URL the load goes to, where it listens."""
+
+    def __init__(self, name, proc, url, admin=None, conf_dir=None):
+        self.name = name
+        self.proc = proc
+        self.url = url
+        self.admin = admin
+        self.conf_dir = conf_dir
+
+    def stop(self):
+        self.proc.stop()
+
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _nginx(name, workdir, cpu, server_block):
+    """nginx in the foreground with its own prefix, pid and logs under `workdir`."""
+    os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
+    conf = os.path.join(workdir, "nginx.conf")
+    _write(conf, f"""
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path {workdir}/tmp_body;
+    proxy_temp_path {workdir}/tmp_proxy;
+    fastcgi_temp_path {workdir}/tmp_fcgi;
+    uwsgi_temp_path {workdir}/tmp_uwsgi;
+    scgi_temp_path {workdir}/tmp_scgi;
+{server_block}
+}}
+""")
+    return Proc(name, ["nginx", "-p", workdir, "-c", conf, "-g", "daemon off;"],
+                cpu=cpu, log=os.path.join(workdir, "stdout.log"))
+
+
+def start_backend(workdir, cpu):
+    """nginx answering every request with 200 and a 1 KiB body."""
+    port = free_port()
+    proc = _nginx("backend", workdir, cpu, f"""
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{ default_type text/plain; return 200 "{BODY[:-1]}\\n"; }}
+    }}""")
+    url = f"http://127.0.0.1:{port}/"
+    wait_ready(proc, url)
+    return Server("backend", proc, url)
+
+
+def start_nginx_proxy(workdir, cpu, backend_port):
+    """nginx as a reverse proxy: one worker, upstream keep-alive, no access log."""
+    port = free_port()
+    proc = _nginx("nginx", workdir, cpu, f"""
+    upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering on;
+        }}
+    }}""")
+    url = f"http://127.0.0.1:{port}/"
+    wait_ready(proc, url)
+    return Server("nginx", proc, url)
+
+
+def start_haproxy(workdir, cpu, backend_port):
+    """HAProxy: one thread, keep-alive on both sides, connection reuse to the backend."""
+    port = free_port()
+    cfg = os.path.join(workdir, "haproxy.cfg")
+    _write(cfg, f"""
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    http-reuse always
+    server s1 127.0.0.1:{backend_port}
+""")
+    proc = Proc("haproxy", ["haproxy", "-db", "-f", cfg], cpu=cpu,
+                log=os.path.join(workdir, "stdout.log"))
+    url = f"http://127.0.0.1:{port}/"
+    wait_ready(proc, url)
+    return Server("haproxy", proc, url)
+
+
+# === Portcullis ===
+
+FIVE_FILTERS = """
+filters:
+  - name: allow
+    builtin: ip-allowlist
+    config: { allow: [127.0.0.0/8, "::1/128"] }
+  - name: limit
+    builtin: rate-limit
+    # Never hit: the bench measures the check, not the refusal.
+    config: { rate: 100000000, per: 1s, burst: 100000000, key: client_ip }
+  - name: keys
+    builtin: api-key
+    config: { header: x-api-key, keys: [ { key: "%s", consumer: bench } ] }
+  - name: rewrite
+    builtin: headers
+    config:
+      request: { set: { x-env: bench } }
+      response: { set: { x-chain: CHAIN } }
+  - name: moved
+    builtin: redirect
+    # Never fires: the bench's host is 127.0.0.1.
+    config: { regex: "^https?://old\\\\.example\\\\.com/(.*)", replacement: "https://new.example.com/${1}" }
+""" % API_KEY
+
+CHAIN_FIVE = ["allow", "limit", "keys", "rewrite", "moved"]
+# The reload scenario's second chain: different order and length, same outcome (200).
+CHAIN_ALT = ["rewrite", "keys", "allow"]
+
+
+def portcullis_files(port, admin_port, backend_port, workers, chain, chain_tag="a"):
+    """{file name: YAML} for a conf dir: routes live in their own file so that the
+    reload scenario rewrites only that one."""
+    main = f"""admin:
+  address: 127.0.0.1:{admin_port}
+workers: {workers}
+listeners:
+  - name: web
+    address: 127.0.0.1:{port}
+upstreams:
+  - name: backend
+    targets:
+      - {{ address: 127.0.0.1:{backend_port} }}
+"""
+    files = {"main.yaml": main, "routes.yaml": routes_yaml(chain)}
+    if chain:
+        files["filters.yaml"] = FIVE_FILTERS.replace("CHAIN", chain_tag)
+    return files
+
+
+def routes_yaml(chain):
+    filters = f"    filters: [{', '.join(chain)}]\n" if chain else ""
+    return f"routes:\n  - name: all\n{filters}    upstream: backend\n"
+
+
+def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None):
+    """`portcullis run --conf DIR` with the access log silenced (nginx's is off too)."""
+    if not binary or not os.path.exists(binary):
+        raise RuntimeError(f"no Portcullis binary at {binary}")
+    port, admin_port = free_port(), free_port()
+    conf = os.path.join(workdir, "conf")
+    for name, text in portcullis_files(port, admin_port, backend_port, workers, chain).items():
+        _write(os.path.join(conf, name), text)
+    penv = dict(os.environ, RUST_LOG="warn")
+    penv.update(env or {})
+    proc = Proc("portcullis", [binary, "run", "--conf", conf], cpu=cpu,
+                log=os.path.join(workdir, "stdout.log"), env=penv)
+    admin = f"http://127.0.0.1:{admin_port}"
+    wait_ready(proc, admin + "/ready", timeout=60)
+    url = f"http://127.0.0.1:{port}/"
+    wait_ready(proc, url, headers=REQUEST_HEADERS)
+    return Server("portcullis", proc, url, admin=admin, conf_dir=conf)

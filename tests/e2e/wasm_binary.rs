@@ -1,0 +1,102 @@
+//! Wasm filters in the real binary: a module from disk in the config directory, its
+//! metrics on `/metrics`, a failing filter counted, a filter refusing its config.
+
+use std::time::Duration;
+
+use crate::support::{ConfDir, Proxy, client};
+use crate::wasm_build;
+
+fn conf(filters: &str, routes: &str) -> ConfDir {
+    let dir = ConfDir::new();
+    let wasm =
+        std::fs::read(wasm_build::filter("probe")).unwrap_or_else(|e| panic!("probe.wasm: {e}"));
+    dir.write("probe.wasm", wasm);
+    dir.write(
+        "proxy.yaml",
+        format!(
+            "admin: {{ address: 127.0.0.1:0 }}\nworkers: 1\n\
+             listeners: [{{ name: web, address: 127.0.0.1:0 }}]\n\
+             routes:\n{routes}\nfilters:\n{filters}\n"
+        ),
+    );
+    dir
+}
+
+async fn metrics(proxy: &Proxy) -> String {
+    let resp = client().get(proxy.admin_url("/metrics")).send().await;
+    let resp = resp.unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    resp.text()
+        .await
+        .unwrap_or_else(|e| panic!("/metrics body: {e}"))
+}
+
+async fn metrics_eventually(proxy: &Proxy, needle: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = metrics(proxy).await;
+        if last.contains(needle) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {needle:?} on /metrics, got:\n{last}");
+}
+
+#[tokio::test]
+async fn a_module_from_disk_filters_and_counts() {
+    let dir = conf(
+        "  - { name: tag, wasm: probe.wasm, config: \"headers:tag\" }\n\
+         \x20 - { name: spin, wasm: probe.wasm, config: \"spin:sp\", limits: { callback_timeout: 200ms } }",
+        "  - { name: tagged, match: { path_prefix: /tag }, filters: [tag], upstream: echo@internal }\n\
+         \x20 - { name: spinning, match: { path_prefix: /spin }, filters: [spin], upstream: echo@internal }",
+    );
+    let proxy = Proxy::start(&dir);
+    let resp = client()
+        .get(proxy.url("web", "/tag"))
+        .header("x-in", "through-the-binary")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /tag: {e}"));
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value = resp
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("echo JSON: {e}"));
+    assert_eq!(
+        echo["headers"]["x-seen-tag"], "through-the-binary",
+        "{echo}"
+    );
+    metrics_eventually(&proxy, "probe_requests_total{filter=\"tag\"} 1").await;
+
+    let resp = client()
+        .get(proxy.url("web", "/spin"))
+        .header("x-spin", "1")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /spin: {e}"));
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.text().await.unwrap_or_default(), "filter failure\n");
+    metrics_eventually(&proxy, "filter=\"spin\",kind=\"timeout\"").await;
+    let resp = client().get(proxy.url("web", "/spin")).send().await;
+    assert_eq!(
+        resp.map(|r| r.status().as_u16()).ok(),
+        Some(200),
+        "a fresh VM serves the next request"
+    );
+}
+
+#[tokio::test]
+async fn a_filter_refusing_its_config_stops_the_load() {
+    let dir = conf(
+        "  - { name: bad, wasm: probe.wasm, config: trap_configure }",
+        "  - { name: r, filters: [bad], upstream: echo@internal }",
+    );
+    let err = match Proxy::try_start(&dir) {
+        Ok(_) => panic!("a filter trapping in on_configure was served"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("filters.bad: on_configure trapped"),
+        "stderr: {err}"
+    );
+}
