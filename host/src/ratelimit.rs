@@ -32,10 +32,10 @@ const STALE_AFTER: Duration = Duration::from_secs(600);
 /// Limiters each thread keeps at hand (a worker rarely sees more than a few).
 const LOCAL_CAPACITY: usize = 32;
 
-type LocalCache = Vec<(u64, u64, Arc<Limiter>)>;
+type LocalCache = Vec<(u64, Arc<Limiter>)>;
 
 thread_local! {
-    /// (set uid, limiter id, limiter) of the limiters this thread used last.
+    /// (set uid, limiter) of the limiters this thread used last.
     static LOCAL: std::cell::RefCell<LocalCache> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -43,7 +43,8 @@ thread_local! {
 pub struct RateLimits {
     uid: u64,
     epoch: Instant,
-    hasher: std::hash::RandomState,
+    /// Seeded per process: clients cannot aim their keys at one map shard.
+    hasher: foldhash::fast::RandomState,
     limiters: DashMap<u64, Arc<Limiter>, limiter::PreHashed>,
     /// Two limiter ids with the same 64-bit hash: never expected, but kept exact.
     collided: Mutex<Vec<Arc<Limiter>>>,
@@ -62,7 +63,7 @@ impl RateLimits {
         Self {
             uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             epoch: Instant::now(),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             limiters: DashMap::with_hasher(limiter::PreHashed::default()),
             collided: Mutex::new(Vec::new()),
         }
@@ -93,15 +94,14 @@ impl RateLimits {
         cost: u32,
         now: u64,
     ) -> Verdict {
-        let id = self.limiter_id(filter, params);
         let key = self.hash_key(key);
         // The hot path: this thread's cache, so workers do not bounce the registry's
         // shard lock or the limiter's reference count between their caches.
         let cached = LOCAL.with(|cache| {
             let cache = cache.try_borrow().ok()?;
-            let (_, _, l) = cache
+            let (_, l) = cache
                 .iter()
-                .find(|(set, i, l)| *set == self.uid && *i == id && l.is(filter, params))?;
+                .find(|(set, l)| *set == self.uid && l.is(filter, params))?;
             if l.is_retired() {
                 return None;
             }
@@ -111,14 +111,15 @@ impl RateLimits {
         if let Some(v) = cached {
             return v;
         }
+        let id = self.limiter_id(filter, params);
         let limiter = self.limiter(id, filter, params, now);
         LOCAL.with(|cache| {
             if let Ok(mut cache) = cache.try_borrow_mut() {
-                cache.retain(|(_, _, l)| !l.is_retired());
+                cache.retain(|(_, l)| !l.is_retired());
                 if cache.len() >= LOCAL_CAPACITY {
                     cache.remove(0);
                 }
-                cache.push((self.uid, id, limiter.clone()));
+                cache.push((self.uid, limiter.clone()));
             }
         });
         limiter.check(key, cost, now)
