@@ -72,7 +72,9 @@ def targets(results):
 
 
 def _reload_failures(fx):
-    return (fx.get("failed") or 0) + (fx.get("non2xx") or 0)
+    # h2load's "failed" already counts non-2xx/3xx answers as well as errors and
+    # timeouts; without it (no summary line), fall back on the log's non-2xx.
+    return fx["failed"] if fx.get("failed") is not None else (fx.get("non2xx") or 0)
 
 
 def markdown(results):
@@ -123,7 +125,7 @@ def markdown(results):
             lines.append(
                 f"| {r['label']} | {_us(fx['p50'])} | {_us(fx['p99'])} | {_us(fx['p999'])} "
                 f"| {_us(r.get('added_p99'))} | {_f(_ratio(r.get('added_p99'), ng.get('added_p99')), '{:.2f}')} "
-                f"| {(fx.get('failed') or 0) + fx['non2xx']} |")
+                f"| {_reload_failures(fx)} |")
         lines.append("")
 
     if "reload" in results:

@@ -173,8 +173,13 @@ def reload(opts, backend, rate):
         load.wrk(s.url, opts.workdir, LOAD_CPU, opts.warmup, opts.connections, hdrs)
         before = load.h2load_fixed_rate(s.url, work, LOAD_CPU, opts.duration, rate,
                                         opts.rate_clients, hdrs, tag="before")
+        # Size the loaded window to the reloads: a reload slower than the interval
+        # spaces them out, and every one of them should happen under load.
+        probe = [t for t in (_reload_once(s, c) for c in (servers.CHAIN_ALT, servers.CHAIN_FIVE))
+                 if t is not None]
         interval = 0.1
-        during_s = int(opts.reloads * interval + 3)
+        step = max(interval, 1.3 * max(probe)) if probe else interval
+        during_s = int(opts.reloads * step + 4)
         say(f"reload: {opts.reloads} reloads every {interval * 1000:.0f} ms under the same load")
         bg = _background_h2load(s.url, work, during_s, rate, opts.rate_clients, hdrs)
         time.sleep(1.5)  # past h2load's warm-up second
