@@ -3,39 +3,18 @@
 //!
 //! Run: `cargo bench -p portcullis --bench wasm` (builds tests/filters first).
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::config::{FilterConfig, FilterLimits, FilterSource, OnError, Origin};
 use portcullis::wasm::{Decision, HttpFilters, Plugin, Runtime, StreamInfo};
 
+// One recipe for building the test filters, shared with the unit and e2e tests.
+#[path = "../../tests/e2e/wasm_build.rs"]
+mod wasm_build;
+
 fn probe_wasm() -> Vec<u8> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent()?.parent()?.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| root.join("target"));
-    let dir = target.join("test-filters");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "--manifest-path",
-        ])
-        .arg(root.join("tests/filters/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
-        panic!("building tests/filters failed (is `rustup target add wasm32-wasip1` done?)");
-    }
-    let wasm = dir.join("wasm32-wasip1/release/probe.wasm");
+    let wasm = wasm_build::filter("probe");
     std::fs::read(&wasm).unwrap_or_else(|e| panic!("{}: {e}", wasm.display()))
 }
 

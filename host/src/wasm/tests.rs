@@ -4,9 +4,11 @@
 mod abi;
 mod chain;
 mod limits;
+// One recipe for building the test filters, shared with the e2e tests and benches.
+#[path = "../../../tests/e2e/wasm_build.rs"]
+mod wasm_build;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -18,43 +20,9 @@ use crate::config::{FilterLimits, OnError, Origin};
 pub(crate) fn probe_wasm() -> &'static [u8] {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();
     WASM.get_or_init(|| {
-        let path = build_test_filters().join("probe.wasm");
+        let path = wasm_build::filter("probe");
         std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
     })
-}
-
-fn build_test_filters() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // target/debug/deps/<test binary> -> target
-    let target = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent()?.parent()?.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| root.join("target"));
-    let dir = target.join("test-filters");
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "--manifest-path",
-        ])
-        .arg(root.join("tests/filters/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap_or_else(|e| panic!("running cargo to build tests/filters: {e}"));
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("wasm32-wasip1") && err.contains("target may not be installed") {
-            panic!(
-                "the wasm32-wasip1 target is missing: run `rustup target add wasm32-wasip1`\n{err}"
-            );
-        }
-        panic!("building tests/filters failed:\n{err}");
-    }
-    dir.join("wasm32-wasip1/release")
 }
 
 /// A filter config running the probe in `mode` (its config string).
