@@ -91,7 +91,9 @@ const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 
 fn to64(out: &mut String, mut v: u32, n: usize) {
     for _ in 0..n {
-        out.push(char::from(ITOA64.get((v & 0x3f) as usize).copied().unwrap_or(b'.')));
+        out.push(char::from(
+            ITOA64.get((v & 0x3f) as usize).copied().unwrap_or(b'.'),
+        ));
         v >>= 6;
     }
 }
