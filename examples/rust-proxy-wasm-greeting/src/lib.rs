@@ -72,7 +72,10 @@ impl HttpContext for Greeting {
             let body = format!("{greeting}!\n");
             self.send_http_response(
                 200,
-                vec![("content-type", "text/plain"), ("x-powered-by", "proxy-wasm-rust")],
+                vec![
+                    ("content-type", "text/plain"),
+                    ("x-powered-by", "proxy-wasm-rust"),
+                ],
                 Some(body.as_bytes()),
             );
             // The local response stands in for the upstream's; the request stops here.

@@ -42,7 +42,9 @@ impl Size {
             Size::Bytes(n) => return Ok(*n),
             Size::Text(t) => t.trim(),
         };
-        let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let digits = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(digits);
         let number: u64 = number
             .parse()

@@ -100,6 +100,9 @@ mod tests {
             parse(r#"{"add": {":path": "/x"}}"#).err().map(|e| e.field),
             Some("add.:path".to_string())
         );
-        assert!(parse(r#"{"ad": {}}"#).is_err(), "a misspelt field must be refused");
+        assert!(
+            parse(r#"{"ad": {}}"#).is_err(),
+            "a misspelt field must be refused"
+        );
     }
 }

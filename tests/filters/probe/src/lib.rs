@@ -77,7 +77,11 @@ impl RootContext for Root {
             mode: self.mode.clone(),
             arg: self.arg.clone(),
             queue: self.queue,
-            counter: proxy_wasm::hostcalls::define_metric(MetricType::Counter, "probe_requests_total").ok(),
+            counter: proxy_wasm::hostcalls::define_metric(
+                MetricType::Counter,
+                "probe_requests_total",
+            )
+            .ok(),
             number: self.requests + 1,
         }))
     }
@@ -93,18 +97,33 @@ struct Stream {
 }
 
 impl Context for Stream {
-    fn on_http_call_response(&mut self, _token: u32, nheaders: usize, body_size: usize, _nt: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        nheaders: usize,
+        body_size: usize,
+        _nt: usize,
+    ) {
         let status = self.get_http_call_response_header(":status");
-        let body = self.get_http_call_response_body(0, body_size).unwrap_or_default();
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
         match status.as_deref() {
             Some("200") if nheaders > 0 => {
                 self.set_http_request_header("x-call-status", Some("200"));
-                self.set_http_request_header("x-call-body", Some(String::from_utf8_lossy(&body).trim()));
+                self.set_http_request_header(
+                    "x-call-body",
+                    Some(String::from_utf8_lossy(&body).trim()),
+                );
                 self.resume_http_request();
             }
             other => {
                 let s = other.unwrap_or("none").to_string();
-                self.send_http_response(403, vec![("x-call-status", &s)], Some(b"Access forbidden.\n"));
+                self.send_http_response(
+                    403,
+                    vec![("x-call-status", &s)],
+                    Some(b"Access forbidden.\n"),
+                );
             }
         }
     }
@@ -118,7 +137,9 @@ impl HttpContext for Stream {
             self.add_http_request_header("x-min", &v);
             return Action::Continue;
         }
-        let seen = self.get_http_request_header("x-in").unwrap_or_else(|| "none".into());
+        let seen = self
+            .get_http_request_header("x-in")
+            .unwrap_or_else(|| "none".into());
         // The argument may be an upstream name such as echo@internal: keep the header
         // name a valid token.
         let tag: String = self
@@ -174,13 +195,21 @@ impl HttpContext for Stream {
                     "route_name",
                 ] {
                     let path: Vec<&str> = name.split('.').collect();
-                    let v = self.get_property(path).map(|b| String::from_utf8_lossy(&b).into_owned());
-                    self.set_http_request_header(&format!("x-prop-{name}"), Some(&v.unwrap_or_else(|| "-".into())));
+                    let v = self
+                        .get_property(path)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned());
+                    self.set_http_request_header(
+                        &format!("x-prop-{name}"),
+                        Some(&v.unwrap_or_else(|| "-".into())),
+                    );
                 }
                 if let Some(port) = self.get_property(vec!["source", "port"]) {
                     let mut b = [0u8; 8];
                     b.copy_from_slice(&port[..8.min(port.len())]);
-                    self.set_http_request_header("x-prop-source.port", Some(&u64::from_le_bytes(b).to_string()));
+                    self.set_http_request_header(
+                        "x-prop-source.port",
+                        Some(&u64::from_le_bytes(b).to_string()),
+                    );
                 }
                 self.set_property(vec!["probe", "note"], Some(b"from-props"));
             }
@@ -191,7 +220,11 @@ impl HttpContext for Stream {
             "call" => {
                 let r = self.dispatch_http_call(
                     &self.arg.clone(),
-                    vec![(":method", "GET"), (":path", "/auth"), (":authority", "auth.local")],
+                    vec![
+                        (":method", "GET"),
+                        (":path", "/auth"),
+                        (":authority", "auth.local"),
+                    ],
                     None,
                     vec![],
                     Duration::from_secs(5),
@@ -204,28 +237,30 @@ impl HttpContext for Stream {
                     }
                 };
             }
-            "shared" => {
-                loop {
-                    let (v, cas) = self.get_shared_data("probe-counter");
-                    let n: u64 = v
-                        .map(|b| String::from_utf8_lossy(&b).parse().unwrap_or(0))
-                        .unwrap_or(0);
-                    if self
-                        .set_shared_data("probe-counter", Some((n + 1).to_string().as_bytes()), cas)
-                        .is_ok()
-                    {
-                        self.set_http_request_header("x-counter", Some(&(n + 1).to_string()));
-                        break;
-                    }
+            "shared" => loop {
+                let (v, cas) = self.get_shared_data("probe-counter");
+                let n: u64 = v
+                    .map(|b| String::from_utf8_lossy(&b).parse().unwrap_or(0))
+                    .unwrap_or(0);
+                if self
+                    .set_shared_data("probe-counter", Some((n + 1).to_string().as_bytes()), cas)
+                    .is_ok()
+                {
+                    self.set_http_request_header("x-counter", Some(&(n + 1).to_string()));
+                    break;
                 }
-            }
+            },
             "tick" => {
                 let (v, _) = self.get_shared_data(&format!("ticks:{}", self.arg));
-                let v = v.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_else(|| "0".into());
+                let v = v
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_else(|| "0".into());
                 self.set_http_request_header("x-ticks", Some(&v));
             }
             "queue" => {
-                let id = self.resolve_shared_queue("", "probe-queue").unwrap_or(self.queue);
+                let id = self
+                    .resolve_shared_queue("", "probe-queue")
+                    .unwrap_or(self.queue);
                 let r = self.enqueue_shared_queue(id, Some(format!("item-{}", self.id).as_bytes()));
                 self.set_http_request_header("x-enqueued", Some(&format!("{id}:{r:?}")));
             }
@@ -250,7 +285,9 @@ impl HttpContext for Stream {
                     .dispatch_grpc_call("up", "svc", "m", vec![], None, Duration::from_secs(1))
                     .is_err();
                 let gauge = hostcalls::define_metric(MetricType::Gauge, "probe_gauge")
-                    .and_then(|g| hostcalls::record_metric(g, 42).and_then(|_| hostcalls::get_metric(g)))
+                    .and_then(|g| {
+                        hostcalls::record_metric(g, 42).and_then(|_| hostcalls::get_metric(g))
+                    })
                     .unwrap_or(0);
                 let effective = hostcalls::set_effective_context(self.id).is_ok();
                 let (code, _) = self.get_grpc_status();
@@ -266,7 +303,8 @@ impl HttpContext for Stream {
                 let mut all = self.get_http_request_headers();
                 all.retain(|(k, _)| k != "x-drop");
                 all.push(("x-pairs".into(), format!("{}", all.len())));
-                let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let refs: Vec<(&str, &str)> =
+                    all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 self.set_http_request_headers(refs);
             }
             _ => {}
@@ -281,7 +319,9 @@ impl HttpContext for Stream {
         if !eos {
             return Action::Pause;
         }
-        let body = self.get_http_request_body(0, usize::MAX).unwrap_or_default();
+        let body = self
+            .get_http_request_body(0, usize::MAX)
+            .unwrap_or_default();
         let upper = String::from_utf8_lossy(&body).to_uppercase();
         self.set_http_request_body(0, body.len(), upper.as_bytes());
         Action::Continue
@@ -313,7 +353,9 @@ impl HttpContext for Stream {
         if !eos {
             return Action::Pause;
         }
-        let body = self.get_http_response_body(0, usize::MAX).unwrap_or_default();
+        let body = self
+            .get_http_response_body(0, usize::MAX)
+            .unwrap_or_default();
         self.set_http_response_body(body.len(), 0, b" [probed]");
         Action::Continue
     }
@@ -325,12 +367,21 @@ impl HttpContext for Stream {
         if let Some(id) = self.counter {
             let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
         }
-        let _ = self.set_shared_data(&format!("logged:{}:{}", self.arg, self.number), Some(b"1"), None);
+        let _ = self.set_shared_data(
+            &format!("logged:{}:{}", self.arg, self.number),
+            Some(b"1"),
+            None,
+        );
         let key = format!("logs:{}", self.arg);
         loop {
             let (v, cas) = self.get_shared_data(&key);
-            let n: u64 = v.map(|b| String::from_utf8_lossy(&b).parse().unwrap_or(0)).unwrap_or(0);
-            if self.set_shared_data(&key, Some((n + 1).to_string().as_bytes()), cas).is_ok() {
+            let n: u64 = v
+                .map(|b| String::from_utf8_lossy(&b).parse().unwrap_or(0))
+                .unwrap_or(0);
+            if self
+                .set_shared_data(&key, Some((n + 1).to_string().as_bytes()), cas)
+                .is_ok()
+            {
                 break;
             }
         }
