@@ -12,6 +12,7 @@ mod filters_check;
 mod filters_ratelimit;
 mod inproc;
 mod reload;
+mod reload_memory;
 mod routing;
 mod server;
 mod tls;

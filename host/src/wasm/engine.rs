@@ -84,8 +84,13 @@ fn config(pooling: bool) -> Config {
             // Every callback runs on a pooled fiber stack; keeping the top of it
             // resident saves an madvise and page faults per call.
             .async_stack_keep_resident(64 * 1024)
-            // A VM re-created after a failure reuses a slot without faulting it in.
-            .linear_memory_keep_resident(1 << 20);
+            // No linear memory stays resident in a freed slot: reloads keep
+            // allocating VMs in slots never used before (the pool prefers cold
+            // slots up to its warm-slot budget, and affinity is per shard), so a
+            // keep-resident of 1 MiB grew RSS by a MiB every few reloads, up to
+            // ~100 MiB. Freed memory is decommitted and a reused slot faults its
+            // pages back in from the copy-on-write image, as wasmtime's default does.
+            .linear_memory_keep_resident(0);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     cfg
