@@ -509,6 +509,15 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// OK when the metric exists, NOT_FOUND when the guest named one it never defined.
+fn found(exists: bool) -> i32 {
+    if exists {
+        status::OK
+    } else {
+        status::NOT_FOUND
+    }
+}
+
 fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
@@ -529,24 +538,12 @@ fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
         "proxy_increment_metric",
-        |_: C<'_>, id: u32, delta: i64| -> i32 {
-            if metrics::add(id, delta) {
-                status::OK
-            } else {
-                status::NOT_FOUND
-            }
-        },
+        |_: C<'_>, id: u32, delta: i64| -> i32 { found(metrics::add(id, delta)) },
     )?;
     l.func_wrap(
         "env",
         "proxy_record_metric",
-        |_: C<'_>, id: u32, v: u64| -> i32 {
-            if metrics::record(id, v) {
-                status::OK
-            } else {
-                status::NOT_FOUND
-            }
-        },
+        |_: C<'_>, id: u32, v: u64| -> i32 { found(metrics::record(id, v)) },
     )?;
     l.func_wrap(
         "env",
