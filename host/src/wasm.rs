@@ -208,4 +208,4 @@ pub enum BodyDecision {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -59,17 +59,7 @@ fn info(client: &str, tls: bool) -> StreamInfo {
 }
 
 fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
-    let mut b = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "api.example.com");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    b.body(())
-        .unwrap_or_else(|e| panic!("request: {e}"))
-        .into_parts()
-        .0
+    crate::wasm::tests::request_with(method, path, headers)
 }
 
 /// One request through `plugins`: the request phase, then (when it continued) a 200

@@ -68,8 +68,17 @@ pub(crate) fn info() -> StreamInfo {
 }
 
 pub(crate) fn request(path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    request_with("GET", path, headers)
+}
+
+/// A request head for `method` and `path` on host `api.example.com`, with `headers`.
+pub(crate) fn request_with(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> http::request::Parts {
     let mut b = http::Request::builder()
-        .method("GET")
+        .method(method)
         .uri(path)
         .header("host", "api.example.com");
     for (k, v) in headers {
