@@ -128,10 +128,14 @@ def run(opts, backend):
         rows[row] = {"label": label}
         try:
             rows[row]["server"] = _start(row, opts, os.path.join(work, row), backend_port, certs)
-            rows[row]["probe"] = probe(rows[row]["server"].url, certs["ca"], work)
         except Exception as e:  # a proxy that cannot start is reported, not fatal
             rows[row]["error"] = f"did not start: {e}".splitlines()[0][:300]
             say(f"tls {row}: {rows[row]['error']}")
+            continue
+        try:
+            rows[row]["probe"] = probe(rows[row]["server"].url, certs["ca"], work)
+        except Exception as e:  # only the report's description needs it
+            say(f"tls {row}: openssl s_client probe failed: {e}".splitlines()[0][:300])
     runs = {(row, m): [] for row in rows for m, _ in MEASURES}
     try:
         for rnd in range(opts.repeat):
