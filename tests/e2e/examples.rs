@@ -1,6 +1,7 @@
 //! Every example filter in `examples/` — and the Rust template in `templates/` — builds
-//! from source with its own build script, and, served by the real binary from a copy
-//! of its own `conf/`, does what its README shows.
+//! from source with its own build script, passes its own `filter-test.yaml` under
+//! `portcullis filter-test`, and, served by the real binary from a copy of its own
+//! `conf/`, does what its README shows.
 //!
 //! The examples are our proof that any proxy-wasm language writes a Portcullis filter,
 //! so a missing toolchain never skips: it fails, naming the command that installs it
@@ -19,6 +20,7 @@ use crate::support::{ConfDir, Proxy, client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wat_minimal_adds_a_header() {
+    passes_its_filter_test(&WAT, "examples/wat-minimal");
     let (proxy, _conf) = serve(&WAT, "examples/wat-minimal");
     let echo = get_json(&proxy, "/anything", &[]).await;
     assert_header(&echo, "x-wat", "hello");
@@ -64,6 +66,7 @@ async fn wat_minimal_rebuilt_in_place_is_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_path_guard_blocks_its_prefix_and_marks_the_rest() {
+    passes_its_filter_test(&C, "examples/c-path-guard");
     let (proxy, _conf) = serve(&C, "examples/c-path-guard");
 
     let echo = get_json(&proxy, "/public", &[]).await;
@@ -85,6 +88,7 @@ async fn c_path_guard_blocks_its_prefix_and_marks_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_proxy_wasm_greeting_runs_as_for_envoy() {
+    passes_its_filter_test(&RUST, "examples/rust-proxy-wasm-greeting");
     let (proxy, _conf) = serve(&RUST, "examples/rust-proxy-wasm-greeting");
 
     let (status, headers, body) =
@@ -112,6 +116,7 @@ async fn rust_proxy_wasm_greeting_runs_as_for_envoy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assemblyscript_headers_adds_headers_and_answers_the_teapot() {
+    passes_its_filter_test(&ASSEMBLYSCRIPT, "examples/assemblyscript-headers");
     let (proxy, _conf) = serve(&ASSEMBLYSCRIPT, "examples/assemblyscript-headers");
 
     let (status, headers, body) = send(&proxy, "GET", "/menu", &[], None).await;
@@ -144,6 +149,7 @@ async fn assemblyscript_headers_adds_headers_and_answers_the_teapot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zig_method_guard_allows_reads_only() {
+    passes_its_filter_test(&ZIG, "examples/zig-method-guard");
     let (proxy, _conf) = serve(&ZIG, "examples/zig-method-guard");
 
     let echo = get_json(&proxy, "/report", &[]).await;
@@ -160,6 +166,7 @@ async fn zig_method_guard_allows_reads_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_body_limit_refuses_large_and_unsized_bodies() {
+    passes_its_filter_test(&RUST, "examples/rust-sdk-body-limit");
     let (proxy, _conf) = serve(&RUST, "examples/rust-sdk-body-limit");
 
     let (status, _, body) =
@@ -205,6 +212,89 @@ async fn rust_template_builds_and_filters() {
         "x-forbidden: expected 403, got {status}: {body}"
     );
     assert_eq!(body, "x-forbidden is not allowed here\n");
+}
+
+// === filter-test ===
+
+/// A spec whose expectation does not hold fails: exit 1, the case named by its line,
+/// what was expected and what came back. The module is the WAT example's text, which
+/// Portcullis loads as it is (no toolchain needed).
+#[test]
+fn filter_test_reports_a_failing_expectation_and_exits_1() {
+    let wat = repo_root().join("examples/wat-minimal/filter.wat");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let spec = dir.path().join("spec.yaml");
+    let text = format!(
+        "filter:
+  name: wat-spec
+  wasm: {}
+cases:
+  - name: the header is there
+    expect: {{ upstream_headers: {{ x-wat: hello }} }}
+  - name: a wrong expectation
+    request: {{ path: /x }}
+    expect:
+      upstream_headers: {{ x-wat: goodbye }}
+",
+        wat.display()
+    );
+    std::fs::write(&spec, text).unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
+    let (code, stdout, stderr) = filter_test(&spec);
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let file = spec.display().to_string();
+    for want in [
+        format!("{file}:5: ok the header is there"),
+        format!("{file}:7: FAIL a wrong expectation"),
+        r#"upstream_headers.x-wat: expected "goodbye", got "hello""#.to_string(),
+        "filter-test: 1 passed, 1 failed".to_string(),
+    ] {
+        assert!(stdout.contains(&want), "expected {want:?} in:\n{stdout}");
+    }
+
+    // A spec that cannot be loaded: exit 2, FILE:LINE: FIELD: message on stderr.
+    std::fs::write(&spec, "filter: { name: x, wasm: nope.wasm }\ncases: []\n")
+        .unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
+    let (code, stdout, stderr) = filter_test(&spec);
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for want in [
+        format!("{file}:1: filters.x.wasm: file not found"),
+        format!("{file}:2: cases: needs at least one case"),
+    ] {
+        assert!(stderr.contains(&want), "expected {want:?} in:\n{stderr}");
+    }
+}
+
+/// Builds the example and runs `portcullis filter-test` on its `filter-test.yaml`:
+/// every case must pass.
+fn passes_its_filter_test(toolchain: &Toolchain, dir: &str) {
+    build(toolchain, dir);
+    let spec = repo_root().join(dir).join("filter-test.yaml");
+    let (code, stdout, stderr) = filter_test(&spec);
+    assert_eq!(
+        code,
+        Some(0),
+        "portcullis filter-test {}: expected every case to pass\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        spec.display()
+    );
+    assert!(
+        stdout.contains(": ok ") && !stdout.contains("FAIL"),
+        "expected ok lines only:\n{stdout}"
+    );
+}
+
+/// Runs `portcullis filter-test SPEC`: exit code, stdout, stderr.
+fn filter_test(spec: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("filter-test")
+        .arg(spec)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run portcullis filter-test: {e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 // === Toolchains ===

@@ -81,7 +81,8 @@ impl Expect {
         if let Some(want) = self.status
             && want != out.response.status
         {
-            miss("status".into(), want.to_string(), out.to_string());
+            let got = out.response.status.to_string();
+            miss("status".into(), want.to_string(), got);
         }
         let h = &out.response.headers;
         for (name, want) in &self.headers {

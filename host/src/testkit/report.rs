@@ -35,7 +35,7 @@ impl Verdict {
 /// errors on stderr as `FILE:LINE: FIELD: message`. With `verbose`, every case's
 /// outcome and log lines too.
 pub fn run_files(files: &[PathBuf], verbose: bool) -> Verdict {
-    let (mut passed, mut failed, mut bad) = (0usize, 0usize, false);
+    let (mut passed, mut failed, mut bad) = (0usize, 0usize, 0usize);
     for file in files {
         let spec = match spec::load(file) {
             Ok(spec) => spec,
@@ -43,7 +43,7 @@ pub fn run_files(files: &[PathBuf], verbose: bool) -> Verdict {
                 for e in &errors.0 {
                     eprintln!("{e}");
                 }
-                bad = true;
+                bad += 1;
                 continue;
             }
         };
@@ -52,7 +52,7 @@ pub fn run_files(files: &[PathBuf], verbose: bool) -> Verdict {
             Err(e) => {
                 let o = spec.filter.origin();
                 eprintln!("{}:{}: {}", o.file, o.line, describe(&e));
-                bad = true;
+                bad += 1;
                 continue;
             }
         };
@@ -70,11 +70,15 @@ pub fn run_files(files: &[PathBuf], verbose: bool) -> Verdict {
             }
         }
     }
+    if bad > 0 {
+        println!("filter-test: {passed} passed, {failed} failed, {bad} spec(s) not loaded");
+        return Verdict::BadSpec;
+    }
     println!("filter-test: {passed} passed, {failed} failed");
-    match (bad, failed) {
-        (true, _) => Verdict::BadSpec,
-        (false, 0) => Verdict::Passed,
-        (false, _) => Verdict::Failed,
+    if failed == 0 {
+        Verdict::Passed
+    } else {
+        Verdict::Failed
     }
 }
 

@@ -17,7 +17,9 @@ pub struct Request {
     pub authority: String,
     /// Header fields in order (names are case-insensitive; repeats are kept).
     pub headers: Vec<(String, String)>,
-    /// The body; empty means none (the headers phase then ends the stream).
+    /// The body; empty means none (the headers phase then ends the stream). A body
+    /// comes with a `content-length` unless the headers give one or a
+    /// `transfer-encoding`.
     pub body: Bytes,
     /// The peer's `IP:port` (`source.address`).
     pub client: SocketAddr,
@@ -87,6 +89,13 @@ impl Request {
             .header(http::header::HOST, self.authority.as_str());
         for (k, v) in &self.headers {
             b = b.header(k.as_str(), v.as_str());
+        }
+        // As a client sending a whole body does; filters read the length from here.
+        let framed = self.headers.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
+        });
+        if !self.body.is_empty() && !framed {
+            b = b.header(http::header::CONTENT_LENGTH, self.body.len());
         }
         let head = b.body(()).map_err(|e| TestkitError::BadMessage {
             what: "request",
