@@ -39,7 +39,7 @@ mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 pub use expect::{Expect, Mismatch};
@@ -219,6 +219,7 @@ impl Filter {
             plugins: vec![plugin],
             caller,
             configure_logs: capture.take().logs,
+            blocking: Mutex::new(None),
         })
     }
 }
@@ -243,6 +244,18 @@ pub struct Harness {
     plugins: Vec<Arc<Plugin>>,
     caller: Arc<calls::CannedCalls>,
     configure_logs: Vec<LogLine>,
+    /// The runtime of [`Harness::run`], made on first use.
+    blocking: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one panics; this never blocks.
+        let rt = self.blocking.get_mut().map(Option::take);
+        if let Ok(Some(rt)) = rt {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Harness {
@@ -253,6 +266,7 @@ impl Harness {
             plugins,
             caller: Arc::new(calls::CannedCalls::new(Vec::new())),
             configure_logs: Vec::new(),
+            blocking: Mutex::new(None),
         }
     }
 
@@ -271,11 +285,20 @@ impl Harness {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(TestkitError::InsideRuntime);
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| TestkitError::Runtime(e.to_string()))?;
-        rt.block_on(self.run_async(request, upstream))
+        // One runtime for every blocking run: the VM's root task (timers, queues) is
+        // spawned on the runtime of its first request and must outlive that request.
+        let mut rt = self.blocking.lock().unwrap_or_else(PoisonError::into_inner);
+        if rt.is_none() {
+            let built = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| TestkitError::Runtime(e.to_string()))?;
+            *rt = Some(built);
+        }
+        match rt.as_ref() {
+            Some(rt) => rt.block_on(self.run_async(request, upstream)),
+            None => Err(TestkitError::Runtime("no runtime".into())),
+        }
     }
 
     /// [`Harness::run`] for async code (e.g. a `#[tokio::test]`).

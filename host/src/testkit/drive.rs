@@ -34,7 +34,7 @@ pub(super) async fn run(
         client: request.client,
         local: SocketAddr::from(([127, 0, 0, 1], 8080)),
         listener: "test".into(),
-        route: "test".into(),
+        route: request.route.as_str().into(),
         tls_version: request.tls.then_some("TLSv1_3"),
     };
     let capture = Capture::default();

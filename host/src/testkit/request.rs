@@ -25,6 +25,8 @@ pub struct Request {
     pub client: SocketAddr,
     /// Whether the request came over TLS (`:scheme` https, `connection.tls_version`).
     pub tls: bool,
+    /// The name of the route it matched (`route_name`); `test` unless set.
+    pub route: String,
 }
 
 impl Request {
@@ -38,6 +40,7 @@ impl Request {
             body: Bytes::new(),
             client: DEFAULT_CLIENT,
             tls: false,
+            route: "test".to_string(),
         }
     }
 
@@ -78,6 +81,12 @@ impl Request {
     /// Marks the request as received over TLS.
     pub fn tls(mut self, tls: bool) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Sets the route's name.
+    pub fn route(mut self, route: &str) -> Self {
+        self.route = route.to_string();
         self
     }
 

@@ -11,7 +11,8 @@
 //! cases:
 //!   - name: a public path goes through
 //!     request: { method: GET, path: /public, authority: example.com,
-//!                headers: { x-user: alice }, body: "...", client: 10.0.0.1:4000, tls: false }
+//!                headers: { x-user: alice }, body: "...", client: 10.0.0.1:4000, tls: false,
+//!                route: api }
 //!     upstream: { status: 200, headers: { content-type: text/plain }, body: "hi" }
 //!     expect: { upstream: true, status: 200, upstream_headers: { x-checked: "yes" } }
 //!   - name: /admin is refused
@@ -206,6 +207,9 @@ fn request(cx: &mut Cx, field: &Field) -> Option<Request> {
     }
     if let Some(v) = f.take("tls") {
         ok &= set(&mut r.tls, v.bool(cx));
+    }
+    if let Some(v) = f.take("route") {
+        ok &= set(&mut r.route, v.string(cx));
     }
     f.finish(cx);
     if ok && let Err(e) = r.head() {
