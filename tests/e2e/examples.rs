@@ -216,35 +216,69 @@ async fn rust_template_builds_and_filters() {
 
 // === filter-test ===
 
+/// The WAT example's filter, plus a log line and a counter per request: what a spec's
+/// `logs_contain` and `metrics_delta` check. Portcullis loads the text as it is.
+const LOGGING_WAT: &str = r#"(module
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $inc (param i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "x-wat")
+  (data (i32.const 32) "hello")
+  (data (i32.const 48) "wat_requests")
+  (data (i32.const 96) "a request for the wat")
+  (func (export "proxy_abi_version_0_2_1"))
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32) (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_log") (param i32))
+  (func (export "proxy_on_delete") (param i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $add (i32.const 0) (i32.const 16) (i32.const 5) (i32.const 32) (i32.const 5)))
+    (drop (call $log (i32.const 2) (i32.const 96) (i32.const 21)))
+    (drop (call $define (i32.const 0) (i32.const 48) (i32.const 12) (i32.const 80)))
+    (drop (call $inc (i32.load (i32.const 80)) (i64.const 1)))
+    (i32.const 0)))
+"#;
+
 /// A spec whose expectation does not hold fails: exit 1, the case named by its line,
-/// what was expected and what came back. The module is the WAT example's text, which
-/// Portcullis loads as it is (no toolchain needed).
+/// what was expected and what came back. A spec that cannot be loaded: exit 2. The
+/// passing case checks the filter's log line and counter, under the binary's own
+/// logging (RUST_LOG=warn must not hide a filter's info lines from the kit).
 #[test]
 fn filter_test_reports_a_failing_expectation_and_exits_1() {
-    let wat = repo_root().join("examples/wat-minimal/filter.wat");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let wat = dir.path().join("filter.wat");
+    std::fs::write(&wat, LOGGING_WAT).unwrap_or_else(|e| panic!("{}: {e}", wat.display()));
     let spec = dir.path().join("spec.yaml");
-    let text = format!(
-        "filter:
+    let text = "filter:
   name: wat-spec
-  wasm: {}
+  wasm: filter.wat
 cases:
-  - name: the header is there
-    expect: {{ upstream_headers: {{ x-wat: hello }} }}
-  - name: a wrong expectation
-    request: {{ path: /x }}
+  - name: the header is there, logged and counted
     expect:
-      upstream_headers: {{ x-wat: goodbye }}
-",
-        wat.display()
-    );
+      upstream_headers: { x-wat: hello }
+      logs_contain: a request for the wat
+      metrics_delta: { wat_requests: 1 }
+  - name: a wrong expectation
+    request: { path: /x }
+    expect:
+      upstream_headers: { x-wat: goodbye }
+";
     std::fs::write(&spec, text).unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
     let (code, stdout, stderr) = filter_test(&spec);
     assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let file = spec.display().to_string();
     for want in [
-        format!("{file}:5: ok the header is there"),
-        format!("{file}:7: FAIL a wrong expectation"),
+        format!("{file}:5: ok the header is there, logged and counted"),
+        format!("{file}:10: FAIL a wrong expectation"),
         r#"upstream_headers.x-wat: expected "goodbye", got "hello""#.to_string(),
         "filter-test: 1 passed, 1 failed".to_string(),
     ] {
