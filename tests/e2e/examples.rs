@@ -195,6 +195,7 @@ async fn rust_sdk_body_limit_refuses_large_and_unsized_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_template_builds_and_filters() {
+    passes_its_filter_test(&RUST, "templates/rust-filter");
     let (proxy, _conf) = serve(&RUST, "templates/rust-filter");
 
     let (status, headers, body) = send(&proxy, "GET", "/hi", &[], None).await;
