@@ -24,6 +24,12 @@ enum Phase {
     ResponseTrailers,
 }
 
+impl Phase {
+    fn is_headers(self) -> bool {
+        matches!(self, Phase::RequestHeaders | Phase::ResponseHeaders)
+    }
+}
+
 enum Step {
     Continue,
     Pause,
@@ -52,6 +58,8 @@ pub struct HttpFilters {
     /// How many filters (from the first) took part in the request phase.
     seen: usize,
     finished: bool,
+    /// Some filter has body or trailer callbacks (is not headers-only).
+    bodies: bool,
 }
 
 impl HttpFilters {
@@ -74,10 +82,17 @@ impl HttpFilters {
         });
         Self {
             seen: entries.len(),
+            bodies: plugins.iter().any(|p| !p.headers_only()),
             entries,
             io,
             finished: false,
         }
+    }
+
+    /// Whether any filter of the chain takes part in the body and trailer phases; if
+    /// none does, bodies may stream past the chain untouched.
+    pub fn takes_bodies(&self) -> bool {
+        self.bodies
     }
 
     /// Shares the chain between the driver and the body wrappers
@@ -125,6 +140,9 @@ impl HttpFilters {
         let mut data = chunk.to_vec();
         for i in 0..self.seen {
             let e = &mut self.entries[i];
+            if e.plugin.headers_only() {
+                continue;
+            }
             e.held[0].extend_from_slice(&data);
             self.io.request_body = std::mem::take(&mut e.held[0]);
             let len = self.io.request_body.len() as u32;
@@ -179,6 +197,9 @@ impl HttpFilters {
         let mut data = chunk.to_vec();
         for i in (0..self.seen).rev() {
             let e = &mut self.entries[i];
+            if e.plugin.headers_only() {
+                continue;
+            }
             e.held[1].extend_from_slice(&data);
             self.io.response_body = std::mem::take(&mut e.held[1]);
             let len = self.io.response_body.len() as u32;
@@ -211,12 +232,14 @@ impl HttpFilters {
         for i in 0..self.entries.len() {
             let e = &mut self.entries[i];
             let reached = e.generation != 0;
-            if e.skipped || (!reached && i < self.seen) {
+            // A headers-only filter's on_log does nothing: no context just for it.
+            let unseen = !reached && (i < self.seen || e.plugin.headers_only());
+            if e.skipped || unseen {
                 continue;
             }
             let plugin = e.plugin.clone();
             let slot = e.slot.get_or_insert_with(|| worker::slot(&plugin)).clone();
-            let mut g = slot.lock().await;
+            let mut g = worker::lock(&slot).await;
             if !reached && worker::ensure(&mut g, &slot, &plugin).await.is_err() {
                 continue;
             }
@@ -318,12 +341,12 @@ impl HttpFilters {
     /// Runs one callback of filter `i`, with its http calls, and says what it decided.
     async fn step(&mut self, i: usize, phase: Phase, n: u32, eos: bool) -> Step {
         let e = &mut self.entries[i];
-        if e.skipped {
+        if e.skipped || (e.plugin.headers_only() && !phase.is_headers()) {
             return Step::Continue;
         }
         let plugin = e.plugin.clone();
         let slot = e.slot.get_or_insert_with(|| worker::slot(&plugin)).clone();
-        let mut g = slot.lock().await;
+        let mut g = worker::lock(&slot).await;
         if let Err(f) = worker::ensure(&mut g, &slot, &plugin).await {
             drop(g);
             return self.failed(i, &slot, 0, f, phase).await;
@@ -445,6 +468,7 @@ impl Drop for HttpFilters {
                 entries: std::mem::take(&mut self.entries),
                 io: std::mem::take(&mut self.io),
                 seen: self.seen,
+                bodies: self.bodies,
                 // If the task never runs (the worker is shutting down), do not respawn.
                 finished: true,
             };

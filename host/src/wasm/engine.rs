@@ -18,6 +18,10 @@ use super::{abi, wasi};
 /// yields that let a long callback share its worker.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// The export by which a module promises that only its header callbacks (and context
+/// creation and deletion) do anything; see docs/filters-abi.md.
+const HEADERS_ONLY: &str = "portcullis_headers_only";
+
 /// The shared engine and what every module is linked against.
 pub(crate) struct Shared {
     pub engine: Engine,
@@ -29,6 +33,9 @@ pub(crate) struct Shared {
 pub(crate) struct Compiled {
     pub pre: InstancePre<HostState>,
     pub abi: AbiVersion,
+    /// The module exports `portcullis_headers_only`: its body, trailer, `on_done` and
+    /// `on_log` callbacks do nothing, so the host does not enter it for them.
+    pub headers_only: bool,
     /// Hex sha256 of the module bytes.
     pub hash: String,
 }
@@ -107,10 +114,14 @@ impl Shared {
         let module = Module::new(&self.engine, bytes)
             .map_err(|e| format!("not a valid wasm module: {}", root_cause(&e)))?;
         let abi = abi_version(&module)?;
+        let headers_only = module
+            .exports()
+            .any(|e| e.name() == HEADERS_ONLY && matches!(e.ty(), ExternType::Func(_)));
         let pre = self.link(&module)?;
         let compiled = Arc::new(Compiled {
             pre,
             abi,
+            headers_only,
             hash: hex::encode(digest),
         });
         self.cache.retain(|_, w| w.strong_count() > 0);

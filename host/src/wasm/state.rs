@@ -98,8 +98,12 @@ pub(crate) struct HostState {
     /// when the guest is running as it passes, so time the worker spends on other
     /// tasks (or the OS spends on other threads) is not charged to the guest.
     pub ticks_left: u64,
-    /// A wall-clock backstop, far beyond the tick budget.
-    pub deadline: Instant,
+    /// A wall-clock backstop, far beyond the tick budget: `backstop` after the first
+    /// tick the callback sees (set then, so that a callback that ends within a tick,
+    /// as nearly all do, never reads the clock).
+    pub deadline: Option<Instant>,
+    /// How long the running callback may take in wall time at most.
+    pub backstop: Duration,
     pub next_context: u32,
     /// The context host calls act for (`set_effective_context` changes it).
     pub effective_context: u32,
