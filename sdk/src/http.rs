@@ -44,8 +44,7 @@ fn get(map: MapType, name: &str) -> Result<Option<String>, Error> {
 
 /// The bytes as text, without a copy when they are UTF-8 (as they nearly always are).
 fn text(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn set(map: MapType, name: &str, value: Option<&str>) -> Result<(), Error> {
@@ -58,12 +57,7 @@ fn add(map: MapType, name: &str, value: &str) -> Result<(), Error> {
 
 fn all(map: MapType) -> Result<Vec<(String, String)>, Error> {
     hostcalls::get_map_bytes(map)
-        .map(|pairs| {
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k, text(v)))
-                .collect()
-        })
+        .map(|pairs| pairs.into_iter().map(|(k, v)| (k, text(v))).collect())
         .map_err(Error::host("get headers"))
 }
 

@@ -28,6 +28,13 @@ impl Phase {
     fn is_headers(self) -> bool {
         matches!(self, Phase::RequestHeaders | Phase::ResponseHeaders)
     }
+
+    fn is_response(self) -> bool {
+        matches!(
+            self,
+            Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers
+        )
+    }
 }
 
 enum Step {
@@ -45,6 +52,8 @@ struct Entry {
     generation: u64,
     /// Failed (and allowed to be skipped) or its VM is gone: no more callbacks.
     skipped: bool,
+    /// Asked for no response-phase callbacks during its request headers.
+    no_response: bool,
     /// Body bytes held while this filter pauses a body phase: [request, response].
     held: [Vec<u8>; 2],
 }
@@ -73,6 +82,7 @@ impl HttpFilters {
                 ctx: 0,
                 generation: 0,
                 skipped: false,
+                no_response: false,
                 held: [Vec::new(), Vec::new()],
             })
             .collect::<Vec<_>>();
@@ -87,6 +97,15 @@ impl HttpFilters {
             io,
             finished: false,
         }
+    }
+
+    /// How many of the filters that saw the request take part in the response phase.
+    #[cfg(test)]
+    pub(crate) fn response_phase_filters(&self) -> usize {
+        self.entries[..self.seen]
+            .iter()
+            .filter(|e| !e.skipped && !e.no_response)
+            .count()
     }
 
     /// Whether any filter of the chain takes part in the body and trailer phases; if
@@ -197,7 +216,7 @@ impl HttpFilters {
         let mut data = chunk.to_vec();
         for i in (0..self.seen).rev() {
             let e = &mut self.entries[i];
-            if e.plugin.headers_only() {
+            if e.plugin.headers_only() || e.no_response {
                 continue;
             }
             e.held[1].extend_from_slice(&data);
@@ -341,7 +360,10 @@ impl HttpFilters {
     /// Runs one callback of filter `i`, with its http calls, and says what it decided.
     async fn step(&mut self, i: usize, phase: Phase, n: u32, eos: bool) -> Step {
         let e = &mut self.entries[i];
-        if e.skipped || (e.plugin.headers_only() && !phase.is_headers()) {
+        if e.skipped
+            || (e.plugin.headers_only() && !phase.is_headers())
+            || (e.no_response && phase.is_response())
+        {
             return Step::Continue;
         }
         let plugin = e.plugin.clone();
@@ -375,6 +397,7 @@ impl HttpFilters {
         let ctx = e.ctx;
         let eos = u32::from(eos);
         io.resumed = false;
+        io.skip_response = false;
         let cb = vm.cb.clone();
         let r = match phase {
             Phase::RequestHeaders => {
@@ -410,6 +433,9 @@ impl HttpFilters {
                 .any(|c| c.context == ctx)
         });
         drop(g);
+        if self.io.skip_response && matches!(phase, Phase::RequestHeaders) {
+            self.entries[i].no_response = true;
+        }
         let action = match r {
             Ok(a) => a.unwrap_or(0),
             Err(f) => return self.failed(i, &slot, generation, f, phase).await,

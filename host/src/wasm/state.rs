@@ -12,6 +12,10 @@ use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 use super::StreamInfo;
 use super::worker::VmSignal;
 
+/// The foreign function by which a stream context opts out of the response phase
+/// (docs/filters-abi.md); Portcullis-only, other hosts answer NOT_FOUND.
+pub(crate) const SKIP_RESPONSE_PHASE: &str = "portcullis_skip_response_phase";
+
 /// proxy-wasm status codes returned by host functions.
 pub(crate) mod status {
     pub const OK: i32 = 0;
@@ -83,6 +87,9 @@ pub(crate) struct StreamIo {
     pub local_reply: Option<LocalReply>,
     /// Set by `continue_stream` / `close_stream` while a context was paused.
     pub resumed: bool,
+    /// Set when the running context calls the foreign function
+    /// [`SKIP_RESPONSE_PHASE`]: it wants no response-phase callbacks.
+    pub skip_response: bool,
     pub closed: bool,
 }
 

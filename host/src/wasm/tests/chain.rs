@@ -198,15 +198,39 @@ async fn old_plugins_vms_are_freed() {
     );
 }
 
-/// The builtin `headers` filter (built with portcullis-sdk), setting `x-ho` on responses.
-fn sdk_plugin(name: &str) -> Arc<Plugin> {
+/// The builtin `headers` filter (built with portcullis-sdk) with `config`.
+fn sdk_plugin_with(name: &str, config: &str) -> Arc<Plugin> {
     let mut f = filter(name, "");
     f.source = FilterSource::Builtin("headers".into());
-    f.config = br#"{"response": {"set": {"x-ho": "1"}}}"#.to_vec();
+    f.config = config.as_bytes().to_vec();
     Runtime::new()
         .map_err(|e| e.to_string())
         .and_then(|rt| rt.plugin(&f).map_err(|e| e.to_string()))
         .unwrap_or_else(|e| panic!("the headers builtin should configure, got: {e}"))
+}
+
+/// The builtin `headers` filter setting `x-ho` on responses.
+fn sdk_plugin(name: &str) -> Arc<Plugin> {
+    sdk_plugin_with(name, r#"{"response": {"set": {"x-ho": "1"}}}"#)
+}
+
+#[tokio::test]
+async fn an_sdk_filter_with_nothing_to_do_on_the_response_skips_that_phase() {
+    let quiet = sdk_plugin_with("rp-quiet", r#"{"request": {"set": {"x-q": "1"}}}"#);
+    let loud = sdk_plugin("rp-loud");
+    let mut chain = HttpFilters::new(&[quiet, loud], info());
+    let mut req = request("/", &[]);
+    cont(chain.request_headers(&mut req, true).await);
+    assert_eq!(header(&req.headers, "x-q"), "1");
+    assert_eq!(
+        chain.response_phase_filters(),
+        1,
+        "only the filter with a response header to set should stay in the response phase"
+    );
+    let mut resp = response(200);
+    cont(chain.response_headers(&mut resp, true).await);
+    assert_eq!(header(&resp.headers, "x-ho"), "1");
+    chain.finish().await;
 }
 
 #[tokio::test]
