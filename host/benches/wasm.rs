@@ -70,7 +70,7 @@ fn builtin_chain(rt: &Runtime) -> Vec<Arc<Plugin>> {
         (
             "moved",
             "redirect",
-            r#"{"regex": "^https?://old\.example\.com/(.*)", "replacement": "https://new.example.com/${1}"}"#,
+            r#"{"regex": "^https?://old\\.example\\.com/(.*)", "replacement": "https://new.example.com/${1}"}"#,
         ),
     ];
     chain
