@@ -1,5 +1,6 @@
 //! The wasm host's per-request cost: a chain of 0, 1 and 5 minimal filters (each reads
-//! one request header and adds one), and the cost of making a VM.
+//! one request header and adds one), the load comparison's chain of 5 standard filters
+//! (with a 1 KiB response body), and the cost of making a VM.
 //!
 //! Run: `cargo bench -p portcullis --bench wasm` (builds tests/filters first).
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::config::{FilterConfig, FilterLimits, FilterSource, OnError, Origin};
-use portcullis::wasm::{Decision, HttpFilters, Plugin, Runtime, StreamInfo};
+use portcullis::wasm::{BodyDecision, Decision, HttpFilters, Plugin, Runtime, StreamInfo};
 
 // One recipe for building the test filters, shared with the unit and e2e tests.
 #[path = "../../tests/e2e/wasm_build.rs"]
@@ -40,6 +41,80 @@ fn info() -> StreamInfo {
         route: "bench".into(),
         tls_version: None,
     }
+}
+
+/// The chain of `benches/compare` (portbench/servers.py): every filter lets the
+/// request through, `headers` sets one request and one response header.
+fn builtin_chain(rt: &Runtime) -> Vec<Arc<Plugin>> {
+    let chain = [
+        (
+            "allow",
+            "ip-allowlist",
+            r#"{"allow": ["127.0.0.0/8", "::1/128"]}"#,
+        ),
+        (
+            "limit",
+            "rate-limit",
+            r#"{"rate": 100000000, "per": "1s", "burst": 100000000, "key": "client_ip"}"#,
+        ),
+        (
+            "keys",
+            "api-key",
+            r#"{"header": "x-api-key", "keys": [{"key": "bench-key", "consumer": "bench"}]}"#,
+        ),
+        (
+            "rewrite",
+            "headers",
+            r#"{"request": {"set": {"x-env": "bench"}}, "response": {"set": {"x-chain": "a"}}}"#,
+        ),
+        (
+            "moved",
+            "redirect",
+            r#"{"regex": "^https?://old\\.example\\.com/(.*)", "replacement": "https://new.example.com/${1}"}"#,
+        ),
+    ];
+    chain
+        .iter()
+        .map(|(name, builtin, config)| {
+            let f = FilterConfig {
+                name: (*name).into(),
+                source: FilterSource::Builtin((*builtin).into()),
+                root_id: String::new(),
+                config: config.as_bytes().to_vec(),
+                on_error: OnError::Deny,
+                limits: FilterLimits::default(),
+                origin: Origin::default(),
+            };
+            rt.plugin(&f)
+                .unwrap_or_else(|e| panic!("configuring {name}: {e}"))
+        })
+        .collect()
+}
+
+/// One request through the standard chain, with a 1 KiB response body in one chunk.
+async fn builtin_request(plugins: &[Arc<Plugin>], body: &bytes::Bytes) {
+    let mut chain = HttpFilters::new(plugins, info());
+    let (mut req, ()) = http::Request::builder()
+        .uri("/bench?x=1")
+        .header("host", "127.0.0.1:8080")
+        .header("x-api-key", "bench-key")
+        .body(())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_parts();
+    if let Decision::Respond(r) = chain.request_headers(&mut req, true).await {
+        panic!("unexpected {} response", r.status());
+    }
+    let (mut resp, ()) = http::Response::new(()).into_parts();
+    if let Decision::Respond(r) = chain.response_headers(&mut resp, false).await {
+        panic!("unexpected {} response", r.status());
+    }
+    // What the proxy's body wrapper does with a filtered chain (it skips even this
+    // when no filter of the chain takes bodies).
+    match chain.response_body(body.clone(), true).await {
+        BodyDecision::Forward(b) if b.len() == body.len() => {}
+        other => panic!("unexpected body decision {other:?}"),
+    }
+    chain.finish().await;
 }
 
 async fn one_request(plugins: &[Arc<Plugin>]) {
@@ -80,6 +155,12 @@ fn bench(c: &mut Criterion) {
             b.iter(|| tokio.block_on(one_request(chain)))
         });
     }
+    let builtin = builtin_chain(&rt);
+    let body = bytes::Bytes::from(vec![b'x'; 1024]);
+    tokio.block_on(builtin_request(&builtin, &body));
+    g.bench_function("5_builtin", |b| {
+        b.iter(|| tokio.block_on(builtin_request(&builtin, &body)))
+    });
     g.finish();
     c.bench_function("vm_start", |b| {
         b.iter(|| {

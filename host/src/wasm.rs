@@ -145,6 +145,12 @@ impl Plugin {
         vm::block_on(vm::Vm::start(&self.compiled, &self.spec, signal)).map(drop)
     }
 
+    /// Whether the module declared that only its header phases do anything (it
+    /// exports `portcullis_headers_only`, as every `portcullis-sdk` filter does).
+    pub fn headers_only(&self) -> bool {
+        self.compiled.headers_only
+    }
+
     fn http_caller(&self) -> Option<Arc<dyn HttpCaller>> {
         self.http.get().cloned()
     }

@@ -11,6 +11,9 @@ use proxy_wasm::types::{self, BufferType, ContextType, LogLevel, MapType};
 use crate::http::HeaderOp;
 use crate::{Action, Error, Filter, LocalResponse, Request, Response, config};
 
+/// Portcullis' foreign function for "this context needs no response phase".
+const SKIP_RESPONSE_PHASE: &str = "portcullis_skip_response_phase";
+
 /// Installs the root context of filter `F`: called from the module's `_initialize`.
 pub fn start<F: Filter>() {
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -74,6 +77,11 @@ impl<F: Filter> HttpContext for Stream<F> {
         let mut req = Request::default();
         let result = filter.on_request(&mut req);
         self.response_ops = req.response_ops;
+        if !F::ON_RESPONSE && self.response_ops.is_empty() {
+            // Nothing to do when the response comes: tell the host (other hosts do
+            // not know the function and answer NOT_FOUND, which changes nothing).
+            let _ = hostcalls::call_foreign_function(SKIP_RESPONSE_PHASE, None);
+        }
         carry_out(result)
     }
 

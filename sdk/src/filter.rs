@@ -14,6 +14,13 @@ pub trait Filter: Sized + 'static {
     /// serde (use `#[serde(deny_unknown_fields)]`).
     type Config: DeserializeOwned;
 
+    /// Whether this filter implements [`Filter::on_response`]. Set it to `false` when it
+    /// does not: a request that queued no response-header change
+    /// ([`Request::add_response_header`] and co.) then tells Portcullis to skip this
+    /// filter's response phase (one guest call fewer per request). With `false`,
+    /// `on_response` may not run.
+    const ON_RESPONSE: bool = true;
+
     /// Validates the parsed configuration and prepares everything the hot path needs.
     /// An error refuses the configuration (`on_configure` returns false) and is logged
     /// with the field it names.

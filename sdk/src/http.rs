@@ -38,8 +38,13 @@ pub struct Response {
 // send any obs-text byte in a header value; a panic would trap the filter.
 fn get(map: MapType, name: &str) -> Result<Option<String>, Error> {
     hostcalls::get_map_value_bytes(map, name)
-        .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        .map(|v| v.map(text))
         .map_err(Error::host("get header"))
+}
+
+/// The bytes as text, without a copy when they are UTF-8 (as they nearly always are).
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn set(map: MapType, name: &str, value: Option<&str>) -> Result<(), Error> {
@@ -52,12 +57,7 @@ fn add(map: MapType, name: &str, value: &str) -> Result<(), Error> {
 
 fn all(map: MapType) -> Result<Vec<(String, String)>, Error> {
     hostcalls::get_map_bytes(map)
-        .map(|pairs| {
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                .collect()
-        })
+        .map(|pairs| pairs.into_iter().map(|(k, v)| (k, text(v))).collect())
         .map_err(Error::host("get headers"))
 }
 
@@ -151,7 +151,7 @@ impl Request {
 
     /// A property as text (invalid UTF-8 is replaced).
     pub fn property_str(&self, path: &[&str]) -> Result<Option<String>, Error> {
-        Ok(property(path)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        Ok(property(path)?.map(text))
     }
 
     /// Adds a header to this request's response (applied, in call order with the other

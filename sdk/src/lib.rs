@@ -83,6 +83,11 @@ pub mod __private {
 /// Use it once, in the crate (`crate-type = ["cdylib"]`) built to `wasm32-wasip1`.
 /// On other targets it expands to nothing, so the filter's logic can be unit-tested
 /// natively with `cargo test`.
+///
+/// It also exports `portcullis_headers_only`, an empty function that tells Portcullis
+/// the module's body, trailer, `on_done` and `on_log` callbacks are the `proxy-wasm`
+/// crate's defaults (a [`Filter`] has no such phases), so the host may skip entering
+/// the VM for them (docs/filters-abi.md). Other hosts ignore the export.
 #[macro_export]
 macro_rules! export_filter {
     ($filter:ty) => {
@@ -90,5 +95,10 @@ macro_rules! export_filter {
         $crate::__private::proxy_wasm::main! {{
             $crate::__private::start::<$filter>();
         }}
+
+        /// A promise to the host, never called: see `portcullis_sdk::export_filter!`.
+        #[cfg(target_arch = "wasm32")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn portcullis_headers_only() {}
     };
 }

@@ -92,6 +92,8 @@ fn header_name(field: &str, h: Option<String>) -> Result<Option<String>, ConfigE
 
 impl Filter for ApiKey {
     type Config = Config;
+    // No on_response: response headers, if any, are queued in the request phase.
+    const ON_RESPONSE: bool = false;
 
     fn new(c: Config) -> Result<Self, ConfigError> {
         let mut header = header_name("header", c.header)?;

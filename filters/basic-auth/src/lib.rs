@@ -104,6 +104,8 @@ impl BasicAuth {
 
 impl Filter for BasicAuth {
     type Config = Config;
+    // No on_response: response headers, if any, are queued in the request phase.
+    const ON_RESPONSE: bool = false;
 
     fn new(c: Config) -> Result<Self, ConfigError> {
         if c.realm

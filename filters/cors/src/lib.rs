@@ -117,6 +117,8 @@ fn token_list(field: &str, list: &[String]) -> Result<String, ConfigError> {
 
 impl Filter for Cors {
     type Config = Config;
+    // No on_response: response headers, if any, are queued in the request phase.
+    const ON_RESPONSE: bool = false;
 
     fn new(c: Config) -> Result<Self, ConfigError> {
         if c.allow_origins.is_empty() {

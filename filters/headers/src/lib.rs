@@ -207,6 +207,8 @@ impl Vars<'_> {
 
 impl Filter for Headers {
     type Config = Config;
+    // No on_response: response headers, if any, are queued in the request phase.
+    const ON_RESPONSE: bool = false;
 
     fn new(c: Config) -> Result<Self, ConfigError> {
         let regex = match (c.replace_path_regex, c.replacement) {

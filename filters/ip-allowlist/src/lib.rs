@@ -98,6 +98,8 @@ impl IpAllowlist {
 
 impl Filter for IpAllowlist {
     type Config = Config;
+    // No on_response: response headers, if any, are queued in the request phase.
+    const ON_RESPONSE: bool = false;
 
     fn new(c: Config) -> Result<Self, ConfigError> {
         if c.depth == 0 {

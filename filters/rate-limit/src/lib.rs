@@ -145,6 +145,8 @@ fn strip_port(authority: &str) -> &str {
 
 impl Filter for RateLimit {
     type Config = Config;
+    // No on_response: response headers, if any, are queued in the request phase.
+    const ON_RESPONSE: bool = false;
 
     fn new(c: Config) -> Result<Self, ConfigError> {
         if c.rate == 0 {

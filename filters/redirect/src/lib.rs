@@ -96,6 +96,8 @@ impl Redirect {
 
 impl Filter for Redirect {
     type Config = Config;
+    // No on_response: response headers, if any, are queued in the request phase.
+    const ON_RESPONSE: bool = false;
 
     fn new(c: Config) -> Result<Self, ConfigError> {
         let mode = match (c.scheme, c.regex) {

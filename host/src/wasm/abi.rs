@@ -10,7 +10,7 @@ use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
 use super::memory::{self, decode_pairs, hand_back, read, read_str, write_u32};
-use super::state::{HostState, LocalReply, PendingCall, status};
+use super::state::{HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, status};
 use super::{foreign, metrics, shared};
 use headers::Edit;
 
@@ -139,6 +139,13 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, (np, nn, ap, an, rp, rs): (u32, u32, u32, u32, u32, u32)| {
             Box::new(async move {
                 let name = t!(read_str(&c, np, nn));
+                if name == SKIP_RESPONSE_PHASE {
+                    // No result: nothing to allocate in the guest.
+                    t!(write_u32(&mut c, rp, 0));
+                    t!(write_u32(&mut c, rs, 0));
+                    c.data_mut().io.skip_response = true;
+                    return Ok(status::OK);
+                }
                 let args = t!(read(&c, ap, an));
                 let Some(f) = foreign::lookup(&name) else {
                     return Ok(status::NOT_FOUND);

@@ -50,6 +50,9 @@ pub struct FilteredBody<B> {
     local: Option<LocalSlot>,
     step: Option<Step>,
     done: bool,
+    /// No filter of the chain takes bodies: frames pass untouched (the wrapper only
+    /// keeps the chain alive until the body is done, for `on_log`).
+    passthrough: bool,
 }
 
 impl<B> FilteredBody<B> {
@@ -65,6 +68,9 @@ impl<B> FilteredBody<B> {
     }
 
     fn new(inner: B, filters: SharedFilters, dir: Dir, local: Option<LocalSlot>) -> Self {
+        // Nothing else holds the chain while the proxy wraps a body; if something
+        // did, filtering every chunk is the safe answer.
+        let passthrough = filters.try_lock().is_ok_and(|f| !f.takes_bodies());
         Self {
             inner,
             filters,
@@ -72,6 +78,7 @@ impl<B> FilteredBody<B> {
             local,
             step: None,
             done: false,
+            passthrough,
         }
     }
 
@@ -128,6 +135,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if this.passthrough {
+            return Pin::new(&mut this.inner).poll_frame(cx).map_err(Into::into);
+        }
         loop {
             if let Some(step) = this.step.as_mut() {
                 let out = match step.as_mut().poll(cx) {
@@ -189,6 +199,16 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.passthrough {
+            return self.inner.is_end_stream();
+        }
         self.done && self.step.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.passthrough {
+            return self.inner.size_hint();
+        }
+        http_body::SizeHint::default()
     }
 }

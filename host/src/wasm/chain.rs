@@ -24,6 +24,19 @@ enum Phase {
     ResponseTrailers,
 }
 
+impl Phase {
+    fn is_headers(self) -> bool {
+        matches!(self, Phase::RequestHeaders | Phase::ResponseHeaders)
+    }
+
+    fn is_response(self) -> bool {
+        matches!(
+            self,
+            Phase::ResponseHeaders | Phase::ResponseBody | Phase::ResponseTrailers
+        )
+    }
+}
+
 enum Step {
     Continue,
     Pause,
@@ -39,6 +52,8 @@ struct Entry {
     generation: u64,
     /// Failed (and allowed to be skipped) or its VM is gone: no more callbacks.
     skipped: bool,
+    /// Asked for no response-phase callbacks during its request headers.
+    no_response: bool,
     /// Body bytes held while this filter pauses a body phase: [request, response].
     held: [Vec<u8>; 2],
 }
@@ -52,6 +67,8 @@ pub struct HttpFilters {
     /// How many filters (from the first) took part in the request phase.
     seen: usize,
     finished: bool,
+    /// Some filter has body or trailer callbacks (is not headers-only).
+    bodies: bool,
 }
 
 impl HttpFilters {
@@ -65,6 +82,7 @@ impl HttpFilters {
                 ctx: 0,
                 generation: 0,
                 skipped: false,
+                no_response: false,
                 held: [Vec::new(), Vec::new()],
             })
             .collect::<Vec<_>>();
@@ -74,10 +92,26 @@ impl HttpFilters {
         });
         Self {
             seen: entries.len(),
+            bodies: plugins.iter().any(|p| !p.headers_only()),
             entries,
             io,
             finished: false,
         }
+    }
+
+    /// How many of the filters that saw the request take part in the response phase.
+    #[cfg(test)]
+    pub(crate) fn response_phase_filters(&self) -> usize {
+        self.entries[..self.seen]
+            .iter()
+            .filter(|e| !e.skipped && !e.no_response)
+            .count()
+    }
+
+    /// Whether any filter of the chain takes part in the body and trailer phases; if
+    /// none does, bodies may stream past the chain untouched.
+    pub fn takes_bodies(&self) -> bool {
+        self.bodies
     }
 
     /// Shares the chain between the driver and the body wrappers
@@ -125,6 +159,9 @@ impl HttpFilters {
         let mut data = chunk.to_vec();
         for i in 0..self.seen {
             let e = &mut self.entries[i];
+            if e.plugin.headers_only() {
+                continue;
+            }
             e.held[0].extend_from_slice(&data);
             self.io.request_body = std::mem::take(&mut e.held[0]);
             let len = self.io.request_body.len() as u32;
@@ -179,6 +216,9 @@ impl HttpFilters {
         let mut data = chunk.to_vec();
         for i in (0..self.seen).rev() {
             let e = &mut self.entries[i];
+            if e.plugin.headers_only() || e.no_response {
+                continue;
+            }
             e.held[1].extend_from_slice(&data);
             self.io.response_body = std::mem::take(&mut e.held[1]);
             let len = self.io.response_body.len() as u32;
@@ -211,12 +251,14 @@ impl HttpFilters {
         for i in 0..self.entries.len() {
             let e = &mut self.entries[i];
             let reached = e.generation != 0;
-            if e.skipped || (!reached && i < self.seen) {
+            // A headers-only filter's on_log does nothing: no context just for it.
+            let unseen = !reached && (i < self.seen || e.plugin.headers_only());
+            if e.skipped || unseen {
                 continue;
             }
             let plugin = e.plugin.clone();
             let slot = e.slot.get_or_insert_with(|| worker::slot(&plugin)).clone();
-            let mut g = slot.lock().await;
+            let mut g = worker::lock(&slot).await;
             if !reached && worker::ensure(&mut g, &slot, &plugin).await.is_err() {
                 continue;
             }
@@ -318,12 +360,15 @@ impl HttpFilters {
     /// Runs one callback of filter `i`, with its http calls, and says what it decided.
     async fn step(&mut self, i: usize, phase: Phase, n: u32, eos: bool) -> Step {
         let e = &mut self.entries[i];
-        if e.skipped {
+        if e.skipped
+            || (e.plugin.headers_only() && !phase.is_headers())
+            || (e.no_response && phase.is_response())
+        {
             return Step::Continue;
         }
         let plugin = e.plugin.clone();
         let slot = e.slot.get_or_insert_with(|| worker::slot(&plugin)).clone();
-        let mut g = slot.lock().await;
+        let mut g = worker::lock(&slot).await;
         if let Err(f) = worker::ensure(&mut g, &slot, &plugin).await {
             drop(g);
             return self.failed(i, &slot, 0, f, phase).await;
@@ -352,6 +397,7 @@ impl HttpFilters {
         let ctx = e.ctx;
         let eos = u32::from(eos);
         io.resumed = false;
+        io.skip_response = false;
         let cb = vm.cb.clone();
         let r = match phase {
             Phase::RequestHeaders => {
@@ -387,6 +433,9 @@ impl HttpFilters {
                 .any(|c| c.context == ctx)
         });
         drop(g);
+        if self.io.skip_response && matches!(phase, Phase::RequestHeaders) {
+            self.entries[i].no_response = true;
+        }
         let action = match r {
             Ok(a) => a.unwrap_or(0),
             Err(f) => return self.failed(i, &slot, generation, f, phase).await,
@@ -445,6 +494,7 @@ impl Drop for HttpFilters {
                 entries: std::mem::take(&mut self.entries),
                 io: std::mem::take(&mut self.io),
                 seen: self.seen,
+                bodies: self.bodies,
                 // If the task never runs (the worker is shutting down), do not respawn.
                 finished: true,
             };

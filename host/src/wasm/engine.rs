@@ -27,6 +27,10 @@ const IDLE_KEEP: Duration = Duration::from_secs(600);
 /// first, so that a stream of changed modules cannot grow memory without bound.
 const IDLE_MAX: usize = 16;
 
+/// The export by which a module promises that only its header callbacks (and context
+/// creation and deletion) do anything; see docs/filters-abi.md.
+const HEADERS_ONLY: &str = "portcullis_headers_only";
+
 /// The shared engine and what every module is linked against.
 pub(crate) struct Shared {
     pub engine: Engine,
@@ -51,6 +55,9 @@ impl Cached {
 pub(crate) struct Compiled {
     pub pre: InstancePre<HostState>,
     pub abi: AbiVersion,
+    /// The module exports `portcullis_headers_only`: its body, trailer, `on_done` and
+    /// `on_log` callbacks do nothing, so the host does not enter it for them.
+    pub headers_only: bool,
     /// Hex sha256 of the module bytes.
     pub hash: String,
 }
@@ -130,10 +137,14 @@ impl Shared {
         let module = Module::new(&self.engine, bytes)
             .map_err(|e| format!("not a valid wasm module: {}", root_cause(&e)))?;
         let abi = abi_version(&module)?;
+        let headers_only = module
+            .exports()
+            .any(|e| e.name() == HEADERS_ONLY && matches!(e.ty(), ExternType::Func(_)));
         let pre = self.link(&module)?;
         let compiled = Arc::new(Compiled {
             pre,
             abi,
+            headers_only,
             hash: hex::encode(digest),
         });
         self.evict_idle();

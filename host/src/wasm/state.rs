@@ -12,6 +12,10 @@ use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 use super::StreamInfo;
 use super::worker::VmSignal;
 
+/// The foreign function by which a stream context opts out of the response phase
+/// (docs/filters-abi.md); Portcullis-only, other hosts answer NOT_FOUND.
+pub(crate) const SKIP_RESPONSE_PHASE: &str = "portcullis_skip_response_phase";
+
 /// proxy-wasm status codes returned by host functions.
 pub(crate) mod status {
     pub const OK: i32 = 0;
@@ -83,6 +87,9 @@ pub(crate) struct StreamIo {
     pub local_reply: Option<LocalReply>,
     /// Set by `continue_stream` / `close_stream` while a context was paused.
     pub resumed: bool,
+    /// Set when the running context calls the foreign function
+    /// [`SKIP_RESPONSE_PHASE`]: it wants no response-phase callbacks.
+    pub skip_response: bool,
     pub closed: bool,
 }
 
@@ -98,8 +105,12 @@ pub(crate) struct HostState {
     /// when the guest is running as it passes, so time the worker spends on other
     /// tasks (or the OS spends on other threads) is not charged to the guest.
     pub ticks_left: u64,
-    /// A wall-clock backstop, far beyond the tick budget.
-    pub deadline: Instant,
+    /// A wall-clock backstop, far beyond the tick budget: `backstop` after the first
+    /// tick the callback sees (set then, so that a callback that ends within a tick,
+    /// as nearly all do, never reads the clock).
+    pub deadline: Option<Instant>,
+    /// How long the running callback may take in wall time at most.
+    pub backstop: Duration,
     pub next_context: u32,
     /// The context host calls act for (`set_effective_context` changes it).
     pub effective_context: u32,

@@ -85,13 +85,13 @@ pub(crate) struct Callbacks {
 }
 
 impl Callbacks {
-    fn find(instance: &Instance, store: &mut Store<HostState>) -> Self {
+    fn find(instance: &Instance, store: &mut Store<HostState>, headers_only: bool) -> Self {
         macro_rules! f {
             ($name:literal) => {
                 instance.get_typed_func(&mut *store, $name).ok()
             };
         }
-        Callbacks {
+        let mut cb = Callbacks {
             on_context_create: f!("proxy_on_context_create"),
             on_vm_start: f!("proxy_on_vm_start"),
             on_configure: f!("proxy_on_configure"),
@@ -107,7 +107,18 @@ impl Callbacks {
             on_tick: f!("proxy_on_tick"),
             on_queue_ready: f!("proxy_on_queue_ready"),
             on_http_call_response: f!("proxy_on_http_call_response"),
+        };
+        if headers_only {
+            // Defaults that return Continue / true without a host call: entering the
+            // guest for them would only cost a fiber switch each.
+            cb.on_request_body = None;
+            cb.on_request_trailers = None;
+            cb.on_response_body = None;
+            cb.on_response_trailers = None;
+            cb.on_done = None;
+            cb.on_log = None;
         }
+        cb
     }
 }
 
@@ -115,7 +126,9 @@ impl Callbacks {
 pub(crate) struct Vm {
     pub store: Store<HostState>,
     pub cb: Arc<Callbacks>,
-    timeout: Duration,
+    /// The tick budget and wall-clock backstop of one callback.
+    ticks: u64,
+    backstop: Duration,
 }
 
 impl Vm {
@@ -137,7 +150,8 @@ impl Vm {
                 hit: false,
             },
             ticks_left: ticks(spec.timeout),
-            deadline: Instant::now() + backstop(spec.timeout),
+            deadline: None,
+            backstop: backstop(spec.timeout),
             next_context: ROOT_CONTEXT + 1,
             effective_context: ROOT_CONTEXT,
             io: Box::default(),
@@ -152,7 +166,9 @@ impl Vm {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
-            if s.ticks_left == 0 || Instant::now() >= s.deadline {
+            let now = Instant::now();
+            let deadline = *s.deadline.get_or_insert(now + s.backstop);
+            if s.ticks_left == 0 || now >= deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
                 s.ticks_left -= 1;
@@ -162,7 +178,7 @@ impl Vm {
         });
         let start = spec.timeout.max(START_TIMEOUT);
         store.data_mut().ticks_left = ticks(start);
-        store.data_mut().deadline = Instant::now() + backstop(start);
+        store.data_mut().backstop = backstop(start);
         store.set_epoch_deadline(1);
         let instance = match compiled.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
@@ -179,14 +195,16 @@ impl Vm {
         if store.data().malloc.is_none() {
             return Err("the module exports neither proxy_on_memory_allocate nor malloc".into());
         }
-        let cb = Callbacks::find(&instance, &mut store);
+        let cb = Callbacks::find(&instance, &mut store, compiled.headers_only);
         // Starting a VM (compiling caches, parsing config) may legitimately take
         // longer than a request callback; it is still bounded.
         let mut vm = Vm {
             store,
             cb: Arc::new(cb),
-            timeout: spec.timeout.max(START_TIMEOUT),
+            ticks: 0,
+            backstop: Duration::ZERO,
         };
+        vm.set_timeout(start);
         // Reactors export _initialize; commands (TinyGo) export _start.
         let init = instance
             .get_typed_func::<(), ()>(&mut vm.store, "_initialize")
@@ -222,15 +240,22 @@ impl Vm {
                 None => "on_configure rejected its configuration (returned false)".into(),
             });
         }
-        vm.timeout = spec.timeout;
+        vm.set_timeout(spec.timeout);
         Ok(vm)
     }
 
     fn arm(&mut self) {
         let s = self.store.data_mut();
-        s.ticks_left = ticks(self.timeout);
-        s.deadline = Instant::now() + backstop(self.timeout);
+        s.ticks_left = self.ticks;
+        s.deadline = None;
+        s.backstop = self.backstop;
         self.store.set_epoch_deadline(1);
+    }
+
+    /// Sets the deadline of every callback from now on.
+    fn set_timeout(&mut self, timeout: Duration) {
+        self.ticks = ticks(timeout);
+        self.backstop = backstop(timeout);
     }
 
     /// Calls `f` for the root or a stream context; `None` when the guest lacks it.

@@ -70,6 +70,15 @@ pub(crate) fn slot(plugin: &Arc<Plugin>) -> SlotRef {
     })
 }
 
+/// Locks `slot`, without the lock future's bookkeeping when it is free (as it nearly
+/// always is: a worker runs one callback at a time).
+pub(crate) async fn lock(slot: &SlotRef) -> tokio::sync::MutexGuard<'_, Slot> {
+    match slot.try_lock() {
+        Ok(g) => g,
+        Err(_) => slot.lock().await,
+    }
+}
+
 /// Makes sure `slot` holds a live VM, making one (or taking the plugin's first).
 pub(crate) async fn ensure(
     slot: &mut Slot,

@@ -197,3 +197,85 @@ async fn old_plugins_vms_are_freed() {
         "the old plugin's slot was not swept"
     );
 }
+
+/// The builtin `headers` filter (built with portcullis-sdk) with `config`.
+fn sdk_plugin_with(name: &str, config: &str) -> Arc<Plugin> {
+    let mut f = filter(name, "");
+    f.source = FilterSource::Builtin("headers".into());
+    f.config = config.as_bytes().to_vec();
+    Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.plugin(&f).map_err(|e| e.to_string()))
+        .unwrap_or_else(|e| panic!("the headers builtin should configure, got: {e}"))
+}
+
+/// The builtin `headers` filter setting `x-ho` on responses.
+fn sdk_plugin(name: &str) -> Arc<Plugin> {
+    sdk_plugin_with(name, r#"{"response": {"set": {"x-ho": "1"}}}"#)
+}
+
+#[tokio::test]
+async fn an_sdk_filter_with_nothing_to_do_on_the_response_skips_that_phase() {
+    let quiet = sdk_plugin_with("rp-quiet", r#"{"request": {"set": {"x-q": "1"}}}"#);
+    let loud = sdk_plugin("rp-loud");
+    let mut chain = HttpFilters::new(&[quiet, loud], info());
+    let mut req = request("/", &[]);
+    cont(chain.request_headers(&mut req, true).await);
+    assert_eq!(header(&req.headers, "x-q"), "1");
+    assert_eq!(
+        chain.response_phase_filters(),
+        1,
+        "only the filter with a response header to set should stay in the response phase"
+    );
+    let mut resp = response(200);
+    cont(chain.response_headers(&mut resp, true).await);
+    assert_eq!(header(&resp.headers, "x-ho"), "1");
+    chain.finish().await;
+}
+
+#[tokio::test]
+async fn sdk_filters_are_headers_only_and_bodies_stream_past_them() {
+    let sdk = sdk_plugin("ho-sdk");
+    assert!(
+        sdk.headers_only(),
+        "an SDK filter should export portcullis_headers_only"
+    );
+    let probe = plugin(&filter("ho-probe", "body:ho"));
+    assert!(
+        !probe.headers_only(),
+        "the probe (plain proxy-wasm crate) was taken for headers-only"
+    );
+    assert!(HttpFilters::new(&[sdk.clone(), probe.clone()], info()).takes_bodies());
+
+    // Mixed: the SDK filter is skipped in the body phase, the probe still gets it all.
+    let mut chain = HttpFilters::new(&[sdk.clone(), probe], info());
+    cont(chain.request_headers(&mut request("/", &[]), false).await);
+    let mut resp = response(200);
+    cont(chain.response_headers(&mut resp, false).await);
+    assert_eq!(header(&resp.headers, "x-ho"), "1");
+    match chain.response_body(Bytes::from_static(b"xyz"), true).await {
+        BodyDecision::Forward(b) => assert_eq!(b.as_ref(), b"xyz [probed]"),
+        BodyDecision::Respond(r) => panic!("unexpected {} response", r.status()),
+    }
+    chain.finish().await;
+
+    // Only headers-only filters: the body wrapper passes frames and the size through.
+    let mut chain = HttpFilters::new(std::slice::from_ref(&sdk), info());
+    assert!(!chain.takes_bodies(), "a chain of SDK filters takes bodies");
+    cont(chain.request_headers(&mut request("/", &[]), false).await);
+    let mut resp = response(200);
+    cont(chain.response_headers(&mut resp, false).await);
+    assert_eq!(header(&resp.headers, "x-ho"), "1");
+    let inner = http_body_util::Full::new(Bytes::from_static(b"payload"));
+    let body = FilteredBody::response(inner, chain.into_shared());
+    assert_eq!(
+        http_body::Body::size_hint(&body).exact(),
+        Some(7),
+        "the length was lost"
+    );
+    let got = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap_or_else(|e| panic!("body: {e}"))
+        .to_bytes();
+    assert_eq!(got.as_ref(), b"payload");
+}
