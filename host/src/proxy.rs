@@ -71,6 +71,18 @@ pub async fn handle(
     conn: &ConnInfo,
     req: Request<hyper::body::Incoming>,
 ) -> Response<ProxyBody> {
+    let (mut resp, outcome) = handle_with_outcome(snapshot, conn, req).await;
+    resp.extensions_mut().insert(outcome);
+    resp
+}
+
+/// [`handle`], returning the [`Outcome`] beside the response rather than in its
+/// extensions: the server's path, which spares a map allocation per request.
+pub async fn handle_with_outcome(
+    snapshot: Arc<Snapshot>,
+    conn: &ConnInfo,
+    req: Request<hyper::body::Incoming>,
+) -> (Response<ProxyBody>, Outcome) {
     let (mut head, body) = req.into_parts();
     let started = Instant::now();
     let mut outcome = Outcome::default();

@@ -3,6 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Version, request, response};
+use std::net::IpAddr;
 
 use super::ConnInfo;
 
@@ -33,20 +34,24 @@ pub fn prepare_request(head: &mut request::Parts, conn: &ConnInfo) {
     // HTTP/2 clients send `:authority` and no `Host`; an absolute-form URI overrides
     // `Host` too (RFC 9112 §3.2.2). Either way the upstream sees one `Host`.
     let host = match head.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        Some(a) => HeaderValue::from_str(a.as_str()).ok().inspect(|host| {
+            head.headers.insert(header::HOST, host.clone());
+        }),
         None => head.headers.get(header::HOST).cloned(),
     };
     if let Some(host) = host {
-        head.headers.insert(header::HOST, host.clone());
         head.headers.insert(X_FORWARDED_HOST.clone(), host);
     }
 
-    let ip = conn.client.ip().to_string();
+    let ip = ip_value(conn.client.ip());
     let xff = match joined(&head.headers, &X_FORWARDED_FOR) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip,
+        Some(prior) => ip
+            .to_str()
+            .ok()
+            .and_then(|ip| HeaderValue::from_str(&format!("{prior}, {ip}")).ok()),
+        None => Some(ip),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         head.headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     let proto = if conn.tls_version.is_some() {
@@ -58,8 +63,41 @@ pub fn prepare_request(head: &mut request::Parts, conn: &ConnInfo) {
         .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
 
     head.version = Version::HTTP_11;
-    if let Some(pq) = head.uri.path_and_query().cloned() {
-        head.uri = http::Uri::from(pq);
+    if head.uri.scheme().is_some() || head.uri.authority().is_some() {
+        if let Some(pq) = head.uri.path_and_query().cloned() {
+            head.uri = http::Uri::from(pq);
+        }
+    }
+}
+
+/// The client's address as a header value. IPv4 (every request on the common path)
+/// is formatted by hand: `Display` for `Ipv4Addr` pads through the formatter and
+/// showed in the profile.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
+        IpAddr::V6(_) => HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("")),
     }
 }
 
@@ -73,23 +111,49 @@ pub fn prepare_response(head: &mut response::Parts) {
 /// Removes the fixed hop-by-hop headers, every `Proxy-*` header, and those that
 /// `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    // One pass over the names decides what there is to do; the usual request has
+    // none of these and the usual response only `Connection`, so the removals (a hash
+    // lookup each) and the allocations below are skipped on the hot path.
+    let mut connection = false;
+    let mut fixed = false;
+    let mut proxy = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if HOP_BY_HOP.contains(name) {
+            fixed = true;
+        } else if name.as_str().starts_with("proxy-") {
+            proxy = true;
+        }
     }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
+    if connection {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        headers.remove(header::CONNECTION);
+        for name in &listed {
+            proxy |= name.as_str().starts_with("proxy-");
+            headers.remove(name);
+        }
+    }
+    if fixed {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+    }
+    if proxy {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
     }
 }
 
@@ -105,6 +169,22 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_ip_is_formatted_as_display_does() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.99.100.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+            assert_eq!(ip_value(parsed).to_str().ok(), Some(ip), "formatting {ip}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_go() {
