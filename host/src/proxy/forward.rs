@@ -7,8 +7,9 @@ use std::net::IpAddr;
 
 use super::ConnInfo;
 
-/// Headers meaningful for one connection only (RFC 9110 §7.6.1), never relayed.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers meaningful for one connection only (RFC 9110 §7.6.1), never relayed;
+/// `Connection` first. A `static`: a `const` array would be built at every use.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -96,8 +97,9 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
             }
             HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static(""))
         }
-        IpAddr::V6(_) => HeaderValue::from_str(&ip.to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("")),
+        IpAddr::V6(_) => {
+            HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
     }
 }
 
@@ -111,39 +113,49 @@ pub fn prepare_response(head: &mut response::Parts) {
 /// Removes the fixed hop-by-hop headers, every `Proxy-*` header, and those that
 /// `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names decides what there is to do; the usual request has
-    // none of these and the usual response only `Connection`, so the removals (a hash
-    // lookup each) and the allocations below are skipped on the hot path.
-    let mut connection = false;
-    let mut fixed = false;
+    // One pass over the names finds what there is to remove, so that only those pay a
+    // removal (a hash lookup each): the usual request has none of these headers and
+    // the usual response only `Connection: keep-alive`.
+    let mut present = 0u8; // bit i: HOP_BY_HOP[i] is in the map
     let mut proxy = false;
     for name in headers.keys() {
-        if name == header::CONNECTION {
-            connection = true;
-        } else if HOP_BY_HOP.contains(name) {
-            fixed = true;
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
         } else if name.as_str().starts_with("proxy-") {
             proxy = true;
         }
     }
-    if connection {
-        let listed: Vec<HeaderName> = headers
+    if present == 0 && !proxy {
+        return;
+    }
+    // Names `Connection` lists beyond the fixed ones, when such a header is there
+    // (looked up by `&str`, which allocates nothing).
+    let mut listed: Vec<HeaderName> = Vec::new();
+    if present & 1 != 0 {
+        for token in headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        headers.remove(header::CONNECTION);
-        for name in &listed {
-            proxy |= name.as_str().starts_with("proxy-");
+            .map(str::trim)
+        {
+            let fixed = HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(token));
+            if !fixed && headers.contains_key(token) {
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    listed.push(name);
+                }
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
             headers.remove(name);
         }
     }
-    if fixed {
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
-        }
+    for name in &listed {
+        headers.remove(name);
     }
     if proxy {
         let names: Vec<HeaderName> = headers
