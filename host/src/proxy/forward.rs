@@ -64,10 +64,10 @@ pub fn prepare_request(head: &mut request::Parts, conn: &ConnInfo) {
         .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
 
     head.version = Version::HTTP_11;
-    if head.uri.scheme().is_some() || head.uri.authority().is_some() {
-        if let Some(pq) = head.uri.path_and_query().cloned() {
-            head.uri = http::Uri::from(pq);
-        }
+    if (head.uri.scheme().is_some() || head.uri.authority().is_some())
+        && let Some(pq) = head.uri.path_and_query().cloned()
+    {
+        head.uri = http::Uri::from(pq);
     }
 }
 
@@ -119,10 +119,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u8; // bit i: HOP_BY_HOP[i] is in the map
     let mut proxy = false;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present |= 1 << i;
-        } else if name.as_str().starts_with("proxy-") {
-            proxy = true;
+        match hop_by_hop_index(name.as_str()) {
+            Some(i) => present |= 1 << i,
+            None => proxy |= name.as_str().starts_with("proxy-"),
         }
     }
     if present == 0 && !proxy {
@@ -142,10 +141,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             let fixed = HOP_BY_HOP
                 .iter()
                 .any(|h| h.as_str().eq_ignore_ascii_case(token));
-            if !fixed && headers.contains_key(token) {
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    listed.push(name);
-                }
+            if !fixed
+                && headers.contains_key(token)
+                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            {
+                listed.push(name);
             }
         }
     }
@@ -169,6 +169,23 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The index in [`HOP_BY_HOP`] of the (lower-case) name `name`. A `match` on the
+/// string (length first) rather than a scan comparing `HeaderName`s: this runs for
+/// every header of every request and response.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-authenticate" => 2,
+        "proxy-authorization" => 3,
+        "te" => 4,
+        "trailer" => 5,
+        "transfer-encoding" => 6,
+        "upgrade" => 7,
+        _ => return None,
+    })
+}
+
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let values: Vec<&str> = headers
         .get_all(name)
@@ -181,6 +198,14 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_index_matches_the_table() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "index of {name}");
+        }
+        assert_eq!(hop_by_hop_index("x-kept"), None);
+    }
 
     #[test]
     fn client_ip_is_formatted_as_display_does() {
