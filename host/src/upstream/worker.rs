@@ -17,7 +17,9 @@ struct WorkerUpstream {
 }
 
 thread_local! {
-    static STATE: RefCell<HashMap<u64, WorkerUpstream>> = RefCell::new(HashMap::new());
+    // Looked up on every request: foldhash, not SipHash, for a key that is our own id.
+    static STATE: RefCell<HashMap<u64, WorkerUpstream, foldhash::fast::FixedState>> =
+        const { RefCell::new(HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0))) };
 }
 
 /// Picks a target of `upstream` for this worker and returns it with the worker's
