@@ -99,7 +99,7 @@ fn filters(c: &mut Criterion) {
             request("/", &[("x-api-key", "k2".into())]),
         ),
         (
-            "jwt(HS256)",
+            "jwt(HS256,cached)",
             vec![plugin(
                 "b-hs",
                 "jwt",
@@ -108,7 +108,19 @@ fn filters(c: &mut Criterion) {
             request("/", &bearer(HS256)),
         ),
         (
-            "jwt(RS256)",
+            "jwt(HS256,uncached)",
+            vec![plugin(
+                "b-hs-nc",
+                "jwt",
+                r#"{"secret":"top-secret-for-tests","claims_to_headers":{"sub":"x-user"},"cache_size":0}"#,
+            )],
+            request("/", &bearer(HS256)),
+        ),
+        // The same token on every iteration: after the warm-up request, each one is a
+        // hit of the filter's verified-token cache; `uncached` turns it off to show
+        // what a first-seen token costs.
+        (
+            "jwt(RS256,cached)",
             vec![plugin(
                 "b-rs",
                 "jwt",
@@ -117,11 +129,29 @@ fn filters(c: &mut Criterion) {
             request("/", &bearer(RS256)),
         ),
         (
-            "jwt(ES256)",
+            "jwt(RS256,uncached)",
+            vec![plugin(
+                "b-rs-nc",
+                "jwt",
+                &serde_json::json!({ "public_key": RSA_PEM, "cache_size": 0 }).to_string(),
+            )],
+            request("/", &bearer(RS256)),
+        ),
+        (
+            "jwt(ES256,cached)",
             vec![plugin(
                 "b-es",
                 "jwt",
                 &serde_json::json!({ "public_key": ES_PEM }).to_string(),
+            )],
+            request("/", &bearer(ES256)),
+        ),
+        (
+            "jwt(ES256,uncached)",
+            vec![plugin(
+                "b-es-nc",
+                "jwt",
+                &serde_json::json!({ "public_key": ES_PEM, "cache_size": 0 }).to_string(),
             )],
             request("/", &bearer(ES256)),
         ),

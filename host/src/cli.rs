@@ -1,4 +1,4 @@
-//! The command line: `portcullis run` and `portcullis check`.
+//! The command line: `portcullis run`, `portcullis check` and `portcullis filter-test`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,10 @@ enum Command {
     /// Load, validate, compile and configure everything, then exit: 0 when good,
     /// else 1 with every error on stderr, one a line.
     Check(CheckArgs),
+    /// Run filter test specs (a module, its configuration, requests and what must
+    /// happen to them) without a proxy: one line per case; exit 0 when all pass, 1
+    /// when one fails, 2 when a spec or its filter cannot be loaded.
+    FilterTest(FilterTestArgs),
 }
 
 #[derive(Args, Debug)]
@@ -50,6 +54,16 @@ struct CheckArgs {
     conf: PathBuf,
 }
 
+#[derive(Args, Debug)]
+struct FilterTestArgs {
+    /// Spec files (YAML; see docs/writing-filters.md, "Testing a filter").
+    #[arg(required = true, value_name = "SPEC.yaml")]
+    specs: Vec<PathBuf>,
+    /// Print every case's outcome and the filter's log lines, not only failures'.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum LogFormat {
     /// Human-readable `key=value` lines.
@@ -65,6 +79,11 @@ pub fn main() -> ExitCode {
         Some(Command::Check(args)) => {
             init_tracing(LogFormat::Plain, "warn");
             check(&args.conf)
+        }
+        Some(Command::FilterTest(args)) => {
+            init_tracing(LogFormat::Plain, "warn");
+            let verdict = crate::testkit::run_files(&args.specs, args.verbose);
+            Ok(ExitCode::from(verdict.code()))
         }
         Some(Command::Run(args)) => {
             init_tracing(args.log_format, "info");

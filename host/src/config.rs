@@ -7,14 +7,14 @@
 //! helpers; then the files are merged and cross-checked (unique names, references).
 
 mod error;
-mod filter;
+pub(crate) mod filter;
 mod listener;
 mod model;
 mod route;
 mod units;
 mod upstream;
-mod walk;
-mod yaml;
+pub(crate) mod walk;
+pub(crate) mod yaml;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

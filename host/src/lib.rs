@@ -14,6 +14,8 @@
 //! - [`wasm`] is the proxy-wasm host: engine, module cache, per-worker VMs, limits.
 //! - [`upstream`] balances, pools, health-checks and forwards.
 //! - [`admin`] serves `/ready`, `/status` and `/metrics`.
+//! - [`testkit`] runs a filter on requests described in code or YAML, without a server
+//!   (`portcullis filter-test`).
 
 pub mod access_log;
 pub mod admin;
@@ -28,6 +30,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod testkit;
 pub mod tls;
 pub mod upstream;
 pub mod wasm;

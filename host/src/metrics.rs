@@ -150,6 +150,25 @@ impl Metrics {
         self.custom.record(id, value)
     }
 
+    /// The guest metrics `filter` defined, in definition order: name, kind and value (a
+    /// counter's or gauge's; a histogram's number of observations). For the test kit.
+    pub fn custom_values(&self, filter: &str) -> Vec<(String, CustomKind, i64)> {
+        self.custom
+            .snapshot()
+            .iter()
+            .filter(|m| m.filter == filter)
+            .map(|m| {
+                let value = match m.kind {
+                    CustomKind::Histogram => {
+                        i64::try_from(m.count.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+                    }
+                    _ => m.value.load(Ordering::Relaxed),
+                };
+                (m.name.clone(), m.kind, value)
+            })
+            .collect()
+    }
+
     /// Renders every metric in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         render::render(self)

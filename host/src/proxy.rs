@@ -144,15 +144,14 @@ pub async fn handle_with_outcome(
     forward::prepare_request(&mut head, conn);
     let result = exchange(route, Request::from_parts(head, body), conn, &mut outcome).await;
     // A filter that answered while the request body streamed aborted the upstream
-    // exchange: its response goes back through the response phase below.
-    let answered = local.lock().ok().and_then(|mut l| l.take());
-    let (resp, error) = match (answered, result) {
-        (Some(local), _) => {
-            outcome.local = true;
-            (full_response(local), None)
-        }
-        (None, Ok(resp)) => (resp, None),
-        (None, Err(e)) => (e.to_response(), Some(e)),
+    // exchange; the chain already ran the response phase on its answer.
+    if let Some(answer) = local.lock().ok().and_then(|mut l| l.take()) {
+        outcome.local = true;
+        return observe::done(full_response(answer), None, outcome, conn, started);
+    }
+    let (resp, error) = match result {
+        Ok(resp) => (resp, None),
+        Err(e) => (e.to_response(), Some(e)),
     };
 
     let (mut head, body) = resp.into_parts();

@@ -10,7 +10,9 @@
 //!
 //! A burst of events is debounced: the callback runs once the files have been quiet
 //! for [`DEBOUNCE`], every file written in place has been closed by its writer
-//! (inotify's `IN_CLOSE_WRITE`), and their sizes and modification times hold still.
+//! (inotify's `IN_CLOSE_WRITE`), and their sizes and modification times have not moved
+//! since the last event. A single write therefore goes live about [`DEBOUNCE`] after
+//! it is closed, plus the time to build the new configuration.
 //! What the callback does (load, build, swap, record status) is the caller's business;
 //! the watcher only decides when.
 
@@ -147,7 +149,9 @@ impl State {
         // Time of the last relevant event, while a change is pending.
         let mut pending: Option<Instant> = None;
         let mut writers = OpenWriters::default();
-        let mut last_print = Fingerprint::default();
+        // The files as they were at the last relevant event: if they still look the
+        // same once the burst has been quiet for DEBOUNCE, nobody is writing.
+        let mut print_at_event = Fingerprint::default();
         loop {
             let wait = match pending {
                 Some(at) => DEBOUNCE
@@ -157,7 +161,10 @@ impl State {
             };
             match rx.recv_timeout(wait) {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-                Ok(Msg::Trigger) => pending = Some(Instant::now()),
+                Ok(Msg::Trigger) => {
+                    pending = Some(Instant::now());
+                    print_at_event = Fingerprint::take(&self.interest);
+                }
                 Ok(Msg::Fs(Ok(event))) => {
                     let effect = events::effect(&event);
                     if effect != Effect::None
@@ -165,6 +172,7 @@ impl State {
                     {
                         writers.note(&effect, &event);
                         pending = Some(Instant::now());
+                        print_at_event = Fingerprint::take(&self.interest);
                         if event.paths.contains(&self.interest.dir) {
                             // The directory itself was replaced: watch the new one now,
                             // so that what is written into it next is not missed.
@@ -175,6 +183,7 @@ impl State {
                 Ok(Msg::Fs(Err(e))) => {
                     tracing::warn!("config watcher: {e}; reloading to be safe");
                     pending = Some(Instant::now());
+                    print_at_event = Fingerprint::default();
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let Some(at) = pending else { continue };
@@ -191,9 +200,10 @@ impl State {
                         writers.clear();
                     }
                     let print = Fingerprint::take(&self.interest);
-                    if print != last_print {
-                        // Still moving (or first look since the change): one more round.
-                        last_print = print;
+                    if print != print_at_event {
+                        // Changed without an event (e.g. written through a mapping):
+                        // still moving, one more quiet round.
+                        print_at_event = print;
                         pending = Some(Instant::now());
                         continue;
                     }
@@ -202,7 +212,6 @@ impl State {
                     tracing::info!("configuration changed; reloading");
                     (self.on_change)();
                     self.refresh();
-                    last_print = Fingerprint::take(&self.interest);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Every example filter in `examples/` — and the Rust template in `templates/` — builds
-//! from source with its own build script, and, served by the real binary from a copy
-//! of its own `conf/`, does what its README shows.
+//! from source with its own build script, passes its own `filter-test.yaml` under
+//! `portcullis filter-test`, and, served by the real binary from a copy of its own
+//! `conf/`, does what its README shows.
 //!
 //! The examples are our proof that any proxy-wasm language writes a Portcullis filter,
 //! so a missing toolchain never skips: it fails, naming the command that installs it
@@ -19,6 +20,7 @@ use crate::support::{ConfDir, Proxy, client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wat_minimal_adds_a_header() {
+    passes_its_filter_test(&WAT, "examples/wat-minimal");
     let (proxy, _conf) = serve(&WAT, "examples/wat-minimal");
     let echo = get_json(&proxy, "/anything", &[]).await;
     assert_header(&echo, "x-wat", "hello");
@@ -64,6 +66,7 @@ async fn wat_minimal_rebuilt_in_place_is_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_path_guard_blocks_its_prefix_and_marks_the_rest() {
+    passes_its_filter_test(&C, "examples/c-path-guard");
     let (proxy, _conf) = serve(&C, "examples/c-path-guard");
 
     let echo = get_json(&proxy, "/public", &[]).await;
@@ -85,6 +88,7 @@ async fn c_path_guard_blocks_its_prefix_and_marks_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_proxy_wasm_greeting_runs_as_for_envoy() {
+    passes_its_filter_test(&RUST, "examples/rust-proxy-wasm-greeting");
     let (proxy, _conf) = serve(&RUST, "examples/rust-proxy-wasm-greeting");
 
     let (status, headers, body) =
@@ -112,6 +116,7 @@ async fn rust_proxy_wasm_greeting_runs_as_for_envoy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assemblyscript_headers_adds_headers_and_answers_the_teapot() {
+    passes_its_filter_test(&ASSEMBLYSCRIPT, "examples/assemblyscript-headers");
     let (proxy, _conf) = serve(&ASSEMBLYSCRIPT, "examples/assemblyscript-headers");
 
     let (status, headers, body) = send(&proxy, "GET", "/menu", &[], None).await;
@@ -144,6 +149,7 @@ async fn assemblyscript_headers_adds_headers_and_answers_the_teapot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zig_method_guard_allows_reads_only() {
+    passes_its_filter_test(&ZIG, "examples/zig-method-guard");
     let (proxy, _conf) = serve(&ZIG, "examples/zig-method-guard");
 
     let echo = get_json(&proxy, "/report", &[]).await;
@@ -160,6 +166,7 @@ async fn zig_method_guard_allows_reads_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_body_limit_refuses_large_and_unsized_bodies() {
+    passes_its_filter_test(&RUST, "examples/rust-sdk-body-limit");
     let (proxy, _conf) = serve(&RUST, "examples/rust-sdk-body-limit");
 
     let (status, _, body) =
@@ -188,6 +195,7 @@ async fn rust_sdk_body_limit_refuses_large_and_unsized_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_template_builds_and_filters() {
+    passes_its_filter_test(&RUST, "templates/rust-filter");
     let (proxy, _conf) = serve(&RUST, "templates/rust-filter");
 
     let (status, headers, body) = send(&proxy, "GET", "/hi", &[], None).await;
@@ -205,6 +213,123 @@ async fn rust_template_builds_and_filters() {
         "x-forbidden: expected 403, got {status}: {body}"
     );
     assert_eq!(body, "x-forbidden is not allowed here\n");
+}
+
+// === filter-test ===
+
+/// The WAT example's filter, plus a log line and a counter per request: what a spec's
+/// `logs_contain` and `metrics_delta` check. Portcullis loads the text as it is.
+const LOGGING_WAT: &str = r#"(module
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $inc (param i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "x-wat")
+  (data (i32.const 32) "hello")
+  (data (i32.const 48) "wat_requests")
+  (data (i32.const 96) "a request for the wat")
+  (func (export "proxy_abi_version_0_2_1"))
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32) (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $p))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_log") (param i32))
+  (func (export "proxy_on_delete") (param i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $add (i32.const 0) (i32.const 16) (i32.const 5) (i32.const 32) (i32.const 5)))
+    (drop (call $log (i32.const 2) (i32.const 96) (i32.const 21)))
+    (drop (call $define (i32.const 0) (i32.const 48) (i32.const 12) (i32.const 80)))
+    (drop (call $inc (i32.load (i32.const 80)) (i64.const 1)))
+    (i32.const 0)))
+"#;
+
+/// A spec whose expectation does not hold fails: exit 1, the case named by its line,
+/// what was expected and what came back. A spec that cannot be loaded: exit 2. The
+/// passing case checks the filter's log line and counter, under the binary's own
+/// logging (RUST_LOG=warn must not hide a filter's info lines from the kit).
+#[test]
+fn filter_test_reports_a_failing_expectation_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let wat = dir.path().join("filter.wat");
+    std::fs::write(&wat, LOGGING_WAT).unwrap_or_else(|e| panic!("{}: {e}", wat.display()));
+    let spec = dir.path().join("spec.yaml");
+    let text = "filter:
+  name: wat-spec
+  wasm: filter.wat
+cases:
+  - name: the header is there, logged and counted
+    expect:
+      upstream_headers: { x-wat: hello }
+      logs_contain: a request for the wat
+      metrics_delta: { wat_requests: 1 }
+  - name: a wrong expectation
+    request: { path: /x }
+    expect:
+      upstream_headers: { x-wat: goodbye }
+";
+    std::fs::write(&spec, text).unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
+    let (code, stdout, stderr) = filter_test(&spec);
+    assert_eq!(code, Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let file = spec.display().to_string();
+    for want in [
+        format!("{file}:5: ok the header is there, logged and counted"),
+        format!("{file}:10: FAIL a wrong expectation"),
+        r#"upstream_headers.x-wat: expected "goodbye", got "hello""#.to_string(),
+        "filter-test: 1 passed, 1 failed".to_string(),
+    ] {
+        assert!(stdout.contains(&want), "expected {want:?} in:\n{stdout}");
+    }
+
+    // A spec that cannot be loaded: exit 2, FILE:LINE: FIELD: message on stderr.
+    std::fs::write(&spec, "filter: { name: x, wasm: nope.wasm }\ncases: []\n")
+        .unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
+    let (code, stdout, stderr) = filter_test(&spec);
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for want in [
+        format!("{file}:1: filters.x.wasm: file not found"),
+        format!("{file}:2: cases: needs at least one case"),
+    ] {
+        assert!(stderr.contains(&want), "expected {want:?} in:\n{stderr}");
+    }
+}
+
+/// Builds the example and runs `portcullis filter-test` on its `filter-test.yaml`:
+/// every case must pass.
+fn passes_its_filter_test(toolchain: &Toolchain, dir: &str) {
+    build(toolchain, dir);
+    let spec = repo_root().join(dir).join("filter-test.yaml");
+    let (code, stdout, stderr) = filter_test(&spec);
+    assert_eq!(
+        code,
+        Some(0),
+        "portcullis filter-test {}: expected every case to pass\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        spec.display()
+    );
+    assert!(
+        stdout.contains(": ok ") && !stdout.contains("FAIL"),
+        "expected ok lines only:\n{stdout}"
+    );
+}
+
+/// Runs `portcullis filter-test SPEC`: exit code, stdout, stderr.
+fn filter_test(spec: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("filter-test")
+        .arg(spec)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run portcullis filter-test: {e}"));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 // === Toolchains ===

@@ -175,6 +175,33 @@ async fn bodies_stream_through_pausing_filters() {
 }
 
 #[tokio::test]
+async fn a_local_response_from_the_body_phase_runs_the_response_phase_once() {
+    let proxy = Proxy::start(with_filters(
+        vec![routed("api", "/", &["tag", "refuse"])],
+        vec![
+            probe("tag", "headers:tag"),
+            probe("refuse", "body_local:refuse"),
+        ],
+    ))
+    .await;
+    let resp = client()
+        .post(proxy.url("/up"))
+        .body("too much")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST: {e}"));
+    assert_eq!(resp.status(), 413);
+    let resp_chain: Vec<_> = resp.headers().get_all("x-resp-chain").iter().collect();
+    assert_eq!(
+        resp_chain,
+        ["refuse", "tag"],
+        "each filter's response phase runs once on the local response"
+    );
+    let body = resp.text().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(body, "body refused by probe\n");
+}
+
+#[tokio::test]
 async fn http_call_reaches_upstreams_by_name() {
     let proxy = Proxy::start(with_filters(
         vec![

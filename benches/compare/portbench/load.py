@@ -29,9 +29,10 @@ def _header_args(headers, flag="-H"):
     return out
 
 
-def wrk(url, workdir, cpu, seconds, connections, headers=None, measure_pids=None):
-    """Runs wrk; returns its figures (latencies in µs) and, when `measure_pids` is given,
-    the CPU seconds those processes used meanwhile."""
+def wrk(url, workdir, cpu, seconds, connections, headers=None, measure_pids=None, env=None):
+    """Runs wrk (with `env` as its environment, when given); returns its figures
+    (latencies in µs) and, when `measure_pids` is given, the CPU seconds those processes
+    used meanwhile."""
     script = os.path.join(workdir, "report.lua")
     with open(script, "w") as f:
         f.write(WRK_REPORT)
@@ -40,7 +41,7 @@ def wrk(url, workdir, cpu, seconds, connections, headers=None, measure_pids=None
     pids = measure_pids() if measure_pids else []
     cpu0 = cpu_seconds(pids)
     r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=seconds + 30)
+                       timeout=seconds + 30, env=env)
     cpu1 = cpu_seconds(pids)
     out = r.stdout.decode("utf-8", "replace")
     m = re.search(r"^PBENCH (\{.*\})$", out, re.M)
@@ -53,6 +54,36 @@ def wrk(url, workdir, cpu, seconds, connections, headers=None, measure_pids=None
     res["non2xx"] = res["status"]
     res["proxy_cpu_s"] = cpu1 - cpu0 if pids else None
     return res
+
+
+def h2load_throughput(url, cpu, seconds, clients, streams, headers=None, measure_pids=None):
+    """Closed-loop HTTP/2 (h2 by ALPN over https): `clients` connections with up to
+    `streams` requests in flight on each, for `seconds`; returns requests/s and, when
+    `measure_pids` is given, the CPU seconds those processes used meanwhile."""
+    argv = pinned(["h2load", "-c", str(clients), "-m", str(streams), "-D", str(seconds),
+                   "-T", "5"] + _header_args(headers) + [url], cpu)
+    pids = measure_pids() if measure_pids else []
+    cpu0 = cpu_seconds(pids)
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=seconds + 40)
+    cpu1 = cpu_seconds(pids)
+    out = r.stdout.decode("utf-8", "replace")
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    if r.returncode != 0 or not m:
+        raise RuntimeError(f"h2load exited {r.returncode} without a summary:\n{out[-1500:]}")
+    proto = re.search(r"Application protocol: (\S+)", out)
+    ok = int(m.group(4))
+    return {
+        # In duration mode h2load counts the requests of the -D window only.
+        "requests": ok,
+        "seconds": float(seconds),
+        "rps": ok / seconds,
+        "errors": int(m.group(5)) + int(m.group(6)) + int(m.group(7)),
+        "non2xx": 0,
+        "protocol": proto.group(1) if proto else None,
+        "proxy_cpu_s": cpu1 - cpu0 if pids else None,
+    }
 
 
 def h2load_fixed_rate(url, workdir, cpu, seconds, rate, clients, headers=None, tag="run"):

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -167,19 +168,21 @@ def free_port():
         return s.getsockname()[1]
 
 
-def http_get(url, headers=None, timeout=2.0):
-    """(status, headers, body) of a GET; HTTP errors are answers, not exceptions."""
+def http_get(url, headers=None, timeout=2.0, cafile=None):
+    """(status, headers, body) of a GET; HTTP errors are answers, not exceptions. An
+    https URL is verified against `cafile`."""
     req = urllib.request.Request(url, headers=headers or {})
+    ctx = ssl.create_default_context(cafile=cafile) if cafile else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
 
 
-def wait_ready(proc, url, timeout=30.0, headers=None, want=200):
-    """Waits until `url` answers `want`; raises with the log's tail if the process
-    dies or the time runs out."""
+def wait_ready(proc, url, timeout=30.0, headers=None, want=200, cafile=None):
+    """Waits until `url` answers `want` (an https one verified against `cafile`);
+    raises with the log's tail if the process dies or the time runs out."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
@@ -189,7 +192,7 @@ def wait_ready(proc, url, timeout=30.0, headers=None, want=200):
                 f"answered {want}; its log ends:\n{proc.log_tail()}"
             )
         try:
-            status, _, body = http_get(url, headers=headers, timeout=1.0)
+            status, _, body = http_get(url, headers=headers, timeout=1.0, cafile=cafile)
             if status == want:
                 return
             last = f"status {status}: {body[:200]!r}"

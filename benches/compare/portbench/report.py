@@ -68,6 +68,10 @@ def targets(results):
         x = _ratio(d, b)
         check("p99 during reloads ≤ 1.5× before", _f(x, "{:.2f}×") + f" ({_us(d)} vs {_us(b)} µs)",
               None if x is None else x <= 1.5)
+        # Polled every 2 ms through /status, so the figure includes up to one poll.
+        live = _pct(rl["write_to_live"], 99)
+        check("write-to-live p99 ≤ 100 ms (modules cached)", _f(live, "{:.0f} ms"),
+              None if live is None else live <= 100)
     return out
 
 
@@ -83,7 +87,7 @@ def markdown(results):
     lines += [f"Command: `{results['command']}`", ""]
     lines += ["| machine | |", "|---|---|"]
     for k in ("cpu", "cores", "memory", "os", "kernel", "loadavg_at_start", "portcullis",
-              "rustc", "nginx", "haproxy", "wrk", "h2load"):
+              "rustc", "nginx", "haproxy", "wrk", "h2load", "openssl"):
         lines.append(f"| {k} | {m.get(k, '?')} |")
     lines += ["", f"Proxy under test pinned to CPU 1 with one worker; backend (nginx `return 200`, "
               f"1 KiB body) and load generator pinned to CPU 0. HTTP/1.1 keep-alive, "
@@ -139,7 +143,8 @@ def markdown(results):
                   f"| failed requests during (incl. connection errors, non-2xx) | {_reload_failures(d)} of {d['requests']:,} |",
                   f"| p99 before / during | {_us(b['p99'])} / {_us(d['p99'])} µs |",
                   f"| p99.9 before / during | {_us(b['p999'])} / {_us(d['p999'])} µs |",
-                  f"| write-to-live p50 / max | {_f(_pct(wl, 50), '{:.0f}', '—')} / "
+                  f"| write-to-live p50 / p99 / max | {_f(_pct(wl, 50), '{:.0f}', '—')} / "
+                  f"{_f(_pct(wl, 99), '{:.0f}', '—')} / "
                   f"{_f(wl[-1] * 1000 if wl else None, '{:.0f}')} ms |",
                   f"| /status generation at the end, last reload ok | {rl['generation']}, {rl['last_reload_ok']} |",
                   ""]
@@ -161,6 +166,11 @@ def markdown(results):
     if "memory_error" in results:
         lines += ["## Memory", "", f"Not measured: {results['memory_error']}", ""]
 
+    if "tls" in results:
+        lines += tls_section(results["tls"], o)
+    if "tls_error" in results:
+        lines += ["## TLS termination", "", f"Not measured: {results['tls_error']}", ""]
+
     t = targets(results)
     if t:
         lines += ["## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
@@ -169,6 +179,61 @@ def markdown(results):
     if results.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
     return "\n".join(lines)
+
+
+def tls_section(tls, o):
+    """The TLS scenario: one table row per measurement, nginx and Portcullis side by
+    side, then what each handshake negotiated."""
+    from .tls import MEASURES
+    rows = tls["rows"]
+    ng, pc = rows.get("nginx", {}), rows.get("portcullis", {})
+    hs = (pc.get("handshake") or ng.get("handshake") or {}).get("client_handshakes")
+    counted = [r["handshake"]["client_handshakes"] for r in (ng, pc)
+               if r.get("handshake", {}).get("client_handshakes")]
+    full = sum(c.get("full", 0) for c in counted)
+    resumed = sum(c.get("resumed", 0) for c in counted)
+    lines = ["## TLS termination (same certificate, same backend)", "",
+             "nginx (`worker_processes 1`, `ssl_protocols TLSv1.2 TLSv1.3`, default ciphers, "
+             "`ssl_session_cache off`, `ssl_session_tickets off`, `http2`) and Portcullis "
+             "(`workers: 1`, a listener with `tls.certificates`, defaults otherwise) serve one "
+             "ECDSA P-256 certificate made for this run by a test CA, pinned as above. "
+             f"{o['connections']} connections, {o['duration']} s per run. *Full handshakes*: "
+             "`wrk -H 'Connection: close'`, so every request is a new connection, with the "
+             "client's session dropped before each handshake (`nosession.c` preloaded) so "
+             "that none is resumed, whatever the server offers"
+             + (f"; the client counted {full:,} full and {resumed:,} resumed handshakes"
+                if hs is not None else "") + ". "
+             f"*HTTP/2*: `h2load -m{tls['h2_streams']}`.", "",
+             "| | nginx req/s | nginx req per proxy CPU-s | Portcullis req/s "
+             "| Portcullis req per proxy CPU-s | × nginx req/s | × nginx per CPU-s | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for m, label in MEASURES:
+        a, b = ng.get(m) or {}, pc.get(m) or {}
+        errs = []
+        for name, r, res in (("nginx", ng, a), ("Portcullis", pc, b)):
+            e = (r.get("errors") or {}).get(m) or r.get("error")
+            if e:
+                errs.append(f"{name}: {e}")
+            elif res.get("errors") or res.get("non2xx"):
+                errs.append(f"{name}: {res.get('errors', 0)} socket, {res.get('non2xx', 0)} non-2xx")
+        lines.append(
+            f"| {label} | {_f(a.get('rps'))} | {_f(a.get('per_cpu_s'))} | {_f(b.get('rps'))} "
+            f"| {_f(b.get('per_cpu_s'))} | {_f(_ratio(b.get('rps'), a.get('rps')), '{:.2f}')} "
+            f"| {_f(_ratio(b.get('per_cpu_s'), a.get('per_cpu_s')), '{:.2f}')} "
+            f"| {'; '.join(errs) or '0'} |")
+    lines += ["", "What one handshake negotiates (`openssl s_client`, which offers the session "
+              "back on a second connection):", "",
+              "| | protocol | cipher | key exchange | tickets sent | resumes an offered session |",
+              "|---|---|---|---|---:|---|"]
+    for r in (ng, pc):
+        p = r.get("probe")
+        if not p:
+            continue
+        lines.append(f"| {r['label']} | {p['protocol'] or '?'} | {p['cipher'] or '?'} "
+                     f"| {p['key_exchange'] or '?'} | {p['tickets']} "
+                     f"| {'yes' if p['resumes'] else 'no'} |")
+    lines.append("")
+    return lines
 
 
 def _pct(sorted_s, p):

@@ -71,13 +71,26 @@ def start_backend(workdir, cpu):
     return Server("backend", proc, url)
 
 
-def start_nginx_proxy(workdir, cpu, backend_port):
-    """nginx as a reverse proxy: one worker, upstream keep-alive, no access log."""
+def start_nginx_proxy(workdir, cpu, backend_port, certs=None):
+    """nginx as a reverse proxy: one worker, upstream keep-alive, no access log. With
+    `certs` (see `tls_certs`) it terminates TLS 1.2/1.3 (and HTTP/2 by ALPN) with its
+    default ciphers, and keeps no session cache and issues no reusable ticket, so that
+    every handshake is a full one."""
     port = free_port()
+    tls = ""
+    if certs:
+        # nginx 1.22 offers only up to TLS 1.2 unless told; Portcullis offers 1.2 and 1.3.
+        tls = f"""
+        ssl_certificate {certs['cert']};
+        ssl_certificate_key {certs['key']};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;"""
+    listen = f"127.0.0.1:{port}" + (" ssl http2" if certs else "")
     proc = _nginx("nginx", workdir, cpu, f"""
     upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 128; }}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen {listen} backlog=4096;{tls}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -85,8 +98,8 @@ def start_nginx_proxy(workdir, cpu, backend_port):
             proxy_buffering on;
         }}
     }}""")
-    url = f"http://127.0.0.1:{port}/"
-    wait_ready(proc, url)
+    url = f"{'https' if certs else 'http'}://127.0.0.1:{port}/"
+    wait_ready(proc, url, cafile=certs and certs["ca"])
     return Server("nginx", proc, url)
 
 
@@ -148,15 +161,22 @@ CHAIN_FIVE = ["allow", "limit", "keys", "rewrite", "moved"]
 CHAIN_ALT = ["rewrite", "keys", "allow"]
 
 
-def portcullis_files(port, admin_port, backend_port, workers, chain, chain_tag="a"):
+def portcullis_files(port, admin_port, backend_port, workers, chain, chain_tag="a", certs=None):
     """{file name: YAML} for a conf dir: routes live in their own file so that the
-    reload scenario rewrites only that one."""
+    reload scenario rewrites only that one. With `certs`, the listener terminates TLS
+    with them (Portcullis's defaults otherwise: TLS 1.2 and 1.3, ALPN h2 and http/1.1)."""
+    tls = ""
+    if certs:
+        tls = f"""
+    tls:
+      certificates:
+        - {{ cert: "{certs['cert']}", key: "{certs['key']}" }}"""
     main = f"""admin:
   address: 127.0.0.1:{admin_port}
 workers: {workers}
 listeners:
   - name: web
-    address: 127.0.0.1:{port}
+    address: 127.0.0.1:{port}{tls}
 upstreams:
   - name: backend
     targets:
@@ -173,13 +193,16 @@ def routes_yaml(chain):
     return f"routes:\n  - name: all\n{filters}    upstream: backend\n"
 
 
-def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None):
-    """`portcullis run --conf DIR` with the access log silenced (nginx's is off too)."""
+def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
+                     certs=None):
+    """`portcullis run --conf DIR` with the access log silenced (nginx's is off too);
+    with `certs` (see `tls_certs`), its listener terminates TLS."""
     if not binary or not os.path.exists(binary):
         raise RuntimeError(f"no Portcullis binary at {binary}")
     port, admin_port = free_port(), free_port()
     conf = os.path.join(workdir, "conf")
-    for name, text in portcullis_files(port, admin_port, backend_port, workers, chain).items():
+    files = portcullis_files(port, admin_port, backend_port, workers, chain, certs=certs)
+    for name, text in files.items():
         _write(os.path.join(conf, name), text)
     penv = dict(os.environ, RUST_LOG="warn")
     penv.update(env or {})
@@ -187,6 +210,6 @@ def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, 
                 log=os.path.join(workdir, "stdout.log"), env=penv)
     admin = f"http://127.0.0.1:{admin_port}"
     wait_ready(proc, admin + "/ready", timeout=60)
-    url = f"http://127.0.0.1:{port}/"
-    wait_ready(proc, url, headers=REQUEST_HEADERS)
+    url = f"{'https' if certs else 'http'}://127.0.0.1:{port}/"
+    wait_ready(proc, url, headers=REQUEST_HEADERS, cafile=certs and certs["ca"])
     return Server("portcullis", proc, url, admin=admin, conf_dir=conf)

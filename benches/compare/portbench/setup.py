@@ -16,6 +16,7 @@ TOOLS = {
     "h2load": "nghttp2-client",
     "haproxy": "haproxy",
     "taskset": "util-linux",
+    "openssl": "openssl",
 }
 
 
@@ -134,6 +135,7 @@ def machine(repo, portcullis_bin):
         "haproxy": _first_line(["haproxy", "-v"]),
         "wrk": _first_line(["wrk", "-v"]),
         "h2load": _first_line(["h2load", "--version"]),
+        "openssl": _first_line(["openssl", "version"]),
     }
 
 

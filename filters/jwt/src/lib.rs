@@ -5,12 +5,16 @@
 //! one of the keys verifies (a `secret`, a PEM `public_key`, or an inline `jwks`
 //! matched by `kid`), and pass `exp`/`nbf` (with `leeway`), `issuer`, `audiences` and
 //! `required_claims`. Otherwise: 401 with `WWW-Authenticate: Bearer
-//! error="invalid_token"`. See `docs/filters/jwt.md`.
+//! error="invalid_token"`. A verified token is remembered ([`cache`]), so its signature
+//! is checked once, its `exp`/`nbf` on every request. See `docs/filters/jwt.md`.
 
+pub mod cache;
 mod keys;
 mod verify;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use portcullis_sdk::config::{Duration, OneOrMany};
@@ -19,8 +23,15 @@ use portcullis_sdk::{Action, ConfigError, Error, Filter, LocalResponse, Request}
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use cache::{Claims, Lookup, TokenCache};
 pub use keys::{Alg, Jwk, Key, Material, from_pem};
 pub use verify::{Invalid, Verifier};
+
+/// Verified tokens remembered per VM unless `cache_size` says otherwise.
+pub const DEFAULT_CACHE_SIZE: usize = 1024;
+/// The largest `cache_size`: every entry holds a token's claims in the filter's memory,
+/// which its memory limit bounds.
+pub const MAX_CACHE_SIZE: usize = 100_000;
 
 /// The configuration as written.
 #[derive(Debug, Deserialize)]
@@ -40,6 +51,7 @@ pub struct Config {
     query: Option<String>,
     #[serde(default)]
     claims_to_headers: BTreeMap<String, String>,
+    cache_size: Option<usize>,
 }
 
 /// `jwks: { keys: [...] }`.
@@ -55,6 +67,7 @@ pub struct Jwt {
     cookie: Option<String>,
     query: Option<String>,
     claims_to_headers: Vec<(String, String)>,
+    cache: RefCell<TokenCache>,
 }
 
 /// The token of a request, from its `Authorization`, `Cookie` and `:path`.
@@ -155,6 +168,31 @@ const ALL: [Alg; 9] = [
     Alg::EdDSA,
 ];
 
+impl Jwt {
+    /// The claims of `token` at `now` (Unix seconds): from the cache when this token was
+    /// verified before (its `exp`/`nbf` checked again), else verified in full and then
+    /// remembered.
+    pub fn authenticate(&self, token: &str, now: u64) -> Result<Claims, Invalid> {
+        let token = token.trim();
+        let key = match self.cache.try_borrow_mut() {
+            Ok(mut cache) if cache.capacity() > 0 => {
+                let key = cache::fingerprint(token);
+                match cache.lookup(&key, &self.verifier, now) {
+                    Lookup::Valid(claims) => return Ok(claims),
+                    Lookup::Refused(why) => return Err(why),
+                    Lookup::Miss => Some(key),
+                }
+            }
+            _ => None,
+        };
+        let claims = Rc::new(self.verifier.verify(token, now)?);
+        if let (Some(key), Ok(mut cache)) = (key, self.cache.try_borrow_mut()) {
+            cache.insert(key, Rc::clone(&claims));
+        }
+        Ok(claims)
+    }
+}
+
 impl Filter for Jwt {
     type Config = Config;
 
@@ -200,6 +238,15 @@ impl Filter for Jwt {
             }
             claims_to_headers.push((claim, header.to_ascii_lowercase()));
         }
+        let cache_size = c.cache_size.unwrap_or(DEFAULT_CACHE_SIZE);
+        if cache_size > MAX_CACHE_SIZE {
+            return Err(ConfigError::new(
+                "cache_size",
+                format!(
+                    "at most {MAX_CACHE_SIZE} (each entry holds a token's claims in the filter's memory)"
+                ),
+            ));
+        }
         for (field, v) in [("cookie", &c.cookie), ("query", &c.query)] {
             if v.as_deref().is_some_and(str::is_empty) {
                 return Err(ConfigError::new(field, "must not be empty"));
@@ -217,6 +264,7 @@ impl Filter for Jwt {
             cookie: c.cookie,
             query: c.query,
             claims_to_headers,
+            cache: RefCell::new(TokenCache::new(cache_size)),
         })
     }
 
@@ -243,7 +291,7 @@ impl Filter for Jwt {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let claims = match self.verifier.verify(&token, now) {
+        let claims = match self.authenticate(&token, now) {
             Ok(c) => c,
             Err(why) => return Ok(Action::Respond(refusal(Some(&why)))),
         };

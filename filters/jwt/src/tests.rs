@@ -238,3 +238,107 @@ fn bad_configs_name_the_field() {
     assert_eq!(e(r#"{"secret":"s","cookie":""}"#), "cookie");
     assert_eq!(e(r#"{"secret":"s","issuers":"x"}"#), "issuers");
 }
+
+// === the verified-token cache ===
+
+/// When the test tokens expire (2100-01-01).
+const EXP: u64 = 4_102_444_800;
+
+#[test]
+fn a_verified_token_is_remembered_and_served_from_the_cache() {
+    let f = with_pem("rsa");
+    let t = tok("rs256");
+    let first = f.authenticate(&t, NOW).unwrap();
+    assert_eq!(first.get("sub"), Some(&Value::String("alice".into())));
+    assert_eq!(
+        f.cache.borrow().len(),
+        1,
+        "the verified token is remembered"
+    );
+    // Plant other claims under the token's key: a hit must return them unverified.
+    let mut planted = serde_json::Map::new();
+    planted.insert("sub".into(), Value::String("cached".into()));
+    f.cache
+        .borrow_mut()
+        .insert(cache::fingerprint(&t), std::rc::Rc::new(planted));
+    let again = f.authenticate(&format!(" {t} "), NOW).unwrap();
+    assert_eq!(
+        again.get("sub"),
+        Some(&Value::String("cached".into())),
+        "the second request was answered from the cache (the token is trimmed first)"
+    );
+}
+
+#[test]
+fn a_cached_token_is_refused_once_it_expires() {
+    let f = with_pem("es256");
+    let t = tok("es256");
+    assert!(f.authenticate(&t, NOW).is_ok());
+    assert_eq!(f.cache.borrow().len(), 1);
+    assert!(
+        f.authenticate(&t, EXP - 1).is_ok(),
+        "still valid one second before exp"
+    );
+    assert_eq!(f.authenticate(&t, EXP).err(), Some(Invalid::Expired));
+    assert!(f.cache.borrow().is_empty(), "an expired token is forgotten");
+    // nbf is 1000 in the test tokens: re-cache, then ask before it.
+    assert!(f.authenticate(&t, NOW).is_ok());
+    assert_eq!(f.authenticate(&t, 999).err(), Some(Invalid::NotYetValid));
+}
+
+#[test]
+fn leeway_holds_for_cached_tokens() {
+    let f = filter(&serde_json::json!({ "public_key": pem("rsa"), "leeway": "30s" }).to_string())
+        .unwrap();
+    let t = tok("rs256");
+    assert!(f.authenticate(&t, NOW).is_ok());
+    assert!(f.authenticate(&t, EXP + 29).is_ok(), "within the leeway");
+    assert_eq!(f.authenticate(&t, EXP + 30).err(), Some(Invalid::Expired));
+}
+
+#[test]
+fn refused_and_forged_tokens_are_not_remembered() {
+    let f = filter(r#"{"secret":"top-secret-for-tests"}"#).unwrap();
+    assert_eq!(
+        f.authenticate(&tok("hs256-expired"), NOW).err(),
+        Some(Invalid::Expired)
+    );
+    assert!(
+        f.cache.borrow().is_empty(),
+        "an expired token is not cached"
+    );
+    let t = tok("hs256");
+    assert!(f.authenticate(&t, NOW).is_ok());
+    // The same header and claims with another token's signature: a different key, a
+    // miss, and a full verification that fails.
+    let (signed, _) = t.rsplit_once('.').unwrap();
+    let other = tok("hs384");
+    let (_, sig) = other.rsplit_once('.').unwrap();
+    let forged = format!("{signed}.{sig}");
+    assert_eq!(f.authenticate(&forged, NOW).err(), Some(Invalid::Signature));
+    assert_eq!(
+        f.cache.borrow().len(),
+        1,
+        "only the genuine token is remembered"
+    );
+}
+
+#[test]
+fn cache_size_bounds_or_disables_the_cache() {
+    let f = filter(r#"{"secret":"top-secret-for-tests","cache_size":2}"#).unwrap();
+    for alg in ["hs256", "hs384", "hs512"] {
+        assert!(f.authenticate(&tok(alg), NOW).is_ok(), "{alg}");
+    }
+    assert_eq!(f.cache.borrow().len(), 2, "cache_size 2 holds two tokens");
+    let off = filter(r#"{"secret":"top-secret-for-tests","cache_size":0}"#).unwrap();
+    assert!(off.authenticate(&tok("hs256"), NOW).is_ok());
+    assert!(
+        off.cache.borrow().is_empty(),
+        "cache_size 0 remembers nothing"
+    );
+    let err = filter(r#"{"secret":"s","cache_size":100001}"#).unwrap_err();
+    assert_eq!(
+        err.field, "cache_size",
+        "a too large cache_size is refused: {err:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! The standard filters as the proxy runs them: the embedded modules, configured by the
-//! real runtime and driven through [`HttpFilters`] (the rate limiter's foreign function
-//! included), without a server. End-to-end tests through the binary are in
+//! real runtime and driven through the chain by the test kit (the rate limiter's
+//! foreign function included), without a server. End-to-end tests through the binary are in
 //! `tests/e2e/filters_*.rs`.
 
 use std::sync::Arc;
@@ -8,7 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::{FilterConfig, FilterLimits, FilterSource, OnError, Origin};
-use crate::wasm::{Decision, HttpFilters, Plugin, Runtime, StreamInfo};
+use crate::testkit::{Harness, Request, UpstreamResponse};
+use crate::wasm::{Plugin, Runtime, StreamInfo};
 
 mod auth;
 mod edge;
@@ -62,33 +63,48 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> http::request:
     crate::wasm::tests::request_with(method, path, headers)
 }
 
-/// One request through `plugins`: the request phase, then (when it continued) a 200
-/// response through the response phase. Returns the request as sent upstream (if it
-/// was) and the response the client gets.
+/// One request through `plugins` with the test kit: the request phase, then (when it
+/// continued) a 200 response through the response phase. Returns the request as sent
+/// upstream (if it was) and the response the client gets.
 async fn run(
     plugins: &[Arc<Plugin>],
     info: StreamInfo,
-    mut req: http::request::Parts,
+    req: http::request::Parts,
 ) -> (Option<http::request::Parts>, http::Response<Bytes>) {
-    let mut chain = HttpFilters::new(plugins, info);
-    let out = match chain.request_headers(&mut req, true).await {
-        Decision::Respond(r) => (None, r),
-        Decision::Continue => {
-            let mut head = http::Response::builder()
-                .status(200)
-                .header("x-powered-by", "upstream")
-                .body(())
-                .unwrap_or_else(|e| panic!("response: {e}"))
-                .into_parts()
-                .0;
-            match chain.response_headers(&mut head, true).await {
-                Decision::Respond(r) => (Some(req), r),
-                Decision::Continue => (Some(req), http::Response::from_parts(head, Bytes::new())),
-            }
+    let mut request = Request::new(req.method.as_str(), &req.uri.to_string())
+        .client(info.client)
+        .tls(info.tls_version.is_some())
+        .route(&info.route);
+    request.headers.clear();
+    for (k, v) in &req.headers {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        if k == http::header::HOST {
+            request = request.authority(&v);
+        } else {
+            request = request.header(k.as_str(), &v);
         }
-    };
-    chain.finish().await;
-    out
+    }
+    let upstream = UpstreamResponse::ok().header("x-powered-by", "upstream");
+    let out = Harness::from_plugins(plugins.to_vec())
+        .run_async(&request, &upstream)
+        .await
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    let sent = out.upstream_request.map(|f| {
+        let mut head = http::Request::builder()
+            .method(f.method.as_str())
+            .uri(f.path.as_str())
+            .body(())
+            .unwrap_or_else(|e| panic!("forwarded request: {e}"))
+            .into_parts()
+            .0;
+        head.headers = f.headers;
+        head
+    });
+    let mut response = http::Response::new(out.response.body);
+    *response.status_mut() = http::StatusCode::from_u16(out.response.status)
+        .unwrap_or_else(|e| panic!("status {}: {e}", out.response.status));
+    *response.headers_mut() = out.response.headers;
+    (sent, response)
 }
 
 fn h(m: &http::HeaderMap, name: &str) -> String {

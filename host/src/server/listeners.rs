@@ -149,7 +149,10 @@ impl ListenerTable {
                 table.listeners.push(Arc::clone(existing));
                 continue;
             }
-            match bind_all(address, count.max(1)) {
+            // Our own sockets may hold the address for a moment (a listener renamed,
+            // or turned to TLS, on the same port): those are meant to share it.
+            let ours = self.listeners.iter().any(|l| l.bound == address);
+            match bind_all(address, count.max(1), !ours) {
                 Ok((bound, sockets)) => {
                     let l = Arc::new(BoundListener {
                         id: next_id(),
@@ -188,11 +191,16 @@ fn next_id() -> u64 {
 }
 
 /// Binds `count` sockets to `address` with `SO_REUSEPORT`. With port 0 the first
-/// socket picks the port and the others join it.
+/// socket picks the port and the others join it. With `exclusive`, an address some
+/// other process listens on is refused rather than silently shared.
 fn bind_all(
     address: SocketAddr,
     count: usize,
+    exclusive: bool,
 ) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    if exclusive && address.port() != 0 {
+        ensure_free(address)?;
+    }
     let first = bind_one(address)?;
     let bound = first.local_addr()?;
     let mut sockets = Vec::with_capacity(count);
@@ -201,6 +209,29 @@ fn bind_all(
         sockets.push(bind_one(bound)?);
     }
     Ok((bound, sockets))
+}
+
+/// Fails if something already listens on `address`. `SO_REUSEPORT` would let a second
+/// Portcullis (or anything else of the same user that set it) share the port and take
+/// half the connections; a probe bound without it sees such a listener.
+fn ensure_free(address: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // Connections in TIME_WAIT from an earlier run do not count.
+    probe.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    match probe.bind(&address.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "address already in use by another process",
+        )),
+        other => other,
+    }
 }
 
 fn bind_one(address: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -226,11 +257,14 @@ mod tests {
 
     #[test]
     fn port_zero_binds_every_worker_to_the_same_port() {
-        let (bound, sockets) =
-            match bind_all("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()), 3) {
-                Ok(v) => v,
-                Err(e) => panic!("binding 127.0.0.1:0 three times failed: {e}"),
-            };
+        let (bound, sockets) = match bind_all(
+            "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            3,
+            true,
+        ) {
+            Ok(v) => v,
+            Err(e) => panic!("binding 127.0.0.1:0 three times failed: {e}"),
+        };
         assert_ne!(bound.port(), 0, "the kernel should have picked a port");
         for s in &sockets {
             let addr = s.local_addr().ok();
@@ -239,6 +273,27 @@ mod tests {
                 Some(bound),
                 "every worker socket should share the port"
             );
+        }
+    }
+
+    #[test]
+    fn an_address_another_process_listens_on_is_refused_not_shared() {
+        let any = "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!());
+        // What another `portcullis run` on the same port holds: SO_REUSEPORT sockets.
+        let (taken, _other) = match bind_all(any, 1, true) {
+            Ok(v) => v,
+            Err(e) => panic!("binding 127.0.0.1:0 failed: {e}"),
+        };
+        match bind_all(taken, 2, true) {
+            Ok(_) => panic!("{taken} is held by another listener, yet binding it succeeded"),
+            Err(e) => assert!(
+                e.to_string().contains("already in use by another process"),
+                "expected an address-in-use error, got: {e}"
+            ),
+        }
+        // Our own sockets on that address are meant to share it (a renamed listener).
+        if let Err(e) = bind_all(taken, 2, false) {
+            panic!("joining our own listener on {taken} failed: {e}");
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The process's one wasmtime engine, its epoch ticker, the host-function linker, and
 //! the module cache (compiled once per content hash).
 
-use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
@@ -18,11 +18,33 @@ use super::{abi, wasi};
 /// yields that let a long callback share its worker.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// How long a module no filter uses any more stays compiled. Reloads that bring a
+/// filter back (two configs taking turns, a revert, a filter taken off a route for a
+/// while) then skip the compile, which costs hundreds of milliseconds of one core.
+const IDLE_KEEP: Duration = Duration::from_secs(600);
+
+/// At most this many unused modules stay compiled, the least recently used going
+/// first, so that a stream of changed modules cannot grow memory without bound.
+const IDLE_MAX: usize = 16;
+
 /// The shared engine and what every module is linked against.
 pub(crate) struct Shared {
     pub engine: Engine,
     linker: Linker<HostState>,
-    cache: DashMap<[u8; 32], Weak<Compiled>>,
+    cache: DashMap<[u8; 32], Cached>,
+}
+
+/// A module in the cache, and when a configuration last asked for it.
+struct Cached {
+    compiled: Arc<Compiled>,
+    last_used: Instant,
+}
+
+impl Cached {
+    /// Whether only the cache holds it: no plugin of any live snapshot uses it.
+    fn idle(&self) -> bool {
+        Arc::strong_count(&self.compiled) == 1
+    }
 }
 
 /// A module compiled and pre-linked: instantiating it is cheap.
@@ -101,8 +123,9 @@ impl Shared {
     /// it. The error says what is wrong with the module.
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, String> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        if let Some(hit) = self.cache.get(&digest).and_then(|w| w.upgrade()) {
-            return Ok(hit);
+        if let Some(mut hit) = self.cache.get_mut(&digest) {
+            hit.last_used = Instant::now();
+            return Ok(Arc::clone(&hit.compiled));
         }
         let module = Module::new(&self.engine, bytes)
             .map_err(|e| format!("not a valid wasm module: {}", root_cause(&e)))?;
@@ -113,14 +136,33 @@ impl Shared {
             abi,
             hash: hex::encode(digest),
         });
-        self.cache.retain(|_, w| w.strong_count() > 0);
+        self.evict_idle();
         // Another thread may have compiled the same bytes meanwhile: keep one.
-        let mut slot = self.cache.entry(digest).or_default();
-        if let Some(live) = slot.upgrade() {
-            return Ok(live);
+        let entry = self.cache.entry(digest).or_insert_with(|| Cached {
+            compiled,
+            last_used: Instant::now(),
+        });
+        Ok(Arc::clone(&entry.compiled))
+    }
+
+    /// Drops the unused modules past [`IDLE_KEEP`], then the least recently used
+    /// unused ones beyond [`IDLE_MAX`].
+    fn evict_idle(&self) {
+        self.cache
+            .retain(|_, c| !(c.idle() && c.last_used.elapsed() > IDLE_KEEP));
+        let mut idle: Vec<([u8; 32], Instant)> = self
+            .cache
+            .iter()
+            .filter(|c| c.idle())
+            .map(|c| (*c.key(), c.last_used))
+            .collect();
+        if idle.len() <= IDLE_MAX {
+            return;
         }
-        *slot = Arc::downgrade(&compiled);
-        Ok(compiled)
+        idle.sort_by_key(|(_, at)| *at);
+        for (digest, _) in &idle[..idle.len() - IDLE_MAX] {
+            self.cache.remove_if(digest, |_, c| c.idle());
+        }
     }
 
     fn link(&self, module: &Module) -> Result<InstancePre<HostState>, String> {
@@ -179,4 +221,25 @@ pub(crate) fn root_cause(e: &wasmtime::Error) -> String {
         msg = format!("{msg}: {cause}");
     }
     msg
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_no_config_uses_stays_compiled_for_the_next_reload() {
+        let shared = shared().unwrap();
+        let bytes = crate::wasm::tests::probe_wasm();
+        let first = shared.compile(bytes).unwrap();
+        let hash = first.hash.clone();
+        // The last plugin using it is gone, as after a reload that dropped the filter.
+        // (Other tests may still hold it; the cache must keep it either way.)
+        drop(first);
+        let kept = shared.cache.iter().any(|c| c.compiled.hash == hash);
+        assert!(kept, "an unused module was dropped from the cache at once");
+        let again = shared.compile(bytes).unwrap();
+        assert_eq!(again.hash, hash);
+    }
 }

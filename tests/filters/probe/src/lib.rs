@@ -313,6 +313,12 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, _size: usize, eos: bool) -> Action {
+        if self.mode == "body_local" && eos {
+            // Refuses once it has seen the whole body, as a body-size or content
+            // filter does.
+            self.send_http_response(413, vec![], Some(b"body refused by probe\n"));
+            return Action::Pause;
+        }
         if self.mode != "body" {
             return Action::Continue;
         }

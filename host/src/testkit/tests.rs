@@ -1,0 +1,274 @@
+//! The kit on the repository's probe filter (`tests/filters/probe`, built from source)
+//! and on a standard filter: what it reports, and how spec files load and fail.
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::wasm::tests::probe_wasm;
+
+/// The probe in `mode`, named `name` (names keep metrics apart between tests).
+fn probe(name: &str, mode: &str) -> Filter {
+    Filter::wasm_bytes(probe_wasm())
+        .name(name)
+        .config(mode)
+        // Generous: the test machine is loaded; the timeout test sets its own.
+        .callback_timeout(Duration::from_secs(5))
+}
+
+fn load(f: Filter) -> Harness {
+    f.load()
+        .unwrap_or_else(|e| panic!("the probe should load, got: {e}"))
+}
+
+async fn run(h: &Harness, req: Request) -> Outcome {
+    h.run_async(&req, &UpstreamResponse::ok().header("x-up", "1"))
+        .await
+        .unwrap_or_else(|e| panic!("run: {e}"))
+}
+
+fn header(m: &http::HeaderMap, name: &str) -> String {
+    m.get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default()
+}
+
+fn forwarded(out: &Outcome) -> &Forwarded {
+    out.upstream_request
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected the request upstream, got: {out}"))
+}
+
+#[tokio::test]
+async fn a_passing_request_reports_what_went_upstream_and_back() {
+    let h = load(probe("tk-pass", "headers:tk"));
+    assert!(
+        h.configure_logs()
+            .iter()
+            .any(|l| l.message == "probe vm started" && l.level == LogLevel::Info),
+        "on_vm_start's log line: {:?}",
+        h.configure_logs()
+    );
+    let out = run(&h, Request::get("/a?b=1").header("x-in", "hi")).await;
+    let up = forwarded(&out);
+    assert_eq!((up.method.as_str(), up.path.as_str()), ("GET", "/a?b=1"));
+    assert_eq!(header(&up.headers, "x-chain"), "tk");
+    assert_eq!(header(&up.headers, "x-seen-tk"), "hi");
+    assert!(!out.local, "{out}");
+    assert_eq!(out.response.status, 200);
+    assert_eq!(header(&out.response.headers, "x-resp-chain"), "tk");
+    assert_eq!(header(&out.response.headers, "x-up"), "1");
+    assert_eq!(out.failure, None);
+    // on_log counts the request: the kit runs it too.
+    let counted = out.metric("probe_requests_total").map(|m| m.delta);
+    assert_eq!(counted, Some(1), "metrics: {:?}", out.metrics);
+
+    // A second case runs on the same VM; the counter goes on.
+    let again = run(&h, Request::get("/")).await;
+    let m = again.metric("probe_requests_total");
+    assert_eq!(m.map(|m| (m.value, m.delta)), Some((2, 1)), "{m:?}");
+}
+
+#[tokio::test]
+async fn a_local_response_is_reported_and_checked() {
+    let h = load(probe("tk-local", "local:tkl"));
+    let out = run(&h, Request::post("/x", "payload")).await;
+    assert!(out.upstream_request.is_none(), "{out}");
+    assert!(out.local);
+    assert_eq!(out.response.status, 403);
+    assert_eq!(out.response.body.as_ref(), b"denied by probe\n");
+    assert_eq!(header(&out.response.headers, "x-denied-by"), "tkl");
+
+    let good = Expect {
+        upstream: Some(false),
+        status: Some(403),
+        headers: vec![("X-Denied-By".into(), "tkl".into())],
+        body_contains: Some("denied".into()),
+        ..Expect::default()
+    };
+    assert_eq!(good.check(&out), [], "all of these hold");
+    let bad = Expect {
+        status: Some(200),
+        upstream_headers: vec![("x-chain".into(), "tkl".into())],
+        ..Expect::default()
+    };
+    let what: Vec<String> = bad.check(&out).iter().map(|m| m.what.clone()).collect();
+    assert_eq!(what, ["status", "upstream_*"], "{:?}", bad.check(&out));
+    let shown = bad.check(&out)[0].to_string();
+    assert!(
+        shown.contains("expected 200") && shown.contains("403"),
+        "a mismatch says what was expected and what came back: {shown}"
+    );
+}
+
+#[tokio::test]
+async fn bodies_go_through_the_body_phases() {
+    let h = load(probe("tk-body", "body:tkb"));
+    let out = h
+        .run_async(
+            &Request::post("/up", "hello"),
+            &UpstreamResponse::ok().body("down"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    assert_eq!(forwarded(&out).body.as_ref(), b"HELLO");
+    assert_eq!(out.response.body.as_ref(), b"down [probed]");
+}
+
+#[tokio::test]
+async fn traps_and_timeouts_are_reported_and_the_next_case_gets_a_fresh_vm() {
+    let h = load(probe("tk-trap", "trap:tkt"));
+    let out = run(&h, Request::get("/").header("x-trap", "1")).await;
+    let f = out
+        .failure
+        .clone()
+        .unwrap_or_else(|| panic!("expected a trap, got: {out}"));
+    assert_eq!((f.kind.as_str(), f.filter.as_str()), ("trap", "tk-trap"));
+    assert!(f.message.contains("RequestHeaders"), "{f:?}");
+    assert_eq!(out.response.status, 500, "deny mode: {out}");
+    let next = run(&h, Request::get("/")).await;
+    assert_eq!(next.failure, None, "{next}");
+    assert!(next.upstream_request.is_some(), "{next}");
+
+    let slow = load(probe("tk-spin", "spin:tks").callback_timeout(Duration::from_millis(200)));
+    let out = run(&slow, Request::get("/").header("x-spin", "1")).await;
+    assert_eq!(
+        out.failure.as_ref().map(|f| f.kind.as_str()),
+        Some("timeout"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn http_calls_are_answered_from_the_test_or_reported() {
+    let answered = Filter::wasm_bytes(probe_wasm())
+        .name("tk-call")
+        .config("call:auth")
+        .http_call_response("auth", UpstreamResponse::ok().body("alice\n"));
+    let out = run(&load(answered), Request::get("/")).await;
+    let up = forwarded(&out);
+    assert_eq!(header(&up.headers, "x-call-status"), "200");
+    assert_eq!(header(&up.headers, "x-call-body"), "alice");
+    let call = out.http_calls.first().cloned();
+    assert_eq!(
+        call.map(|c| (c.upstream, c.path, c.answered)),
+        Some(("auth".into(), "/auth".into(), true))
+    );
+
+    let unanswered = load(probe("tk-call-none", "call:nowhere"));
+    let out = run(&unanswered, Request::get("/")).await;
+    assert_eq!(out.response.status, 403, "the probe refuses a failed call");
+    assert!(
+        out.host_warnings.iter().any(|w| w.contains("no answer")),
+        "the kit says why the call failed: {:?}",
+        out.host_warnings
+    );
+}
+
+#[tokio::test]
+async fn standard_filters_and_the_client_address() {
+    let h = load(Filter::builtin("ip-allowlist").config(r#"{"allow":["10.0.0.0/8"]}"#));
+    let inside = run(&h, Request::get("/").client(([10, 1, 2, 3], 999).into())).await;
+    assert!(inside.upstream_request.is_some(), "{inside}");
+    let outside = run(&h, Request::get("/")).await;
+    assert_eq!(outside.response.status, 403, "{outside}");
+}
+
+#[test]
+fn run_blocks_outside_a_runtime_and_refuses_inside_one() {
+    let h = load(probe("tk-block", "headers:tkk"));
+    let out = h
+        .run(&Request::get("/"), &UpstreamResponse::ok())
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    assert!(out.upstream_request.is_some(), "{out}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let inside = rt.block_on(async { h.run(&Request::get("/"), &UpstreamResponse::ok()) });
+    assert!(matches!(inside, Err(TestkitError::InsideRuntime)));
+}
+
+#[test]
+fn a_module_that_refuses_its_configuration_does_not_load() {
+    match probe("tk-refuse", "reject_configure").load() {
+        Ok(_) => panic!("a filter refusing on_configure loaded"),
+        Err(e) => assert!(
+            matches!(&e, TestkitError::Configure { name, .. } if name == "tk-refuse"),
+            "{e}"
+        ),
+    }
+    match Filter::wasm_file("/nonexistent/x.wasm").load() {
+        Ok(_) => panic!("a missing file loaded"),
+        Err(e) => assert!(e.to_string().contains("/nonexistent/x.wasm"), "{e}"),
+    }
+}
+
+/// A temp dir with the probe as `probe.wasm` and `spec` as `spec.yaml`.
+fn spec_dir(spec: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        p
+    };
+    write("probe.wasm", probe_wasm());
+    let path = write("spec.yaml", spec.as_bytes());
+    (dir, path)
+}
+
+#[test]
+fn a_spec_runs_its_cases_and_names_each_by_line() {
+    let (_dir, path) = spec_dir(
+        "filter:
+  name: tk-spec
+  wasm: probe.wasm
+  config: local:sp
+cases:
+  - name: refused
+    request: { path: /admin, headers: { x-in: a } }
+    expect: { upstream: false, status: 403, headers: { x-denied-by: sp } }
+  - name: wrongly expected
+    expect:
+      status: 200
+      body: nope
+",
+    );
+    let spec = spec::load(&path).unwrap_or_else(|e| panic!("spec should load: {e}"));
+    let reports = spec::run(&spec).unwrap_or_else(|e| panic!("run: {e}"));
+    let lines: Vec<(usize, usize)> = reports
+        .iter()
+        .map(|r| (r.line, r.mismatches.len()))
+        .collect();
+    assert_eq!(lines, [(6, 0), (9, 2)], "(line, mismatches): {reports:?}");
+}
+
+#[test]
+fn a_bad_spec_names_every_problem_with_its_line() {
+    let (_dir, path) = spec_dir(
+        "filter:
+  name: tk-bad
+  wasm: missing.wasm
+cases:
+  - name: one
+    request: { path: /x, colour: blue, client: nowhere }
+    expect: { status: many }
+  - name: two
+    expect: {}
+  - request: { path: /y }
+    expect: { status: 200 }
+",
+    );
+    let errors = match spec::load(&path) {
+        Ok(_) => panic!("a bad spec loaded"),
+        Err(e) => e.to_string(),
+    };
+    for want in [
+        ":3: filters.tk-bad.wasm: file not found: `missing.wasm`",
+        ":6: cases.one.request.colour: unknown field",
+        ":6: cases.one.request.client: `nowhere` is not an IP:port",
+        ":7: cases.one.expect.status: expected an integer",
+        ":9: cases.two.expect: expects nothing",
+        ":10: cases.2.name: missing required field",
+    ] {
+        assert!(errors.contains(want), "expected {want:?} in:\n{errors}");
+    }
+}
