@@ -30,6 +30,13 @@ pub struct AccessRecord<'a> {
     pub client: &'a str,
 }
 
+/// Whether access lines are written at all (the `access` target at info). When they
+/// are not, the caller may leave the fields only the line uses (`host`, `path`,
+/// `client`) empty instead of formatting them for every request.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
 /// Logs one line for `rec` and counts it in the metrics.
 pub fn record(rec: &AccessRecord<'_>) {
     crate::metrics::global().request(rec.listener, rec.route, rec.status, rec.duration);

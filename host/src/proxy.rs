@@ -40,7 +40,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
 use crate::router::Candidate;
-use crate::snapshot::{RouteUpstream, Snapshot};
+use crate::snapshot::{Route, RouteUpstream, Snapshot};
 use crate::upstream::echo;
 use crate::wasm::{Decision, FilteredBody, HttpFilters, LocalSlot, StreamInfo};
 
@@ -71,6 +71,18 @@ pub async fn handle(
     conn: &ConnInfo,
     req: Request<hyper::body::Incoming>,
 ) -> Response<ProxyBody> {
+    let (mut resp, outcome) = handle_with_outcome(snapshot, conn, req).await;
+    resp.extensions_mut().insert(outcome);
+    resp
+}
+
+/// [`handle`], returning the [`Outcome`] beside the response rather than in its
+/// extensions: the server's path, which spares a map allocation per request.
+pub async fn handle_with_outcome(
+    snapshot: Arc<Snapshot>,
+    conn: &ConnInfo,
+    req: Request<hyper::body::Incoming>,
+) -> (Response<ProxyBody>, Outcome) {
     let (mut head, body) = req.into_parts();
     let started = Instant::now();
     let mut outcome = Outcome::default();
@@ -89,6 +101,16 @@ pub async fn handle(
     outcome.upstream = Some(route.upstream.name().into());
 
     let body: ProxyBody = body.map_err(Into::into).boxed_unsync();
+    if route.filters.is_empty() {
+        // No filter to run: no chain, no shared state, no response phase to wait for.
+        forward::prepare_request(&mut head, conn);
+        let (resp, error) =
+            match exchange(route, Request::from_parts(head, body), conn, &mut outcome).await {
+                Ok(resp) => (resp, None),
+                Err(e) => (e.to_response(), Some(e)),
+            };
+        return observe::done(resp, error.as_ref(), outcome, conn, started);
+    }
     let mut filters = HttpFilters::new(
         &route.filters,
         StreamInfo {
@@ -120,19 +142,7 @@ pub async fn handle(
         body
     };
     forward::prepare_request(&mut head, conn);
-    let req = Request::from_parts(head, body);
-    let result = match &route.upstream {
-        RouteUpstream::Echo => echo::respond(req, conn.client, &route.name).await,
-        RouteUpstream::Pool(upstream) => {
-            let (target, result) = upstream.forward(req).await;
-            outcome.target = target.map(|t| t.as_str().into());
-            result.map_err(ProxyError::from).map(|resp| {
-                let (mut head, body) = resp.into_parts();
-                forward::prepare_response(&mut head);
-                Response::from_parts(head, body.map_err(Into::into).boxed_unsync())
-            })
-        }
-    };
+    let result = exchange(route, Request::from_parts(head, body), conn, &mut outcome).await;
     // A filter that answered while the request body streamed aborted the upstream
     // exchange; the chain already ran the response phase on its answer.
     if let Some(answer) = local.lock().ok().and_then(|mut l| l.take()) {
@@ -161,6 +171,28 @@ pub async fn handle(
         }
     };
     observe::done(resp, error.as_ref(), outcome, conn, started)
+}
+
+/// Sends the prepared request to the route's upstream (or answers it with the echo)
+/// and prepares the response head to go downstream.
+async fn exchange(
+    route: &Route,
+    req: Request<ProxyBody>,
+    conn: &ConnInfo,
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match &route.upstream {
+        RouteUpstream::Echo => echo::respond(req, conn.client, &route.name).await,
+        RouteUpstream::Pool(upstream) => {
+            let (target, result) = upstream.forward(req).await;
+            outcome.target = target.map(|t| t.as_str().into());
+            result.map_err(ProxyError::from).map(|resp| {
+                let (mut head, body) = resp.into_parts();
+                forward::prepare_response(&mut head);
+                Response::from_parts(head, body.map_err(Into::into).boxed_unsync())
+            })
+        }
+    }
 }
 
 /// An empty body.

@@ -27,7 +27,7 @@ pub type RouteId = usize;
 #[derive(Debug, Default)]
 pub struct Router {
     /// Listener name → routes that serve it, best first.
-    by_listener: HashMap<String, Vec<(RouteId, CompiledMatch)>>,
+    by_listener: HashMap<String, Vec<(RouteId, CompiledMatch)>, foldhash::fast::RandomState>,
 }
 
 // === impl Router ===
@@ -35,7 +35,7 @@ pub struct Router {
 impl Router {
     /// Compiles the routes of `config` for each of its listeners.
     pub fn build(config: &Config) -> Self {
-        let mut by_listener: HashMap<String, Vec<(RouteId, CompiledMatch)>> = config
+        let mut by_listener: HashMap<String, Vec<(RouteId, CompiledMatch)>, _> = config
             .listeners
             .iter()
             .map(|l| (l.name.clone(), Vec::new()))

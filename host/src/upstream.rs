@@ -13,6 +13,7 @@ pub mod echo;
 
 mod balance;
 mod health;
+mod pool;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,8 +21,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::uri::Authority;
+use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -29,7 +30,7 @@ use hyper::body::Incoming;
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::proxy::ProxyBody;
 use crate::tls::UpstreamTls;
-use crate::tls::connector::UpstreamConnector;
+use crate::tls::connector::{ConnectError, UpstreamConnector};
 
 /// How long a target refused by a connection stays down when no health check runs.
 pub const PASSIVE_BACKOFF: Duration = Duration::from_secs(3);
@@ -44,7 +45,7 @@ pub enum UpstreamError {
         target: String,
         /// What the connector said.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: ConnectError,
     },
     /// The response headers did not arrive within the request timeout: 504.
     #[error("{target} sent no response headers within {timeout:?}")]
@@ -59,9 +60,9 @@ pub enum UpstreamError {
     Exchange {
         /// The target tried.
         target: String,
-        /// What the client said.
+        /// What the connection said.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: hyper::Error,
     },
     /// The response body failed while being read (for a buffered call): 502.
     #[error("reading the response of {target} failed: {source}")]
@@ -225,13 +226,13 @@ impl Upstream {
             let Some(this) = req.take().or_else(|| retry_head.as_ref().map(rebuild)) else {
                 break;
             };
-            let Some((i, client)) = worker::pick(self) else {
+            let Some((i, pool)) = worker::pick(self) else {
                 return (None, Err(UpstreamError::NoTarget));
             };
             let Some(target) = self.targets.get(i) else {
                 return (None, Err(UpstreamError::NoTarget));
             };
-            let result = self.send(&client, target, this).await;
+            let result = self.send(&pool, i, target, this).await;
             let connect_failed = matches!(result, Err(UpstreamError::Connect { .. }));
             last = (Some(target.address.clone()), result);
             if !connect_failed {
@@ -271,41 +272,29 @@ impl Upstream {
 
     async fn send(
         &self,
-        client: &worker::PooledClient,
+        pool: &pool::Pool,
+        index: usize,
         target: &Target,
-        mut req: Request<ProxyBody>,
+        req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut parts = req.uri().clone().into_parts();
-        parts.scheme = Some(if self.tls.is_some() {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        });
-        parts.authority = Some(target.address.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(PathAndQuery::from_static("/"));
-        }
-        if let Ok(uri) = Uri::from_parts(parts) {
-            *req.uri_mut() = uri;
-        }
         let timeout = self.config.timeouts.request;
         let address = || target.address.to_string();
-        match tokio::time::timeout(timeout, client.request(req)).await {
+        match tokio::time::timeout(timeout, pool.request(index, &target.address, req)).await {
             Err(_) => Err(UpstreamError::Timeout {
                 target: address(),
                 timeout,
             }),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(pool::PoolError::Connect(source))) => {
                 self.mark_down(target);
                 Err(UpstreamError::Connect {
                     target: address(),
-                    source: e,
+                    source,
                 })
             }
-            Ok(Err(e)) => Err(UpstreamError::Exchange {
+            Ok(Err(pool::PoolError::Exchange(source))) => Err(UpstreamError::Exchange {
                 target: address(),
-                source: e,
+                source,
             }),
         }
     }

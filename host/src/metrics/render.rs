@@ -215,7 +215,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// The series of a map in key order, so the exposition is stable between scrapes.
 fn sorted<V>(
-    map: &dashmap::DashMap<String, V>,
+    map: &super::SeriesMap<V>,
 ) -> Vec<(String, dashmap::mapref::multiple::RefMulti<'_, String, V>)> {
     let mut v: Vec<_> = map.iter().map(|r| (r.key().clone(), r)).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));

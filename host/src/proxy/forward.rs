@@ -3,11 +3,13 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Version, request, response};
+use std::net::IpAddr;
 
 use super::ConnInfo;
 
-/// Headers meaningful for one connection only (RFC 9110 §7.6.1), never relayed.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers meaningful for one connection only (RFC 9110 §7.6.1), never relayed;
+/// `Connection` first. A `static`: a `const` array would be built at every use.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -33,20 +35,24 @@ pub fn prepare_request(head: &mut request::Parts, conn: &ConnInfo) {
     // HTTP/2 clients send `:authority` and no `Host`; an absolute-form URI overrides
     // `Host` too (RFC 9112 §3.2.2). Either way the upstream sees one `Host`.
     let host = match head.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        Some(a) => HeaderValue::from_str(a.as_str()).ok().inspect(|host| {
+            head.headers.insert(header::HOST, host.clone());
+        }),
         None => head.headers.get(header::HOST).cloned(),
     };
     if let Some(host) = host {
-        head.headers.insert(header::HOST, host.clone());
         head.headers.insert(X_FORWARDED_HOST.clone(), host);
     }
 
-    let ip = conn.client.ip().to_string();
+    let ip = ip_value(conn.client.ip());
     let xff = match joined(&head.headers, &X_FORWARDED_FOR) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip,
+        Some(prior) => ip
+            .to_str()
+            .ok()
+            .and_then(|ip| HeaderValue::from_str(&format!("{prior}, {ip}")).ok()),
+        None => Some(ip),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         head.headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     let proto = if conn.tls_version.is_some() {
@@ -58,8 +64,42 @@ pub fn prepare_request(head: &mut request::Parts, conn: &ConnInfo) {
         .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
 
     head.version = Version::HTTP_11;
-    if let Some(pq) = head.uri.path_and_query().cloned() {
+    if (head.uri.scheme().is_some() || head.uri.authority().is_some())
+        && let Some(pq) = head.uri.path_and_query().cloned()
+    {
         head.uri = http::Uri::from(pq);
+    }
+}
+
+/// The client's address as a header value. IPv4 (every request on the common path)
+/// is formatted by hand: `Display` for `Ipv4Addr` pads through the formatter and
+/// showed in the profile.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            HeaderValue::from_bytes(&buf[..n]).unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
+        IpAddr::V6(_) => {
+            HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
     }
 }
 
@@ -73,24 +113,77 @@ pub fn prepare_response(head: &mut response::Parts) {
 /// Removes the fixed hop-by-hop headers, every `Proxy-*` header, and those that
 /// `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    // One pass over the names finds what there is to remove, so that only those pay a
+    // removal (a hash lookup each): the usual request has none of these headers and
+    // the usual response only `Connection: keep-alive`.
+    let mut present = 0u8; // bit i: HOP_BY_HOP[i] is in the map
+    let mut proxy = false;
+    for name in headers.keys() {
+        match hop_by_hop_index(name.as_str()) {
+            Some(i) => present |= 1 << i,
+            None => proxy |= name.as_str().starts_with("proxy-"),
+        }
+    }
+    if present == 0 && !proxy {
+        return;
+    }
+    // Names `Connection` lists beyond the fixed ones, when such a header is there
+    // (looked up by `&str`, which allocates nothing).
+    let mut listed: Vec<HeaderName> = Vec::new();
+    if present & 1 != 0 {
+        for token in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+        {
+            let fixed = HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(token));
+            if !fixed
+                && headers.contains_key(token)
+                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            {
+                listed.push(name);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in &listed {
         headers.remove(name);
     }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
+    if proxy {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
     }
+}
+
+/// The index in [`HOP_BY_HOP`] of the (lower-case) name `name`. A `match` on the
+/// string (length first) rather than a scan comparing `HeaderName`s: this runs for
+/// every header of every request and response.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-authenticate" => 2,
+        "proxy-authorization" => 3,
+        "te" => 4,
+        "trailer" => 5,
+        "transfer-encoding" => 6,
+        "upgrade" => 7,
+        _ => return None,
+    })
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -105,6 +198,30 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_index_matches_the_table() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "index of {name}");
+        }
+        assert_eq!(hop_by_hop_index("x-kept"), None);
+    }
+
+    #[test]
+    fn client_ip_is_formatted_as_display_does() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.99.100.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+            assert_eq!(ip_value(parsed).to_str().ok(), Some(ip), "formatting {ip}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_go() {

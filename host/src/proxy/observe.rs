@@ -9,8 +9,8 @@ use http::Response;
 use super::{ConnInfo, ErrorSource, ProxyBody, ProxyError};
 use crate::upstream::UpstreamError;
 
-/// What the driver did with a request; attached to the response's extensions so the
-/// server's access log can print it.
+/// What the driver did with a request, handed back with the response so the server's
+/// access log can print it.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     /// The route that matched, if any.
@@ -27,15 +27,15 @@ pub struct Outcome {
     pub head_micros: u64,
 }
 
-/// Logs a proxy error, counts an upstream failure, and attaches the outcome to
+/// Logs a proxy error, counts an upstream failure, and returns the outcome with
 /// `resp` for the server's access log.
 pub fn done(
-    mut resp: Response<ProxyBody>,
+    resp: Response<ProxyBody>,
     error: Option<&ProxyError>,
     mut outcome: Outcome,
     conn: &ConnInfo,
     started: Instant,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, Outcome) {
     outcome.error = error.map(ProxyError::source_side);
     outcome.head_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     match error {
@@ -61,8 +61,7 @@ pub fn done(
         crate::metrics::global().upstream_error(upstream, upstream_error_kind(e));
     }
     // The server writes the access line (and counts the request) from `outcome`.
-    resp.extensions_mut().insert(outcome);
-    resp
+    (resp, outcome)
 }
 
 /// The `kind` label of `portcullis_upstream_errors_total`.

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::conn::ConnState;
@@ -132,7 +132,8 @@ impl<I: Stream + 'static> AsyncRead for Guard<I> {
         loop {
             if !this.output.is_empty() {
                 let n = buf.remaining().min(this.output.len());
-                buf.put_slice(&this.output.split_to(n));
+                buf.put_slice(&this.output[..n]);
+                this.output.advance(n);
                 return Poll::Ready(Ok(()));
             }
             if this.framing.is_holding() {
@@ -155,17 +156,28 @@ impl<I: Stream + 'static> AsyncRead for Guard<I> {
                 this.output.unsplit(rest);
                 continue;
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut rb = ReadBuf::new(&mut chunk);
-            match this.io()?.poll_read(cx, &mut rb) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            if rb.filled().is_empty() {
+            // Read straight into the spare capacity of `input`: no zeroed scratch
+            // buffer and no copy out of one (the profile showed an 8 KiB memset per
+            // poll as a third of the proxy's instructions).
+            this.input.reserve(READ_CHUNK);
+            let filled = {
+                let Some(io) = this.io.as_mut() else {
+                    return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+                };
+                let mut rb = ReadBuf::uninit(this.input.spare_capacity_mut());
+                match Pin::new(io).poll_read(cx, &mut rb) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
+                }
+                rb.filled().len()
+            };
+            if filled == 0 {
                 this.eof = true;
             } else {
-                this.input.extend_from_slice(rb.filled());
+                // SAFETY: `poll_read` initialised the first `filled` bytes of the spare
+                // capacity (`ReadBuf` guarantees `filled <= initialised`).
+                unsafe { this.input.set_len(this.input.len() + filled) };
             }
             this.process();
         }

@@ -1,40 +1,30 @@
-//! Per-worker upstream state: the pooled keep-alive client and the balancer's running
-//! scores. Each worker thread has its own, so the hot path takes no lock; an upstream
-//! kept across a reload keeps its id, and with it its pooled connections.
+//! Per-worker upstream state: the keep-alive connection pool and the balancer's
+//! running scores. Each worker thread has its own, so the hot path contends for no
+//! lock; an upstream kept across a reload keeps its id, and with it its pooled connections.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
+use super::pool::Pool;
 use super::{Upstream, balance};
-use crate::proxy::ProxyBody;
-use crate::tls::connector::UpstreamConnector;
-
-/// The pooled client one worker uses for one upstream: HTTP/1.1, or HTTP/2 when a TLS
-/// upstream picks it by ALPN.
-pub type PooledClient = Client<UpstreamConnector, ProxyBody>;
-
-/// How long an idle pooled connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(60);
 
 struct WorkerUpstream {
     /// Dies with the upstream: entries whose owner is gone are pruned.
     owner: Weak<()>,
-    client: PooledClient,
+    pool: Arc<Pool>,
     scores: Vec<i64>,
 }
 
 thread_local! {
-    static STATE: RefCell<HashMap<u64, WorkerUpstream>> = RefCell::new(HashMap::new());
+    // Looked up on every request: foldhash, not SipHash, for a key that is our own id.
+    static STATE: RefCell<HashMap<u64, WorkerUpstream, foldhash::fast::FixedState>> =
+        const { RefCell::new(HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0))) };
 }
 
 /// Picks a target of `upstream` for this worker and returns it with the worker's
-/// client. When every target is marked down, picks among all of them (fail open).
-pub fn pick(upstream: &Upstream) -> Option<(usize, PooledClient)> {
+/// pool. When every target is marked down, picks among all of them (fail open).
+pub fn pick(upstream: &Upstream) -> Option<(usize, Arc<Pool>)> {
     let now = super::now_ms();
     STATE.with(|state| {
         let mut state = state.borrow_mut();
@@ -49,19 +39,14 @@ pub fn pick(upstream: &Upstream) -> Option<(usize, PooledClient)> {
             let t = targets.get(i)?;
             (!any_up || t.is_available(now)).then_some(t.weight)
         })?;
-        Some((i, w.client.clone()))
+        Some((i, Arc::clone(&w.pool)))
     })
 }
 
 fn new_worker_state(upstream: &Upstream, alive: &Arc<()>) -> WorkerUpstream {
-    let connector = upstream.connector();
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
     WorkerUpstream {
         owner: Arc::downgrade(alive),
-        client,
+        pool: Arc::new(Pool::new(upstream.connector(), upstream.targets.len())),
         scores: vec![0; upstream.targets.len()],
     }
 }

@@ -4,8 +4,6 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
-use tokio::sync::Notify;
-
 use crate::config::ListenerLimits;
 use crate::server::guard::{Reject, Stream};
 
@@ -28,8 +26,6 @@ pub(crate) struct ConnState {
     rejections: RefCell<Vec<(u64, Reject)>>,
     /// Set when the connection stops being HTTP/1 (HTTP/2, an upgrade).
     passthrough: Cell<bool>,
-    /// Wakes the watchdog when a deadline may have moved.
-    changed: Notify,
     /// The stream of a rejected connection, handed back for a lingering close.
     linger: RefCell<Option<Box<dyn Stream>>>,
 }
@@ -46,7 +42,6 @@ impl ConnState {
             requests: Cell::new(0),
             rejections: RefCell::new(Vec::new()),
             passthrough: Cell::new(false),
-            changed: Notify::new(),
             linger: RefCell::new(None),
         }
     }
@@ -60,7 +55,6 @@ impl ConnState {
     pub(crate) fn head_started(&self) {
         if self.head_since.get().is_none() {
             self.head_since.set(Some(Instant::now()));
-            self.changed.notify_one();
         }
     }
 
@@ -68,7 +62,6 @@ impl ConnState {
     pub(crate) fn head_done(&self) {
         if self.head_since.take().is_some() {
             self.idle_since.set(Instant::now());
-            self.changed.notify_one();
         }
     }
 
@@ -76,7 +69,6 @@ impl ConnState {
     pub(crate) fn write_blocked(&self) {
         if self.write_blocked_since.get().is_none() {
             self.write_blocked_since.set(Some(Instant::now()));
-            self.changed.notify_one();
         }
     }
 
@@ -129,7 +121,6 @@ impl ConnState {
         self.active.set(self.active.get() + 1);
         // HTTP/2 requests never pass the guard's head parser.
         self.head_done();
-        self.changed.notify_one();
         (index, Active(Rc::clone(self)))
     }
 }
@@ -146,7 +137,6 @@ impl Drop for Active {
         if active == 0 {
             s.idle_since.set(Instant::now());
         }
-        s.changed.notify_one();
     }
 }
 
@@ -175,10 +165,19 @@ impl std::fmt::Display for Expired {
 /// timeout, idle for longer than the idle timeout, or unable to write to a client that
 /// stopped reading for longer than the idle timeout. A request in flight (however slow
 /// its upstream) never expires here.
+///
+/// Nothing wakes the watchdog when the state changes (that was a wake-up of the
+/// connection's task, and a re-poll of hyper, several times per request). Instead it
+/// never sleeps longer than the shortest timeout: every deadline is an event's time
+/// plus a timeout, so one that an event sets after the watchdog went to sleep lies
+/// beyond its wake-up, and is seen then.
 pub(crate) async fn watchdog(state: &ConnState) -> Expired {
+    let limits = &state.limits;
+    let longest_nap = limits
+        .header_timeout
+        .min(limits.idle_timeout)
+        .max(std::time::Duration::from_millis(1));
     loop {
-        let changed = state.changed.notified();
-        let limits = &state.limits;
         let mut deadline = None;
         let mut consider = |at: Instant, why: Expired| match deadline {
             Some((earliest, _)) if earliest <= at => {}
@@ -195,16 +194,13 @@ pub(crate) async fn watchdog(state: &ConnState) -> Expired {
         if let Some(since) = state.write_blocked_since.get() {
             consider(since + limits.idle_timeout, Expired::WriteStalled);
         }
-        match deadline {
-            Some((at, why)) if at <= Instant::now() => return why,
-            Some((at, _)) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at.into()) => {}
-                    _ = changed => {}
-                }
-            }
-            None => changed.await,
-        }
+        let now = Instant::now();
+        let wake = match deadline {
+            Some((at, why)) if at <= now => return why,
+            Some((at, _)) => at.min(now + longest_nap),
+            None => now + longest_nap,
+        };
+        tokio::time::sleep_until(wake.into()).await;
     }
 }
 
