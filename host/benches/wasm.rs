@@ -91,13 +91,19 @@ fn builtin_chain(rt: &Runtime) -> Vec<Arc<Plugin>> {
         .collect()
 }
 
-/// One request through the standard chain, with a 1 KiB response body in one chunk.
-async fn builtin_request(plugins: &[Arc<Plugin>], body: &bytes::Bytes) {
+/// A fresh chain through the request and response header phases; the caller runs the
+/// rest and finishes it.
+async fn through_headers(
+    plugins: &[Arc<Plugin>],
+    host: &str,
+    header: (&str, &str),
+    response_eos: bool,
+) -> HttpFilters {
     let mut chain = HttpFilters::new(plugins, info());
     let (mut req, ()) = http::Request::builder()
         .uri("/bench?x=1")
-        .header("host", "127.0.0.1:8080")
-        .header("x-api-key", "bench-key")
+        .header("host", host)
+        .header(header.0, header.1)
         .body(())
         .unwrap_or_else(|e| panic!("{e}"))
         .into_parts();
@@ -105,9 +111,16 @@ async fn builtin_request(plugins: &[Arc<Plugin>], body: &bytes::Bytes) {
         panic!("unexpected {} response", r.status());
     }
     let (mut resp, ()) = http::Response::new(()).into_parts();
-    if let Decision::Respond(r) = chain.response_headers(&mut resp, false).await {
+    if let Decision::Respond(r) = chain.response_headers(&mut resp, response_eos).await {
         panic!("unexpected {} response", r.status());
     }
+    chain
+}
+
+/// One request through the standard chain, with a 1 KiB response body in one chunk.
+async fn builtin_request(plugins: &[Arc<Plugin>], body: &bytes::Bytes) {
+    let mut chain =
+        through_headers(plugins, "127.0.0.1:8080", ("x-api-key", "bench-key"), false).await;
     // What the proxy's body wrapper does with a filtered chain (it skips even this
     // when no filter of the chain takes bodies).
     match chain.response_body(body.clone(), true).await {
@@ -118,22 +131,10 @@ async fn builtin_request(plugins: &[Arc<Plugin>], body: &bytes::Bytes) {
 }
 
 async fn one_request(plugins: &[Arc<Plugin>]) {
-    let mut chain = HttpFilters::new(plugins, info());
-    let (mut req, ()) = http::Request::builder()
-        .uri("/bench?x=1")
-        .header("host", "bench.local")
-        .header("x-in", "value")
-        .body(())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_parts();
-    if let Decision::Respond(r) = chain.request_headers(&mut req, true).await {
-        panic!("unexpected {} response", r.status());
-    }
-    let (mut resp, ()) = http::Response::new(()).into_parts();
-    if let Decision::Respond(r) = chain.response_headers(&mut resp, true).await {
-        panic!("unexpected {} response", r.status());
-    }
-    chain.finish().await;
+    through_headers(plugins, "bench.local", ("x-in", "value"), true)
+        .await
+        .finish()
+        .await;
 }
 
 fn bench(c: &mut Criterion) {

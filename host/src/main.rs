@@ -6,6 +6,20 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// `mi_option_purge_delay` in mimalloc.h (the same index in its v2 and v3); the Rust
+// bindings name no constant for it.
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+unsafe extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
 fn main() -> std::process::ExitCode {
+    // Memory a thread frees goes back to the OS at once rather than 10 ms later at
+    // that thread's next allocation: the compiler threads that build filter modules
+    // then sit idle and would keep ~12 MiB resident for good (measured with 5 filters
+    // and 2 workers). No throughput cost was measurable under load.
+    // SAFETY: sets one integer option of the allocator linked into this binary.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     portcullis::cli::main()
 }
