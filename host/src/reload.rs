@@ -146,6 +146,7 @@ impl State {
     }
 
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        yield_to_workers();
         // Time of the last relevant event, while a change is pending.
         let mut pending: Option<Instant> = None;
         let mut writers = OpenWriters::default();
@@ -217,3 +218,25 @@ impl State {
         }
     }
 }
+
+/// Gives this thread, which builds every new configuration, a lower priority than the
+/// workers (10 nice steps below the process's): a build shares the workers' cores, and
+/// requests arriving meanwhile should not queue behind it. On a saturated core a build
+/// still gets about a tenth of it.
+fn yield_to_workers() {
+    // SAFETY: getpriority and setpriority only read their integer arguments; on Linux
+    // `who == 0` with PRIO_PROCESS names the calling thread.
+    let rc = unsafe {
+        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
+        libc::setpriority(libc::PRIO_PROCESS, 0, (now + RELOAD_NICE_STEPS).min(19))
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "cannot lower the reload thread's priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// How many nice steps the reload thread runs below the workers.
+const RELOAD_NICE_STEPS: libc::c_int = 10;

@@ -240,3 +240,37 @@ fn a_missing_module_is_seen_arriving() {
     std::fs::write(f.conf.join("modules/late.wasm"), b"\0asm").unwrap();
     f.expect_call("the missing module written");
 }
+
+/// The nice value of this process's thread named `name`, from /proc.
+fn thread_nice(name: &str) -> Option<i64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        if head.ends_with(&format!("({name}")) {
+            // Fields after the name: state is 3rd overall, nice the 19th.
+            return rest.split_whitespace().nth(16)?.parse().ok();
+        }
+    }
+    None
+}
+
+#[test]
+fn the_reload_thread_runs_below_the_workers_priority() {
+    let _f = Fixture::new();
+    let ours = thread_nice("config-watcher");
+    // SAFETY: getpriority only reads its arguments.
+    let process = i64::from(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
+    let expected = (process + 10).min(19);
+    // The thread lowers itself as it starts.
+    let deadline = std::time::Instant::now() + EXPECT;
+    let mut seen = ours;
+    while seen != Some(expected) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        seen = thread_nice("config-watcher");
+    }
+    assert_eq!(
+        seen,
+        Some(expected),
+        "the config-watcher thread should run at nice {expected} (process: {process})"
+    );
+}
