@@ -23,6 +23,9 @@ pub struct Snapshot {
     /// Indexed by [`crate::router::RouteId`] (the route's position in the config).
     routes: Vec<Route>,
     upstreams: HashMap<String, Arc<Upstream>>,
+    /// Every configured filter by name (also those no route uses), for the next
+    /// reload to keep the unchanged ones.
+    plugins: HashMap<String, Arc<Plugin>>,
     tls: TlsSet,
 }
 
@@ -71,11 +74,12 @@ impl Snapshot {
     ) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
 
-        let mut plugins: HashMap<&str, Arc<Plugin>> = HashMap::new();
+        let mut plugins: HashMap<String, Arc<Plugin>> = HashMap::new();
         for filter in &config.filters {
-            match runtime.plugin(filter) {
+            let serving = previous.and_then(|p| p.plugins.get(&filter.name));
+            match runtime.plugin_reusing(filter, serving) {
                 Ok(p) => {
-                    plugins.insert(filter.name.as_str(), p);
+                    plugins.insert(filter.name.clone(), p);
                 }
                 Err(e) => errors.push(e),
             }
@@ -162,6 +166,7 @@ impl Snapshot {
             config,
             routes,
             upstreams,
+            plugins,
             tls,
         })
     }

@@ -25,7 +25,7 @@ mod wasi;
 mod worker;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
@@ -57,6 +57,19 @@ impl Runtime {
     /// VM and runs `on_vm_start` / `on_configure`: a filter that fails any of this is a
     /// config error naming it.
     pub fn plugin(&self, filter: &FilterConfig) -> Result<Arc<Plugin>, ConfigError> {
+        self.plugin_reusing(filter, None)
+    }
+
+    /// [`Runtime::plugin`], except that `previous` — the same filter in the serving
+    /// configuration — is kept when nothing about it changed: the same configuration
+    /// (source, settings, limits, place in its file) and the same module bytes. Its VMs
+    /// then carry on with their state, and a reload that touches other files costs this
+    /// filter nothing.
+    pub fn plugin_reusing(
+        &self,
+        filter: &FilterConfig,
+        previous: Option<&Arc<Plugin>>,
+    ) -> Result<Arc<Plugin>, ConfigError> {
         let err =
             |msg: String| ConfigError::at(&filter.origin, format!("filters.{}", filter.name), msg);
         let bytes: std::borrow::Cow<'_, [u8]> = match &filter.source {
@@ -72,6 +85,12 @@ impl Runtime {
                 })?
                 .into(),
         };
+        if let Some(p) = previous
+            && p.config == *filter
+            && p.compiled.hash == engine::digest_hex(&bytes)
+        {
+            return Ok(Arc::clone(p));
+        }
         self.plugin_from_bytes(filter, &bytes).map_err(err)
     }
 
@@ -98,7 +117,7 @@ impl Runtime {
             compiled,
             spec,
             first_vm: Mutex::new(Some(first)),
-            http: OnceLock::new(),
+            http: RwLock::new(None),
         }))
     }
 
@@ -124,13 +143,18 @@ pub struct Plugin {
     spec: vm::VmSpec,
     /// The VM configured while validating, handed to the first worker that asks.
     first_vm: Mutex<Option<vm::Vm>>,
-    http: OnceLock<Arc<dyn HttpCaller>>,
+    /// The serving snapshot's upstreams; replaced when a reload keeps this plugin.
+    http: RwLock<Option<Arc<dyn HttpCaller>>>,
 }
 
 impl Plugin {
-    /// Lets this filter's `http_call` reach the snapshot's upstreams (set once).
+    /// Lets this filter's `http_call` reach the snapshot's upstreams (the latest
+    /// snapshot's, when a reload kept this plugin).
     pub fn set_http_caller(&self, caller: Arc<dyn HttpCaller>) {
-        let _ = self.http.set(caller);
+        match self.http.write() {
+            Ok(mut h) => *h = Some(caller),
+            Err(poisoned) => *poisoned.into_inner() = Some(caller),
+        }
     }
 
     /// The ABI generation the module speaks.
@@ -152,7 +176,10 @@ impl Plugin {
     }
 
     fn http_caller(&self) -> Option<Arc<dyn HttpCaller>> {
-        self.http.get().cloned()
+        match self.http.read() {
+            Ok(h) => h.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     fn take_first_vm(&self) -> Option<vm::Vm> {

@@ -388,6 +388,11 @@ async fn sighup_reloads() {
 
 /// The `x-chain` request header the probe filter added, as the echo saw it.
 async fn probe_mark(proxy: &Proxy) -> String {
+    echo_header(proxy, "x-chain").await
+}
+
+/// Request header `name` as the echo behind `GET /` saw it.
+async fn echo_header(proxy: &Proxy, name: &str) -> String {
     let url = proxy.url("web", "/");
     let resp = client()
         .get(&url)
@@ -398,7 +403,7 @@ async fn probe_mark(proxy: &Proxy) -> String {
         .json()
         .await
         .unwrap_or_else(|e| panic!("GET {url} not JSON: {e}"));
-    json["headers"]["x-chain"]
+    json["headers"][name]
         .as_str()
         .unwrap_or("<none>")
         .to_string()
@@ -459,4 +464,45 @@ async fn a_module_copied_in_after_its_config_is_picked_up() {
     proxy.wait_for_generation(2).await;
     wait_served_by(&proxy, "/", "v2").await;
     assert_eq!(probe_mark(&proxy).await, "late");
+}
+
+#[tokio::test]
+async fn an_unchanged_filter_keeps_its_vm_across_a_reload_and_a_changed_one_starts_fresh() {
+    let wasm = crate::wasm_build::filter("probe");
+    // The filter comes first so that a change to the route leaves its lines alone.
+    let conf_text = |route: &str, filter_config: &str| {
+        format!(
+            "admin: {{ address: 127.0.0.1:0 }}
+workers: 1
+listeners:
+  - {{ name: web, address: 127.0.0.1:0 }}
+filters:
+  - {{ name: p, wasm: {}, config: \"{filter_config}\" }}
+routes:
+  - {{ name: {route}, filters: [p], upstream: echo@internal }}
+",
+            wasm.display()
+        )
+    };
+    let conf = ConfDir::with(&conf_text("v1", "count:a"));
+    let proxy = start(&conf, "v1").await;
+    // The probe counts the streams its VM has seen (starting up sent some already).
+    let count = |v: String| -> u32 { v.parse().unwrap_or_else(|e| panic!("{v:?}: {e}")) };
+    let before = count(echo_header(&proxy, "x-vm-count").await);
+
+    conf.write("portcullis.yaml", conf_text("v2", "count:a"));
+    proxy.wait_for_generation(2).await;
+    assert_eq!(
+        count(echo_header(&proxy, "x-vm-count").await),
+        before + 1,
+        "a reload that leaves the filter as it was keeps its VM and its state"
+    );
+
+    conf.write("portcullis.yaml", conf_text("v2", "count:b"));
+    proxy.wait_for_generation(3).await;
+    assert_eq!(
+        echo_header(&proxy, "x-vm-count").await,
+        "1",
+        "a changed filter starts with a fresh VM"
+    );
 }

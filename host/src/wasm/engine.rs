@@ -129,7 +129,7 @@ impl Shared {
     /// Compiles `bytes` (or finds it compiled), checks it speaks proxy-wasm, and links
     /// it. The error says what is wrong with the module.
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, String> {
-        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let digest = digest(bytes);
         if let Some(mut hit) = self.cache.get_mut(&digest) {
             hit.last_used = Instant::now();
             return Ok(Arc::clone(&hit.compiled));
@@ -207,6 +207,16 @@ impl Shared {
             .instantiate_pre(module)
             .map_err(|e| format!("cannot link the module: {}", root_cause(&e)))
     }
+}
+
+/// The cache key of a module: the sha256 of its bytes.
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// The hex sha256 of `bytes`, as [`Compiled::hash`] holds it.
+pub(crate) fn digest_hex(bytes: &[u8]) -> String {
+    hex::encode(digest(bytes))
 }
 
 fn abi_version(module: &Module) -> Result<AbiVersion, String> {

@@ -2,6 +2,7 @@
 //! optionally followed by `:` and an argument; each mode exercises part of the ABI
 //! (the behaviours of the Rust SDK's examples included).
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -10,7 +11,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { mode: String::new(), arg: String::new(), queue: 0, requests: 0, ticks: 0 })
+        Box::new(Root { mode: String::new(), arg: String::new(), queue: 0, requests: Cell::new(0), ticks: 0 })
     });
 }}
 
@@ -18,7 +19,8 @@ struct Root {
     mode: String,
     arg: String,
     queue: u32,
-    requests: u32,
+    /// Streams this VM has seen: tells a kept VM from a fresh one across reloads.
+    requests: Cell<u32>,
     ticks: u64,
 }
 
@@ -82,7 +84,10 @@ impl RootContext for Root {
                 "probe_requests_total",
             )
             .ok(),
-            number: self.requests + 1,
+            number: {
+                self.requests.set(self.requests.get() + 1);
+                self.requests.get()
+            },
         }))
     }
 }
@@ -298,6 +303,9 @@ impl HttpContext for Stream {
                         "time={time} level={level} grpc_refused={grpc} gauge={gauge} effective={effective} status={code} done={done}"
                     )),
                 );
+            }
+            "count" => {
+                self.set_http_request_header("x-vm-count", Some(&self.number.to_string()));
             }
             "pairs" => {
                 let mut all = self.get_http_request_headers();
