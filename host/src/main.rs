@@ -16,9 +16,9 @@ unsafe extern "C" {
 
 fn main() -> std::process::ExitCode {
     // Memory a thread frees goes back to the OS at once rather than 10 ms later at
-    // that thread's next allocation: the compiler threads that build filter modules
-    // then sit idle and would keep ~12 MiB resident for good (measured with 5 filters
-    // and 2 workers). No throughput cost was measurable under load.
+    // that thread's next allocation: the threads that compile filter modules then sit
+    // idle and kept ~12 MiB resident for good (measured with 5 filters and 2
+    // workers). No throughput cost was measurable under load.
     // SAFETY: sets one integer option of the allocator linked into this binary.
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     portcullis::cli::main()
