@@ -1,22 +1,14 @@
 //! `portcullis check --conf DIR`: exit 0 on a good directory; exit 1 on a broken one,
 //! with every error on stderr, one a line, as `FILE:LINE: FIELD.PATH: message`.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
+
+use crate::support::run_to_end;
 
 /// Runs `portcullis check --conf DIR`: exit code, stdout, stderr.
 fn check(dir: &Path) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "--conf"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run portcullis check: {e}"));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_to_end([OsStr::new("check"), OsStr::new("--conf"), dir.as_os_str()])
 }
 
 fn write(dir: &Path, name: &str, text: &str) {

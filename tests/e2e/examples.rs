@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
 
-use crate::support::{ConfDir, Proxy, client};
+use crate::support::{ConfDir, Proxy, client, run_to_end};
 
 // === The examples ===
 
@@ -319,17 +319,7 @@ fn passes_its_filter_test(toolchain: &Toolchain, dir: &str) {
 
 /// Runs `portcullis filter-test SPEC`: exit code, stdout, stderr.
 fn filter_test(spec: &Path) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("filter-test")
-        .arg(spec)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run portcullis filter-test: {e}"));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_to_end([std::ffi::OsStr::new("filter-test"), spec.as_os_str()])
 }
 
 // === Toolchains ===

@@ -355,6 +355,30 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
 
 // === clients ===
 
+/// Runs the `portcullis` binary with `args` (access log off) to completion: exit code,
+/// stdout, stderr.
+pub fn run_to_end<I, S>(args: I) -> (Option<i32>, String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<S> = args.into_iter().collect();
+    let shown: Vec<String> = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run portcullis {}: {e}", shown.join(" ")));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// An HTTP/1.1 client that ignores any system proxy settings.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -215,16 +215,7 @@ fn bind_all(
 /// Portcullis (or anything else of the same user that set it) share the port and take
 /// half the connections; a probe bound without it sees such a listener.
 fn ensure_free(address: SocketAddr) -> io::Result<()> {
-    let probe = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    // Connections in TIME_WAIT from an earlier run do not count.
-    probe.set_reuse_address(true)?;
-    if address.is_ipv6() {
-        probe.set_only_v6(true)?;
-    }
+    let probe = tcp_socket(address)?;
     match probe.bind(&address.into()) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
@@ -234,17 +225,24 @@ fn ensure_free(address: SocketAddr) -> io::Result<()> {
     }
 }
 
-fn bind_one(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// A TCP socket for `address`, with `SO_REUSEADDR` (connections in TIME_WAIT from an
+/// earlier run do not block the port) and, for IPv6, v6 only.
+fn tcp_socket(address: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    Ok(socket)
+}
+
+fn bind_one(address: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = tcp_socket(address)?;
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(BACKLOG)?;
