@@ -34,13 +34,7 @@ pub(crate) fn pairs(s: &HostState, ty: u32) -> Result<Vec<u8>, i32> {
         REQUEST_TRAILERS => Some(s.io.request_trailers.as_ref().ok_or(status::NOT_FOUND)?),
         RESPONSE_TRAILERS => Some(s.io.response_trailers.as_ref().ok_or(status::NOT_FOUND)?),
         CALL_HEADERS | CALL_TRAILERS => {
-            let c = s.call_response.as_ref().ok_or(status::NOT_FOUND)?;
-            let list = if ty == CALL_HEADERS {
-                &c.headers
-            } else {
-                &c.trailers
-            };
-            for (k, v) in list {
+            for (k, v) in call_list(s, ty)? {
                 owned.push((k.as_bytes().to_vec(), v.clone()));
             }
             None
@@ -55,6 +49,16 @@ pub(crate) fn pairs(s: &HostState, ty: u32) -> Result<Vec<u8>, i32> {
         all.extend(m.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
     }
     Ok(encode_pairs(all.iter().copied()))
+}
+
+/// The headers or trailers of the `http_call` response being delivered.
+fn call_list(s: &HostState, ty: u32) -> Result<&[(String, Vec<u8>)], i32> {
+    let c = s.call_response.as_ref().ok_or(status::NOT_FOUND)?;
+    Ok(if ty == CALL_HEADERS {
+        &c.headers
+    } else {
+        &c.trailers
+    })
 }
 
 /// The first value of `key` in map `ty`.
@@ -78,13 +82,7 @@ pub(crate) fn value(s: &HostState, ty: u32, key: &str) -> Result<Vec<u8>, i32> {
         REQUEST_TRAILERS => s.io.request_trailers.as_ref().ok_or(status::NOT_FOUND)?,
         RESPONSE_TRAILERS => s.io.response_trailers.as_ref().ok_or(status::NOT_FOUND)?,
         CALL_HEADERS | CALL_TRAILERS => {
-            let c = s.call_response.as_ref().ok_or(status::NOT_FOUND)?;
-            let list = if ty == CALL_HEADERS {
-                &c.headers
-            } else {
-                &c.trailers
-            };
-            return list
+            return call_list(s, ty)?
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(&key))
                 .map(|(_, v)| v.clone())
