@@ -1,5 +1,11 @@
 //! One VM: a wasmtime store and instance of a filter's module, its root context
 //! created and configured, and the callbacks the host calls into.
+//!
+//! Callbacks are synchronous calls into the guest (no fiber, no future per call): a
+//! fiber switch per guest entry was the largest part of a filter's price. The deadline
+//! is the store's epoch deadline, which traps. A filter configured `async: true`
+//! runs its callbacks on a fiber instead, yielding to the worker's other tasks on
+//! every epoch tick while it runs (for filters whose callbacks legitimately run long).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +38,10 @@ pub enum Failure {
     /// The guest grew its memory past `limits.memory`.
     #[error("exceeded its memory limit")]
     Memory,
+    /// The filter missed its deadline again soon after a first miss, and is failed on
+    /// this worker without entering it until its back-off ends (see `worker`).
+    #[error("is suspended on this worker for {0:?} after repeated deadline misses")]
+    Suspended(Duration),
 }
 
 impl Failure {
@@ -41,6 +51,7 @@ impl Failure {
             Failure::Trap(_) => "trap",
             Failure::Timeout => "timeout",
             Failure::Memory => "memory",
+            Failure::Suspended(_) => "suspended",
         }
     }
 }
@@ -56,6 +67,8 @@ pub(crate) struct VmSpec {
     pub config: Arc<[u8]>,
     pub memory: usize,
     pub timeout: Duration,
+    /// Run callbacks on a fiber that yields (`async: true`).
+    pub on_fiber: bool,
 }
 
 type F1 = Option<TypedFunc<u32, ()>>;
@@ -161,11 +174,17 @@ impl Vm {
             call_response: None,
             signal,
             last_error_log: None,
+            scratch: Vec::new(),
+            on_fiber: spec.on_fiber,
         };
         let mut store = Store::new(compiled.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
+            if !s.on_fiber {
+                // A synchronous call cannot yield: its deadline is this epoch.
+                return Err(wasmtime::Error::new(DeadlineExceeded));
+            }
             let now = Instant::now();
             let deadline = *s.deadline.get_or_insert(now + s.backstop);
             if s.ticks_left == 0 || now >= deadline {
@@ -179,8 +198,13 @@ impl Vm {
         let start = spec.timeout.max(START_TIMEOUT);
         store.data_mut().ticks_left = ticks(start);
         store.data_mut().backstop = backstop(start);
-        store.set_epoch_deadline(1);
-        let instance = match compiled.pre.instantiate_async(&mut store).await {
+        store.set_epoch_deadline(if spec.on_fiber { 1 } else { ticks(start) + 1 });
+        let instance = if spec.on_fiber {
+            compiled.pre.instantiate_async(&mut store).await
+        } else {
+            compiled.pre.instantiate(&mut store)
+        };
+        let instance = match instance {
             Ok(i) => i,
             Err(e) => return Err(format!("cannot instantiate: {}", describe(&store, &e))),
         };
@@ -210,13 +234,11 @@ impl Vm {
             .get_typed_func::<(), ()>(&mut vm.store, "_initialize")
             .or_else(|_| instance.get_typed_func::<(), ()>(&mut vm.store, "_start"))
             .ok();
-        if let Some(init) = init {
-            vm.arm();
-            if let Err(e) = init.call_async(&mut vm.store, ()).await
-                && !matches!(e.downcast_ref::<ProcExit>(), Some(ProcExit(0)))
-            {
-                return Err(format!("failed to initialize: {}", vm.classify(e)));
-            }
+        if let Some(init) = init
+            && let Err(e) = vm.enter(&init, ()).await
+            && !matches!(e.downcast_ref::<ProcExit>(), Some(ProcExit(0)))
+        {
+            return Err(format!("failed to initialize: {}", vm.classify(e)));
         }
         vm.call(&vm.cb.clone().on_context_create, (ROOT_CONTEXT, 0))
             .await
@@ -246,10 +268,16 @@ impl Vm {
 
     fn arm(&mut self) {
         let s = self.store.data_mut();
-        s.ticks_left = self.ticks;
-        s.deadline = None;
-        s.backstop = self.backstop;
-        self.store.set_epoch_deadline(1);
+        if s.on_fiber {
+            s.ticks_left = self.ticks;
+            s.deadline = None;
+            s.backstop = self.backstop;
+            self.store.set_epoch_deadline(1);
+        } else {
+            // The next tick may come at once: one more keeps the deadline at least
+            // the configured timeout.
+            self.store.set_epoch_deadline(self.ticks + 1);
+        }
     }
 
     /// Sets the deadline of every callback from now on.
@@ -269,10 +297,24 @@ impl Vm {
         R: WasmResults + Sync,
     {
         let Some(f) = f else { return Ok(None) };
-        self.arm();
-        match f.call_async(&mut self.store, params).await {
+        match self.enter(f, params).await {
             Ok(r) => Ok(Some(r)),
             Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    /// Runs `f` within the deadline: a plain call, or on a fiber for `async: true`.
+    async fn enter<P, R>(&mut self, f: &TypedFunc<P, R>, params: P) -> wasmtime::Result<R>
+    where
+        P: WasmParams + Sync,
+        R: WasmResults + Sync,
+    {
+        self.arm();
+        count_entry();
+        if self.store.data().on_fiber {
+            f.call_async(&mut self.store, params).await
+        } else {
+            f.call(&mut self.store, params)
         }
     }
 
@@ -358,4 +400,23 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
             Poll::Pending => std::thread::park(),
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Guest entries made on this thread (callbacks and allocator calls).
+    static ENTRIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one guest entry, in tests (where the entries per request are asserted).
+#[inline]
+pub(crate) fn count_entry() {
+    #[cfg(test)]
+    ENTRIES.with(|c| c.set(c.get() + 1));
+}
+
+/// How many times this thread entered a guest so far.
+#[cfg(test)]
+pub(crate) fn entries() -> u64 {
+    ENTRIES.with(std::cell::Cell::get)
 }
