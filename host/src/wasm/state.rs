@@ -101,10 +101,9 @@ pub(crate) struct HostState {
     pub memory: Option<Memory>,
     pub malloc: Option<TypedFunc<u32, u32>>,
     pub limits: Limiter,
-    /// Epoch ticks an `async: true` callback may still run for: a tick is counted
-    /// only when the guest is running as it passes, so time the worker spends on
-    /// other tasks is not charged to the guest. (A synchronous callback's deadline is
-    /// the store's epoch deadline itself.)
+    /// Epoch ticks the running callback may still run for: a tick is counted only
+    /// when the guest is running as it passes, so time the thread spends descheduled
+    /// (or, for `async: true`, serving other requests) is not charged to the guest.
     pub ticks_left: u64,
     /// A wall-clock backstop, far beyond the tick budget: `backstop` after the first
     /// tick the callback sees (set then, so that a callback that ends within a tick,

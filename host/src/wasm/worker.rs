@@ -167,7 +167,7 @@ async fn root_loop(slot: Weak<tokio::sync::Mutex<Slot>>, plugin: Weak<Plugin>) {
                 .call_with(
                     &mut io,
                     ROOT_CONTEXT,
-                    &vm.cb.clone().on_queue_ready,
+                    |c| &c.on_queue_ready,
                     (ROOT_CONTEXT, q),
                 )
                 .await;
@@ -177,7 +177,7 @@ async fn root_loop(slot: Weak<tokio::sync::Mutex<Slot>>, plugin: Weak<Plugin>) {
         }
         if result.is_ok() && tick {
             result = vm
-                .call_with(&mut io, ROOT_CONTEXT, &vm.cb.clone().on_tick, ROOT_CONTEXT)
+                .call_with(&mut io, ROOT_CONTEXT, |c| &c.on_tick, ROOT_CONTEXT)
                 .await
                 .map(|_| None);
         }
