@@ -26,6 +26,7 @@ fn plugin(name: &str, builtin: &str, json: &str) -> Arc<Plugin> {
         config: json.as_bytes().to_vec(),
         on_error: OnError::Deny,
         limits: FilterLimits::default(),
+        asynchronous: false,
         origin: Origin::default(),
     };
     let rt = Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));

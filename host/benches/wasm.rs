@@ -27,6 +27,7 @@ fn plugin(rt: &Runtime, wasm: &[u8], name: &str) -> Arc<Plugin> {
         config: b"min".to_vec(),
         on_error: OnError::Deny,
         limits: FilterLimits::default(),
+        asynchronous: false,
         origin: Origin::default(),
     };
     rt.plugin_from_bytes(&f, wasm)
@@ -83,6 +84,7 @@ fn builtin_chain(rt: &Runtime) -> Vec<Arc<Plugin>> {
                 config: config.as_bytes().to_vec(),
                 on_error: OnError::Deny,
                 limits: FilterLimits::default(),
+                asynchronous: false,
                 origin: Origin::default(),
             };
             rt.plugin(&f)

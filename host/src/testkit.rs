@@ -232,6 +232,7 @@ fn base_config(name: &str, source: FilterSource) -> FilterConfig {
         config: Vec::new(),
         on_error: OnError::Deny,
         limits: FilterLimits::default(),
+        asynchronous: false,
         origin: Origin {
             file: "testkit".into(),
             line: 0,

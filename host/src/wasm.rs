@@ -11,6 +11,7 @@
 
 mod abi;
 pub mod body;
+mod breaker;
 mod calls;
 mod chain;
 mod engine;
@@ -108,6 +109,7 @@ impl Runtime {
             config: filter.config.as_slice().into(),
             memory: usize::try_from(filter.limits.memory).unwrap_or(usize::MAX),
             timeout: filter.limits.callback_timeout,
+            on_fiber: filter.asynchronous,
         };
         let signal = Arc::new(worker::VmSignal::default());
         let first = vm::block_on(vm::Vm::start(&compiled, &spec, signal))?;
@@ -187,7 +189,8 @@ impl Plugin {
     }
 }
 
-/// Discards a failed VM (a fresh one is made on next use), logs and counts it.
+/// Discards a failed VM (a fresh one is made on next use), logs and counts it; a
+/// deadline miss soon after another suspends the filter on this worker (`breaker`).
 async fn fail_vm(
     slot: &worker::SlotRef,
     plugin: &Plugin,
@@ -195,15 +198,27 @@ async fn fail_vm(
     f: &Failure,
     during: &str,
 ) {
-    {
-        let mut g = slot.lock().await;
+    let name = &plugin.config.name;
+    metrics::filter_failure(name, f.kind());
+    if let Failure::Suspended(left) = f {
+        // Counted per request; logged when the suspension began.
+        tracing::debug!(filter = %name, "filter {name} failed its request: suspended for {left:?}");
+        return;
+    }
+    let suspended = {
+        let mut g = worker::lock(slot).await;
         if g.generation == generation {
             g.vm = None;
         }
-    }
-    let name = &plugin.config.name;
+        match f {
+            Failure::Timeout => g.breaker.missed(std::time::Instant::now()),
+            _ => None,
+        }
+    };
     tracing::error!(filter = %name, kind = f.kind(), "filter {name} failed in {during}: {f}; its VM is discarded");
-    metrics::filter_failure(name, f.kind());
+    if let Some(length) = suspended {
+        tracing::warn!(filter = %name, "filter {name} missed its deadline again soon after: its requests fail at once on this worker for {length:?} (on_error applies), then it gets a fresh VM");
+    }
 }
 
 /// What the proxy knows of a request's connection and route, for properties.

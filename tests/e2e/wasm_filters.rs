@@ -24,6 +24,7 @@ fn probe(name: &str, mode: &str) -> FilterConfig {
             callback_timeout: Duration::from_secs(2),
             ..FilterLimits::default()
         },
+        asynchronous: false,
         origin: Origin {
             file: "filters.yaml".into(),
             line: 3,

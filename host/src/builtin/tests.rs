@@ -27,6 +27,7 @@ fn config(name: &str, builtin: &str, json: &str) -> FilterConfig {
             callback_timeout: std::time::Duration::from_secs(5),
             ..FilterLimits::default()
         },
+        asynchronous: false,
         origin: Origin {
             file: "filters.yaml".into(),
             line: 3,

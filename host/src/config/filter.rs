@@ -32,6 +32,7 @@ pub(crate) fn filter(cx: &mut Cx, item: &Field) -> Option<FilterConfig> {
         .take("on_error")
         .map(|v| v.choice(cx, &[("deny", OnError::Deny), ("allow", OnError::Allow)]));
     let limits = f.take("limits").map(|v| limits(cx, &v));
+    let asynchronous = f.take("async").map(|v| v.bool(cx));
     f.finish(cx);
     Some(FilterConfig {
         name: name?,
@@ -40,6 +41,7 @@ pub(crate) fn filter(cx: &mut Cx, item: &Field) -> Option<FilterConfig> {
         config: config.unwrap_or_default(),
         on_error: on_error.unwrap_or(Some(OnError::Deny))?,
         limits: limits.unwrap_or(Some(FilterLimits::default()))?,
+        asynchronous: asynchronous.unwrap_or(Some(false))?,
         origin: cx.origin(item.line),
     })
 }

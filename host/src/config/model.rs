@@ -206,6 +206,10 @@ pub struct FilterConfig {
     pub on_error: OnError,
     /// Sandbox limits.
     pub limits: FilterLimits,
+    /// `async: true`: callbacks run on a fiber that lets the worker's other requests
+    /// run while they compute, for filters whose callbacks legitimately run long. Off
+    /// by default: a synchronous call costs far less (docs/performance.md).
+    pub asynchronous: bool,
     /// Where it was declared.
     pub origin: Origin,
 }
@@ -242,7 +246,7 @@ impl Default for FilterLimits {
     fn default() -> Self {
         Self {
             memory: 64 * 1024 * 1024,
-            callback_timeout: Duration::from_millis(50),
+            callback_timeout: Duration::from_millis(10),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
-use super::memory::{self, decode_pairs, hand_back, read, read_str, write_u32};
+use super::memory::{self, decode_pairs, hand_back_with, read, read_str, slice, view, write_u32};
 use super::state::{HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, status};
 use super::{foreign, metrics, shared};
 use headers::Edit;
@@ -52,7 +52,13 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_log",
         |mut c: C<'_>, level: u32, ptr: u32, len: u32| -> i32 {
-            let msg = s!(read_str(&c, ptr, len));
+            // The message is checked as Envoy does, but a line the log filter drops
+            // costs no copy. (Error lines are kept: they say why on_configure refused.)
+            let msg = s!(view(&c, ptr, len));
+            if level < 4 && !log_enabled(level) {
+                return status::OK;
+            }
+            let msg = String::from_utf8_lossy(msg).into_owned();
             let f = &*c.data().plugin_name;
             match level {
                 0 => tracing::trace!(target: "filter", filter = f, "{msg}"),
@@ -113,14 +119,12 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         },
     )?;
     l.func_wrap("env", "proxy_done", |_: C<'_>| -> i32 { status::OK })?;
-    l.func_wrap_async(
+    l.func_wrap(
         "env",
         "proxy_get_property",
-        |mut c: C<'_>, (p, n, rp, rs): (u32, u32, u32, u32)| {
-            Box::new(async move {
-                let path = t!(read(&c, p, n));
-                let v = t!(properties::get(c.data(), &path));
-                hand_back(&mut c, &v, rp, rs).await
+        |mut c: C<'_>, p: u32, n: u32, rp: u32, rs: u32| {
+            hand_back_with(&mut c, rp, rs, |s, mem, out| {
+                properties::get_into(s, slice(mem, p, n)?, out)
             })
         },
     )?;
@@ -128,54 +132,61 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_property",
         |mut c: C<'_>, p: u32, n: u32, vp: u32, vn: u32| -> i32 {
-            let path = s!(read(&c, p, n));
             let v = s!(read(&c, vp, vn));
+            let path = s!(view(&c, p, n)).to_vec();
             properties::set(c.data_mut(), &path, v)
         },
     )?;
-    l.func_wrap_async(
+    l.func_wrap(
         "env",
         "proxy_call_foreign_function",
-        |mut c: C<'_>, (np, nn, ap, an, rp, rs): (u32, u32, u32, u32, u32, u32)| {
-            Box::new(async move {
-                let name = t!(read_str(&c, np, nn));
-                if name == SKIP_RESPONSE_PHASE {
-                    // No result: nothing to allocate in the guest.
-                    t!(write_u32(&mut c, rp, 0));
-                    t!(write_u32(&mut c, rs, 0));
-                    c.data_mut().io.skip_response = true;
-                    return Ok(status::OK);
-                }
-                let args = t!(read(&c, ap, an));
-                let Some(f) = foreign::lookup(&name) else {
-                    return Ok(status::NOT_FOUND);
-                };
-                let filter = c.data().plugin_name.clone();
-                match f.call(&filter, &args) {
-                    Ok(out) => hand_back(&mut c, &out, rp, rs).await,
+        |mut c: C<'_>, np: u32, nn: u32, ap: u32, an: u32, rp: u32, rs: u32| {
+            let name = t!(view(&c, np, nn));
+            if name == SKIP_RESPONSE_PHASE.as_bytes() {
+                // No result: nothing to allocate in the guest.
+                t!(write_u32(&mut c, rp, 0));
+                t!(write_u32(&mut c, rs, 0));
+                c.data_mut().io.skip_response = true;
+                return Ok(status::OK);
+            }
+            let Some(f) = std::str::from_utf8(name).ok().and_then(foreign::lookup) else {
+                return Ok(status::NOT_FOUND);
+            };
+            let mut failure = None;
+            let r = hand_back_with(&mut c, rp, rs, |s, mem, out| {
+                let args = slice(mem, ap, an)?;
+                match f.call(&s.plugin_name, args) {
+                    Ok(v) => {
+                        out.extend_from_slice(&v);
+                        Ok(())
+                    }
                     Err(e) => {
-                        tracing::warn!(filter = %filter, function = %name, "foreign function failed: {e}");
-                        Ok(match e {
+                        let code = match e {
                             foreign::ForeignError::BadArgument(_) => status::BAD_ARGUMENT,
                             foreign::ForeignError::Failed(_) => status::INTERNAL_FAILURE,
-                        })
+                        };
+                        failure = Some(e);
+                        Err(code)
                     }
                 }
-            })
+            });
+            if let Some(e) = failure {
+                let name = read_str(&c, np, nn).unwrap_or_default();
+                let filter = &c.data().plugin_name;
+                tracing::warn!(filter = %filter, function = %name, "foreign function failed: {e}");
+            }
+            r
         },
     )?;
     Ok(())
 }
 
 fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap_async(
+    l.func_wrap(
         "env",
         "proxy_get_header_map_pairs",
-        |mut c: C<'_>, (ty, rp, rs): (u32, u32, u32)| {
-            Box::new(async move {
-                let v = t!(headers::pairs(c.data(), ty));
-                hand_back(&mut c, &v, rp, rs).await
-            })
+        |mut c: C<'_>, ty: u32, rp: u32, rs: u32| {
+            hand_back_with(&mut c, rp, rs, |s, _, out| headers::pairs_into(s, ty, out))
         },
     )?;
     l.func_wrap(
@@ -189,25 +200,29 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             headers::set_pairs(c.data_mut(), ty, pairs)
         },
     )?;
-    l.func_wrap_async(
+    l.func_wrap(
         "env",
         "proxy_get_header_map_value",
-        |mut c: C<'_>, (ty, kp, kn, rp, rs): (u32, u32, u32, u32, u32)| {
-            Box::new(async move {
-                let key = t!(read_str(&c, kp, kn));
-                let v = t!(headers::value(c.data(), ty, &key));
-                hand_back(&mut c, &v, rp, rs).await
+        |mut c: C<'_>, ty: u32, kp: u32, kn: u32, rp: u32, rs: u32| {
+            hand_back_with(&mut c, rp, rs, |s, mem, out| {
+                out.extend_from_slice(headers::value(s, ty, slice(mem, kp, kn)?)?);
+                Ok(())
             })
         },
     )?;
     fn edit(mut c: C<'_>, ty: u32, kp: u32, kn: u32, vp: u32, vn: u32, how: Edit) -> i32 {
-        let key = s!(read_str(&c, kp, kn));
-        let value = if how == Edit::Remove {
-            Vec::new()
-        } else {
-            s!(read(&c, vp, vn))
+        let Some(mem) = c.data().memory else {
+            return status::INVALID_MEMORY_ACCESS;
         };
-        headers::edit(c.data_mut(), ty, &key, &value, how)
+        // The key and value are read in place while the stream is changed.
+        let (data, state) = mem.data_and_store_mut(&mut c);
+        let key = s!(slice(data, kp, kn));
+        let value = if how == Edit::Remove {
+            &[][..]
+        } else {
+            s!(slice(data, vp, vn))
+        };
+        headers::edit(state, ty, key, value, how)
     }
     l.func_wrap(
         "env",
@@ -248,17 +263,17 @@ fn buffer(s: &HostState, ty: u32) -> Result<&[u8], i32> {
 }
 
 fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap_async(
+    l.func_wrap(
         "env",
         "proxy_get_buffer_bytes",
-        |mut c: C<'_>, (ty, start, max, rp, rs): (u32, u32, u32, u32, u32)| {
-            Box::new(async move {
-                let buf = t!(buffer(c.data(), ty));
+        |mut c: C<'_>, ty: u32, start: u32, max: u32, rp: u32, rs: u32| {
+            hand_back_with(&mut c, rp, rs, |s, _, out| {
+                let buf = buffer(s, ty)?;
                 let start = (start as usize).min(buf.len());
                 // A max of u32::MAX (usize::MAX in the guest) means "to the end".
                 let end = start.saturating_add(max as usize).min(buf.len());
-                let v = buf[start..end].to_vec();
-                hand_back(&mut c, &v, rp, rs).await
+                out.extend_from_slice(buf.get(start..end).unwrap_or_default());
+                Ok(())
             })
         },
     )?;
@@ -435,32 +450,31 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap("env", "proxy_grpc_close", |_: C<'_>, _: u32| -> i32 {
         status::NOT_FOUND
     })?;
-    l.func_wrap_async(
+    l.func_wrap(
         "env",
         "proxy_get_status",
-        |mut c: C<'_>, (code, rp, rs): (u32, u32, u32)| {
-            Box::new(async move {
-                // Only http_call responses exist here; their gRPC status is always OK.
-                t!(write_u32(&mut c, code, 0));
-                hand_back(&mut c, b"", rp, rs).await
-            })
+        |mut c: C<'_>, code: u32, rp: u32, rs: u32| {
+            // Only http_call responses exist here; their gRPC status is always OK.
+            t!(write_u32(&mut c, code, 0));
+            hand_back_with(&mut c, rp, rs, |_, _, _| Ok(()))
         },
     )?;
     Ok(())
 }
 
 fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap_async(
+    l.func_wrap(
         "env",
         "proxy_get_shared_data",
-        |mut c: C<'_>, (kp, kn, rp, rs, cas): (u32, u32, u32, u32, u32)| {
-            Box::new(async move {
-                let key = t!(read_str(&c, kp, kn));
-                let Some((v, token)) = shared::get(&key) else {
-                    return Ok(status::NOT_FOUND);
-                };
-                t!(write_u32(&mut c, cas, token));
-                hand_back(&mut c, &v, rp, rs).await
+        |mut c: C<'_>, kp: u32, kn: u32, rp: u32, rs: u32, cas: u32| {
+            let key = t!(read_str(&c, kp, kn));
+            let Some((v, token)) = shared::get(&key) else {
+                return Ok(status::NOT_FOUND);
+            };
+            t!(write_u32(&mut c, cas, token));
+            hand_back_with(&mut c, rp, rs, |_, _, out| {
+                out.extend_from_slice(&v);
+                Ok(())
             })
         },
     )?;
@@ -503,13 +517,14 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             shared::enqueue(id, v)
         },
     )?;
-    l.func_wrap_async(
+    l.func_wrap(
         "env",
         "proxy_dequeue_shared_queue",
-        |mut c: C<'_>, (id, rp, rs): (u32, u32, u32)| {
-            Box::new(async move {
-                let v = t!(shared::dequeue(id));
-                hand_back(&mut c, &v, rp, rs).await
+        |mut c: C<'_>, id: u32, rp: u32, rs: u32| {
+            let v = t!(shared::dequeue(id));
+            hand_back_with(&mut c, rp, rs, |_, _, out| {
+                out.extend_from_slice(&v);
+                Ok(())
             })
         },
     )?;
@@ -564,4 +579,15 @@ fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// Whether the log filter passes a guest line of proxy-wasm level `level`.
+fn log_enabled(level: u32) -> bool {
+    match level {
+        0 => tracing::enabled!(target: "filter", tracing::Level::TRACE),
+        1 => tracing::enabled!(target: "filter", tracing::Level::DEBUG),
+        2 => tracing::enabled!(target: "filter", tracing::Level::INFO),
+        3 => tracing::enabled!(target: "filter", tracing::Level::WARN),
+        _ => tracing::enabled!(target: "filter", tracing::Level::ERROR),
+    }
 }

@@ -55,7 +55,7 @@ pub struct FilteredBody<B> {
     passthrough: bool,
 }
 
-impl<B> FilteredBody<B> {
+impl<B: Body> FilteredBody<B> {
     /// The request body, through `on_request_body` / `on_request_trailers`. A local
     /// response ends the body with [`AnsweredLocally`] and lands in `local`.
     pub fn request(inner: B, filters: SharedFilters, local: LocalSlot) -> Self {
@@ -69,8 +69,10 @@ impl<B> FilteredBody<B> {
 
     fn new(inner: B, filters: SharedFilters, dir: Dir, local: Option<LocalSlot>) -> Self {
         // Nothing else holds the chain while the proxy wraps a body; if something
-        // did, filtering every chunk is the safe answer.
-        let passthrough = filters.try_lock().is_ok_and(|f| !f.takes_bodies());
+        // did, filtering every chunk is the safe answer. A message that ended with its
+        // headers has no body phase, as on Envoy (a GET gets no on_request_body).
+        let passthrough =
+            inner.is_end_stream() || filters.try_lock().is_ok_and(|f| !f.takes_bodies());
         Self {
             inner,
             filters,

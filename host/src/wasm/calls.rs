@@ -78,7 +78,7 @@ pub(crate) async fn dispatch(
                 .call_with(
                     io,
                     call.context,
-                    &vm.cb.clone().on_http_call_response,
+                    |c| &c.on_http_call_response,
                     (call.context, call.token, n_headers, body_len, n_trailers),
                 )
                 .await;

@@ -267,26 +267,25 @@ impl HttpFilters {
                 continue;
             }
             let Some(vm) = g.vm.as_mut() else { continue };
-            let cb = vm.cb.clone();
             let io = &mut self.io;
             let mut r = Ok(());
             let ctx = if reached {
-                r = vm.call_with(io, e.ctx, &cb.on_done, e.ctx).await.map(drop);
+                r = vm.call_with(io, e.ctx, |c| &c.on_done, e.ctx).await.map(drop);
                 e.ctx
             } else {
                 let ctx = vm.new_context();
                 r = r.and(
-                    vm.call_with(io, ctx, &cb.on_context_create, (ctx, ROOT_CONTEXT))
+                    vm.call_with(io, ctx, |c| &c.on_context_create, (ctx, ROOT_CONTEXT))
                         .await
                         .map(drop),
                 );
                 ctx
             };
             if r.is_ok() {
-                r = vm.call_with(io, ctx, &cb.on_log, ctx).await.map(drop);
+                r = vm.call_with(io, ctx, |c| &c.on_log, ctx).await.map(drop);
             }
             if r.is_ok() {
-                r = vm.call_with(io, ctx, &cb.on_delete, ctx).await.map(drop);
+                r = vm.call_with(io, ctx, |c| &c.on_delete, ctx).await.map(drop);
             }
             drop(g);
             if let Err(f) = r {
@@ -385,7 +384,7 @@ impl HttpFilters {
                 .call_with(
                     io,
                     e.ctx,
-                    &vm.cb.clone().on_context_create,
+                    |c| &c.on_context_create,
                     (e.ctx, ROOT_CONTEXT),
                 )
                 .await;
@@ -398,30 +397,29 @@ impl HttpFilters {
         let eos = u32::from(eos);
         io.resumed = false;
         io.skip_response = false;
-        let cb = vm.cb.clone();
         let r = match phase {
             Phase::RequestHeaders => {
-                vm.call_with(io, ctx, &cb.on_request_headers, (ctx, n, eos))
+                vm.call_with(io, ctx, |c| &c.on_request_headers, (ctx, n, eos))
                     .await
             }
             Phase::RequestBody => {
-                vm.call_with(io, ctx, &cb.on_request_body, (ctx, n, eos))
+                vm.call_with(io, ctx, |c| &c.on_request_body, (ctx, n, eos))
                     .await
             }
             Phase::RequestTrailers => {
-                vm.call_with(io, ctx, &cb.on_request_trailers, (ctx, n))
+                vm.call_with(io, ctx, |c| &c.on_request_trailers, (ctx, n))
                     .await
             }
             Phase::ResponseHeaders => {
-                vm.call_with(io, ctx, &cb.on_response_headers, (ctx, n, eos))
+                vm.call_with(io, ctx, |c| &c.on_response_headers, (ctx, n, eos))
                     .await
             }
             Phase::ResponseBody => {
-                vm.call_with(io, ctx, &cb.on_response_body, (ctx, n, eos))
+                vm.call_with(io, ctx, |c| &c.on_response_body, (ctx, n, eos))
                     .await
             }
             Phase::ResponseTrailers => {
-                vm.call_with(io, ctx, &cb.on_response_trailers, (ctx, n))
+                vm.call_with(io, ctx, |c| &c.on_response_trailers, (ctx, n))
                     .await
             }
         };
@@ -489,17 +487,15 @@ impl Drop for HttpFilters {
         }
         // Contexts must be deleted even when the request was abandoned, or the guest
         // keeps their state forever.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let rest = HttpFilters {
-                entries: std::mem::take(&mut self.entries),
-                io: std::mem::take(&mut self.io),
-                seen: self.seen,
-                bodies: self.bodies,
-                // If the task never runs (the worker is shutting down), do not respawn.
-                finished: true,
-            };
-            rt.spawn(rest.finish());
-        }
+        let rest = HttpFilters {
+            entries: std::mem::take(&mut self.entries),
+            io: std::mem::take(&mut self.io),
+            seen: self.seen,
+            bodies: self.bodies,
+            // If the task never runs (the worker is shutting down), do not respawn.
+            finished: true,
+        };
+        run_or_spawn(rest.finish());
     }
 }
 
@@ -524,4 +520,17 @@ pub(crate) fn failure_response(f: &Failure) -> http::Response<Bytes> {
         http::HeaderValue::from_static("text/plain"),
     );
     r
+}
+
+/// Runs `fut` here and now if it completes without waiting, as finishing a chain of
+/// synchronous filters does; else hands the rest to the worker's runtime. This spares
+/// the common path a task per request.
+fn run_or_spawn(fut: impl std::future::Future<Output = ()> + Send + 'static) {
+    let mut fut = Box::pin(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if fut.as_mut().poll(&mut cx).is_pending()
+        && let Ok(rt) = tokio::runtime::Handle::try_current()
+    {
+        rt.spawn(fut);
+    }
 }

@@ -8,20 +8,31 @@ use super::state::{HostState, status};
 /// A host call's outcome: a proxy-wasm status, or a trap (a failing guest allocator).
 pub(crate) type HostResult = wasmtime::Result<i32>;
 
+/// The scratch buffer a host call fills is kept between calls up to this capacity, so
+/// that the common path allocates nothing and one large body does not stay resident.
+const SCRATCH_KEEP: usize = 16 * 1024;
+
 /// The guest's memory bytes at `ptr..ptr+len`, or `INVALID_MEMORY_ACCESS`.
 pub(crate) fn read(caller: &Caller<'_, HostState>, ptr: u32, len: u32) -> Result<Vec<u8>, i32> {
+    view(caller, ptr, len).map(<[u8]>::to_vec)
+}
+
+/// A borrowed view of the guest's memory at `ptr..ptr+len`: no copy, for arguments the
+/// host only looks at (keys, names, paths).
+pub(crate) fn view<'a>(
+    caller: &'a Caller<'_, HostState>,
+    ptr: u32,
+    len: u32,
+) -> Result<&'a [u8], i32> {
     let Some(mem) = caller.data().memory else {
         return Err(status::INVALID_MEMORY_ACCESS);
     };
-    slice(mem.data(caller), ptr, len).map(<[u8]>::to_vec)
+    slice(mem.data(caller), ptr, len)
 }
 
 /// Like [`read`], as a string (lossy: header names and values may be any bytes).
 pub(crate) fn read_str(caller: &Caller<'_, HostState>, ptr: u32, len: u32) -> Result<String, i32> {
-    read(caller, ptr, len).map(|v| match String::from_utf8(v) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    view(caller, ptr, len).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// A bounds-checked view of `data[ptr..ptr+len]`.
@@ -55,8 +66,10 @@ pub(crate) fn write_u32(caller: &mut Caller<'_, HostState>, ptr: u32, v: u32) ->
 }
 
 /// Copies `bytes` into memory the guest allocates, and writes its address and size at
-/// `ret_ptr` / `ret_size`. A guest whose allocator traps fails the callback.
-pub(crate) async fn hand_back(
+/// `ret_ptr` / `ret_size`. A guest whose allocator traps fails the callback. An empty
+/// value is handed back as a null pointer and length 0 without entering the guest,
+/// as Envoy does (some SDKs' allocators trap on a request for 0 bytes).
+pub(crate) fn hand_back(
     caller: &mut Caller<'_, HostState>,
     bytes: &[u8],
     ret_ptr: u32,
@@ -66,14 +79,14 @@ pub(crate) async fn hand_back(
     if let Err(e) = write_u32(caller, ret_ptr, 0).and_then(|_| write_u32(caller, ret_size, 0)) {
         return Ok(e);
     }
+    if bytes.is_empty() {
+        return Ok(status::OK);
+    }
     let Ok(len) = u32::try_from(bytes.len()) else {
         return Ok(status::INTERNAL_FAILURE);
     };
-    let Some(malloc) = caller.data().malloc.clone() else {
-        return Ok(status::INTERNAL_FAILURE);
-    };
-    let addr = malloc.call_async(&mut *caller, len).await?;
-    if addr == 0 && len > 0 {
+    let addr = allocate(caller, len)?;
+    if addr == 0 {
         return Ok(status::INTERNAL_FAILURE);
     }
     let r = write(caller, addr, bytes)
@@ -85,29 +98,80 @@ pub(crate) async fn hand_back(
     })
 }
 
+/// [`hand_back`] of a value `fill` writes into the VM's scratch buffer from the host
+/// state and the guest's memory (for arguments it reads in place): no allocation on
+/// the common path. `fill`'s error is the status the guest gets.
+pub(crate) fn hand_back_with(
+    caller: &mut Caller<'_, HostState>,
+    ret_ptr: u32,
+    ret_size: u32,
+    fill: impl FnOnce(&HostState, &[u8], &mut Vec<u8>) -> Result<(), i32>,
+) -> HostResult {
+    let mut buf = std::mem::take(&mut caller.data_mut().scratch);
+    buf.clear();
+    let filled = match caller.data().memory {
+        Some(mem) => fill(caller.data(), mem.data(&*caller), &mut buf),
+        None => Err(status::INVALID_MEMORY_ACCESS),
+    };
+    let r = match filled {
+        Ok(()) => hand_back(caller, &buf, ret_ptr, ret_size),
+        Err(code) => Ok(code),
+    };
+    if buf.capacity() <= SCRATCH_KEEP {
+        caller.data_mut().scratch = buf;
+    }
+    r
+}
+
+/// Calls the guest's allocator. A VM that runs its callbacks on a fiber (`async:
+/// true`) cannot make a blocking call from inside one: it runs the allocator on a
+/// nested fiber, driven here to completion.
+fn allocate(caller: &mut Caller<'_, HostState>, len: u32) -> wasmtime::Result<u32> {
+    let Some(malloc) = caller.data().malloc.clone() else {
+        return Ok(0);
+    };
+    super::vm::count_entry();
+    if caller.data().on_fiber {
+        super::vm::block_on(malloc.call_async(&mut *caller, len))
+    } else {
+        malloc.call(&mut *caller, len)
+    }
+}
+
 /// Serializes pairs in the proxy-wasm map format: count, (key len, value len)*, then
 /// each key and value followed by a NUL.
+#[cfg(test)]
 pub(crate) fn encode_pairs<'a>(
     pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
 ) -> Vec<u8> {
-    let n = pairs.clone().count();
-    let mut size = 4 + n * 8;
-    for (k, v) in pairs.clone() {
-        size += k.len() + v.len() + 2;
+    let mut out = Vec::new();
+    encode_pairs_into(&mut out, || pairs.clone());
+    out
+}
+
+/// [`encode_pairs`] appended to `out`, which grows once; `pairs` makes the iterator
+/// for each of the three passes.
+pub(crate) fn encode_pairs_into<'a, I>(out: &mut Vec<u8>, pairs: impl Fn() -> I)
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    let (mut n, mut size) = (0usize, 4usize);
+    for (k, v) in pairs() {
+        n += 1;
+        size += 8 + k.len() + v.len() + 2;
     }
-    let mut out = Vec::with_capacity(size);
+    out.reserve(size);
     out.extend_from_slice(&(n as u32).to_le_bytes());
-    for (k, v) in pairs.clone() {
+    for (k, v) in pairs() {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
     }
-    for (k, v) in pairs {
+    for (k, v) in pairs() {
         out.extend_from_slice(k);
         out.push(0);
         out.extend_from_slice(v);
         out.push(0);
     }
-    out
 }
 
 /// Parses the proxy-wasm map format; `None` when it is malformed.

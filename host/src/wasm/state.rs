@@ -102,8 +102,8 @@ pub(crate) struct HostState {
     pub malloc: Option<TypedFunc<u32, u32>>,
     pub limits: Limiter,
     /// Epoch ticks the running callback may still run for: a tick is counted only
-    /// when the guest is running as it passes, so time the worker spends on other
-    /// tasks (or the OS spends on other threads) is not charged to the guest.
+    /// when the guest is running as it passes, so time the thread spends descheduled
+    /// (or, for `async: true`, serving other requests) is not charged to the guest.
     pub ticks_left: u64,
     /// A wall-clock backstop, far beyond the tick budget: `backstop` after the first
     /// tick the callback sees (set then, so that a callback that ends within a tick,
@@ -123,6 +123,12 @@ pub(crate) struct HostState {
     pub signal: Arc<VmSignal>,
     /// The guest's last error-level log line: why `on_configure` refused, if it says.
     pub last_error_log: Option<String>,
+    /// Where host calls build a value before handing it to the guest; kept between
+    /// calls so that the common path allocates nothing.
+    pub scratch: Vec<u8>,
+    /// Callbacks run on a fiber (the filter is `async: true`): host calls must enter
+    /// the guest again through a nested fiber, and the deadline yields.
+    pub on_fiber: bool,
 }
 
 /// Caps a VM's linear memory; a guest growing past it traps and is counted as a

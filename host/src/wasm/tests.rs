@@ -38,6 +38,7 @@ pub(crate) fn filter(name: &str, mode: &str) -> FilterConfig {
             callback_timeout: std::time::Duration::from_secs(2),
             ..FilterLimits::default()
         },
+        asynchronous: false,
         origin: Origin {
             file: "filters.yaml".into(),
             line: 7,

@@ -1,5 +1,11 @@
 //! One VM: a wasmtime store and instance of a filter's module, its root context
 //! created and configured, and the callbacks the host calls into.
+//!
+//! Callbacks are synchronous calls into the guest (no fiber, no future per call): a
+//! fiber switch per guest entry was the largest part of a filter's price. The deadline
+//! is the store's epoch deadline, which traps. A filter configured `async: true`
+//! runs its callbacks on a fiber instead, yielding to the worker's other tasks on
+//! every epoch tick while it runs (for filters whose callbacks legitimately run long).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,6 +38,10 @@ pub enum Failure {
     /// The guest grew its memory past `limits.memory`.
     #[error("exceeded its memory limit")]
     Memory,
+    /// The filter missed its deadline again soon after a first miss, and is failed on
+    /// this worker without entering it until its back-off ends (see `worker`).
+    #[error("is suspended on this worker for {0:?} after repeated deadline misses")]
+    Suspended(Duration),
 }
 
 impl Failure {
@@ -41,6 +51,7 @@ impl Failure {
             Failure::Trap(_) => "trap",
             Failure::Timeout => "timeout",
             Failure::Memory => "memory",
+            Failure::Suspended(_) => "suspended",
         }
     }
 }
@@ -56,6 +67,8 @@ pub(crate) struct VmSpec {
     pub config: Arc<[u8]>,
     pub memory: usize,
     pub timeout: Duration,
+    /// Run callbacks on a fiber that yields (`async: true`).
+    pub on_fiber: bool,
 }
 
 type F1 = Option<TypedFunc<u32, ()>>;
@@ -122,13 +135,16 @@ impl Callbacks {
     }
 }
 
+/// Picks one of a guest's callbacks: the host names the callback it calls this way,
+/// so that a call borrows it from the VM rather than cloning anything.
+pub(crate) type Pick<P, R> = fn(&Callbacks) -> &Option<TypedFunc<P, R>>;
+
 /// A live VM of one filter.
 pub(crate) struct Vm {
     pub store: Store<HostState>,
-    pub cb: Arc<Callbacks>,
-    /// The tick budget and wall-clock backstop of one callback.
+    cb: Callbacks,
+    /// The tick budget of one callback.
     ticks: u64,
-    backstop: Duration,
 }
 
 impl Vm {
@@ -161,6 +177,8 @@ impl Vm {
             call_response: None,
             signal,
             last_error_log: None,
+            scratch: Vec::new(),
+            on_fiber: spec.on_fiber,
         };
         let mut store = Store::new(compiled.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -172,15 +190,24 @@ impl Vm {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
                 s.ticks_left -= 1;
-                // Let the worker's other tasks run while this guest computes.
-                Ok(UpdateDeadline::Yield(1))
+                Ok(if s.on_fiber {
+                    // Let the worker's other tasks run while this guest computes.
+                    UpdateDeadline::Yield(1)
+                } else {
+                    UpdateDeadline::Continue(1)
+                })
             }
         });
         let start = spec.timeout.max(START_TIMEOUT);
         store.data_mut().ticks_left = ticks(start);
         store.data_mut().backstop = backstop(start);
         store.set_epoch_deadline(1);
-        let instance = match compiled.pre.instantiate_async(&mut store).await {
+        let instance = if spec.on_fiber {
+            compiled.pre.instantiate_async(&mut store).await
+        } else {
+            compiled.pre.instantiate(&mut store)
+        };
+        let instance = match instance {
             Ok(i) => i,
             Err(e) => return Err(format!("cannot instantiate: {}", describe(&store, &e))),
         };
@@ -200,9 +227,8 @@ impl Vm {
         // longer than a request callback; it is still bounded.
         let mut vm = Vm {
             store,
-            cb: Arc::new(cb),
+            cb,
             ticks: 0,
-            backstop: Duration::ZERO,
         };
         vm.set_timeout(start);
         // Reactors export _initialize; commands (TinyGo) export _start.
@@ -210,19 +236,17 @@ impl Vm {
             .get_typed_func::<(), ()>(&mut vm.store, "_initialize")
             .or_else(|_| instance.get_typed_func::<(), ()>(&mut vm.store, "_start"))
             .ok();
-        if let Some(init) = init {
-            vm.arm();
-            if let Err(e) = init.call_async(&mut vm.store, ()).await
-                && !matches!(e.downcast_ref::<ProcExit>(), Some(ProcExit(0)))
-            {
-                return Err(format!("failed to initialize: {}", vm.classify(e)));
-            }
+        if let Some(init) = init
+            && let Err(e) = enter(&mut vm.store, vm.ticks, &init, ()).await
+            && !matches!(e.downcast_ref::<ProcExit>(), Some(ProcExit(0)))
+        {
+            return Err(format!("failed to initialize: {}", classify(&vm.store, e)));
         }
-        vm.call(&vm.cb.clone().on_context_create, (ROOT_CONTEXT, 0))
+        vm.call(|c| &c.on_context_create, (ROOT_CONTEXT, 0))
             .await
             .map_err(|f| format!("failed creating its root context: {f}"))?;
         let started = vm
-            .call(&vm.cb.clone().on_vm_start, (ROOT_CONTEXT, 0))
+            .call(|c| &c.on_vm_start, (ROOT_CONTEXT, 0))
             .await
             .map_err(|f| format!("on_vm_start {f}"))?;
         if started == Some(0) {
@@ -230,7 +254,7 @@ impl Vm {
         }
         let len = u32::try_from(spec.config.len()).unwrap_or(u32::MAX);
         let configured = vm
-            .call(&vm.cb.clone().on_configure, (ROOT_CONTEXT, len))
+            .call(|c| &c.on_configure, (ROOT_CONTEXT, len))
             .await
             .map_err(|f| format!("on_configure {f}"))?;
         if configured == Some(0) {
@@ -244,35 +268,25 @@ impl Vm {
         Ok(vm)
     }
 
-    fn arm(&mut self) {
-        let s = self.store.data_mut();
-        s.ticks_left = self.ticks;
-        s.deadline = None;
-        s.backstop = self.backstop;
-        self.store.set_epoch_deadline(1);
-    }
-
     /// Sets the deadline of every callback from now on.
     fn set_timeout(&mut self, timeout: Duration) {
         self.ticks = ticks(timeout);
-        self.backstop = backstop(timeout);
+        self.store.data_mut().backstop = backstop(timeout);
     }
 
-    /// Calls `f` for the root or a stream context; `None` when the guest lacks it.
-    pub async fn call<P, R>(
-        &mut self,
-        f: &Option<TypedFunc<P, R>>,
-        params: P,
-    ) -> Result<Option<R>, Failure>
+    /// Calls the callback `pick` names, for the root or a stream context; `None` when
+    /// the guest lacks it.
+    pub async fn call<P, R>(&mut self, pick: Pick<P, R>, params: P) -> Result<Option<R>, Failure>
     where
         P: WasmParams + Sync,
         R: WasmResults + Sync,
     {
-        let Some(f) = f else { return Ok(None) };
-        self.arm();
-        match f.call_async(&mut self.store, params).await {
+        let Some(f) = pick(&self.cb) else {
+            return Ok(None);
+        };
+        match enter(&mut self.store, self.ticks, f, params).await {
             Ok(r) => Ok(Some(r)),
-            Err(e) => Err(self.classify(e)),
+            Err(e) => Err(classify(&self.store, e)),
         }
     }
 
@@ -281,7 +295,7 @@ impl Vm {
         &mut self,
         io: &mut Box<StreamIo>,
         context: u32,
-        f: &Option<TypedFunc<P, R>>,
+        pick: Pick<P, R>,
         params: P,
     ) -> Result<Option<R>, Failure>
     where
@@ -290,7 +304,7 @@ impl Vm {
     {
         std::mem::swap(&mut self.store.data_mut().io, io);
         self.store.data_mut().effective_context = context;
-        let r = self.call(f, params).await;
+        let r = self.call(pick, params).await;
         std::mem::swap(&mut self.store.data_mut().io, io);
         r
     }
@@ -302,16 +316,42 @@ impl Vm {
         s.next_context = s.next_context.wrapping_add(1).max(ROOT_CONTEXT + 1);
         id
     }
+}
 
-    fn classify(&self, e: wasmtime::Error) -> Failure {
-        if e.downcast_ref::<DeadlineExceeded>().is_some() {
-            Failure::Timeout
-        } else if self.store.data().limits.hit || e.downcast_ref::<MemoryLimitExceeded>().is_some()
-        {
-            Failure::Memory
-        } else {
-            Failure::Trap(root_cause(&e))
-        }
+/// Runs `f` within the deadline of `ticks` epoch ticks: a plain call, or on a fiber
+/// that yields at every tick for `async: true`. Either way the epoch callback counts
+/// a tick only when it finds the guest running, so time the thread spends descheduled
+/// (a loaded machine) or, on a fiber, serving other requests is not charged; the
+/// wall-clock backstop still bounds the call.
+async fn enter<P, R>(
+    store: &mut Store<HostState>,
+    ticks: u64,
+    f: &TypedFunc<P, R>,
+    params: P,
+) -> wasmtime::Result<R>
+where
+    P: WasmParams + Sync,
+    R: WasmResults + Sync,
+{
+    count_entry();
+    let s = store.data_mut();
+    s.ticks_left = ticks;
+    s.deadline = None;
+    store.set_epoch_deadline(1);
+    if store.data().on_fiber {
+        f.call_async(store, params).await
+    } else {
+        f.call(store, params)
+    }
+}
+
+fn classify(store: &Store<HostState>, e: wasmtime::Error) -> Failure {
+    if e.downcast_ref::<DeadlineExceeded>().is_some() {
+        Failure::Timeout
+    } else if store.data().limits.hit || e.downcast_ref::<MemoryLimitExceeded>().is_some() {
+        Failure::Memory
+    } else {
+        Failure::Trap(root_cause(&e))
     }
 }
 
@@ -358,4 +398,23 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
             Poll::Pending => std::thread::park(),
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Guest entries made on this thread (callbacks and allocator calls).
+    static ENTRIES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one guest entry, in tests (where the entries per request are asserted).
+#[inline]
+pub(crate) fn count_entry() {
+    #[cfg(test)]
+    ENTRIES.with(|c| c.set(c.get() + 1));
+}
+
+/// How many times this thread entered a guest so far.
+#[cfg(test)]
+pub(crate) fn entries() -> u64 {
+    ENTRIES.with(std::cell::Cell::get)
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::Plugin;
+use super::breaker::Breaker;
 use super::vm::{Failure, ROOT_CONTEXT, Vm};
 
 /// Wakes a VM's root task: a shared queue it registered has data.
@@ -38,6 +39,8 @@ pub(crate) struct Slot {
     pub vm: Option<Vm>,
     pub generation: u64,
     pub signal: Arc<VmSignal>,
+    /// Suspends the filter on this worker after repeated deadline misses.
+    pub breaker: Breaker,
     root_task: bool,
 }
 
@@ -63,6 +66,7 @@ pub(crate) fn slot(plugin: &Arc<Plugin>) -> SlotRef {
             vm: None,
             generation: 0,
             signal: Arc::new(VmSignal::default()),
+            breaker: Breaker::default(),
             root_task: false,
         }));
         slots.insert(key, (Arc::downgrade(plugin), slot.clone()));
@@ -87,6 +91,9 @@ pub(crate) async fn ensure(
 ) -> Result<(), Failure> {
     if slot.vm.is_some() {
         return Ok(());
+    }
+    if let Some(left) = slot.breaker.suspended(Instant::now()) {
+        return Err(Failure::Suspended(left));
     }
     let vm = match plugin.take_first_vm() {
         Some(vm) => {
@@ -160,7 +167,7 @@ async fn root_loop(slot: Weak<tokio::sync::Mutex<Slot>>, plugin: Weak<Plugin>) {
                 .call_with(
                     &mut io,
                     ROOT_CONTEXT,
-                    &vm.cb.clone().on_queue_ready,
+                    |c| &c.on_queue_ready,
                     (ROOT_CONTEXT, q),
                 )
                 .await;
@@ -170,7 +177,7 @@ async fn root_loop(slot: Weak<tokio::sync::Mutex<Slot>>, plugin: Weak<Plugin>) {
         }
         if result.is_ok() && tick {
             result = vm
-                .call_with(&mut io, ROOT_CONTEXT, &vm.cb.clone().on_tick, ROOT_CONTEXT)
+                .call_with(&mut io, ROOT_CONTEXT, |c| &c.on_tick, ROOT_CONTEXT)
                 .await
                 .map(|_| None);
         }

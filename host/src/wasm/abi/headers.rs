@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
-use crate::wasm::memory::encode_pairs;
+use crate::wasm::memory::encode_pairs_into;
 use crate::wasm::state::{HostState, status};
 
 const REQUEST_HEADERS: u32 = 0;
@@ -13,42 +13,49 @@ const RESPONSE_TRAILERS: u32 = 3;
 const CALL_HEADERS: u32 = 6;
 const CALL_TRAILERS: u32 = 7;
 
-/// Every pair of map `ty`, pseudo-headers first, encoded for the guest.
-pub(crate) fn pairs(s: &HostState, ty: u32) -> Result<Vec<u8>, i32> {
-    let mut owned: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let plain: Option<&HeaderMap> = match ty {
+/// The request's pseudo-headers, in the order Envoy hands them over.
+const REQUEST_PSEUDO: [&str; 4] = [":authority", ":path", ":method", ":scheme"];
+
+/// Every pair of map `ty`, pseudo-headers first, encoded for the guest into `out`.
+pub(crate) fn pairs_into(s: &HostState, ty: u32, out: &mut Vec<u8>) -> Result<(), i32> {
+    match ty {
         REQUEST_HEADERS => {
             let r = s.io.request.as_ref().ok_or(status::NOT_FOUND)?;
-            for p in [":authority", ":path", ":method", ":scheme"] {
-                if let Some(v) = request_pseudo(s, r, p) {
-                    owned.push((p.as_bytes().to_vec(), v));
-                }
-            }
-            Some(&r.headers)
+            encode_pairs_into(out, || {
+                let pseudo = REQUEST_PSEUDO
+                    .iter()
+                    .filter_map(|p| request_pseudo(s, r, p).map(|v| (p.as_bytes(), v)));
+                pseudo.chain(plain(&r.headers))
+            });
         }
         RESPONSE_HEADERS => {
             let r = s.io.response.as_ref().ok_or(status::NOT_FOUND)?;
-            owned.push((b":status".to_vec(), r.status.as_str().as_bytes().to_vec()));
-            Some(&r.headers)
+            encode_pairs_into(out, || {
+                let status = std::iter::once((&b":status"[..], r.status.as_str().as_bytes()));
+                status.chain(plain(&r.headers))
+            });
         }
-        REQUEST_TRAILERS => Some(s.io.request_trailers.as_ref().ok_or(status::NOT_FOUND)?),
-        RESPONSE_TRAILERS => Some(s.io.response_trailers.as_ref().ok_or(status::NOT_FOUND)?),
+        REQUEST_TRAILERS => {
+            let t = s.io.request_trailers.as_ref().ok_or(status::NOT_FOUND)?;
+            encode_pairs_into(out, || plain(t));
+        }
+        RESPONSE_TRAILERS => {
+            let t = s.io.response_trailers.as_ref().ok_or(status::NOT_FOUND)?;
+            encode_pairs_into(out, || plain(t));
+        }
         CALL_HEADERS | CALL_TRAILERS => {
-            for (k, v) in call_list(s, ty)? {
-                owned.push((k.as_bytes().to_vec(), v.clone()));
-            }
-            None
+            let list = call_list(s, ty)?;
+            encode_pairs_into(out, || {
+                list.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))
+            });
         }
         _ => return Err(status::BAD_ARGUMENT),
-    };
-    let mut all: Vec<(&[u8], &[u8])> = owned
-        .iter()
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
-        .collect();
-    if let Some(m) = plain {
-        all.extend(m.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())));
     }
-    Ok(encode_pairs(all.iter().copied()))
+    Ok(())
+}
+
+fn plain(m: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    m.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
 }
 
 /// The headers or trailers of the `http_call` response being delivered.
@@ -61,21 +68,25 @@ fn call_list(s: &HostState, ty: u32) -> Result<&[(String, Vec<u8>)], i32> {
     })
 }
 
-/// The first value of `key` in map `ty`.
-pub(crate) fn value(s: &HostState, ty: u32, key: &str) -> Result<Vec<u8>, i32> {
-    let key = key.to_ascii_lowercase();
+/// The first value of `key` (any case) in map `ty`, borrowed from the stream.
+pub(crate) fn value<'s>(s: &'s HostState, ty: u32, key: &[u8]) -> Result<&'s [u8], i32> {
+    // Header names are ASCII: a key that is not UTF-8 names no header.
+    let key = std::str::from_utf8(key).map_err(|_| status::NOT_FOUND)?;
     let plain = match ty {
         REQUEST_HEADERS => {
             let r = s.io.request.as_ref().ok_or(status::NOT_FOUND)?;
             if key.starts_with(':') {
-                return request_pseudo(s, r, &key).ok_or(status::NOT_FOUND);
+                let known = REQUEST_PSEUDO.iter().find(|p| p.eq_ignore_ascii_case(key));
+                return known
+                    .and_then(|p| request_pseudo(s, r, p))
+                    .ok_or(status::NOT_FOUND);
             }
             &r.headers
         }
         RESPONSE_HEADERS => {
             let r = s.io.response.as_ref().ok_or(status::NOT_FOUND)?;
-            if key == ":status" {
-                return Ok(r.status.as_str().as_bytes().to_vec());
+            if key.eq_ignore_ascii_case(":status") {
+                return Ok(r.status.as_str().as_bytes());
             }
             &r.headers
         }
@@ -84,15 +95,16 @@ pub(crate) fn value(s: &HostState, ty: u32, key: &str) -> Result<Vec<u8>, i32> {
         CALL_HEADERS | CALL_TRAILERS => {
             return call_list(s, ty)?
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(&key))
-                .map(|(_, v)| v.clone())
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.as_slice())
                 .ok_or(status::NOT_FOUND);
         }
         _ => return Err(status::BAD_ARGUMENT),
     };
+    // `HeaderMap::get` with a `&str` folds the case itself, without allocating.
     plain
-        .get(key.as_str())
-        .map(|v| v.as_bytes().to_vec())
+        .get(key)
+        .map(HeaderValue::as_bytes)
         .ok_or(status::NOT_FOUND)
 }
 
@@ -106,10 +118,19 @@ pub(crate) enum Edit {
 
 /// Adds, replaces or removes `key` in map `ty`; pseudo-headers rewrite the request
 /// line or the status.
-pub(crate) fn edit(s: &mut HostState, ty: u32, key: &str, value: &[u8], how: Edit) -> i32 {
-    let key = key.to_ascii_lowercase();
-    if key.starts_with(':') {
-        return edit_pseudo(s, ty, &key, value, how);
+pub(crate) fn edit(s: &mut HostState, ty: u32, key: &[u8], value: &[u8], how: Edit) -> i32 {
+    if key.first() == Some(&b':') {
+        // Pseudo-header names are few and short: fold their case on the stack.
+        let mut lower = [0u8; 16];
+        let Some(buf) = lower.get_mut(..key.len()) else {
+            return status::BAD_ARGUMENT;
+        };
+        buf.copy_from_slice(key);
+        buf.make_ascii_lowercase();
+        let Ok(key) = std::str::from_utf8(buf) else {
+            return status::BAD_ARGUMENT;
+        };
+        return edit_pseudo(s, ty, key, value, how);
     }
     let map = match ty {
         REQUEST_HEADERS => s.io.request.as_mut().map(|r| &mut r.headers),
@@ -122,7 +143,8 @@ pub(crate) fn edit(s: &mut HostState, ty: u32, key: &str, value: &[u8], how: Edi
     let Some(map) = map else {
         return status::NOT_FOUND;
     };
-    let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+    // Folds the case itself (header names are lower case on the wire to h2 and here).
+    let Ok(name) = HeaderName::from_bytes(key) else {
         return status::BAD_ARGUMENT;
     };
     if how == Edit::Remove {
@@ -158,7 +180,7 @@ pub(crate) fn set_pairs(s: &mut HostState, ty: u32, pairs: Vec<(String, Vec<u8>)
     }
     let mut rc = status::OK;
     for (k, v) in pairs {
-        let r = edit(s, ty, &k, &v, Edit::Add);
+        let r = edit(s, ty, k.as_bytes(), &v, Edit::Add);
         if r != status::OK {
             rc = r;
         }
@@ -166,33 +188,28 @@ pub(crate) fn set_pairs(s: &mut HostState, ty: u32, pairs: Vec<(String, Vec<u8>)
     rc
 }
 
-fn request_pseudo(s: &HostState, r: &http::request::Parts, key: &str) -> Option<Vec<u8>> {
+fn request_pseudo<'s>(
+    s: &'s HostState,
+    r: &'s http::request::Parts,
+    key: &str,
+) -> Option<&'s [u8]> {
     let v = match key {
-        ":method" => r.method.as_str().to_string(),
-        ":path" => r
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string(),
+        ":method" => r.method.as_str(),
+        ":path" => r.uri.path_and_query().map_or("/", |p| p.as_str()),
         ":authority" => match r.uri.authority() {
-            Some(a) => a.as_str().to_string(),
-            None => {
-                return r
-                    .headers
-                    .get(http::header::HOST)
-                    .map(|h| h.as_bytes().to_vec());
-            }
+            Some(a) => a.as_str(),
+            None => return r.headers.get(http::header::HOST).map(HeaderValue::as_bytes),
         },
         ":scheme" => match r.uri.scheme_str() {
-            Some(sc) => sc.to_string(),
+            Some(sc) => sc,
             None => {
                 let tls = s.io.info.as_ref().is_some_and(|i| i.tls_version.is_some());
-                if tls { "https" } else { "http" }.to_string()
+                if tls { "https" } else { "http" }
             }
         },
         _ => return None,
     };
-    Some(v.into_bytes())
+    Some(v.as_bytes())
 }
 
 fn edit_pseudo(s: &mut HostState, ty: u32, key: &str, value: &[u8], how: Edit) -> i32 {

@@ -1,74 +1,134 @@
 //! Properties: Envoy's attribute names, read from the stream and the plugin; values
 //! set with `set_property` are seen by every filter of the stream.
+//!
+//! A read writes the value straight into the buffer handed to the guest: no string is
+//! built for the name (short paths are joined on the stack) nor for the value.
+
+use std::io::Write;
 
 use crate::wasm::state::{HostState, status};
 
-/// The value of the property at `path` (segments joined by NUL, as the SDKs send).
-pub(crate) fn get(s: &HostState, path: &[u8]) -> Result<Vec<u8>, i32> {
-    let name = join(path);
-    if let Some(v) = s.io.properties.get(&name) {
-        return Ok(v.clone());
+/// Paths up to this long (the SDKs' segments joined by '.') are joined on the stack.
+const SHORT_PATH: usize = 128;
+
+/// Writes the value of the property at `path` (segments joined by NUL, as the SDKs
+/// send) into `out`.
+pub(crate) fn get_into(s: &HostState, path: &[u8], out: &mut Vec<u8>) -> Result<(), i32> {
+    let mut stack = [0u8; SHORT_PATH];
+    let heap;
+    let name: &str = match join_into(path, &mut stack) {
+        Some(n) => n,
+        None => {
+            heap = join(path);
+            &heap
+        }
+    };
+    lookup(s, name, out)
+}
+
+fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), i32> {
+    if let Some(v) = s.io.properties.get(name) {
+        out.extend_from_slice(v);
+        return Ok(());
     }
-    let str = |v: &str| Ok(v.as_bytes().to_vec());
-    let int = |v: u64| Ok(v.to_le_bytes().to_vec());
-    match name.as_str() {
-        "plugin_name" => return str(&s.plugin_name),
-        "plugin_root_id" => return str(&s.root_id),
-        "plugin_vm_id" => return str(""),
+    let mut str = |v: &[u8]| {
+        out.extend_from_slice(v);
+        Ok(())
+    };
+    match name {
+        "plugin_name" => return str(s.plugin_name.as_bytes()),
+        "plugin_root_id" => return str(s.root_id.as_bytes()),
+        "plugin_vm_id" => return str(b""),
         _ => {}
     }
     let info = s.io.info.as_ref();
-    let req = s.io.request.as_ref();
-    match name.as_str() {
-        "source.address" => info
-            .map(|i| i.client.to_string())
-            .map_or(Err(status::NOT_FOUND), |v| str(&v)),
-        "source.port" => info.map_or(Err(status::NOT_FOUND), |i| int(u64::from(i.client.port()))),
-        "destination.address" => info
-            .map(|i| i.local.to_string())
-            .map_or(Err(status::NOT_FOUND), |v| str(&v)),
-        "destination.port" => {
-            info.map_or(Err(status::NOT_FOUND), |i| int(u64::from(i.local.port())))
+    let int = |out: &mut Vec<u8>, v: u64| {
+        out.extend_from_slice(&v.to_le_bytes());
+        Ok(())
+    };
+    let display = |out: &mut Vec<u8>, v: &dyn std::fmt::Display| {
+        write!(out, "{v}").map_err(|_| status::INTERNAL_FAILURE)
+    };
+    match name {
+        "source.address" => {
+            let i = info.ok_or(status::NOT_FOUND)?;
+            return display(out, &i.client);
         }
-        "connection.tls_version" => match info.and_then(|i| i.tls_version) {
-            Some(v) => str(v),
+        "source.port" => {
+            let i = info.ok_or(status::NOT_FOUND)?;
+            return int(out, u64::from(i.client.port()));
+        }
+        "destination.address" => {
+            let i = info.ok_or(status::NOT_FOUND)?;
+            return display(out, &i.local);
+        }
+        "destination.port" => {
+            let i = info.ok_or(status::NOT_FOUND)?;
+            return int(out, u64::from(i.local.port()));
+        }
+        "connection.tls_version" => {
+            let v = info.and_then(|i| i.tls_version).ok_or(status::NOT_FOUND)?;
+            out.extend_from_slice(v.as_bytes());
+            return Ok(());
+        }
+        "connection.mtls" => {
+            info.ok_or(status::NOT_FOUND)?;
+            out.push(0);
+            return Ok(());
+        }
+        "route_name" => {
+            let i = info.ok_or(status::NOT_FOUND)?;
+            out.extend_from_slice(i.route.as_bytes());
+            return Ok(());
+        }
+        "listener_name" => {
+            let i = info.ok_or(status::NOT_FOUND)?;
+            out.extend_from_slice(i.listener.as_bytes());
+            return Ok(());
+        }
+        "response.code" => {
+            let r = s.io.response.as_ref().ok_or(status::NOT_FOUND)?;
+            return int(out, u64::from(r.status.as_u16()));
+        }
+        "response.headers" => return super::headers::pairs_into(s, 2, out),
+        "request.headers" => return super::headers::pairs_into(s, 0, out),
+        _ => {}
+    }
+    let r = s.io.request.as_ref().ok_or(status::NOT_FOUND)?;
+    let header = |out: &mut Vec<u8>, n: &str| {
+        let v = r.headers.get(n).ok_or(status::NOT_FOUND)?;
+        out.extend_from_slice(v.as_bytes());
+        Ok(())
+    };
+    let pseudo = |out: &mut Vec<u8>, n: &str| {
+        out.extend_from_slice(super::headers::value(s, 0, n.as_bytes())?);
+        Ok(())
+    };
+    match name {
+        "request.path" => pseudo(out, ":path"),
+        "request.url_path" => {
+            out.extend_from_slice(r.uri.path().as_bytes());
+            Ok(())
+        }
+        "request.host" => pseudo(out, ":authority"),
+        "request.scheme" => pseudo(out, ":scheme"),
+        "request.method" => {
+            out.extend_from_slice(r.method.as_str().as_bytes());
+            Ok(())
+        }
+        "request.query" => {
+            out.extend_from_slice(r.uri.query().unwrap_or("").as_bytes());
+            Ok(())
+        }
+        "request.id" => header(out, "x-request-id"),
+        "request.referer" => header(out, "referer"),
+        "request.useragent" => header(out, "user-agent"),
+        "request.protocol" => display(out, &format_args!("{:?}", r.version)),
+        n => match n.strip_prefix("request.headers.") {
+            // `get` folds the name's case itself.
+            Some(h) => header(out, h),
             None => Err(status::NOT_FOUND),
         },
-        "connection.mtls" => info.map_or(Err(status::NOT_FOUND), |_| Ok(vec![0])),
-        "route_name" => info.map_or(Err(status::NOT_FOUND), |i| str(&i.route)),
-        "listener_name" => info.map_or(Err(status::NOT_FOUND), |i| str(&i.listener)),
-        "response.code" => s.io.response.as_ref().map_or(Err(status::NOT_FOUND), |r| {
-            int(u64::from(r.status.as_u16()))
-        }),
-        "response.headers" => super::headers::pairs(s, 2),
-        "request.headers" => super::headers::pairs(s, 0),
-        _ => {
-            let Some(r) = req else {
-                return Err(status::NOT_FOUND);
-            };
-            let header = |n: &str| {
-                r.headers
-                    .get(n)
-                    .map(|v| v.as_bytes().to_vec())
-                    .ok_or(status::NOT_FOUND)
-            };
-            match name.as_str() {
-                "request.path" => super::headers::value(s, 0, ":path"),
-                "request.url_path" => str(r.uri.path()),
-                "request.host" => super::headers::value(s, 0, ":authority"),
-                "request.scheme" => super::headers::value(s, 0, ":scheme"),
-                "request.method" => str(r.method.as_str()),
-                "request.query" => str(r.uri.query().unwrap_or("")),
-                "request.id" => header("x-request-id"),
-                "request.referer" => header("referer"),
-                "request.useragent" => header("user-agent"),
-                "request.protocol" => str(&format!("{:?}", r.version)),
-                n => match n.strip_prefix("request.headers.") {
-                    Some(h) => header(&h.to_ascii_lowercase()),
-                    None => Err(status::NOT_FOUND),
-                },
-            }
-        }
     }
 }
 
@@ -78,6 +138,17 @@ pub(crate) fn set(s: &mut HostState, path: &[u8], value: Vec<u8>) -> i32 {
     status::OK
 }
 
+/// Joins `path`'s NUL-separated segments with '.' into `buf`; `None` when it does
+/// not fit or is not UTF-8 (then [`join`] does it on the heap, lossily).
+fn join_into<'b>(path: &[u8], buf: &'b mut [u8; SHORT_PATH]) -> Option<&'b str> {
+    let trimmed = path.strip_suffix(&[0]).unwrap_or(path);
+    let out = buf.get_mut(..trimmed.len())?;
+    for (o, b) in out.iter_mut().zip(trimmed) {
+        *o = if *b == 0 { b'.' } else { *b };
+    }
+    std::str::from_utf8(out).ok()
+}
+
 fn join(path: &[u8]) -> String {
     let trimmed = path.strip_suffix(&[0]).unwrap_or(path);
     trimmed
@@ -85,4 +156,26 @@ fn join(path: &[u8]) -> String {
         .map(String::from_utf8_lossy)
         .collect::<Vec<_>>()
         .join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_join_on_the_stack_as_on_the_heap() {
+        let mut buf = [0u8; SHORT_PATH];
+        for path in [
+            &b"source\0address"[..],
+            b"request\0headers\0x-a\0",
+            b"plugin_name",
+        ] {
+            assert_eq!(
+                join_into(path, &mut buf).map(str::to_string),
+                Some(join(path))
+            );
+        }
+        let long = vec![b'a'; SHORT_PATH + 1];
+        assert_eq!(join_into(&long, &mut buf), None);
+    }
 }

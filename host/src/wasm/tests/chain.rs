@@ -279,3 +279,45 @@ async fn sdk_filters_are_headers_only_and_bodies_stream_past_them() {
         .to_bytes();
     assert_eq!(got.as_ref(), b"payload");
 }
+
+/// One request through `plugins` (request headers, response headers, finish): how
+/// many times it entered a guest, callbacks and allocator calls together.
+async fn entries_of_one_request(plugins: &[Arc<Plugin>], headers: &[(&str, &str)]) -> u64 {
+    let before = vm::entries();
+    let mut chain = HttpFilters::new(plugins, info());
+    cont(chain.request_headers(&mut request("/", headers), true).await);
+    cont(chain.response_headers(&mut response(200), true).await);
+    chain.finish().await;
+    vm::entries() - before
+}
+
+#[tokio::test]
+async fn guest_entries_per_request_are_the_callbacks_and_one_allocation_per_value() {
+    let min = plugin(&filter("entries-min", "min:em"));
+    // The first request makes the VM: count from the second.
+    entries_of_one_request(std::slice::from_ref(&min), &[]).await;
+    // A plain proxy-wasm filter gets every callback it exports, as on Envoy: context
+    // create, request headers, response headers, done, log, delete.
+    let plain = 6;
+    let n = entries_of_one_request(std::slice::from_ref(&min), &[("x-in", "v")]).await;
+    assert_eq!(n, plain + 1, "one more entry: the allocator, for the header's value");
+    let n = entries_of_one_request(std::slice::from_ref(&min), &[]).await;
+    assert_eq!(n, plain, "an absent header is handed back without allocating");
+    let n = entries_of_one_request(std::slice::from_ref(&min), &[("x-in", "")]).await;
+    assert_eq!(n, plain, "an empty value is handed back as (null, 0), as Envoy does");
+
+    // A portcullis-sdk filter declares it is headers-only and, with nothing to do on
+    // the response, skips that phase: context create, request headers, delete.
+    let rt = Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let mut f = filter("entries-sdk", "");
+    f.source = FilterSource::Builtin("headers".into());
+    f.config = br#"{"request":{"set":{"x-env":"prod"}}}"#.to_vec();
+    let sdk = rt.plugin(&f).unwrap_or_else(|e| panic!("{e}"));
+    entries_of_one_request(std::slice::from_ref(&sdk), &[]).await;
+    let n = entries_of_one_request(std::slice::from_ref(&sdk), &[]).await;
+    assert_eq!(n, 3, "a headers-only SDK filter with no response work");
+
+    // A chain costs the sum of its filters: nothing per chain.
+    let n = entries_of_one_request(&[min.clone(), sdk.clone(), min, sdk], &[]).await;
+    assert_eq!(n, 2 * plain + 2 * 3);
+}

@@ -34,9 +34,54 @@ async fn a_spinning_filter_fails_its_request_and_the_next_one_succeeds() {
 }
 
 #[tokio::test]
-async fn a_spinning_filter_does_not_stall_other_filters_on_its_worker() {
+async fn a_filter_that_spins_again_is_suspended_without_entering_it() {
+    let mut f = filter("spin-again", "spin:sa");
+    f.limits.callback_timeout = Duration::from_millis(20);
+    let p = plugin(&f);
+    let spin = || request("/", &[("x-spin", "1")]);
+    for _ in 0..2 {
+        let mut chain = HttpFilters::new(std::slice::from_ref(&p), info());
+        assert_eq!(
+            respond(chain.request_headers(&mut spin(), true).await).status(),
+            500
+        );
+        chain.finish().await;
+    }
+    assert_eq!(failures("spin-again", "timeout"), 2);
+    // Suspended: requests fail at once, with its on_error, and nothing runs the guest.
+    for _ in 0..20 {
+        let mut chain = HttpFilters::new(std::slice::from_ref(&p), info());
+        assert_eq!(
+            respond(chain.request_headers(&mut spin(), true).await).status(),
+            500
+        );
+        chain.finish().await;
+    }
+    assert_eq!(
+        failures("spin-again", "timeout"),
+        2,
+        "a suspended filter was entered"
+    );
+    assert_eq!(failures("spin-again", "suspended"), 20);
+    // on_error: allow lets the suspended filter's requests through.
+    let mut allow = f.clone();
+    allow.name = "spin-again-allow".into();
+    allow.on_error = crate::config::OnError::Allow;
+    let p = plugin(&allow);
+    for _ in 0..3 {
+        let mut chain = HttpFilters::new(std::slice::from_ref(&p), info());
+        cont(chain.request_headers(&mut spin(), true).await);
+        chain.finish().await;
+    }
+    assert_eq!(failures("spin-again-allow", "timeout"), 2);
+    assert_eq!(failures("spin-again-allow", "suspended"), 1);
+}
+
+#[tokio::test]
+async fn an_async_spinning_filter_does_not_stall_other_filters_on_its_worker() {
     let mut f = filter("spin-share", "spin:ss");
     f.limits.callback_timeout = Duration::from_millis(500);
+    f.asynchronous = true;
     let spin = plugin(&f);
     let other = plugin(&filter("spin-other", "headers:so"));
     let slow = async {
