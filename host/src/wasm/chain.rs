@@ -270,7 +270,10 @@ impl HttpFilters {
             let io = &mut self.io;
             let mut r = Ok(());
             let ctx = if reached {
-                r = vm.call_with(io, e.ctx, |c| &c.on_done, e.ctx).await.map(drop);
+                r = vm
+                    .call_with(io, e.ctx, |c| &c.on_done, e.ctx)
+                    .await
+                    .map(drop);
                 e.ctx
             } else {
                 let ctx = vm.new_context();
@@ -365,87 +368,28 @@ impl HttpFilters {
         {
             return Step::Continue;
         }
-        let plugin = e.plugin.clone();
-        let slot = e.slot.get_or_insert_with(|| worker::slot(&plugin)).clone();
-        let mut g = worker::lock(&slot).await;
-        if let Err(f) = worker::ensure(&mut g, &slot, &plugin).await {
-            drop(g);
-            return self.failed(i, &slot, 0, f, phase).await;
-        }
-        let generation = g.generation;
-        let Some(vm) = g.vm.as_mut() else {
-            return Step::Continue;
-        };
-        let io = &mut self.io;
-        if e.generation != generation {
-            e.ctx = vm.new_context();
-            e.generation = generation;
-            let r = vm
-                .call_with(
-                    io,
-                    e.ctx,
-                    |c| &c.on_context_create,
-                    (e.ctx, ROOT_CONTEXT),
-                )
-                .await;
-            if let Err(f) = r {
-                drop(g);
-                return self.failed(i, &slot, generation, f, phase).await;
-            }
-        }
-        let ctx = e.ctx;
-        let eos = u32::from(eos);
-        io.resumed = false;
-        io.skip_response = false;
-        let r = match phase {
-            Phase::RequestHeaders => {
-                vm.call_with(io, ctx, |c| &c.on_request_headers, (ctx, n, eos))
-                    .await
-            }
-            Phase::RequestBody => {
-                vm.call_with(io, ctx, |c| &c.on_request_body, (ctx, n, eos))
-                    .await
-            }
-            Phase::RequestTrailers => {
-                vm.call_with(io, ctx, |c| &c.on_request_trailers, (ctx, n))
-                    .await
-            }
-            Phase::ResponseHeaders => {
-                vm.call_with(io, ctx, |c| &c.on_response_headers, (ctx, n, eos))
-                    .await
-            }
-            Phase::ResponseBody => {
-                vm.call_with(io, ctx, |c| &c.on_response_body, (ctx, n, eos))
-                    .await
-            }
-            Phase::ResponseTrailers => {
-                vm.call_with(io, ctx, |c| &c.on_response_trailers, (ctx, n))
-                    .await
-            }
-        };
-        let has_calls = g.vm.as_ref().is_some_and(|vm| {
-            vm.store
-                .data()
-                .pending_calls
-                .iter()
-                .any(|c| c.context == ctx)
-        });
-        drop(g);
+        let called = call(e, &mut self.io, phase, n, eos).await;
         if self.io.skip_response && matches!(phase, Phase::RequestHeaders) {
             self.entries[i].no_response = true;
         }
-        let action = match r {
-            Ok(a) => a.unwrap_or(0),
-            Err(f) => return self.failed(i, &slot, generation, f, phase).await,
+        let (action, has_calls) = match called {
+            Called::Done { action, has_calls } => (action, has_calls),
+            Called::Gone => return Step::Continue,
+            Called::Failed(generation, f) => return self.failed(i, generation, f, phase).await,
         };
+        let e = &self.entries[i];
         if let Some(r) = &self.io.local_reply {
-            tracing::debug!(filter = %plugin.config.name, status = r.status, details = %r.details, "local response");
+            tracing::debug!(filter = %e.plugin.config.name, status = r.status, details = %r.details, "local response");
             return Step::Local;
         }
-        if has_calls
-            && let Err(f) = calls::dispatch(&slot, &plugin, generation, ctx, &mut self.io).await
-        {
-            return self.failed(i, &slot, generation, f, phase).await;
+        if has_calls {
+            let (slot, plugin) = (e.slot.clone(), e.plugin.clone());
+            let (generation, ctx) = (e.generation, e.ctx);
+            if let Some(slot) = slot
+                && let Err(f) = calls::dispatch(&slot, &plugin, generation, ctx, &mut self.io).await
+            {
+                return self.failed(i, generation, f, phase).await;
+            }
         }
         if self.io.local_reply.is_some() {
             return Step::Local;
@@ -457,26 +401,100 @@ impl HttpFilters {
             _ => {
                 if paused {
                     // Nothing outstanding can resume a paused header phase here.
-                    tracing::debug!(filter = %plugin.config.name, ?phase, "paused with nothing outstanding; continuing");
+                    tracing::debug!(filter = %self.entries[i].plugin.config.name, ?phase, "paused with nothing outstanding; continuing");
                 }
                 Step::Continue
             }
         }
     }
 
-    async fn failed(
-        &mut self,
-        i: usize,
-        slot: &SlotRef,
-        generation: u64,
-        f: Failure,
-        phase: Phase,
-    ) -> Step {
+    async fn failed(&mut self, i: usize, generation: u64, f: Failure, phase: Phase) -> Step {
         let e = &mut self.entries[i];
         e.skipped = true;
+        let slot = e
+            .slot
+            .get_or_insert_with(|| worker::slot(&e.plugin))
+            .clone();
         let during = format!("{phase:?}");
-        super::fail_vm(slot, &e.plugin, generation, &f, &during).await;
+        super::fail_vm(&slot, &e.plugin, generation, &f, &during).await;
         Step::Failed(f)
+    }
+}
+
+/// What one callback of a filter came to.
+enum Called {
+    /// It returned this action; it left `http_call`s to dispatch, or not.
+    Done { action: u32, has_calls: bool },
+    /// Its VM is gone (nothing to call).
+    Gone,
+    /// It failed (in the VM of this generation).
+    Failed(u64, Failure),
+}
+
+/// Calls filter `e`'s callback for `phase` (creating its context first if this VM has
+/// none for the stream), borrowing what it needs: a callback costs no reference
+/// count and no allocation.
+async fn call(e: &mut Entry, io: &mut Box<StreamIo>, phase: Phase, n: u32, eos: bool) -> Called {
+    let slot = e.slot.get_or_insert_with(|| worker::slot(&e.plugin));
+    let mut g = worker::lock(slot).await;
+    if let Err(f) = worker::ensure(&mut g, slot, &e.plugin).await {
+        return Called::Failed(0, f);
+    }
+    let generation = g.generation;
+    let Some(vm) = g.vm.as_mut() else {
+        return Called::Gone;
+    };
+    if e.generation != generation {
+        e.ctx = vm.new_context();
+        e.generation = generation;
+        let create = (e.ctx, ROOT_CONTEXT);
+        if let Err(f) = vm
+            .call_with(io, e.ctx, |c| &c.on_context_create, create)
+            .await
+        {
+            return Called::Failed(generation, f);
+        }
+    }
+    let ctx = e.ctx;
+    let eos = u32::from(eos);
+    io.resumed = false;
+    io.skip_response = false;
+    let r = match phase {
+        Phase::RequestHeaders => {
+            vm.call_with(io, ctx, |c| &c.on_request_headers, (ctx, n, eos))
+                .await
+        }
+        Phase::RequestBody => {
+            vm.call_with(io, ctx, |c| &c.on_request_body, (ctx, n, eos))
+                .await
+        }
+        Phase::RequestTrailers => {
+            vm.call_with(io, ctx, |c| &c.on_request_trailers, (ctx, n))
+                .await
+        }
+        Phase::ResponseHeaders => {
+            vm.call_with(io, ctx, |c| &c.on_response_headers, (ctx, n, eos))
+                .await
+        }
+        Phase::ResponseBody => {
+            vm.call_with(io, ctx, |c| &c.on_response_body, (ctx, n, eos))
+                .await
+        }
+        Phase::ResponseTrailers => {
+            vm.call_with(io, ctx, |c| &c.on_response_trailers, (ctx, n))
+                .await
+        }
+    };
+    match r {
+        Ok(action) => {
+            let pending = &vm.store.data().pending_calls;
+            let has_calls = !pending.is_empty() && pending.iter().any(|c| c.context == ctx);
+            Called::Done {
+                action: action.unwrap_or(0),
+                has_calls,
+            }
+        }
+        Err(f) => Called::Failed(generation, f),
     }
 }
 

@@ -285,7 +285,11 @@ async fn sdk_filters_are_headers_only_and_bodies_stream_past_them() {
 async fn entries_of_one_request(plugins: &[Arc<Plugin>], headers: &[(&str, &str)]) -> u64 {
     let before = vm::entries();
     let mut chain = HttpFilters::new(plugins, info());
-    cont(chain.request_headers(&mut request("/", headers), true).await);
+    cont(
+        chain
+            .request_headers(&mut request("/", headers), true)
+            .await,
+    );
     cont(chain.response_headers(&mut response(200), true).await);
     chain.finish().await;
     vm::entries() - before
@@ -300,11 +304,21 @@ async fn guest_entries_per_request_are_the_callbacks_and_one_allocation_per_valu
     // create, request headers, response headers, done, log, delete.
     let plain = 6;
     let n = entries_of_one_request(std::slice::from_ref(&min), &[("x-in", "v")]).await;
-    assert_eq!(n, plain + 1, "one more entry: the allocator, for the header's value");
+    assert_eq!(
+        n,
+        plain + 1,
+        "one more entry: the allocator, for the header's value"
+    );
     let n = entries_of_one_request(std::slice::from_ref(&min), &[]).await;
-    assert_eq!(n, plain, "an absent header is handed back without allocating");
+    assert_eq!(
+        n, plain,
+        "an absent header is handed back without allocating"
+    );
     let n = entries_of_one_request(std::slice::from_ref(&min), &[("x-in", "")]).await;
-    assert_eq!(n, plain, "an empty value is handed back as (null, 0), as Envoy does");
+    assert_eq!(
+        n, plain,
+        "an empty value is handed back as (null, 0), as Envoy does"
+    );
 
     // A portcullis-sdk filter declares it is headers-only and, with nothing to do on
     // the response, skips that phase: context create, request headers, delete.
