@@ -24,7 +24,7 @@ fn main() {
     let names = filter_crates(&filters);
     watch(&root, &filters, &names);
 
-    if !target_installed() {
+    if !target_installed() && !install_target() {
         println!(
             "cargo::error=the Rust target {WASM_TARGET} is not installed; the standard \
              filters are built for it. Install it with: rustup target add {WASM_TARGET}"
@@ -125,6 +125,32 @@ fn target_installed() -> bool {
     };
     let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     sysroot.join("lib/rustlib").join(WASM_TARGET).is_dir()
+}
+
+/// Adds the wasm target with rustup, for the toolchain this build runs on: rustup does
+/// not add the targets `rust-toolchain.toml` lists to a toolchain already installed,
+/// so a fresh checkout's `cargo run` would otherwise stop here. Says so as a warning;
+/// false when there is no rustup or it failed (the caller then says what to run).
+fn install_target() -> bool {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", WASM_TARGET]);
+    if let Some(toolchain) = std::env::var_os("RUSTUP_TOOLCHAIN") {
+        cmd.arg("--toolchain").arg(toolchain);
+    }
+    match cmd.output() {
+        Ok(out) if out.status.success() && target_installed() => {
+            println!(
+                "cargo::warning=the Rust target {WASM_TARGET} was missing; added it with \
+                 `rustup target add {WASM_TARGET}` (the standard filters are built for it)"
+            );
+            true
+        }
+        Ok(out) => {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// The cargo target dir holding OUT_DIR (`<dir>[/<triple>]/<profile>/build/<pkg>/out`):
