@@ -1,12 +1,15 @@
 //! The reference for the index: the linear matcher the router had before it (every
 //! route of a listener sorted by precedence, tried one by one), kept as it was so
-//! that the property tests compare the index with an independent implementation.
+//! that the property tests compare the index with an independent implementation. It
+//! shares only the one-label wildcard test, which the index uses only for a wildcard
+//! without its leading dot.
 
 use std::collections::HashMap;
 
 use http::{HeaderName, Method};
 
 use crate::config::{Config, HostMatch, PathMatch, RouteMatch};
+use crate::router::matcher::wildcard_matches;
 use crate::router::{Candidate, RouteId};
 
 /// Every listener's routes, compiled and sorted by precedence.
@@ -71,20 +74,10 @@ pub struct CompiledMatch {
     priority: Option<i64>,
 }
 
-/// The sort key of a route: greater is tried first. Field order is the precedence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Precedence {
-    /// `Some` beats `None`; among `Some`, higher wins.
-    priority: Option<i64>,
-    /// 2 exact, 1 wildcard, 0 none.
-    host: u8,
-    /// 2 exact, 1 prefix, 0 none.
-    path_kind: u8,
-    /// Length of the exact path or prefix.
-    path_len: usize,
-    /// Headers, plus one for a method list.
-    conditions: usize,
-}
+/// The sort key of a route, greater tried first: priority (`Some` beats `None`), host
+/// (2 exact, 1 wildcard, 0 none), path (2 exact, 1 prefix, 0 none), path length, and
+/// the number of further conditions (headers, plus one for a method list).
+pub type Precedence = (Option<i64>, u8, u8, usize, usize);
 
 // === impl CompiledMatch ===
 
@@ -110,17 +103,13 @@ impl CompiledMatch {
             Some(PathMatch::Prefix(p)) => (1, p.len()),
             None => (0, 0),
         };
-        Precedence {
-            priority: self.priority,
-            host: match self.host {
-                Some(HostMatch::Exact(_)) => 2,
-                Some(HostMatch::Wildcard(_)) => 1,
-                None => 0,
-            },
-            path_kind,
-            path_len,
-            conditions: self.headers.len() + usize::from(self.methods.is_some()),
-        }
+        let host = match self.host {
+            Some(HostMatch::Exact(_)) => 2,
+            Some(HostMatch::Wildcard(_)) => 1,
+            None => 0,
+        };
+        let conditions = self.headers.len() + usize::from(self.methods.is_some());
+        (self.priority, host, path_kind, path_len, conditions)
     }
 
     /// Whether every condition of the route holds for `req`.
@@ -155,17 +144,4 @@ impl CompiledMatch {
                 .any(|v| v.as_bytes() == want.as_bytes())
         })
     }
-}
-
-/// `*.example.com` (stored as `.example.com`) matches `a.example.com`, not
-/// `example.com` nor `a.b.example.com`.
-fn wildcard_matches(suffix: &str, host: &str) -> bool {
-    if host.len() <= suffix.len() {
-        return false;
-    }
-    let split = host.len() - suffix.len();
-    let (Some(label), Some(tail)) = (host.get(..split), host.get(split..)) else {
-        return false;
-    };
-    tail.eq_ignore_ascii_case(suffix) && !label.contains('.')
 }
