@@ -23,7 +23,7 @@ mod tests;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use route::RouteRefs;
@@ -81,14 +81,12 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
 /// resolved like [`load`] resolves them, found even when the configuration does not
 /// load: the reload watcher must see a missing module appear so that it can retry.
 pub fn named_files(dir: &Path) -> Vec<PathBuf> {
+    const FILE_KEYS: [&str; 5] = ["wasm", "cert", "key", "ca", "client_ca"];
     fn walk(node: &yaml::Node, base: &Path, out: &mut Vec<PathBuf>) {
         match &node.kind {
             yaml::Kind::Map(entries) => {
                 for (key, value) in entries {
-                    let is_file_key = matches!(
-                        key.text.as_str(),
-                        "wasm" | "cert" | "key" | "ca" | "client_ca"
-                    );
+                    let is_file_key = FILE_KEYS.contains(&key.text.as_str());
                     match &value.kind {
                         yaml::Kind::Scalar { text, .. } if is_file_key && !value.is_null() => {
                             out.push(base.join(text))
@@ -109,6 +107,16 @@ pub fn named_files(dir: &Path) -> Vec<PathBuf> {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
+        // The watcher calls this before every reload: a file that cannot name one (a
+        // large routes file, say) is not parsed a second time.
+        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let may_name = text
+            .as_bytes()
+            .split(|&b| !word(b))
+            .any(|w| FILE_KEYS.iter().any(|k| k.as_bytes() == w));
+        if !may_name {
+            continue;
+        }
         for doc in yaml::parse(&text).unwrap_or_default() {
             walk(&doc, &base, &mut out);
         }
@@ -297,8 +305,8 @@ impl Merged {
         }
     }
 
-    fn check_references(&self, errors: &mut Vec<ConfigError>) {
-        let names = |section: &str| -> Vec<&str> {
+    fn check_references<'a>(&'a self, errors: &mut Vec<ConfigError>) {
+        let names = |section: &str| -> Vec<&'a str> {
             let mut names: Vec<&str> = self
                 .declared
                 .get(section)
@@ -311,6 +319,11 @@ impl Merged {
         let filters = names("filters");
         let mut upstreams = names("upstreams");
         upstreams.push(ECHO_UPSTREAM);
+        // Sets for the lookups: a configuration of one upstream per tenant has as many
+        // upstreams as routes, and a scan per route would grow with their product.
+        let set = |names: &[&'a str]| -> HashSet<&'a str> { names.iter().copied().collect() };
+        let (listener_set, filter_set, upstream_set) =
+            (set(&listeners), set(&filters), set(&upstreams));
         for refs in &self.refs {
             let mut err = |line: usize, field: &str, kind: &str, name: &str, known: &[&str]| {
                 errors.push(ConfigError {
@@ -321,17 +334,17 @@ impl Merged {
                 })
             };
             for (name, line) in &refs.listeners {
-                if !listeners.contains(&name.as_str()) {
+                if !listener_set.contains(name.as_str()) {
                     err(*line, "listeners", "listener", name, &listeners);
                 }
             }
             for (name, line) in &refs.filters {
-                if !filters.contains(&name.as_str()) {
+                if !filter_set.contains(name.as_str()) {
                     err(*line, "filters", "filter", name, &filters);
                 }
             }
             if let Some((name, line)) = &refs.upstream
-                && !upstreams.contains(&name.as_str())
+                && !upstream_set.contains(name.as_str())
             {
                 err(*line, "upstream", "upstream", name, &upstreams);
             }

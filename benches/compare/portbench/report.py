@@ -57,6 +57,9 @@ def targets(results):
     if m and "rss_five" in m:
         d = _mib(m["rss_five"] - m["rss_none"])
         check("RSS added by 5 filters × 2 workers ≤ 16 MiB", _f(d, "{:.1f} MiB"), d <= 16)
+    if "routing" in results:
+        from .routing import targets as routing_targets
+        out += routing_targets(results["routing"])
     rl = results.get("reload")
     if rl:
         failed = _reload_failures(rl["during"])
@@ -170,6 +173,12 @@ def markdown(results):
         lines += tls_section(results["tls"], o)
     if "tls_error" in results:
         lines += ["## TLS termination", "", f"Not measured: {results['tls_error']}", ""]
+
+    if "routing" in results:
+        from .routing import section
+        lines += section(results["routing"], o)
+    if "routing_error" in results:
+        lines += ["## Routing at scale", "", f"Not measured: {results['routing_error']}", ""]
 
     t = targets(results)
     if t:

@@ -1,8 +1,9 @@
-//! One route's compiled match, and the view of a request it is matched against.
+//! The view of a request the router matches against, the precedence of a route, and
+//! the checks of one route's conditions.
 
 use http::{HeaderMap, HeaderName, Method};
 
-use crate::config::{HostMatch, PathMatch, RouteMatch};
+use crate::config::{PathMatch, RouteMatch};
 
 /// What the router looks at in a request, borrowed from its head.
 #[derive(Debug, Clone, Copy)]
@@ -56,17 +57,8 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
-/// A route's match, ready to test requests without allocating.
-#[derive(Debug, Clone)]
-pub struct CompiledMatch {
-    host: Option<HostMatch>,
-    path: Option<PathMatch>,
-    methods: Option<Vec<Method>>,
-    headers: Vec<(HeaderName, String)>,
-    priority: Option<i64>,
-}
-
-/// The sort key of a route: greater is tried first. Field order is the precedence.
+/// The sort key of a route: greater is tried first. Field order is the precedence;
+/// file order breaks the remaining ties.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Precedence {
     /// `Some` beats `None`; among `Some`, higher wins.
@@ -81,80 +73,61 @@ pub struct Precedence {
     conditions: usize,
 }
 
-// === impl CompiledMatch ===
-
-impl CompiledMatch {
-    /// Compiles `m`, remembering `priority` for precedence.
+impl Precedence {
+    /// Where a route with match `m` and `priority` stands among others.
     pub fn new(m: &RouteMatch, priority: Option<i64>) -> Self {
-        Self {
-            host: m.host.clone().map(|h| match h {
-                HostMatch::Exact(s) => HostMatch::Exact(s.to_ascii_lowercase()),
-                HostMatch::Wildcard(s) => HostMatch::Wildcard(s.to_ascii_lowercase()),
-            }),
-            path: m.path.clone(),
-            methods: m.methods.clone(),
-            headers: m.headers.clone(),
-            priority,
-        }
-    }
-
-    /// Where this route stands among others (greater is tried first).
-    pub fn precedence(&self) -> Precedence {
-        let (path_kind, path_len) = match &self.path {
+        let (path_kind, path_len) = match &m.path {
             Some(PathMatch::Exact(p)) => (2, p.len()),
             Some(PathMatch::Prefix(p)) => (1, p.len()),
             None => (0, 0),
         };
         Precedence {
-            priority: self.priority,
-            host: match self.host {
-                Some(HostMatch::Exact(_)) => 2,
-                Some(HostMatch::Wildcard(_)) => 1,
+            priority,
+            host: match m.host {
+                Some(crate::config::HostMatch::Exact(_)) => 2,
+                Some(crate::config::HostMatch::Wildcard(_)) => 1,
                 None => 0,
             },
             path_kind,
             path_len,
-            conditions: self.headers.len() + usize::from(self.methods.is_some()),
+            conditions: m.headers.len() + usize::from(m.methods.is_some()),
         }
     }
+}
 
-    /// Whether every condition of the route holds for `req`.
-    pub fn matches(&self, req: &Candidate<'_>) -> bool {
-        if let Some(host) = &self.host {
-            let Some(got) = req.host else { return false };
-            let ok = match host {
-                HostMatch::Exact(want) => got.eq_ignore_ascii_case(want),
-                HostMatch::Wildcard(suffix) => wildcard_matches(suffix, got),
-            };
-            if !ok {
-                return false;
-            }
-        }
-        let path_ok = match &self.path {
-            Some(PathMatch::Exact(want)) => req.path == want,
-            Some(PathMatch::Prefix(prefix)) => req.path.starts_with(prefix.as_str()),
-            None => true,
-        };
-        if !path_ok {
-            return false;
-        }
-        if let Some(methods) = &self.methods
-            && !methods.contains(req.method)
-        {
-            return false;
-        }
-        self.headers.iter().all(|(name, want)| {
-            req.headers
-                .get_all(name)
-                .iter()
-                .any(|v| v.as_bytes() == want.as_bytes())
-        })
+/// Whether `path` satisfies a route's path condition (none always does).
+pub(super) fn path_holds(want: Option<&PathMatch>, path: &str) -> bool {
+    match want {
+        Some(PathMatch::Exact(want)) => path == want,
+        Some(PathMatch::Prefix(prefix)) => path.starts_with(prefix.as_str()),
+        None => true,
     }
+}
+
+/// Whether the request's method and headers satisfy a route's further conditions:
+/// the method is listed (when there is a list), and each header is present with
+/// exactly the wanted value (any one of repeated values may match).
+pub(super) fn conditions_hold(
+    methods: Option<&[Method]>,
+    headers: &[(HeaderName, String)],
+    req: &Candidate<'_>,
+) -> bool {
+    if let Some(methods) = methods
+        && !methods.contains(req.method)
+    {
+        return false;
+    }
+    headers.iter().all(|(name, want)| {
+        req.headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.as_bytes() == want.as_bytes())
+    })
 }
 
 /// `*.example.com` (stored as `.example.com`) matches `a.example.com`, not
 /// `example.com` nor `a.b.example.com`.
-fn wildcard_matches(suffix: &str, host: &str) -> bool {
+pub(super) fn wildcard_matches(suffix: &str, host: &str) -> bool {
     if host.len() <= suffix.len() {
         return false;
     }

@@ -7,6 +7,9 @@ use http::{HeaderMap, HeaderValue, Method};
 use super::*;
 use crate::config::{HostMatch, PathMatch, RouteConfig, RouteMatch};
 
+mod linear;
+mod property;
+
 fn route(name: &str, matcher: RouteMatch, priority: Option<i64>) -> RouteConfig {
     RouteConfig {
         name: name.into(),
