@@ -61,6 +61,7 @@ fn config() -> Config {
     Config {
         admin: None,
         workers: 1,
+        module_cache: None,
         listeners: vec![ListenerConfig {
             name: "web".into(),
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
