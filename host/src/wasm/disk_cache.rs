@@ -61,7 +61,10 @@ impl DiskCache {
     /// Fails when the directory cannot be made, is not a directory, or can be written
     /// by other users. A directory this process cannot write is fine: it is read.
     pub fn open(dir: &Path, max_size: u64, engine: &Engine) -> Result<DiskCache, String> {
-        let made = fs::DirBuilder::new().recursive(true).mode(0o755).create(dir);
+        let made = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir);
         let meta = match (made, fs::metadata(dir)) {
             (_, Ok(meta)) if !meta.is_dir() => return Err("not a directory".into()),
             (Ok(()), Ok(meta)) => meta,
@@ -220,7 +223,10 @@ impl DiskCache {
     /// over `path`: a reader sees the old entry, no entry, or the whole new one.
     fn write_entry(&self, path: &Path, digest: &[u8; 32], payload: &[u8]) -> Result<(), String> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         let temp = self.dir.join(format!(
             "{TEMP_PREFIX}{name}-{}-{}",
             std::process::id(),
@@ -325,9 +331,10 @@ fn engine_key(engine: &Engine) -> [u8; 32] {
 
 /// What the command line found in the environment: `Some` once [`use_defaults`] ran.
 static DEFAULTS: OnceLock<Option<EnvOverride>> = OnceLock::new();
-/// The cache in use and the (directory, bound) it was opened for; `None` for none.
-static CURRENT: Mutex<Option<(Option<(PathBuf, u64)>, Option<Arc<DiskCache>>)>> =
-    Mutex::new(None);
+/// The (directory, bound) the latest configuration asked for, and the cache opened
+/// for it once a module was first needed (`None` inside: it could not be opened).
+static CURRENT: Mutex<(Option<(PathBuf, u64)>, Option<Option<Arc<DiskCache>>>)> =
+    Mutex::new((None, None));
 static NO_DEFAULT_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// `PORTCULLIS_MODULE_CACHE`, when set.
@@ -354,35 +361,38 @@ pub fn use_defaults() {
 
 /// Puts the cache a configuration asks for in place for the compiles that follow:
 /// `$ENV` when set, else `module_cache`, else (with [`use_defaults`]) the default
-/// directory. Called before every build; opens the directory only when the answer
-/// changes, so a directory that cannot be used is warned about once.
+/// directory. Called before every build. The directory is opened (made) when a module
+/// is first needed, and again only when the answer changes, so a directory that cannot
+/// be used is warned about once, and a configuration without filters touches nothing.
 pub fn configure(config: Option<&ModuleCacheConfig>) {
     let wanted = wanted(config);
-    let Ok(mut current) = CURRENT.lock() else {
-        return;
-    };
-    if current.as_ref().is_some_and(|(w, _)| *w == wanted) {
-        return;
+    if let Ok(mut current) = CURRENT.lock()
+        && current.0 != wanted
+    {
+        *current = (wanted, None);
     }
-    let cache = wanted.as_ref().and_then(|(dir, max)| {
-        let engine = &super::engine::shared().ok()?.engine;
-        match DiskCache::open(dir, *max, engine) {
-            Ok(c) => Some(Arc::new(c)),
-            Err(e) => {
-                tracing::warn!(
-                    "module cache: {} cannot be used ({e}); modules are compiled at every start",
-                    dir.display()
-                );
-                None
-            }
-        }
-    });
-    *current = Some((wanted, cache));
 }
 
-/// The cache [`configure`] put in place, if any.
+/// The cache [`configure`] put in place, if any (opening it on first use).
 pub(crate) fn current() -> Option<Arc<DiskCache>> {
-    CURRENT.lock().ok()?.as_ref()?.1.clone()
+    let mut current = CURRENT.lock().ok()?;
+    let (wanted, opened) = &mut *current;
+    opened
+        .get_or_insert_with(|| {
+            let (dir, max) = wanted.as_ref()?;
+            let engine = &super::engine::shared().ok()?.engine;
+            match DiskCache::open(dir, *max, engine) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    tracing::warn!(
+                        "module cache: {} cannot be used ({e}); modules are compiled at every start",
+                        dir.display()
+                    );
+                    None
+                }
+            }
+        })
+        .clone()
 }
 
 fn wanted(config: Option<&ModuleCacheConfig>) -> Option<(PathBuf, u64)> {

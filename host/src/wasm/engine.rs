@@ -12,8 +12,8 @@ use wasmtime::{
     PoolingAllocationConfig, Val, ValType,
 };
 
-use super::state::{AbiVersion, HostState, status};
 use super::disk_cache::{self, DiskCache};
+use super::state::{AbiVersion, HostState, status};
 use super::{abi, wasi};
 
 /// How often the epoch advances: the granularity of callback deadlines and of the

@@ -22,9 +22,7 @@ fn run(module: &Module) -> i32 {
     let mut store = Store::new(engine(), ());
     store.set_epoch_deadline(1 << 40);
     let instance = wasmtime::Instance::new(&mut store, module, &[]).unwrap();
-    let f = instance
-        .get_typed_func::<(), i32>(&mut store, "f")
-        .unwrap();
+    let f = instance.get_typed_func::<(), i32>(&mut store, "f").unwrap();
     f.call(&mut store, ()).unwrap()
 }
 
@@ -37,12 +35,17 @@ fn a_stored_module_loads_back_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(&dir.path().join("made/on/first/use"));
     let (key, compiled) = module(7);
-    assert!(cache.load(engine(), &key).is_none(), "an empty cache had it");
+    assert!(
+        cache.load(engine(), &key).is_none(),
+        "an empty cache had it"
+    );
     let path = cache.store(&key, &compiled).unwrap();
     assert_eq!(path, cache.entry_path(&key));
     let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & 0o022, 0, "an entry others can write: {mode:o}");
-    let loaded = cache.load(engine(), &key).expect("the stored entry did not load");
+    let loaded = cache
+        .load(engine(), &key)
+        .expect("the stored entry did not load");
     assert_eq!(run(&loaded), 7);
 }
 
@@ -154,8 +157,14 @@ fn past_its_bound_the_least_recently_used_entries_go() {
         .set_modified(SystemTime::now() - 2 * STALE_TEMP)
         .unwrap();
     cache.store(&c, &module_c).unwrap();
-    assert!(cache.entry_path(&a).exists(), "the recently used entry went");
-    assert!(!cache.entry_path(&b).exists(), "the least recently used stayed");
+    assert!(
+        cache.entry_path(&a).exists(),
+        "the recently used entry went"
+    );
+    assert!(
+        !cache.entry_path(&b).exists(),
+        "the least recently used stayed"
+    );
     assert!(cache.entry_path(&c).exists(), "the new entry went");
     assert!(!stale.exists(), "a stale temporary file stayed");
 }
