@@ -6,25 +6,17 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::support::{ConfDir, Proxy, client, run_to_end};
-use crate::wasm_build;
+use crate::support::{ConfDir, Proxy, run_to_end};
+use crate::wasm_binary;
 
 /// A config directory serving the probe from `probe.wasm` (copying `x-in` into
-/// `x-seen-tag`), with `extra` appended to its YAML.
+/// `x-seen-tag`) on every path, with `extra` as a second YAML file.
 fn conf(extra: &str) -> ConfDir {
-    let dir = ConfDir::new();
-    let wasm =
-        std::fs::read(wasm_build::filter("probe")).unwrap_or_else(|e| panic!("probe.wasm: {e}"));
-    dir.write("probe.wasm", wasm);
-    dir.write(
-        "proxy.yaml",
-        format!(
-            "admin: {{ address: 127.0.0.1:0 }}\nworkers: 1\n\
-             listeners: [{{ name: web, address: 127.0.0.1:0 }}]\n\
-             routes: [{{ name: r, filters: [tag], upstream: echo@internal }}]\n\
-             filters: [{{ name: tag, wasm: probe.wasm, config: \"headers:tag\" }}]\n{extra}"
-        ),
+    let dir = wasm_binary::conf(
+        "  - { name: tag, wasm: probe.wasm, config: \"headers:tag\" }",
+        "  - { name: r, filters: [tag], upstream: echo@internal }",
     );
+    dir.write("extra.yaml", extra);
     dir
 }
 
@@ -41,18 +33,7 @@ fn start(conf: &ConfDir, cache: Option<&Path>) -> Proxy {
 /// `/status`'s `filters[0].module.loaded_from`, after checking a request passes the
 /// filter.
 async fn filter_works_and_came_from(proxy: &Proxy) -> String {
-    let resp = client()
-        .get(proxy.url("web", "/"))
-        .header("x-in", "cached")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET /: {e}"));
-    assert_eq!(resp.status(), 200);
-    let echo: serde_json::Value = resp
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("echo JSON: {e}"));
-    assert_eq!(echo["headers"]["x-seen-tag"], "cached", "{echo}");
+    wasm_binary::tagged(proxy, "/", "cached").await;
     let status = proxy.status().await;
     let module = &status["filters"][0]["module"];
     assert_eq!(

@@ -18,7 +18,7 @@
 //! renamed into place, so no reader sees half an entry; past `max_size` the least
 //! recently used entries are removed.
 //!
-//! Where the directory is: see [`configure`] and docs/configuration.md.
+//! Where the directory is: `disk_cache/location.rs` and docs/configuration.md.
 
 use std::fs::{self, File, OpenOptions};
 use std::hash::{Hash, Hasher};
@@ -26,16 +26,15 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
-use crate::config::{MODULE_CACHE_MAX_SIZE, ModuleCacheConfig};
+mod location;
 
-/// The environment variable that overrides the configuration: a directory, or `off`.
-pub const ENV: &str = "PORTCULLIS_MODULE_CACHE";
+pub(crate) use location::current;
+pub use location::{ENV, configure, for_compile, use_defaults};
 
 const MAGIC: &[u8; 16] = b"portcullis-cwasm";
 /// Bumped whenever the header or the payload's meaning changes.
@@ -325,128 +324,6 @@ fn engine_key(engine: &Engine) -> [u8; 32] {
     FORMAT.hash(&mut h);
     engine.precompile_compatibility_hash().hash(&mut h);
     h.0.finalize().into()
-}
-
-// === where the cache is ===
-
-/// What the command line found in the environment: `Some` once [`use_defaults`] ran.
-static DEFAULTS: OnceLock<Option<EnvOverride>> = OnceLock::new();
-/// The (directory, bound) the latest configuration asked for, and the cache opened
-/// for it once a module was first needed (`None` inside: it could not be opened).
-static CURRENT: Mutex<(Option<(PathBuf, u64)>, Option<Option<Arc<DiskCache>>>)> =
-    Mutex::new((None, None));
-static NO_DEFAULT_WARNED: AtomicBool = AtomicBool::new(false);
-
-/// `PORTCULLIS_MODULE_CACHE`, when set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum EnvOverride {
-    Off,
-    Dir(PathBuf),
-}
-
-/// Lets the disk cache default to the user's cache directory and read `$ENV`. The
-/// command line calls it for `run` and `check`; without it (a library user, the unit
-/// tests) nothing is kept on disk unless a configuration's `module_cache.dir` says where.
-pub fn use_defaults() {
-    let env = std::env::var_os(ENV).filter(|v| !v.is_empty()).map(|v| {
-        if v == "off" {
-            EnvOverride::Off
-        } else {
-            let dir = PathBuf::from(v);
-            EnvOverride::Dir(std::path::absolute(&dir).unwrap_or(dir))
-        }
-    });
-    let _ = DEFAULTS.set(env);
-}
-
-/// Puts the cache a configuration asks for in place for the compiles that follow:
-/// `$ENV` when set, else `module_cache`, else (with [`use_defaults`]) the default
-/// directory. Called before every build. The directory is opened (made) when a module
-/// is first needed, and again only when the answer changes, so a directory that cannot
-/// be used is warned about once, and a configuration without filters touches nothing.
-pub fn configure(config: Option<&ModuleCacheConfig>) {
-    let wanted = wanted(config);
-    if let Ok(mut current) = CURRENT.lock()
-        && current.0 != wanted
-    {
-        *current = (wanted, None);
-    }
-}
-
-/// The cache [`configure`] put in place, if any (opening it on first use).
-pub(crate) fn current() -> Option<Arc<DiskCache>> {
-    let mut current = CURRENT.lock().ok()?;
-    let (wanted, opened) = &mut *current;
-    opened
-        .get_or_insert_with(|| {
-            let (dir, max) = wanted.as_ref()?;
-            let engine = &super::engine::shared().ok()?.engine;
-            match DiskCache::open(dir, *max, engine) {
-                Ok(c) => Some(Arc::new(c)),
-                Err(e) => {
-                    tracing::warn!(
-                        "module cache: {} cannot be used ({e}); modules are compiled at every start",
-                        dir.display()
-                    );
-                    None
-                }
-            }
-        })
-        .clone()
-}
-
-fn wanted(config: Option<&ModuleCacheConfig>) -> Option<(PathBuf, u64)> {
-    let max = config.map_or(MODULE_CACHE_MAX_SIZE, |c| c.max_size);
-    let cli = DEFAULTS.get();
-    match (cli.and_then(Option::as_ref), config) {
-        (Some(EnvOverride::Off), _) => None,
-        (Some(EnvOverride::Dir(dir)), _) => Some((dir.clone(), max)),
-        (None, Some(c)) if !c.enabled => None,
-        (None, Some(ModuleCacheConfig { dir: Some(dir), .. })) => Some((dir.clone(), max)),
-        (None, Some(_)) => default_dir().map(|d| (d, max)),
-        (None, None) if cli.is_some() => default_dir().map(|d| (d, max)),
-        (None, None) => None,
-    }
-}
-
-/// The directory `portcullis compile` writes to: `dir` if given, else `$ENV`, else
-/// the default — the one `run` uses unless a configuration names another.
-pub fn for_compile(dir: Option<&Path>) -> Result<DiskCache, String> {
-    let dir = match dir {
-        Some(d) => std::path::absolute(d).unwrap_or_else(|_| d.to_owned()),
-        None => {
-            use_defaults();
-            match DEFAULTS.get().and_then(Option::as_ref) {
-                Some(EnvOverride::Off) => {
-                    return Err(format!("{ENV}=off: no module cache to write to"));
-                }
-                Some(EnvOverride::Dir(d)) => d.clone(),
-                None => default_dir().ok_or("no cache directory: give --cache-dir")?,
-            }
-        }
-    };
-    let engine = &super::engine::shared()?.engine;
-    DiskCache::open(&dir, MODULE_CACHE_MAX_SIZE, engine)
-        .map_err(|e| format!("module cache {}: {e}", dir.display()))
-}
-
-/// `$XDG_CACHE_HOME/portcullis/modules`, else `$HOME/.cache/portcullis/modules`; when
-/// neither variable is usable, `None` and (once) a warning.
-fn default_dir() -> Option<PathBuf> {
-    let absolute = |var: &str| {
-        std::env::var_os(var)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    let found = absolute("XDG_CACHE_HOME")
-        .or_else(|| absolute("HOME").map(|h| h.join(".cache")))
-        .map(|c| c.join("portcullis").join("modules"));
-    if found.is_none() && !NO_DEFAULT_WARNED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            "module cache: neither $XDG_CACHE_HOME nor $HOME is set; modules are compiled at every start (set module_cache.dir or {ENV})"
-        );
-    }
-    found
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ use super::AbiVersion;
 use super::disk_cache::{self, DiskCache};
 use super::engine::{self, ModuleOrigin, Shared};
 
+/// A module's bytes, or why they cannot be had.
+type Bytes = Result<Cow<'static, [u8]>, String>;
+
 /// Compiles every file of `files` (and, with `builtins`, every standard filter) into
 /// the module cache at `cache_dir` (default: the one `run` uses without a
 /// `module_cache.dir`), checking that each speaks proxy-wasm and links against this
@@ -27,7 +30,7 @@ pub fn run(files: &[PathBuf], builtins: bool, cache_dir: Option<&Path>) -> ExitC
             return ExitCode::FAILURE;
         }
     };
-    let mut inputs: Vec<(String, Result<Cow<'static, [u8]>, String>)> = files
+    let mut inputs: Vec<(String, Bytes)> = files
         .iter()
         .map(|f| {
             let bytes = std::fs::read(f).map_err(|e| format!("cannot read it: {e}"));

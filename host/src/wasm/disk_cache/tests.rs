@@ -6,6 +6,7 @@ use std::time::Duration;
 use wasmtime::Store;
 
 use super::*;
+use crate::config::MODULE_CACHE_MAX_SIZE;
 use crate::wasm::engine::{ModuleOrigin, digest, shared};
 
 fn engine() -> &'static Engine {
