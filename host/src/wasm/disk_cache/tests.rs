@@ -58,8 +58,10 @@ fn a_damaged_entry_is_refused_and_can_be_stored_again() {
     let path = cache.store(&key, &compiled).unwrap();
     let good = fs::read(&path).unwrap();
     let last = good.len() - 1;
-    // One flipped byte in each header field, in the payload, and at its end.
-    let flips = [0, 17, 30, 60, 90, 100, HEADER_LEN + 40, last];
+    // One flipped byte in each header field, and at the start, middle and end of the
+    // payload.
+    let middle = HEADER_LEN + (good.len() - HEADER_LEN) / 2;
+    let flips = [0, 17, 30, 60, 90, 100, HEADER_LEN + 40, middle, last];
     let mut damaged: Vec<(String, Vec<u8>)> = flips
         .iter()
         .map(|&at| {
