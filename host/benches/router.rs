@@ -116,6 +116,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
     Config {
         admin: None,
         workers: 1,
+        module_cache: None,
         listeners: vec![ListenerConfig {
             name: "web".into(),
             address: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -1,4 +1,5 @@
-//! The command line: `portcullis run`, `portcullis check` and `portcullis filter-test`.
+//! The command line: `portcullis run`, `portcullis check`, `portcullis compile` and
+//! `portcullis filter-test`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,10 @@ enum Command {
     /// happen to them) without a proxy: one line per case; exit 0 when all pass, 1
     /// when one fails, 2 when a spec or its filter cannot be loaded.
     FilterTest(FilterTestArgs),
+    /// Compile modules ahead of time into the module cache that `run` and `check`
+    /// read (see docs/operations.md): one line per module saying what was written
+    /// where; exit 1 when one is not a proxy-wasm module or cannot be stored.
+    Compile(CompileArgs),
 }
 
 #[derive(Args, Debug)]
@@ -52,6 +57,20 @@ struct CheckArgs {
     /// The configuration directory.
     #[arg(long, value_name = "DIR", default_value = "conf")]
     conf: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct CompileArgs {
+    /// Modules to compile.
+    #[arg(value_name = "FILE.wasm", required_unless_present = "builtins")]
+    files: Vec<PathBuf>,
+    /// Also compile every standard filter embedded in this binary.
+    #[arg(long)]
+    builtins: bool,
+    /// The cache directory (default: $PORTCULLIS_MODULE_CACHE, else
+    /// $XDG_CACHE_HOME/portcullis/modules, else $HOME/.cache/portcullis/modules).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -84,6 +103,14 @@ pub fn main() -> ExitCode {
             init_tracing(LogFormat::Plain, "warn");
             let verdict = crate::testkit::run_files(&args.specs, args.verbose);
             Ok(ExitCode::from(verdict.code()))
+        }
+        Some(Command::Compile(args)) => {
+            init_tracing(LogFormat::Plain, "warn");
+            Ok(wasm::precompile::run(
+                &args.files,
+                args.builtins,
+                args.cache_dir.as_deref(),
+            ))
         }
         Some(Command::Run(args)) => {
             init_tracing(args.log_format, "info");
@@ -127,6 +154,8 @@ fn print_errors(errors: &ConfigErrors) {
 }
 
 fn check(conf: &Path) -> anyhow::Result<ExitCode> {
+    // Compiling every module anyway, check leaves them in the cache for `run`.
+    wasm::disk_cache::use_defaults();
     let runtime = wasm::Runtime::new().context("cannot start the wasm runtime")?;
     let built = config::load(conf).and_then(|c| Snapshot::build(Arc::new(c), &runtime, 1, None));
     match built {
@@ -160,6 +189,7 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
         let _rt = rt.enter();
         Signals::new()?
     };
+    wasm::disk_cache::use_defaults();
     let runtime = wasm::Runtime::new().context("cannot start the wasm runtime")?;
     let app = match App::start(conf, runtime) {
         Ok(app) => app,

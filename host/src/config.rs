@@ -10,6 +10,7 @@ mod error;
 pub(crate) mod filter;
 mod listener;
 mod model;
+mod module_cache;
 mod route;
 mod units;
 mod upstream;
@@ -157,6 +158,7 @@ fn config_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 struct Merged {
     admin: Option<AdminConfig>,
     workers: Option<(usize, Origin)>,
+    module_cache: Option<ModuleCacheConfig>,
     listeners: Vec<ListenerConfig>,
     routes: Vec<RouteConfig>,
     filters: Vec<FilterConfig>,
@@ -205,6 +207,17 @@ impl Merged {
                         v.error(cx, format!("workers is already set at {}", at(first)))
                     }
                     None => self.workers = Some((n as usize, cx.origin(v.line))),
+                }
+            }
+            if let Some(v) = f.take("module_cache")
+                && let Some(cache) = module_cache::module_cache(cx, &v)
+            {
+                match &self.module_cache {
+                    Some(first) => v.error(
+                        cx,
+                        format!("module_cache is already set at {}", at(&first.origin)),
+                    ),
+                    None => self.module_cache = Some(cache),
                 }
             }
             for section in ["listeners", "routes", "filters", "upstreams"] {
@@ -275,6 +288,7 @@ impl Merged {
         Config {
             admin: self.admin,
             workers: self.workers.map_or_else(default_workers, |(n, _)| n),
+            module_cache: self.module_cache,
             listeners: self.listeners,
             routes: self.routes,
             filters: self.filters,

@@ -74,6 +74,7 @@ impl Snapshot {
     ) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
 
+        crate::wasm::disk_cache::configure(config.module_cache.as_ref());
         let mut plugins: HashMap<String, Arc<Plugin>> = HashMap::new();
         for filter in &config.filters {
             let serving = previous.and_then(|p| p.plugins.get(&filter.name));
@@ -184,6 +185,11 @@ impl Snapshot {
     /// The compiled router.
     pub fn router(&self) -> &Router {
         &self.router
+    }
+
+    /// A configured filter by name.
+    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.get(name)
     }
 
     /// A configured upstream by name (e.g. for a filter's `http_call`).

@@ -14,10 +14,12 @@ pub mod body;
 mod breaker;
 mod calls;
 mod chain;
+pub mod disk_cache;
 mod engine;
 pub mod foreign;
 mod memory;
 mod metrics;
+pub mod precompile;
 mod shared;
 mod state;
 mod upstream_caller;
@@ -35,6 +37,7 @@ use crate::config::{ConfigError, FilterConfig, FilterSource};
 pub use body::{FilteredBody, LocalSlot, SharedFilters};
 pub use calls::{CallFuture, HttpCaller};
 pub use chain::HttpFilters;
+pub use engine::ModuleOrigin;
 pub use foreign::{ForeignError, ForeignFunction};
 pub use metrics::failures;
 pub use state::AbiVersion;
@@ -169,6 +172,16 @@ impl Plugin {
     pub fn start_fresh_vm(&self) -> Result<(), String> {
         let signal = Arc::new(worker::VmSignal::default());
         vm::block_on(vm::Vm::start(&self.compiled, &self.spec, signal)).map(drop)
+    }
+
+    /// The hex sha256 of the filter's module.
+    pub fn module_hash(&self) -> &str {
+        &self.compiled.hash
+    }
+
+    /// Whether the module was compiled in this process or loaded from the disk cache.
+    pub fn module_origin(&self) -> ModuleOrigin {
+        self.compiled.origin
     }
 
     /// Whether the module declared that only its header phases do anything (it

@@ -1,9 +1,9 @@
 //! `portcullis check` refuses a bad standard-filter configuration with a message that
 //! names the filter and the field.
 
-use std::process::Command;
+use std::ffi::OsStr;
 
-use crate::support::ConfDir;
+use crate::support::{ConfDir, run_to_end};
 
 #[test]
 fn bad_filter_configs_name_the_field() {
@@ -21,18 +21,12 @@ filters:
   - { name: ghost, builtin: no-such-filter }
 "#,
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "--conf"])
-        .arg(conf.path())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run portcullis check: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected exit 1, stderr:\n{stderr}"
-    );
+    let (code, _, stderr) = run_to_end([
+        OsStr::new("check"),
+        "--conf".as_ref(),
+        conf.path().as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "expected exit 1, stderr:\n{stderr}");
     for (line, filter, field) in [
         (4, "limit", "config.rate"),
         (5, "login", "config.users[0]"),

@@ -34,6 +34,7 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
     Config {
         admin: None,
         workers: 1,
+        module_cache: None,
         listeners: vec![ListenerConfig {
             name: LISTENER.into(),
             address: SocketAddr::from(([127, 0, 0, 1], 0)),

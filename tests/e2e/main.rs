@@ -11,6 +11,7 @@ mod filters_builtin;
 mod filters_check;
 mod filters_ratelimit;
 mod inproc;
+mod module_cache;
 mod reload;
 mod reload_memory;
 mod routing;

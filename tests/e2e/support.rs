@@ -23,6 +23,8 @@
 //! - [`ConfDir`]: a temp directory; `write(name, yaml)` adds or replaces a file (to
 //!   trigger a reload), `remove(name)`, `path()`.
 //! - [`Proxy`]: `start(&conf)` spawns `portcullis run --conf DIR` with `RUST_LOG=info`
+//!   (and, like every run of the binary here, a module cache in a temp dir of its own,
+//!   never the user's: [`portcullis`])
 //!   and waits (20 s) until it logs `serving` (all listeners bound, workers accepting);
 //!   on failure it panics with the captured stderr. `try_start` returns the error
 //!   instead (for configs that must fail). `addr("web")` / `url("web", "/p")` /
@@ -119,6 +121,8 @@ impl Default for ConfDir {
 /// A running `portcullis` process.
 pub struct Proxy {
     child: Child,
+    /// `$XDG_CACHE_HOME` of the process: where its module cache goes by default.
+    _cache_home: tempfile::TempDir,
     logs: Arc<Mutex<Vec<String>>>,
     exited: Option<ExitStatus>,
 }
@@ -143,7 +147,7 @@ impl Proxy {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Result<Proxy, String> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        let (mut cmd, cache_home) = portcullis();
         cmd.arg("run").arg("--conf").arg(conf.path()).args(args);
         cmd.env("RUST_LOG", "info");
         for (k, v) in envs {
@@ -172,6 +176,7 @@ impl Proxy {
         }
         let mut proxy = Proxy {
             child,
+            _cache_home: cache_home,
             logs,
             exited: None,
         };
@@ -355,6 +360,20 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
 
 // === clients ===
 
+/// A command running the `portcullis` binary with `$XDG_CACHE_HOME` in a fresh temp
+/// dir (returned; deleted on drop), so that its module cache is never the user's
+/// default. A test that wants a particular cache sets `PORTCULLIS_MODULE_CACHE`.
+pub fn portcullis() -> (Command, tempfile::TempDir) {
+    let home = tempfile::Builder::new()
+        .prefix("portcullis-e2e-cache-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.env("XDG_CACHE_HOME", home.path())
+        .env_remove("PORTCULLIS_MODULE_CACHE");
+    (cmd, home)
+}
+
 /// Runs the `portcullis` binary with `args` (access log off) to completion: exit code,
 /// stdout, stderr.
 pub fn run_to_end<I, S>(args: I) -> (Option<i32>, String, String)
@@ -367,7 +386,8 @@ where
         .iter()
         .map(|a| a.as_ref().to_string_lossy().into_owned())
         .collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    let (mut cmd, _cache_home) = portcullis();
+    let out = cmd
         .args(&args)
         .env("RUST_LOG", "warn")
         .output()

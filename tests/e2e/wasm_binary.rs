@@ -6,7 +6,9 @@ use std::time::Duration;
 use crate::support::{ConfDir, Proxy, client};
 use crate::wasm_build;
 
-fn conf(filters: &str, routes: &str) -> ConfDir {
+/// A config directory holding the probe as `probe.wasm`, with these `filters` and
+/// `routes` (YAML list items), one worker and an admin listener.
+pub(crate) fn conf(filters: &str, routes: &str) -> ConfDir {
     let dir = ConfDir::new();
     let wasm =
         std::fs::read(wasm_build::filter("probe")).unwrap_or_else(|e| panic!("probe.wasm: {e}"));
@@ -20,6 +22,23 @@ fn conf(filters: &str, routes: &str) -> ConfDir {
         ),
     );
     dir
+}
+
+/// GETs `path` with `x-in: value` through a probe configured `headers:tag`, and checks
+/// that the echo saw it copied into `x-seen-tag`.
+pub(crate) async fn tagged(proxy: &Proxy, path: &str, value: &str) {
+    let resp = client()
+        .get(proxy.url("web", path))
+        .header("x-in", value)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value = resp
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("echo JSON: {e}"));
+    assert_eq!(echo["headers"]["x-seen-tag"], value, "{echo}");
 }
 
 async fn metrics(proxy: &Proxy) -> String {
@@ -51,21 +70,7 @@ async fn a_module_from_disk_filters_and_counts() {
          \x20 - { name: spinning, match: { path_prefix: /spin }, filters: [spin], upstream: echo@internal }",
     );
     let proxy = Proxy::start(&dir);
-    let resp = client()
-        .get(proxy.url("web", "/tag"))
-        .header("x-in", "through-the-binary")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET /tag: {e}"));
-    assert_eq!(resp.status(), 200);
-    let echo: serde_json::Value = resp
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("echo JSON: {e}"));
-    assert_eq!(
-        echo["headers"]["x-seen-tag"], "through-the-binary",
-        "{echo}"
-    );
+    tagged(&proxy, "/tag", "through-the-binary").await;
     metrics_eventually(&proxy, "probe_requests_total{filter=\"tag\"} 1").await;
 
     let resp = client()

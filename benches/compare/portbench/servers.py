@@ -3,6 +3,7 @@ configuration that makes the comparison fair (one worker, keep-alive to the upst
 no access log), all bound to 127.0.0.1 only."""
 
 import os
+import subprocess
 
 from .procs import Proc, free_port, wait_ready
 
@@ -193,10 +194,11 @@ def routes_yaml(chain):
     return f"routes:\n  - name: all\n{filters}    upstream: backend\n"
 
 
-def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
-                     certs=None):
-    """`portcullis run --conf DIR` with the access log silenced (nginx's is off too);
-    with `certs` (see `tls_certs`), its listener terminates TLS."""
+def spawn_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
+                     certs=None, cache=None):
+    """`portcullis run --conf DIR` with the access log silenced (nginx's is off too),
+    started and not waited for: (proc, port, admin_port, conf dir). Its module cache is
+    `cache`, by default a directory of `workdir` (never the user's own)."""
     if not binary or not os.path.exists(binary):
         raise RuntimeError(f"no Portcullis binary at {binary}")
     port, admin_port = free_port(), free_port()
@@ -204,10 +206,26 @@ def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, 
     files = portcullis_files(port, admin_port, backend_port, workers, chain, certs=certs)
     for name, text in files.items():
         _write(os.path.join(conf, name), text)
-    penv = dict(os.environ, RUST_LOG="warn")
+    penv = dict(os.environ, RUST_LOG="warn",
+                PORTCULLIS_MODULE_CACHE=cache or os.path.join(workdir, "module-cache"))
     penv.update(env or {})
     proc = Proc("portcullis", [binary, "run", "--conf", conf], cpu=cpu,
                 log=os.path.join(workdir, "stdout.log"), env=penv)
+    return proc, port, admin_port, conf
+
+
+def compile_builtins(binary, cache):
+    """`portcullis compile --builtins` into `cache`: a warm module cache."""
+    subprocess.run([binary, "compile", "--builtins", "--cache-dir", cache], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
+                     certs=None, cache=None):
+    """`spawn_portcullis`, waited for until it serves; with `certs` (see `tls_certs`),
+    its listener terminates TLS."""
+    proc, port, admin_port, conf = spawn_portcullis(binary, workdir, cpu, backend_port,
+                                                    workers, chain, env, certs, cache)
     admin = f"http://127.0.0.1:{admin_port}"
     wait_ready(proc, admin + "/ready", timeout=60)
     url = f"{'https' if certs else 'http'}://127.0.0.1:{port}/"

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::config::{FilterSource, OnError};
 use crate::server::listeners::Kind;
+use crate::wasm::ModuleOrigin;
 
 /// Builds the `/status` JSON for `app`.
 pub(super) fn status(app: &App) -> Value {
@@ -59,11 +60,19 @@ pub(super) fn status(app: &App) -> Value {
                 FilterSource::Builtin(name) => format!("builtin:{name}"),
                 FilterSource::Wasm(path) => format!("wasm:{}", path.display()),
             };
+            let module = snapshot.plugin(&f.name).map(|p| {
+                let from = match p.module_origin() {
+                    ModuleOrigin::Compiler => "compiler",
+                    ModuleOrigin::DiskCache => "disk_cache",
+                };
+                json!({ "sha256": p.module_hash(), "loaded_from": from })
+            });
             json!({
                 "name": f.name,
                 "source": source,
                 "root_id": f.root_id,
                 "on_error": match f.on_error { OnError::Deny => "deny", OnError::Allow => "allow" },
+                "module": module,
             })
         })
         .collect();

@@ -24,6 +24,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Worker threads; defaults to the number of cores.
     pub workers: usize,
+    /// Where compiled modules are kept between runs, if the configuration says.
+    pub module_cache: Option<ModuleCacheConfig>,
     /// Listeners in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Routes in file order (precedence is the router's business).
@@ -47,6 +49,26 @@ pub struct AdminConfig {
     /// Where it was declared.
     pub origin: Origin,
 }
+
+/// `module_cache:` — where compiled filter modules are kept on disk, so that a start
+/// or reload finds them compiled (the environment variable `PORTCULLIS_MODULE_CACHE`
+/// overrides it; see docs/configuration.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleCacheConfig {
+    /// Whether compiled modules are kept on disk at all.
+    pub enabled: bool,
+    /// The directory, resolved against the file naming it; `None`: the default
+    /// (`$XDG_CACHE_HOME/portcullis/modules`, else `$HOME/.cache/portcullis/modules`).
+    pub dir: Option<PathBuf>,
+    /// Past this total size the least recently used entries are removed.
+    pub max_size: u64,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// The default bound of the module cache: a compiled standard filter takes about a
+/// MiB, so this keeps some hundreds of module versions.
+pub const MODULE_CACHE_MAX_SIZE: u64 = 256 * 1024 * 1024;
 
 /// `listeners[]`.
 #[derive(Debug, Clone, PartialEq)]

@@ -415,3 +415,55 @@ fn broken_items_still_count_as_declared_and_their_references_are_checked() {
         ]
     );
 }
+
+#[test]
+fn module_cache_is_optional_and_its_dir_relative_to_its_file() {
+    let dir = dir_with(&[("a.yaml", LISTENER)]);
+    assert_eq!(loaded(dir.path()).module_cache, None);
+
+    let dir = dir_with(&[
+        ("a.yaml", LISTENER),
+        (
+            "cache.yaml",
+            "module_cache: { dir: cache/modules, max_size: 64MiB }\n",
+        ),
+    ]);
+    let cache = loaded(dir.path()).module_cache.unwrap();
+    let base = std::path::absolute(dir.path()).unwrap();
+    assert!(cache.enabled);
+    assert_eq!(cache.dir, Some(base.join("cache/modules")));
+    assert_eq!(cache.max_size, 64 << 20);
+
+    let dir = dir_with(&[(
+        "a.yaml",
+        &format!("{LISTENER}module_cache: {{ enabled: false }}\n"),
+    )]);
+    let cache = loaded(dir.path()).module_cache.unwrap();
+    assert!(!cache.enabled);
+    assert_eq!(cache.dir, None);
+    assert_eq!(cache.max_size, MODULE_CACHE_MAX_SIZE);
+}
+
+#[test]
+fn module_cache_errors() {
+    let dir = dir_with(&[
+        (
+            "a.yaml",
+            &format!(
+                "{LISTENER}module_cache: {{ dir: \"\", max_size: 0, enabled: maybe, size: 1 }}\n"
+            ),
+        ),
+        ("b.yaml", "module_cache: { enabled: false }\n"),
+        ("c.yaml", "module_cache: {}\n"),
+    ]);
+    assert_eq!(
+        errors(dir.path()),
+        [
+            "a.yaml:3: module_cache.enabled: expected true or false, found `maybe`",
+            "a.yaml:3: module_cache.dir: must not be empty",
+            "a.yaml:3: module_cache.max_size: must be greater than 0",
+            "a.yaml:3: module_cache.size: unknown field (expected one of: enabled, dir, max_size)",
+            "c.yaml:1: module_cache: module_cache is already set at b.yaml:1",
+        ]
+    );
+}

@@ -1,5 +1,6 @@
 //! The process's one wasmtime engine, its epoch ticker, the host-function linker, and
-//! the module cache (compiled once per content hash).
+//! the module cache (compiled once per content hash; in memory, in front of the
+//! [`disk_cache`](super::disk_cache)).
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use wasmtime::{
     PoolingAllocationConfig, Val, ValType,
 };
 
+use super::disk_cache::{self, DiskCache};
 use super::state::{AbiVersion, HostState, status};
 use super::{abi, wasi};
 
@@ -60,6 +62,17 @@ pub(crate) struct Compiled {
     pub headers_only: bool,
     /// Hex sha256 of the module bytes.
     pub hash: String,
+    /// Whether cranelift compiled it in this process or it came from the disk cache.
+    pub origin: ModuleOrigin,
+}
+
+/// Where a module's compiled code came from when this process first needed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModuleOrigin {
+    /// Compiled by cranelift.
+    Compiler,
+    /// Loaded from the disk cache, compiled by an earlier run (or `portcullis compile`).
+    DiskCache,
 }
 
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
@@ -132,27 +145,23 @@ fn config(pooling: bool) -> Config {
 }
 
 impl Shared {
-    /// Compiles `bytes` (or finds it compiled), checks it speaks proxy-wasm, and links
-    /// it. The error says what is wrong with the module.
+    /// Compiles `bytes` (or finds it compiled, in memory or on disk), checks it speaks
+    /// proxy-wasm, and links it. The error says what is wrong with the module.
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, String> {
         let digest = digest(bytes);
         if let Some(mut hit) = self.cache.get_mut(&digest) {
             hit.last_used = Instant::now();
             return Ok(Arc::clone(&hit.compiled));
         }
-        let module = Module::new(&self.engine, bytes)
-            .map_err(|e| format!("not a valid wasm module: {}", root_cause(&e)))?;
-        let abi = abi_version(&module)?;
-        let headers_only = module
-            .exports()
-            .any(|e| e.name() == HEADERS_ONLY && matches!(e.ty(), ExternType::Func(_)));
-        let pre = self.link(&module)?;
-        let compiled = Arc::new(Compiled {
-            pre,
-            abi,
-            headers_only,
-            hash: hex::encode(digest),
-        });
+        let disk = disk_cache::current();
+        let (module, origin) = self.module(bytes, &digest, disk.as_deref())?;
+        let compiled = Arc::new(self.prepare(module, origin, digest)?);
+        if let Some(disk) = &disk
+            && origin == ModuleOrigin::Compiler
+        {
+            // A failure is logged by the cache: this module still serves.
+            let _ = disk.store(&digest, compiled.pre.module());
+        }
         self.evict_idle();
         // Another thread may have compiled the same bytes meanwhile: keep one.
         let entry = self.cache.entry(digest).or_insert_with(|| Cached {
@@ -160,6 +169,49 @@ impl Shared {
             last_used: Instant::now(),
         });
         Ok(Arc::clone(&entry.compiled))
+    }
+
+    /// The module of `bytes` (sha256 `digest`): from `disk` when it holds a sound entry,
+    /// else compiled (and not stored: the caller stores it once it proved usable).
+    pub(crate) fn module(
+        &self,
+        bytes: &[u8],
+        digest: &[u8; 32],
+        disk: Option<&DiskCache>,
+    ) -> Result<(Module, ModuleOrigin), String> {
+        if let Some(module) = disk.and_then(|d| d.load(&self.engine, digest)) {
+            return Ok((module, ModuleOrigin::DiskCache));
+        }
+        let started = Instant::now();
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| format!("not a valid wasm module: {}", root_cause(&e)))?;
+        tracing::info!(
+            module = %hex::encode(digest),
+            ms = started.elapsed().as_millis() as u64,
+            "wasm: module compiled"
+        );
+        Ok((module, ModuleOrigin::Compiler))
+    }
+
+    /// Checks that `module` speaks proxy-wasm and links it.
+    pub(crate) fn prepare(
+        &self,
+        module: Module,
+        origin: ModuleOrigin,
+        digest: [u8; 32],
+    ) -> Result<Compiled, String> {
+        let abi = abi_version(&module)?;
+        let headers_only = module
+            .exports()
+            .any(|e| e.name() == HEADERS_ONLY && matches!(e.ty(), ExternType::Func(_)));
+        let pre = self.link(&module)?;
+        Ok(Compiled {
+            pre,
+            abi,
+            headers_only,
+            hash: hex::encode(digest),
+            origin,
+        })
     }
 
     /// Drops the unused modules past [`IDLE_KEEP`], then the least recently used
@@ -216,7 +268,7 @@ impl Shared {
 }
 
 /// The cache key of a module: the sha256 of its bytes.
-fn digest(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 

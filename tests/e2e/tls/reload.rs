@@ -176,17 +176,12 @@ fn check_reports_a_mismatched_key_at_its_file_and_line() {
         &ca.server(&["site.test"], Alg::Ecdsa).key_pem,
     );
     conf.write("portcullis.yaml", YAML);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "--conf"])
-        .arg(conf.path())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run portcullis check: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected check to fail; stderr:\n{stderr}"
-    );
+    let (code, _, stderr) = crate::support::run_to_end([
+        std::ffi::OsStr::new("check"),
+        "--conf".as_ref(),
+        conf.path().as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "expected check to fail; stderr:\n{stderr}");
     // The pair is on line 8 of YAML (which starts with a newline).
     let expected = "portcullis.yaml:8: listeners.websecure.tls.certificates.0: the private key in";
     assert!(
