@@ -36,7 +36,8 @@ def targets(results):
     """[(target, measured, verdict)] for every target the issue sets."""
     out = []
     rows = results.get("compare", {}).get("rows", {})
-    ng, pc, p5 = rows.get("nginx", {}), rows.get("portcullis", {}), rows.get("portcullis-5f", {})
+    ng, pc = rows.get("nginx", {}), rows.get("portcullis", {})
+    p1, p5 = rows.get("portcullis-1f", {}), rows.get("portcullis-5f", {})
 
     def check(name, measured, ok):
         out.append((name, measured, "n/a" if ok is None else ("PASS" if ok else "MISS")))
@@ -47,6 +48,9 @@ def targets(results):
               None if x is None else x >= 0.9)
         x = _ratio(p5.get("per_cpu_s"), pc.get("per_cpu_s"))
         check("req per proxy CPU-s, 5 filters ≥ 0.85× no filters", _f(x, "{:.2f}×"),
+              None if x is None else x >= 0.85)
+        x = _ratio(p1.get("per_cpu_s"), pc.get("per_cpu_s"))
+        check("req per proxy CPU-s, 1 filter ≥ 0.85× no filters", _f(x, "{:.2f}×"),
               None if x is None else x >= 0.85)
         for row, label in (("portcullis", "no filters"), ("portcullis-5f", "5 filters")):
             a, n = rows.get(row, {}).get("added_p99"), ng.get("added_p99")
@@ -193,6 +197,12 @@ def markdown(results):
         lines += section(results["routing"], o)
     if "routing_error" in results:
         lines += ["## Routing at scale", "", f"Not measured: {results['routing_error']}", ""]
+    if "filtercost" in results:
+        from . import filtercost
+        lines += filtercost.section(results["filtercost"], o)
+    if "filtercost_error" in results:
+        lines += ["## Filter cost, side by side with Traefik", "",
+                  f"Not measured: {results['filtercost_error']}", ""]
 
     t = targets(results)
     if t:

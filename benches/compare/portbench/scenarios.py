@@ -15,6 +15,7 @@ ROWS = [
     ("nginx", "nginx reverse proxy"),
     ("haproxy", "HAProxy"),
     ("portcullis", "Portcullis, no filters"),
+    ("portcullis-1f", "Portcullis, 1 filter (headers)"),
     ("portcullis-5f", "Portcullis, 5 filters"),
 ]
 
@@ -25,7 +26,7 @@ def _start(row, opts, backend_port):
         return servers.start_nginx_proxy(work, PROXY_CPU, backend_port)
     if row == "haproxy":
         return servers.start_haproxy(work, PROXY_CPU, backend_port)
-    chain = servers.CHAIN_FIVE if row == "portcullis-5f" else None
+    chain = {"portcullis-5f": servers.CHAIN_FIVE, "portcullis-1f": ["rewrite"]}.get(row)
     return servers.start_portcullis(opts.portcullis, work, PROXY_CPU, backend_port,
                                     workers=1, chain=chain)
 
@@ -50,7 +51,7 @@ def compare(opts, backend):
             rows[row]["error"] = f"did not start: {e}".splitlines()[0][:300]
             say(f"{row}: {rows[row]['error']}")
     try:
-        _throughput(opts, rows)
+        throughput(opts, rows)
         rate = _fixed_rate(opts, rows)
         _latency(opts, rows, rate)
     finally:
@@ -69,7 +70,10 @@ def _median(runs, key):
     return sorted(runs, key=key)[len(runs) // 2]
 
 
-def _throughput(opts, rows):
+def throughput(opts, rows):
+    """Closed-loop runs of every runnable row (`{row: {"server": Server, ...}}`): a
+    warm-up, then `opts.repeat` measured rounds taking turns; each row keeps its median
+    round (by requests per proxy CPU-second) as "wrk", or gets an "error"."""
     hdrs = servers.REQUEST_HEADERS
     runs = {row: [] for row in rows}
     for rnd in range(opts.repeat):

