@@ -20,6 +20,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod body;
 pub mod builtin;
 pub mod cli;
 pub mod config;

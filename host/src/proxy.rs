@@ -36,16 +36,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 
+use crate::body::{self, ProxyBody};
 use crate::router::Candidate;
 use crate::snapshot::{Route, RouteUpstream, Snapshot};
 use crate::upstream::echo;
 use crate::wasm::{Decision, FilteredBody, HttpFilters, LocalSlot, StreamInfo};
-
-/// The body type of every response the proxy sends downstream.
-pub type ProxyBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// What the server knows of the connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -100,7 +97,7 @@ pub async fn handle_with_outcome(
     outcome.route = Some(route.name.clone());
     outcome.upstream = Some(route.upstream.name().into());
 
-    let body: ProxyBody = body.map_err(Into::into).boxed_unsync();
+    let body = body::boxed(body);
     if route.filters.is_empty() {
         // No filter to run: no chain, no shared state, no response phase to wait for.
         forward::prepare_request(&mut head, conn);
@@ -182,25 +179,20 @@ async fn exchange(
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match &route.upstream {
-        RouteUpstream::Echo => echo::respond(req, conn.client, &route.name).await,
+        RouteUpstream::Echo => Ok(echo::respond(req, conn.client, &route.name).await?),
         RouteUpstream::Pool(upstream) => {
             let (target, result) = upstream.forward(req).await;
             outcome.target = target.map(|t| t.as_str().into());
             result.map_err(ProxyError::from).map(|resp| {
                 let (mut head, body) = resp.into_parts();
                 forward::prepare_response(&mut head);
-                Response::from_parts(head, body.map_err(Into::into).boxed_unsync())
+                Response::from_parts(head, body::boxed(body))
             })
         }
     }
 }
 
-/// An empty body.
-pub fn empty_body() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
 /// A filter's local response, with its buffered body.
 fn full_response(resp: Response<Bytes>) -> Response<ProxyBody> {
-    resp.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync())
+    resp.map(body::full)
 }

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use http::Response;
 
-use super::{ConnInfo, ErrorSource, ProxyBody, ProxyError};
+use super::{ConnInfo, ErrorSource, ProxyError};
+use crate::body::ProxyBody;
 use crate::upstream::UpstreamError;
 
 /// What the driver did with a request, handed back with the response so the server's

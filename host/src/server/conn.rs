@@ -28,9 +28,10 @@ use super::listeners::BoundListener;
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
+use crate::body::ProxyBody;
 use crate::config::ListenerLimits;
 use crate::metrics;
-use crate::proxy::{self, ConnInfo, ProxyBody};
+use crate::proxy::{self, ConnInfo};
 use crate::snapshot::Snapshot;
 use crate::tls;
 

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 
 use super::{CallFuture, HttpCaller};
+use crate::body;
 use crate::config::ECHO_UPSTREAM;
-use crate::proxy::ProxyBody;
 use crate::upstream::{Upstream, echo};
 
 /// Sends filters' calls to the upstreams of one snapshot.
@@ -36,9 +36,7 @@ impl HttpCaller for UpstreamCaller {
         let echo = upstream == ECHO_UPSTREAM;
         let name = upstream.to_string();
         Box::pin(async move {
-            let request = request.map(|b| -> ProxyBody {
-                Full::new(b).map_err(|never| match never {}).boxed_unsync()
-            });
+            let request = request.map(body::full);
             let response = if echo {
                 let peer = ([127, 0, 0, 1], 0).into();
                 echo::respond(request, peer, "http_call")
@@ -49,8 +47,7 @@ impl HttpCaller for UpstreamCaller {
                     return Err(format!("no upstream is named `{name}`"));
                 };
                 let (_, r) = u.forward(request).await;
-                r.map_err(|e| e.to_string())?
-                    .map(|b| b.map_err(Into::into).boxed_unsync())
+                r.map_err(|e| e.to_string())?.map(body::boxed)
             };
             let (head, body) = response.into_parts();
             let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
