@@ -1,6 +1,8 @@
 //! An immutable, fully built configuration: what one generation serves. A request pins
 //! one snapshot (an `Arc` load) and uses it to the end.
 
+mod http_calls;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -9,7 +11,8 @@ use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM};
 use crate::router::{Candidate, Router};
 use crate::tls::TlsSet;
 use crate::upstream::Upstream;
-use crate::wasm::{HttpCaller, Plugin, Runtime, UpstreamCaller};
+use crate::wasm::{HttpCaller, Plugin, Runtime};
+use http_calls::UpstreamCaller;
 
 /// One generation of the proxy's configuration, built completely before it serves.
 pub struct Snapshot {

@@ -19,7 +19,6 @@ mod memory;
 mod metrics;
 mod shared;
 mod state;
-mod upstream_caller;
 mod vm;
 mod wasi;
 mod worker;
@@ -37,7 +36,6 @@ pub use chain::HttpFilters;
 pub use foreign::{ForeignError, ForeignFunction};
 pub use metrics::failures;
 pub use state::AbiVersion;
-pub use upstream_caller::UpstreamCaller;
 pub use vm::Failure;
 
 /// The process-wide wasm runtime: engine, module cache, epoch ticker (all shared by
