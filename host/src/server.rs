@@ -7,7 +7,6 @@
 
 pub mod conn;
 pub mod guard;
-pub mod listeners;
 mod worker;
 
 use std::sync::Arc;

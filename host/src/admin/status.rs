@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::config::{FilterSource, OnError};
-use crate::server::listeners::Kind;
+use crate::listeners::Kind;
 
 /// Builds the `/status` JSON for `app`.
 pub(super) fn status(app: &App) -> Value {

@@ -24,12 +24,12 @@ pub(crate) use state::ConnState;
 use state::{Active, watchdog};
 
 use super::guard::{Guard, Reject};
-use super::listeners::BoundListener;
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
 use crate::body::ProxyBody;
 use crate::config::ListenerLimits;
+use crate::listeners::BoundListener;
 use crate::metrics;
 use crate::proxy::{self, ConnInfo};
 use crate::snapshot::Snapshot;
