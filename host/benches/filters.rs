@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::config::{FilterConfig, FilterLimits, FilterSource, OnError, Origin};
-use portcullis::wasm::{Decision, HttpFilters, Plugin, Runtime, StreamInfo};
+use portcullis::wasm::{Decision, HttpFilters, Plugin, StreamInfo};
 
 const HS256: &str = include_str!("../../filters/jwt/testdata/hs256.jwt");
 const RS256: &str = include_str!("../../filters/jwt/testdata/rs256.jwt");
@@ -18,7 +18,6 @@ const ES_PEM: &str = include_str!("../../filters/jwt/testdata/es256.pem");
 const BCRYPT: &str = "$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
 
 fn plugin(name: &str, builtin: &str, json: &str) -> Arc<Plugin> {
-    portcullis::ratelimit::register();
     let cfg = FilterConfig {
         name: name.into(),
         source: FilterSource::Builtin(builtin.into()),
@@ -28,7 +27,7 @@ fn plugin(name: &str, builtin: &str, json: &str) -> Arc<Plugin> {
         limits: FilterLimits::default(),
         origin: Origin::default(),
     };
-    let rt = Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let rt = portcullis::extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.plugin(&cfg).unwrap_or_else(|e| panic!("{builtin}: {e}"))
 }
 

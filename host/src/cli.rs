@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::config::{self, ConfigErrors};
 use crate::reload::{Trigger, Watcher};
 use crate::snapshot::Snapshot;
-use crate::{admin, server, wasm};
+use crate::{admin, extensions, server};
 
 /// An edge proxy whose every middleware is a sandboxed proxy-wasm module.
 #[derive(Parser, Debug)]
@@ -127,7 +127,7 @@ fn print_errors(errors: &ConfigErrors) {
 }
 
 fn check(conf: &Path) -> anyhow::Result<ExitCode> {
-    let runtime = wasm::Runtime::new().context("cannot start the wasm runtime")?;
+    let runtime = extensions::runtime().context("cannot start the wasm runtime")?;
     let built = config::load(conf).and_then(|c| Snapshot::build(Arc::new(c), &runtime, 1, None));
     match built {
         Ok(snapshot) => {
@@ -160,7 +160,7 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
         let _rt = rt.enter();
         Signals::new()?
     };
-    let runtime = wasm::Runtime::new().context("cannot start the wasm runtime")?;
+    let runtime = extensions::runtime().context("cannot start the wasm runtime")?;
     let app = match App::start(conf, runtime) {
         Ok(app) => app,
         Err(errors) => {

@@ -24,6 +24,7 @@ pub mod body;
 pub mod builtin;
 pub mod cli;
 pub mod config;
+pub mod extensions;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;

@@ -51,7 +51,7 @@ pub use report::{Verdict, run_files};
 pub use request::{Request, UpstreamResponse};
 
 use crate::config::{FilterConfig, FilterLimits, FilterSource, OnError, Origin};
-use crate::wasm::{Plugin, Runtime};
+use crate::wasm::Plugin;
 
 /// Why a filter could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +189,8 @@ impl Filter {
     /// Compiles the module and configures a first VM (`on_vm_start`, `on_configure`),
     /// as a configuration load does.
     pub fn load(self) -> Result<Harness, TestkitError> {
-        let runtime = Runtime::new().map_err(|e| TestkitError::Runtime(format!("{e:#}")))?;
+        let runtime =
+            crate::extensions::runtime().map_err(|e| TestkitError::Runtime(format!("{e:#}")))?;
         let name = self.config.name.clone();
         let capture = capture::Capture::default();
         let plugin = tracing::dispatcher::with_default(&capture.dispatch(), || {

@@ -33,22 +33,40 @@ use crate::config::{ConfigError, FilterConfig, FilterSource};
 pub use body::{FilteredBody, LocalSlot, SharedFilters};
 pub use calls::{CallFuture, HttpCaller};
 pub use chain::HttpFilters;
-pub use foreign::{ForeignError, ForeignFunction};
+pub use foreign::{Extensions, ForeignError, ForeignFunction};
 pub use metrics::failures;
 pub use state::AbiVersion;
 pub use vm::Failure;
 
-/// The process-wide wasm runtime: engine, module cache, epoch ticker (all shared by
-/// every `Runtime`, which is a cheap handle).
-#[derive(Clone, Default)]
-pub struct Runtime {}
+/// The wasm runtime: a handle on the process-wide engine, module cache and epoch
+/// ticker, and the host extensions its filters may call.
+#[derive(Clone)]
+pub struct Runtime {
+    extensions: Extensions,
+}
 
 impl Runtime {
-    /// Creates (on first use) the engine and its ticker thread.
+    /// Creates (on first use) the engine and its ticker thread. The runtime offers no
+    /// host extension until [`Runtime::with_extension`] adds one; the proxy's own set
+    /// is put in by `crate::extensions::runtime`.
     pub fn new() -> anyhow::Result<Self> {
         engine::shared().map_err(anyhow::Error::msg)?;
-        crate::ratelimit::register();
-        Ok(Self {})
+        Ok(Self {
+            extensions: Extensions::default(),
+        })
+    }
+
+    /// This runtime, with `f` callable by its filters as `name` through
+    /// `proxy_call_foreign_function` (see [`foreign`]). Plugins made before keep the
+    /// extensions they were made with.
+    pub fn with_extension(mut self, name: &str, f: Arc<dyn ForeignFunction>) -> Self {
+        self.extensions = self.extensions.with(name, f);
+        self
+    }
+
+    /// The host extensions this runtime's filters may call.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
     }
 
     /// Compiles (or takes from the cache) the module of `filter`, instantiates a first
@@ -106,6 +124,7 @@ impl Runtime {
             config: filter.config.as_slice().into(),
             memory: usize::try_from(filter.limits.memory).unwrap_or(usize::MAX),
             timeout: filter.limits.callback_timeout,
+            extensions: self.extensions.clone(),
         };
         let signal = Arc::new(worker::VmSignal::default());
         let first = vm::block_on(vm::Vm::start(&compiled, &spec, signal))?;
@@ -117,12 +136,6 @@ impl Runtime {
             first_vm: Mutex::new(Some(first)),
             http: RwLock::new(None),
         }))
-    }
-
-    /// Registers a host extension callable by every filter through
-    /// `proxy_call_foreign_function` (process-wide; see [`foreign`]).
-    pub fn register_foreign(&self, name: &str, f: Arc<dyn ForeignFunction>) {
-        foreign::register(name, f);
     }
 }
 

@@ -21,9 +21,9 @@ use portcullis::config::{
     Config, HealthCheckConfig, HostMatch, ListenerConfig, PathMatch, RouteConfig, RouteMatch,
     TargetConfig, UpstreamConfig, UpstreamTimeouts,
 };
+use portcullis::extensions;
 use portcullis::proxy::ConnInfo;
 use portcullis::snapshot::Snapshot;
-use portcullis::wasm::Runtime;
 use tokio::net::TcpListener;
 
 /// The listener name every in-process config uses.
@@ -113,8 +113,13 @@ pub struct Proxy {
 impl Proxy {
     /// Builds a snapshot of `config` and serves it.
     pub async fn start(config: Config) -> Proxy {
-        let snapshot = Snapshot::build(Arc::new(config), &Runtime::default(), 1, None)
-            .unwrap_or_else(|e| panic!("snapshot should build, got: {e}"));
+        let snapshot = Snapshot::build(
+            Arc::new(config),
+            &extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}")),
+            1,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("snapshot should build, got: {e}"));
         Self::serve(Arc::new(snapshot)).await
     }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use portcullis::config::{
     Config, FilterConfig, FilterLimits, FilterSource, OnError, Origin, RouteConfig,
 };
+use portcullis::extensions;
 use portcullis::snapshot::Snapshot;
-use portcullis::wasm::Runtime;
 use serde_json::Value;
 
 use crate::inproc::{Proxy, client, config, matching, route};
@@ -270,7 +270,12 @@ fn a_filter_failing_on_configure_rejects_the_config() {
         vec![routed("api", "/", &["bad"])],
         vec![probe("bad", "trap_configure")],
     );
-    let err = match Snapshot::build(std::sync::Arc::new(cfg), &Runtime::default(), 1, None) {
+    let err = match Snapshot::build(
+        std::sync::Arc::new(cfg),
+        &extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}")),
+        1,
+        None,
+    ) {
         Ok(_) => panic!("a filter trapping in on_configure was accepted"),
         Err(e) => e.to_string(),
     };
@@ -300,7 +305,12 @@ fn non_proxy_wasm_modules_are_refused_clearly() {
         let mut f = probe("mod", "");
         f.source = FilterSource::Wasm(path);
         let cfg = with_filters(vec![routed("api", "/", &["mod"])], vec![f]);
-        match Snapshot::build(std::sync::Arc::new(cfg), &Runtime::default(), 1, None) {
+        match Snapshot::build(
+            std::sync::Arc::new(cfg),
+            &extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}")),
+            1,
+            None,
+        ) {
             Ok(_) => panic!("{file} was accepted"),
             Err(e) => assert!(
                 e.to_string().contains(expect),

@@ -147,7 +147,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     return Ok(status::OK);
                 }
                 let args = t!(read(&c, ap, an));
-                let Some(f) = foreign::lookup(&name) else {
+                let Some(f) = c.data().extensions.get(&name).cloned() else {
                     return Ok(status::NOT_FOUND);
                 };
                 let filter = c.data().plugin_name.clone();

@@ -123,6 +123,8 @@ pub(crate) struct HostState {
     pub signal: Arc<VmSignal>,
     /// The guest's last error-level log line: why `on_configure` refused, if it says.
     pub last_error_log: Option<String>,
+    /// The host extensions `proxy_call_foreign_function` reaches.
+    pub extensions: super::Extensions,
 }
 
 /// Caps a VM's linear memory; a guest growing past it traps and is counted as a

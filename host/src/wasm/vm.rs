@@ -56,6 +56,7 @@ pub(crate) struct VmSpec {
     pub config: Arc<[u8]>,
     pub memory: usize,
     pub timeout: Duration,
+    pub extensions: super::Extensions,
 }
 
 type F1 = Option<TypedFunc<u32, ()>>;
@@ -161,6 +162,7 @@ impl Vm {
             call_response: None,
             signal,
             last_error_log: None,
+            extensions: spec.extensions.clone(),
         };
         let mut store = Store::new(compiled.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);
