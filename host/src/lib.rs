@@ -37,3 +37,6 @@ pub mod testkit;
 pub mod tls;
 pub mod upstream;
 pub mod wasm;
+
+#[cfg(test)]
+mod layering;
