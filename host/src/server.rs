@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod guard;
+mod state;
 mod worker;
 
 use std::sync::Arc;

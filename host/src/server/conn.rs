@@ -2,8 +2,6 @@
 //! over the [`guard`](super::guard), a watchdog enforcing the header-read and idle
 //! timeouts, and graceful shutdown when the listener is removed or the process stops.
 
-mod state;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,10 +18,8 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-pub(crate) use state::ConnState;
-use state::{Active, watchdog};
-
-use super::guard::{Guard, Reject};
+use super::guard::Guard;
+use super::state::{self, Active, ConnState, Reject, watchdog};
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
