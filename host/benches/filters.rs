@@ -54,8 +54,10 @@ fn request(path: &str, headers: &[(&str, String)]) -> http::request::Parts {
 async fn one(plugins: &[Arc<Plugin>], req: &http::request::Parts) {
     let mut chain = HttpFilters::new(plugins, info());
     let mut head = req.clone();
-    if let Decision::Respond(r) = chain.request_headers(&mut head, true).await {
-        panic!("the allow path answered {}: {:?}", r.status(), r.body());
+    match chain.request_headers(&mut head, true).await {
+        Decision::Continue => {}
+        Decision::Respond(r) => panic!("the allow path answered {}: {:?}", r.status(), r.body()),
+        Decision::Fail(f) => panic!("the allow path failed: {f}"),
     }
     let mut resp = http::Response::new(()).into_parts().0;
     black_box(chain.response_headers(&mut resp, true).await);

@@ -32,14 +32,16 @@ pub struct Snapshot {
     tls: TlsSet,
 }
 
-/// A route resolved against its snapshot: everything serving a request needs.
-pub struct Route {
+/// A route resolved against its snapshot: everything serving a request needs. `U` is
+/// where its requests go: a [`RouteUpstream`] when serving; the test kit's routes
+/// answer with what the test describes.
+pub struct Route<U = RouteUpstream> {
     /// The route's name (logs, metrics, `route_name`).
     pub name: Arc<str>,
     /// The filter chain, in request order.
     pub filters: Vec<Arc<Plugin>>,
     /// Where requests go.
-    pub upstream: RouteUpstream,
+    pub upstream: U,
 }
 
 /// The destination of a route.

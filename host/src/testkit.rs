@@ -3,11 +3,11 @@
 //! A [`Filter`] names a module (a `.wasm` file, bytes, or a standard filter) and its
 //! plugin configuration; [`Filter::load`] configures it with the proxy's own runtime
 //! (the same engine, VMs, limits and host functions as `portcullis run`) into a
-//! [`Harness`]. [`Harness::run`] walks one [`Request`] through the filter's phases,
-//! exactly as the proxy's phase driver does (`wasm::HttpFilters`), answering with an
-//! [`UpstreamResponse`] when the request gets that far, and returns an [`Outcome`]: what
-//! went upstream, what the client got, the filter's log lines, its metrics, and its
-//! failure if it trapped or ran out of time.
+//! [`Harness`]. [`Harness::run`] sends one [`Request`] through the proxy's own phase
+//! driver (`proxy::drive`: forwarding headers, filters, response phase and all), with
+//! the route's upstream replaced by an [`UpstreamResponse`], and returns an
+//! [`Outcome`]: what went upstream, what the client got, the filter's log lines, its
+//! metrics, and its failure if it trapped or ran out of time.
 //!
 //! ```no_run
 //! use portcullis::testkit::{Filter, Request, UpstreamResponse};

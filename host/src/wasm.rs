@@ -237,9 +237,11 @@ pub struct StreamInfo {
 pub enum Decision {
     /// Go on to the next filter / the upstream / the client.
     Continue,
-    /// Send this response instead (a filter answered locally, already through the
-    /// response phase, or a filter failed: 500).
+    /// Send this response instead: a filter answered locally (the answer has been
+    /// through the response phase already).
     Respond(http::Response<Bytes>),
+    /// A filter failed and its `on_error` is `deny`: the request ends with an error.
+    Fail(FilterFailure),
 }
 
 /// What a body phase decided for one chunk.
@@ -249,6 +251,31 @@ pub enum BodyDecision {
     Forward(Bytes),
     /// Send this response instead (only possible before response headers went out).
     Respond(http::Response<Bytes>),
+    /// A filter failed and its `on_error` is `deny`: the request ends with an error.
+    Fail(FilterFailure),
+}
+
+/// A filter that failed (trapped, ran out of time or memory) with `on_error: deny`:
+/// what ends its request. Already logged and counted, with its VM discarded, by the
+/// time the driver sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("filter `{filter}` failed: {failure}")]
+pub struct FilterFailure {
+    /// The filter's name.
+    pub filter: String,
+    /// What went wrong.
+    #[source]
+    pub failure: Failure,
+}
+
+impl FilterFailure {
+    /// `failure` of `plugin`'s filter.
+    fn of(plugin: &Plugin, failure: Failure) -> Self {
+        Self {
+            filter: plugin.config.name.clone(),
+            failure,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -319,3 +319,70 @@ fn non_proxy_wasm_modules_are_refused_clearly() {
         }
     }
 }
+
+/// `filter-test` and the proxy share one phase driver, so a filter under test forwards
+/// what it would forward in the proxy. Before, the kit's own walk skipped the
+/// forwarding step and the client subject: its upstream request kept `Connection`, the
+/// headers it names and a forged `X-Client-Cert-Subject`, and had no `X-Forwarded-*`.
+#[tokio::test]
+async fn filter_test_forwards_what_the_proxy_forwards() {
+    let proxy = Proxy::start(with_filters(
+        vec![routed("api", "/", &["same"])],
+        vec![probe("same", "headers:same")],
+    ))
+    .await;
+    let sent = [
+        ("x-in", "v"),
+        ("connection", "x-hop"),
+        ("x-hop", "1"),
+        ("x-client-cert-subject", "CN=forged"),
+    ];
+    let (status, _, body) = get(&proxy, "/p?q=1", &sent).await;
+    assert_eq!(status, 200, "{body}");
+    let echoed = json(&body);
+
+    let harness = portcullis::testkit::Filter::wasm_file(wasm_build::filter("probe"))
+        .name("same")
+        .config("headers:same")
+        .load()
+        .unwrap_or_else(|e| panic!("load: {e}"));
+    let mut req = portcullis::testkit::Request::get("/p?q=1").authority(&proxy.addr.to_string());
+    for (k, v) in sent {
+        req = req.header(k, v);
+    }
+    let out = harness
+        .run_async(&req, &portcullis::testkit::UpstreamResponse::ok())
+        .await
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    let kit = out
+        .upstream_request
+        .as_ref()
+        .unwrap_or_else(|| panic!("nothing went upstream: {out}"));
+
+    for name in [
+        "host",
+        "x-in",
+        "x-seen-same",
+        "x-chain",
+        "connection",
+        "x-hop",
+        "x-client-cert-subject",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+    ] {
+        let by_proxy = echoed["headers"][name].as_str().map(str::to_owned);
+        let values: Vec<String> = kit
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let by_kit = (!values.is_empty()).then(|| values.join(", "));
+        assert_eq!(
+            by_kit, by_proxy,
+            "{name}: filter-test vs the proxy\n{out}\n{echoed}"
+        );
+    }
+    assert_eq!(kit.path, "/p?q=1");
+}

@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
@@ -279,31 +278,11 @@ fn reject_response(reject: Reject) -> http::Response<ProxyBody> {
             "bad request: conflicting Content-Length / Transfer-Encoding\n",
         ),
     };
-    plain_error(status, text, true)
-}
-
-/// A short plain-text error response, as every proxy-generated error is.
-pub fn plain_error(
-    status: http::StatusCode,
-    text: &'static str,
-    close: bool,
-) -> http::Response<ProxyBody> {
-    let body = Full::new(Bytes::from_static(text.as_bytes()))
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    let mut resp = http::Response::new(body);
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    let mut resp = proxy::error_response(status, text);
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
     );
-    if close {
-        headers.insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-    }
     resp
 }
 
