@@ -186,11 +186,6 @@ impl Snapshot {
         self.routes.get(self.router.route(listener, req)?)
     }
 
-    /// The compiled router.
-    pub fn router(&self) -> &Router {
-        &self.router
-    }
-
     /// A configured upstream by name (e.g. for a filter's `http_call`).
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstreams.get(name)

@@ -35,7 +35,6 @@ pub use calls::{CallFuture, HttpCaller};
 pub use chain::HttpFilters;
 pub use foreign::{Extensions, ForeignError, ForeignFunction};
 pub use metrics::failures;
-pub use state::AbiVersion;
 pub use vm::Failure;
 
 /// The wasm runtime: a handle on the process-wide engine, module cache and epoch
@@ -62,11 +61,6 @@ impl Runtime {
     pub fn with_extension(mut self, name: &str, f: Arc<dyn ForeignFunction>) -> Self {
         self.extensions = self.extensions.with(name, f);
         self
-    }
-
-    /// The host extensions this runtime's filters may call.
-    pub fn extensions(&self) -> &Extensions {
-        &self.extensions
     }
 
     /// Compiles (or takes from the cache) the module of `filter`, instantiates a first
@@ -166,11 +160,6 @@ impl Plugin {
             Ok(mut h) => *h = Some(caller),
             Err(poisoned) => *poisoned.into_inner() = Some(caller),
         }
-    }
-
-    /// The ABI generation the module speaks.
-    pub fn abi(&self) -> AbiVersion {
-        self.compiled.abi
     }
 
     /// Instantiates and configures a fresh VM of this plugin, then drops it: what a

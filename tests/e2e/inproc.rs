@@ -1,7 +1,9 @@
 //! An in-process harness for the proxy's driver: the real `proxy::handle`, real
 //! `Snapshot::build`, real upstream pools, served by hyper over real sockets on
-//! 127.0.0.1:0, with real backends. It stands in for the binary until the config
-//! loader and the server land; the tests using it move to `support` then.
+//! 127.0.0.1:0, with real backends. The tests using it build their configuration in
+//! code and reach into the snapshot (upstream health, pools, plugins), which the
+//! binary (`support`) does not let them do; its server (workers, guard, TLS, limits)
+//! is left out.
 
 #![allow(dead_code)]
 

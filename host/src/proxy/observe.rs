@@ -1,5 +1,5 @@
-//! The end of a request's life in the driver: what happened, for the access log and
-//! the metrics. Kept in one place so the metrics registry can be wired in here alone.
+//! The end of a request's life in the driver: what happened, for the access log, and
+//! the one place the driver logs an error and counts an upstream failure.
 
 use std::sync::Arc;
 

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::wasm::state::AbiVersion;
 
 #[tokio::test]
 async fn a_spinning_filter_fails_its_request_and_the_next_one_succeeds() {
