@@ -10,7 +10,7 @@ use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
-/// The five standard filters with the shapes DESIGN.md documents, as the load
+/// The five standard filters as docs/filters/ documents them, as the load
 /// comparison's 5-filter chain uses them.
 const FILTERS: &str = r#"filters:
   - name: allow

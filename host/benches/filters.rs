@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::config::{FilterConfig, FilterLimits, FilterSource, OnError, Origin};
-use portcullis::wasm::{Decision, HttpFilters, Plugin, Runtime, StreamInfo};
+use portcullis::wasm::{Decision, HttpFilters, Plugin, StreamInfo};
 
 const HS256: &str = include_str!("../../filters/jwt/testdata/hs256.jwt");
 const RS256: &str = include_str!("../../filters/jwt/testdata/rs256.jwt");
@@ -18,7 +18,6 @@ const ES_PEM: &str = include_str!("../../filters/jwt/testdata/es256.pem");
 const BCRYPT: &str = "$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
 
 fn plugin(name: &str, builtin: &str, json: &str) -> Arc<Plugin> {
-    portcullis::ratelimit::register();
     let cfg = FilterConfig {
         name: name.into(),
         source: FilterSource::Builtin(builtin.into()),
@@ -29,7 +28,7 @@ fn plugin(name: &str, builtin: &str, json: &str) -> Arc<Plugin> {
         asynchronous: false,
         origin: Origin::default(),
     };
-    let rt = Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let rt = portcullis::extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.plugin(&cfg).unwrap_or_else(|e| panic!("{builtin}: {e}"))
 }
 
@@ -56,8 +55,10 @@ fn request(path: &str, headers: &[(&str, String)]) -> http::request::Parts {
 async fn one(plugins: &[Arc<Plugin>], req: &http::request::Parts) {
     let mut chain = HttpFilters::new(plugins, info());
     let mut head = req.clone();
-    if let Decision::Respond(r) = chain.request_headers(&mut head, true).await {
-        panic!("the allow path answered {}: {:?}", r.status(), r.body());
+    match chain.request_headers(&mut head, true).await {
+        Decision::Continue => {}
+        Decision::Respond(r) => panic!("the allow path answered {}: {:?}", r.status(), r.body()),
+        Decision::Fail(f) => panic!("the allow path failed: {f}"),
     }
     let mut resp = http::Response::new(()).into_parts().0;
     black_box(chain.response_headers(&mut resp, true).await);

@@ -109,12 +109,16 @@ async fn through_headers(
         .body(())
         .unwrap_or_else(|e| panic!("{e}"))
         .into_parts();
-    if let Decision::Respond(r) = chain.request_headers(&mut req, true).await {
-        panic!("unexpected {} response", r.status());
+    if let d @ (Decision::Respond(_) | Decision::Fail(_)) =
+        chain.request_headers(&mut req, true).await
+    {
+        panic!("unexpected {d:?}");
     }
     let (mut resp, ()) = http::Response::new(()).into_parts();
-    if let Decision::Respond(r) = chain.response_headers(&mut resp, response_eos).await {
-        panic!("unexpected {} response", r.status());
+    if let d @ (Decision::Respond(_) | Decision::Fail(_)) =
+        chain.response_headers(&mut resp, response_eos).await
+    {
+        panic!("unexpected {d:?}");
     }
     chain
 }

@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::server::listeners::{BoundListener, Kind};
+use crate::listeners::{BoundListener, Kind};
 
 type AdminResponse = http::Response<Full<Bytes>>;
 

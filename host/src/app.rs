@@ -14,8 +14,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::{self, ConfigErrors};
+use crate::listeners::{ListenerTable, Rebind};
 use crate::metrics;
-use crate::server::listeners::{ListenerTable, Rebind};
 use crate::snapshot::Snapshot;
 use crate::wasm::Runtime;
 

@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::config::{self, ConfigErrors};
 use crate::reload::{Trigger, Watcher};
 use crate::snapshot::Snapshot;
-use crate::{admin, server, wasm};
+use crate::{admin, extensions, server, wasm};
 
 /// An edge proxy whose every middleware is a sandboxed proxy-wasm module.
 #[derive(Parser, Debug)]
@@ -156,7 +156,7 @@ fn print_errors(errors: &ConfigErrors) {
 fn check(conf: &Path) -> anyhow::Result<ExitCode> {
     // Compiling every module anyway, check leaves them in the cache for `run`.
     wasm::disk_cache::use_defaults();
-    let runtime = wasm::Runtime::new().context("cannot start the wasm runtime")?;
+    let runtime = extensions::runtime().context("cannot start the wasm runtime")?;
     let built = config::load(conf).and_then(|c| Snapshot::build(Arc::new(c), &runtime, 1, None));
     match built {
         Ok(snapshot) => {
@@ -190,7 +190,7 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
         Signals::new()?
     };
     wasm::disk_cache::use_defaults();
-    let runtime = wasm::Runtime::new().context("cannot start the wasm runtime")?;
+    let runtime = extensions::runtime().context("cannot start the wasm runtime")?;
     let app = match App::start(conf, runtime) {
         Ok(app) => app,
         Err(errors) => {

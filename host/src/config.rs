@@ -34,6 +34,23 @@ use walk::{Cx, Field, Fields};
 /// starting with `.` ignored, in name order), merges and validates them.
 /// On failure, returns every error found, each naming file, line and field.
 pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
+    load_into(dir, &mut Vec::new())
+}
+
+/// Every file the YAML in `dir` names (`wasm`, `cert`, `key`, `ca`, `client_ca`),
+/// resolved as [`load`] resolves them, sorted: what the loader reads, found even when
+/// the configuration does not load (the reload watcher must see a missing module
+/// appear so that it can retry).
+pub fn named_files(dir: &Path) -> Vec<PathBuf> {
+    let mut named = Vec::new();
+    let _ = load_into(dir, &mut named);
+    named.sort();
+    named.dedup();
+    named
+}
+
+/// [`load`], recording in `named` every file a field names, in the order met.
+fn load_into(dir: &Path, named: &mut Vec<PathBuf>) -> Result<Config, ConfigErrors> {
     let dir_name = dir.display().to_string();
     let fail = |message: String| {
         ConfigErrors(vec![ConfigError {
@@ -58,6 +75,7 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
             file: name,
             base: base.clone(),
             errors: &mut errors,
+            files: named,
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => merged.add_file(&mut cx, &text),
@@ -67,7 +85,9 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
             }
         }
     }
-    let config = merged.finish(&dir_name, &mut errors);
+    let mut config = merged.finish(&dir_name, &mut errors);
+    let mut seen = std::collections::HashSet::new();
+    config.external_files = named.iter().filter(|p| seen.insert(*p)).cloned().collect();
     // Decoding visits a file's fields roughly in order; sorting makes the report read
     // top to bottom, file by file.
     errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -76,55 +96,6 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
     } else {
         Err(ConfigErrors(errors))
     }
-}
-
-/// Every file the YAML in `dir` names (`wasm`, `cert`, `key`, `ca`, `client_ca`),
-/// resolved like [`load`] resolves them, found even when the configuration does not
-/// load: the reload watcher must see a missing module appear so that it can retry.
-pub fn named_files(dir: &Path) -> Vec<PathBuf> {
-    const FILE_KEYS: [&str; 5] = ["wasm", "cert", "key", "ca", "client_ca"];
-    fn walk(node: &yaml::Node, base: &Path, out: &mut Vec<PathBuf>) {
-        match &node.kind {
-            yaml::Kind::Map(entries) => {
-                for (key, value) in entries {
-                    let is_file_key = FILE_KEYS.contains(&key.text.as_str());
-                    match &value.kind {
-                        yaml::Kind::Scalar { text, .. } if is_file_key && !value.is_null() => {
-                            out.push(base.join(text))
-                        }
-                        // `config:` is the filter's own business, not a file to watch.
-                        _ if key.text == "config" => {}
-                        _ => walk(value, base, out),
-                    }
-                }
-            }
-            yaml::Kind::Seq(items) => items.iter().for_each(|i| walk(i, base, out)),
-            yaml::Kind::Scalar { .. } => {}
-        }
-    }
-    let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut out = Vec::new();
-    for (_, path) in config_files(dir).unwrap_or_default() {
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        // The watcher calls this before every reload: a file that cannot name one (a
-        // large routes file, say) is not parsed a second time.
-        let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-        let may_name = text
-            .as_bytes()
-            .split(|&b| !word(b))
-            .any(|w| FILE_KEYS.iter().any(|k| k.as_bytes() == w));
-        if !may_name {
-            continue;
-        }
-        for doc in yaml::parse(&text).unwrap_or_default() {
-            walk(&doc, &base, &mut out);
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// The YAML files directly in `dir`, by name: `(name, path)`.
@@ -261,30 +232,6 @@ impl Merged {
                 message: "no listener is configured; nothing would be served".into(),
             });
         }
-        let mut external_files = Vec::new();
-        for l in &self.listeners {
-            if let Some(tls) = &l.tls {
-                for pair in &tls.certificates {
-                    external_files.extend([pair.cert.clone(), pair.key.clone()]);
-                }
-                external_files.extend(tls.client_ca.clone());
-            }
-        }
-        for f in &self.filters {
-            if let FilterSource::Wasm(path) = &f.source {
-                external_files.push(path.clone());
-            }
-        }
-        for u in &self.upstreams {
-            if let Some(tls) = &u.tls {
-                external_files.extend(tls.ca.clone());
-                if let Some(pair) = &tls.client_cert {
-                    external_files.extend([pair.cert.clone(), pair.key.clone()]);
-                }
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        external_files.retain(|p| seen.insert(p.clone()));
         Config {
             admin: self.admin,
             workers: self.workers.map_or_else(default_workers, |(n, _)| n),
@@ -293,7 +240,8 @@ impl Merged {
             routes: self.routes,
             filters: self.filters,
             upstreams: self.upstreams,
-            external_files,
+            // Filled by the loader, which records every file it was named.
+            external_files: Vec::new(),
         }
     }
 

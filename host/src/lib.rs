@@ -9,20 +9,32 @@
 //!   one on every change and swaps it in atomically; a bad one is never applied.
 //! - [`server`] runs the worker threads: one current-thread tokio runtime each, with
 //!   its own `SO_REUSEPORT` socket per listener, serving HTTP/1.1, HTTP/2 and TLS.
-//! - [`proxy`] drives one request through its phases: route, request filters,
-//!   upstream, response filters, log.
-//! - [`wasm`] is the proxy-wasm host: engine, module cache, per-worker VMs, limits.
+//! - [`proxy`] drives one request through its phases (`proxy::drive`): route, request
+//!   filters, upstream, response filters, log; [`body`] is the body type it relays.
+//! - [`wasm`] is the proxy-wasm host: engine, module cache, per-worker VMs, limits;
+//!   [`extensions`] gives it the host extensions filters call (the rate limiter).
 //! - [`upstream`] balances, pools, health-checks and forwards.
 //! - [`admin`] serves `/ready`, `/status` and `/metrics`.
-//! - [`testkit`] runs a filter on requests described in code or YAML, without a server
-//!   (`portcullis filter-test`).
+//! - [`testkit`] runs a filter on requests described in code or YAML, through the same
+//!   driver but without a server (`portcullis filter-test`).
+//!
+//! The modules form layers without import cycles (docs/architecture.md, "The layers";
+//! checked by a test in `layering.rs`).
+
+// `unsafe` is denied everywhere but in the few functions that need it, each allowed by
+// name with its reason, and each block with a SAFETY comment (clippy's
+// undocumented_unsafe_blocks).
+#![deny(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
 pub mod app;
+pub mod body;
 pub mod builtin;
 pub mod cli;
 pub mod config;
+pub mod extensions;
+pub mod listeners;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
@@ -34,3 +46,6 @@ pub mod testkit;
 pub mod tls;
 pub mod upstream;
 pub mod wasm;
+
+#[cfg(test)]
+mod layering;

@@ -1,3 +1,5 @@
+#![deny(unsafe_code)]
+
 // mimalloc's thread-local free lists suit the thread-per-core workers, which allocate
 // and free many small, short-lived objects per request (header maps, bodies, futures):
 // glibc malloc cost ~7k instructions a request under the no-filter load (callgrind),
@@ -10,10 +12,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 // bindings name no constant for it.
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
+#[expect(unsafe_code, reason = "declares a function of the allocator's C API")]
 unsafe extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
 
+#[expect(
+    unsafe_code,
+    reason = "sets an option of the allocator, through its C API"
+)]
 fn main() -> std::process::ExitCode {
     // Memory a thread frees goes back to the OS at once rather than 10 ms later at
     // that thread's next allocation: the threads that compile filter modules then sit

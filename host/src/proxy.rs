@@ -5,47 +5,46 @@
 //!              │
 //!              ▼
 //!        request_headers (chain order) ──(Respond)────────▶ local response ─┐
-//!              │                                                          │
+//!              │                  └──────(filter failed)──▶ 500 ────────────┤
 //!              ▼                                                          │
 //!        forward: hop-by-hop out, X-Forwarded-* in                        │
 //!              │                                                          │
 //!              ▼                                                          │
-//!        upstream / echo@internal ──(connect/timeout)──▶ 502 / 504 ──┐     │
-//!              │                                                  │     │
-//!              ▼                                                  ▼     │
-//!        response_headers (reverse order) ◀───────────────────────┘     │
+//!        exchange: upstream / echo@internal ─(connect/timeout)─▶ 502 / 504 ─┐│
+//!              │                                                       ││
+//!              ▼                                                       ▼│
+//!        response_headers (reverse order) ◀─────────────────────────────┘│
 //!              │                                                          │
 //!              ▼                                                          ▼
 //!        finish (on_log / on_done) ─▶ access log + metrics ─▶ response streams
 //! ```
 //!
+//! [`drive`] is the one walk through these phases: the server runs it against the
+//! serving snapshot ([`handle`]), and the filter test kit (`portcullis filter-test`)
+//! against a route of its own whose [`Exchange`] is the answer the test describes.
 //! Bodies stream in both directions: the driver handles heads only and never holds a
 //! whole body.
 
 mod error;
+mod exchange;
 mod forward;
 mod observe;
 
-pub use error::{ErrorSource, ProxyError, text_response};
+pub use error::{ErrorSource, ProxyError, error_response};
+pub use exchange::Exchange;
 pub use observe::Outcome;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, request};
 use http_body::Body;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 
+use crate::body::{self, ProxyBody};
 use crate::router::Candidate;
-use crate::snapshot::{Route, RouteUpstream, Snapshot};
-use crate::upstream::echo;
-use crate::wasm::{Decision, FilteredBody, HttpFilters, LocalSlot, StreamInfo};
-
-/// The body type of every response the proxy sends downstream.
-pub type ProxyBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+use crate::snapshot::{Route, Snapshot};
+use crate::wasm::{Decision, FilteredBody, HttpFilters, LocalSlot, SharedFilters, StreamInfo};
 
 /// What the server knows of the connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -56,16 +55,31 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// The listener's name.
     pub listener: Arc<str>,
-    /// The negotiated TLS version (`"TLSv1.3"`), or `None` for plain text.
+    /// The negotiated TLS version (`"TLSv1.3"`, see [`crate::tls::version_name`]), or
+    /// `None` for plain text.
     pub tls_version: Option<&'static str>,
     /// The client certificate's verified subject, if one was presented.
     pub client_subject: Option<Arc<str>>,
 }
 
+/// A request driven through its phases: the response head (its body streams through
+/// the response filters as it is sent), what happened, and the route's filter chain.
+pub struct Driven {
+    /// What the client gets.
+    pub response: Response<ProxyBody>,
+    /// What the driver did, for the access log.
+    pub outcome: Outcome,
+    /// The chain, while its bodies still stream: it finishes (`on_log`) in the
+    /// background once the last holder drops it, or when awaited by whoever takes it
+    /// out (the test kit, which reports what `on_log` logged). `None` without filters
+    /// or once the chain has finished.
+    pub chain: Option<SharedFilters>,
+}
+
 /// Serves one request against `snapshot` (pinned by the caller for the whole request).
 ///
-/// The response carries an [`Outcome`] in its extensions (route, upstream, target,
-/// error side) for the access log.
+/// The response carries an [`Outcome`] in its extensions (route, upstream, target)
+/// for the access log.
 pub async fn handle(
     snapshot: Arc<Snapshot>,
     conn: &ConnInfo,
@@ -83,33 +97,42 @@ pub async fn handle_with_outcome(
     conn: &ConnInfo,
     req: Request<hyper::body::Incoming>,
 ) -> (Response<ProxyBody>, Outcome) {
+    let req = req.map(body::boxed);
+    let routes =
+        |head: &request::Parts| snapshot.route(&conn.listener, &Candidate::from_parts(head));
+    let driven = drive(routes, conn, req).await;
+    (driven.response, driven.outcome)
+}
+
+/// Runs `req` through every phase: `route` picks its route (after the client's
+/// certificate subject is set, so that no client can route by a forged one), then
+/// the route's filters, its upstream (the route's [`Exchange`]) and the response
+/// filters.
+pub async fn drive<'r, U, R>(route: R, conn: &ConnInfo, req: Request<ProxyBody>) -> Driven
+where
+    U: Exchange + 'r,
+    R: FnOnce(&request::Parts) -> Option<&'r Route<U>>,
+{
     let (mut head, body) = req.into_parts();
-    let started = Instant::now();
     let mut outcome = Outcome::default();
     crate::tls::set_client_subject(&mut head.headers, conn.client_subject.as_deref());
 
-    let Some(route) = snapshot.route(&conn.listener, &Candidate::from_parts(&head)) else {
-        return observe::done(
-            ProxyError::NoRoute.to_response(),
-            Some(&ProxyError::NoRoute),
-            outcome,
-            conn,
-            started,
-        );
+    let Some(route) = route(&head) else {
+        let e = ProxyError::NoRoute;
+        return observe::done(e.to_response(), Some(&e), outcome, conn, None);
     };
     outcome.route = Some(route.name.clone());
     outcome.upstream = Some(route.upstream.name().into());
 
-    let body: ProxyBody = body.map_err(Into::into).boxed_unsync();
     if route.filters.is_empty() {
         // No filter to run: no chain, no shared state, no response phase to wait for.
         forward::prepare_request(&mut head, conn);
-        let (resp, error) =
-            match exchange(route, Request::from_parts(head, body), conn, &mut outcome).await {
-                Ok(resp) => (resp, None),
-                Err(e) => (e.to_response(), Some(e)),
-            };
-        return observe::done(resp, error.as_ref(), outcome, conn, started);
+        let req = Request::from_parts(head, body);
+        let (resp, error) = match exchange(route, req, conn, &mut outcome).await {
+            Ok(resp) => (resp, None),
+            Err(e) => (e.to_response(), Some(e)),
+        };
+        return observe::done(resp, error.as_ref(), outcome, conn, None);
     }
     let mut filters = HttpFilters::new(
         &route.filters,
@@ -122,32 +145,26 @@ pub async fn handle_with_outcome(
         },
     );
 
-    if let Decision::Respond(local) = filters
+    let decision = filters
         .request_headers(&mut head, body.is_end_stream())
-        .await
-    {
+        .await;
+    if let Some((resp, error)) = stopped(decision, &mut outcome) {
         filters.finish().await;
-        outcome.local = true;
-        return observe::done(full_response(local), None, outcome, conn, started);
+        return observe::done(resp, error.as_ref(), outcome, conn, None);
     }
 
     // Body phases run as the bodies stream; the chain finishes (on_log) when the last
     // of the driver and the body wrappers lets go of it.
-    let with_filters = !filters.is_empty();
     let filters = filters.into_shared();
     let local = LocalSlot::default();
-    let body = if with_filters {
-        FilteredBody::request(body, filters.clone(), local.clone()).boxed_unsync()
-    } else {
-        body
-    };
+    let body = FilteredBody::request(body, filters.clone(), local.clone()).boxed_unsync();
     forward::prepare_request(&mut head, conn);
     let result = exchange(route, Request::from_parts(head, body), conn, &mut outcome).await;
-    // A filter that answered while the request body streamed aborted the upstream
-    // exchange; the chain already ran the response phase on its answer.
-    if let Some(answer) = local.lock().ok().and_then(|mut l| l.take()) {
-        outcome.local = true;
-        return observe::done(full_response(answer), None, outcome, conn, started);
+    // A filter that answered (or failed) while the request body streamed aborted the
+    // exchange; the chain already ran the response phase on an answer.
+    let answer = local.lock().ok().and_then(|mut l| l.take());
+    if let Some((resp, error)) = answer.and_then(|a| stopped(a, &mut outcome)) {
+        return observe::done(resp, error.as_ref(), outcome, conn, Some(filters));
     }
     let (resp, error) = match result {
         Ok(resp) => (resp, None),
@@ -160,47 +177,46 @@ pub async fn handle_with_outcome(
         .await
         .response_headers(&mut head, body.is_end_stream())
         .await;
-    let resp = match decision {
-        Decision::Continue if with_filters => {
-            Response::from_parts(head, FilteredBody::response(body, filters).boxed_unsync())
-        }
-        Decision::Continue => Response::from_parts(head, body),
-        Decision::Respond(local) => {
-            outcome.local = true;
-            full_response(local)
+    let (resp, error) = match stopped(decision, &mut outcome) {
+        Some(stop) => stop,
+        None => {
+            let body = FilteredBody::response(body, filters.clone()).boxed_unsync();
+            (Response::from_parts(head, body), error)
         }
     };
-    observe::done(resp, error.as_ref(), outcome, conn, started)
+    observe::done(resp, error.as_ref(), outcome, conn, Some(filters))
 }
 
-/// Sends the prepared request to the route's upstream (or answers it with the echo)
-/// and prepares the response head to go downstream.
-async fn exchange(
-    route: &Route,
+/// Sends the prepared request to the route's upstream and prepares the response head
+/// to go downstream.
+async fn exchange<U: Exchange>(
+    route: &Route<U>,
     req: Request<ProxyBody>,
     conn: &ConnInfo,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    match &route.upstream {
-        RouteUpstream::Echo => echo::respond(req, conn.client, &route.name).await,
-        RouteUpstream::Pool(upstream) => {
-            let (target, result) = upstream.forward(req).await;
-            outcome.target = target.map(|t| t.as_str().into());
-            result.map_err(ProxyError::from).map(|resp| {
-                let (mut head, body) = resp.into_parts();
-                forward::prepare_response(&mut head);
-                Response::from_parts(head, body.map_err(Into::into).boxed_unsync())
-            })
+    let (target, result) = route.upstream.send(req, conn, &route.name).await;
+    outcome.target = target;
+    let (mut head, body) = result?.into_parts();
+    forward::prepare_response(&mut head);
+    Ok(Response::from_parts(head, body))
+}
+
+/// What the client gets when the chain stopped the request: a filter's local answer,
+/// or the error of a filter that failed; `None` when the chain let it go on.
+fn stopped(
+    decision: Decision,
+    outcome: &mut Outcome,
+) -> Option<(Response<ProxyBody>, Option<ProxyError>)> {
+    match decision {
+        Decision::Continue => None,
+        Decision::Respond(answer) => {
+            outcome.local = true;
+            Some((answer.map(body::full), None))
+        }
+        Decision::Fail(failure) => {
+            let e = ProxyError::Filter(failure);
+            Some((e.to_response(), Some(e)))
         }
     }
-}
-
-/// An empty body.
-pub fn empty_body() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-/// A filter's local response, with its buffered body.
-fn full_response(resp: Response<Bytes>) -> Response<ProxyBody> {
-    resp.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync())
 }

@@ -188,13 +188,6 @@ impl RateLimits {
     }
 }
 
-/// Makes the process-wide limiters callable by guests as [`FOREIGN_NAME`] (idempotent;
-/// the wasm runtime calls it when it starts).
-pub fn register() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| crate::wasm::foreign::register(FOREIGN_NAME, RateLimits::shared()));
-}
-
 impl crate::wasm::ForeignFunction for RateLimits {
     fn call(&self, filter: &str, args: &[u8]) -> Result<Vec<u8>, crate::wasm::ForeignError> {
         RateLimits::call(self, filter, args)

@@ -223,6 +223,10 @@ impl State {
 /// workers (10 nice steps below the process's): a build shares the workers' cores, and
 /// requests arriving meanwhile should not queue behind it. On a saturated core a build
 /// still gets about a tenth of it.
+#[expect(
+    unsafe_code,
+    reason = "getpriority/setpriority have no safe wrapper in libc"
+)]
 fn yield_to_workers() {
     // SAFETY: getpriority and setpriority only read their integer arguments; on Linux
     // `who == 0` with PRIO_PROCESS names the calling thread.

@@ -7,7 +7,7 @@
 
 pub mod conn;
 pub mod guard;
-pub mod listeners;
+mod state;
 mod worker;
 
 use std::sync::Arc;

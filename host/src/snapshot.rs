@@ -1,6 +1,8 @@
 //! An immutable, fully built configuration: what one generation serves. A request pins
 //! one snapshot (an `Arc` load) and uses it to the end.
 
+mod http_calls;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -9,7 +11,8 @@ use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM};
 use crate::router::{Candidate, Router};
 use crate::tls::TlsSet;
 use crate::upstream::Upstream;
-use crate::wasm::{HttpCaller, Plugin, Runtime, UpstreamCaller};
+use crate::wasm::{HttpCaller, Plugin, Runtime};
+use http_calls::UpstreamCaller;
 
 /// One generation of the proxy's configuration, built completely before it serves.
 pub struct Snapshot {
@@ -29,14 +32,16 @@ pub struct Snapshot {
     tls: TlsSet,
 }
 
-/// A route resolved against its snapshot: everything serving a request needs.
-pub struct Route {
+/// A route resolved against its snapshot: everything serving a request needs. `U` is
+/// where its requests go: a [`RouteUpstream`] when serving; the test kit's routes
+/// answer with what the test describes.
+pub struct Route<U = RouteUpstream> {
     /// The route's name (logs, metrics, `route_name`).
     pub name: Arc<str>,
     /// The filter chain, in request order.
     pub filters: Vec<Arc<Plugin>>,
     /// Where requests go.
-    pub upstream: RouteUpstream,
+    pub upstream: U,
 }
 
 /// The destination of a route.

@@ -3,11 +3,11 @@
 //! A [`Filter`] names a module (a `.wasm` file, bytes, or a standard filter) and its
 //! plugin configuration; [`Filter::load`] configures it with the proxy's own runtime
 //! (the same engine, VMs, limits and host functions as `portcullis run`) into a
-//! [`Harness`]. [`Harness::run`] walks one [`Request`] through the filter's phases,
-//! exactly as the proxy's phase driver does (`wasm::HttpFilters`), answering with an
-//! [`UpstreamResponse`] when the request gets that far, and returns an [`Outcome`]: what
-//! went upstream, what the client got, the filter's log lines, its metrics, and its
-//! failure if it trapped or ran out of time.
+//! [`Harness`]. [`Harness::run`] sends one [`Request`] through the proxy's own phase
+//! driver (`proxy::drive`: forwarding headers, filters, response phase and all), with
+//! the route's upstream replaced by an [`UpstreamResponse`], and returns an
+//! [`Outcome`]: what went upstream, what the client got, the filter's log lines, its
+//! metrics, and its failure if it trapped or ran out of time.
 //!
 //! ```no_run
 //! use portcullis::testkit::{Filter, Request, UpstreamResponse};
@@ -51,7 +51,7 @@ pub use report::{Verdict, run_files};
 pub use request::{Request, UpstreamResponse};
 
 use crate::config::{FilterConfig, FilterLimits, FilterSource, OnError, Origin};
-use crate::wasm::{Plugin, Runtime};
+use crate::wasm::Plugin;
 
 /// Why a filter could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +189,8 @@ impl Filter {
     /// Compiles the module and configures a first VM (`on_vm_start`, `on_configure`),
     /// as a configuration load does.
     pub fn load(self) -> Result<Harness, TestkitError> {
-        let runtime = Runtime::new().map_err(|e| TestkitError::Runtime(format!("{e:#}")))?;
+        let runtime =
+            crate::extensions::runtime().map_err(|e| TestkitError::Runtime(format!("{e:#}")))?;
         let name = self.config.name.clone();
         let capture = capture::Capture::default();
         let plugin = tracing::dispatcher::with_default(&capture.dispatch(), || {

@@ -24,11 +24,11 @@ use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::body::{self, ProxyBody};
 use crate::config::{ConfigError, UpstreamConfig};
-use crate::proxy::ProxyBody;
 use crate::tls::UpstreamTls;
 use crate::tls::connector::{ConnectError, UpstreamConnector};
 
@@ -249,7 +249,7 @@ impl Upstream {
         req: Request<Bytes>,
         timeout: Duration,
     ) -> Result<Response<Bytes>, UpstreamError> {
-        let req = req.map(|b| Full::new(b).map_err(|never| match never {}).boxed_unsync());
+        let req = req.map(body::full);
         let exchange = async {
             let (target, result) = self.forward(req).await;
             let (head, body) = result?.into_parts();
@@ -335,7 +335,7 @@ fn clone_head(req: &Request<ProxyBody>) -> Request<()> {
 }
 
 fn rebuild(head: &Request<()>) -> Request<ProxyBody> {
-    let mut req = Request::new(crate::proxy::empty_body());
+    let mut req = Request::new(body::empty());
     *req.method_mut() = head.method().clone();
     *req.uri_mut() = head.uri().clone();
     *req.version_mut() = head.version();

@@ -22,7 +22,6 @@ mod metrics;
 pub mod precompile;
 mod shared;
 mod state;
-mod upstream_caller;
 mod vm;
 mod wasi;
 mod worker;
@@ -38,23 +37,34 @@ pub use body::{FilteredBody, LocalSlot, SharedFilters};
 pub use calls::{CallFuture, HttpCaller};
 pub use chain::HttpFilters;
 pub use engine::ModuleOrigin;
-pub use foreign::{ForeignError, ForeignFunction};
+pub use foreign::{Extensions, ForeignError, ForeignFunction};
 pub use metrics::failures;
-pub use state::AbiVersion;
-pub use upstream_caller::UpstreamCaller;
 pub use vm::Failure;
 
-/// The process-wide wasm runtime: engine, module cache, epoch ticker (all shared by
-/// every `Runtime`, which is a cheap handle).
-#[derive(Clone, Default)]
-pub struct Runtime {}
+/// The wasm runtime: a handle on the process-wide engine, module cache and epoch
+/// ticker, and the host extensions its filters may call.
+#[derive(Clone)]
+pub struct Runtime {
+    extensions: Extensions,
+}
 
 impl Runtime {
-    /// Creates (on first use) the engine and its ticker thread.
+    /// Creates (on first use) the engine and its ticker thread. The runtime offers no
+    /// host extension until [`Runtime::with_extension`] adds one; the proxy's own set
+    /// is put in by `crate::extensions::runtime`.
     pub fn new() -> anyhow::Result<Self> {
         engine::shared().map_err(anyhow::Error::msg)?;
-        crate::ratelimit::register();
-        Ok(Self {})
+        Ok(Self {
+            extensions: Extensions::default(),
+        })
+    }
+
+    /// This runtime, with `f` callable by its filters as `name` through
+    /// `proxy_call_foreign_function` (see [`foreign`]). Plugins made before keep the
+    /// extensions they were made with.
+    pub fn with_extension(mut self, name: &str, f: Arc<dyn ForeignFunction>) -> Self {
+        self.extensions = self.extensions.with(name, f);
+        self
     }
 
     /// Compiles (or takes from the cache) the module of `filter`, instantiates a first
@@ -113,6 +123,7 @@ impl Runtime {
             memory: usize::try_from(filter.limits.memory).unwrap_or(usize::MAX),
             timeout: filter.limits.callback_timeout,
             on_fiber: filter.asynchronous,
+            extensions: self.extensions.clone(),
         };
         let signal = Arc::new(worker::VmSignal::default());
         let first = vm::block_on(vm::Vm::start(&compiled, &spec, signal))?;
@@ -124,12 +135,6 @@ impl Runtime {
             first_vm: Mutex::new(Some(first)),
             http: RwLock::new(None),
         }))
-    }
-
-    /// Registers a host extension callable by every filter through
-    /// `proxy_call_foreign_function` (process-wide; see [`foreign`]).
-    pub fn register_foreign(&self, name: &str, f: Arc<dyn ForeignFunction>) {
-        foreign::register(name, f);
     }
 }
 
@@ -160,11 +165,6 @@ impl Plugin {
             Ok(mut h) => *h = Some(caller),
             Err(poisoned) => *poisoned.into_inner() = Some(caller),
         }
-    }
-
-    /// The ABI generation the module speaks.
-    pub fn abi(&self) -> AbiVersion {
-        self.compiled.abi
     }
 
     /// Instantiates and configures a fresh VM of this plugin, then drops it: what a
@@ -254,9 +254,11 @@ pub struct StreamInfo {
 pub enum Decision {
     /// Go on to the next filter / the upstream / the client.
     Continue,
-    /// Send this response instead (a filter answered locally, already through the
-    /// response phase, or a filter failed: 500).
+    /// Send this response instead: a filter answered locally (the answer has been
+    /// through the response phase already).
     Respond(http::Response<Bytes>),
+    /// A filter failed and its `on_error` is `deny`: the request ends with an error.
+    Fail(FilterFailure),
 }
 
 /// What a body phase decided for one chunk.
@@ -266,6 +268,31 @@ pub enum BodyDecision {
     Forward(Bytes),
     /// Send this response instead (only possible before response headers went out).
     Respond(http::Response<Bytes>),
+    /// A filter failed and its `on_error` is `deny`: the request ends with an error.
+    Fail(FilterFailure),
+}
+
+/// A filter that failed (trapped, ran out of time or memory) with `on_error: deny`:
+/// what ends its request. Already logged and counted, with its VM discarded, by the
+/// time the driver sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("filter `{filter}` failed: {failure}")]
+pub struct FilterFailure {
+    /// The filter's name.
+    pub filter: String,
+    /// What went wrong.
+    #[source]
+    pub failure: Failure,
+}
+
+impl FilterFailure {
+    /// `failure` of `plugin`'s filter.
+    fn of(plugin: &Plugin, failure: Failure) -> Self {
+        Self {
+            filter: plugin.config.name.clone(),
+            failure,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! An in-process harness for the proxy's driver: the real `proxy::handle`, real
 //! `Snapshot::build`, real upstream pools, served by hyper over real sockets on
-//! 127.0.0.1:0, with real backends. It stands in for the binary until the config
-//! loader and the server land; the tests using it move to `support` then.
+//! 127.0.0.1:0, with real backends. The tests using it build their configuration in
+//! code and reach into the snapshot (upstream health, pools, plugins), which the
+//! binary (`support`) does not let them do; its server (workers, guard, TLS, limits)
+//! is left out.
 
 #![allow(dead_code)]
 
@@ -21,9 +23,9 @@ use portcullis::config::{
     Config, HealthCheckConfig, HostMatch, ListenerConfig, PathMatch, RouteConfig, RouteMatch,
     TargetConfig, UpstreamConfig, UpstreamTimeouts,
 };
+use portcullis::extensions;
 use portcullis::proxy::ConnInfo;
 use portcullis::snapshot::Snapshot;
-use portcullis::wasm::Runtime;
 use tokio::net::TcpListener;
 
 /// The listener name every in-process config uses.
@@ -114,8 +116,13 @@ pub struct Proxy {
 impl Proxy {
     /// Builds a snapshot of `config` and serves it.
     pub async fn start(config: Config) -> Proxy {
-        let snapshot = Snapshot::build(Arc::new(config), &Runtime::default(), 1, None)
-            .unwrap_or_else(|e| panic!("snapshot should build, got: {e}"));
+        let snapshot = Snapshot::build(
+            Arc::new(config),
+            &extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}")),
+            1,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("snapshot should build, got: {e}"));
         Self::serve(Arc::new(snapshot)).await
     }
 

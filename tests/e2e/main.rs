@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `portcullis` binary, real sockets, real wasm. One test
 //! binary, one module per concern; the shared harness is [`support`].
 
+#![deny(unsafe_code)]
+
 mod support;
 
 mod admin;

@@ -306,6 +306,7 @@ impl Proxy {
     }
 
     /// Sends `sig` (e.g. `libc::SIGTERM`).
+    #[expect(unsafe_code, reason = "kill(2) has no safe wrapper in libc")]
     pub fn signal(&self, sig: i32) {
         let pid = libc::pid_t::try_from(self.pid()).unwrap_or(0);
         // SAFETY: kill(2) with our own child's pid has no memory effects.

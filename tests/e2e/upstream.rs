@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use portcullis::extensions;
 use portcullis::snapshot::Snapshot;
-use portcullis::wasm::Runtime;
 
 use crate::inproc::{
     Backend, Proxy, client, closed_port, config, eventually, health_check, matching, raw, route,
@@ -168,7 +168,7 @@ async fn health_check_task_follows_its_upstream() {
         vec![route("r", matching(None, None), "pool")],
         vec![pool],
     ));
-    let runtime = Runtime::default();
+    let runtime = extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}"));
     let first = Snapshot::build(cfg.clone(), &runtime, 1, None)
         .unwrap_or_else(|e| panic!("first build: {e}"));
     assert!(
@@ -404,8 +404,13 @@ async fn buffered_call_reaches_an_upstream_by_name() {
     // What a filter's `http_call` uses: a whole request in, a whole response out.
     let a = Backend::start("a").await;
     let cfg = Arc::new(config(vec![], vec![upstream("pool", &[(a.addr, 1)])]));
-    let snapshot =
-        Snapshot::build(cfg, &Runtime::default(), 1, None).unwrap_or_else(|e| panic!("build: {e}"));
+    let snapshot = Snapshot::build(
+        cfg,
+        &extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}")),
+        1,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("build: {e}"));
     let pool = snapshot
         .upstream("pool")
         .unwrap_or_else(|| panic!("pool is configured"));

@@ -6,8 +6,8 @@ use std::time::Duration;
 use portcullis::config::{
     Config, FilterConfig, FilterLimits, FilterSource, OnError, Origin, RouteConfig,
 };
+use portcullis::extensions;
 use portcullis::snapshot::Snapshot;
-use portcullis::wasm::Runtime;
 use serde_json::Value;
 
 use crate::inproc::{Proxy, client, config, matching, route};
@@ -271,7 +271,12 @@ fn a_filter_failing_on_configure_rejects_the_config() {
         vec![routed("api", "/", &["bad"])],
         vec![probe("bad", "trap_configure")],
     );
-    let err = match Snapshot::build(std::sync::Arc::new(cfg), &Runtime::default(), 1, None) {
+    let err = match Snapshot::build(
+        std::sync::Arc::new(cfg),
+        &extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}")),
+        1,
+        None,
+    ) {
         Ok(_) => panic!("a filter trapping in on_configure was accepted"),
         Err(e) => e.to_string(),
     };
@@ -301,7 +306,12 @@ fn non_proxy_wasm_modules_are_refused_clearly() {
         let mut f = probe("mod", "");
         f.source = FilterSource::Wasm(path);
         let cfg = with_filters(vec![routed("api", "/", &["mod"])], vec![f]);
-        match Snapshot::build(std::sync::Arc::new(cfg), &Runtime::default(), 1, None) {
+        match Snapshot::build(
+            std::sync::Arc::new(cfg),
+            &extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}")),
+            1,
+            None,
+        ) {
             Ok(_) => panic!("{file} was accepted"),
             Err(e) => assert!(
                 e.to_string().contains(expect),
@@ -309,4 +319,71 @@ fn non_proxy_wasm_modules_are_refused_clearly() {
             ),
         }
     }
+}
+
+/// `filter-test` and the proxy share one phase driver, so a filter under test forwards
+/// what it would forward in the proxy. Before, the kit's own walk skipped the
+/// forwarding step and the client subject: its upstream request kept `Connection`, the
+/// headers it names and a forged `X-Client-Cert-Subject`, and had no `X-Forwarded-*`.
+#[tokio::test]
+async fn filter_test_forwards_what_the_proxy_forwards() {
+    let proxy = Proxy::start(with_filters(
+        vec![routed("api", "/", &["same"])],
+        vec![probe("same", "headers:same")],
+    ))
+    .await;
+    let sent = [
+        ("x-in", "v"),
+        ("connection", "x-hop"),
+        ("x-hop", "1"),
+        ("x-client-cert-subject", "CN=forged"),
+    ];
+    let (status, _, body) = get(&proxy, "/p?q=1", &sent).await;
+    assert_eq!(status, 200, "{body}");
+    let echoed = json(&body);
+
+    let harness = portcullis::testkit::Filter::wasm_file(wasm_build::filter("probe"))
+        .name("same")
+        .config("headers:same")
+        .load()
+        .unwrap_or_else(|e| panic!("load: {e}"));
+    let mut req = portcullis::testkit::Request::get("/p?q=1").authority(&proxy.addr.to_string());
+    for (k, v) in sent {
+        req = req.header(k, v);
+    }
+    let out = harness
+        .run_async(&req, &portcullis::testkit::UpstreamResponse::ok())
+        .await
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    let kit = out
+        .upstream_request
+        .as_ref()
+        .unwrap_or_else(|| panic!("nothing went upstream: {out}"));
+
+    for name in [
+        "host",
+        "x-in",
+        "x-seen-same",
+        "x-chain",
+        "connection",
+        "x-hop",
+        "x-client-cert-subject",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+    ] {
+        let by_proxy = echoed["headers"][name].as_str().map(str::to_owned);
+        let values: Vec<String> = kit
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let by_kit = (!values.is_empty()).then(|| values.join(", "));
+        assert_eq!(
+            by_kit, by_proxy,
+            "{name}: filter-test vs the proxy\n{out}\n{echoed}"
+        );
+    }
+    assert_eq!(kit.path, "/p?q=1");
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::config::{FilterSource, OnError};
-use crate::server::listeners::Kind;
+use crate::listeners::Kind;
 use crate::wasm::ModuleOrigin;
 
 /// Builds the `/status` JSON for `app`.

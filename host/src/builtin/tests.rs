@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use crate::config::{FilterConfig, FilterLimits, FilterSource, OnError, Origin};
 use crate::testkit::{Harness, Request, UpstreamResponse};
-use crate::wasm::{Plugin, Runtime, StreamInfo};
+use crate::wasm::{Plugin, StreamInfo};
 
 mod auth;
 mod edge;
@@ -37,8 +37,7 @@ fn config(name: &str, builtin: &str, json: &str) -> FilterConfig {
 
 /// Configures builtin `builtin` as filter `name`; the error's text when refused.
 fn try_plugin(name: &str, builtin: &str, json: &str) -> Result<Arc<Plugin>, String> {
-    crate::ratelimit::register();
-    let rt = Runtime::new().map_err(|e| e.to_string())?;
+    let rt = crate::extensions::runtime().map_err(|e| e.to_string())?;
     rt.plugin(&config(name, builtin, json))
         .map_err(|e| e.to_string())
 }

@@ -85,7 +85,7 @@ pub struct ListenerConfig {
     pub origin: Origin,
 }
 
-/// Per-listener client limits (DESIGN.md, "Limits a client meets").
+/// Per-listener client limits (docs/configuration.md, `listeners[].limits`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerLimits {
     /// Total size of the request head; past it: 431.

@@ -381,6 +381,24 @@ fn duplicate_keys_and_fixed_addresses_are_reported() {
 }
 
 #[test]
+fn the_watched_files_are_the_files_the_loader_read() {
+    let dir = dir_with(&[
+        ("m/f.wasm", "\0asm"),
+        ("ca.pem", "x"),
+        (
+            "a.yaml",
+            "filters:\n  - { name: f, wasm: m/f.wasm }\nupstreams:\n  - name: u\n    targets: [{ address: \"127.0.0.1:1\" }]\n    tls: { ca: ca.pem }\nlisteners:\n  - { name: web, address: 127.0.0.1:0 }\n",
+        ),
+    ]);
+    let base = std::path::absolute(dir.path()).unwrap();
+    // One walk records both: what a serving config reads and what the watcher watches.
+    let mut external = loaded(dir.path()).external_files;
+    assert_eq!(external, [base.join("m/f.wasm"), base.join("ca.pem")]);
+    external.sort();
+    assert_eq!(named_files(dir.path()), external);
+}
+
+#[test]
 fn named_files_are_found_even_when_the_config_is_broken() {
     let dir = dir_with(&[(
         "a.yaml",

@@ -17,6 +17,10 @@ pub(crate) struct Cx<'a> {
     pub base: PathBuf,
     /// Every error found in this load.
     pub errors: &'a mut Vec<ConfigError>,
+    /// Every file a field names, resolved, in the order met (also those that do not
+    /// exist yet): [`Field::existing_file`] records them, so what the reload watcher
+    /// watches is what the loader reads.
+    pub files: &'a mut Vec<PathBuf>,
 }
 
 impl Cx<'_> {
@@ -290,10 +294,13 @@ impl<'n> Field<'n> {
         }
     }
 
-    /// A path to an existing file, resolved against the directory of the file naming it.
+    /// A path to an existing file, resolved against the directory of the file naming
+    /// it. Every file-valued field is read through here: the path is recorded in
+    /// [`Cx::files`] whether or not the file exists.
     pub fn existing_file(&self, cx: &mut Cx) -> Option<PathBuf> {
         let text = self.string(cx)?;
         let path = cx.base.join(&text);
+        cx.files.push(path.clone());
         if path.is_file() {
             Some(path)
         } else if path.exists() {

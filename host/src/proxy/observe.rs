@@ -1,16 +1,17 @@
-//! The end of a request's life in the driver: what happened, for the access log and
-//! the metrics. Kept in one place so the metrics registry can be wired in here alone.
+//! The end of a request's life in the driver: what happened, for the access log, and
+//! the one place the driver logs an error and counts an upstream failure.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::Response;
 
-use super::{ConnInfo, ErrorSource, ProxyBody, ProxyError};
+use super::{ConnInfo, Driven, ErrorSource, ProxyError};
+use crate::body::ProxyBody;
 use crate::upstream::UpstreamError;
+use crate::wasm::SharedFilters;
 
 /// What the driver did with a request, handed back with the response so the server's
-/// access log can print it.
+/// access log can print it (and the test kit can report a local answer).
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     /// The route that matched, if any.
@@ -19,33 +20,35 @@ pub struct Outcome {
     pub upstream: Option<Arc<str>>,
     /// The target the request was sent to last, as `host:port`.
     pub target: Option<Arc<str>>,
-    /// Where the error came from, when the proxy answered with one.
-    pub error: Option<ErrorSource>,
     /// Whether a filter answered instead of the upstream.
     pub local: bool,
-    /// Time from the request head to the response head, in microseconds.
-    pub head_micros: u64,
 }
 
-/// Logs a proxy error, counts an upstream failure, and returns the outcome with
-/// `resp` for the server's access log.
+/// Logs a proxy error, counts an upstream failure, and hands `resp` back with the
+/// outcome (for the server's access log) and the chain still streaming, if any.
 pub fn done(
     resp: Response<ProxyBody>,
     error: Option<&ProxyError>,
-    mut outcome: Outcome,
+    outcome: Outcome,
     conn: &ConnInfo,
-    started: Instant,
-) -> (Response<ProxyBody>, Outcome) {
-    outcome.error = error.map(ProxyError::source_side);
-    outcome.head_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    chain: Option<SharedFilters>,
+) -> Driven {
     match error {
-        // A 404 or a broken client is the client's business: not worth a warning.
-        Some(e) if e.source_side() == ErrorSource::Downstream => tracing::debug!(
-            target: "portcullis::proxy",
-            client = %conn.client,
-            status = resp.status().as_u16(),
-            "{e}"
-        ),
+        // A 404 or a broken client is the client's business: not worth a warning. A
+        // failed filter was logged, with its cause, where it failed.
+        Some(e)
+            if matches!(
+                e.source_side(),
+                ErrorSource::Downstream | ErrorSource::Filter
+            ) =>
+        {
+            tracing::debug!(
+                target: "portcullis::proxy",
+                client = %conn.client,
+                status = resp.status().as_u16(),
+                "{e}"
+            )
+        }
         // The client got a short body; the details are for the operator.
         Some(e) => tracing::warn!(
             target: "portcullis::proxy",
@@ -61,7 +64,11 @@ pub fn done(
         crate::metrics::global().upstream_error(upstream, upstream_error_kind(e));
     }
     // The server writes the access line (and counts the request) from `outcome`.
-    (resp, outcome)
+    Driven {
+        response: resp,
+        outcome,
+        chain,
+    }
 }
 
 /// The `kind` label of `portcullis_upstream_errors_total`.

@@ -255,6 +255,7 @@ fn thread_nice(name: &str) -> Option<i64> {
 }
 
 #[test]
+#[expect(unsafe_code, reason = "reads the process's priority with getpriority")]
 fn the_reload_thread_runs_below_the_workers_priority() {
     let _f = Fixture::new();
     let ours = thread_nice("config-watcher");

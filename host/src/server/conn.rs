@@ -2,8 +2,6 @@
 //! over the [`guard`](super::guard), a watchdog enforcing the header-read and idle
 //! timeouts, and graceful shutdown when the listener is removed or the process stops.
 
-mod state;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,24 +11,22 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-pub(crate) use state::ConnState;
-use state::{Active, watchdog};
-
-use super::guard::{Guard, Reject};
-use super::listeners::BoundListener;
+use super::guard::Guard;
+use super::state::{self, Active, ConnState, Reject, watchdog};
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
+use crate::body::ProxyBody;
 use crate::config::ListenerLimits;
+use crate::listeners::BoundListener;
 use crate::metrics;
-use crate::proxy::{self, ConnInfo, ProxyBody};
+use crate::proxy::{self, ConnInfo};
 use crate::snapshot::Snapshot;
 use crate::tls;
 
@@ -282,31 +278,11 @@ fn reject_response(reject: Reject) -> http::Response<ProxyBody> {
             "bad request: conflicting Content-Length / Transfer-Encoding\n",
         ),
     };
-    plain_error(status, text, true)
-}
-
-/// A short plain-text error response, as every proxy-generated error is.
-pub fn plain_error(
-    status: http::StatusCode,
-    text: &'static str,
-    close: bool,
-) -> http::Response<ProxyBody> {
-    let body = Full::new(Bytes::from_static(text.as_bytes()))
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    let mut resp = http::Response::new(body);
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    let mut resp = proxy::error_response(status, text);
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
     );
-    if close {
-        headers.insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-    }
     resp
 }
 

@@ -27,20 +27,9 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::conn::ConnState;
+use super::state::ConnState;
+pub(crate) use super::state::{Reject, Stream};
 pub(crate) use framing::Framing;
-
-/// Why the guard refused a request head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
-    /// The head is larger than `max_header_bytes`.
-    HeadersTooLarge,
-    /// The head has more than `max_headers` fields.
-    TooManyHeaders,
-    /// `Content-Length` with `Transfer-Encoding`, differing or invalid `Content-Length`s,
-    /// or a transfer coding other than chunked last.
-    BadFraming,
-}
 
 /// The head hyper is given in place of a rejected one: bodiless, so the stream stays
 /// in sync, and asking to close.
@@ -49,10 +38,6 @@ const STAND_IN_HEAD: &[u8] =
 
 /// How much the guard reads from the socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
-
-/// A stream that can be handed back to the connection for a lingering close.
-pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Unpin> Stream for T {}
 
 /// The guard around a connection's byte stream (see the module docs).
 pub(crate) struct Guard<I: Stream + 'static> {
@@ -123,6 +108,10 @@ impl<I: Stream + 'static> Guard<I> {
 }
 
 impl<I: Stream + 'static> AsyncRead for Guard<I> {
+    #[expect(
+        unsafe_code,
+        reason = "reads into spare capacity without zeroing it first"
+    )]
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

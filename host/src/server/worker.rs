@@ -14,8 +14,8 @@ use tracing::Instrument;
 
 use super::DRAIN_GRACE;
 use super::conn;
-use super::listeners::{BoundListener, Kind};
 use crate::app::App;
+use crate::listeners::{BoundListener, Kind};
 
 /// Runs worker `index` until the process shuts down and its connections have drained.
 pub(super) fn run(app: &Arc<App>, index: usize) {

@@ -1,23 +1,32 @@
-//! One request through the filter chain, phase by phase, as `proxy::handle` drives it
-//! (docs/phases.md) — with the upstream replaced by the test's answer.
+//! One request through the filter chain: the proxy's own phase driver
+//! ([`proxy::drive`]) on a route of the harness's filters, whose [`Exchange`] records
+//! what went upstream and answers with the test's described response.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use tracing::instrument::WithSubscriber as _;
 
 use super::capture::Capture;
 use super::outcome::{ClientResponse, Forwarded, MetricChange, Outcome};
 use super::request::{Request, UpstreamResponse};
 use super::{Harness, TestkitError};
+use crate::body::{self, ProxyBody};
 use crate::metrics::global;
-use crate::wasm::{BodyDecision, Decision, HttpFilters, StreamInfo};
+use crate::proxy::{self, ConnInfo, Exchange, ProxyError};
+use crate::snapshot::Route;
+
+/// The address the test's requests arrive on.
+const LOCAL: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 
 /// What the phases produced, before the logs and metrics are added.
 struct Walked {
     upstream_request: Option<Forwarded>,
-    response: http::Response<Bytes>,
+    response: ClientResponse,
     local: bool,
 }
 
@@ -30,27 +39,34 @@ pub(super) async fn run(
     let answer = upstream.parts()?;
     let names: Vec<String> = h.plugins.iter().map(|p| p.config.name.clone()).collect();
     let before = metric_values(&names);
-    let info = StreamInfo {
+    let conn = ConnInfo {
         client: request.client,
-        local: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        local: LOCAL,
         listener: "test".into(),
-        route: request.route.as_str().into(),
-        tls_version: request.tls.then_some("TLSv1_3"),
+        tls_version: request
+            .tls
+            .then(|| crate::tls::version_name(rustls::ProtocolVersion::TLSv1_3))
+            .flatten(),
+        client_subject: None,
     };
+    let route = Route {
+        name: request.route.as_str().into(),
+        filters: h.plugins.clone(),
+        upstream: Described {
+            answer,
+            forwarded: Mutex::new(None),
+        },
+    };
+    let req = http::Request::from_parts(head, body::full(request.body.clone()));
     let capture = Capture::default();
-    let walked = walk(h, info, head, request.body.clone(), answer)
+    let walked = walk(&route, &conn, req)
         .with_subscriber(capture.dispatch())
         .await;
     let captured = capture.take();
     let metrics = changes(&before, &metric_values(&names));
-    let (head, body) = walked.response.into_parts();
     Ok(Outcome {
         upstream_request: walked.upstream_request,
-        response: ClientResponse {
-            status: head.status.as_u16(),
-            headers: head.headers,
-            body,
-        },
+        response: walked.response,
         local: walked.local,
         logs: captured.logs,
         metrics,
@@ -60,59 +76,78 @@ pub(super) async fn run(
     })
 }
 
-async fn walk(
-    h: &Harness,
-    info: StreamInfo,
-    mut head: http::request::Parts,
-    body: Bytes,
-    (mut answer, answer_body): (http::response::Parts, Bytes),
-) -> Walked {
-    let mut chain = HttpFilters::new(&h.plugins, info);
-    let local = |response| Walked {
-        upstream_request: None,
-        response,
-        local: true,
-    };
-    let walked = 'walk: {
-        if let Decision::Respond(r) = chain.request_headers(&mut head, body.is_empty()).await {
-            break 'walk local(r);
+async fn walk(route: &Route<Described>, conn: &ConnInfo, req: http::Request<ProxyBody>) -> Walked {
+    let driven = proxy::drive(|_| Some(route), conn, req).await;
+    let (head, mut stream) = driven.response.into_parts();
+    // The client reads the body to its end, through the response body phase; a
+    // filter failing there breaks the body off (the failure is in the report).
+    let mut body = BytesMut::new();
+    while let Some(Ok(frame)) = stream.frame().await {
+        if let Some(data) = frame.data_ref() {
+            body.extend_from_slice(data);
         }
-        let mut sent = Bytes::new();
-        if !body.is_empty() {
-            match chain.request_body(body, true).await {
-                BodyDecision::Forward(b) => sent = b,
-                BodyDecision::Respond(r) => break 'walk local(r),
-            }
-        }
-        let upstream_request = Some(Forwarded {
+    }
+    drop(stream);
+    // Every body is done: the chain finishes here, under the capture, rather than in
+    // the background.
+    if let Some(chain) = driven.chain.and_then(|c| Arc::try_unwrap(c).ok()) {
+        chain.into_inner().finish().await;
+    }
+    Walked {
+        upstream_request: lock(&route.upstream.forwarded).take(),
+        response: ClientResponse {
+            status: head.status.as_u16(),
+            headers: head.headers,
+            body: body.freeze(),
+        },
+        local: driven.outcome.local,
+    }
+}
+
+/// The upstream of a test: records the request it gets and answers with the response
+/// the test describes.
+struct Described {
+    answer: (http::response::Parts, Bytes),
+    forwarded: Mutex<Option<Forwarded>>,
+}
+
+impl Exchange for Described {
+    fn name(&self) -> &str {
+        "test"
+    }
+
+    async fn send(
+        &self,
+        req: http::Request<ProxyBody>,
+        _conn: &ConnInfo,
+        _route: &str,
+    ) -> (
+        Option<Arc<str>>,
+        Result<http::Response<ProxyBody>, ProxyError>,
+    ) {
+        let (head, body) = req.into_parts();
+        // Reading the body runs the request body phase; a filter that answers there
+        // ends it early, and nothing went upstream.
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return (None, Err(ProxyError::DownstreamBody(e))),
+        };
+        *lock(&self.forwarded) = Some(Forwarded {
             method: head.method.to_string(),
             path: head
                 .uri
                 .path_and_query()
                 .map_or_else(|| head.uri.to_string(), |p| p.as_str().to_string()),
             headers: head.headers,
-            body: sent,
+            body,
         });
-        let answered = |response, local| Walked {
-            upstream_request: upstream_request.clone(),
-            response,
-            local,
-        };
-        let eos = answer_body.is_empty();
-        if let Decision::Respond(r) = chain.response_headers(&mut answer, eos).await {
-            break 'walk answered(r, true);
-        }
-        let mut out = Bytes::new();
-        if !eos {
-            match chain.response_body(answer_body, true).await {
-                BodyDecision::Forward(b) => out = b,
-                BodyDecision::Respond(r) => break 'walk answered(r, true),
-            }
-        }
-        answered(http::Response::from_parts(answer, out), false)
-    };
-    chain.finish().await;
-    walked
+        let (head, body) = self.answer.clone();
+        (None, Ok(http::Response::from_parts(head, body::full(body))))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 type Values = HashMap<(String, String), (crate::metrics::CustomKind, i64)>;

@@ -94,6 +94,7 @@ pub fn load(path: &Path) -> Result<Spec, ConfigErrors> {
     };
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut errors = Vec::new();
+    let mut files = Vec::new();
     let mut cx = Cx {
         file: file.clone(),
         base: absolute
@@ -101,6 +102,7 @@ pub fn load(path: &Path) -> Result<Spec, ConfigErrors> {
             .unwrap_or_else(|| Path::new("."))
             .to_path_buf(),
         errors: &mut errors,
+        files: &mut files,
     };
     let spec = decode(&mut cx, doc, &file);
     match spec {

@@ -100,6 +100,37 @@ async fn a_local_response_is_reported_and_checked() {
     );
 }
 
+/// The kit runs the proxy's own driver. Before it did, its copy of the walk differed:
+/// the filter read `connection.tls_version` as `TLSv1_3` where the server reports
+/// `TLSv1.3`, and what went upstream kept hop-by-hop headers and a client-forged
+/// certificate subject, and lacked the `X-Forwarded-*` headers the proxy adds.
+#[tokio::test]
+async fn the_kit_forwards_as_the_proxy_does() {
+    let h = load(probe("tk-same", "props:tks"));
+    let out = run(
+        &h,
+        Request::get("/p")
+            .tls(true)
+            .header("connection", "x-hop")
+            .header("x-hop", "1")
+            .header("x-client-cert-subject", "CN=forged"),
+    )
+    .await;
+    let up = &forwarded(&out).headers;
+    assert_eq!(
+        header(up, "x-prop-connection.tls_version"),
+        crate::tls::version_name(rustls::ProtocolVersion::TLSv1_3).unwrap_or_default(),
+        "the version string the server reports: {out}"
+    );
+    assert_eq!(header(up, "x-prop-connection.tls_version"), "TLSv1.3");
+    for gone in ["connection", "x-hop", "x-client-cert-subject"] {
+        assert!(!up.contains_key(gone), "{gone} went upstream: {out}");
+    }
+    assert_eq!(header(up, "x-forwarded-for"), "127.0.0.1");
+    assert_eq!(header(up, "x-forwarded-proto"), "https");
+    assert_eq!(header(up, "x-forwarded-host"), "example.com");
+}
+
 #[tokio::test]
 async fn bodies_go_through_the_body_phases() {
     let h = load(probe("tk-body", "body:tkb"));

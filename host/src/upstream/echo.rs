@@ -7,10 +7,16 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::{Map, Value};
 
-use crate::proxy::{ProxyBody, ProxyError};
+use crate::body::{self, BoxError, ProxyBody};
+
+/// The request body failed while the echo read it: the client went away, or a filter
+/// answered while the body streamed.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body failed: {0}")]
+pub struct EchoError(#[source] pub BoxError);
 
 /// Answers `req` with the JSON description of it; `client` is the downstream peer and
 /// `route` the route's name.
@@ -18,11 +24,11 @@ pub async fn respond(
     req: Request<ProxyBody>,
     client: SocketAddr,
     route: &str,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Response<ProxyBody>, EchoError> {
     let (parts, mut body) = req.into_parts();
     let mut body_bytes: u64 = 0;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(ProxyError::DownstreamBody)?;
+        let frame = frame.map_err(EchoError)?;
         if let Some(data) = frame.data_ref() {
             body_bytes += data.len() as u64;
         }
@@ -49,11 +55,7 @@ pub async fn respond(
     });
     let mut text = doc.to_string();
     text.push('\n');
-    let mut resp = Response::new(
-        Full::new(Bytes::from(text))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut resp = Response::new(body::full(Bytes::from(text)));
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

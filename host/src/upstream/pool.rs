@@ -26,7 +26,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::proxy::ProxyBody;
+use crate::body::ProxyBody;
 use crate::tls::connector::{ConnectError, UpstreamConnector};
 
 /// How long an idle pooled connection is kept.

@@ -149,7 +149,10 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 c.data_mut().io.skip_response = true;
                 return Ok(status::OK);
             }
-            let Some(f) = std::str::from_utf8(name).ok().and_then(foreign::lookup) else {
+            let Some(f) = std::str::from_utf8(name)
+                .ok()
+                .and_then(|n| c.data().extensions.get(n).cloned())
+            else {
                 return Ok(status::NOT_FOUND);
             };
             let mut failure = None;

@@ -1,6 +1,12 @@
 //! Body phases on streaming bodies: [`FilteredBody`] wraps a request or response body
 //! and runs each chunk (and the trailers) through the chain as it streams, holding
 //! bytes while a filter pauses.
+//!
+//! A filter that answers or fails while the request body streams stops that body
+//! ([`AnsweredLocally`]) and leaves its decision in the driver's [`LocalSlot`]. Once the
+//! response head has gone, an answer can only replace the rest of the body, and a
+//! failure ends the body with an error: the client sees a broken response rather than
+//! a complete-looking one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,8 +23,9 @@ use super::{BodyDecision, Decision, HttpFilters};
 /// drops it, the chain finishes (`on_done`, `on_log`, `on_delete`) in the background.
 pub type SharedFilters = Arc<tokio::sync::Mutex<HttpFilters>>;
 
-/// Where a filter's local response made while a body streamed is left for the driver.
-pub type LocalSlot = Arc<Mutex<Option<http::Response<Bytes>>>>;
+/// Where a filter's answer ([`Decision::Respond`]) or failure ([`Decision::Fail`]) made
+/// while the request body streamed is left for the driver.
+pub type LocalSlot = Arc<Mutex<Option<Decision>>>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Step = Pin<Box<dyn Future<Output = Out> + Send>>;
@@ -26,7 +33,8 @@ type Step = Pin<Box<dyn Future<Output = Out> + Send>>;
 enum Out {
     Data(Bytes),
     Trailers(Bytes, HeaderMap),
-    Respond(http::Response<Bytes>),
+    /// `Respond` or `Fail`.
+    Stop(Decision),
 }
 
 /// Which way a body flows.
@@ -36,8 +44,8 @@ enum Dir {
     Response,
 }
 
-/// A filter answered while the request body was streaming; the driver finds the
-/// response in its [`LocalSlot`].
+/// A filter answered (or failed) while the request body was streaming; the driver
+/// finds its decision in its [`LocalSlot`].
 #[derive(Debug, thiserror::Error)]
 #[error("a filter answered locally while the body was streaming")]
 pub struct AnsweredLocally;
@@ -57,7 +65,8 @@ pub struct FilteredBody<B> {
 
 impl<B: Body> FilteredBody<B> {
     /// The request body, through `on_request_body` / `on_request_trailers`. A local
-    /// response ends the body with [`AnsweredLocally`] and lands in `local`.
+    /// response or a failure ends the body with [`AnsweredLocally`] and lands in
+    /// `local`.
     pub fn request(inner: B, filters: SharedFilters, local: LocalSlot) -> Self {
         Self::new(inner, filters, Dir::Request, Some(local))
     }
@@ -74,12 +83,14 @@ impl<B: Body> FilteredBody<B> {
         let passthrough =
             inner.is_end_stream() || filters.try_lock().is_ok_and(|f| !f.takes_bodies());
         Self {
+            // A body that is over before it starts has no body phase: the headers
+            // phase was told `end_of_stream`.
+            done: inner.is_end_stream(),
             inner,
             filters,
             dir,
             local,
             step: None,
-            done: false,
             passthrough,
         }
     }
@@ -94,7 +105,8 @@ impl<B: Body> FilteredBody<B> {
             };
             match d {
                 BodyDecision::Forward(b) => Out::Data(b),
-                BodyDecision::Respond(r) => Out::Respond(r),
+                BodyDecision::Respond(r) => Out::Stop(Decision::Respond(r)),
+                BodyDecision::Fail(f) => Out::Stop(Decision::Fail(f)),
             }
         }));
     }
@@ -110,7 +122,8 @@ impl<B: Body> FilteredBody<B> {
             };
             let flushed = match flushed {
                 BodyDecision::Forward(b) => b,
-                BodyDecision::Respond(r) => return Out::Respond(r),
+                BodyDecision::Respond(r) => return Out::Stop(Decision::Respond(r)),
+                BodyDecision::Fail(f) => return Out::Stop(Decision::Fail(f)),
             };
             let d = match dir {
                 Dir::Request => f.request_trailers(&mut trailers).await,
@@ -118,7 +131,7 @@ impl<B: Body> FilteredBody<B> {
             };
             match d {
                 Decision::Continue => Out::Trailers(flushed, trailers),
-                Decision::Respond(r) => Out::Respond(r),
+                stop => Out::Stop(stop),
             }
         }));
     }
@@ -159,17 +172,21 @@ where
                         this.step = Some(Box::pin(async move { Out::Trailers(Bytes::new(), t) }));
                         return Poll::Ready(Some(Ok(Frame::data(b))));
                     }
-                    Out::Respond(r) => {
+                    Out::Stop(stop) => {
                         this.done = true;
-                        return match (this.dir, &this.local) {
-                            (Dir::Request, Some(slot)) => {
+                        return match (this.dir, &this.local, stop) {
+                            (Dir::Request, Some(slot), stop) => {
                                 if let Ok(mut s) = slot.lock() {
-                                    *s = Some(r);
+                                    *s = Some(stop);
                                 }
                                 Poll::Ready(Some(Err(Box::new(AnsweredLocally))))
                             }
                             // The response head has gone: only its body can be replaced.
-                            _ => Poll::Ready(Some(Ok(Frame::data(r.into_body())))),
+                            (_, _, Decision::Respond(r)) => {
+                                Poll::Ready(Some(Ok(Frame::data(r.into_body()))))
+                            }
+                            (_, _, Decision::Fail(f)) => Poll::Ready(Some(Err(Box::new(f)))),
+                            (_, _, Decision::Continue) => Poll::Ready(None),
                         };
                     }
                 }

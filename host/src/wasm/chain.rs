@@ -11,7 +11,7 @@ use http::HeaderMap;
 use super::state::StreamIo;
 use super::vm::{Failure, ROOT_CONTEXT};
 use super::worker::{self, SlotRef};
-use super::{BodyDecision, Decision, Plugin, StreamInfo, calls};
+use super::{BodyDecision, Decision, FilterFailure, Plugin, StreamInfo, calls};
 use crate::config::OnError;
 
 #[derive(Clone, Copy, Debug)]
@@ -174,11 +174,14 @@ impl HttpFilters {
                 Step::Pause => data = std::mem::take(&mut self.io.request_body),
                 Step::Local => {
                     self.seen = i + 1;
-                    return BodyDecision::Respond(self.local_response().await);
+                    return match self.local_response(i).await {
+                        Ok(r) => BodyDecision::Respond(r),
+                        Err(f) => BodyDecision::Fail(f),
+                    };
                 }
                 Step::Failed(f) => match self.entries[i].plugin.config.on_error {
                     OnError::Allow => data = std::mem::take(&mut self.io.request_body),
-                    OnError::Deny => return BodyDecision::Respond(failure_response(&f)),
+                    OnError::Deny => return BodyDecision::Fail(self.failure(i, f)),
                 },
             }
         }
@@ -236,7 +239,7 @@ impl HttpFilters {
                 }
                 Step::Failed(f) => match self.entries[i].plugin.config.on_error {
                     OnError::Allow => data = std::mem::take(&mut self.io.response_body),
-                    OnError::Deny => return BodyDecision::Respond(failure_response(&f)),
+                    OnError::Deny => return BodyDecision::Fail(self.failure(i, f)),
                 },
             }
         }
@@ -304,11 +307,14 @@ impl HttpFilters {
                 Step::Continue | Step::Pause => {}
                 Step::Local => {
                     self.seen = i + 1;
-                    return Decision::Respond(self.local_response().await);
+                    return match self.local_response(i).await {
+                        Ok(r) => Decision::Respond(r),
+                        Err(f) => Decision::Fail(f),
+                    };
                 }
                 Step::Failed(f) => {
                     if self.entries[i].plugin.config.on_error == OnError::Deny {
-                        return Decision::Respond(failure_response(&f));
+                        return Decision::Fail(self.failure(i, f));
                     }
                 }
             }
@@ -328,7 +334,7 @@ impl HttpFilters {
                 }
                 Step::Failed(f) => {
                     if self.entries[i].plugin.config.on_error == OnError::Deny {
-                        return Decision::Respond(failure_response(&f));
+                        return Decision::Fail(self.failure(i, f));
                     }
                 }
             }
@@ -336,27 +342,33 @@ impl HttpFilters {
         Decision::Continue
     }
 
-    /// Builds the local reply a filter asked for and runs it through the response
+    /// Builds the local reply filter `i` asked for and runs it through the response
     /// phase of the filters that saw the request, in reverse.
-    async fn local_response(&mut self) -> http::Response<Bytes> {
+    async fn local_response(&mut self, i: usize) -> Result<http::Response<Bytes>, FilterFailure> {
         let Some(reply) = self.io.local_reply.take() else {
-            return failure_response(&Failure::Trap("local reply vanished".into()));
+            return Err(self.failure(i, Failure::Trap("local reply vanished".into())));
         };
         let (mut head, body) = reply.into_response().into_parts();
         let mut body_eos = body.is_empty();
         match self.response_headers(&mut head, body_eos).await {
             Decision::Continue => {}
-            Decision::Respond(r) => return r,
+            Decision::Respond(r) => return Ok(r),
+            Decision::Fail(f) => return Err(f),
         }
         let mut out = body;
         if !body_eos {
             body_eos = true;
             match self.response_body(out, body_eos).await {
                 BodyDecision::Forward(b) => out = b,
-                BodyDecision::Respond(r) => return r,
+                BodyDecision::Respond(r) => return Ok(r),
+                BodyDecision::Fail(f) => return Err(f),
             }
         }
-        http::Response::from_parts(head, out)
+        Ok(http::Response::from_parts(head, out))
+    }
+
+    fn failure(&self, i: usize, f: Failure) -> FilterFailure {
+        FilterFailure::of(&self.entries[i].plugin, f)
     }
 
     /// Runs one callback of filter `i`, with its http calls, and says what it decided.
@@ -526,18 +538,6 @@ fn count(io: &StreamIo, phase: Phase) -> u32 {
         Phase::RequestBody | Phase::ResponseBody => 0,
     };
     n as u32
-}
-
-/// The 500 a denying filter's failure turns into.
-pub(crate) fn failure_response(f: &Failure) -> http::Response<Bytes> {
-    let _ = f;
-    let mut r = http::Response::new(Bytes::from_static(b"filter failure\n"));
-    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain"),
-    );
-    r
 }
 
 /// Runs `fut` here and now if it completes without waiting, as finishing a chain of

@@ -71,6 +71,7 @@ impl DiskCache {
             (Ok(()), Err(e)) => return Err(e.to_string()),
         };
         // SAFETY: geteuid has no preconditions and cannot fail.
+        #[expect(unsafe_code, reason = "libc::geteuid is an FFI call")]
         let euid = unsafe { libc::geteuid() };
         if meta.uid() != euid && meta.uid() != 0 {
             return Err(format!(
@@ -131,6 +132,7 @@ impl DiskCache {
         // the directory was refused at `open` if other users could write it). wasmtime
         // itself refuses artifacts of another version or configuration. `deserialize`
         // copies the bytes, so what happens to the file later cannot change the module.
+        #[expect(unsafe_code, reason = "wasmtime's deserialization trusts its input")]
         let module = match unsafe { Module::deserialize(engine, payload) } {
             Ok(m) => m,
             Err(e) => {

@@ -293,7 +293,8 @@ fn abi_version(module: &Module) -> Result<AbiVersion, String> {
     })
 }
 
-/// The innermost message of a wasmtime error (the outer ones say "failed to compile").
+/// Every message of a wasmtime error's chain, outermost first, joined with `: ` (the
+/// outer one alone says only "failed to compile"; the cause is further in).
 pub(crate) fn root_cause(e: &wasmtime::Error) -> String {
     let mut msg = e.to_string();
     for cause in e.chain().skip(1) {

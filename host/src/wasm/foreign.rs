@@ -1,16 +1,14 @@
 //! Foreign functions: host extensions a filter calls with
 //! `proxy_call_foreign_function(name, args)`.
 //!
-//! The registry is process-wide and simple: a name maps to an `Arc<dyn
-//! ForeignFunction>`, registered once at start (e.g. the rate limiter, whose buckets
-//! must outlive reloads) with [`register`] or `Runtime::register_foreign`. A later
-//! registration under the same name replaces the earlier one. A call to an unknown
-//! name returns `NOT_FOUND` to the guest; an error returns `INTERNAL_FAILURE` (or
-//! `BAD_ARGUMENT`) and is logged with the filter's name.
+//! The wasm host knows none of them: the entry points (`portcullis run` / `check`, the
+//! test kit) put each in the [`Extensions`] of the [`Runtime`](super::Runtime) they make
+//! (see `crate::extensions`), and every VM of every plugin of that runtime reaches them
+//! by name. A call to an unknown name returns `NOT_FOUND` to the guest; an error returns
+//! `BAD_ARGUMENT` or `INTERNAL_FAILURE` and is logged with the filter's name.
 
-use std::sync::{Arc, LazyLock};
-
-use dashmap::DashMap;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Why a foreign function refused a call.
 #[derive(Debug, thiserror::Error)]
@@ -24,20 +22,40 @@ pub enum ForeignError {
 }
 
 /// A host extension. It runs on the worker thread inside the guest's callback, so it
-/// must be quick and must not block.
+/// must be quick and must not block. State that must outlive reloads (the rate
+/// limiter's buckets) lives in the extension, which every snapshot shares.
 pub trait ForeignFunction: Send + Sync {
     /// Answers a call from `filter` (the filter's config name) with `args`.
     fn call(&self, filter: &str, args: &[u8]) -> Result<Vec<u8>, ForeignError>;
 }
 
-static REGISTRY: LazyLock<DashMap<String, Arc<dyn ForeignFunction>>> = LazyLock::new(DashMap::new);
+/// The host extensions of one runtime, by the name guests call them with. Fixed once
+/// the runtime is made; each VM holds a handle (an `Arc` clone).
+#[derive(Clone, Default)]
+pub struct Extensions(Arc<HashMap<String, Arc<dyn ForeignFunction>>>);
 
-/// Registers `f` under `name`, process-wide.
-pub fn register(name: &str, f: Arc<dyn ForeignFunction>) {
-    REGISTRY.insert(name.to_string(), f);
+impl Extensions {
+    /// These extensions and `f` under `name` (replacing one of the same name).
+    pub fn with(mut self, name: &str, f: Arc<dyn ForeignFunction>) -> Self {
+        Arc::make_mut(&mut self.0).insert(name.to_string(), f);
+        self
+    }
+
+    /// The extension registered under `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ForeignFunction>> {
+        self.0.get(name)
+    }
+
+    /// The names registered, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
 }
 
-/// The function registered under `name`.
-pub(crate) fn lookup(name: &str) -> Option<Arc<dyn ForeignFunction>> {
-    REGISTRY.get(name).map(|f| f.clone())
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
 }

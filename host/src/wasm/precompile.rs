@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use super::AbiVersion;
 use super::disk_cache::{self, DiskCache};
 use super::engine::{self, ModuleOrigin, Shared};
+use super::state::AbiVersion;
 
 /// A module's bytes, or why they cannot be had.
 type Bytes = Result<Cow<'static, [u8]>, String>;

@@ -129,6 +129,8 @@ pub(crate) struct HostState {
     /// Callbacks run on a fiber (the filter is `async: true`): host calls must enter
     /// the guest again through a nested fiber, and the deadline yields.
     pub on_fiber: bool,
+    /// The host extensions `proxy_call_foreign_function` reaches.
+    pub extensions: super::Extensions,
 }
 
 /// Caps a VM's linear memory; a guest growing past it traps and is counted as a

@@ -115,12 +115,14 @@ pub(crate) fn header(h: &http::HeaderMap, name: &str) -> String {
 
 /// Expects `Continue`, else says what came back.
 pub(crate) fn cont(d: Decision) {
-    if let Decision::Respond(r) = d {
-        panic!(
+    match d {
+        Decision::Continue => {}
+        Decision::Respond(r) => panic!(
             "expected Continue, got a {} response: {:?}",
             r.status(),
             String::from_utf8_lossy(r.body())
-        );
+        ),
+        Decision::Fail(f) => panic!("expected Continue, got a failure: {f}"),
     }
 }
 
@@ -129,5 +131,15 @@ pub(crate) fn respond(d: Decision) -> http::Response<Bytes> {
     match d {
         Decision::Respond(r) => r,
         Decision::Continue => panic!("expected a response, got Continue"),
+        Decision::Fail(f) => panic!("expected a response, got a failure: {f}"),
+    }
+}
+
+/// Expects a filter failure, else says what came back.
+pub(crate) fn failed(d: Decision) -> crate::wasm::FilterFailure {
+    match d {
+        Decision::Fail(f) => f,
+        Decision::Continue => panic!("expected a failure, got Continue"),
+        Decision::Respond(r) => panic!("expected a failure, got a {} response", r.status()),
     }
 }

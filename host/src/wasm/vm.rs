@@ -69,6 +69,8 @@ pub(crate) struct VmSpec {
     pub timeout: Duration,
     /// Run callbacks on a fiber that yields (`async: true`).
     pub on_fiber: bool,
+    /// The host extensions its `proxy_call_foreign_function` reaches.
+    pub extensions: super::Extensions,
 }
 
 type F1 = Option<TypedFunc<u32, ()>>;
@@ -179,6 +181,7 @@ impl Vm {
             last_error_log: None,
             scratch: Vec::new(),
             on_fiber: spec.on_fiber,
+            extensions: spec.extensions.clone(),
         };
         let mut store = Store::new(compiled.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);

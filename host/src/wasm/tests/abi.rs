@@ -121,11 +121,14 @@ impl ForeignFunction for Echo {
 
 #[tokio::test]
 async fn foreign_functions_dispatch_to_the_registry() {
-    Runtime::new()
+    let rt = Runtime::new()
         .unwrap_or_else(|e| panic!("{e}"))
-        .register_foreign("test-echo", Arc::new(Echo));
-    let p = plugin(&filter("foreign", "foreign:test-echo"));
-    let q = plugin(&filter("foreign-missing", "foreign:nope"));
+        .with_extension("test-echo", Arc::new(Echo));
+    let p = rt
+        .plugin_from_bytes(&filter("foreign", "foreign:test-echo"), probe_wasm())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A runtime without the extension: the same call finds nothing.
+    let q = plugin(&filter("foreign-missing", "foreign:test-echo"));
     let mut chain = HttpFilters::new(&[p, q], info());
     let mut req = request("/", &[]);
     cont(chain.request_headers(&mut req, true).await);

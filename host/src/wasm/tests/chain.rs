@@ -96,10 +96,12 @@ async fn bodies_are_buffered_while_a_filter_pauses() {
     {
         BodyDecision::Forward(b) => assert!(b.is_empty(), "paused filter let {b:?} through"),
         BodyDecision::Respond(r) => panic!("unexpected {} response", r.status()),
+        BodyDecision::Fail(f) => panic!("unexpected failure: {f}"),
     }
     match chain.request_body(Bytes::from_static(b"world"), true).await {
         BodyDecision::Forward(b) => assert_eq!(b.as_ref(), b"HELLO WORLD"),
         BodyDecision::Respond(r) => panic!("unexpected {} response", r.status()),
+        BodyDecision::Fail(f) => panic!("unexpected failure: {f}"),
     }
     let mut resp = response(200);
     cont(chain.response_headers(&mut resp, false).await);
@@ -111,6 +113,7 @@ async fn bodies_are_buffered_while_a_filter_pauses() {
     match chain.response_body(Bytes::from_static(b"def"), true).await {
         BodyDecision::Forward(b) => assert_eq!(b.as_ref(), b"abcdef [probed]"),
         BodyDecision::Respond(r) => panic!("unexpected {} response", r.status()),
+        BodyDecision::Fail(f) => panic!("unexpected failure: {f}"),
     }
     chain.finish().await;
 }
@@ -256,6 +259,7 @@ async fn sdk_filters_are_headers_only_and_bodies_stream_past_them() {
     match chain.response_body(Bytes::from_static(b"xyz"), true).await {
         BodyDecision::Forward(b) => assert_eq!(b.as_ref(), b"xyz [probed]"),
         BodyDecision::Respond(r) => panic!("unexpected {} response", r.status()),
+        BodyDecision::Fail(f) => panic!("unexpected failure: {f}"),
     }
     chain.finish().await;
 

@@ -198,6 +198,7 @@ impl HttpContext for Stream {
                     "plugin_name",
                     "plugin_root_id",
                     "route_name",
+                    "connection.tls_version",
                 ] {
                     let path: Vec<&str> = name.split('.').collect();
                     let v = self

@@ -1,11 +1,30 @@
-//! What the guard, the request handler and the watchdog of one connection share.
+//! What the guard, the request handler and the watchdog of one connection share: the
+//! connection's timers and counts, the heads the guard rejected, and the stream kept
+//! for a lingering close. A leaf of `server`: the guard and the connection both use it.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use crate::config::ListenerLimits;
-use crate::server::guard::{Reject, Stream};
+
+/// Why the guard refused a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// The head is larger than `max_header_bytes`.
+    HeadersTooLarge,
+    /// The head has more than `max_headers` fields.
+    TooManyHeaders,
+    /// `Content-Length` with `Transfer-Encoding`, differing or invalid `Content-Length`s,
+    /// or a transfer coding other than chunked last.
+    BadFraming,
+}
+
+/// A stream that can be handed back to the connection for a lingering close.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Stream for T {}
 
 /// Per-connection state, shared on the worker's thread.
 pub(crate) struct ConnState {
@@ -82,8 +101,8 @@ impl ConnState {
         self.rejections.borrow_mut().push((index, why));
     }
 
-    /// Heads the guard has handed on so far is what the handler will count: the
-    /// index the next head gets.
+    /// Why the guard rejected the head of request `index`, if it did (the guard numbers
+    /// the heads it hands on as the handler numbers the requests that reach it).
     pub(crate) fn rejection(&self, index: u64) -> Option<Reject> {
         self.rejections
             .borrow()

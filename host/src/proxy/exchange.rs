@@ -1,0 +1,59 @@
+//! [`Exchange`]: where the driver sends a request the filters let through.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use http::{Request, Response};
+
+use super::{ConnInfo, ProxyError};
+use crate::body::{self, ProxyBody};
+use crate::snapshot::RouteUpstream;
+use crate::upstream::echo;
+
+/// The far side of a route: its upstream pool or `echo@internal` when serving, the
+/// described answer under test. The driver hands it the request with its head prepared
+/// (hop-by-hop headers out, `X-Forwarded-*` in) and its body streaming through the
+/// request filters, and prepares the response head it gets back.
+pub trait Exchange {
+    /// The upstream's name as configured (`echo@internal` included), for the access
+    /// log and the metrics.
+    fn name(&self) -> &str;
+
+    /// Sends `req`, which came from `conn` on route `route`, and returns the answer
+    /// with its body streaming, beside the target it went to last (`host:port`), if
+    /// any.
+    fn send(
+        &self,
+        req: Request<ProxyBody>,
+        conn: &ConnInfo,
+        route: &str,
+    ) -> impl Future<Output = (Option<Arc<str>>, Result<Response<ProxyBody>, ProxyError>)>;
+}
+
+impl Exchange for RouteUpstream {
+    fn name(&self) -> &str {
+        RouteUpstream::name(self)
+    }
+
+    async fn send(
+        &self,
+        req: Request<ProxyBody>,
+        conn: &ConnInfo,
+        route: &str,
+    ) -> (Option<Arc<str>>, Result<Response<ProxyBody>, ProxyError>) {
+        match self {
+            RouteUpstream::Echo => {
+                let answer = echo::respond(req, conn.client, route).await;
+                (None, answer.map_err(ProxyError::from))
+            }
+            RouteUpstream::Pool(upstream) => {
+                let (target, result) = upstream.forward(req).await;
+                let target = target.map(|t| t.as_str().into());
+                (
+                    target,
+                    result.map_err(ProxyError::from).map(|r| r.map(body::boxed)),
+                )
+            }
+        }
+    }
+}
