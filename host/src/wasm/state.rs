@@ -53,7 +53,9 @@ pub(crate) struct LocalReply {
 #[derive(Debug)]
 pub(crate) struct PendingCall {
     pub token: u32,
-    /// The context that made it (the effective context at the time).
+    /// The context the host was running when the guest made it: the stream whose
+    /// dispatch loop delivers the answer. The call itself belongs to the root context,
+    /// as on Envoy, which gets `on_http_call_response`.
     pub context: u32,
     pub upstream: String,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -112,8 +114,10 @@ pub(crate) struct HostState {
     /// How long the running callback may take in wall time at most.
     pub backstop: Duration,
     pub next_context: u32,
-    /// The context host calls act for (`set_effective_context` changes it).
-    pub effective_context: u32,
+    /// The context the host called into for the running callback (a stream or the
+    /// root). Host calls act on the stream data moved in for it (`io`), so
+    /// `set_effective_context` has nothing to move.
+    pub running_context: u32,
     pub io: Box<StreamIo>,
     pub tick_period: Option<Duration>,
     pub pending_calls: Vec<PendingCall>,
