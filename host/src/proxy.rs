@@ -121,6 +121,7 @@ pub async fn handle_with_outcome(
             tls_version: conn.tls_version,
         },
     );
+    filters.set_upstream_and_peer(route.upstream.name().into(), conn.client_subject.clone());
 
     if let Decision::Respond(local) = filters
         .request_headers(&mut head, body.is_end_stream())

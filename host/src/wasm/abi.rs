@@ -2,7 +2,7 @@
 //! import answer UNIMPLEMENTED, see `engine`). Each checks every guest pointer.
 
 mod headers;
-mod properties;
+pub(crate) mod properties;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -93,6 +93,26 @@ pub(crate) struct StreamIo {
     /// [`SKIP_RESPONSE_PHASE`]: it wants no response-phase callbacks.
     pub skip_response: bool,
     pub closed: bool,
+    /// What the proxy told the chain besides `info` (`HttpFilters::set_upstream_and_peer`).
+    pub cluster: Option<Arc<str>>,
+    /// The verified client certificate's subject (mTLS).
+    pub peer_subject: Option<Arc<str>>,
+    /// When the chain started, right after the request head was read (`request.time`).
+    pub started: Option<SystemTime>,
+    /// The stream is complete (`on_done` / `on_log` run): `request.duration` is known.
+    pub completed: bool,
+    /// Body bytes that reached the chain so far, request and response.
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+    /// The request's `content-length` and header bytes once its header phase ended,
+    /// for the callbacks after it (`request.size`, `request.total_size`).
+    pub request_head: Option<(Option<u64>, u64)>,
+    /// The response's status and header bytes once its header phase ended, for the
+    /// callbacks after it (`on_log` reads `response.code`).
+    pub response_code: Option<u16>,
+    pub response_head_bytes: u64,
+    /// Why a filter answered locally (its `send_local_response` details).
+    pub code_details: Option<String>,
 }
 
 /// The store data of one VM.

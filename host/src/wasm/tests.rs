@@ -2,6 +2,7 @@
 //! through [`HttpFilters`] without a server.
 
 mod abi;
+mod attributes;
 mod chain;
 mod limits;
 // One recipe for building the test filters, shared with the e2e tests and benches.
