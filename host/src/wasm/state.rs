@@ -37,6 +37,9 @@ pub enum AbiVersion {
     V0_2_0,
     /// `proxy_abi_version_0_2_1`.
     V0_2_1,
+    /// `proxy_abi_version_0_2_100`: Higress's variant, 0.2.1 plus host functions of
+    /// its own (docs/filters-abi.md says which are offered).
+    V0_2_100,
 }
 
 /// A response a filter asked the host to send instead of going on.

@@ -2,6 +2,7 @@
 //! through [`HttpFilters`] without a server.
 
 mod abi;
+mod abi_versions;
 mod attributes;
 mod chain;
 mod limits;
