@@ -52,3 +52,35 @@ fn build() -> PathBuf {
     }
     dir.join("wasm32-wasip1/release")
 }
+
+/// Builds the test filter in `tests/filters/<dir>` that is not Rust (AssemblyScript,
+/// C, ...) with its own `build.sh`, once per test run, and returns the module it wrote.
+/// Panics with the script's output when the build fails (a missing toolchain says which
+/// to install: `.ci/install-toolchains` installs them all).
+pub fn scripted(dir: &str) -> PathBuf {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, PoisonError};
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    // Held across the build: two tests never run one script at once.
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(module) = built.get(dir) {
+        return module.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/filters");
+    let script = root.join(dir).join("build.sh");
+    let out = Command::new("sh")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed ({}); install the toolchains with .ci/install-toolchains\n--- stdout\n{}\n--- stderr\n{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let module = root.join(dir).join("filter.wasm");
+    built.insert(dir.to_string(), module.clone());
+    module
+}

@@ -236,6 +236,44 @@ async fn http_call_reaches_upstreams_by_name() {
     );
 }
 
+/// AssemblyScript's runtime finds an `http_call` in its root context's table by the id
+/// `on_http_call_response` gets: the call is answered only when that id is the root
+/// context's, as on Envoy. Two requests at once: each stream gets its own answer.
+#[tokio::test]
+async fn an_assemblyscript_http_call_from_a_request_is_answered() {
+    let auth = crate::inproc::Backend::start("auth").await;
+    let filter = FilterConfig {
+        source: FilterSource::Wasm(wasm_build::scripted("as-http-call")),
+        root_id: "as_http_call".into(),
+        config: b"authsvc".to_vec(),
+        ..probe("ascall", "")
+    };
+    let proxy = Proxy::start(Config {
+        filters: vec![filter],
+        ..config(
+            vec![routed("api", "/", &["ascall"])],
+            vec![crate::inproc::upstream("authsvc", &[(auth.addr, 1)])],
+        )
+    })
+    .await;
+    let (a, b) = tokio::join!(get(&proxy, "/a", &[]), get(&proxy, "/b", &[]));
+    for (path, (status, _, body)) in [("/a", a), ("/b", b)] {
+        assert_eq!(status, 200, "{path}: {body}");
+        let echo = json(&body);
+        assert_eq!(echo["path"], path, "{echo}");
+        assert_eq!(echo["headers"]["x-call-status"], "200", "{echo}");
+        // The backend answers with its name and the body bytes it read.
+        assert_eq!(echo["headers"]["x-call-body"], "auth 0", "{echo}");
+    }
+    assert_eq!(
+        auth.state
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one call per request"
+    );
+}
+
 #[tokio::test]
 async fn concurrent_streams_keep_their_own_contexts() {
     let _ = tracing_subscriber::fmt()

@@ -2,7 +2,7 @@
 //! import answer UNIMPLEMENTED, see `engine`). Each checks every guest pointer.
 
 mod headers;
-mod properties;
+pub(crate) mod properties;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -113,10 +113,10 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     l.func_wrap(
         "env",
         "proxy_set_effective_context",
-        |mut c: C<'_>, ctx: u32| -> i32 {
-            c.data_mut().effective_context = ctx;
-            status::OK
-        },
+        // Host calls act on the stream whose callback runs (its data is in the store),
+        // which is where SDKs point the effective context: during
+        // `on_http_call_response` (run on the root context) that is the calling stream.
+        |_: C<'_>, _ctx: u32| -> i32 { status::OK },
     )?;
     l.func_wrap("env", "proxy_done", |_: C<'_>| -> i32 { status::OK })?;
     l.func_wrap(
@@ -401,7 +401,7 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let st = c.data_mut();
             let token = st.next_token;
             st.next_token = st.next_token.wrapping_add(1).max(1);
-            let context = st.effective_context;
+            let context = st.running_context;
             st.pending_calls.push(PendingCall {
                 token,
                 context,

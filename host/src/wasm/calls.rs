@@ -1,6 +1,8 @@
 //! `http_call`: the guest asks, the host sends the request to an upstream by its config
 //! name once the callback returns, and delivers the answer to
-//! `on_http_call_response` without holding the VM while the call is out.
+//! `on_http_call_response` without holding the VM while the call is out. The answer
+//! goes to the root context, which owns every call as on Envoy; the stream that made
+//! the call waits for it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,7 +13,7 @@ use bytes::Bytes;
 
 use super::Plugin;
 use super::state::{CallResponse, PendingCall, StreamIo};
-use super::vm::Failure;
+use super::vm::{Failure, ROOT_CONTEXT};
 use super::worker::SlotRef;
 
 /// The future of one outgoing call.
@@ -74,12 +76,14 @@ pub(crate) async fn dispatch(
             let n_trailers = answer.trailers.len() as u32;
             let body_len = answer.body.len() as u32;
             vm.store.data_mut().call_response = Some(answer);
+            // The root context owns every call (as on Envoy): SDKs look the token up
+            // there and set the effective context to the stream that made it.
             let r = vm
                 .call_with(
                     io,
                     call.context,
                     |c| &c.on_http_call_response,
-                    (call.context, call.token, n_headers, body_len, n_trailers),
+                    (ROOT_CONTEXT, call.token, n_headers, body_len, n_trailers),
                 )
                 .await;
             vm.store.data_mut().call_response = None;

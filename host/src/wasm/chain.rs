@@ -88,6 +88,7 @@ impl HttpFilters {
             .collect::<Vec<_>>();
         let io = Box::new(StreamIo {
             info: Some(Arc::new(info)),
+            started: Some(std::time::SystemTime::now()),
             ..StreamIo::default()
         });
         Self {
@@ -97,6 +98,14 @@ impl HttpFilters {
             io,
             finished: false,
         }
+    }
+
+    /// What properties `cluster_name`, `connection.mtls` and
+    /// `connection.subject_peer_certificate` read: the route's upstream and the
+    /// verified client certificate's subject, if any.
+    pub fn set_upstream_and_peer(&mut self, cluster: Arc<str>, peer_subject: Option<Arc<str>>) {
+        self.io.cluster = Some(cluster);
+        self.io.peer_subject = peer_subject;
     }
 
     /// How many of the filters that saw the request take part in the response phase.
@@ -139,6 +148,7 @@ impl HttpFilters {
             .request_walk(Phase::RequestHeaders, end_of_stream)
             .await;
         if let Some(req) = self.io.request.take() {
+            self.io.request_head = Some(super::abi::properties::request_head(&req));
             *head = req;
         }
         decision
@@ -156,6 +166,7 @@ impl HttpFilters {
     /// filter that pauses holds the bytes (and gets them all again with the next
     /// chunk) until it continues or the body ends.
     pub async fn request_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyDecision {
+        self.io.request_body_bytes += chunk.len() as u64;
         let mut data = chunk.to_vec();
         for i in 0..self.seen {
             let e = &mut self.entries[i];
@@ -200,6 +211,8 @@ impl HttpFilters {
             .response_walk(Phase::ResponseHeaders, end_of_stream)
             .await;
         if let Some(resp) = self.io.response.take() {
+            self.io.response_code = Some(resp.status.as_u16());
+            self.io.response_head_bytes = super::abi::properties::response_head_bytes(&resp);
             *head = resp;
         }
         d
@@ -216,6 +229,7 @@ impl HttpFilters {
     /// One chunk of the response body, in reverse chain order (see
     /// [`HttpFilters::request_body`] for pausing).
     pub async fn response_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyDecision {
+        self.io.response_body_bytes += chunk.len() as u64;
         let mut data = chunk.to_vec();
         for i in (0..self.seen).rev() {
             let e = &mut self.entries[i];
@@ -251,6 +265,7 @@ impl HttpFilters {
     /// a context and `on_log`, so logging filters see denied requests.
     pub async fn finish(mut self) {
         self.finished = true;
+        self.io.completed = true;
         for i in 0..self.entries.len() {
             let e = &mut self.entries[i];
             let reached = e.generation != 0;
@@ -348,6 +363,7 @@ impl HttpFilters {
         let Some(reply) = self.io.local_reply.take() else {
             return Err(self.failure(i, Failure::Trap("local reply vanished".into())));
         };
+        self.io.code_details = Some(reply.details.clone());
         let (mut head, body) = reply.into_response().into_parts();
         let mut body_eos = body.is_empty();
         match self.response_headers(&mut head, body_eos).await {

@@ -201,6 +201,7 @@ impl Shared {
         digest: [u8; 32],
     ) -> Result<Compiled, String> {
         let abi = abi_version(&module)?;
+        refuse_unsupported(&module)?;
         let headers_only = module
             .exports()
             .any(|e| e.name() == HEADERS_ONLY && matches!(e.ty(), ExternType::Func(_)));
@@ -279,18 +280,67 @@ pub(crate) fn digest_hex(bytes: &[u8]) -> String {
 
 fn abi_version(module: &Module) -> Result<AbiVersion, String> {
     let mut found = None;
+    let mut unknown = None;
     for export in module.exports() {
         let v = match export.name() {
+            "proxy_abi_version_0_2_100" => AbiVersion::V0_2_100,
             "proxy_abi_version_0_2_1" => AbiVersion::V0_2_1,
             "proxy_abi_version_0_2_0" => AbiVersion::V0_2_0,
             "proxy_abi_version_0_1_0" => AbiVersion::V0_1_0,
+            n if n.starts_with("proxy_abi_version_") => {
+                unknown = Some(n.to_string());
+                continue;
+            }
             _ => continue,
         };
         found = Some(found.map_or(v, |f: AbiVersion| if v > f { v } else { f }));
     }
-    found.ok_or_else(|| {
-        "not a proxy-wasm module: it exports no proxy_abi_version_* function".to_string()
+    if let Some(v) = found {
+        return Ok(v);
+    }
+    Err(match unknown {
+        Some(name) => format!(
+            "unsupported proxy-wasm ABI: the module exports {name}; Portcullis hosts \
+             proxy_abi_version_0_1_0, 0_2_0, 0_2_1 and 0_2_100 (Higress)"
+        ),
+        None => "not a proxy-wasm module: it exports no proxy_abi_version_* function".into(),
     })
+}
+
+/// Host functions of other hosts' ABI variants that Portcullis cannot stand in for:
+/// a module importing one is refused, naming it, rather than loaded to misbehave.
+const REFUSED_IMPORTS: &[(&str, &str)] = &[
+    (
+        "proxy_redis_init",
+        "Higress's Redis client; Portcullis has no Redis upstreams",
+    ),
+    (
+        "proxy_redis_call",
+        "Higress's Redis client; Portcullis has no Redis upstreams",
+    ),
+    (
+        "proxy_inject_encoded_data_to_filter_chain",
+        "Higress's body injection; filters here change bodies in their own body callbacks",
+    ),
+    (
+        "proxy_set_upstream_override_host",
+        "Higress's target override; the route's upstream picks its target here",
+    ),
+];
+
+/// Refuses a module that imports one of [`REFUSED_IMPORTS`].
+fn refuse_unsupported(module: &Module) -> Result<(), String> {
+    for import in module.imports() {
+        if import.module() != "env" {
+            continue;
+        }
+        if let Some((name, why)) = REFUSED_IMPORTS.iter().find(|(n, _)| *n == import.name()) {
+            return Err(format!(
+                "the module imports env.{name} ({why}): Portcullis cannot run it"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every message of a wasmtime error's chain, outermost first, joined with `: ` (the

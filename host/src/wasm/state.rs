@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -37,6 +37,9 @@ pub enum AbiVersion {
     V0_2_0,
     /// `proxy_abi_version_0_2_1`.
     V0_2_1,
+    /// `proxy_abi_version_0_2_100`: Higress's variant, 0.2.1 plus host functions of
+    /// its own (docs/filters-abi.md says which are offered).
+    V0_2_100,
 }
 
 /// A response a filter asked the host to send instead of going on.
@@ -53,7 +56,9 @@ pub(crate) struct LocalReply {
 #[derive(Debug)]
 pub(crate) struct PendingCall {
     pub token: u32,
-    /// The context that made it (the effective context at the time).
+    /// The context the host was running when the guest made it: the stream whose
+    /// dispatch loop delivers the answer. The call itself belongs to the root context,
+    /// as on Envoy, which gets `on_http_call_response`.
     pub context: u32,
     pub upstream: String,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -91,6 +96,26 @@ pub(crate) struct StreamIo {
     /// [`SKIP_RESPONSE_PHASE`]: it wants no response-phase callbacks.
     pub skip_response: bool,
     pub closed: bool,
+    /// What the proxy told the chain besides `info` (`HttpFilters::set_upstream_and_peer`).
+    pub cluster: Option<Arc<str>>,
+    /// The verified client certificate's subject (mTLS).
+    pub peer_subject: Option<Arc<str>>,
+    /// When the chain started, right after the request head was read (`request.time`).
+    pub started: Option<SystemTime>,
+    /// The stream is complete (`on_done` / `on_log` run): `request.duration` is known.
+    pub completed: bool,
+    /// Body bytes that reached the chain so far, request and response.
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+    /// The request's `content-length` and header bytes once its header phase ended,
+    /// for the callbacks after it (`request.size`, `request.total_size`).
+    pub request_head: Option<(Option<u64>, u64)>,
+    /// The response's status and header bytes once its header phase ended, for the
+    /// callbacks after it (`on_log` reads `response.code`).
+    pub response_code: Option<u16>,
+    pub response_head_bytes: u64,
+    /// Why a filter answered locally (its `send_local_response` details).
+    pub code_details: Option<String>,
 }
 
 /// The store data of one VM.
@@ -112,8 +137,10 @@ pub(crate) struct HostState {
     /// How long the running callback may take in wall time at most.
     pub backstop: Duration,
     pub next_context: u32,
-    /// The context host calls act for (`set_effective_context` changes it).
-    pub effective_context: u32,
+    /// The context the host called into for the running callback (a stream or the
+    /// root). Host calls act on the stream data moved in for it (`io`), so
+    /// `set_effective_context` has nothing to move.
+    pub running_context: u32,
     pub io: Box<StreamIo>,
     pub tick_period: Option<Duration>,
     pub pending_calls: Vec<PendingCall>,

@@ -2,6 +2,8 @@
 //! through [`HttpFilters`] without a server.
 
 mod abi;
+mod abi_versions;
+mod attributes;
 mod chain;
 mod limits;
 // One recipe for building the test filters, shared with the e2e tests and benches.

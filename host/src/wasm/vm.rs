@@ -171,7 +171,7 @@ impl Vm {
             deadline: None,
             backstop: backstop(spec.timeout),
             next_context: ROOT_CONTEXT + 1,
-            effective_context: ROOT_CONTEXT,
+            running_context: ROOT_CONTEXT,
             io: Box::default(),
             tick_period: None,
             pending_calls: Vec::new(),
@@ -306,7 +306,7 @@ impl Vm {
         R: WasmResults + Sync,
     {
         std::mem::swap(&mut self.store.data_mut().io, io);
-        self.store.data_mut().effective_context = context;
+        self.store.data_mut().running_context = context;
         let r = self.call(pick, params).await;
         std::mem::swap(&mut self.store.data_mut().io, io);
         r

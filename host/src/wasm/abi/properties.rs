@@ -71,11 +71,6 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), i32> {
             out.extend_from_slice(v.as_bytes());
             return Ok(());
         }
-        "connection.mtls" => {
-            info.ok_or(status::NOT_FOUND)?;
-            out.push(0);
-            return Ok(());
-        }
         "route_name" => {
             let i = info.ok_or(status::NOT_FOUND)?;
             out.extend_from_slice(i.route.as_bytes());
@@ -87,8 +82,78 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), i32> {
             return Ok(());
         }
         "response.code" => {
-            let r = s.io.response.as_ref().ok_or(status::NOT_FOUND)?;
-            return int(out, u64::from(r.status.as_u16()));
+            let code = match &s.io.response {
+                Some(r) => r.status.as_u16(),
+                None => s.io.response_code.ok_or(status::NOT_FOUND)?,
+            };
+            return int(out, u64::from(code));
+        }
+        "response.code_details" => {
+            let d = s.io.code_details.as_ref().ok_or(status::NOT_FOUND)?;
+            out.extend_from_slice(d.as_bytes());
+            return Ok(());
+        }
+        // As Envoy: bytes sent so far; the total adds the headers and trailers.
+        "response.size" => {
+            if s.io.response.is_none() && s.io.response_code.is_none() {
+                return Err(status::NOT_FOUND);
+            }
+            return int(out, s.io.response_body_bytes);
+        }
+        "response.total_size" => {
+            let heads = match &s.io.response {
+                Some(r) => response_head_bytes(r),
+                None if s.io.response_code.is_some() => s.io.response_head_bytes,
+                None => return Err(status::NOT_FOUND),
+            };
+            let trailers = s.io.response_trailers.as_ref().map_or(0, headers_size);
+            return int(out, s.io.response_body_bytes + heads + trailers);
+        }
+        // As Envoy: `content-length` when given, else the body bytes received so far;
+        // the total adds the headers (pseudo-headers included) and trailers.
+        "request.size" | "request.total_size" => {
+            let (length, head) = match &s.io.request {
+                Some(r) => request_head(r),
+                None => s.io.request_head.ok_or(status::NOT_FOUND)?,
+            };
+            let body = s.io.request_body_bytes;
+            if name == "request.size" {
+                return int(out, length.unwrap_or(body));
+            }
+            let trailers = s.io.request_trailers.as_ref().map_or(0, headers_size);
+            return int(out, body + head + trailers);
+        }
+        "request.time" => {
+            let t = s.io.started.ok_or(status::NOT_FOUND)?;
+            let nanos = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|_| status::NOT_FOUND)?
+                .as_nanos();
+            return int(out, u64::try_from(nanos).map_err(|_| status::NOT_FOUND)?);
+        }
+        "request.duration" => {
+            // Known once the stream is complete (on_log), as on Envoy.
+            let t =
+                s.io.started
+                    .filter(|_| s.io.completed)
+                    .ok_or(status::NOT_FOUND)?;
+            let d = t.elapsed().unwrap_or_default().as_nanos();
+            return int(out, u64::try_from(d).map_err(|_| status::NOT_FOUND)?);
+        }
+        "cluster_name" => {
+            let c = s.io.cluster.as_ref().ok_or(status::NOT_FOUND)?;
+            out.extend_from_slice(c.as_bytes());
+            return Ok(());
+        }
+        "connection.mtls" => {
+            info.ok_or(status::NOT_FOUND)?;
+            out.push(u8::from(s.io.peer_subject.is_some()));
+            return Ok(());
+        }
+        "connection.subject_peer_certificate" => {
+            let p = s.io.peer_subject.as_ref().ok_or(status::NOT_FOUND)?;
+            out.extend_from_slice(p.as_bytes());
+            return Ok(());
         }
         "response.headers" => return super::headers::pairs_into(s, 2, out),
         "request.headers" => return super::headers::pairs_into(s, 0, out),
@@ -124,12 +189,44 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), i32> {
         "request.referer" => header(out, "referer"),
         "request.useragent" => header(out, "user-agent"),
         "request.protocol" => display(out, &format_args!("{:?}", r.version)),
+
         n => match n.strip_prefix("request.headers.") {
             // `get` folds the name's case itself.
             Some(h) => header(out, h),
             None => Err(status::NOT_FOUND),
         },
     }
+}
+
+/// A request head's `content-length`, and its bytes as Envoy counts them: the
+/// pseudo-headers and every header (approximate, as Envoy's).
+pub(crate) fn request_head(r: &http::request::Parts) -> (Option<u64>, u64) {
+    let length = r
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let bytes = headers_size(&r.headers)
+        + 7
+        + r.method.as_str().len() as u64
+        + 5
+        + r.uri.path_and_query().map_or(1, |p| p.as_str().len()) as u64
+        + 10
+        + r.uri.authority().map_or(0, |a| a.as_str().len()) as u64
+        + 7
+        + r.uri.scheme_str().map_or(4, str::len) as u64;
+    (length, bytes)
+}
+
+/// The bytes of a response head as Envoy counts them: `:status` and every header.
+pub(crate) fn response_head_bytes(r: &http::response::Parts) -> u64 {
+    headers_size(&r.headers) + 7 + r.status.as_str().len() as u64
+}
+
+/// Envoy's `HeaderMap::byteSize`: the lengths of every name and value.
+fn headers_size(h: &http::HeaderMap) -> u64 {
+    h.iter()
+        .map(|(k, v)| (k.as_str().len() + v.len()) as u64)
+        .sum()
 }
 
 /// Sets a stream property for the filters after this one.

@@ -101,6 +101,47 @@ struct Stream {
     number: u32,
 }
 
+/// Envoy attributes the `attrs` mode reports, in each phase.
+const ATTRS: &[&str] = &[
+    "request.time",
+    "request.duration",
+    "request.size",
+    "request.total_size",
+    "response.size",
+    "response.total_size",
+    "response.code",
+    "response.code_details",
+    "response.flags",
+    "cluster_name",
+    "route_name",
+    "plugin_name",
+    "plugin_root_id",
+    "plugin_vm_id",
+    "upstream.address",
+    "source.port",
+    "destination.address",
+    "destination.port",
+    "connection.mtls",
+    "connection.subject_peer_certificate",
+];
+
+impl Stream {
+    /// Every attribute of [`ATTRS`] as `name=hex` (`name=-` when not found), `;`-joined.
+    fn attrs(&self) -> String {
+        ATTRS
+            .iter()
+            .map(|name| {
+                let v = match self.get_property(name.split('.').collect()) {
+                    Some(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+                    None => "-".to_string(),
+                };
+                format!("{name}={v}")
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+}
+
 impl Context for Stream {
     fn on_http_call_response(
         &mut self,
@@ -163,6 +204,10 @@ impl HttpContext for Stream {
                 );
                 return Action::Pause;
             }
+            "close" => {
+                self.reset_http_request();
+                return Action::Pause;
+            }
             "rewrite" => {
                 let path = self.get_http_request_header(":path").unwrap_or_default();
                 self.set_http_request_header(":path", Some(&format!("/rewritten{path}")));
@@ -218,6 +263,10 @@ impl HttpContext for Stream {
                     );
                 }
                 self.set_property(vec!["probe", "note"], Some(b"from-props"));
+            }
+            "attrs" => {
+                let v = self.attrs();
+                self.set_http_request_header("x-attrs", Some(&v));
             }
             "readprop" => {
                 let v = self.get_property(vec!["probe", "note"]).unwrap_or_default();
@@ -358,6 +407,10 @@ impl HttpContext for Stream {
         if self.mode == "status" {
             self.set_http_response_header(":status", Some("418"));
         }
+        if self.mode == "attrs" {
+            let v = self.attrs();
+            self.set_http_response_header("x-attrs", Some(&v));
+        }
         Action::Continue
     }
 
@@ -378,6 +431,10 @@ impl HttpContext for Stream {
     fn on_log(&mut self) {
         if self.mode == "min" {
             return;
+        }
+        if self.mode == "attrs" {
+            let v = self.attrs();
+            let _ = self.set_shared_data(&format!("attrs:{}", self.arg), Some(v.as_bytes()), None);
         }
         if let Some(id) = self.counter {
             let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
