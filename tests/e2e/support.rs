@@ -59,8 +59,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a proxy may take to start serving (a debug build compiling wasm is slow).
-pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a proxy may take to start serving. A start compiles every module its
+/// configuration names (each test gets an empty module cache) while the other e2e tests
+/// run beside it on two cores: seven standard filters once took over 30 s that way.
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 // === ConfDir ===
 
