@@ -21,5 +21,6 @@ mod server;
 mod tls;
 mod upstream;
 mod wasm_binary;
+mod wasm_breaker;
 mod wasm_build;
 mod wasm_filters;

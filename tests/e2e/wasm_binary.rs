@@ -41,7 +41,7 @@ pub(crate) async fn tagged(proxy: &Proxy, path: &str, value: &str) {
     assert_eq!(echo["headers"]["x-seen-tag"], value, "{echo}");
 }
 
-async fn metrics(proxy: &Proxy) -> String {
+pub(crate) async fn metrics(proxy: &Proxy) -> String {
     let resp = client().get(proxy.admin_url("/metrics")).send().await;
     let resp = resp.unwrap_or_else(|e| panic!("GET /metrics: {e}"));
     resp.text()
