@@ -4,13 +4,15 @@
 //! UTF-8 replaced by U+FFFD.
 //!
 //! Every call goes straight to the host (nothing is cached), so read a header once and
-//! keep the value. Pseudo-headers are headers here: `:method`, `:path`, `:authority`,
+//! keep the value; to read several, ask for them together with `header_values` (one
+//! host call on Portcullis). Pseudo-headers are headers here: `:method`, `:path`, `:authority`,
 //! `:scheme` on requests and `:status` on responses; writing `:path` rewrites the request.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::MapType;
+use proxy_wasm::types::{MapType, Status};
 
 use crate::Error;
 
@@ -40,6 +42,72 @@ fn get(map: MapType, name: &str) -> Result<Option<String>, Error> {
     hostcalls::get_map_value_bytes(map, name)
         .map(|v| v.map(text))
         .map_err(Error::host("get header"))
+}
+
+/// Portcullis' foreign function that reads several headers of one map in one call.
+const GET_HEADER_VALUES: &str = "portcullis_get_header_values";
+
+/// Set once the host answered [`GET_HEADER_VALUES`] with NOT_FOUND (Envoy, other hosts):
+/// later reads go header by header without asking again.
+static ONE_BY_ONE: AtomicBool = AtomicBool::new(false);
+
+/// The first value of each of `names` in `map`, in one host call where the host has
+/// [`GET_HEADER_VALUES`], else one call per name.
+fn get_several<const N: usize>(
+    map: MapType,
+    names: [&str; N],
+) -> Result<[Option<String>; N], Error> {
+    if !ONE_BY_ONE.load(Ordering::Relaxed) {
+        let mut args = Vec::with_capacity(4 + names.iter().map(|n| 4 + n.len()).sum::<usize>());
+        args.extend_from_slice(&(map as u32).to_le_bytes());
+        for name in names {
+            args.extend_from_slice(&len_u32(name.len()).to_le_bytes());
+            args.extend_from_slice(name.as_bytes());
+        }
+        match hostcalls::call_foreign_function(GET_HEADER_VALUES, Some(&args)) {
+            Ok(reply) => return decode_values(reply.as_deref().unwrap_or_default()),
+            Err(Status::NotFound) => ONE_BY_ONE.store(true, Ordering::Relaxed),
+            Err(status) => {
+                return Err(Error::Host {
+                    what: "get headers",
+                    status,
+                });
+            }
+        }
+    }
+    let mut out = [const { None }; N];
+    for (slot, name) in out.iter_mut().zip(names) {
+        *slot = get(map, name)?;
+    }
+    Ok(out)
+}
+
+/// A length as the host's `u32`; a header name longer than 4 GiB cannot be sent.
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `[len u32][value]` per name, `u32::MAX` for an absent header.
+fn decode_values<const N: usize>(mut reply: &[u8]) -> Result<[Option<String>; N], Error> {
+    let bad = || {
+        Error::Other(format!(
+            "{GET_HEADER_VALUES}: the host's reply is malformed"
+        ))
+    };
+    let mut out = [const { None }; N];
+    for slot in &mut out {
+        let (len, rest) = reply.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = u32::from_le_bytes(*len);
+        reply = rest;
+        if len == u32::MAX {
+            continue;
+        }
+        let len = usize::try_from(len).map_err(|_| bad())?;
+        let value = reply.get(..len).ok_or_else(bad)?;
+        *slot = Some(text(value.to_vec()));
+        reply = &reply[len..];
+    }
+    Ok(out)
 }
 
 /// The bytes as text, without a copy when they are UTF-8 (as they nearly always are).
@@ -78,6 +146,16 @@ impl Request {
     /// The first value of header `name` (lower-case), if present.
     pub fn header(&self, name: &str) -> Result<Option<String>, Error> {
         get(MapType::HttpRequestHeaders, name)
+    }
+
+    /// The first value of each of `names` (lower-case), in order: one host call on
+    /// Portcullis, one per name elsewhere. Cheaper than [`Self::header`] from two names
+    /// on: `let [origin, method] = req.header_values(["origin", ":method"])?;`
+    pub fn header_values<const N: usize>(
+        &self,
+        names: [&str; N],
+    ) -> Result<[Option<String>; N], Error> {
+        get_several(MapType::HttpRequestHeaders, names)
     }
 
     /// Every header, in order, pseudo-headers included.
@@ -181,6 +259,15 @@ impl Response {
         get(MapType::HttpResponseHeaders, name)
     }
 
+    /// The first value of each of `names` (lower-case), in order; see
+    /// [`Request::header_values`].
+    pub fn header_values<const N: usize>(
+        &self,
+        names: [&str; N],
+    ) -> Result<[Option<String>; N], Error> {
+        get_several(MapType::HttpResponseHeaders, names)
+    }
+
     /// Every header, in order, `:status` included.
     pub fn headers(&self) -> Result<Vec<(String, String)>, Error> {
         all(MapType::HttpResponseHeaders)
@@ -218,7 +305,25 @@ impl Response {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
-    use super::parse_address;
+    use super::{decode_values, parse_address};
+
+    #[test]
+    fn header_values_reply() {
+        let mut reply = Vec::new();
+        reply.extend_from_slice(&3u32.to_le_bytes());
+        reply.extend_from_slice(b"GET");
+        reply.extend_from_slice(&u32::MAX.to_le_bytes());
+        reply.extend_from_slice(&0u32.to_le_bytes());
+        let [a, b, c] = decode_values::<3>(&reply).unwrap();
+        assert_eq!(
+            (a.as_deref(), b, c.as_deref()),
+            (Some("GET"), None, Some(""))
+        );
+        assert!(
+            decode_values::<3>(&reply[..9]).is_err(),
+            "a short reply is refused"
+        );
+    }
 
     #[test]
     fn addresses() {

@@ -159,13 +159,17 @@ impl Filter for Cors {
     }
 
     fn on_request(&self, req: &mut Request) -> Result<Action, Error> {
-        let Some(origin) = req.header("origin")? else {
+        // One host call for every header a preflight needs.
+        let [origin, method, preflight, requested] = req.header_values([
+            "origin",
+            ":method",
+            "access-control-request-method",
+            "access-control-request-headers",
+        ])?;
+        let Some(origin) = origin else {
             return Ok(Action::Continue);
         };
-        if req.method()? == "OPTIONS"
-            && let Some(_) = req.header("access-control-request-method")?
-        {
-            let requested = req.header("access-control-request-headers")?;
+        if method.as_deref() == Some("OPTIONS") && preflight.is_some() {
             return Ok(Action::Respond(
                 self.preflight(&origin, requested.as_deref()),
             ));

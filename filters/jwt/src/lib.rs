@@ -269,15 +269,11 @@ impl Filter for Jwt {
     }
 
     fn on_request(&self, req: &mut Request) -> Result<Action, Error> {
-        let authorization = req.header("authorization")?;
-        let cookies = match &self.cookie {
-            Some(_) => req.header("cookie")?,
-            None => None,
-        };
-        let path = match &self.query {
-            Some(_) => req.path()?,
-            None => String::new(),
-        };
+        // One host call for every header the token may come from.
+        let [authorization, cookies, path] =
+            req.header_values(["authorization", "cookie", ":path"])?;
+        let cookies = cookies.filter(|_| self.cookie.is_some());
+        let path = path.filter(|_| self.query.is_some()).unwrap_or_default();
         let Some(token) = token(
             authorization.as_deref(),
             cookies.as_deref(),

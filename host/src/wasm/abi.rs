@@ -10,7 +10,9 @@ use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
 use super::memory::{self, decode_pairs, hand_back_with, read, read_str, slice, view, write_u32};
-use super::state::{HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, status};
+use super::state::{
+    GET_HEADER_VALUES, HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, status,
+};
 use super::{foreign, metrics, shared};
 use headers::Edit;
 
@@ -148,6 +150,11 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 t!(write_u32(&mut c, rs, 0));
                 c.data_mut().io.skip_response = true;
                 return Ok(status::OK);
+            }
+            if name == GET_HEADER_VALUES.as_bytes() {
+                return hand_back_with(&mut c, rp, rs, |s, mem, out| {
+                    headers::values_into(s, slice(mem, ap, an)?, out)
+                });
             }
             let Some(f) = std::str::from_utf8(name)
                 .ok()

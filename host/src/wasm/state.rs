@@ -15,6 +15,10 @@ use super::worker::VmSignal;
 /// The foreign function by which a stream context opts out of the response phase
 /// (docs/filters-abi.md); Portcullis-only, other hosts answer NOT_FOUND.
 pub(crate) const SKIP_RESPONSE_PHASE: &str = "portcullis_skip_response_phase";
+/// The foreign function that reads several headers of one map in one host call (see
+/// [`abi::headers::values_into`](super::abi::headers::values_into)); the SDK falls
+/// back to one `proxy_get_header_map_value` per header on other hosts.
+pub(crate) const GET_HEADER_VALUES: &str = "portcullis_get_header_values";
 
 /// proxy-wasm status codes returned by host functions.
 pub(crate) mod status {

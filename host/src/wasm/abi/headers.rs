@@ -108,6 +108,36 @@ pub(crate) fn value<'s>(s: &'s HostState, ty: u32, key: &[u8]) -> Result<&'s [u8
         .ok_or(status::NOT_FOUND)
 }
 
+/// Answers [`GET_HEADER_VALUES`](crate::wasm::state::GET_HEADER_VALUES): several
+/// headers of one map in one call. `args` is `[map type u32]` then `[len u32][name]`
+/// per header; `out` gets `[len u32][value]` per name in the same order, with
+/// `u32::MAX` as the length of a header that is absent (little-endian throughout).
+pub(crate) fn values_into(s: &HostState, args: &[u8], out: &mut Vec<u8>) -> Result<(), i32> {
+    let (ty, mut rest) = split_u32(args).ok_or(status::BAD_ARGUMENT)?;
+    while !rest.is_empty() {
+        let (len, tail) = split_u32(rest).ok_or(status::BAD_ARGUMENT)?;
+        let len = usize::try_from(len).map_err(|_| status::BAD_ARGUMENT)?;
+        let name = tail.get(..len).ok_or(status::BAD_ARGUMENT)?;
+        rest = &tail[len..];
+        match value(s, ty, name) {
+            Ok(v) => {
+                let n = u32::try_from(v.len()).map_err(|_| status::INTERNAL_FAILURE)?;
+                out.extend_from_slice(&n.to_le_bytes());
+                out.extend_from_slice(v);
+            }
+            Err(status::NOT_FOUND) => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A little-endian `u32` off the front of `b`, and the rest.
+fn split_u32(b: &[u8]) -> Option<(u32, &[u8])> {
+    let (head, rest) = b.split_first_chunk::<4>()?;
+    Some((u32::from_le_bytes(*head), rest))
+}
+
 /// How a write changes a map.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Edit {
