@@ -157,13 +157,18 @@ where
     // Body phases run as the bodies stream; the chain finishes (on_log) when the last
     // of the driver and the body wrappers lets go of it.
     let filters = filters.into_shared();
-    let local = LocalSlot::default();
-    let body = FilteredBody::request(body, filters.clone(), local.clone()).boxed_unsync();
+    // A request that ended with its head (a GET) has no body phase: it goes as it is,
+    // without a wrapper or a slot for an answer from the body phase.
+    let local = (!body.is_end_stream()).then(LocalSlot::default);
+    let body = match &local {
+        Some(local) => FilteredBody::request(body, filters.clone(), local.clone()).boxed_unsync(),
+        None => body,
+    };
     forward::prepare_request(&mut head, conn);
     let result = exchange(route, Request::from_parts(head, body), conn, &mut outcome).await;
     // A filter that answered (or failed) while the request body streamed aborted the
     // exchange; the chain already ran the response phase on an answer.
-    let answer = local.lock().ok().and_then(|mut l| l.take());
+    let answer = local.and_then(|l| l.lock().ok().and_then(|mut l| l.take()));
     if let Some((resp, error)) = answer.and_then(|a| stopped(a, &mut outcome)) {
         return observe::done(resp, error.as_ref(), outcome, conn, Some(filters));
     }
