@@ -3,6 +3,7 @@
 
 mod headers;
 pub(crate) mod properties;
+mod types;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,10 +12,11 @@ use wasmtime::{Caller, Linker};
 
 use super::memory::{self, decode_pairs, hand_back_with, read, read_str, slice, view, write_u32};
 use super::state::{
-    GET_HEADER_VALUES, HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, status,
+    GET_HEADER_VALUES, HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, Status,
 };
 use super::{foreign, metrics, shared};
 use headers::Edit;
+use types::{BufferType, MapType};
 
 type C<'a> = Caller<'a, HostState>;
 
@@ -23,7 +25,7 @@ macro_rules! t {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(code) => return Ok(code),
+            Err(code) => return Ok(code.into()),
         }
     };
 }
@@ -33,7 +35,7 @@ macro_rules! s {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(code) => return code,
+            Err(code) => return code.into(),
         }
     };
 }
@@ -58,7 +60,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             // costs no copy. (Error lines are kept: they say why on_configure refused.)
             let msg = s!(view(&c, ptr, len));
             if level < 4 && !log_enabled(level) {
-                return status::OK;
+                return Status::Ok.into();
             }
             let msg = String::from_utf8_lossy(msg).into_owned();
             let f = &*c.data().plugin_name;
@@ -72,7 +74,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             if level >= 4 {
                 c.data_mut().last_error_log = Some(msg.to_string());
             }
-            status::OK
+            Status::Ok.into()
         },
     )?;
     l.func_wrap(
@@ -89,7 +91,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 _ => 5,
             };
             s!(write_u32(&mut c, ret, level));
-            status::OK
+            Status::Ok.into()
         },
     )?;
     l.func_wrap(
@@ -100,7 +102,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
             s!(memory::write(&mut c, ret, &now.to_le_bytes()));
-            status::OK
+            Status::Ok.into()
         },
     )?;
     l.func_wrap(
@@ -109,7 +111,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, ms: u32| -> i32 {
             c.data_mut().tick_period = (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
             c.data().signal.notify.notify_one();
-            status::OK
+            Status::Ok.into()
         },
     )?;
     l.func_wrap(
@@ -118,9 +120,9 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         // Host calls act on the stream whose callback runs (its data is in the store),
         // which is where SDKs point the effective context: during
         // `on_http_call_response` (run on the root context) that is the calling stream.
-        |_: C<'_>, _ctx: u32| -> i32 { status::OK },
+        |_: C<'_>, _ctx: u32| -> i32 { Status::Ok.into() },
     )?;
-    l.func_wrap("env", "proxy_done", |_: C<'_>| -> i32 { status::OK })?;
+    l.func_wrap("env", "proxy_done", |_: C<'_>| -> i32 { Status::Ok.into() })?;
     l.func_wrap(
         "env",
         "proxy_get_property",
@@ -136,7 +138,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, p: u32, n: u32, vp: u32, vn: u32| -> i32 {
             let v = s!(read(&c, vp, vn));
             let path = s!(view(&c, p, n)).to_vec();
-            properties::set(c.data_mut(), &path, v)
+            properties::set(c.data_mut(), &path, v).into()
         },
     )?;
     l.func_wrap(
@@ -149,7 +151,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 t!(write_u32(&mut c, rp, 0));
                 t!(write_u32(&mut c, rs, 0));
                 c.data_mut().io.skip_response = true;
-                return Ok(status::OK);
+                return Ok(Status::Ok.into());
             }
             if name == GET_HEADER_VALUES.as_bytes() {
                 return hand_back_with(&mut c, rp, rs, |s, mem, out| {
@@ -160,7 +162,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 .ok()
                 .and_then(|n| c.data().extensions.get(n).cloned())
             else {
-                return Ok(status::NOT_FOUND);
+                return Ok(Status::NotFound.into());
             };
             let mut failure = None;
             let r = hand_back_with(&mut c, rp, rs, |s, mem, out| {
@@ -172,8 +174,8 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     }
                     Err(e) => {
                         let code = match e {
-                            foreign::ForeignError::BadArgument(_) => status::BAD_ARGUMENT,
-                            foreign::ForeignError::Failed(_) => status::INTERNAL_FAILURE,
+                            foreign::ForeignError::BadArgument(_) => Status::BadArgument,
+                            foreign::ForeignError::Failed(_) => Status::InternalFailure,
                         };
                         failure = Some(e);
                         Err(code)
@@ -196,6 +198,7 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_pairs",
         |mut c: C<'_>, ty: u32, rp: u32, rs: u32| {
+            let ty = t!(MapType::from_raw(ty));
             hand_back_with(&mut c, rp, rs, |s, _, out| headers::pairs_into(s, ty, out))
         },
     )?;
@@ -203,17 +206,19 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_header_map_pairs",
         |mut c: C<'_>, ty: u32, p: u32, n: u32| -> i32 {
+            let ty = s!(MapType::from_raw(ty));
             let data = s!(read(&c, p, n));
             let Some(pairs) = decode_pairs(&data) else {
-                return status::BAD_ARGUMENT;
+                return Status::BadArgument.into();
             };
-            headers::set_pairs(c.data_mut(), ty, pairs)
+            headers::set_pairs(c.data_mut(), ty, pairs).into()
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_get_header_map_value",
         |mut c: C<'_>, ty: u32, kp: u32, kn: u32, rp: u32, rs: u32| {
+            let ty = t!(MapType::from_raw(ty));
             hand_back_with(&mut c, rp, rs, |s, mem, out| {
                 out.extend_from_slice(headers::value(s, ty, slice(mem, kp, kn)?)?);
                 Ok(())
@@ -221,8 +226,9 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         },
     )?;
     fn edit(mut c: C<'_>, ty: u32, kp: u32, kn: u32, vp: u32, vn: u32, how: Edit) -> i32 {
+        let ty = s!(MapType::from_raw(ty));
         let Some(mem) = c.data().memory else {
-            return status::INVALID_MEMORY_ACCESS;
+            return Status::InvalidMemoryAccess.into();
         };
         // The key and value are read in place while the stream is changed.
         let (data, state) = mem.data_and_store_mut(&mut c);
@@ -232,7 +238,7 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         } else {
             s!(slice(data, vp, vn))
         };
-        headers::edit(state, ty, key, value, how)
+        headers::edit(state, ty, key, value, how).into()
     }
     l.func_wrap(
         "env",
@@ -256,19 +262,21 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn buffer(s: &HostState, ty: u32) -> Result<&[u8], i32> {
+fn buffer(s: &HostState, ty: BufferType) -> Result<&[u8], Status> {
     match ty {
-        0 => Ok(&s.io.request_body),
-        1 => Ok(&s.io.response_body),
-        4 => s
+        BufferType::RequestBody => Ok(&s.io.request_body),
+        BufferType::ResponseBody => Ok(&s.io.response_body),
+        BufferType::CallResponseBody => s
             .call_response
             .as_ref()
             .map(|r| &r.body[..])
-            .ok_or(status::NOT_FOUND),
-        6 => Ok(&[]),
-        7 => Ok(&s.plugin_config),
-        2 | 3 | 5 | 8 => Err(status::NOT_FOUND),
-        _ => Err(status::BAD_ARGUMENT),
+            .ok_or(Status::NotFound),
+        BufferType::VmConfiguration => Ok(&[]),
+        BufferType::PluginConfiguration => Ok(&s.plugin_config),
+        BufferType::DownstreamData
+        | BufferType::UpstreamData
+        | BufferType::GrpcReceive
+        | BufferType::CallData => Err(Status::NotFound),
     }
 }
 
@@ -277,6 +285,7 @@ fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_buffer_bytes",
         |mut c: C<'_>, ty: u32, start: u32, max: u32, rp: u32, rs: u32| {
+            let ty = t!(BufferType::from_raw(ty));
             hand_back_with(&mut c, rp, rs, |s, _, out| {
                 let buf = buffer(s, ty)?;
                 let start = (start as usize).min(buf.len());
@@ -291,21 +300,27 @@ fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_buffer_bytes",
         |mut c: C<'_>, ty: u32, start: u32, size: u32, p: u32, n: u32| -> i32 {
+            let ty = s!(BufferType::from_raw(ty));
             let data = s!(read(&c, p, n));
             let io = &mut c.data_mut().io;
             let buf = match ty {
-                0 => &mut io.request_body,
-                1 => &mut io.response_body,
-                4 | 6 | 7 => return status::BAD_ARGUMENT,
-                2 | 3 | 5 | 8 => return status::NOT_FOUND,
-                _ => return status::BAD_ARGUMENT,
+                BufferType::RequestBody => &mut io.request_body,
+                BufferType::ResponseBody => &mut io.response_body,
+                // Read-only here.
+                BufferType::CallResponseBody
+                | BufferType::VmConfiguration
+                | BufferType::PluginConfiguration => return Status::BadArgument.into(),
+                BufferType::DownstreamData
+                | BufferType::UpstreamData
+                | BufferType::GrpcReceive
+                | BufferType::CallData => return Status::NotFound.into(),
             };
             // Replace buf[start..start+size] (clamped): covers replace-all, append
             // (start = len) and prepend (0, 0) as the SDKs use them.
             let start = (start as usize).min(buf.len());
             let end = start.saturating_add(size as usize).min(buf.len());
             buf.splice(start..end, data);
-            status::OK
+            Status::Ok.into()
         },
     )?;
     Ok(())
@@ -317,7 +332,7 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_continue_stream",
         |mut c: C<'_>, _ty: u32| -> i32 {
             c.data_mut().io.resumed = true;
-            status::OK
+            Status::Ok.into()
         },
     )?;
     l.func_wrap(
@@ -336,14 +351,14 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     grpc_status: -1,
                 });
             }
-            status::OK
+            Status::Ok.into()
         },
     )?;
     // 0.1.0 names for the same thing.
     for name in ["proxy_continue_request", "proxy_continue_response"] {
         l.func_wrap("env", name, |mut c: C<'_>| -> i32 {
             c.data_mut().io.resumed = true;
-            status::OK
+            Status::Ok.into()
         })?;
     }
     l.func_wrap(
@@ -375,7 +390,7 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 headers,
                 grpc_status: grpc,
             });
-            status::OK
+            Status::Ok.into()
         },
     )?;
     l.func_wrap(
@@ -398,12 +413,12 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let body = s!(read(&c, bp, bn));
             let trl = s!(read(&c, tp, tn));
             let (Some(headers), Some(_trailers)) = (decode_pairs(&hdrs), decode_pairs(&trl)) else {
-                return status::BAD_ARGUMENT;
+                return Status::BadArgument.into();
             };
             if !headers.iter().any(|(k, _)| k == ":path")
                 || !headers.iter().any(|(k, _)| k == ":method")
             {
-                return status::BAD_ARGUMENT;
+                return Status::BadArgument.into();
             }
             let st = c.data_mut();
             let token = st.next_token;
@@ -418,7 +433,7 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 timeout: Duration::from_millis(u64::from(timeout.max(1))),
             });
             s!(write_u32(&mut c, rt, token));
-            status::OK
+            Status::Ok.into()
         },
     )?;
     // gRPC callouts are not offered (docs/filters-abi.md): starting one fails with
@@ -440,25 +455,25 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
          _: u32,
          _: u32,
          _: u32|
-         -> i32 { status::INTERNAL_FAILURE },
+         -> i32 { Status::InternalFailure.into() },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_stream",
         |_: C<'_>, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32| -> i32 {
-            status::INTERNAL_FAILURE
+            Status::InternalFailure.into()
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_grpc_send",
-        |_: C<'_>, _: u32, _: u32, _: u32, _: u32| -> i32 { status::NOT_FOUND },
+        |_: C<'_>, _: u32, _: u32, _: u32, _: u32| -> i32 { Status::NotFound.into() },
     )?;
     l.func_wrap("env", "proxy_grpc_cancel", |_: C<'_>, _: u32| -> i32 {
-        status::NOT_FOUND
+        Status::NotFound.into()
     })?;
     l.func_wrap("env", "proxy_grpc_close", |_: C<'_>, _: u32| -> i32 {
-        status::NOT_FOUND
+        Status::NotFound.into()
     })?;
     l.func_wrap(
         "env",
@@ -479,7 +494,7 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, kp: u32, kn: u32, rp: u32, rs: u32, cas: u32| {
             let key = t!(read_str(&c, kp, kn));
             let Some((v, token)) = shared::get(&key) else {
-                return Ok(status::NOT_FOUND);
+                return Ok(Status::NotFound.into());
             };
             t!(write_u32(&mut c, cas, token));
             hand_back_with(&mut c, rp, rs, |_, _, out| {
@@ -494,7 +509,7 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |c: C<'_>, kp: u32, kn: u32, vp: u32, vn: u32, cas: u32| -> i32 {
             let key = s!(read_str(&c, kp, kn));
             let v = s!(read(&c, vp, vn));
-            shared::set(&key, v, cas)
+            shared::set(&key, v, cas).into()
         },
     )?;
     l.func_wrap(
@@ -504,7 +519,7 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let name = s!(read_str(&c, np, nn));
             let id = shared::register(&name, std::sync::Arc::downgrade(&c.data().signal));
             s!(write_u32(&mut c, rt, id));
-            status::OK
+            Status::Ok.into()
         },
     )?;
     l.func_wrap(
@@ -513,10 +528,10 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: C<'_>, _vp: u32, _vn: u32, np: u32, nn: u32, rt: u32| -> i32 {
             let name = s!(read_str(&c, np, nn));
             let Some(id) = shared::resolve(&name) else {
-                return status::NOT_FOUND;
+                return Status::NotFound.into();
             };
             s!(write_u32(&mut c, rt, id));
-            status::OK
+            Status::Ok.into()
         },
     )?;
     l.func_wrap(
@@ -524,7 +539,7 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_enqueue_shared_queue",
         |c: C<'_>, id: u32, vp: u32, vn: u32| -> i32 {
             let v = s!(read(&c, vp, vn));
-            shared::enqueue(id, v)
+            shared::enqueue(id, v).into()
         },
     )?;
     l.func_wrap(
@@ -544,9 +559,9 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
 /// OK when the metric exists, NOT_FOUND when the guest named one it never defined.
 fn found(exists: bool) -> i32 {
     if exists {
-        status::OK
+        Status::Ok.into()
     } else {
-        status::NOT_FOUND
+        Status::NotFound.into()
     }
 }
 
@@ -560,11 +575,11 @@ fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 0 => metrics::Kind::Counter,
                 1 => metrics::Kind::Gauge,
                 2 => metrics::Kind::Histogram,
-                _ => return status::BAD_ARGUMENT,
+                _ => return Status::BadArgument.into(),
             };
             let id = metrics::define(&c.data().plugin_name, &name, kind);
             s!(write_u32(&mut c, rt, id));
-            status::OK
+            Status::Ok.into()
         },
     )?;
     l.func_wrap(
@@ -582,10 +597,10 @@ fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_metric",
         |mut c: C<'_>, id: u32, rt: u32| -> i32 {
             let Some(v) = metrics::get(id) else {
-                return status::NOT_FOUND;
+                return Status::NotFound.into();
             };
             s!(memory::write(&mut c, rt, &(v as u64).to_le_bytes()));
-            status::OK
+            Status::Ok.into()
         },
     )?;
     Ok(())

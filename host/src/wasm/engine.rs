@@ -13,7 +13,7 @@ use wasmtime::{
 };
 
 use super::disk_cache::{self, DiskCache};
-use super::state::{AbiVersion, HostState, status};
+use super::state::{AbiVersion, HostState, Status};
 use super::{abi, wasi};
 
 /// How often the epoch advances: the granularity of callback deadlines and of the
@@ -246,7 +246,7 @@ impl Shared {
                 // WASI functions we do not offer (files, sockets) answer ENOSYS.
                 "wasi_snapshot_preview1" | "wasi_unstable" => 52,
                 // ABI functions of other generations answer UNIMPLEMENTED.
-                "env" if n.starts_with("proxy_") => status::UNIMPLEMENTED,
+                "env" if n.starts_with("proxy_") => Status::Unimplemented.into(),
                 // Anything else fails to link below, with the import named.
                 _ => continue,
             };

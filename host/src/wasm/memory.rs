@@ -3,7 +3,7 @@
 
 use wasmtime::Caller;
 
-use super::state::{HostState, status};
+use super::state::{HostState, Status};
 
 /// A host call's outcome: a proxy-wasm status, or a trap (a failing guest allocator).
 pub(crate) type HostResult = wasmtime::Result<i32>;
@@ -13,7 +13,7 @@ pub(crate) type HostResult = wasmtime::Result<i32>;
 const SCRATCH_KEEP: usize = 16 * 1024;
 
 /// The guest's memory bytes at `ptr..ptr+len`, or `INVALID_MEMORY_ACCESS`.
-pub(crate) fn read(caller: &Caller<'_, HostState>, ptr: u32, len: u32) -> Result<Vec<u8>, i32> {
+pub(crate) fn read(caller: &Caller<'_, HostState>, ptr: u32, len: u32) -> Result<Vec<u8>, Status> {
     view(caller, ptr, len).map(<[u8]>::to_vec)
 }
 
@@ -23,45 +23,57 @@ pub(crate) fn view<'a>(
     caller: &'a Caller<'_, HostState>,
     ptr: u32,
     len: u32,
-) -> Result<&'a [u8], i32> {
+) -> Result<&'a [u8], Status> {
     let Some(mem) = caller.data().memory else {
-        return Err(status::INVALID_MEMORY_ACCESS);
+        return Err(Status::InvalidMemoryAccess);
     };
     slice(mem.data(caller), ptr, len)
 }
 
 /// Like [`read`], as a string (lossy: header names and values may be any bytes).
-pub(crate) fn read_str(caller: &Caller<'_, HostState>, ptr: u32, len: u32) -> Result<String, i32> {
+pub(crate) fn read_str(
+    caller: &Caller<'_, HostState>,
+    ptr: u32,
+    len: u32,
+) -> Result<String, Status> {
     view(caller, ptr, len).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// A bounds-checked view of `data[ptr..ptr+len]`.
-pub(crate) fn slice(data: &[u8], ptr: u32, len: u32) -> Result<&[u8], i32> {
+pub(crate) fn slice(data: &[u8], ptr: u32, len: u32) -> Result<&[u8], Status> {
     let start = ptr as usize;
     let end = start
         .checked_add(len as usize)
-        .ok_or(status::INVALID_MEMORY_ACCESS)?;
-    data.get(start..end).ok_or(status::INVALID_MEMORY_ACCESS)
+        .ok_or(Status::InvalidMemoryAccess)?;
+    data.get(start..end).ok_or(Status::InvalidMemoryAccess)
 }
 
 /// Writes `bytes` at `ptr`, bounds-checked.
-pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: u32, bytes: &[u8]) -> Result<(), i32> {
+pub(crate) fn write(
+    caller: &mut Caller<'_, HostState>,
+    ptr: u32,
+    bytes: &[u8],
+) -> Result<(), Status> {
     let Some(mem) = caller.data().memory else {
-        return Err(status::INVALID_MEMORY_ACCESS);
+        return Err(Status::InvalidMemoryAccess);
     };
     let data = mem.data_mut(caller);
     let start = ptr as usize;
     let end = start
         .checked_add(bytes.len())
-        .ok_or(status::INVALID_MEMORY_ACCESS)?;
+        .ok_or(Status::InvalidMemoryAccess)?;
     data.get_mut(start..end)
-        .ok_or(status::INVALID_MEMORY_ACCESS)?
+        .ok_or(Status::InvalidMemoryAccess)?
         .copy_from_slice(bytes);
     Ok(())
 }
 
 /// Writes a little-endian u32 at `ptr`.
-pub(crate) fn write_u32(caller: &mut Caller<'_, HostState>, ptr: u32, v: u32) -> Result<(), i32> {
+pub(crate) fn write_u32(
+    caller: &mut Caller<'_, HostState>,
+    ptr: u32,
+    v: u32,
+) -> Result<(), Status> {
     write(caller, ptr, &v.to_le_bytes())
 }
 
@@ -77,24 +89,24 @@ pub(crate) fn hand_back(
 ) -> HostResult {
     // Check the return slots before running guest code for nothing.
     if let Err(e) = write_u32(caller, ret_ptr, 0).and_then(|_| write_u32(caller, ret_size, 0)) {
-        return Ok(e);
+        return Ok(e.into());
     }
     if bytes.is_empty() {
-        return Ok(status::OK);
+        return Ok(Status::Ok.into());
     }
     let Ok(len) = u32::try_from(bytes.len()) else {
-        return Ok(status::INTERNAL_FAILURE);
+        return Ok(Status::InternalFailure.into());
     };
     let addr = allocate(caller, len)?;
     if addr == 0 {
-        return Ok(status::INTERNAL_FAILURE);
+        return Ok(Status::InternalFailure.into());
     }
     let r = write(caller, addr, bytes)
         .and_then(|_| write_u32(caller, ret_ptr, addr))
         .and_then(|_| write_u32(caller, ret_size, len));
     Ok(match r {
-        Ok(()) => status::OK,
-        Err(e) => e,
+        Ok(()) => Status::Ok.into(),
+        Err(e) => e.into(),
     })
 }
 
@@ -105,17 +117,17 @@ pub(crate) fn hand_back_with(
     caller: &mut Caller<'_, HostState>,
     ret_ptr: u32,
     ret_size: u32,
-    fill: impl FnOnce(&HostState, &[u8], &mut Vec<u8>) -> Result<(), i32>,
+    fill: impl FnOnce(&HostState, &[u8], &mut Vec<u8>) -> Result<(), Status>,
 ) -> HostResult {
     let mut buf = std::mem::take(&mut caller.data_mut().scratch);
     buf.clear();
     let filled = match caller.data().memory {
         Some(mem) => fill(caller.data(), mem.data(&*caller), &mut buf),
-        None => Err(status::INVALID_MEMORY_ACCESS),
+        None => Err(Status::InvalidMemoryAccess),
     };
     let r = match filled {
         Ok(()) => hand_back(caller, &buf, ret_ptr, ret_size),
-        Err(code) => Ok(code),
+        Err(code) => Ok(code.into()),
     };
     if buf.capacity() <= SCRATCH_KEEP {
         caller.data_mut().scratch = buf;

@@ -6,7 +6,7 @@ use std::sync::{LazyLock, Mutex, Weak};
 
 use dashmap::DashMap;
 
-use super::state::status;
+use super::state::Status;
 use super::worker::VmSignal;
 
 static DATA: LazyLock<DashMap<String, (Vec<u8>, u32)>> = LazyLock::new(DashMap::new);
@@ -17,16 +17,16 @@ pub(crate) fn get(key: &str) -> Option<(Vec<u8>, u32)> {
 }
 
 /// Sets `key`; a non-zero `cas` must match the current token.
-pub(crate) fn set(key: &str, value: Vec<u8>, cas: u32) -> i32 {
+pub(crate) fn set(key: &str, value: Vec<u8>, cas: u32) -> Status {
     let mut entry = DATA
         .entry(key.to_string())
         .or_insert_with(|| (Vec::new(), 0));
     if cas != 0 && cas != entry.1 {
-        return status::CAS_MISMATCH;
+        return Status::CasMismatch;
     }
     entry.0 = value;
     entry.1 = entry.1.wrapping_add(1).max(1);
-    status::OK
+    Status::Ok
 }
 
 struct Queue {
@@ -59,9 +59,9 @@ pub(crate) fn resolve(name: &str) -> Option<u32> {
 }
 
 /// Appends to a queue and wakes its owner.
-pub(crate) fn enqueue(id: u32, value: Vec<u8>) -> i32 {
+pub(crate) fn enqueue(id: u32, value: Vec<u8>) -> Status {
     let Some(q) = QUEUES.get(&id) else {
-        return status::NOT_FOUND;
+        return Status::NotFound;
     };
     if let Ok(mut items) = q.items.lock() {
         items.push_back(value);
@@ -71,14 +71,14 @@ pub(crate) fn enqueue(id: u32, value: Vec<u8>) -> i32 {
     if let Some(owner) = owner {
         owner.queue_ready(id);
     }
-    status::OK
+    Status::Ok
 }
 
 /// Takes the oldest item of a queue.
 pub(crate) fn dequeue(id: u32) -> Result<Vec<u8>, i32> {
     let Some(q) = QUEUES.get(&id) else {
-        return Err(status::NOT_FOUND);
+        return Err(Status::NotFound.into());
     };
     let item = q.items.lock().ok().and_then(|mut i| i.pop_front());
-    item.ok_or(status::EMPTY)
+    item.ok_or(Status::Empty.into())
 }

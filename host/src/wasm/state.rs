@@ -21,15 +21,24 @@ pub(crate) const SKIP_RESPONSE_PHASE: &str = "portcullis_skip_response_phase";
 pub(crate) const GET_HEADER_VALUES: &str = "portcullis_get_header_values";
 
 /// proxy-wasm status codes returned by host functions.
-pub(crate) mod status {
-    pub const OK: i32 = 0;
-    pub const NOT_FOUND: i32 = 1;
-    pub const BAD_ARGUMENT: i32 = 2;
-    pub const INVALID_MEMORY_ACCESS: i32 = 6;
-    pub const EMPTY: i32 = 7;
-    pub const CAS_MISMATCH: i32 = 8;
-    pub const INTERNAL_FAILURE: i32 = 10;
-    pub const UNIMPLEMENTED: i32 = 12;
+/// proxy-wasm's `WasmResult`: what a host function tells the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub(crate) enum Status {
+    Ok = 0,
+    NotFound = 1,
+    BadArgument = 2,
+    InvalidMemoryAccess = 6,
+    Empty = 7,
+    CasMismatch = 8,
+    InternalFailure = 10,
+    Unimplemented = 12,
+}
+
+impl From<Status> for i32 {
+    fn from(s: Status) -> i32 {
+        s as i32
+    }
 }
 
 /// Which ABI generation a module speaks, from its `proxy_abi_version_*` export.

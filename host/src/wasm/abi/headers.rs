@@ -3,24 +3,21 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
+use super::types::MapType::{
+    self, CallHeaders, CallTrailers, RequestHeaders, RequestTrailers, ResponseHeaders,
+    ResponseTrailers,
+};
 use crate::wasm::memory::encode_pairs_into;
-use crate::wasm::state::{HostState, status};
-
-const REQUEST_HEADERS: u32 = 0;
-const REQUEST_TRAILERS: u32 = 1;
-const RESPONSE_HEADERS: u32 = 2;
-const RESPONSE_TRAILERS: u32 = 3;
-const CALL_HEADERS: u32 = 6;
-const CALL_TRAILERS: u32 = 7;
+use crate::wasm::state::{HostState, Status};
 
 /// The request's pseudo-headers, in the order Envoy hands them over.
 const REQUEST_PSEUDO: [&str; 4] = [":authority", ":path", ":method", ":scheme"];
 
 /// Every pair of map `ty`, pseudo-headers first, encoded for the guest into `out`.
-pub(crate) fn pairs_into(s: &HostState, ty: u32, out: &mut Vec<u8>) -> Result<(), i32> {
+pub(crate) fn pairs_into(s: &HostState, ty: MapType, out: &mut Vec<u8>) -> Result<(), Status> {
     match ty {
-        REQUEST_HEADERS => {
-            let r = s.io.request.as_ref().ok_or(status::NOT_FOUND)?;
+        RequestHeaders => {
+            let r = s.io.request.as_ref().ok_or(Status::NotFound)?;
             encode_pairs_into(out, || {
                 let pseudo = REQUEST_PSEUDO
                     .iter()
@@ -28,28 +25,31 @@ pub(crate) fn pairs_into(s: &HostState, ty: u32, out: &mut Vec<u8>) -> Result<()
                 pseudo.chain(plain(&r.headers))
             });
         }
-        RESPONSE_HEADERS => {
-            let r = s.io.response.as_ref().ok_or(status::NOT_FOUND)?;
+        ResponseHeaders => {
+            let r = s.io.response.as_ref().ok_or(Status::NotFound)?;
             encode_pairs_into(out, || {
                 let status = std::iter::once((&b":status"[..], r.status.as_str().as_bytes()));
                 status.chain(plain(&r.headers))
             });
         }
-        REQUEST_TRAILERS => {
-            let t = s.io.request_trailers.as_ref().ok_or(status::NOT_FOUND)?;
+        RequestTrailers => {
+            let t = s.io.request_trailers.as_ref().ok_or(Status::NotFound)?;
             encode_pairs_into(out, || plain(t));
         }
-        RESPONSE_TRAILERS => {
-            let t = s.io.response_trailers.as_ref().ok_or(status::NOT_FOUND)?;
+        ResponseTrailers => {
+            let t = s.io.response_trailers.as_ref().ok_or(Status::NotFound)?;
             encode_pairs_into(out, || plain(t));
         }
-        CALL_HEADERS | CALL_TRAILERS => {
+        CallHeaders | CallTrailers => {
             let list = call_list(s, ty)?;
             encode_pairs_into(out, || {
                 list.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))
             });
         }
-        _ => return Err(status::BAD_ARGUMENT),
+        // No gRPC streams here.
+        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => {
+            return Err(Status::BadArgument);
+        }
     }
     Ok(())
 }
@@ -59,9 +59,9 @@ fn plain(m: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
 }
 
 /// The headers or trailers of the `http_call` response being delivered.
-fn call_list(s: &HostState, ty: u32) -> Result<&[(String, Vec<u8>)], i32> {
-    let c = s.call_response.as_ref().ok_or(status::NOT_FOUND)?;
-    Ok(if ty == CALL_HEADERS {
+fn call_list(s: &HostState, ty: MapType) -> Result<&[(String, Vec<u8>)], Status> {
+    let c = s.call_response.as_ref().ok_or(Status::NotFound)?;
+    Ok(if ty == CallHeaders {
         &c.headers
     } else {
         &c.trailers
@@ -69,63 +69,67 @@ fn call_list(s: &HostState, ty: u32) -> Result<&[(String, Vec<u8>)], i32> {
 }
 
 /// The first value of `key` (any case) in map `ty`, borrowed from the stream.
-pub(crate) fn value<'s>(s: &'s HostState, ty: u32, key: &[u8]) -> Result<&'s [u8], i32> {
+pub(crate) fn value<'s>(s: &'s HostState, ty: MapType, key: &[u8]) -> Result<&'s [u8], Status> {
     // Header names are ASCII: a key that is not UTF-8 names no header.
-    let key = std::str::from_utf8(key).map_err(|_| status::NOT_FOUND)?;
+    let key = std::str::from_utf8(key).map_err(|_| Status::NotFound)?;
     let plain = match ty {
-        REQUEST_HEADERS => {
-            let r = s.io.request.as_ref().ok_or(status::NOT_FOUND)?;
+        RequestHeaders => {
+            let r = s.io.request.as_ref().ok_or(Status::NotFound)?;
             if key.starts_with(':') {
                 let known = REQUEST_PSEUDO.iter().find(|p| p.eq_ignore_ascii_case(key));
                 return known
                     .and_then(|p| request_pseudo(s, r, p))
-                    .ok_or(status::NOT_FOUND);
+                    .ok_or(Status::NotFound);
             }
             &r.headers
         }
-        RESPONSE_HEADERS => {
-            let r = s.io.response.as_ref().ok_or(status::NOT_FOUND)?;
+        ResponseHeaders => {
+            let r = s.io.response.as_ref().ok_or(Status::NotFound)?;
             if key.eq_ignore_ascii_case(":status") {
                 return Ok(r.status.as_str().as_bytes());
             }
             &r.headers
         }
-        REQUEST_TRAILERS => s.io.request_trailers.as_ref().ok_or(status::NOT_FOUND)?,
-        RESPONSE_TRAILERS => s.io.response_trailers.as_ref().ok_or(status::NOT_FOUND)?,
-        CALL_HEADERS | CALL_TRAILERS => {
+        RequestTrailers => s.io.request_trailers.as_ref().ok_or(Status::NotFound)?,
+        ResponseTrailers => s.io.response_trailers.as_ref().ok_or(Status::NotFound)?,
+        CallHeaders | CallTrailers => {
             return call_list(s, ty)?
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(key))
                 .map(|(_, v)| v.as_slice())
-                .ok_or(status::NOT_FOUND);
+                .ok_or(Status::NotFound);
         }
-        _ => return Err(status::BAD_ARGUMENT),
+        // No gRPC streams here.
+        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => {
+            return Err(Status::BadArgument);
+        }
     };
     // `HeaderMap::get` with a `&str` folds the case itself, without allocating.
     plain
         .get(key)
         .map(HeaderValue::as_bytes)
-        .ok_or(status::NOT_FOUND)
+        .ok_or(Status::NotFound)
 }
 
 /// Answers [`GET_HEADER_VALUES`](crate::wasm::state::GET_HEADER_VALUES): several
 /// headers of one map in one call. `args` is `[map type u32]` then `[len u32][name]`
 /// per header; `out` gets `[len u32][value]` per name in the same order, with
 /// `u32::MAX` as the length of a header that is absent (little-endian throughout).
-pub(crate) fn values_into(s: &HostState, args: &[u8], out: &mut Vec<u8>) -> Result<(), i32> {
-    let (ty, mut rest) = split_u32(args).ok_or(status::BAD_ARGUMENT)?;
+pub(crate) fn values_into(s: &HostState, args: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
+    let (ty, mut rest) = split_u32(args).ok_or(Status::BadArgument)?;
+    let ty = MapType::from_raw(ty)?;
     while !rest.is_empty() {
-        let (len, tail) = split_u32(rest).ok_or(status::BAD_ARGUMENT)?;
-        let len = usize::try_from(len).map_err(|_| status::BAD_ARGUMENT)?;
-        let name = tail.get(..len).ok_or(status::BAD_ARGUMENT)?;
+        let (len, tail) = split_u32(rest).ok_or(Status::BadArgument)?;
+        let len = usize::try_from(len).map_err(|_| Status::BadArgument)?;
+        let name = tail.get(..len).ok_or(Status::BadArgument)?;
         rest = &tail[len..];
         match value(s, ty, name) {
             Ok(v) => {
-                let n = u32::try_from(v.len()).map_err(|_| status::INTERNAL_FAILURE)?;
+                let n = u32::try_from(v.len()).map_err(|_| Status::InternalFailure)?;
                 out.extend_from_slice(&n.to_le_bytes());
                 out.extend_from_slice(v);
             }
-            Err(status::NOT_FOUND) => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+            Err(Status::NotFound) => out.extend_from_slice(&u32::MAX.to_le_bytes()),
             Err(e) => return Err(e),
         }
     }
@@ -148,41 +152,42 @@ pub(crate) enum Edit {
 
 /// Adds, replaces or removes `key` in map `ty`; pseudo-headers rewrite the request
 /// line or the status.
-pub(crate) fn edit(s: &mut HostState, ty: u32, key: &[u8], value: &[u8], how: Edit) -> i32 {
+pub(crate) fn edit(s: &mut HostState, ty: MapType, key: &[u8], value: &[u8], how: Edit) -> Status {
     if key.first() == Some(&b':') {
         // Pseudo-header names are few and short: fold their case on the stack.
         let mut lower = [0u8; 16];
         let Some(buf) = lower.get_mut(..key.len()) else {
-            return status::BAD_ARGUMENT;
+            return Status::BadArgument;
         };
         buf.copy_from_slice(key);
         buf.make_ascii_lowercase();
         let Ok(key) = std::str::from_utf8(buf) else {
-            return status::BAD_ARGUMENT;
+            return Status::BadArgument;
         };
         return edit_pseudo(s, ty, key, value, how);
     }
     let map = match ty {
-        REQUEST_HEADERS => s.io.request.as_mut().map(|r| &mut r.headers),
-        RESPONSE_HEADERS => s.io.response.as_mut().map(|r| &mut r.headers),
-        REQUEST_TRAILERS => s.io.request_trailers.as_mut(),
-        RESPONSE_TRAILERS => s.io.response_trailers.as_mut(),
-        CALL_HEADERS | CALL_TRAILERS => return status::OK,
-        _ => return status::BAD_ARGUMENT,
+        RequestHeaders => s.io.request.as_mut().map(|r| &mut r.headers),
+        ResponseHeaders => s.io.response.as_mut().map(|r| &mut r.headers),
+        RequestTrailers => s.io.request_trailers.as_mut(),
+        ResponseTrailers => s.io.response_trailers.as_mut(),
+        CallHeaders | CallTrailers => return Status::Ok,
+        // No gRPC streams here.
+        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => return Status::BadArgument,
     };
     let Some(map) = map else {
-        return status::NOT_FOUND;
+        return Status::NotFound;
     };
     // Folds the case itself (header names are lower case on the wire to h2 and here).
     let Ok(name) = HeaderName::from_bytes(key) else {
-        return status::BAD_ARGUMENT;
+        return Status::BadArgument;
     };
     if how == Edit::Remove {
         map.remove(&name);
-        return status::OK;
+        return Status::Ok;
     }
     let Ok(v) = HeaderValue::from_bytes(value) else {
-        return status::BAD_ARGUMENT;
+        return Status::BadArgument;
     };
     match how {
         Edit::Add => {
@@ -192,26 +197,27 @@ pub(crate) fn edit(s: &mut HostState, ty: u32, key: &[u8], value: &[u8], how: Ed
             map.insert(name, v);
         }
     }
-    status::OK
+    Status::Ok
 }
 
 /// Replaces every pair of map `ty` with `pairs`.
-pub(crate) fn set_pairs(s: &mut HostState, ty: u32, pairs: Vec<(String, Vec<u8>)>) -> i32 {
+pub(crate) fn set_pairs(s: &mut HostState, ty: MapType, pairs: Vec<(String, Vec<u8>)>) -> Status {
     let cleared = match ty {
-        REQUEST_HEADERS => s.io.request.as_mut().map(|r| r.headers.clear()),
-        RESPONSE_HEADERS => s.io.response.as_mut().map(|r| r.headers.clear()),
-        REQUEST_TRAILERS => s.io.request_trailers.as_mut().map(HeaderMap::clear),
-        RESPONSE_TRAILERS => s.io.response_trailers.as_mut().map(HeaderMap::clear),
-        CALL_HEADERS | CALL_TRAILERS => return status::OK,
-        _ => return status::BAD_ARGUMENT,
+        RequestHeaders => s.io.request.as_mut().map(|r| r.headers.clear()),
+        ResponseHeaders => s.io.response.as_mut().map(|r| r.headers.clear()),
+        RequestTrailers => s.io.request_trailers.as_mut().map(HeaderMap::clear),
+        ResponseTrailers => s.io.response_trailers.as_mut().map(HeaderMap::clear),
+        CallHeaders | CallTrailers => return Status::Ok,
+        // No gRPC streams here.
+        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => return Status::BadArgument,
     };
     if cleared.is_none() {
-        return status::NOT_FOUND;
+        return Status::NotFound;
     }
-    let mut rc = status::OK;
+    let mut rc = Status::Ok;
     for (k, v) in pairs {
         let r = edit(s, ty, k.as_bytes(), &v, Edit::Add);
-        if r != status::OK {
+        if r != Status::Ok {
             rc = r;
         }
     }
@@ -242,27 +248,27 @@ fn request_pseudo<'s>(
     Some(v.as_bytes())
 }
 
-fn edit_pseudo(s: &mut HostState, ty: u32, key: &str, value: &[u8], how: Edit) -> i32 {
+fn edit_pseudo(s: &mut HostState, ty: MapType, key: &str, value: &[u8], how: Edit) -> Status {
     if how == Edit::Remove {
         // Pseudo-headers cannot be removed; as Envoy, quietly keep them.
-        return status::OK;
+        return Status::Ok;
     }
     match ty {
-        RESPONSE_HEADERS if key == ":status" => {
+        ResponseHeaders if key == ":status" => {
             let Some(r) = s.io.response.as_mut() else {
-                return status::NOT_FOUND;
+                return Status::NotFound;
             };
             match http::StatusCode::from_bytes(value) {
                 Ok(code) => {
                     r.status = code;
-                    status::OK
+                    Status::Ok
                 }
-                Err(_) => status::BAD_ARGUMENT,
+                Err(_) => Status::BadArgument,
             }
         }
-        REQUEST_HEADERS => {
+        RequestHeaders => {
             let Some(r) = s.io.request.as_mut() else {
-                return status::NOT_FOUND;
+                return Status::NotFound;
             };
             let ok = match key {
                 ":method" => http::Method::from_bytes(value)
@@ -274,7 +280,7 @@ fn edit_pseudo(s: &mut HostState, ty: u32, key: &str, value: &[u8], how: Edit) -
                 }),
                 ":authority" => {
                     let Ok(host) = HeaderValue::from_bytes(value) else {
-                        return status::BAD_ARGUMENT;
+                        return Status::BadArgument;
                     };
                     r.headers.insert(http::header::HOST, host);
                     if r.uri.authority().is_some() {
@@ -289,9 +295,9 @@ fn edit_pseudo(s: &mut HostState, ty: u32, key: &str, value: &[u8], how: Edit) -
                 ":scheme" => true,
                 _ => false,
             };
-            if ok { status::OK } else { status::BAD_ARGUMENT }
+            if ok { Status::Ok } else { Status::BadArgument }
         }
-        _ => status::BAD_ARGUMENT,
+        _ => Status::BadArgument,
     }
 }
 

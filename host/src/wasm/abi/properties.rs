@@ -6,14 +6,15 @@
 
 use std::io::Write;
 
-use crate::wasm::state::{HostState, status};
+use super::types::MapType;
+use crate::wasm::state::{HostState, Status};
 
 /// Paths up to this long (the SDKs' segments joined by '.') are joined on the stack.
 const SHORT_PATH: usize = 128;
 
 /// Writes the value of the property at `path` (segments joined by NUL, as the SDKs
 /// send) into `out`.
-pub(crate) fn get_into(s: &HostState, path: &[u8], out: &mut Vec<u8>) -> Result<(), i32> {
+pub(crate) fn get_into(s: &HostState, path: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
     let mut stack = [0u8; SHORT_PATH];
     let heap;
     let name: &str = match join_into(path, &mut stack) {
@@ -26,7 +27,7 @@ pub(crate) fn get_into(s: &HostState, path: &[u8], out: &mut Vec<u8>) -> Result<
     lookup(s, name, out)
 }
 
-fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), i32> {
+fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), Status> {
     if let Some(v) = s.io.properties.get(name) {
         out.extend_from_slice(v);
         return Ok(());
@@ -47,56 +48,56 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), i32> {
         Ok(())
     };
     let display = |out: &mut Vec<u8>, v: &dyn std::fmt::Display| {
-        write!(out, "{v}").map_err(|_| status::INTERNAL_FAILURE)
+        write!(out, "{v}").map_err(|_| Status::InternalFailure)
     };
     match name {
         "source.address" => {
-            let i = info.ok_or(status::NOT_FOUND)?;
+            let i = info.ok_or(Status::NotFound)?;
             return display(out, &i.client);
         }
         "source.port" => {
-            let i = info.ok_or(status::NOT_FOUND)?;
+            let i = info.ok_or(Status::NotFound)?;
             return int(out, u64::from(i.client.port()));
         }
         "destination.address" => {
-            let i = info.ok_or(status::NOT_FOUND)?;
+            let i = info.ok_or(Status::NotFound)?;
             return display(out, &i.local);
         }
         "destination.port" => {
-            let i = info.ok_or(status::NOT_FOUND)?;
+            let i = info.ok_or(Status::NotFound)?;
             return int(out, u64::from(i.local.port()));
         }
         "connection.tls_version" => {
-            let v = info.and_then(|i| i.tls_version).ok_or(status::NOT_FOUND)?;
+            let v = info.and_then(|i| i.tls_version).ok_or(Status::NotFound)?;
             out.extend_from_slice(v.as_bytes());
             return Ok(());
         }
         "route_name" => {
-            let i = info.ok_or(status::NOT_FOUND)?;
+            let i = info.ok_or(Status::NotFound)?;
             out.extend_from_slice(i.route.as_bytes());
             return Ok(());
         }
         "listener_name" => {
-            let i = info.ok_or(status::NOT_FOUND)?;
+            let i = info.ok_or(Status::NotFound)?;
             out.extend_from_slice(i.listener.as_bytes());
             return Ok(());
         }
         "response.code" => {
             let code = match &s.io.response {
                 Some(r) => r.status.as_u16(),
-                None => s.io.response_code.ok_or(status::NOT_FOUND)?,
+                None => s.io.response_code.ok_or(Status::NotFound)?,
             };
             return int(out, u64::from(code));
         }
         "response.code_details" => {
-            let d = s.io.code_details.as_ref().ok_or(status::NOT_FOUND)?;
+            let d = s.io.code_details.as_ref().ok_or(Status::NotFound)?;
             out.extend_from_slice(d.as_bytes());
             return Ok(());
         }
         // As Envoy: bytes sent so far; the total adds the headers and trailers.
         "response.size" => {
             if s.io.response.is_none() && s.io.response_code.is_none() {
-                return Err(status::NOT_FOUND);
+                return Err(Status::NotFound);
             }
             return int(out, s.io.response_body_bytes);
         }
@@ -104,7 +105,7 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), i32> {
             let heads = match &s.io.response {
                 Some(r) => response_head_bytes(r),
                 None if s.io.response_code.is_some() => s.io.response_head_bytes,
-                None => return Err(status::NOT_FOUND),
+                None => return Err(Status::NotFound),
             };
             let trailers = s.io.response_trailers.as_ref().map_or(0, headers_size);
             return int(out, s.io.response_body_bytes + heads + trailers);
@@ -114,7 +115,7 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), i32> {
         "request.size" | "request.total_size" => {
             let (length, head) = match &s.io.request {
                 Some(r) => request_head(r),
-                None => s.io.request_head.ok_or(status::NOT_FOUND)?,
+                None => s.io.request_head.ok_or(Status::NotFound)?,
             };
             let body = s.io.request_body_bytes;
             if name == "request.size" {
@@ -124,49 +125,53 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), i32> {
             return int(out, body + head + trailers);
         }
         "request.time" => {
-            let t = s.io.started.ok_or(status::NOT_FOUND)?;
+            let t = s.io.started.ok_or(Status::NotFound)?;
             let nanos = t
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_err(|_| status::NOT_FOUND)?
+                .map_err(|_| Status::NotFound)?
                 .as_nanos();
-            return int(out, u64::try_from(nanos).map_err(|_| status::NOT_FOUND)?);
+            return int(out, u64::try_from(nanos).map_err(|_| Status::NotFound)?);
         }
         "request.duration" => {
             // Known once the stream is complete (on_log), as on Envoy.
             let t =
                 s.io.started
                     .filter(|_| s.io.completed)
-                    .ok_or(status::NOT_FOUND)?;
+                    .ok_or(Status::NotFound)?;
             let d = t.elapsed().unwrap_or_default().as_nanos();
-            return int(out, u64::try_from(d).map_err(|_| status::NOT_FOUND)?);
+            return int(out, u64::try_from(d).map_err(|_| Status::NotFound)?);
         }
         "cluster_name" => {
-            let c = s.io.cluster.as_ref().ok_or(status::NOT_FOUND)?;
+            let c = s.io.cluster.as_ref().ok_or(Status::NotFound)?;
             out.extend_from_slice(c.as_bytes());
             return Ok(());
         }
         "connection.mtls" => {
-            info.ok_or(status::NOT_FOUND)?;
+            info.ok_or(Status::NotFound)?;
             out.push(u8::from(s.io.peer_subject.is_some()));
             return Ok(());
         }
         "connection.subject_peer_certificate" => {
-            let p = s.io.peer_subject.as_ref().ok_or(status::NOT_FOUND)?;
+            let p = s.io.peer_subject.as_ref().ok_or(Status::NotFound)?;
             out.extend_from_slice(p.as_bytes());
             return Ok(());
         }
-        "response.headers" => return super::headers::pairs_into(s, 2, out),
-        "request.headers" => return super::headers::pairs_into(s, 0, out),
+        "response.headers" => return super::headers::pairs_into(s, MapType::ResponseHeaders, out),
+        "request.headers" => return super::headers::pairs_into(s, MapType::RequestHeaders, out),
         _ => {}
     }
-    let r = s.io.request.as_ref().ok_or(status::NOT_FOUND)?;
+    let r = s.io.request.as_ref().ok_or(Status::NotFound)?;
     let header = |out: &mut Vec<u8>, n: &str| {
-        let v = r.headers.get(n).ok_or(status::NOT_FOUND)?;
+        let v = r.headers.get(n).ok_or(Status::NotFound)?;
         out.extend_from_slice(v.as_bytes());
         Ok(())
     };
     let pseudo = |out: &mut Vec<u8>, n: &str| {
-        out.extend_from_slice(super::headers::value(s, 0, n.as_bytes())?);
+        out.extend_from_slice(super::headers::value(
+            s,
+            MapType::RequestHeaders,
+            n.as_bytes(),
+        )?);
         Ok(())
     };
     match name {
@@ -193,7 +198,7 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), i32> {
         n => match n.strip_prefix("request.headers.") {
             // `get` folds the name's case itself.
             Some(h) => header(out, h),
-            None => Err(status::NOT_FOUND),
+            None => Err(Status::NotFound),
         },
     }
 }
@@ -230,9 +235,9 @@ fn headers_size(h: &http::HeaderMap) -> u64 {
 }
 
 /// Sets a stream property for the filters after this one.
-pub(crate) fn set(s: &mut HostState, path: &[u8], value: Vec<u8>) -> i32 {
+pub(crate) fn set(s: &mut HostState, path: &[u8], value: Vec<u8>) -> Status {
     s.io.properties.insert(join(path), value);
-    status::OK
+    Status::Ok
 }
 
 /// Joins `path`'s NUL-separated segments with '.' into `buf`; `None` when it does
