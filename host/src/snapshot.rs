@@ -65,6 +65,12 @@ impl RouteUpstream {
 // === impl Snapshot ===
 
 impl Snapshot {
+    /// The filters whose root context asked for ticks while configuring: every worker
+    /// starts their VMs when this snapshot goes live.
+    pub fn ticking_plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values().filter(|p| p.ticks())
+    }
+
     /// Builds everything a generation needs (router, upstreams, a configured VM of every
     /// filter, TLS acceptors); any failure is a config error and nothing is applied.
     ///

@@ -127,6 +127,7 @@ impl Runtime {
         };
         let signal = Arc::new(worker::VmSignal::default());
         let first = vm::block_on(vm::Vm::start(&compiled, &spec, signal))?;
+        let ticks = first.store.data().tick_period.is_some();
         tracing::debug!(filter = %filter.name, module = %compiled.hash, abi = ?compiled.abi, "filter configured");
         Ok(Arc::new(Plugin {
             config: filter.clone(),
@@ -134,6 +135,7 @@ impl Runtime {
             spec,
             first_vm: Mutex::new(Some(first)),
             http: RwLock::new(None),
+            ticks,
         }))
     }
 }
@@ -155,6 +157,9 @@ pub struct Plugin {
     first_vm: Mutex<Option<vm::Vm>>,
     /// The serving snapshot's upstreams; replaced when a reload keeps this plugin.
     http: RwLock<Option<Arc<dyn HttpCaller>>>,
+    /// Its root context set a tick period while configuring: every worker starts its
+    /// VM when the snapshot goes live, so ticks run before any request arrives.
+    ticks: bool,
 }
 
 impl Plugin {
@@ -194,6 +199,23 @@ impl Plugin {
         match self.http.read() {
             Ok(h) => h.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Whether its root context asked for ticks while configuring.
+    pub fn ticks(&self) -> bool {
+        self.ticks
+    }
+
+    /// Starts this worker's VM of the plugin (and its root task, which delivers the
+    /// ticks) if it has none yet; what a plugin that ticks needs before any traffic.
+    pub async fn start_on_this_worker(self: &Arc<Self>) {
+        let slot = worker::slot(self);
+        let mut g = worker::lock(&slot).await;
+        if let Err(f) = worker::ensure(&mut g, &slot, self).await {
+            let generation = g.generation;
+            drop(g);
+            fail_vm(&slot, self, generation, &f, "start").await;
         }
     }
 

@@ -105,3 +105,34 @@ async fn a_filter_refusing_its_config_stops_the_load() {
         "stderr: {err}"
     );
 }
+
+#[tokio::test]
+async fn a_filter_that_ticks_starts_before_any_request() {
+    let dir = conf(
+        "  - { name: ticker, wasm: probe.wasm, config: \"tick:t\" }",
+        "  - { name: r, filters: [ticker], upstream: echo@internal }",
+    );
+    let proxy = Proxy::start(&dir);
+    // The probe ticks every 10 ms and counts its ticks in shared data; the first
+    // request reads the count. Before this, the worker's VM (and its timer) was only
+    // made by that request, which then read nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resp = client()
+        .get(proxy.url("web", "/"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /: {e}"));
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value = resp
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("echo JSON: {e}"));
+    let ticks: u64 = echo["headers"]["x-ticks"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no tick count: {echo}"));
+    assert!(
+        ticks >= 5,
+        "{ticks} ticks in the 500 ms before the first request: the timer did not start with the proxy"
+    );
+}

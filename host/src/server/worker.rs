@@ -36,6 +36,7 @@ pub(super) fn run(app: &Arc<App>, index: usize) {
 }
 
 async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
+    tokio::task::spawn_local(start_tickers(Arc::clone(&app)));
     let tracker = Rc::new(Tracker::default());
     let mut table_rx = app.listeners();
     let mut shutdown = app.shutdown_signal();
@@ -77,6 +78,33 @@ async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
         }
     }
     tracker.drain(DRAIN_GRACE).await;
+}
+
+/// How soon a worker notices a new generation whose filters tick.
+const TICKERS_POLL: Duration = Duration::from_millis(100);
+
+/// Starts this worker's VMs of the filters that tick, for each generation as it goes
+/// live: their timers run from the start, not from the first request that reaches
+/// them (as on Envoy). Other filters' VMs are still made on first use.
+async fn start_tickers(app: Arc<App>) {
+    let mut shutdown = app.shutdown_signal();
+    let mut seen = 0;
+    loop {
+        {
+            // Not held across the wait: an old generation must be free to go.
+            let snapshot = app.snapshot.load_full();
+            if snapshot.generation != seen {
+                seen = snapshot.generation;
+                for plugin in snapshot.ticking_plugins() {
+                    plugin.start_on_this_worker().await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TICKERS_POLL) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Accepts connections on one socket until its listener is removed or the process
