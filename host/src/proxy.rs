@@ -178,11 +178,14 @@ where
     };
 
     let (mut head, body) = resp.into_parts();
-    let decision = filters
-        .lock()
-        .await
-        .response_headers(&mut head, body.is_end_stream())
-        .await;
+    let decision = {
+        let mut chain = filters.lock().await;
+        let flags = error.as_ref().map_or(0, ProxyError::envoy_response_flags);
+        chain.set_upstream_result(outcome.target.clone(), flags);
+        chain
+            .response_headers(&mut head, body.is_end_stream())
+            .await
+    };
     let (resp, error) = match stopped(decision, &mut outcome) {
         Some(stop) => stop,
         None => {

@@ -89,6 +89,28 @@ impl ProxyError {
         }
     }
 
+    /// Envoy's response flags for this error (`%RESPONSE_FLAGS%`, the `response.flags`
+    /// attribute filters read): the bits of Envoy's `ResponseFlag`, 0 for none.
+    pub fn envoy_response_flags(&self) -> u64 {
+        const NO_HEALTHY_UPSTREAM: u64 = 0x2;
+        const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
+        const UPSTREAM_REMOTE_RESET: u64 = 0x10;
+        const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
+        const NO_ROUTE_FOUND: u64 = 0x100;
+        match self {
+            ProxyError::NoRoute => NO_ROUTE_FOUND,
+            ProxyError::Upstream(e) => match e {
+                UpstreamError::NoTarget => NO_HEALTHY_UPSTREAM,
+                UpstreamError::Connect { .. } => UPSTREAM_CONNECTION_FAILURE,
+                UpstreamError::Timeout { .. } => UPSTREAM_REQUEST_TIMEOUT,
+                UpstreamError::Exchange { .. } | UpstreamError::Body { .. } => {
+                    UPSTREAM_REMOTE_RESET
+                }
+            },
+            ProxyError::DownstreamBody(_) | ProxyError::Filter(_) => 0,
+        }
+    }
+
     /// The response the client gets.
     pub fn to_response(&self) -> Response<ProxyBody> {
         error_response(self.status(), self.body())

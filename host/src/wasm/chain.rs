@@ -108,6 +108,13 @@ impl HttpFilters {
         self.io.peer_subject = peer_subject;
     }
 
+    /// What properties `upstream.address` and `response.flags` read: the target the
+    /// request went to (if it reached one) and Envoy's response flags of its failure.
+    pub fn set_upstream_result(&mut self, target: Option<Arc<str>>, flags: u64) {
+        self.io.upstream_address = target;
+        self.io.response_flags = flags;
+    }
+
     /// How many of the filters that saw the request take part in the response phase.
     #[cfg(test)]
     pub(crate) fn response_phase_filters(&self) -> usize {

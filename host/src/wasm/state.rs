@@ -113,6 +113,10 @@ pub(crate) struct StreamIo {
     pub cluster: Option<Arc<str>>,
     /// The verified client certificate's subject (mTLS).
     pub peer_subject: Option<Arc<str>>,
+    /// The target the request was sent to, `host:port` (`upstream.address`).
+    pub upstream_address: Option<Arc<str>>,
+    /// Envoy's response flags of the exchange (`response.flags`).
+    pub response_flags: u64,
     /// When the chain started, right after the request head was read (`request.time`).
     pub started: Option<SystemTime>,
     /// The stream is complete (`on_done` / `on_log` run): `request.duration` is known.

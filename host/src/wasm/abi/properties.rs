@@ -141,6 +141,18 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), Status> {
             let d = t.elapsed().unwrap_or_default().as_nanos();
             return int(out, u64::try_from(d).map_err(|_| Status::NotFound)?);
         }
+        "upstream.address" => {
+            let a = s.io.upstream_address.as_ref().ok_or(Status::NotFound)?;
+            out.extend_from_slice(a.as_bytes());
+            return Ok(());
+        }
+        // Known with the response, as on Envoy.
+        "response.flags" => {
+            if s.io.response.is_none() && s.io.response_code.is_none() {
+                return Err(Status::NotFound);
+            }
+            return int(out, s.io.response_flags);
+        }
         "cluster_name" => {
             let c = s.io.cluster.as_ref().ok_or(Status::NotFound)?;
             out.extend_from_slice(c.as_bytes());

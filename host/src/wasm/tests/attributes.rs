@@ -105,10 +105,20 @@ async fn attributes_appear_as_the_stream_goes_and_encode_as_on_envoy() {
         BodyDecision::Respond(r) => panic!("request body answered {}", r.status()),
         BodyDecision::Fail(f) => panic!("request body failed: {f}"),
     }
+    chain.set_upstream_result(Some("10.0.0.7:8080".into()), 0);
     let mut resp = response(201);
     cont(chain.response_headers(&mut resp, false).await);
     let a = parse(&header(&resp.headers, "x-attrs"));
     assert_eq!(int(&a, "response.code"), Some(201));
+    assert_eq!(
+        text(&a, "upstream.address").as_deref(),
+        Some("10.0.0.7:8080")
+    );
+    assert_eq!(
+        int(&a, "response.flags"),
+        Some(0),
+        "no flag on a good exchange"
+    );
     assert_eq!(int(&a, "response.size"), Some(0), "no body sent yet");
     assert!(int(&a, "response.total_size").unwrap_or(0) > 0);
     let _ = chain
@@ -152,5 +162,29 @@ async fn a_local_reply_carries_its_details() {
         text(&a, "response.code_details").as_deref(),
         Some("closed by filter")
     );
+    chain.finish().await;
+}
+
+#[tokio::test]
+async fn a_failed_exchange_carries_envoys_response_flags() {
+    let p = plugin(&filter("attrs-failed", "attrs:fl"));
+    let mut chain = HttpFilters::new(&[p], info());
+    let mut req = request("/", &[]);
+    cont(chain.request_headers(&mut req, true).await);
+    // What the driver passes when the upstream sent no response headers in time.
+    let late = crate::proxy::ProxyError::Upstream(crate::upstream::UpstreamError::Timeout {
+        target: "127.0.0.1:9".into(),
+        timeout: std::time::Duration::from_secs(1),
+    });
+    chain.set_upstream_result(None, late.envoy_response_flags());
+    let mut resp = response(504);
+    cont(chain.response_headers(&mut resp, true).await);
+    let a = parse(&header(&resp.headers, "x-attrs"));
+    assert_eq!(
+        int(&a, "response.flags"),
+        Some(0x4),
+        "UpstreamRequestTimeout (UT)"
+    );
+    assert_eq!(a["upstream.address"], None, "no target was reached");
     chain.finish().await;
 }
