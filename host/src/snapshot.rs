@@ -69,8 +69,8 @@ impl Snapshot {
     /// filter, TLS acceptors); any failure is a config error and nothing is applied.
     ///
     /// `previous` lets state that must survive a reload carry over: an upstream whose
-    /// configuration is unchanged is shared with it, health and pooled connections
-    /// included.
+    /// settings are unchanged (wherever they were written) is shared with it, health,
+    /// pooled connections and balancer state included.
     pub fn build(
         config: Arc<Config>,
         runtime: &Runtime,
@@ -103,7 +103,7 @@ impl Snapshot {
             let upstream_tls = tls.upstream(&uc.name);
             let kept = previous
                 .and_then(|p| p.upstreams.get(&uc.name))
-                .filter(|u| u.config() == uc)
+                .filter(|u| u.config().same_settings(uc))
                 .filter(|u| u.tls_fingerprint() == upstream_tls.map(|t| t.fingerprint));
             match kept {
                 Some(u) => {
@@ -114,7 +114,7 @@ impl Snapshot {
                     Ok(u) => {
                         upstreams.insert(uc.name.clone(), Arc::new(u));
                     }
-                    Err(e) => errors.push(e),
+                    Err(e) => errors.extend(e),
                 },
             }
         }

@@ -1,5 +1,6 @@
-//! Upstreams: balancing over healthy targets, per-worker keep-alive pools, health
-//! checks, and forwarding with connect and request timeouts.
+//! Upstreams: balancing over healthy targets (by the upstream's policy, see
+//! [`balance`]), per-worker keep-alive pools, health checks, and forwarding with
+//! connect and request timeouts.
 //!
 //! Health: a target is down when its last active probe failed, or (passively) when a
 //! connection to it was refused. With a health check configured, a passively marked
@@ -9,14 +10,16 @@
 //! failure. A connect failure of a request without a body is retried once on another
 //! target.
 
+pub mod balance;
 pub mod echo;
 
-mod balance;
 mod health;
 mod pool;
+mod target;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,8 @@ use crate::body::{self, ProxyBody};
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::tls::UpstreamTls;
 use crate::tls::connector::{ConnectError, UpstreamConnector};
+use balance::{Balancer, PickRequest};
+use target::{InFlight, Target, TargetSet, Tracked};
 
 /// How long a target refused by a connection stays down when no health check runs.
 pub const PASSIVE_BACKOFF: Duration = Duration::from_secs(3);
@@ -71,31 +76,11 @@ pub enum UpstreamError {
         target: String,
         /// What the connection said.
         #[source]
-        source: hyper::Error,
+        source: body::BoxError,
     },
     /// The upstream has no target to pick (cannot happen with a validated config).
     #[error("upstream has no targets")]
     NoTarget,
-}
-
-/// One target of an upstream and its shared health.
-#[derive(Debug)]
-pub struct Target {
-    /// `host:port`, as configured.
-    pub address: Authority,
-    /// Relative share of traffic.
-    pub weight: u32,
-    /// Result of the last active probe (true until a probe says otherwise).
-    healthy: AtomicBool,
-    /// Passive back-off: down until this many ms after [`now_ms`]'s origin.
-    down_until_ms: AtomicU64,
-}
-
-impl Target {
-    /// Whether the balancer should pick this target now.
-    fn is_available(&self, now_ms: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && self.down_until_ms.load(Ordering::Relaxed) <= now_ms
-    }
 }
 
 /// A configured upstream: its targets, their health, and its health-check task.
@@ -104,7 +89,9 @@ pub struct Upstream {
     /// Process-unique: keys the per-worker pools and balancer state.
     id: u64,
     config: UpstreamConfig,
-    targets: Arc<[Target]>,
+    targets: Arc<TargetSet>,
+    /// The balancing policy, shared by every worker (each with its own state of it).
+    balancer: Balancer,
     /// Per-worker state holds a `Weak` of this to know when to let go of its pool.
     alive: Arc<()>,
     /// TLS to the targets, when configured.
@@ -116,41 +103,41 @@ pub struct Upstream {
 // === impl Upstream ===
 
 impl Upstream {
-    /// Validates the targets' addresses and starts the health check, if configured;
-    /// `tls` (built from `config.tls`) makes every connection HTTPS.
-    pub fn new(config: &UpstreamConfig, tls: Option<&UpstreamTls>) -> Result<Self, ConfigError> {
+    /// Validates the targets' addresses and the balancing settings, and starts the
+    /// health check, if configured; `tls` (built from `config.tls`) makes every
+    /// connection HTTPS. Every error found is returned.
+    pub fn new(
+        config: &UpstreamConfig,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<Self, Vec<ConfigError>> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let mut targets = Vec::with_capacity(config.targets.len());
         for (i, t) in config.targets.iter().enumerate() {
             let address: Authority = t.address.parse().map_err(|e| {
-                ConfigError::at(
+                vec![ConfigError::at(
                     &config.origin,
                     format!("upstreams.{}.targets.{i}.address", config.name),
                     format!("`{}` is not a host:port: {e}", t.address),
-                )
+                )]
             })?;
             if address.port_u16().is_none() {
-                return Err(ConfigError::at(
+                return Err(vec![ConfigError::at(
                     &config.origin,
                     format!("upstreams.{}.targets.{i}.address", config.name),
                     format!("`{}` needs a port", t.address),
-                ));
+                )]);
             }
-            targets.push(Target {
-                address,
-                weight: t.weight.max(1),
-                healthy: AtomicBool::new(true),
-                down_until_ms: AtomicU64::new(0),
-            });
+            targets.push(Target::new(address, t.weight.max(1)));
         }
         if targets.is_empty() {
-            return Err(ConfigError::at(
+            return Err(vec![ConfigError::at(
                 &config.origin,
                 format!("upstreams.{}.targets", config.name),
                 "an upstream needs at least one target",
-            ));
+            )]);
         }
-        let targets: Arc<[Target]> = targets.into();
+        let targets = Arc::new(TargetSet::new(targets));
+        let balancer = Balancer::build(&config.name, &config.balance, &targets)?;
         let health = config.health_check.as_ref().and_then(|hc| {
             let connector = UpstreamConnector::new(http_connector(hc.timeout), tls, hc.timeout);
             health::start(&config.name, targets.clone(), hc.clone(), connector)
@@ -159,6 +146,7 @@ impl Upstream {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config: config.clone(),
             targets,
+            balancer,
             alive: Arc::new(()),
             tls: tls.cloned(),
             _health: health,
@@ -185,7 +173,14 @@ impl Upstream {
     /// passed and no refused connection has taken it out.
     pub fn target_healthy(&self, index: usize) -> Option<bool> {
         let now = now_ms();
-        self.targets.get(index).map(|t| t.is_available(now))
+        self.targets.list.get(index).map(|t| t.is_available(now))
+    }
+
+    /// The target (index in config order) this worker's balancer picks for `request`
+    /// now, as a request pays for it (the per-worker state included): for benchmarks
+    /// and tests; forwarding picks through the same path.
+    pub fn pick(&self, request: &PickRequest<'_>) -> Option<usize> {
+        worker::pick(self, request).map(|(i, _)| i)
     }
 
     /// The targets and their health, for `/status`.
@@ -193,32 +188,40 @@ impl Upstream {
         let now = now_ms();
         let targets: Vec<serde_json::Value> = self
             .targets
+            .list
             .iter()
             .map(|t| {
                 serde_json::json!({
                     "address": t.address.as_str(),
                     "weight": t.weight,
                     "healthy": t.is_available(now),
+                    "active": t.active(),
                 })
             })
             .collect();
         serde_json::json!({
             "name": self.config.name,
             "health_check": self.config.health_check.is_some(),
+            "balance": self.balancer.name(),
             "targets": targets,
         })
     }
 
-    /// Sends `req` (origin-form URI, headers already prepared) to a target and returns
-    /// its response head with the body still streaming. Returns the target's address
-    /// with the outcome, for the access log.
+    /// Sends `req` (origin-form URI, headers already prepared), which came from
+    /// `client` (if from a client at all), to a target and returns its response head
+    /// with the body still streaming. Returns the target's address with the outcome,
+    /// for the access log.
     pub async fn forward(
         &self,
         req: Request<ProxyBody>,
-    ) -> (Option<Authority>, Result<Response<Incoming>, UpstreamError>) {
+        client: Option<IpAddr>,
+    ) -> (
+        Option<Authority>,
+        Result<Response<ProxyBody>, UpstreamError>,
+    ) {
         // A request without a body can be rebuilt, hence retried on another target.
         let retry_head =
-            (self.targets.len() > 1 && req.body().is_end_stream()).then(|| clone_head(&req));
+            (self.targets.list.len() > 1 && req.body().is_end_stream()).then(|| clone_head(&req));
         let attempts = if retry_head.is_some() { 2 } else { 1 };
         let mut req = Some(req);
         let mut last = (None, Err(UpstreamError::NoTarget));
@@ -226,13 +229,22 @@ impl Upstream {
             let Some(this) = req.take().or_else(|| retry_head.as_ref().map(rebuild)) else {
                 break;
             };
-            let Some((i, pool)) = worker::pick(self) else {
+            let request = PickRequest {
+                uri: this.uri(),
+                headers: this.headers(),
+                client,
+            };
+            let Some((i, pool)) = worker::pick(self, &request) else {
                 return (None, Err(UpstreamError::NoTarget));
             };
-            let Some(target) = self.targets.get(i) else {
+            let Some(target) = self.targets.list.get(i) else {
                 return (None, Err(UpstreamError::NoTarget));
             };
-            let result = self.send(&pool, i, target, this).await;
+            let flight = InFlight::start(&self.targets, i);
+            let result = self
+                .send(&pool, i, target, this)
+                .await
+                .map(|resp| resp.map(|body| body::boxed(Tracked::new(body, flight))));
             let connect_failed = matches!(result, Err(UpstreamError::Connect { .. }));
             last = (Some(target.address.clone()), result);
             if !connect_failed {
@@ -251,7 +263,7 @@ impl Upstream {
     ) -> Result<Response<Bytes>, UpstreamError> {
         let req = req.map(body::full);
         let exchange = async {
-            let (target, result) = self.forward(req).await;
+            let (target, result) = self.forward(req, None).await;
             let (head, body) = result?.into_parts();
             let target = target.map(|t| t.to_string()).unwrap_or_default();
             let body = body

@@ -1,5 +1,6 @@
 //! Forwarding to real backends: balancing, errors, health, streaming, headers.
 
+mod balance;
 mod binary;
 
 use std::sync::Arc;

@@ -286,6 +286,8 @@ pub struct UpstreamConfig {
     pub timeouts: UpstreamTimeouts,
     /// TLS to the targets, if configured.
     pub tls: Option<UpstreamTlsConfig>,
+    /// The balancing policy (`round_robin` when not given).
+    pub balance: super::BalanceConfig,
     /// Where it was declared.
     pub origin: Origin,
 }

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use super::listener::certificate_pair;
 use super::walk::{Cx, Field, Fields};
+use super::yaml::Kind;
 use super::{
-    ECHO_UPSTREAM, HealthCheckConfig, TargetConfig, UpstreamConfig, UpstreamTimeouts,
-    UpstreamTlsConfig,
+    BalanceConfig, BalanceOption, ECHO_UPSTREAM, HealthCheckConfig, TargetConfig, UpstreamConfig,
+    UpstreamTimeouts, UpstreamTlsConfig,
 };
 
 /// Decodes one `upstreams[]` item.
@@ -31,6 +32,7 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
     let health_check = f.take("health_check").map(|v| health_check(cx, &v));
     let timeouts = f.take("timeouts").map(|v| timeouts(cx, &v));
     let tls = f.take("tls").map(|v| tls(cx, &v));
+    let balance = f.take("balance").map(|v| balance(cx, &v));
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -47,7 +49,53 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
             Some(t) => Some(t?),
             None => None,
         },
+        balance: balance.unwrap_or_else(|| Some(BalanceConfig::default()))?,
         origin: cx.origin(item.line),
+    })
+}
+
+/// `balance: NAME`, or `balance: { policy: NAME, SETTING: value, ... }`. The policy
+/// checks its name and settings when the upstream is built (see `upstream::balance`);
+/// here they only need to be scalars.
+fn balance(cx: &mut Cx, field: &Field) -> Option<BalanceConfig> {
+    let origin = cx.origin(field.line);
+    if !matches!(field.node.kind, Kind::Map(_)) {
+        return Some(BalanceConfig {
+            policy: field.string(cx)?,
+            options: Vec::new(),
+            origin,
+        });
+    }
+    let mut policy = None;
+    let mut options = Vec::new();
+    let mut ok = true;
+    for (name, value) in field.entries(cx)? {
+        let Some(text) = value.string(cx) else {
+            ok = false;
+            continue;
+        };
+        if name == "policy" {
+            policy = Some(text);
+        } else {
+            options.push(BalanceOption {
+                name,
+                value: text,
+                line: value.line,
+            });
+        }
+    }
+    if policy.is_none() {
+        cx.error(
+            field.line,
+            &format!("{}.policy", field.path),
+            "missing required field",
+        );
+    }
+    ok.then_some(())?;
+    Some(BalanceConfig {
+        policy: policy?,
+        options,
+        origin,
     })
 }
 

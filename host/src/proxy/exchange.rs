@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 
 use super::{ConnInfo, ProxyError};
-use crate::body::{self, ProxyBody};
+use crate::body::ProxyBody;
 use crate::snapshot::RouteUpstream;
 use crate::upstream::echo;
 
@@ -47,12 +47,9 @@ impl Exchange for RouteUpstream {
                 (None, answer.map_err(ProxyError::from))
             }
             RouteUpstream::Pool(upstream) => {
-                let (target, result) = upstream.forward(req).await;
+                let (target, result) = upstream.forward(req, Some(conn.client.ip())).await;
                 let target = target.map(|t| t.as_str().into());
-                (
-                    target,
-                    result.map_err(ProxyError::from).map(|r| r.map(body::boxed)),
-                )
+                (target, result.map_err(ProxyError::from))
             }
         }
     }
