@@ -307,10 +307,10 @@ impl Merged {
                     err(*line, "filters", "filter", name, &filters);
                 }
             }
-            if let Some((name, line)) = &refs.upstream
-                && !upstream_set.contains(name.as_str())
-            {
-                err(*line, "upstream", "upstream", name, &upstreams);
+            for (name, line, field) in &refs.upstreams {
+                if !upstream_set.contains(name.as_str()) {
+                    err(*line, field, "upstream", name, &upstreams);
+                }
             }
         }
     }

@@ -196,7 +196,12 @@ async fn exchange<U: Exchange>(
     conn: &ConnInfo,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (target, result) = route.upstream.send(req, conn, &route.name).await;
+    let upstream = route.upstream.resolve(&req);
+    if !std::ptr::eq(upstream, &route.upstream) {
+        // The upstream a split chose, for the access log and the metrics.
+        outcome.upstream = Some(upstream.name().into());
+    }
+    let (target, result) = upstream.send(req, conn, &route.name).await;
     outcome.target = target;
     let (mut head, body) = result?.into_parts();
     forward::prepare_response(&mut head);

@@ -2,17 +2,19 @@
 //! one snapshot (an `Arc` load) and uses it to the end.
 
 mod http_calls;
+mod split;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM};
+use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM, RouteDestination};
 use crate::router::{Candidate, Router};
 use crate::tls::TlsSet;
 use crate::upstream::Upstream;
 use crate::wasm::{HttpCaller, Plugin, Runtime};
 use http_calls::UpstreamCaller;
+pub use split::Split;
 
 /// One generation of the proxy's configuration, built completely before it serves.
 pub struct Snapshot {
@@ -50,6 +52,8 @@ pub enum RouteUpstream {
     Echo,
     /// A configured upstream.
     Pool(Arc<Upstream>),
+    /// Several, by canary match and weight (`upstreams:`).
+    Split(Box<Split>),
 }
 
 impl RouteUpstream {
@@ -58,6 +62,48 @@ impl RouteUpstream {
         match self {
             RouteUpstream::Echo => ECHO_UPSTREAM,
             RouteUpstream::Pool(u) => &u.config().name,
+            RouteUpstream::Split(s) => s.label(),
+        }
+    }
+}
+
+/// Resolves a route's destination against the built upstreams; `missing` hears of
+/// every name not found (with its field under the route).
+fn destination(
+    destination: &RouteDestination,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    mut missing: impl FnMut(&str, String),
+) -> Option<RouteUpstream> {
+    let mut one = |name: &str, field: String| {
+        if name == ECHO_UPSTREAM {
+            Some(RouteUpstream::Echo)
+        } else if let Some(u) = upstreams.get(name) {
+            Some(RouteUpstream::Pool(u.clone()))
+        } else {
+            missing(name, field);
+            None
+        }
+    };
+    match destination {
+        RouteDestination::Single(name) => one(name, "upstream".into()),
+        RouteDestination::Split(entries) => {
+            let mut canaries = Vec::new();
+            let mut weighted = Vec::new();
+            let mut complete = true;
+            for (i, e) in entries.iter().enumerate() {
+                let Some(u) = one(&e.upstream, format!("upstreams.{i}.name")) else {
+                    complete = false;
+                    continue;
+                };
+                match &e.canary {
+                    Some(m) => canaries.push((m.clone(), u)),
+                    None => weighted.push((u, e.weight)),
+                }
+            }
+            if !complete {
+                return None;
+            }
+            Split::new(canaries, weighted).map(|s| RouteUpstream::Split(Box::new(s)))
         }
     }
 }
@@ -134,20 +180,17 @@ impl Snapshot {
                     )),
                 }
             }
-            let upstream = if rc.upstream == ECHO_UPSTREAM {
-                Some(RouteUpstream::Echo)
-            } else if let Some(u) = upstreams.get(&rc.upstream) {
-                Some(RouteUpstream::Pool(u.clone()))
-            } else {
-                if !config.upstreams.iter().any(|u| u.name == rc.upstream) {
+            let upstream = destination(&rc.upstream, &upstreams, |name, field| {
+                // A name declared nowhere was reported by the loader; one that failed to
+                // build has its own error. Anything else is a gap between the two.
+                if !config.upstreams.iter().any(|u| u.name == name) {
                     errors.push(ConfigError::at(
                         &rc.origin,
-                        format!("routes.{}.upstream", rc.name),
-                        format!("no upstream is named `{}`", rc.upstream),
+                        format!("routes.{}.{field}", rc.name),
+                        format!("no upstream is named `{name}`"),
                     ));
                 }
-                None
-            };
+            });
             if let Some(upstream) = upstream {
                 routes.push(Route {
                     name: rc.name.as_str().into(),

@@ -2,6 +2,7 @@
 
 mod balance;
 mod binary;
+mod split;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

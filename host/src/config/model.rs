@@ -171,8 +171,9 @@ pub struct RouteConfig {
     pub priority: Option<i64>,
     /// Filter names, run in this order (responses in reverse).
     pub filters: Vec<String>,
-    /// Upstream name, or `echo@internal`.
-    pub upstream: String,
+    /// Where requests go: one upstream (or `echo@internal`), or a weighted split with
+    /// canaries (`upstreams:`).
+    pub upstream: super::RouteDestination,
     /// Where it was declared.
     pub origin: Origin,
 }

@@ -1,5 +1,6 @@
 //! The validated traffic-management settings: how an upstream balances over its
-//! targets, and how an unchanged upstream is recognised across a reload.
+//! targets, how a route splits its requests between upstreams, and how an unchanged
+//! upstream is recognised across a reload.
 //!
 //! Kept apart from `model.rs` so that this work merges without touching its blocks.
 
@@ -42,6 +43,61 @@ pub struct BalanceOption {
     pub value: String,
     /// The line it was written on.
     pub line: usize,
+}
+
+/// `routes[].upstream` / `routes[].upstreams`: where a route's requests go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteDestination {
+    /// `upstream: NAME` (an upstream, or `echo@internal`).
+    Single(String),
+    /// `upstreams: [...]`: the first canary whose match holds takes the request;
+    /// otherwise the weighted entries share the requests by weight.
+    Split(Vec<SplitEntry>),
+}
+
+/// One entry of `routes[].upstreams`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitEntry {
+    /// The upstream's name (or `echo@internal`).
+    pub upstream: String,
+    /// Share of the requests no canary took; 0 for a canary (it takes only its own).
+    pub weight: u32,
+    /// For a canary: what a request must carry to go here.
+    pub canary: Option<CanaryMatch>,
+}
+
+/// `routes[].upstreams[].match`: every header and cookie given must be present with
+/// exactly this value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CanaryMatch {
+    /// Headers and their values (any one of repeated values may match).
+    pub headers: Vec<(http::HeaderName, String)>,
+    /// Cookies and their values.
+    pub cookies: Vec<(String, String)>,
+}
+
+impl RouteDestination {
+    /// Every upstream name this destination refers to, in the order written.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            RouteDestination::Single(name) => vec![name.as_str()],
+            RouteDestination::Split(entries) => {
+                entries.iter().map(|e| e.upstream.as_str()).collect()
+            }
+        }
+    }
+}
+
+impl From<&str> for RouteDestination {
+    fn from(name: &str) -> Self {
+        RouteDestination::Single(name.to_string())
+    }
+}
+
+impl From<String> for RouteDestination {
+    fn from(name: String) -> Self {
+        RouteDestination::Single(name)
+    }
 }
 
 // === impl UpstreamConfig ===

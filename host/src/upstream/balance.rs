@@ -50,6 +50,20 @@ pub struct PickRequest<'a> {
     pub client: Option<IpAddr>,
 }
 
+/// The value of cookie `name` in `headers` (every `Cookie` header, `a=1; b=2`), as
+/// sent; for the policies and canaries that key on a cookie.
+pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (n, value) = pair.trim().split_once('=')?;
+            (n == name).then_some(value)
+        })
+}
+
 /// The targets as a policy sees them for one pick: which may be picked, their weights
 /// and their load.
 pub struct Candidates<'a> {

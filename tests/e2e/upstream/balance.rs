@@ -11,20 +11,20 @@ use std::time::Duration;
 
 use crate::support::{self, Backend, ConfDir, Proxy, Reply};
 
-fn conf(body: &str) -> String {
+pub(super) fn conf(body: &str) -> String {
     format!(
         "admin: {{ address: 127.0.0.1:0 }}\nworkers: 2\nlisteners: [{{ name: web, address: 127.0.0.1:0 }}]\n{body}"
     )
 }
 
 /// A backend answering its name.
-fn named(name: &'static str) -> Backend {
+pub(super) fn named(name: &'static str) -> Backend {
     Backend::start(move |_| Reply::text(200, name))
 }
 
 /// Sends `count` GETs of `path` over `concurrency` keep-alive connections, each with
 /// the headers `headers(i)` gives request `i`; returns the bodies, in request order.
-async fn send(
+pub(super) async fn send(
     proxy: &Proxy,
     path: &str,
     count: usize,
@@ -75,7 +75,7 @@ async fn send(
     all.into_iter().map(|(_, body)| body).collect()
 }
 
-fn counts(bodies: &[String]) -> HashMap<&str, usize> {
+pub(super) fn counts(bodies: &[String]) -> HashMap<&str, usize> {
     let mut counts = HashMap::new();
     for b in bodies {
         *counts.entry(b.as_str()).or_insert(0) += 1;

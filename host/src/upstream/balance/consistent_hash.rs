@@ -116,16 +116,9 @@ impl Key {
                 .headers
                 .get(name)
                 .map(|v| HASHER.hash_one(v.as_bytes())),
-            Key::Cookie(name) => request
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .find_map(|pair| {
-                    let (n, value) = pair.trim().split_once('=')?;
-                    (n == name).then(|| HASHER.hash_one(value.as_bytes()))
-                }),
+            Key::Cookie(name) => {
+                super::cookie(request.headers, name).map(|v| HASHER.hash_one(v.as_bytes()))
+            }
             Key::ClientIp => request.client.map(|ip| match ip {
                 std::net::IpAddr::V4(v4) => HASHER.hash_one(v4.octets()),
                 std::net::IpAddr::V6(v6) => HASHER.hash_one(v6.octets()),
