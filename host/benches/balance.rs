@@ -36,6 +36,7 @@ fn upstream(policy: &str, options: &[(&str, &str)], weighted: bool) -> Upstream 
         health_check: None,
         timeouts: UpstreamTimeouts::default(),
         tls: None,
+        retries: None,
         balance: BalanceConfig {
             policy: policy.into(),
             options: options

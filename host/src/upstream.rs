@@ -7,14 +7,16 @@
 //! target stays down until its next successful probe; without one, for
 //! [`PASSIVE_BACKOFF`]. When every target is down the balancer picks among all of
 //! them anyway (fail open): health data can lag, and trying costs less than certain
-//! failure. A connect failure of a request without a body is retried once on another
-//! target.
+//! failure. Failed attempts are retried as the upstream's `retries` say ([`retry`]);
+//! without it, a connect failure of a request without a body is retried once on
+//! another target.
 
 pub mod balance;
 pub mod echo;
 
 mod health;
 mod pool;
+mod retry;
 mod target;
 mod worker;
 
@@ -35,7 +37,11 @@ use crate::config::{ConfigError, UpstreamConfig};
 use crate::tls::UpstreamTls;
 use crate::tls::connector::{ConnectError, UpstreamConnector};
 use balance::{Balancer, PickRequest};
+use retry::{Failure, Retries};
 use target::{InFlight, Target, TargetSet, Tracked};
+
+/// Set on a retried attempt's request: which attempt it is (2 for the first retry).
+pub const ATTEMPT_HEADER: &str = "x-portcullis-attempt";
 
 /// How long a target refused by a connection stays down when no health check runs.
 pub const PASSIVE_BACKOFF: Duration = Duration::from_secs(3);
@@ -78,6 +84,13 @@ pub enum UpstreamError {
         #[source]
         source: body::BoxError,
     },
+    /// The client's request body failed while it was read whole to be retryable: 400.
+    #[error("reading the request body failed: {source}")]
+    RequestBody {
+        /// What the body said.
+        #[source]
+        source: body::BoxError,
+    },
     /// The upstream has no target to pick (cannot happen with a validated config).
     #[error("upstream has no targets")]
     NoTarget,
@@ -92,6 +105,8 @@ pub struct Upstream {
     targets: Arc<TargetSet>,
     /// The balancing policy, shared by every worker (each with its own state of it).
     balancer: Balancer,
+    /// When failed attempts are tried again, and the retry budget.
+    retries: Retries,
     /// Per-worker state holds a `Weak` of this to know when to let go of its pool.
     alive: Arc<()>,
     /// TLS to the targets, when configured.
@@ -145,6 +160,7 @@ impl Upstream {
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config: config.clone(),
+            retries: Retries::new(config.retries.as_ref(), targets.list.len()),
             targets,
             balancer,
             alive: Arc::new(()),
@@ -208,9 +224,10 @@ impl Upstream {
     }
 
     /// Sends `req` (origin-form URI, headers already prepared), which came from
-    /// `client` (if from a client at all), to a target and returns its response head
-    /// with the body still streaming. Returns the target's address with the outcome,
-    /// for the access log.
+    /// `client` (if from a client at all), to a target, trying again as the upstream's
+    /// retry policy allows, and returns the response head with the body still
+    /// streaming. Returns the address of the target tried last with the outcome, for
+    /// the access log.
     pub async fn forward(
         &self,
         req: Request<ProxyBody>,
@@ -219,15 +236,23 @@ impl Upstream {
         Option<Authority>,
         Result<Response<ProxyBody>, UpstreamError>,
     ) {
-        // A request without a body can be rebuilt, hence retried on another target.
-        let retry_head =
-            (self.targets.list.len() > 1 && req.body().is_end_stream()).then(|| clone_head(&req));
-        let attempts = if retry_head.is_some() { 2 } else { 1 };
-        let mut req = Some(req);
-        let mut last = (None, Err(UpstreamError::NoTarget));
-        for _ in 0..attempts {
-            let Some(this) = req.take().or_else(|| retry_head.as_ref().map(rebuild)) else {
-                break;
+        let (mut once, replay) = match self.replayable(req).await {
+            Ok(r) => r,
+            Err(e) => return (None, Err(e)),
+        };
+        let attempts = if replay.is_some() {
+            self.retries.attempts()
+        } else {
+            1
+        };
+        // Held until the last attempt is over: a retry counts in the budget meanwhile.
+        let mut _permit = None;
+        let mut attempt = 1;
+        loop {
+            let this = match (&replay, once.take()) {
+                (Some((head, body)), _) => rebuild(head, body, attempt),
+                (None, Some(req)) => req,
+                (None, None) => return (None, Err(UpstreamError::NoTarget)),
             };
             let request = PickRequest {
                 uri: this.uri(),
@@ -241,17 +266,54 @@ impl Upstream {
                 return (None, Err(UpstreamError::NoTarget));
             };
             let flight = InFlight::start(&self.targets, i);
-            let result = self
-                .send(&pool, i, target, this)
-                .await
-                .map(|resp| resp.map(|body| body::boxed(Tracked::new(body, flight))));
-            let connect_failed = matches!(result, Err(UpstreamError::Connect { .. }));
-            last = (Some(target.address.clone()), result);
-            if !connect_failed {
-                break;
+            let result = self.send(&pool, i, target, this).await;
+            if attempt < attempts
+                && let Some(failure) = Failure::of(&result).filter(|f| self.retries.retries(*f))
+            {
+                match self.retries.admit(self.targets.active()) {
+                    Some(permit) => {
+                        _permit = Some(permit);
+                        crate::metrics::global().upstream_retry(&self.config.name, failure.label());
+                        // The failed attempt's response (a 5xx) is dropped unread.
+                        drop((result, flight));
+                        tokio::time::sleep(self.retries.backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    None => crate::metrics::global().upstream_retry_denied(&self.config.name),
+                }
             }
+            let result = result.map(|resp| resp.map(|b| body::boxed(Tracked::new(b, flight))));
+            return (Some(target.address.clone()), result);
         }
-        last
+    }
+
+    /// `req` as it goes out once, or, when a failed attempt may be retried, its head
+    /// and whole body to send again: a request without a body, or with one of declared
+    /// length within the policy's `max_body` (read here, before the first attempt).
+    async fn replayable(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<(Option<Request<ProxyBody>>, Option<(Request<()>, Bytes)>), UpstreamError> {
+        if self.retries.attempts() < 2 {
+            return Ok((Some(req), None));
+        }
+        if req.body().is_end_stream() {
+            return Ok((None, Some((clone_head(&req), Bytes::new()))));
+        }
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match declared {
+            Some(length) if length <= self.retries.max_body() => {
+                let head = clone_head(&req);
+                let body = read_whole(req.into_body(), length).await?;
+                Ok((None, Some((head, body))))
+            }
+            _ => Ok((Some(req), None)),
+        }
     }
 
     /// Sends a buffered request (a filter's `http_call`: origin-form or absolute URI,
@@ -289,7 +351,11 @@ impl Upstream {
         target: &Target,
         req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let timeout = self.config.timeouts.request;
+        let request = self.config.timeouts.request;
+        let timeout = self
+            .retries
+            .per_try_timeout()
+            .map_or(request, |t| t.min(request));
         let address = || target.address.to_string();
         match tokio::time::timeout(timeout, pool.request(index, &target.address, req)).await {
             Err(_) => Err(UpstreamError::Timeout {
@@ -346,11 +412,40 @@ fn clone_head(req: &Request<ProxyBody>) -> Request<()> {
     head
 }
 
-fn rebuild(head: &Request<()>) -> Request<ProxyBody> {
-    let mut req = Request::new(body::empty());
+/// A request body of declared `length`, read whole (and no further than declared).
+async fn read_whole(body: ProxyBody, length: u64) -> Result<Bytes, UpstreamError> {
+    let mut body = std::pin::pin!(body);
+    let mut whole = bytes::BytesMut::with_capacity(length as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|source| UpstreamError::RequestBody { source })?;
+        if let Ok(data) = frame.into_data() {
+            if (whole.len() + data.len()) as u64 > length {
+                return Err(UpstreamError::RequestBody {
+                    source: "the body is longer than its Content-Length".into(),
+                });
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.freeze())
+}
+
+/// Attempt number `attempt` of a request: its head, and its body again. A retry says
+/// which attempt it is (`x-portcullis-attempt: 2`), for the upstream's logs.
+fn rebuild(head: &Request<()>, body: &Bytes, attempt: u32) -> Request<ProxyBody> {
+    let body = if body.is_empty() {
+        body::empty()
+    } else {
+        body::full(body.clone())
+    };
+    let mut req = Request::new(body);
     *req.method_mut() = head.method().clone();
     *req.uri_mut() = head.uri().clone();
     *req.version_mut() = head.version();
     *req.headers_mut() = head.headers().clone();
+    if attempt > 1 {
+        req.headers_mut()
+            .insert(ATTEMPT_HEADER, http::HeaderValue::from(attempt));
+    }
     req
 }

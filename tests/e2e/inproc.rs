@@ -91,6 +91,7 @@ pub fn upstream(name: &str, targets: &[(SocketAddr, u32)]) -> UpstreamConfig {
         health_check: None,
         timeouts: UpstreamTimeouts::default(),
         tls: None,
+        retries: None,
         balance: Default::default(),
         origin: Default::default(),
     }

@@ -2,6 +2,7 @@
 
 mod balance;
 mod binary;
+mod retry;
 mod split;
 
 use std::sync::Arc;

@@ -289,6 +289,8 @@ pub struct UpstreamConfig {
     pub tls: Option<UpstreamTlsConfig>,
     /// The balancing policy (`round_robin` when not given).
     pub balance: super::BalanceConfig,
+    /// Retries of failed attempts; `None`: only the implicit connect-failure retry.
+    pub retries: Option<super::RetryConfig>,
     /// Where it was declared.
     pub origin: Origin,
 }

@@ -4,6 +4,8 @@
 //!
 //! Kept apart from `model.rs` so that this work merges without touching its blocks.
 
+use std::time::Duration;
+
 use super::{CertificatePair, Origin, UpstreamConfig, UpstreamTlsConfig};
 
 /// The policy an upstream balances with when `balance` is not given.
@@ -43,6 +45,57 @@ pub struct BalanceOption {
     pub value: String,
     /// The line it was written on.
     pub line: usize,
+}
+
+/// `upstreams[].retries`: when a failed attempt is tried again (see
+/// `upstream::retry`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (1–10).
+    pub attempts: u32,
+    /// The failures that are retried.
+    pub on: Vec<RetryOn>,
+    /// How long one attempt may wait for its response head; the upstream's
+    /// `timeouts.request` when absent.
+    pub per_try_timeout: Option<Duration>,
+    /// The base of the randomised, doubling wait between attempts.
+    pub backoff: Duration,
+    /// A request body of declared length up to this is read whole so that it can be
+    /// sent again; a longer or streamed one is sent once.
+    pub max_body: u64,
+    /// Retries under way may be at most this percentage of the requests in flight...
+    pub budget_percent: u32,
+    /// ...or this many, whichever is more.
+    pub min_retries: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            on: vec![RetryOn::ConnectFailure, RetryOn::RefusedStream],
+            per_try_timeout: None,
+            backoff: Duration::from_millis(25),
+            max_body: 64 * 1024,
+            budget_percent: 20,
+            min_retries: 3,
+        }
+    }
+}
+
+/// A failure `retries.on` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// `connect-failure`: no connection could be made.
+    ConnectFailure,
+    /// `refused-stream`: HTTP/2 `REFUSED_STREAM`.
+    RefusedStream,
+    /// `reset`: the connection failed before the response head.
+    Reset,
+    /// `5xx`: a 5xx response, or no response at all (connect failure, reset, timeout).
+    Status5xx,
+    /// `gateway-error`: a 502, 503 or 504 response, or no response at all.
+    GatewayError,
 }
 
 /// `routes[].upstream` / `routes[].upstreams`: where a route's requests go.
@@ -115,6 +168,7 @@ impl UpstreamConfig {
             timeouts,
             tls,
             balance,
+            retries,
             origin: _,
         } = self;
         *name == other.name
@@ -122,6 +176,7 @@ impl UpstreamConfig {
             && *health_check == other.health_check
             && *timeouts == other.timeouts
             && same_tls(tls.as_ref(), other.tls.as_ref())
+            && *retries == other.retries
             && balance.policy == other.balance.policy
             && balance.options.len() == other.balance.options.len()
             && balance
@@ -167,6 +222,7 @@ mod tests {
             health_check: None,
             timeouts: UpstreamTimeouts::default(),
             tls: None,
+            retries: None,
             balance: BalanceConfig {
                 policy: "consistent_hash".into(),
                 options: vec![BalanceOption {

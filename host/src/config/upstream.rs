@@ -6,8 +6,8 @@ use super::listener::certificate_pair;
 use super::walk::{Cx, Field, Fields};
 use super::yaml::Kind;
 use super::{
-    BalanceConfig, BalanceOption, ECHO_UPSTREAM, HealthCheckConfig, TargetConfig, UpstreamConfig,
-    UpstreamTimeouts, UpstreamTlsConfig,
+    BalanceConfig, BalanceOption, ECHO_UPSTREAM, HealthCheckConfig, RetryConfig, RetryOn,
+    TargetConfig, UpstreamConfig, UpstreamTimeouts, UpstreamTlsConfig,
 };
 
 /// Decodes one `upstreams[]` item.
@@ -33,6 +33,7 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
     let timeouts = f.take("timeouts").map(|v| timeouts(cx, &v));
     let tls = f.take("tls").map(|v| tls(cx, &v));
     let balance = f.take("balance").map(|v| balance(cx, &v));
+    let retries = f.take("retries").map(|v| retries(cx, &v));
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -50,6 +51,10 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
             None => None,
         },
         balance: balance.unwrap_or_else(|| Some(BalanceConfig::default()))?,
+        retries: match retries {
+            Some(r) => Some(r?),
+            None => None,
+        },
         origin: cx.origin(item.line),
     })
 }
@@ -97,6 +102,76 @@ fn balance(cx: &mut Cx, field: &Field) -> Option<BalanceConfig> {
         options,
         origin,
     })
+}
+
+/// `retries: { attempts, on, per_try_timeout, backoff, max_body, budget, min_retries }`.
+fn retries(cx: &mut Cx, field: &Field) -> Option<RetryConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let d = RetryConfig::default();
+    let attempts = f
+        .take("attempts")
+        .map(|v| v.int(cx, 1, 10).map(|n| n as u32));
+    let on = f.take("on").map(|v| retry_on(cx, &v));
+    let per_try_timeout = f.take("per_try_timeout").map(|v| v.duration(cx));
+    let backoff = f.take("backoff").map(|v| match &v.node.kind {
+        Kind::Scalar { text, .. } if text == "0" => Some(Duration::ZERO),
+        _ => v.duration(cx),
+    });
+    let max_body = f.take("max_body").map(|v| v.size(cx));
+    let budget = f.take("budget").map(|v| percent(cx, &v));
+    let min_retries = f
+        .take("min_retries")
+        .map(|v| v.int(cx, 0, 1_000_000).map(|n| n as u32));
+    f.finish(cx);
+    Some(RetryConfig {
+        attempts: attempts.unwrap_or(Some(d.attempts))?,
+        on: on.unwrap_or(Some(d.on))?,
+        per_try_timeout: match per_try_timeout {
+            Some(t) => Some(t?),
+            None => None,
+        },
+        backoff: backoff.unwrap_or(Some(d.backoff))?,
+        max_body: max_body.unwrap_or(Some(d.max_body))?,
+        budget_percent: budget.unwrap_or(Some(d.budget_percent))?,
+        min_retries: min_retries.unwrap_or(Some(d.min_retries))?,
+    })
+}
+
+fn retry_on(cx: &mut Cx, field: &Field) -> Option<Vec<RetryOn>> {
+    const CONDITIONS: &[(&str, RetryOn)] = &[
+        ("connect-failure", RetryOn::ConnectFailure),
+        ("refused-stream", RetryOn::RefusedStream),
+        ("reset", RetryOn::Reset),
+        ("5xx", RetryOn::Status5xx),
+        ("gateway-error", RetryOn::GatewayError),
+    ];
+    let items = field.list(cx)?;
+    if items.is_empty() {
+        field.error(
+            cx,
+            "names no condition; leave retries out to retry nothing but connect failures",
+        );
+        return None;
+    }
+    let on: Vec<Option<RetryOn>> = items.iter().map(|i| i.choice(cx, CONDITIONS)).collect();
+    on.into_iter().collect()
+}
+
+/// `20%` (or `20`): a whole percentage, 0–100.
+fn percent(cx: &mut Cx, field: &Field) -> Option<u32> {
+    let text = field.string(cx)?;
+    match text
+        .strip_suffix('%')
+        .unwrap_or(&text)
+        .trim()
+        .parse::<u32>()
+    {
+        Ok(n) if n <= 100 => Some(n),
+        _ => {
+            field.error(cx, format!("`{text}` is not a percentage from 0% to 100%"));
+            None
+        }
+    }
 }
 
 fn target(cx: &mut Cx, field: &Field) -> Option<TargetConfig> {

@@ -63,7 +63,12 @@ impl Exchange for RouteUpstream {
             RouteUpstream::Pool(upstream) => {
                 let (target, result) = upstream.forward(req, Some(conn.client.ip())).await;
                 let target = target.map(|t| t.as_str().into());
-                (target, result.map_err(ProxyError::from))
+                let result = result.map_err(|e| match e {
+                    // The client's body, read whole to be retryable, failed: its fault.
+                    UpstreamError::RequestBody { source } => ProxyError::DownstreamBody(source),
+                    e => ProxyError::from(e),
+                });
+                (target, result)
             }
             // Resolved before sending; a split has no target of its own.
             RouteUpstream::Split(_) => (None, Err(UpstreamError::NoTarget.into())),

@@ -13,6 +13,7 @@ pub(super) fn upstream(tls: UpstreamTlsConfig) -> UpstreamConfig {
         health_check: None,
         timeouts: UpstreamTimeouts::default(),
         tls: Some(tls),
+        retries: None,
         balance: Default::default(),
         origin: origin(),
     }
