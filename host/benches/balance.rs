@@ -37,6 +37,8 @@ fn upstream(policy: &str, options: &[(&str, &str)], weighted: bool) -> Upstream 
         timeouts: UpstreamTimeouts::default(),
         tls: None,
         retries: None,
+        outlier_detection: None,
+        circuit_breaker: None,
         balance: BalanceConfig {
             policy: policy.into(),
             options: options

@@ -15,6 +15,7 @@ pub mod balance;
 pub mod echo;
 
 mod health;
+mod outlier;
 mod pool;
 mod retry;
 mod target;
@@ -83,6 +84,14 @@ pub enum UpstreamError {
         /// What the connection said.
         #[source]
         source: body::BoxError,
+    },
+    /// The upstream's circuit breaker is open (`max_requests` in flight): 503.
+    #[error("{upstream} has {max} requests in flight, its circuit breaker's limit")]
+    Overloaded {
+        /// The upstream's name.
+        upstream: String,
+        /// Its `circuit_breaker.max_requests`.
+        max: u32,
     },
     /// The client's request body failed while it was read whole to be retryable: 400.
     #[error("reading the request body failed: {source}")]
@@ -193,10 +202,10 @@ impl Upstream {
     }
 
     /// The target (index in config order) this worker's balancer picks for `request`
-    /// now, as a request pays for it (the per-worker state included): for benchmarks
-    /// and tests; forwarding picks through the same path.
+    /// now, as a request pays for it (the per-worker state lookup included, the pool
+    /// handle not): for benchmarks and tests; forwarding picks through the same path.
     pub fn pick(&self, request: &PickRequest<'_>) -> Option<usize> {
-        worker::pick(self, request).map(|(i, _)| i)
+        worker::pick_index(self, request)
     }
 
     /// The targets and their health, for `/status`.
@@ -236,6 +245,17 @@ impl Upstream {
         Option<Authority>,
         Result<Response<ProxyBody>, UpstreamError>,
     ) {
+        if let Some(breaker) = &self.config.circuit_breaker
+            && self.targets.active() >= breaker.max_requests
+        {
+            return (
+                None,
+                Err(UpstreamError::Overloaded {
+                    upstream: self.config.name.clone(),
+                    max: breaker.max_requests,
+                }),
+            );
+        }
         let (mut once, replay) = match self.replayable(req).await {
             Ok(r) => r,
             Err(e) => return (None, Err(e)),
@@ -267,8 +287,12 @@ impl Upstream {
             };
             let flight = InFlight::start(&self.targets, i);
             let result = self.send(&pool, i, target, this).await;
+            let failure = Failure::of(&result);
+            if let Some(config) = &self.config.outlier_detection {
+                outlier::record(config, &self.targets, target, failure, now_ms);
+            }
             if attempt < attempts
-                && let Some(failure) = Failure::of(&result).filter(|f| self.retries.retries(*f))
+                && let Some(failure) = failure.filter(|f| self.retries.retries(*f))
             {
                 match self.retries.admit(self.targets.active()) {
                     Some(permit) => {

@@ -92,6 +92,8 @@ pub fn upstream(name: &str, targets: &[(SocketAddr, u32)]) -> UpstreamConfig {
         timeouts: UpstreamTimeouts::default(),
         tls: None,
         retries: None,
+        outlier_detection: None,
+        circuit_breaker: None,
         balance: Default::default(),
         origin: Default::default(),
     }

@@ -2,6 +2,7 @@
 
 mod balance;
 mod binary;
+mod outlier;
 mod retry;
 mod split;
 

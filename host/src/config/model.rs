@@ -291,6 +291,10 @@ pub struct UpstreamConfig {
     pub balance: super::BalanceConfig,
     /// Retries of failed attempts; `None`: only the implicit connect-failure retry.
     pub retries: Option<super::RetryConfig>,
+    /// Ejection of targets that keep failing, if configured.
+    pub outlier_detection: Option<super::OutlierConfig>,
+    /// A bound on requests in flight, if configured.
+    pub circuit_breaker: Option<super::BreakerConfig>,
     /// Where it was declared.
     pub origin: Origin,
 }

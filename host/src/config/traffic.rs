@@ -83,6 +83,40 @@ impl Default for RetryConfig {
     }
 }
 
+/// `upstreams[].outlier_detection`: a target that fails several requests in a row is
+/// taken out of rotation for a while (see `upstream::outlier`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierConfig {
+    /// Failures in a row (5xx, or no answer at all) that eject a target.
+    pub consecutive_5xx: u32,
+    /// The first ejection's length; the n-th lasts n times this...
+    pub base_ejection_time: Duration,
+    /// ...up to this.
+    pub max_ejection_time: Duration,
+    /// At most this percentage of the targets is out of rotation at once (at least one
+    /// target may always be).
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 10,
+        }
+    }
+}
+
+/// `upstreams[].circuit_breaker`: past this many requests in flight to the upstream,
+/// a request gets 503 at once instead of queueing behind the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Requests in flight (from every worker) beyond which new ones are refused.
+    pub max_requests: u32,
+}
+
 /// A failure `retries.on` may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryOn {
@@ -169,6 +203,8 @@ impl UpstreamConfig {
             tls,
             balance,
             retries,
+            outlier_detection,
+            circuit_breaker,
             origin: _,
         } = self;
         *name == other.name
@@ -177,6 +213,8 @@ impl UpstreamConfig {
             && *timeouts == other.timeouts
             && same_tls(tls.as_ref(), other.tls.as_ref())
             && *retries == other.retries
+            && *outlier_detection == other.outlier_detection
+            && *circuit_breaker == other.circuit_breaker
             && balance.policy == other.balance.policy
             && balance.options.len() == other.balance.options.len()
             && balance
@@ -223,6 +261,8 @@ mod tests {
             timeouts: UpstreamTimeouts::default(),
             tls: None,
             retries: None,
+            outlier_detection: None,
+            circuit_breaker: None,
             balance: BalanceConfig {
                 policy: "consistent_hash".into(),
                 options: vec![BalanceOption {

@@ -1,4 +1,5 @@
-//! `upstreams:`: targets and their weights, health checks, timeouts and TLS.
+//! `upstreams:`: targets and their weights, health checks, timeouts, TLS, and the
+//! traffic settings (balancing, retries, outlier detection, circuit breaker).
 
 use std::time::Duration;
 
@@ -6,8 +7,8 @@ use super::listener::certificate_pair;
 use super::walk::{Cx, Field, Fields};
 use super::yaml::Kind;
 use super::{
-    BalanceConfig, BalanceOption, ECHO_UPSTREAM, HealthCheckConfig, RetryConfig, RetryOn,
-    TargetConfig, UpstreamConfig, UpstreamTimeouts, UpstreamTlsConfig,
+    BalanceConfig, BalanceOption, BreakerConfig, ECHO_UPSTREAM, HealthCheckConfig, OutlierConfig,
+    RetryConfig, RetryOn, TargetConfig, UpstreamConfig, UpstreamTimeouts, UpstreamTlsConfig,
 };
 
 /// Decodes one `upstreams[]` item.
@@ -34,6 +35,8 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
     let tls = f.take("tls").map(|v| tls(cx, &v));
     let balance = f.take("balance").map(|v| balance(cx, &v));
     let retries = f.take("retries").map(|v| retries(cx, &v));
+    let outlier = f.take("outlier_detection").map(|v| outlier(cx, &v));
+    let breaker = f.take("circuit_breaker").map(|v| breaker(cx, &v));
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -53,6 +56,14 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
         balance: balance.unwrap_or_else(|| Some(BalanceConfig::default()))?,
         retries: match retries {
             Some(r) => Some(r?),
+            None => None,
+        },
+        outlier_detection: match outlier {
+            Some(o) => Some(o?),
+            None => None,
+        },
+        circuit_breaker: match breaker {
+            Some(b) => Some(b?),
             None => None,
         },
         origin: cx.origin(item.line),
@@ -134,6 +145,38 @@ fn retries(cx: &mut Cx, field: &Field) -> Option<RetryConfig> {
         max_body: max_body.unwrap_or(Some(d.max_body))?,
         budget_percent: budget.unwrap_or(Some(d.budget_percent))?,
         min_retries: min_retries.unwrap_or(Some(d.min_retries))?,
+    })
+}
+
+/// `outlier_detection: { consecutive_5xx, base_ejection_time, max_ejection_time,
+/// max_ejection_percent }`.
+fn outlier(cx: &mut Cx, field: &Field) -> Option<OutlierConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let d = OutlierConfig::default();
+    let consecutive = f
+        .take("consecutive_5xx")
+        .map(|v| v.int(cx, 1, 1000).map(|n| n as u32));
+    let base = f.take("base_ejection_time").map(|v| v.duration(cx));
+    let max = f.take("max_ejection_time").map(|v| v.duration(cx));
+    let percent = f.take("max_ejection_percent").map(|v| percent(cx, &v));
+    f.finish(cx);
+    Some(OutlierConfig {
+        consecutive_5xx: consecutive.unwrap_or(Some(d.consecutive_5xx))?,
+        base_ejection_time: base.unwrap_or(Some(d.base_ejection_time))?,
+        max_ejection_time: max.unwrap_or(Some(d.max_ejection_time))?,
+        max_ejection_percent: percent.unwrap_or(Some(d.max_ejection_percent))?,
+    })
+}
+
+/// `circuit_breaker: { max_requests }`.
+fn breaker(cx: &mut Cx, field: &Field) -> Option<BreakerConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let max_requests = f
+        .require(cx, "max_requests")
+        .map(|v| v.int(cx, 1, i64::from(u32::MAX)).map(|n| n as u32));
+    f.finish(cx);
+    Some(BreakerConfig {
+        max_requests: max_requests??,
     })
 }
 

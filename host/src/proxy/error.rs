@@ -36,7 +36,8 @@ pub enum ProxyError {
     /// No route of the listener matches: 404. Check the routes' `match` blocks.
     #[error("no route")]
     NoRoute,
-    /// Forwarding failed: 502 (unreachable) or 504 (timeout).
+    /// Forwarding failed: 502 (unreachable), 504 (timeout) or 503 (the upstream's
+    /// circuit breaker is open).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The client's request body failed while being read: 400.
@@ -71,6 +72,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Overloaded { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::Filter(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,6 +87,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no route\n",
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream timeout\n",
+            ProxyError::Upstream(UpstreamError::Overloaded { .. }) => "upstream overloaded\n",
             ProxyError::Upstream(_) => "upstream unreachable\n",
             ProxyError::DownstreamBody(_) => "bad request\n",
             ProxyError::Filter(_) => "filter failure\n",

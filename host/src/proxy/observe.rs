@@ -79,5 +79,6 @@ fn upstream_error_kind(e: &UpstreamError) -> &'static str {
         UpstreamError::Exchange { .. } | UpstreamError::Body { .. } => "protocol",
         UpstreamError::NoTarget => "no_target",
         UpstreamError::RequestBody { .. } => "request_body",
+        UpstreamError::Overloaded { .. } => "overflow",
     }
 }

@@ -68,7 +68,8 @@ pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
 /// and their load.
 pub struct Candidates<'a> {
     set: &'a TargetSet,
-    now_ms: u64,
+    /// Read on first need: most picks never need the clock.
+    now_ms: std::cell::Cell<Option<u64>>,
     fail_open: bool,
 }
 
@@ -85,10 +86,17 @@ impl Candidates<'_> {
 
     /// Whether target `i` may be picked now.
     pub fn eligible(&self, i: usize) -> bool {
-        self.set
-            .list
-            .get(i)
-            .is_some_and(|t| self.fail_open || t.is_available(self.now_ms))
+        self.set.list.get(i).is_some_and(|t| {
+            self.fail_open
+                || t.is_available_with(|| match self.now_ms.get() {
+                    Some(now) => now,
+                    None => {
+                        let now = super::now_ms();
+                        self.now_ms.set(Some(now));
+                        now
+                    }
+                })
+        })
     }
 
     /// Target `i`'s configured weight (0 for an index out of range).
@@ -190,18 +198,17 @@ impl Balancer {
         Local(self.policy.local())
     }
 
-    /// Picks a target of `set` for `request`: among those up at `now_ms`, else (fail
-    /// open) among all.
+    /// Picks a target of `set` for `request`: among those up now, else (fail open)
+    /// among all.
     pub fn pick(
         &self,
         local: &mut Local,
         set: &TargetSet,
-        now_ms: u64,
         request: &PickRequest<'_>,
     ) -> Option<usize> {
         let mut targets = Candidates {
             set,
-            now_ms,
+            now_ms: std::cell::Cell::new(None),
             fail_open: false,
         };
         if let Some(i) = self.policy.pick(&mut *local.0, &targets, request) {

@@ -28,6 +28,10 @@ pub struct Target {
     pub(super) down_until_ms: AtomicU64,
     /// Requests sent to it whose response has not ended.
     active: AtomicU32,
+    /// Outlier detection: attempts failed in a row.
+    pub(super) failures_in_a_row: AtomicU32,
+    /// Outlier detection: ejections since it last answered well after one.
+    pub(super) ejections: AtomicU32,
 }
 
 impl Target {
@@ -39,12 +43,35 @@ impl Target {
             healthy: AtomicBool::new(true),
             down_until_ms: AtomicU64::new(0),
             active: AtomicU32::new(0),
+            failures_in_a_row: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
         }
     }
 
     /// Whether the balancer should pick this target now.
     pub fn is_available(&self, now_ms: u64) -> bool {
         self.healthy.load(Ordering::Relaxed) && self.down_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// [`Target::is_available`], reading the clock (through `now`) only while a
+    /// passive back-off is set: a pick of a target in rotation costs two loads. An
+    /// expired back-off is cleared on the way, so the clock is read once after it.
+    pub fn is_available_with(&self, now: impl FnOnce() -> u64) -> bool {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if until > now() {
+            return false;
+        }
+        // Lost to a newer mark: that one stands, and is read next time.
+        let _ = self
+            .down_until_ms
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+        true
     }
 
     /// Requests in flight to it.

@@ -27,18 +27,35 @@ thread_local! {
 /// worker's pool. When every target is marked down, picks among all of them (fail
 /// open).
 pub fn pick(upstream: &Upstream, request: &PickRequest<'_>) -> Option<(usize, Arc<Pool>)> {
-    let now = super::now_ms();
+    with_state(upstream, |w| {
+        let i = upstream
+            .balancer
+            .pick(&mut w.balance, &upstream.targets, request)?;
+        Some((i, Arc::clone(&w.pool)))
+    })
+}
+
+/// The target [`pick`] would choose, without the pool: the balancer's own cost.
+pub fn pick_index(upstream: &Upstream, request: &PickRequest<'_>) -> Option<usize> {
+    with_state(upstream, |w| {
+        upstream
+            .balancer
+            .pick(&mut w.balance, &upstream.targets, request)
+    })
+}
+
+/// Runs `f` on this worker's state for `upstream`, made on first use.
+fn with_state<T>(
+    upstream: &Upstream,
+    f: impl FnOnce(&mut WorkerUpstream) -> Option<T>,
+) -> Option<T> {
     STATE.with(|state| {
         let mut state = state.borrow_mut();
         if !state.contains_key(&upstream.id) {
             state.retain(|_, w| w.owner.strong_count() > 0);
             state.insert(upstream.id, new_worker_state(upstream, &upstream.alive));
         }
-        let w = state.get_mut(&upstream.id)?;
-        let i = upstream
-            .balancer
-            .pick(&mut w.balance, &upstream.targets, now, request)?;
-        Some((i, Arc::clone(&w.pool)))
+        f(state.get_mut(&upstream.id)?)
     })
 }
 

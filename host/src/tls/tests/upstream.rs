@@ -14,6 +14,8 @@ pub(super) fn upstream(tls: UpstreamTlsConfig) -> UpstreamConfig {
         timeouts: UpstreamTimeouts::default(),
         tls: Some(tls),
         retries: None,
+        outlier_detection: None,
+        circuit_breaker: None,
         balance: Default::default(),
         origin: origin(),
     }

@@ -30,6 +30,11 @@ use crate::upstream::target::TargetSet;
 /// Points per target at equal weights (ketama's figure: shares within a few percent).
 const POINTS_PER_TARGET: u64 = 160;
 
+/// The ring's index: the hash space cut into 2^12 slices, each knowing its first
+/// point, so a lookup reads one slice's few points instead of binary-searching all
+/// (16,000 at 100 targets: 14 dependent loads, most of them cache misses).
+const SLICE_BITS: u32 = 12;
+
 /// The default bound on a target's load, as a multiple of the average (the paper's
 /// and HAProxy's usual choice).
 const DEFAULT_LOAD_FACTOR: f64 = 1.25;
@@ -71,7 +76,7 @@ pub fn build(settings: &mut Settings<'_>, set: &TargetSet) -> Option<Balancer> {
     Some(Balancer::new(ConsistentHash {
         key: key?,
         load_factor: load_factor?,
-        ring: ring(set),
+        ring: Ring::new(set),
         fallback: Weighted::new(set),
     }))
 }
@@ -132,27 +137,55 @@ impl Key {
     }
 }
 
-/// Every target's points, sorted: `(point, target index)`.
-fn ring(set: &TargetSet) -> Box<[(u64, u32)]> {
-    let count = set.list.len() as u64;
-    let total_weight: u64 = set.list.iter().map(|t| u64::from(t.weight)).sum();
-    let budget = POINTS_PER_TARGET * count;
-    let mut ring = Vec::with_capacity(budget as usize + set.list.len());
-    for (i, t) in set.list.iter().enumerate() {
-        let points = (budget * u64::from(t.weight) / total_weight.max(1)).max(1);
-        for p in 0..points {
-            ring.push((HASHER.hash_one((t.address.as_str(), p)), i as u32));
+/// Every target's points on the circle, sorted, and an index of them by slice.
+struct Ring {
+    points: Box<[u64]>,
+    /// `owners[k]`: the target of `points[k]`.
+    owners: Box<[u32]>,
+    /// `slices[s]`: the first point at or after the start of slice `s`.
+    slices: Box<[u32]>,
+}
+
+impl Ring {
+    fn new(set: &TargetSet) -> Ring {
+        let count = set.list.len() as u64;
+        let total_weight: u64 = set.list.iter().map(|t| u64::from(t.weight)).sum();
+        let budget = POINTS_PER_TARGET * count;
+        let mut ring = Vec::with_capacity(budget as usize + set.list.len());
+        for (i, t) in set.list.iter().enumerate() {
+            let points = (budget * u64::from(t.weight) / total_weight.max(1)).max(1);
+            for p in 0..points {
+                ring.push((HASHER.hash_one((t.address.as_str(), p)), i as u32));
+            }
+        }
+        ring.sort_unstable();
+        let points: Box<[u64]> = ring.iter().map(|&(p, _)| p).collect();
+        let slices = (0..1u64 << SLICE_BITS)
+            .map(|s| points.partition_point(|&p| p < s << (64 - SLICE_BITS)) as u32)
+            .collect();
+        Ring {
+            owners: ring.iter().map(|&(_, o)| o).collect(),
+            points,
+            slices,
         }
     }
-    ring.sort_unstable();
-    ring.into()
+
+    /// The position of the first point at or after `hash` (`len` past the last).
+    fn position(&self, hash: u64) -> usize {
+        let slice = (hash >> (64 - SLICE_BITS)) as usize;
+        let mut k = self.slices.get(slice).map_or(0, |&k| k as usize);
+        while self.points.get(k).is_some_and(|&p| p < hash) {
+            k += 1;
+        }
+        k
+    }
 }
 
 struct ConsistentHash {
     key: Key,
     /// `None`: no bound.
     load_factor: Option<f64>,
-    ring: Box<[(u64, u32)]>,
+    ring: Ring,
     /// For requests without the key.
     fallback: Weighted,
 }
@@ -185,10 +218,10 @@ impl ConsistentHash {
             let average = f64::from(targets.total_active()) + 1.0;
             (c * average / targets.len().max(1) as f64).ceil()
         });
-        let start = self.ring.partition_point(|&(point, _)| point < hash);
-        let (before, after) = self.ring.split_at(start.min(self.ring.len()));
+        let start = self.ring.position(hash);
+        let (before, after) = self.ring.owners.split_at(start.min(self.ring.owners.len()));
         let mut first = None;
-        for &(_, i) in after.iter().chain(before) {
+        for &i in after.iter().chain(before) {
             let i = i as usize;
             if !targets.eligible(i) {
                 continue;

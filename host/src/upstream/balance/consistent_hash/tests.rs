@@ -55,7 +55,7 @@ fn pick_user(b: &Balancer, set: &TargetSet, user: &str) -> Option<usize> {
         headers: &headers,
         client: None,
     };
-    b.pick(&mut b.local(), set, 0, &request)
+    b.pick(&mut b.local(), set, &request)
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn every_key_kind_reads_its_part_of_the_request() {
         };
         let b = &b;
         (0..20)
-            .map(|_| b.pick(&mut b.local(), &set, 0, &request))
+            .map(|_| b.pick(&mut b.local(), &set, &request))
             .collect::<Vec<_>>()
     };
     let same = |picks: Vec<Option<usize>>| picks.windows(2).all(|w| w[0] == w[1]);
@@ -159,6 +159,20 @@ fn every_key_kind_reads_its_part_of_the_request() {
     // Without the key, requests are spread: 20 picks over 8 targets do not all agree
     // (probability 8^-19 of a false failure).
     assert!(!same(pick("cookie:sid", "/", &[("cookie", "a=1")])));
+}
+
+#[test]
+fn the_slice_index_finds_what_a_binary_search_finds() {
+    let ring = super::Ring::new(&set(7));
+    let mut h = 0x1234_5678_9abc_def0u64;
+    for _ in 0..10_000 {
+        h = h
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let expected = ring.points.partition_point(|&p| p < h);
+        assert_eq!(ring.position(h), expected, "hash {h:#x}");
+    }
+    assert_eq!(ring.position(0), 0);
 }
 
 #[test]
