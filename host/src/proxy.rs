@@ -28,6 +28,7 @@
 mod error;
 mod exchange;
 mod forward;
+mod limit;
 mod observe;
 
 pub use error::{ErrorSource, ProxyError, error_response};
@@ -123,12 +124,27 @@ where
     };
     outcome.route = Some(route.name.clone());
     outcome.upstream = Some(route.upstream.name().into());
+    let mut body = body;
+    let mut over_limit = None;
+    if let Some(limit) = route.max_request_body {
+        if limit::declared_length(&head.headers).is_some_and(|n| n > limit) {
+            let e = ProxyError::BodyTooLarge;
+            return observe::done(e.to_response(), Some(&e), outcome, conn, None);
+        }
+        // A body of unknown length is counted as it streams.
+        if !body.is_end_stream() {
+            let exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            body = limit::Limited::new(body, limit, exceeded.clone()).boxed_unsync();
+            over_limit = Some(exceeded);
+        }
+    }
 
     if route.filters.is_empty() {
         // No filter to run: no chain, no shared state, no response phase to wait for.
         forward::prepare_request(&mut head, conn);
         let req = Request::from_parts(head, body);
-        let (resp, error) = match exchange(route, req, conn, &mut outcome).await {
+        let result = exchange(route, req, conn, &mut outcome).await;
+        let (resp, error) = match too_large(result, over_limit.as_deref()) {
             Ok(resp) => (resp, None),
             Err(e) => (e.to_response(), Some(e)),
         };
@@ -161,6 +177,7 @@ where
     let body = FilteredBody::request(body, filters.clone(), local.clone()).boxed_unsync();
     forward::prepare_request(&mut head, conn);
     let result = exchange(route, Request::from_parts(head, body), conn, &mut outcome).await;
+    let result = too_large(result, over_limit.as_deref());
     // A filter that answered (or failed) while the request body streamed aborted the
     // exchange; the chain already ran the response phase on an answer.
     let answer = local.lock().ok().and_then(|mut l| l.take());
@@ -206,6 +223,21 @@ async fn exchange<U: Exchange>(
     let (mut head, body) = result?.into_parts();
     forward::prepare_response(&mut head);
     Ok(Response::from_parts(head, body))
+}
+
+/// `result`, or 413 when the exchange failed because the request body went past the
+/// route's `max_request_body` (the client then sees 413 if nothing was sent yet, and
+/// its stream reset otherwise).
+fn too_large(
+    result: Result<Response<ProxyBody>, ProxyError>,
+    over_limit: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match result {
+        Err(_) if over_limit.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
+            Err(ProxyError::BodyTooLarge)
+        }
+        result => result,
+    }
 }
 
 /// What the client gets when the chain stopped the request: a filter's local answer,

@@ -44,6 +44,8 @@ pub struct Route<U = RouteUpstream> {
     pub filters: Vec<Arc<Plugin>>,
     /// Where requests go.
     pub upstream: U,
+    /// The largest request body accepted; `None`: no limit.
+    pub max_request_body: Option<u64>,
 }
 
 /// The destination of a route.
@@ -196,6 +198,7 @@ impl Snapshot {
                     name: rc.name.as_str().into(),
                     filters,
                     upstream,
+                    max_request_body: rc.max_request_body,
                 });
             }
         }

@@ -60,6 +60,7 @@ pub fn route(name: &str, matcher: RouteMatch, upstream: &str) -> RouteConfig {
         priority: None,
         filters: vec![],
         upstream: upstream.into(),
+        max_request_body: None,
         origin: Default::default(),
     }
 }

@@ -2,6 +2,7 @@
 
 mod balance;
 mod binary;
+mod body_limit;
 mod outlier;
 mod retry;
 mod split;

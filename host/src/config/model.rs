@@ -174,6 +174,8 @@ pub struct RouteConfig {
     /// Where requests go: one upstream (or `echo@internal`), or a weighted split with
     /// canaries (`upstreams:`).
     pub upstream: super::RouteDestination,
+    /// The largest request body accepted (`max_request_body`); `None`: no limit.
+    pub max_request_body: Option<u64>,
     /// Where it was declared.
     pub origin: Origin,
 }

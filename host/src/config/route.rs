@@ -51,6 +51,7 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
     });
     let mut upstream_refs = Vec::new();
     let upstream = destination(cx, &mut f, &mut upstream_refs);
+    let max_request_body = f.take("max_request_body").map(|v| v.size(cx));
     let path = f.path().to_string();
     f.finish(cx);
 
@@ -78,6 +79,10 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
             .map(|(n, _)| n)
             .collect(),
         upstream: upstream?,
+        max_request_body: match max_request_body {
+            Some(m) => Some(m?),
+            None => None,
+        },
         origin: cx.origin(item.line),
     })
 }

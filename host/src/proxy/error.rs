@@ -40,6 +40,9 @@ pub enum ProxyError {
     /// circuit breaker is open).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The request body is longer than the route's `max_request_body`: 413.
+    #[error("the request body is over the route's max_request_body")]
+    BodyTooLarge,
     /// The client's request body failed while being read: 400.
     #[error("reading the request body failed: {0}")]
     DownstreamBody(#[source] BoxError),
@@ -61,7 +64,9 @@ impl ProxyError {
     /// Which side the error came from.
     pub fn source_side(&self) -> ErrorSource {
         match self {
-            ProxyError::NoRoute | ProxyError::DownstreamBody(_) => ErrorSource::Downstream,
+            ProxyError::NoRoute | ProxyError::DownstreamBody(_) | ProxyError::BodyTooLarge => {
+                ErrorSource::Downstream
+            }
             ProxyError::Upstream(_) => ErrorSource::Upstream,
             ProxyError::Filter(_) => ErrorSource::Filter,
         }
@@ -77,6 +82,7 @@ impl ProxyError {
             }
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Filter(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +96,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Overloaded { .. }) => "upstream overloaded\n",
             ProxyError::Upstream(_) => "upstream unreachable\n",
             ProxyError::DownstreamBody(_) => "bad request\n",
+            ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::Filter(_) => "filter failure\n",
         }
     }
