@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! request ─▶ route ──(none)──────────────────────────────▶ 404 no route
-//!              │
+//!              │  └──(Content-Length over max_request_body)─▶ 413
 //!              ▼
 //!        request_headers (chain order) ──(Respond)────────▶ local response ─┐
 //!              │                  └──────(filter failed)──▶ 500 ────────────┤
@@ -10,7 +10,7 @@
 //!        forward: hop-by-hop out, X-Forwarded-* in                        │
 //!              │                                                          │
 //!              ▼                                                          │
-//!        exchange: upstream / echo@internal ─(connect/timeout)─▶ 502 / 504 ─┐│
+//!        exchange: upstream (or split) / echo@internal ─▶ 502/503/504 ─┐│
 //!              │                                                       ││
 //!              ▼                                                       ▼│
 //!        response_headers (reverse order) ◀─────────────────────────────┘│
@@ -18,6 +18,8 @@
 //!              ▼                                                          ▼
 //!        finish (on_log / on_done) ─▶ access log + metrics ─▶ response streams
 //! ```
+//!
+//! (Every error on the way, with its cause: docs/phases.md.)
 //!
 //! [`drive`] is the one walk through these phases: the server runs it against the
 //! serving snapshot ([`handle`]), and the filter test kit (`portcullis filter-test`)

@@ -70,14 +70,7 @@ mod tests {
     use http::StatusCode;
 
     fn set(count: usize) -> TargetSet {
-        TargetSet::new(
-            (0..count)
-                .map(|i| {
-                    let address = format!("127.0.0.1:{}", 9000 + i);
-                    Target::new(address.parse().unwrap_or_else(|e| panic!("{e}")), 1)
-                })
-                .collect(),
-        )
+        TargetSet::with_weights(&vec![1; count])
     }
 
     fn config(percent: u32) -> OutlierConfig {

@@ -104,6 +104,22 @@ impl TargetSet {
     }
 }
 
+#[cfg(test)]
+impl TargetSet {
+    /// Targets `127.0.0.1:9000`, `:9001`, … with these weights.
+    pub(crate) fn with_weights(weights: &[u32]) -> Self {
+        let list = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let address = format!("127.0.0.1:{}", 9000 + i);
+                Target::new(address.parse().unwrap_or_else(|e| panic!("{e}")), *w)
+            })
+            .collect();
+        Self::new(list)
+    }
+}
+
 /// A request in flight to target `index`: counted while this lives.
 pub struct InFlight {
     set: Arc<TargetSet>,

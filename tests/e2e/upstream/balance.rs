@@ -264,9 +264,7 @@ async fn binary_an_unchanged_upstream_moved_to_another_line_keeps_its_health() {
 
 #[test]
 fn check_reports_balance_errors_with_file_line_and_field() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    std::fs::write(
-        tmp.path().join("up.yaml"),
+    check_reports(
         "listeners: [{ name: web, address: 127.0.0.1:0 }]
 routes: [{ name: r, upstream: one }]
 upstreams:
@@ -280,22 +278,29 @@ upstreams:
       key: header:two words
       spill: yes
 ",
-    )
-    .unwrap_or_else(|e| panic!("write: {e}"));
+        &[
+            "up.yaml:6: upstreams.one.balance: `fastest` is not a balancing policy (one of: round_robin, least_request, random, consistent_hash)",
+            "up.yaml:11: upstreams.two.balance.key: `two words` is not a header name",
+            "up.yaml:12: upstreams.two.balance.spill: unknown setting of `consistent_hash`",
+        ],
+    );
+}
+
+/// Runs `portcullis check` on a directory holding `up.yaml` = `yaml`: it must fail and
+/// print every line of `expected` (`FILE:LINE: FIELD: message`).
+pub(super) fn check_reports(yaml: &str, expected: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    std::fs::write(tmp.path().join("up.yaml"), yaml).unwrap_or_else(|e| panic!("write: {e}"));
     let (code, _, stderr) = support::run_to_end([
         OsStr::new("check"),
         OsStr::new("--conf"),
         tmp.path().as_os_str(),
     ]);
     assert_eq!(code, Some(1), "check must fail; stderr:\n{stderr}");
-    for expected in [
-        "up.yaml:6: upstreams.one.balance: `fastest` is not a balancing policy (one of: round_robin, least_request, random, consistent_hash)",
-        "up.yaml:11: upstreams.two.balance.key: `two words` is not a header name",
-        "up.yaml:12: upstreams.two.balance.spill: unknown setting of `consistent_hash`",
-    ] {
+    for line in expected {
         assert!(
-            stderr.lines().any(|l| l == expected),
-            "expected the line `{expected}` in:\n{stderr}"
+            stderr.lines().any(|l| l == *line),
+            "expected the line `{line}` in:\n{stderr}"
         );
     }
 }

@@ -2,11 +2,10 @@
 //! 10k requests, canaries by header and cookie, a reload that moves the shares at
 //! once without failing a request, and errors in `upstreams` reported like the rest.
 
-use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::balance::{conf, counts, named, send};
+use super::balance::{check_reports, conf, counts, named, send};
 use crate::support::{self, Backend, ConfDir, Proxy};
 
 fn split(v1: &Backend, v2: &Backend, weights: (u32, u32)) -> String {
@@ -134,9 +133,7 @@ async fn binary_a_reload_moves_the_split_at_once_without_failing_a_request() {
 
 #[test]
 fn check_reports_split_errors_with_file_line_and_field() {
-    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    std::fs::write(
-        tmp.path().join("r.yaml"),
+    check_reports(
         "listeners: [{ name: web, address: 127.0.0.1:0 }]
 routes:
   - name: both
@@ -151,24 +148,12 @@ routes:
     upstreams:
       - { name: echo@internal, match: { cookies: { beta: on } } }
 ",
-    )
-    .unwrap_or_else(|e| panic!("write: {e}"));
-    let (code, _, stderr) = support::run_to_end([
-        OsStr::new("check"),
-        OsStr::new("--conf"),
-        tmp.path().as_os_str(),
-    ]);
-    assert_eq!(code, Some(1), "check must fail; stderr:\n{stderr}");
-    for expected in [
-        "r.yaml:5: routes.both.upstreams: give either upstream or upstreams, not both",
-        "r.yaml:9: routes.split.upstreams.1.weight: an entry with match takes exactly the requests it matches; give it no weight",
-        "r.yaml:10: routes.split.upstreams.2.weight: must be at least 0, found -1",
-        "r.yaml:12: routes.canaries-only.upstreams: needs an entry without match and with a weight above 0, for the requests no canary takes",
-        "r.yaml:8: routes.split.upstreams.0.name: unknown upstream `ghost` (defined: echo@internal)",
-    ] {
-        assert!(
-            stderr.lines().any(|l| l == expected),
-            "expected the line `{expected}` in:\n{stderr}"
-        );
-    }
+        &[
+            "up.yaml:5: routes.both.upstreams: give either upstream or upstreams, not both",
+            "up.yaml:9: routes.split.upstreams.1.weight: an entry with match takes exactly the requests it matches; give it no weight",
+            "up.yaml:10: routes.split.upstreams.2.weight: must be at least 0, found -1",
+            "up.yaml:12: routes.canaries-only.upstreams: needs an entry without match and with a weight above 0, for the requests no canary takes",
+            "up.yaml:8: routes.split.upstreams.0.name: unknown upstream `ghost` (defined: echo@internal)",
+        ],
+    );
 }

@@ -214,10 +214,9 @@ impl ConsistentHash {
     /// The first eligible target at or after `hash` on the ring whose load stays within
     /// the bound; the first eligible one if all are full.
     fn walk(&self, hash: u64, targets: &Candidates<'_>) -> Option<usize> {
-        let capacity = self.load_factor.map(|c| {
-            let average = f64::from(targets.total_active()) + 1.0;
-            (c * average / targets.len().max(1) as f64).ceil()
-        });
+        // Computed on first need: a target with nothing in flight is always within
+        // the bound (it is at least 1), the common case at light load.
+        let mut capacity = None;
         let start = self.ring.position(hash);
         let (before, after) = self.ring.owners.split_at(start.min(self.ring.owners.len()));
         let mut first = None;
@@ -226,12 +225,21 @@ impl ConsistentHash {
             if !targets.eligible(i) {
                 continue;
             }
-            match capacity {
-                Some(cap) if f64::from(targets.active(i)) + 1.0 > cap => {
-                    first.get_or_insert(i);
-                }
-                _ => return Some(i),
+            let Some(c) = self.load_factor else {
+                return Some(i);
+            };
+            let active = targets.active(i);
+            if active == 0 {
+                return Some(i);
             }
+            let cap = *capacity.get_or_insert_with(|| {
+                let average = f64::from(targets.total_active()) + 1.0;
+                (c * average / targets.len().max(1) as f64).ceil()
+            });
+            if f64::from(active) + 1.0 <= cap {
+                return Some(i);
+            }
+            first.get_or_insert(i);
         }
         first
     }

@@ -116,19 +116,9 @@ impl Weighted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::target::Target;
 
     fn set(weights: &[u32]) -> TargetSet {
-        TargetSet::new(
-            weights
-                .iter()
-                .enumerate()
-                .map(|(i, w)| {
-                    let address = format!("127.0.0.1:{}", 9000 + i);
-                    Target::new(address.parse().unwrap_or_else(|e| panic!("{e}")), *w)
-                })
-                .collect(),
-        )
+        TargetSet::with_weights(weights)
     }
 
     #[test]
