@@ -57,6 +57,7 @@ fn route(name: String, matcher: RouteMatch) -> RouteConfig {
         priority: None,
         filters: vec![],
         upstream: ECHO_UPSTREAM.into(),
+        max_request_body: None,
         origin: Default::default(),
     }
 }

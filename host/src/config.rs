@@ -12,6 +12,7 @@ mod listener;
 mod model;
 mod module_cache;
 mod route;
+mod traffic;
 mod units;
 mod upstream;
 pub(crate) mod walk;
@@ -23,6 +24,7 @@ mod tests;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use traffic::*;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -305,10 +307,10 @@ impl Merged {
                     err(*line, "filters", "filter", name, &filters);
                 }
             }
-            if let Some((name, line)) = &refs.upstream
-                && !upstream_set.contains(name.as_str())
-            {
-                err(*line, "upstream", "upstream", name, &upstreams);
+            for (name, line, field) in &refs.upstreams {
+                if !upstream_set.contains(name.as_str()) {
+                    err(*line, field, "upstream", name, &upstreams);
+                }
             }
         }
     }

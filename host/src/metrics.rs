@@ -42,6 +42,10 @@ pub struct Metrics {
     durations: SeriesMap<Histogram>,
     /// `portcullis_upstream_errors_total`, keyed `upstream SEP kind`.
     upstream_errors: SeriesMap<AtomicU64>,
+    /// `portcullis_upstream_retries_total`, keyed `upstream SEP reason`.
+    upstream_retries: SeriesMap<AtomicU64>,
+    /// `portcullis_upstream_retries_denied_total` (over the retry budget), by upstream.
+    upstream_retries_denied: SeriesMap<AtomicU64>,
     /// `portcullis_connections_open`, keyed by listener.
     connections: SeriesMap<AtomicI64>,
     /// `portcullis_filter_failures_total`, keyed `filter SEP kind`.
@@ -89,6 +93,23 @@ impl Metrics {
             bump(&self.upstream_errors, key, |c: &AtomicU64| {
                 c.fetch_add(1, Ordering::Relaxed);
             })
+        });
+    }
+
+    /// Counts a retry of a failed attempt; `reason` is the failure (`connect-failure`,
+    /// `refused-stream`, `reset`, `timeout`, `5xx`).
+    pub fn upstream_retry(&self, upstream: &str, reason: &str) {
+        with_key(&[upstream, reason], |key| {
+            bump(&self.upstream_retries, key, |c: &AtomicU64| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+        });
+    }
+
+    /// Counts a retry the retry budget refused.
+    pub fn upstream_retry_denied(&self, upstream: &str) {
+        bump(&self.upstream_retries_denied, upstream, |c: &AtomicU64| {
+            c.fetch_add(1, Ordering::Relaxed);
         });
     }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! request ─▶ route ──(none)──────────────────────────────▶ 404 no route
-//!              │
+//!              │  └──(Content-Length over max_request_body)─▶ 413
 //!              ▼
 //!        request_headers (chain order) ──(Respond)────────▶ local response ─┐
 //!              │                  └──────(filter failed)──▶ 500 ────────────┤
@@ -10,7 +10,7 @@
 //!        forward: hop-by-hop out, X-Forwarded-* in                        │
 //!              │                                                          │
 //!              ▼                                                          │
-//!        exchange: upstream / echo@internal ─(connect/timeout)─▶ 502 / 504 ─┐│
+//!        exchange: upstream (or split) / echo@internal ─▶ 502/503/504 ─┐│
 //!              │                                                       ││
 //!              ▼                                                       ▼│
 //!        response_headers (reverse order) ◀─────────────────────────────┘│
@@ -18,6 +18,8 @@
 //!              ▼                                                          ▼
 //!        finish (on_log / on_done) ─▶ access log + metrics ─▶ response streams
 //! ```
+//!
+//! (Every error on the way, with its cause: docs/phases.md.)
 //!
 //! [`drive`] is the one walk through these phases: the server runs it against the
 //! serving snapshot ([`handle`]), and the filter test kit (`portcullis filter-test`)
@@ -28,6 +30,7 @@
 mod error;
 mod exchange;
 mod forward;
+mod limit;
 mod observe;
 
 pub use error::{ErrorSource, ProxyError, error_response};
@@ -123,12 +126,27 @@ where
     };
     outcome.route = Some(route.name.clone());
     outcome.upstream = Some(route.upstream.name().into());
+    let mut body = body;
+    let mut over_limit = None;
+    if let Some(limit) = route.max_request_body {
+        if limit::declared_length(&head.headers).is_some_and(|n| n > limit) {
+            let e = ProxyError::BodyTooLarge;
+            return observe::done(e.to_response(), Some(&e), outcome, conn, None);
+        }
+        // A body of unknown length is counted as it streams.
+        if !body.is_end_stream() {
+            let exceeded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            body = limit::Limited::new(body, limit, exceeded.clone()).boxed_unsync();
+            over_limit = Some(exceeded);
+        }
+    }
 
     if route.filters.is_empty() {
         // No filter to run: no chain, no shared state, no response phase to wait for.
         forward::prepare_request(&mut head, conn);
         let req = Request::from_parts(head, body);
-        let (resp, error) = match exchange(route, req, conn, &mut outcome).await {
+        let result = exchange(route, req, conn, &mut outcome).await;
+        let (resp, error) = match too_large(result, over_limit.as_deref()) {
             Ok(resp) => (resp, None),
             Err(e) => (e.to_response(), Some(e)),
         };
@@ -166,6 +184,7 @@ where
     };
     forward::prepare_request(&mut head, conn);
     let result = exchange(route, Request::from_parts(head, body), conn, &mut outcome).await;
+    let result = too_large(result, over_limit.as_deref());
     // A filter that answered (or failed) while the request body streamed aborted the
     // exchange; the chain already ran the response phase on an answer.
     let answer = local.and_then(|l| l.lock().ok().and_then(|mut l| l.take()));
@@ -204,11 +223,31 @@ async fn exchange<U: Exchange>(
     conn: &ConnInfo,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (target, result) = route.upstream.send(req, conn, &route.name).await;
+    let upstream = route.upstream.resolve(&req);
+    if !std::ptr::eq(upstream, &route.upstream) {
+        // The upstream a split chose, for the access log and the metrics.
+        outcome.upstream = Some(upstream.name().into());
+    }
+    let (target, result) = upstream.send(req, conn, &route.name).await;
     outcome.target = target;
     let (mut head, body) = result?.into_parts();
     forward::prepare_response(&mut head);
     Ok(Response::from_parts(head, body))
+}
+
+/// `result`, or 413 when the exchange failed because the request body went past the
+/// route's `max_request_body` (the client then sees 413 if nothing was sent yet, and
+/// its stream reset otherwise).
+fn too_large(
+    result: Result<Response<ProxyBody>, ProxyError>,
+    over_limit: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match result {
+        Err(_) if over_limit.is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
+            Err(ProxyError::BodyTooLarge)
+        }
+        result => result,
+    }
 }
 
 /// What the client gets when the chain stopped the request: a filter's local answer,

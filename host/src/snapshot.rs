@@ -2,17 +2,19 @@
 //! one snapshot (an `Arc` load) and uses it to the end.
 
 mod http_calls;
+mod split;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM};
+use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM, RouteDestination};
 use crate::router::{Candidate, Router};
 use crate::tls::TlsSet;
 use crate::upstream::Upstream;
 use crate::wasm::{HttpCaller, Plugin, Runtime};
 use http_calls::UpstreamCaller;
+pub use split::Split;
 
 /// One generation of the proxy's configuration, built completely before it serves.
 pub struct Snapshot {
@@ -42,6 +44,8 @@ pub struct Route<U = RouteUpstream> {
     pub filters: Vec<Arc<Plugin>>,
     /// Where requests go.
     pub upstream: U,
+    /// The largest request body accepted; `None`: no limit.
+    pub max_request_body: Option<u64>,
 }
 
 /// The destination of a route.
@@ -50,6 +54,8 @@ pub enum RouteUpstream {
     Echo,
     /// A configured upstream.
     Pool(Arc<Upstream>),
+    /// Several, by canary match and weight (`upstreams:`).
+    Split(Box<Split>),
 }
 
 impl RouteUpstream {
@@ -58,6 +64,48 @@ impl RouteUpstream {
         match self {
             RouteUpstream::Echo => ECHO_UPSTREAM,
             RouteUpstream::Pool(u) => &u.config().name,
+            RouteUpstream::Split(s) => s.label(),
+        }
+    }
+}
+
+/// Resolves a route's destination against the built upstreams; `missing` hears of
+/// every name not found (with its field under the route).
+fn destination(
+    destination: &RouteDestination,
+    upstreams: &HashMap<String, Arc<Upstream>>,
+    mut missing: impl FnMut(&str, String),
+) -> Option<RouteUpstream> {
+    let mut one = |name: &str, field: String| {
+        if name == ECHO_UPSTREAM {
+            Some(RouteUpstream::Echo)
+        } else if let Some(u) = upstreams.get(name) {
+            Some(RouteUpstream::Pool(u.clone()))
+        } else {
+            missing(name, field);
+            None
+        }
+    };
+    match destination {
+        RouteDestination::Single(name) => one(name, "upstream".into()),
+        RouteDestination::Split(entries) => {
+            let mut canaries = Vec::new();
+            let mut weighted = Vec::new();
+            let mut complete = true;
+            for (i, e) in entries.iter().enumerate() {
+                let Some(u) = one(&e.upstream, format!("upstreams.{i}.name")) else {
+                    complete = false;
+                    continue;
+                };
+                match &e.canary {
+                    Some(m) => canaries.push((m.clone(), u)),
+                    None => weighted.push((u, e.weight)),
+                }
+            }
+            if !complete {
+                return None;
+            }
+            Split::new(canaries, weighted).map(|s| RouteUpstream::Split(Box::new(s)))
         }
     }
 }
@@ -75,8 +123,8 @@ impl Snapshot {
     /// filter, TLS acceptors); any failure is a config error and nothing is applied.
     ///
     /// `previous` lets state that must survive a reload carry over: an upstream whose
-    /// configuration is unchanged is shared with it, health and pooled connections
-    /// included.
+    /// settings are unchanged (wherever they were written) is shared with it, health,
+    /// pooled connections and balancer state included.
     pub fn build(
         config: Arc<Config>,
         runtime: &Runtime,
@@ -109,7 +157,7 @@ impl Snapshot {
             let upstream_tls = tls.upstream(&uc.name);
             let kept = previous
                 .and_then(|p| p.upstreams.get(&uc.name))
-                .filter(|u| u.config() == uc)
+                .filter(|u| u.config().same_settings(uc))
                 .filter(|u| u.tls_fingerprint() == upstream_tls.map(|t| t.fingerprint));
             match kept {
                 Some(u) => {
@@ -120,7 +168,7 @@ impl Snapshot {
                     Ok(u) => {
                         upstreams.insert(uc.name.clone(), Arc::new(u));
                     }
-                    Err(e) => errors.push(e),
+                    Err(e) => errors.extend(e),
                 },
             }
         }
@@ -140,25 +188,23 @@ impl Snapshot {
                     )),
                 }
             }
-            let upstream = if rc.upstream == ECHO_UPSTREAM {
-                Some(RouteUpstream::Echo)
-            } else if let Some(u) = upstreams.get(&rc.upstream) {
-                Some(RouteUpstream::Pool(u.clone()))
-            } else {
-                if !config.upstreams.iter().any(|u| u.name == rc.upstream) {
+            let upstream = destination(&rc.upstream, &upstreams, |name, field| {
+                // A name declared nowhere was reported by the loader; one that failed to
+                // build has its own error. Anything else is a gap between the two.
+                if !config.upstreams.iter().any(|u| u.name == name) {
                     errors.push(ConfigError::at(
                         &rc.origin,
-                        format!("routes.{}.upstream", rc.name),
-                        format!("no upstream is named `{}`", rc.upstream),
+                        format!("routes.{}.{field}", rc.name),
+                        format!("no upstream is named `{name}`"),
                     ));
                 }
-                None
-            };
+            });
             if let Some(upstream) = upstream {
                 routes.push(Route {
                     name: rc.name.as_str().into(),
                     filters,
                     upstream,
+                    max_request_body: rc.max_request_body,
                 });
             }
         }

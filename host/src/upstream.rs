@@ -1,22 +1,28 @@
-//! Upstreams: balancing over healthy targets, per-worker keep-alive pools, health
-//! checks, and forwarding with connect and request timeouts.
+//! Upstreams: balancing over healthy targets (by the upstream's policy, see
+//! [`balance`]), per-worker keep-alive pools, health checks, and forwarding with
+//! connect and request timeouts.
 //!
 //! Health: a target is down when its last active probe failed, or (passively) when a
 //! connection to it was refused. With a health check configured, a passively marked
 //! target stays down until its next successful probe; without one, for
 //! [`PASSIVE_BACKOFF`]. When every target is down the balancer picks among all of
 //! them anyway (fail open): health data can lag, and trying costs less than certain
-//! failure. A connect failure of a request without a body is retried once on another
-//! target.
+//! failure. Failed attempts are retried as the upstream's `retries` say ([`retry`]);
+//! without it, a connect failure of a request without a body is retried once on
+//! another target.
 
+pub mod balance;
 pub mod echo;
 
-mod balance;
 mod health;
+mod outlier;
 mod pool;
+mod retry;
+mod target;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -31,6 +37,12 @@ use crate::body::{self, ProxyBody};
 use crate::config::{ConfigError, UpstreamConfig};
 use crate::tls::UpstreamTls;
 use crate::tls::connector::{ConnectError, UpstreamConnector};
+use balance::{Balancer, PickRequest};
+use retry::{Failure, Retries};
+use target::{InFlight, Target, TargetSet, Tracked};
+
+/// Set on a retried attempt's request: which attempt it is (2 for the first retry).
+pub const ATTEMPT_HEADER: &str = "x-portcullis-attempt";
 
 /// How long a target refused by a connection stays down when no health check runs.
 pub const PASSIVE_BACKOFF: Duration = Duration::from_secs(3);
@@ -71,31 +83,26 @@ pub enum UpstreamError {
         target: String,
         /// What the connection said.
         #[source]
-        source: hyper::Error,
+        source: body::BoxError,
+    },
+    /// The upstream's circuit breaker is open (`max_requests` in flight): 503.
+    #[error("{upstream} has {max} requests in flight, its circuit breaker's limit")]
+    Overloaded {
+        /// The upstream's name.
+        upstream: String,
+        /// Its `circuit_breaker.max_requests`.
+        max: u32,
+    },
+    /// The client's request body failed while it was read whole to be retryable: 400.
+    #[error("reading the request body failed: {source}")]
+    RequestBody {
+        /// What the body said.
+        #[source]
+        source: body::BoxError,
     },
     /// The upstream has no target to pick (cannot happen with a validated config).
     #[error("upstream has no targets")]
     NoTarget,
-}
-
-/// One target of an upstream and its shared health.
-#[derive(Debug)]
-pub struct Target {
-    /// `host:port`, as configured.
-    pub address: Authority,
-    /// Relative share of traffic.
-    pub weight: u32,
-    /// Result of the last active probe (true until a probe says otherwise).
-    healthy: AtomicBool,
-    /// Passive back-off: down until this many ms after [`now_ms`]'s origin.
-    down_until_ms: AtomicU64,
-}
-
-impl Target {
-    /// Whether the balancer should pick this target now.
-    fn is_available(&self, now_ms: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && self.down_until_ms.load(Ordering::Relaxed) <= now_ms
-    }
 }
 
 /// A configured upstream: its targets, their health, and its health-check task.
@@ -104,7 +111,11 @@ pub struct Upstream {
     /// Process-unique: keys the per-worker pools and balancer state.
     id: u64,
     config: UpstreamConfig,
-    targets: Arc<[Target]>,
+    targets: Arc<TargetSet>,
+    /// The balancing policy, shared by every worker (each with its own state of it).
+    balancer: Balancer,
+    /// When failed attempts are tried again, and the retry budget.
+    retries: Retries,
     /// Per-worker state holds a `Weak` of this to know when to let go of its pool.
     alive: Arc<()>,
     /// TLS to the targets, when configured.
@@ -116,41 +127,41 @@ pub struct Upstream {
 // === impl Upstream ===
 
 impl Upstream {
-    /// Validates the targets' addresses and starts the health check, if configured;
-    /// `tls` (built from `config.tls`) makes every connection HTTPS.
-    pub fn new(config: &UpstreamConfig, tls: Option<&UpstreamTls>) -> Result<Self, ConfigError> {
+    /// Validates the targets' addresses and the balancing settings, and starts the
+    /// health check, if configured; `tls` (built from `config.tls`) makes every
+    /// connection HTTPS. Every error found is returned.
+    pub fn new(
+        config: &UpstreamConfig,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<Self, Vec<ConfigError>> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let mut targets = Vec::with_capacity(config.targets.len());
         for (i, t) in config.targets.iter().enumerate() {
             let address: Authority = t.address.parse().map_err(|e| {
-                ConfigError::at(
+                vec![ConfigError::at(
                     &config.origin,
                     format!("upstreams.{}.targets.{i}.address", config.name),
                     format!("`{}` is not a host:port: {e}", t.address),
-                )
+                )]
             })?;
             if address.port_u16().is_none() {
-                return Err(ConfigError::at(
+                return Err(vec![ConfigError::at(
                     &config.origin,
                     format!("upstreams.{}.targets.{i}.address", config.name),
                     format!("`{}` needs a port", t.address),
-                ));
+                )]);
             }
-            targets.push(Target {
-                address,
-                weight: t.weight.max(1),
-                healthy: AtomicBool::new(true),
-                down_until_ms: AtomicU64::new(0),
-            });
+            targets.push(Target::new(address, t.weight.max(1)));
         }
         if targets.is_empty() {
-            return Err(ConfigError::at(
+            return Err(vec![ConfigError::at(
                 &config.origin,
                 format!("upstreams.{}.targets", config.name),
                 "an upstream needs at least one target",
-            ));
+            )]);
         }
-        let targets: Arc<[Target]> = targets.into();
+        let targets = Arc::new(TargetSet::new(targets));
+        let balancer = Balancer::build(&config.name, &config.balance, &targets)?;
         let health = config.health_check.as_ref().and_then(|hc| {
             let connector = UpstreamConnector::new(http_connector(hc.timeout), tls, hc.timeout);
             health::start(&config.name, targets.clone(), hc.clone(), connector)
@@ -158,7 +169,9 @@ impl Upstream {
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             config: config.clone(),
+            retries: Retries::new(config.retries.as_ref(), targets.list.len()),
             targets,
+            balancer,
             alive: Arc::new(()),
             tls: tls.cloned(),
             _health: health,
@@ -185,7 +198,14 @@ impl Upstream {
     /// passed and no refused connection has taken it out.
     pub fn target_healthy(&self, index: usize) -> Option<bool> {
         let now = now_ms();
-        self.targets.get(index).map(|t| t.is_available(now))
+        self.targets.list.get(index).map(|t| t.is_available(now))
+    }
+
+    /// The target (index in config order) this worker's balancer picks for `request`
+    /// now, as a request pays for it (the per-worker state lookup included, the pool
+    /// handle not): for benchmarks and tests; forwarding picks through the same path.
+    pub fn pick(&self, request: &PickRequest<'_>) -> Option<usize> {
+        worker::pick_index(self, request)
     }
 
     /// The targets and their health, for `/status`.
@@ -193,53 +213,131 @@ impl Upstream {
         let now = now_ms();
         let targets: Vec<serde_json::Value> = self
             .targets
+            .list
             .iter()
             .map(|t| {
                 serde_json::json!({
                     "address": t.address.as_str(),
                     "weight": t.weight,
                     "healthy": t.is_available(now),
+                    "active": t.active(),
                 })
             })
             .collect();
         serde_json::json!({
             "name": self.config.name,
             "health_check": self.config.health_check.is_some(),
+            "balance": self.balancer.name(),
             "targets": targets,
         })
     }
 
-    /// Sends `req` (origin-form URI, headers already prepared) to a target and returns
-    /// its response head with the body still streaming. Returns the target's address
-    /// with the outcome, for the access log.
+    /// Sends `req` (origin-form URI, headers already prepared), which came from
+    /// `client` (if from a client at all), to a target, trying again as the upstream's
+    /// retry policy allows, and returns the response head with the body still
+    /// streaming. Returns the address of the target tried last with the outcome, for
+    /// the access log.
     pub async fn forward(
         &self,
         req: Request<ProxyBody>,
-    ) -> (Option<Authority>, Result<Response<Incoming>, UpstreamError>) {
-        // A request without a body can be rebuilt, hence retried on another target.
-        let retry_head =
-            (self.targets.len() > 1 && req.body().is_end_stream()).then(|| clone_head(&req));
-        let attempts = if retry_head.is_some() { 2 } else { 1 };
-        let mut req = Some(req);
-        let mut last = (None, Err(UpstreamError::NoTarget));
-        for _ in 0..attempts {
-            let Some(this) = req.take().or_else(|| retry_head.as_ref().map(rebuild)) else {
-                break;
-            };
-            let Some((i, pool)) = worker::pick(self) else {
-                return (None, Err(UpstreamError::NoTarget));
-            };
-            let Some(target) = self.targets.get(i) else {
-                return (None, Err(UpstreamError::NoTarget));
-            };
-            let result = self.send(&pool, i, target, this).await;
-            let connect_failed = matches!(result, Err(UpstreamError::Connect { .. }));
-            last = (Some(target.address.clone()), result);
-            if !connect_failed {
-                break;
-            }
+        client: Option<IpAddr>,
+    ) -> (
+        Option<Authority>,
+        Result<Response<ProxyBody>, UpstreamError>,
+    ) {
+        if let Some(breaker) = &self.config.circuit_breaker
+            && self.targets.active() >= breaker.max_requests
+        {
+            return (
+                None,
+                Err(UpstreamError::Overloaded {
+                    upstream: self.config.name.clone(),
+                    max: breaker.max_requests,
+                }),
+            );
         }
-        last
+        let (mut once, replay) = match self.replayable(req).await {
+            Ok(r) => r,
+            Err(e) => return (None, Err(e)),
+        };
+        let attempts = if replay.is_some() {
+            self.retries.attempts()
+        } else {
+            1
+        };
+        // Held until the last attempt is over: a retry counts in the budget meanwhile.
+        let mut _permit = None;
+        let mut attempt = 1;
+        loop {
+            let this = match (&replay, once.take()) {
+                (Some((head, body)), _) => rebuild(head, body, attempt),
+                (None, Some(req)) => req,
+                (None, None) => return (None, Err(UpstreamError::NoTarget)),
+            };
+            let request = PickRequest {
+                uri: this.uri(),
+                headers: this.headers(),
+                client,
+            };
+            let Some((i, pool)) = worker::pick(self, &request) else {
+                return (None, Err(UpstreamError::NoTarget));
+            };
+            let Some(target) = self.targets.list.get(i) else {
+                return (None, Err(UpstreamError::NoTarget));
+            };
+            let flight = InFlight::start(&self.targets, i);
+            let result = self.send(&pool, i, target, this).await;
+            let failure = Failure::of(&result);
+            if let Some(config) = &self.config.outlier_detection {
+                outlier::record(config, &self.targets, target, failure, now_ms);
+            }
+            if attempt < attempts
+                && let Some(failure) = failure.filter(|f| self.retries.retries(*f))
+            {
+                match self.retries.admit(self.targets.active()) {
+                    Some(permit) => {
+                        _permit = Some(permit);
+                        crate::metrics::global().upstream_retry(&self.config.name, failure.label());
+                        // The failed attempt's response (a 5xx) is dropped unread.
+                        drop((result, flight));
+                        tokio::time::sleep(self.retries.backoff(attempt)).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    None => crate::metrics::global().upstream_retry_denied(&self.config.name),
+                }
+            }
+            let result = result.map(|resp| resp.map(|b| body::boxed(Tracked::new(b, flight))));
+            return (Some(target.address.clone()), result);
+        }
+    }
+
+    /// `req` as it goes out once, or, when a failed attempt may be retried, its head
+    /// and whole body to send again: a request without a body, or with one of declared
+    /// length within the policy's `max_body` (read here, before the first attempt).
+    async fn replayable(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<(Option<Request<ProxyBody>>, Option<(Request<()>, Bytes)>), UpstreamError> {
+        if self.retries.attempts() < 2 {
+            return Ok((Some(req), None));
+        }
+        if req.body().is_end_stream() {
+            return Ok((None, Some((clone_head(&req), Bytes::new()))));
+        }
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match declared {
+            Some(length) if length <= self.retries.max_body() => {
+                let head = clone_head(&req);
+                let body = read_whole(req.into_body(), length).await?;
+                Ok((None, Some((head, body))))
+            }
+            _ => Ok((Some(req), None)),
+        }
     }
 
     /// Sends a buffered request (a filter's `http_call`: origin-form or absolute URI,
@@ -251,7 +349,7 @@ impl Upstream {
     ) -> Result<Response<Bytes>, UpstreamError> {
         let req = req.map(body::full);
         let exchange = async {
-            let (target, result) = self.forward(req).await;
+            let (target, result) = self.forward(req, None).await;
             let (head, body) = result?.into_parts();
             let target = target.map(|t| t.to_string()).unwrap_or_default();
             let body = body
@@ -277,7 +375,11 @@ impl Upstream {
         target: &Target,
         req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let timeout = self.config.timeouts.request;
+        let request = self.config.timeouts.request;
+        let timeout = self
+            .retries
+            .per_try_timeout()
+            .map_or(request, |t| t.min(request));
         let address = || target.address.to_string();
         match tokio::time::timeout(timeout, pool.request(index, &target.address, req)).await {
             Err(_) => Err(UpstreamError::Timeout {
@@ -334,11 +436,40 @@ fn clone_head(req: &Request<ProxyBody>) -> Request<()> {
     head
 }
 
-fn rebuild(head: &Request<()>) -> Request<ProxyBody> {
-    let mut req = Request::new(body::empty());
+/// A request body of declared `length`, read whole (and no further than declared).
+async fn read_whole(body: ProxyBody, length: u64) -> Result<Bytes, UpstreamError> {
+    let mut body = std::pin::pin!(body);
+    let mut whole = bytes::BytesMut::with_capacity(length as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|source| UpstreamError::RequestBody { source })?;
+        if let Ok(data) = frame.into_data() {
+            if (whole.len() + data.len()) as u64 > length {
+                return Err(UpstreamError::RequestBody {
+                    source: "the body is longer than its Content-Length".into(),
+                });
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.freeze())
+}
+
+/// Attempt number `attempt` of a request: its head, and its body again. A retry says
+/// which attempt it is (`x-portcullis-attempt: 2`), for the upstream's logs.
+fn rebuild(head: &Request<()>, body: &Bytes, attempt: u32) -> Request<ProxyBody> {
+    let body = if body.is_empty() {
+        body::empty()
+    } else {
+        body::full(body.clone())
+    };
+    let mut req = Request::new(body);
     *req.method_mut() = head.method().clone();
     *req.uri_mut() = head.uri().clone();
     *req.version_mut() = head.version();
     *req.headers_mut() = head.headers().clone();
+    if attempt > 1 {
+        req.headers_mut()
+            .insert(ATTEMPT_HEADER, http::HeaderValue::from(attempt));
+    }
     req
 }

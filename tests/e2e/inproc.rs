@@ -60,6 +60,7 @@ pub fn route(name: &str, matcher: RouteMatch, upstream: &str) -> RouteConfig {
         priority: None,
         filters: vec![],
         upstream: upstream.into(),
+        max_request_body: None,
         origin: Default::default(),
     }
 }
@@ -91,6 +92,10 @@ pub fn upstream(name: &str, targets: &[(SocketAddr, u32)]) -> UpstreamConfig {
         health_check: None,
         timeouts: UpstreamTimeouts::default(),
         tls: None,
+        retries: None,
+        outlier_detection: None,
+        circuit_breaker: None,
+        balance: Default::default(),
         origin: Default::default(),
     }
 }

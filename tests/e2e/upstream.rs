@@ -1,6 +1,11 @@
 //! Forwarding to real backends: balancing, errors, health, streaming, headers.
 
+mod balance;
 mod binary;
+mod body_limit;
+mod outlier;
+mod retry;
+mod split;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -48,7 +48,7 @@ pub(super) fn status(app: &App) -> Value {
                 "listeners": r.listeners,
                 "priority": r.priority,
                 "filters": r.filters,
-                "upstream": r.upstream,
+                "upstream": r.upstream.names().join(","),
             })
         })
         .collect();

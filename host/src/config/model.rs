@@ -171,8 +171,11 @@ pub struct RouteConfig {
     pub priority: Option<i64>,
     /// Filter names, run in this order (responses in reverse).
     pub filters: Vec<String>,
-    /// Upstream name, or `echo@internal`.
-    pub upstream: String,
+    /// Where requests go: one upstream (or `echo@internal`), or a weighted split with
+    /// canaries (`upstreams:`).
+    pub upstream: super::RouteDestination,
+    /// The largest request body accepted (`max_request_body`); `None`: no limit.
+    pub max_request_body: Option<u64>,
     /// Where it was declared.
     pub origin: Origin,
 }
@@ -286,6 +289,14 @@ pub struct UpstreamConfig {
     pub timeouts: UpstreamTimeouts,
     /// TLS to the targets, if configured.
     pub tls: Option<UpstreamTlsConfig>,
+    /// The balancing policy (`round_robin` when not given).
+    pub balance: super::BalanceConfig,
+    /// Retries of failed attempts; `None`: only the implicit connect-failure retry.
+    pub retries: Option<super::RetryConfig>,
+    /// Ejection of targets that keep failing, if configured.
+    pub outlier_detection: Option<super::OutlierConfig>,
+    /// A bound on requests in flight, if configured.
+    pub circuit_breaker: Option<super::BreakerConfig>,
     /// Where it was declared.
     pub origin: Origin,
 }

@@ -1,7 +1,13 @@
 //! `routes:`: which requests a route takes, its filter chain and its upstream.
 
 use super::walk::{Cx, Field, Fields};
-use super::{HostMatch, PathMatch, RouteConfig, RouteMatch};
+use super::{
+    CanaryMatch, HostMatch, PathMatch, RouteConfig, RouteDestination, RouteMatch, SplitEntry,
+};
+
+/// The most a split entry's weight may be (with 1000 entries, the shares' total stays
+/// far below the split's 2³¹ − 1 bound).
+const MAX_SPLIT_WEIGHT: i64 = 1_000_000;
 
 /// A route's references to other items, with the lines they were written on, so that
 /// a dangling one can be reported once every file has been read.
@@ -10,7 +16,9 @@ pub(crate) struct RouteRefs {
     pub path: String,
     pub listeners: Vec<(String, usize)>,
     pub filters: Vec<(String, usize)>,
-    pub upstream: Option<(String, usize)>,
+    /// Every upstream named, with its line and its field under the route (`upstream`,
+    /// `upstreams.0.name`, ...).
+    pub upstreams: Vec<(String, usize, String)>,
 }
 
 /// Decodes one `routes[]` item. Its references go to `refs` even when the route has
@@ -41,8 +49,9 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
         }
         Some(names)
     });
-    let upstream_field = f.require(cx, "upstream");
-    let upstream = upstream_field.as_ref().and_then(|v| v.string(cx));
+    let mut upstream_refs = Vec::new();
+    let upstream = destination(cx, &mut f, &mut upstream_refs);
+    let max_request_body = f.take("max_request_body").map(|v| v.size(cx));
     let path = f.path().to_string();
     f.finish(cx);
 
@@ -51,7 +60,7 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
         path,
         listeners: listeners.clone().flatten().unwrap_or_default(),
         filters: filters.clone().flatten().unwrap_or_default(),
-        upstream: upstream.clone().zip(upstream_field.map(|v| v.line)),
+        upstreams: upstream_refs,
     });
     Some(RouteConfig {
         name: name?,
@@ -70,8 +79,139 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
             .map(|(n, _)| n)
             .collect(),
         upstream: upstream?,
+        max_request_body: match max_request_body {
+            Some(m) => Some(m?),
+            None => None,
+        },
         origin: cx.origin(item.line),
     })
+}
+
+/// `upstream: NAME`, or `upstreams: [...]` (exactly one of them); every name goes to
+/// `refs` with its line and field.
+fn destination(
+    cx: &mut Cx,
+    f: &mut Fields,
+    refs: &mut Vec<(String, usize, String)>,
+) -> Option<RouteDestination> {
+    match (f.take("upstream"), f.take("upstreams")) {
+        (Some(_), Some(split)) => {
+            split.error(cx, "give either upstream or upstreams, not both");
+            None
+        }
+        (Some(single), None) => {
+            let name = single.string(cx)?;
+            refs.push((name.clone(), single.line, "upstream".into()));
+            Some(RouteDestination::Single(name))
+        }
+        (None, Some(split)) => split_entries(cx, &split, refs).map(RouteDestination::Split),
+        (None, None) => {
+            let path = super::walk::join(f.path(), "upstream");
+            cx.error(
+                f.line(),
+                &path,
+                "missing required field (or give upstreams)",
+            );
+            None
+        }
+    }
+}
+
+/// `upstreams: [{ name, weight }, { name, match }]`.
+fn split_entries(
+    cx: &mut Cx,
+    field: &Field,
+    refs: &mut Vec<(String, usize, String)>,
+) -> Option<Vec<SplitEntry>> {
+    let items = field.list(cx)?;
+    let mut entries = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let Some(mut f) = Fields::new(cx, item) else {
+            ok = false;
+            continue;
+        };
+        let name_field = f.require(cx, "name");
+        let name = name_field.as_ref().and_then(|v| v.string(cx));
+        let weight_field = f.take("weight");
+        let weight = weight_field
+            .as_ref()
+            .map(|v| v.int(cx, 0, MAX_SPLIT_WEIGHT).map(|w| w as u32));
+        let canary = f.take("match").map(|v| canary(cx, &v));
+        f.finish(cx);
+        if let (Some(n), Some(v)) = (&name, &name_field) {
+            refs.push((n.clone(), v.line, format!("upstreams.{i}.name")));
+        }
+        if let (Some(w), Some(_)) = (&weight_field, &canary) {
+            w.error(
+                cx,
+                "an entry with match takes exactly the requests it matches; give it no weight",
+            );
+            ok = false;
+        }
+        match (name, weight.unwrap_or(Some(1)), canary) {
+            (Some(upstream), Some(weight), None) => entries.push(SplitEntry {
+                upstream,
+                weight,
+                canary: None,
+            }),
+            (Some(upstream), Some(_), Some(Some(canary))) => entries.push(SplitEntry {
+                upstream,
+                weight: 0,
+                canary: Some(canary),
+            }),
+            _ => ok = false,
+        }
+    }
+    if !ok {
+        return None;
+    }
+    if !entries.iter().any(|e| e.canary.is_none() && e.weight > 0) {
+        field.error(
+            cx,
+            "needs an entry without match and with a weight above 0, for the requests no canary takes",
+        );
+        return None;
+    }
+    Some(entries)
+}
+
+/// A canary's `match: { headers: {...}, cookies: {...} }`, at least one condition.
+fn canary(cx: &mut Cx, field: &Field) -> Option<CanaryMatch> {
+    let mut f = Fields::new(cx, field)?;
+    let headers = f.take("headers").map(|v| headers(cx, &v));
+    let cookies = f.take("cookies").map(|v| cookies(cx, &v));
+    f.finish(cx);
+    let canary = CanaryMatch {
+        headers: headers.unwrap_or(Some(Vec::new()))?,
+        cookies: cookies.unwrap_or(Some(Vec::new()))?,
+    };
+    if canary.headers.is_empty() && canary.cookies.is_empty() {
+        field.error(cx, "needs headers or cookies to match");
+        return None;
+    }
+    Some(canary)
+}
+
+fn cookies(cx: &mut Cx, field: &Field) -> Option<Vec<(String, String)>> {
+    let entries = field.entries(cx)?;
+    let mut out = Vec::with_capacity(entries.len());
+    let mut ok = true;
+    for (name, value) in entries {
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        match value.string(cx) {
+            Some(v) if valid_name => out.push((name, v)),
+            Some(_) => {
+                ok = false;
+                value.error(cx, format!("`{name}` is not a cookie name"));
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 fn route_match(cx: &mut Cx, field: &Field) -> Option<RouteMatch> {

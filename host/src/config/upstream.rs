@@ -1,12 +1,14 @@
-//! `upstreams:`: targets and their weights, health checks, timeouts and TLS.
+//! `upstreams:`: targets and their weights, health checks, timeouts, TLS, and the
+//! traffic settings (balancing, retries, outlier detection, circuit breaker).
 
 use std::time::Duration;
 
 use super::listener::certificate_pair;
 use super::walk::{Cx, Field, Fields};
+use super::yaml::Kind;
 use super::{
-    ECHO_UPSTREAM, HealthCheckConfig, TargetConfig, UpstreamConfig, UpstreamTimeouts,
-    UpstreamTlsConfig,
+    BalanceConfig, BalanceOption, BreakerConfig, ECHO_UPSTREAM, HealthCheckConfig, OutlierConfig,
+    RetryConfig, RetryOn, TargetConfig, UpstreamConfig, UpstreamTimeouts, UpstreamTlsConfig,
 };
 
 /// Decodes one `upstreams[]` item.
@@ -31,6 +33,10 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
     let health_check = f.take("health_check").map(|v| health_check(cx, &v));
     let timeouts = f.take("timeouts").map(|v| timeouts(cx, &v));
     let tls = f.take("tls").map(|v| tls(cx, &v));
+    let balance = f.take("balance").map(|v| balance(cx, &v));
+    let retries = f.take("retries").map(|v| retries(cx, &v));
+    let outlier = f.take("outlier_detection").map(|v| outlier(cx, &v));
+    let breaker = f.take("circuit_breaker").map(|v| breaker(cx, &v));
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -47,8 +53,168 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
             Some(t) => Some(t?),
             None => None,
         },
+        balance: balance.unwrap_or_else(|| Some(BalanceConfig::default()))?,
+        retries: match retries {
+            Some(r) => Some(r?),
+            None => None,
+        },
+        outlier_detection: match outlier {
+            Some(o) => Some(o?),
+            None => None,
+        },
+        circuit_breaker: match breaker {
+            Some(b) => Some(b?),
+            None => None,
+        },
         origin: cx.origin(item.line),
     })
+}
+
+/// `balance: NAME`, or `balance: { policy: NAME, SETTING: value, ... }`. The policy
+/// checks its name and settings when the upstream is built (see `upstream::balance`);
+/// here they only need to be scalars.
+fn balance(cx: &mut Cx, field: &Field) -> Option<BalanceConfig> {
+    let origin = cx.origin(field.line);
+    if !matches!(field.node.kind, Kind::Map(_)) {
+        return Some(BalanceConfig {
+            policy: field.string(cx)?,
+            options: Vec::new(),
+            origin,
+        });
+    }
+    let mut policy = None;
+    let mut options = Vec::new();
+    let mut ok = true;
+    for (name, value) in field.entries(cx)? {
+        let Some(text) = value.string(cx) else {
+            ok = false;
+            continue;
+        };
+        if name == "policy" {
+            policy = Some(text);
+        } else {
+            options.push(BalanceOption {
+                name,
+                value: text,
+                line: value.line,
+            });
+        }
+    }
+    if policy.is_none() {
+        cx.error(
+            field.line,
+            &format!("{}.policy", field.path),
+            "missing required field",
+        );
+    }
+    ok.then_some(())?;
+    Some(BalanceConfig {
+        policy: policy?,
+        options,
+        origin,
+    })
+}
+
+/// `retries: { attempts, on, per_try_timeout, backoff, max_body, budget, min_retries }`.
+fn retries(cx: &mut Cx, field: &Field) -> Option<RetryConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let d = RetryConfig::default();
+    let attempts = f
+        .take("attempts")
+        .map(|v| v.int(cx, 1, 10).map(|n| n as u32));
+    let on = f.take("on").map(|v| retry_on(cx, &v));
+    let per_try_timeout = f.take("per_try_timeout").map(|v| v.duration(cx));
+    let backoff = f.take("backoff").map(|v| match &v.node.kind {
+        Kind::Scalar { text, .. } if text == "0" => Some(Duration::ZERO),
+        _ => v.duration(cx),
+    });
+    let max_body = f.take("max_body").map(|v| v.size(cx));
+    let budget = f.take("budget").map(|v| percent(cx, &v));
+    let min_retries = f
+        .take("min_retries")
+        .map(|v| v.int(cx, 0, 1_000_000).map(|n| n as u32));
+    f.finish(cx);
+    Some(RetryConfig {
+        attempts: attempts.unwrap_or(Some(d.attempts))?,
+        on: on.unwrap_or(Some(d.on))?,
+        per_try_timeout: match per_try_timeout {
+            Some(t) => Some(t?),
+            None => None,
+        },
+        backoff: backoff.unwrap_or(Some(d.backoff))?,
+        max_body: max_body.unwrap_or(Some(d.max_body))?,
+        budget_percent: budget.unwrap_or(Some(d.budget_percent))?,
+        min_retries: min_retries.unwrap_or(Some(d.min_retries))?,
+    })
+}
+
+/// `outlier_detection: { consecutive_5xx, base_ejection_time, max_ejection_time,
+/// max_ejection_percent }`.
+fn outlier(cx: &mut Cx, field: &Field) -> Option<OutlierConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let d = OutlierConfig::default();
+    let consecutive = f
+        .take("consecutive_5xx")
+        .map(|v| v.int(cx, 1, 1000).map(|n| n as u32));
+    let base = f.take("base_ejection_time").map(|v| v.duration(cx));
+    let max = f.take("max_ejection_time").map(|v| v.duration(cx));
+    let percent = f.take("max_ejection_percent").map(|v| percent(cx, &v));
+    f.finish(cx);
+    Some(OutlierConfig {
+        consecutive_5xx: consecutive.unwrap_or(Some(d.consecutive_5xx))?,
+        base_ejection_time: base.unwrap_or(Some(d.base_ejection_time))?,
+        max_ejection_time: max.unwrap_or(Some(d.max_ejection_time))?,
+        max_ejection_percent: percent.unwrap_or(Some(d.max_ejection_percent))?,
+    })
+}
+
+/// `circuit_breaker: { max_requests }`.
+fn breaker(cx: &mut Cx, field: &Field) -> Option<BreakerConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let max_requests = f
+        .require(cx, "max_requests")
+        .map(|v| v.int(cx, 1, i64::from(u32::MAX)).map(|n| n as u32));
+    f.finish(cx);
+    Some(BreakerConfig {
+        max_requests: max_requests??,
+    })
+}
+
+fn retry_on(cx: &mut Cx, field: &Field) -> Option<Vec<RetryOn>> {
+    const CONDITIONS: &[(&str, RetryOn)] = &[
+        ("connect-failure", RetryOn::ConnectFailure),
+        ("refused-stream", RetryOn::RefusedStream),
+        ("reset", RetryOn::Reset),
+        ("5xx", RetryOn::Status5xx),
+        ("gateway-error", RetryOn::GatewayError),
+    ];
+    let items = field.list(cx)?;
+    if items.is_empty() {
+        field.error(
+            cx,
+            "names no condition; leave retries out to retry nothing but connect failures",
+        );
+        return None;
+    }
+    let on: Vec<Option<RetryOn>> = items.iter().map(|i| i.choice(cx, CONDITIONS)).collect();
+    on.into_iter().collect()
+}
+
+/// `20%` (or `20`): a whole percentage, 0–100.
+fn percent(cx: &mut Cx, field: &Field) -> Option<u32> {
+    let text = field.string(cx)?;
+    match text
+        .strip_suffix('%')
+        .unwrap_or(&text)
+        .trim()
+        .parse::<u32>()
+    {
+        Ok(n) if n <= 100 => Some(n),
+        _ => {
+            field.error(cx, format!("`{text}` is not a percentage from 0% to 100%"));
+            None
+        }
+    }
 }
 
 fn target(cx: &mut Cx, field: &Field) -> Option<TargetConfig> {

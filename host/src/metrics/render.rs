@@ -87,6 +87,40 @@ pub(super) fn render(m: &Metrics) -> String {
 
     header(
         &mut out,
+        "portcullis_upstream_retries_total",
+        "counter",
+        "Failed attempts tried again, by upstream and failure.",
+    );
+    for (key, c) in sorted(&m.upstream_retries) {
+        let mut parts = split_key(&key);
+        let upstream = parts.next().unwrap_or_default();
+        let reason = parts.next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "portcullis_upstream_retries_total{{upstream=\"{}\",reason=\"{}\"}} {}",
+            escape(upstream),
+            escape(reason),
+            c.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
+        "portcullis_upstream_retries_denied_total",
+        "counter",
+        "Retries not made because the upstream's retry budget was spent.",
+    );
+    for (upstream, c) in sorted(&m.upstream_retries_denied) {
+        let _ = writeln!(
+            out,
+            "portcullis_upstream_retries_denied_total{{upstream=\"{}\"}} {}",
+            escape(&upstream),
+            c.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
         "portcullis_connections_open",
         "gauge",
         "Client connections open, by listener.",

@@ -36,9 +36,13 @@ pub enum ProxyError {
     /// No route of the listener matches: 404. Check the routes' `match` blocks.
     #[error("no route")]
     NoRoute,
-    /// Forwarding failed: 502 (unreachable) or 504 (timeout).
+    /// Forwarding failed: 502 (unreachable), 504 (timeout) or 503 (the upstream's
+    /// circuit breaker is open).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The request body is longer than the route's `max_request_body`: 413.
+    #[error("the request body is over the route's max_request_body")]
+    BodyTooLarge,
     /// The client's request body failed while being read: 400.
     #[error("reading the request body failed: {0}")]
     DownstreamBody(#[source] BoxError),
@@ -60,7 +64,9 @@ impl ProxyError {
     /// Which side the error came from.
     pub fn source_side(&self) -> ErrorSource {
         match self {
-            ProxyError::NoRoute | ProxyError::DownstreamBody(_) => ErrorSource::Downstream,
+            ProxyError::NoRoute | ProxyError::DownstreamBody(_) | ProxyError::BodyTooLarge => {
+                ErrorSource::Downstream
+            }
             ProxyError::Upstream(_) => ErrorSource::Upstream,
             ProxyError::Filter(_) => ErrorSource::Filter,
         }
@@ -71,8 +77,12 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Overloaded { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::DownstreamBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Filter(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,8 +93,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "no route\n",
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream timeout\n",
+            ProxyError::Upstream(UpstreamError::Overloaded { .. }) => "upstream overloaded\n",
             ProxyError::Upstream(_) => "upstream unreachable\n",
             ProxyError::DownstreamBody(_) => "bad request\n",
+            ProxyError::BodyTooLarge => "request body too large\n",
             ProxyError::Filter(_) => "filter failure\n",
         }
     }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use http::{Request, Response};
 
 use super::{ConnInfo, ProxyError};
-use crate::body::{self, ProxyBody};
+use crate::body::ProxyBody;
 use crate::snapshot::RouteUpstream;
-use crate::upstream::echo;
+use crate::upstream::{UpstreamError, echo};
 
 /// The far side of a route: its upstream pool or `echo@internal` when serving, the
 /// described answer under test. The driver hands it the request with its head prepared
@@ -18,6 +18,13 @@ pub trait Exchange {
     /// The upstream's name as configured (`echo@internal` included), for the access
     /// log and the metrics.
     fn name(&self) -> &str;
+
+    /// The exchange that takes `req`, asked once the request filters have run (so a
+    /// filter may steer it): itself, or for a route that splits its requests, the
+    /// upstream chosen for this one.
+    fn resolve(&self, _req: &Request<ProxyBody>) -> &Self {
+        self
+    }
 
     /// Sends `req`, which came from `conn` on route `route`, and returns the answer
     /// with its body streaming, beside the target it went to last (`host:port`), if
@@ -35,6 +42,13 @@ impl Exchange for RouteUpstream {
         RouteUpstream::name(self)
     }
 
+    fn resolve(&self, req: &Request<ProxyBody>) -> &Self {
+        match self {
+            RouteUpstream::Split(split) => split.choose(req.headers()).unwrap_or(self),
+            _ => self,
+        }
+    }
+
     async fn send(
         &self,
         req: Request<ProxyBody>,
@@ -47,13 +61,17 @@ impl Exchange for RouteUpstream {
                 (None, answer.map_err(ProxyError::from))
             }
             RouteUpstream::Pool(upstream) => {
-                let (target, result) = upstream.forward(req).await;
+                let (target, result) = upstream.forward(req, Some(conn.client.ip())).await;
                 let target = target.map(|t| t.as_str().into());
-                (
-                    target,
-                    result.map_err(ProxyError::from).map(|r| r.map(body::boxed)),
-                )
+                let result = result.map_err(|e| match e {
+                    // The client's body, read whole to be retryable, failed: its fault.
+                    UpstreamError::RequestBody { source } => ProxyError::DownstreamBody(source),
+                    e => ProxyError::from(e),
+                });
+                (target, result)
             }
+            // Resolved before sending; a split has no target of its own.
+            RouteUpstream::Split(_) => (None, Err(UpstreamError::NoTarget.into())),
         }
     }
 }

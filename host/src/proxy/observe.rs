@@ -78,5 +78,7 @@ fn upstream_error_kind(e: &UpstreamError) -> &'static str {
         UpstreamError::Timeout { .. } => "timeout",
         UpstreamError::Exchange { .. } | UpstreamError::Body { .. } => "protocol",
         UpstreamError::NoTarget => "no_target",
+        UpstreamError::RequestBody { .. } => "request_body",
+        UpstreamError::Overloaded { .. } => "overflow",
     }
 }

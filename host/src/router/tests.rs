@@ -18,6 +18,7 @@ fn route(name: &str, matcher: RouteMatch, priority: Option<i64>) -> RouteConfig 
         priority,
         filters: vec![],
         upstream: crate::config::ECHO_UPSTREAM.into(),
+        max_request_body: None,
         origin: Default::default(),
     }
 }

@@ -56,6 +56,7 @@ pub(super) async fn run(
             answer,
             forwarded: Mutex::new(None),
         },
+        max_request_body: None,
     };
     let req = http::Request::from_parts(head, body::full(request.body.clone()));
     let capture = Capture::default();

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use super::Target;
+use super::target::{Target, TargetSet};
 use crate::config::HealthCheckConfig;
 use crate::tls::connector::UpstreamConnector;
 
@@ -27,7 +27,7 @@ pub struct Task {
 /// (logged; the targets then stay as passive marking leaves them).
 pub fn start(
     upstream: &str,
-    targets: Arc<[Target]>,
+    targets: Arc<TargetSet>,
     config: HealthCheckConfig,
     connector: UpstreamConnector,
 ) -> Option<Task> {
@@ -37,7 +37,7 @@ pub fn start(
     handle.spawn(async move {
         tokio::select! {
             _ = stopped => {}
-            _ = probe_forever(&name, &targets, &config, connector) => {}
+            _ = probe_forever(&name, &targets.list, &config, connector) => {}
         }
         tracing::debug!(upstream = %name, "health check stopped");
     });

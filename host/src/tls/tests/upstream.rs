@@ -13,6 +13,10 @@ pub(super) fn upstream(tls: UpstreamTlsConfig) -> UpstreamConfig {
         health_check: None,
         timeouts: UpstreamTimeouts::default(),
         tls: Some(tls),
+        retries: None,
+        outlier_detection: None,
+        circuit_breaker: None,
+        balance: Default::default(),
         origin: origin(),
     }
 }
