@@ -45,6 +45,8 @@ pub struct App {
     listeners: watch::Sender<Arc<ListenerTable>>,
     shutdown: watch::Sender<bool>,
     ready: AtomicBool,
+    /// Set once shutting down starts: `/ready` must not turn 200 again.
+    unready: AtomicBool,
     workers_started: AtomicUsize,
 }
 
@@ -74,6 +76,7 @@ impl App {
             listeners: watch::Sender::new(Arc::new(rebind.table)),
             shutdown: watch::Sender::new(false),
             ready: AtomicBool::new(false),
+            unready: AtomicBool::new(false),
             workers_started: AtomicUsize::new(0),
         };
         Ok(Arc::new(app))
@@ -171,9 +174,17 @@ impl App {
         self.shutdown.subscribe()
     }
 
-    /// Starts the graceful shutdown: stop accepting, drain, exit.
-    pub fn shutdown(&self) {
+    /// The first step of a graceful shutdown: `/ready` answers 503 from now on (and
+    /// never 200 again), so that load balancers stop sending new connections here.
+    pub fn unready(&self) {
+        self.unready.store(true, Ordering::SeqCst);
         self.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops accepting and drains: every connection finishes its requests in flight
+    /// and closes (HTTP/1 responses carry `Connection: close`, HTTP/2 gets a GOAWAY).
+    pub fn shutdown(&self) {
+        self.unready();
         self.shutdown.send_replace(true);
     }
 
@@ -186,7 +197,7 @@ impl App {
     /// process is serving and `/ready` answers 200.
     pub fn worker_started(&self) {
         let started = self.workers_started.fetch_add(1, Ordering::SeqCst) + 1;
-        if started == self.workers && !self.is_shutting_down() {
+        if started == self.workers && !self.unready.load(Ordering::SeqCst) {
             self.ready.store(true, Ordering::SeqCst);
             let generation = self.snapshot.load().generation;
             tracing::info!(generation, workers = self.workers, "serving");

@@ -17,9 +17,6 @@ use std::time::{Duration, Instant};
 
 use crate::app::App;
 
-/// How long a graceful shutdown waits for in-flight requests before exiting anyway.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
-
 /// The running workers.
 pub struct Server {
     workers: Vec<JoinHandle<()>>,

@@ -1,6 +1,7 @@
 //! Serving: protocols, logs, workers; limits and timeouts in [`limits`], start and
-//! shutdown in [`lifecycle`].
+//! shutdown in [`lifecycle`], the drain under load in [`drain`].
 
+mod drain;
 mod lifecycle;
 mod limits;
 

@@ -26,6 +26,8 @@ pub struct Config {
     pub workers: usize,
     /// Where compiled modules are kept between runs, if the configuration says.
     pub module_cache: Option<ModuleCacheConfig>,
+    /// How the process stops on SIGTERM / SIGINT.
+    pub shutdown: ShutdownConfig,
     /// Listeners in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Routes in file order (precedence is the router's business).
@@ -69,6 +71,34 @@ pub struct ModuleCacheConfig {
 /// The default bound of the module cache: a compiled standard filter takes about a
 /// MiB, so this keeps some hundreds of module versions.
 pub const MODULE_CACHE_MAX_SIZE: u64 = 256 * 1024 * 1024;
+
+// === shutdown ===
+
+/// `shutdown:` — the graceful stop on SIGTERM / SIGINT (docs/operations.md#signals).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests may run once the listeners are closed; what is
+    /// still open then is closed.
+    pub drain_timeout: Duration,
+    /// How long the listeners keep accepting after the signal while `/ready` answers
+    /// 503, so that a load balancer sees it and moves away before connections are
+    /// refused. Zero: stop accepting at once.
+    pub accept_grace: Duration,
+    /// Where it was declared; `None` when the defaults apply.
+    pub origin: Option<Origin>,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(30),
+            accept_grace: Duration::ZERO,
+            origin: None,
+        }
+    }
+}
+
+// === listeners ===
 
 /// `listeners[]`.
 #[derive(Debug, Clone, PartialEq)]

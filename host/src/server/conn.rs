@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::guard::Guard;
-use super::state::{self, Active, ConnState, Reject, watchdog};
+use super::state::{self, Active, ConnState, Reject};
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
@@ -132,7 +132,8 @@ where
         let _ = stop_tx.send(());
     }));
     let mut draining = false;
-    let watchdog = watchdog(&state);
+    let mut goaway = false;
+    let watchdog = state::watchdog(&state);
     tokio::pin!(watchdog);
     loop {
         tokio::select! {
@@ -146,6 +147,20 @@ where
             }
             _ = &mut stopped, if !draining => {
                 draining = true;
+                state.start_draining();
+                // HTTP/2 (and anything else hyper no longer parses as HTTP/1) is told
+                // with a GOAWAY, after which hyper lets the open streams finish. HTTP/1
+                // is not: hyper would close an idle connection on which the client may
+                // be sending its next request right now. Its responses ask the client
+                // to close instead, and the watchdog closes it once idle.
+                if state.is_passthrough() {
+                    goaway = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                watchdog.set(state::watchdog(&state));
+            }
+            () = state.turned_passthrough(), if draining && !goaway => {
+                goaway = true;
                 conn.as_mut().graceful_shutdown();
             }
             why = &mut watchdog => {
@@ -198,6 +213,7 @@ async fn handle(
     // What the access log needs of the request, before the driver takes it; only
     // formatted when access lines are written (the metrics need none of it).
     let method = req.method().clone();
+    let version = req.version();
     let line = access_log::enabled().then(|| AccessLine::of(&req, &info));
 
     let snapshot = app.snapshot.load_full();
@@ -205,6 +221,15 @@ async fn handle(
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // What follows on this connection is no longer HTTP/1 framing.
         state.passthrough();
+    }
+    let mut resp = resp;
+    if state.is_draining() && version <= http::Version::HTTP_11 {
+        // The connection closes after this response: say so, so the client sends
+        // nothing more on it.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
     }
     let line = line.unwrap_or_default();
     access_log::record(&AccessRecord {

@@ -32,6 +32,14 @@ pub(crate) struct ConnState {
     /// When the request head now being read started (the connection's accept for the
     /// first one); `None` while no head is being read.
     head_since: Cell<Option<Instant>>,
+    /// Whether a byte of the head now being read has arrived (a fresh connection has
+    /// a `head_since` but may never send anything).
+    head_bytes: Cell<bool>,
+    /// When the connection started draining (the process or its listener is stopping).
+    draining_since: Cell<Option<Instant>>,
+    /// Woken when the connection turns to passthrough (HTTP/2) while draining: it
+    /// must then be told with a GOAWAY (see [`ConnState::turned_passthrough`]).
+    turned_passthrough: tokio::sync::Notify,
     /// When the connection last became idle (no request in flight, no head started).
     idle_since: Cell<Instant>,
     /// Since when a write to the client has been blocked (its receive window full),
@@ -55,6 +63,9 @@ impl ConnState {
         Self {
             limits,
             head_since: Cell::new(Some(now)),
+            head_bytes: Cell::new(false),
+            draining_since: Cell::new(None),
+            turned_passthrough: tokio::sync::Notify::new(),
             idle_since: Cell::new(now),
             write_blocked_since: Cell::new(None),
             active: Cell::new(0),
@@ -75,10 +86,12 @@ impl ConnState {
         if self.head_since.get().is_none() {
             self.head_since.set(Some(Instant::now()));
         }
+        self.head_bytes.set(true);
     }
 
     /// The guard has a complete head (or stopped parsing heads).
     pub(crate) fn head_done(&self) {
+        self.head_bytes.set(false);
         if self.head_since.take().is_some() {
             self.idle_since.set(Instant::now());
         }
@@ -123,13 +136,35 @@ impl ConnState {
 
     /// Stop treating the byte stream as HTTP/1 (HTTP/2 prior knowledge, an upgrade).
     pub(crate) fn passthrough(&self) {
-        self.passthrough.set(true);
+        if !self.passthrough.replace(true) && self.is_draining() {
+            self.turned_passthrough.notify_one();
+        }
         self.head_done();
+    }
+
+    /// Completes once the connection has turned to passthrough after it started
+    /// draining: a connection accepted during the drain starts draining before its
+    /// first byte, and only then shows that it speaks HTTP/2.
+    pub(crate) async fn turned_passthrough(&self) {
+        self.turned_passthrough.notified().await;
     }
 
     /// Whether the stream is no longer parsed as HTTP/1.
     pub(crate) fn is_passthrough(&self) -> bool {
         self.passthrough.get()
+    }
+
+    /// The process or the listener is stopping: HTTP/1 responses from now on ask the
+    /// client to close, and the connection closes once idle (see [`watchdog`]).
+    pub(crate) fn start_draining(&self) {
+        if self.draining_since.get().is_none() {
+            self.draining_since.set(Some(Instant::now()));
+        }
+    }
+
+    /// Whether the connection is draining.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining_since.get().is_some()
     }
 
     /// A request reached the handler: returns its index on the connection and a token
@@ -168,7 +203,15 @@ pub(crate) enum Expired {
     IdleTimeout,
     /// The client stopped reading its response for longer than the idle timeout.
     WriteStalled,
+    /// Draining, and idle (or not yet sent a byte) for [`DRAIN_IDLE`].
+    Drained,
 }
+
+/// How long an HTTP/1 connection may stay idle once the process drains. HTTP/1.1 has no
+/// way to tell an idle client to go away, and a client may be sending its next request
+/// on the connection at this very moment (closing then would lose it): a busy client
+/// sends it within this time, gets its answer with `Connection: close`, and leaves.
+pub(crate) const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Display for Expired {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,6 +219,7 @@ impl std::fmt::Display for Expired {
             Expired::HeaderTimeout => "request headers not received in time",
             Expired::IdleTimeout => "idle for too long",
             Expired::WriteStalled => "the client stopped reading its response",
+            Expired::Drained => "draining, and idle",
         })
     }
 }
@@ -189,13 +233,15 @@ impl std::fmt::Display for Expired {
 /// connection's task, and a re-poll of hyper, several times per request). Instead it
 /// never sleeps longer than the shortest timeout: every deadline is an event's time
 /// plus a timeout, so one that an event sets after the watchdog went to sleep lies
-/// beyond its wake-up, and is seen then.
+/// beyond its wake-up, and is seen then. Draining is the exception (its deadline may
+/// lie in the past): the connection starts a new watchdog when it starts draining.
 pub(crate) async fn watchdog(state: &ConnState) -> Expired {
     let limits = &state.limits;
     let longest_nap = limits
         .header_timeout
         .min(limits.idle_timeout)
         .max(std::time::Duration::from_millis(1));
+
     loop {
         let mut deadline = None;
         let mut consider = |at: Instant, why: Expired| match deadline {
@@ -208,6 +254,16 @@ pub(crate) async fn watchdog(state: &ConnState) -> Expired {
             consider(
                 state.idle_since.get() + limits.idle_timeout,
                 Expired::IdleTimeout,
+            );
+        }
+        if state.is_draining() && state.active.get() == 0 && !state.head_bytes.get() {
+            // Idle, or a connection that has not sent a byte yet: it may go once it
+            // has been so for DRAIN_IDLE (from its last activity, which for a long
+            // idle connection lies in the past: it goes at once).
+            let since = state.head_since.get().unwrap_or(state.idle_since.get());
+            consider(
+                since + DRAIN_IDLE.min(limits.idle_timeout),
+                Expired::Drained,
             );
         }
         if let Some(since) = state.write_blocked_since.get() {
