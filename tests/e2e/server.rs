@@ -1,9 +1,11 @@
-//! Serving: protocols, logs, workers; limits and timeouts in [`limits`], start and
-//! shutdown in [`lifecycle`], the drain under load in [`drain`].
+//! Serving: protocols, logs, workers; limits and timeouts in [`limits`], slow bodies
+//! in [`slow_clients`], start and shutdown in [`lifecycle`], the drain under load in
+//! [`drain`].
 
 mod drain;
 mod lifecycle;
 mod limits;
+mod slow_clients;
 
 use std::time::Duration;
 

@@ -51,12 +51,18 @@ fn limits(cx: &mut Cx, field: &Field) -> Option<ListenerLimits> {
         .map(|v| v.int(cx, 1, 100_000).map(|n| n as usize));
     let header_timeout = f.take("header_timeout").map(|v| v.duration(cx));
     let idle_timeout = f.take("idle_timeout").map(|v| v.duration(cx));
+    let min_body_rate = f.take("min_body_rate").map(|v| v.size(cx));
+    let body_rate_grace = f.take("body_rate_grace").map(|v| v.duration(cx));
+    let body_timeout = f.take("body_timeout").map(|v| v.duration(cx));
     f.finish(cx);
     Some(ListenerLimits {
         max_header_bytes: max_header_bytes.unwrap_or(Some(d.max_header_bytes))?,
         max_headers: max_headers.unwrap_or(Some(d.max_headers))?,
         header_timeout: header_timeout.unwrap_or(Some(d.header_timeout))?,
         idle_timeout: idle_timeout.unwrap_or(Some(d.idle_timeout))?,
+        min_body_rate: min_body_rate.unwrap_or(Some(d.min_body_rate))?,
+        body_rate_grace: body_rate_grace.unwrap_or(Some(d.body_rate_grace))?,
+        body_timeout: body_timeout.unwrap_or(Some(d.body_timeout))?,
     })
 }
 

@@ -126,6 +126,14 @@ pub struct ListenerLimits {
     pub header_timeout: Duration,
     /// Idle keep-alive time before the connection is closed.
     pub idle_timeout: Duration,
+    // --- slow clients (docs/operations.md#limits-and-defences) ---
+    /// Lowest average rate (bytes per second of waiting on the client) a request body
+    /// may arrive at once `body_rate_grace` has passed; below it: 408.
+    pub min_body_rate: u64,
+    /// How long a request body may arrive slower than `min_body_rate`.
+    pub body_rate_grace: Duration,
+    /// How long the proxy waits for the next byte of a request body; past it: 408.
+    pub body_timeout: Duration,
 }
 
 impl Default for ListenerLimits {
@@ -135,6 +143,9 @@ impl Default for ListenerLimits {
             max_headers: 100,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            min_body_rate: 240,
+            body_rate_grace: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

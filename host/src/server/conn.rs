@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::guard::Guard;
+use super::request_body::{PacedBody, Verdict};
 use super::state::{self, Active, ConnState, Reject};
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
@@ -217,12 +218,27 @@ async fn handle(
     let line = access_log::enabled().then(|| AccessLine::of(&req, &info));
 
     let snapshot = app.snapshot.load_full();
-    let (resp, outcome) = proxy::handle_with_outcome(snapshot, &info, req).await;
+    let verdict = Verdict::default();
+    let req = req.map(|b| PacedBody::new(b, state.limits(), verdict.clone()));
+    let (mut resp, outcome) = proxy::handle_with_outcome(snapshot, &info, req).await;
+    if let Some(why) = verdict.get() {
+        // Whatever the proxy made of the broken body (the upstream saw it fail), the
+        // client is told why.
+        tracing::debug!(client = %info.client, "{why}");
+        metrics::global().client_limit(&info.listener, why.limit());
+        resp = proxy::error_response(http::StatusCode::REQUEST_TIMEOUT, "request body too slow\n");
+        if version <= http::Version::HTTP_11 {
+            state.close_lingering();
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+    }
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // What follows on this connection is no longer HTTP/1 framing.
         state.passthrough();
     }
-    let mut resp = resp;
     if state.is_draining() && version <= http::Version::HTTP_11 {
         // The connection closes after this response: say so, so the client sends
         // nothing more on it.

@@ -210,8 +210,8 @@ impl<I: Stream + 'static> Drop for Guard<I> {
         // A rejected connection is closed by the connection task only once the client's
         // remaining bytes are drained; closing with unread data would send a reset
         // that can destroy the error response before the client reads it. So is one
-        // closed by a drain: its client may have sent a request as it closed.
-        if (self.framing.is_holding() || self.state.is_draining())
+        // refused mid-body, or closed by a drain (see `ConnState::closes_lingering`).
+        if (self.framing.is_holding() || self.state.closes_lingering())
             && let Some(io) = self.io.take()
         {
             self.state.linger(Box::new(io));

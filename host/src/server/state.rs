@@ -55,6 +55,9 @@ pub(crate) struct ConnState {
     passthrough: Cell<bool>,
     /// The stream of a rejected connection, handed back for a lingering close.
     linger: RefCell<Option<Box<dyn Stream>>>,
+    /// Whether the connection closes with unread client bytes (a request refused
+    /// mid-body), and so must close lingering.
+    close_lingering: Cell<bool>,
 }
 
 impl ConnState {
@@ -73,6 +76,7 @@ impl ConnState {
             rejections: RefCell::new(Vec::new()),
             passthrough: Cell::new(false),
             linger: RefCell::new(None),
+            close_lingering: Cell::new(false),
         }
     }
 
@@ -165,6 +169,19 @@ impl ConnState {
     /// Whether the connection is draining.
     pub(crate) fn is_draining(&self) -> bool {
         self.draining_since.get().is_some()
+    }
+
+    /// The connection will close with client bytes unread (a request answered before
+    /// its body arrived): close lingering, so that a reset does not destroy the answer.
+    pub(crate) fn close_lingering(&self) {
+        self.close_lingering.set(true);
+    }
+
+    /// Whether the stream must be closed lingering when hyper is done with it (see
+    /// [`linger`]): the connection was refused mid-body, or is draining (its client
+    /// may have sent a request as it closed).
+    pub(crate) fn closes_lingering(&self) -> bool {
+        self.close_lingering.get() || self.is_draining()
     }
 
     /// A request reached the handler: returns its index on the connection and a token
