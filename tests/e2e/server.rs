@@ -1,7 +1,8 @@
 //! Serving: protocols, logs, workers; limits and timeouts in [`limits`], slow bodies
 //! in [`slow_clients`], start and shutdown in [`lifecycle`], the drain under load in
-//! [`drain`].
+//! [`drain`], abusive clients in [`abuse`].
 
+mod abuse;
 mod drain;
 mod lifecycle;
 mod limits;

@@ -134,6 +134,16 @@ pub struct ListenerLimits {
     pub body_rate_grace: Duration,
     /// How long the proxy waits for the next byte of a request body; past it: 408.
     pub body_timeout: Duration,
+    // --- abusive clients (docs/operations.md#limits-and-defences) ---
+    /// HTTP/2 streams one connection may have open at once; more are refused
+    /// (`REFUSED_STREAM`).
+    pub max_concurrent_streams: u32,
+    /// Requests one connection may carry; the last is answered with
+    /// `Connection: close` (HTTP/1) or followed by a GOAWAY (HTTP/2). `None`: no limit.
+    pub max_requests_per_connection: Option<u64>,
+    /// Connections one client IP may have open on this listener; past it a new one is
+    /// closed at once. `None`: no limit.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for ListenerLimits {
@@ -146,6 +156,9 @@ impl Default for ListenerLimits {
             min_body_rate: 240,
             body_rate_grace: Duration::from_secs(5),
             body_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 100,
+            max_requests_per_connection: None,
+            max_connections_per_ip: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::guard::Guard;
+use super::per_ip;
 use super::request_body::{PacedBody, Verdict};
 use super::state::{self, Active, ConnState, Reject};
 use super::worker::stopping;
@@ -31,6 +32,14 @@ use crate::proxy::{self, ConnInfo};
 use crate::snapshot::Snapshot;
 use crate::tls;
 
+/// Streams a client may reset before the server accepts them, per connection.
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server may reset for the client's protocol errors, per connection.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Interval of HTTP/2 keep-alive pings on a connection, and how long one may go
+/// unanswered.
+const H2_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Serves a TCP connection accepted on `listener`, terminating TLS first when the
 /// listener has it (with the acceptor of the snapshot current at accept time, so a
 /// reloaded certificate serves new connections while open ones keep theirs).
@@ -41,6 +50,12 @@ pub async fn serve_tcp(
     peer: SocketAddr,
 ) {
     let _ = tcp.set_nodelay(true);
+    let max_per_ip = limits_of(&app.snapshot.load(), &listener.name).max_connections_per_ip;
+    let Some(_slot) = per_ip::Slot::take(listener.id, peer.ip(), max_per_ip) else {
+        tracing::debug!(client = %peer, listener = %listener.name, "too many connections from this IP");
+        metrics::global().client_limit(&listener.name, "max_connections_per_ip");
+        return;
+    };
     let local = tcp.local_addr().unwrap_or(listener.bound);
     let mut info = ConnInfo {
         client: peer,
@@ -121,7 +136,19 @@ where
         .header_read_timeout(None);
     builder
         .http2()
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // Streams a client resets before they are even accepted (the rapid-reset
+        // attack, CVE-2023-44487): past this many at once the connection is closed
+        // with ENHANCE_YOUR_CALM.
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        // Streams the proxy had to reset for protocol errors the client provoked
+        // (CVE-2024-27316's cousins): past this many the connection is closed.
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        // A peer that no longer answers pings is gone: close rather than hold it.
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE);
     let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
 
     // The stop signals are watched from a task of their own: polled in the select
@@ -160,7 +187,7 @@ where
                 }
                 watchdog.set(state::watchdog(&state));
             }
-            () = state.turned_passthrough(), if draining && !goaway => {
+            () = state.goaway_wanted(), if !goaway => {
                 goaway = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -187,6 +214,14 @@ async fn handle(
 ) -> http::Response<TrackedBody> {
     let (index, active) = state.request_started();
     let started = Instant::now();
+    let last_allowed = state
+        .limits()
+        .max_requests_per_connection
+        .is_some_and(|max| index + 1 >= max);
+    if last_allowed && req.version() == http::Version::HTTP_2 {
+        // HTTP/2: no new stream after this one (GOAWAY); those open finish.
+        state.want_goaway();
+    }
 
     let reject = state.rejection(index).or_else(|| {
         // HTTP/2 heads bypass the guard; count their fields here.
@@ -239,7 +274,10 @@ async fn handle(
         // What follows on this connection is no longer HTTP/1 framing.
         state.passthrough();
     }
-    if state.is_draining() && version <= http::Version::HTTP_11 {
+    if last_allowed && state.limits().max_requests_per_connection == Some(index + 1) {
+        metrics::global().client_limit(&info.listener, "max_requests_per_connection");
+    }
+    if (state.is_draining() || last_allowed) && version <= http::Version::HTTP_11 {
         // The connection closes after this response: say so, so the client sends
         // nothing more on it.
         resp.headers_mut().insert(

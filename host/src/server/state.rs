@@ -37,9 +37,8 @@ pub(crate) struct ConnState {
     head_bytes: Cell<bool>,
     /// When the connection started draining (the process or its listener is stopping).
     draining_since: Cell<Option<Instant>>,
-    /// Woken when the connection turns to passthrough (HTTP/2) while draining: it
-    /// must then be told with a GOAWAY (see [`ConnState::turned_passthrough`]).
-    turned_passthrough: tokio::sync::Notify,
+    /// Woken when the connection should get a GOAWAY (see [`ConnState::want_goaway`]).
+    goaway: tokio::sync::Notify,
     /// When the connection last became idle (no request in flight, no head started).
     idle_since: Cell<Instant>,
     /// Since when a write to the client has been blocked (its receive window full),
@@ -68,7 +67,7 @@ impl ConnState {
             head_since: Cell::new(Some(now)),
             head_bytes: Cell::new(false),
             draining_since: Cell::new(None),
-            turned_passthrough: tokio::sync::Notify::new(),
+            goaway: tokio::sync::Notify::new(),
             idle_since: Cell::new(now),
             write_blocked_since: Cell::new(None),
             active: Cell::new(0),
@@ -140,17 +139,23 @@ impl ConnState {
 
     /// Stop treating the byte stream as HTTP/1 (HTTP/2 prior knowledge, an upgrade).
     pub(crate) fn passthrough(&self) {
+        // A connection accepted during the drain starts draining before its first
+        // byte, and only then shows that it speaks HTTP/2.
         if !self.passthrough.replace(true) && self.is_draining() {
-            self.turned_passthrough.notify_one();
+            self.want_goaway();
         }
         self.head_done();
     }
 
-    /// Completes once the connection has turned to passthrough after it started
-    /// draining: a connection accepted during the drain starts draining before its
-    /// first byte, and only then shows that it speaks HTTP/2.
-    pub(crate) async fn turned_passthrough(&self) {
-        self.turned_passthrough.notified().await;
+    /// Asks the connection to shut down gracefully (an HTTP/2 GOAWAY): it is
+    /// draining, or has carried its last request.
+    pub(crate) fn want_goaway(&self) {
+        self.goaway.notify_one();
+    }
+
+    /// Completes once [`ConnState::want_goaway`] has been called.
+    pub(crate) async fn goaway_wanted(&self) {
+        self.goaway.notified().await;
     }
 
     /// Whether the stream is no longer parsed as HTTP/1.
