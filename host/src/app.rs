@@ -134,6 +134,9 @@ impl App {
         for l in &added {
             tracing::info!(listener = %l.name, address = %l.bound, "listening");
         }
+        // Nothing can fail from here on: only now may the filters this snapshot shares
+        // with the serving one call its upstreams.
+        snapshot.go_live();
         // The status first: whoever sees the new generation also sees that it loaded.
         *lock(&self.status) = ReloadStatus {
             ok: true,
