@@ -33,6 +33,23 @@ routes:
     ))
 }
 
+/// The value of `portcullis_client_limits_total` for `limit` on listener `web`.
+pub async fn limit_count(proxy: &Proxy, limit: &str) -> u64 {
+    let text = client()
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("/metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    let series = format!("portcullis_client_limits_total{{listener=\"web\",limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 async fn get_json(c: &reqwest::Client, url: &str, proxy: &Proxy) -> (reqwest::Version, Value) {
     let resp = c
         .get(url)

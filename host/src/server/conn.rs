@@ -193,6 +193,9 @@ where
             }
             why = &mut watchdog => {
                 tracing::debug!("closing connection: {why}");
+                if let Some(limit) = why.limit() {
+                    metrics::global().client_limit(&listener.name, limit);
+                }
                 break;
             }
         }
@@ -228,6 +231,7 @@ async fn handle(
         (req.headers().len() > state.limits().max_headers).then_some(Reject::TooManyHeaders)
     });
     if let Some(reject) = reject {
+        metrics::global().client_limit(&info.listener, reject.limit());
         let resp = reject_response(reject);
         access_log::record(&AccessRecord {
             listener: &info.listener,

@@ -235,6 +235,30 @@ pub(crate) enum Expired {
 /// sends it within this time, gets its answer with `Connection: close`, and leaves.
 pub(crate) const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
+impl Expired {
+    /// The limit that struck, as `portcullis_client_limits_total` labels it; `None`
+    /// for a drain, which is no limit of the client's.
+    pub(crate) fn limit(self) -> Option<&'static str> {
+        match self {
+            Expired::HeaderTimeout => Some("header_timeout"),
+            Expired::IdleTimeout => Some("idle_timeout"),
+            Expired::WriteStalled => Some("write_stalled"),
+            Expired::Drained => None,
+        }
+    }
+}
+
+impl Reject {
+    /// The limit the head broke, as `portcullis_client_limits_total` labels it.
+    pub(crate) fn limit(self) -> &'static str {
+        match self {
+            Reject::HeadersTooLarge => "max_header_bytes",
+            Reject::TooManyHeaders => "max_headers",
+            Reject::BadFraming => "framing",
+        }
+    }
+}
+
 impl std::fmt::Display for Expired {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

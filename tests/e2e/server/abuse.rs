@@ -287,3 +287,60 @@ async fn max_requests_per_connection_closes_after_the_last() {
         "a GOAWAY after the 3rd request: {frames:?}"
     );
 }
+
+#[tokio::test]
+async fn every_refused_head_and_timeout_is_counted() {
+    let proxy = Proxy::start(&basic_conf(
+        "max_header_bytes: 4KiB, max_headers: 20, header_timeout: 500ms",
+        "",
+    ));
+    let heads: [(&str, String); 3] = [
+        (
+            "max_header_bytes",
+            format!(
+                "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+                "a".repeat(8192)
+            ),
+        ),
+        (
+            "max_headers",
+            format!(
+                "GET / HTTP/1.1\r\nhost: x\r\n{}\r\n",
+                (0..25)
+                    .map(|i| format!("x-h{i}: 1\r\n"))
+                    .collect::<String>()
+            ),
+        ),
+        (
+            "framing",
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n"
+                .to_string(),
+        ),
+    ];
+    for (limit, head) in &heads {
+        let mut raw = Raw::connect(proxy.addr("web")).await;
+        let _ = raw.send(head.as_bytes()).await;
+        let resp = raw.read_response(Duration::from_secs(5)).await;
+        assert!(
+            resp.as_deref()
+                .is_some_and(|r| r.starts_with("HTTP/1.1 431") || r.starts_with("HTTP/1.1 400")),
+            "{limit}: expected 431 or 400, got {resp:?}"
+        );
+    }
+    let mut slow = Raw::connect(proxy.addr("web")).await;
+    let _ = slow.send(b"GET / HTTP/1.1\r\n").await;
+    let (_, closed) = slow.read_to_close(Duration::from_secs(5)).await;
+    assert!(closed, "the slow head is cut off");
+    for limit in [
+        "max_header_bytes",
+        "max_headers",
+        "framing",
+        "header_timeout",
+    ] {
+        assert_eq!(
+            super::limit_count(&proxy, limit).await,
+            1,
+            "portcullis_client_limits_total{{limit=\"{limit}\"}}"
+        );
+    }
+}

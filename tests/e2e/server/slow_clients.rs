@@ -3,28 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::basic_conf;
+use super::{basic_conf, limit_count};
 use crate::support::*;
 
 /// Small limits keep the tests short: 240 B/s after 600 ms, 800 ms between bytes.
 const LIMITS: &str = "min_body_rate: 240, body_rate_grace: 600ms, body_timeout: 800ms";
-
-/// The value of `portcullis_client_limits_total` for `limit` on listener `web`.
-async fn limit_count(proxy: &Proxy, limit: &str) -> u64 {
-    let text = client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("/metrics: {e}"))
-        .text()
-        .await
-        .unwrap_or_default();
-    let series = format!("portcullis_client_limits_total{{listener=\"web\",limit=\"{limit}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Sends a POST head declaring `len` bytes, then `chunks` of the body every `every`
 /// (stopping early if the proxy answers), and returns the response and when it came.
