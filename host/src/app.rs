@@ -87,6 +87,12 @@ impl App {
     /// are logged and recorded for `/status`) and the generation does not move.
     pub fn reload(&self) -> Result<u64, ConfigErrors> {
         let _serial = lock(&self.reload_lock);
+        if self.is_shutting_down() {
+            // The workers no longer pick up listeners: one bound now would take
+            // connections that nobody accepts.
+            tracing::info!("shutting down: reload skipped");
+            return Ok(self.snapshot.load().generation);
+        }
         let result = self.try_reload();
         match &result {
             Ok(generation) => {

@@ -50,7 +50,14 @@ pub async fn serve_tcp(
     peer: SocketAddr,
 ) {
     let _ = tcp.set_nodelay(true);
-    let max_per_ip = limits_of(&app.snapshot.load(), &listener.name).max_connections_per_ip;
+    let max_per_ip = app
+        .snapshot
+        .load()
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.name == *listener.name)
+        .and_then(|l| l.limits.max_connections_per_ip);
     let Some(_slot) = per_ip::Slot::take(listener.id, peer.ip(), max_per_ip) else {
         tracing::debug!(client = %peer, listener = %listener.name, "too many connections from this IP");
         metrics::global().client_limit(&listener.name, "max_connections_per_ip");
@@ -257,10 +264,16 @@ async fn handle(
     let line = access_log::enabled().then(|| AccessLine::of(&req, &info));
 
     let snapshot = app.snapshot.load_full();
-    let verdict = Verdict::default();
-    let req = req.map(|b| PacedBody::new(b, state.limits(), verdict.clone()));
-    let (mut resp, outcome) = proxy::handle_with_outcome(snapshot, &info, req).await;
-    if let Some(why) = verdict.get() {
+    // Only a request with a body has a pace to keep (and a verdict to allocate).
+    let verdict = (!req.body().is_end_stream()).then(Verdict::default);
+    let (mut resp, outcome) = match &verdict {
+        Some(v) => {
+            let req = req.map(|b| PacedBody::new(b, state.limits(), v.clone()));
+            proxy::handle_with_outcome(snapshot, &info, req).await
+        }
+        None => proxy::handle_with_outcome(snapshot, &info, req).await,
+    };
+    if let Some(why) = verdict.as_ref().and_then(Verdict::get) {
         // Whatever the proxy made of the broken body (the upstream saw it fail), the
         // client is told why.
         tracing::debug!(client = %info.client, "{why}");

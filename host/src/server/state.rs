@@ -37,8 +37,12 @@ pub(crate) struct ConnState {
     head_bytes: Cell<bool>,
     /// When the connection started draining (the process or its listener is stopping).
     draining_since: Cell<Option<Instant>>,
-    /// Woken when the connection should get a GOAWAY (see [`ConnState::want_goaway`]).
-    goaway: tokio::sync::Notify,
+    /// Set when the connection should get a GOAWAY (see [`ConnState::want_goaway`]).
+    goaway: Cell<bool>,
+    /// The connection task waiting for `goaway`. A `Cell` and a waker rather than a
+    /// `Notify`: the wait is polled at every wake-up of the connection, and this poll
+    /// is a load and a pointer compare, where a `Notify`'s takes a lock.
+    goaway_waker: RefCell<Option<std::task::Waker>>,
     /// When the connection last became idle (no request in flight, no head started).
     idle_since: Cell<Instant>,
     /// Since when a write to the client has been blocked (its receive window full),
@@ -67,7 +71,8 @@ impl ConnState {
             head_since: Cell::new(Some(now)),
             head_bytes: Cell::new(false),
             draining_since: Cell::new(None),
-            goaway: tokio::sync::Notify::new(),
+            goaway: Cell::new(false),
+            goaway_waker: RefCell::new(None),
             idle_since: Cell::new(now),
             write_blocked_since: Cell::new(None),
             active: Cell::new(0),
@@ -150,12 +155,25 @@ impl ConnState {
     /// Asks the connection to shut down gracefully (an HTTP/2 GOAWAY): it is
     /// draining, or has carried its last request.
     pub(crate) fn want_goaway(&self) {
-        self.goaway.notify_one();
+        self.goaway.set(true);
+        let waker = self.goaway_waker.borrow_mut().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Completes once [`ConnState::want_goaway`] has been called.
-    pub(crate) async fn goaway_wanted(&self) {
-        self.goaway.notified().await;
+    pub(crate) fn goaway_wanted(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.goaway.get() {
+                return std::task::Poll::Ready(());
+            }
+            let mut waker = self.goaway_waker.borrow_mut();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
     }
 
     /// Whether the stream is no longer parsed as HTTP/1.

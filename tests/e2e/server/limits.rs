@@ -194,10 +194,19 @@ upstreams:
             backend.addr()
         ),
     ));
+    let rss_before = proxy.rss_kib();
     let mut raw = Raw::connect(proxy.addr("web")).await;
     let _ = raw.send(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n").await;
     // Read nothing for a while: socket buffers fill, the proxy's writes stall.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Stalled, the proxy holds a bounded part of the response, not the 64 MiB: it
+    // reads from the upstream only as fast as the client takes.
+    let grown = proxy.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 16 * 1024,
+        "a stalled client made the proxy grow by {grown} KiB (the response is 64 MiB)"
+    );
+    tokio::time::sleep(Duration::from_millis(4200)).await;
     let (bytes, closed) = raw.read_to_close(Duration::from_secs(30)).await;
     assert!(closed, "the connection should have been closed");
     assert!(
