@@ -112,3 +112,58 @@ async fn a_body_at_pace_passes() {
     assert_eq!(limit_count(&proxy, "min_body_rate").await, 0);
     assert_eq!(limit_count(&proxy, "body_timeout").await, 0);
 }
+
+#[tokio::test]
+async fn a_response_read_at_a_trickle_is_cut_off_like_a_stopped_one() {
+    const BODY: usize = 64 * 1024 * 1024;
+    let backend = Backend::start(|_| Reply {
+        status: 200,
+        headers: Vec::new(),
+        body: vec![b'x'; BODY],
+        delay: Duration::ZERO,
+    });
+    let proxy = Proxy::start(&basic_conf(
+        "idle_timeout: 1s",
+        &format!(
+            "  - {{ name: big, match: {{ path_prefix: /big }}, upstream: big }}
+upstreams:
+  - {{ name: big, targets: [{{ address: {} }}] }}
+",
+            backend.addr()
+        ),
+    ));
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr("web"))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    {
+        use tokio::io::AsyncWriteExt;
+        stream
+            .write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+    }
+    // Read 1 KiB every 100 ms (10 KiB/s): never stopped, but far too slow for the
+    // proxy's writes to go through within the 1 s idle_timeout. (What the client
+    // has buffered it would read for minutes after the close: the counter tells.)
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1024];
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    let started = Instant::now();
+    while super::limit_count(&proxy, "write_stalled").await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a trickling reader should be cut off (write_stalled), still not after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    reader.abort();
+}
