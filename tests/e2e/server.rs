@@ -33,6 +33,31 @@ routes:
     ))
 }
 
+/// The size of [`big_response_proxy`]'s response.
+pub const BIG_BODY: usize = 64 * 1024 * 1024;
+
+/// A backend answering every request with [`BIG_BODY`] bytes, behind a proxy whose
+/// listener `web` has `idle_timeout: 1s` and routes `/big` to it.
+pub fn big_response_proxy() -> (Backend, Proxy) {
+    let backend = Backend::start(|_| Reply {
+        status: 200,
+        headers: Vec::new(),
+        body: vec![b'x'; BIG_BODY],
+        delay: Duration::ZERO,
+    });
+    let proxy = Proxy::start(&basic_conf(
+        "idle_timeout: 1s",
+        &format!(
+            "  - {{ name: big, match: {{ path_prefix: /big }}, upstream: big }}
+upstreams:
+  - {{ name: big, targets: [{{ address: {} }}] }}
+",
+            backend.addr()
+        ),
+    ));
+    (backend, proxy)
+}
+
 /// The value of `portcullis_client_limits_total` for `limit` on listener `web`.
 pub async fn limit_count(proxy: &Proxy, limit: &str) -> u64 {
     let text = client()

@@ -115,23 +115,7 @@ async fn a_body_at_pace_passes() {
 
 #[tokio::test]
 async fn a_response_read_at_a_trickle_is_cut_off_like_a_stopped_one() {
-    const BODY: usize = 64 * 1024 * 1024;
-    let backend = Backend::start(|_| Reply {
-        status: 200,
-        headers: Vec::new(),
-        body: vec![b'x'; BODY],
-        delay: Duration::ZERO,
-    });
-    let proxy = Proxy::start(&basic_conf(
-        "idle_timeout: 1s",
-        &format!(
-            "  - {{ name: big, match: {{ path_prefix: /big }}, upstream: big }}
-upstreams:
-  - {{ name: big, targets: [{{ address: {} }}] }}
-",
-            backend.addr()
-        ),
-    ));
+    let (_backend, proxy) = super::big_response_proxy();
     let mut stream = tokio::net::TcpStream::connect(proxy.addr("web"))
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
