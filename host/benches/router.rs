@@ -118,6 +118,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         admin: None,
         workers: 1,
         module_cache: None,
+        shutdown: Default::default(),
         listeners: vec![ListenerConfig {
             name: "web".into(),
             address: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -45,6 +45,8 @@ pub struct App {
     listeners: watch::Sender<Arc<ListenerTable>>,
     shutdown: watch::Sender<bool>,
     ready: AtomicBool,
+    /// Set once shutting down starts: `/ready` must not turn 200 again.
+    unready: AtomicBool,
     workers_started: AtomicUsize,
 }
 
@@ -74,6 +76,7 @@ impl App {
             listeners: watch::Sender::new(Arc::new(rebind.table)),
             shutdown: watch::Sender::new(false),
             ready: AtomicBool::new(false),
+            unready: AtomicBool::new(false),
             workers_started: AtomicUsize::new(0),
         };
         Ok(Arc::new(app))
@@ -84,6 +87,12 @@ impl App {
     /// are logged and recorded for `/status`) and the generation does not move.
     pub fn reload(&self) -> Result<u64, ConfigErrors> {
         let _serial = lock(&self.reload_lock);
+        if self.is_shutting_down() {
+            // The workers no longer pick up listeners: one bound now would take
+            // connections that nobody accepts.
+            tracing::info!("shutting down: reload skipped");
+            return Ok(self.snapshot.load().generation);
+        }
         let result = self.try_reload();
         match &result {
             Ok(generation) => {
@@ -131,6 +140,9 @@ impl App {
         for l in &added {
             tracing::info!(listener = %l.name, address = %l.bound, "listening");
         }
+        // Nothing can fail from here on: only now may the filters this snapshot shares
+        // with the serving one call its upstreams.
+        snapshot.go_live();
         // The status first: whoever sees the new generation also sees that it loaded.
         *lock(&self.status) = ReloadStatus {
             ok: true,
@@ -171,9 +183,17 @@ impl App {
         self.shutdown.subscribe()
     }
 
-    /// Starts the graceful shutdown: stop accepting, drain, exit.
-    pub fn shutdown(&self) {
+    /// The first step of a graceful shutdown: `/ready` answers 503 from now on (and
+    /// never 200 again), so that load balancers stop sending new connections here.
+    pub fn unready(&self) {
+        self.unready.store(true, Ordering::SeqCst);
         self.ready.store(false, Ordering::SeqCst);
+    }
+
+    /// Stops accepting and drains: every connection finishes its requests in flight
+    /// and closes (HTTP/1 responses carry `Connection: close`, HTTP/2 gets a GOAWAY).
+    pub fn shutdown(&self) {
+        self.unready();
         self.shutdown.send_replace(true);
     }
 
@@ -186,7 +206,7 @@ impl App {
     /// process is serving and `/ready` answers 200.
     pub fn worker_started(&self) {
         let started = self.workers_started.fetch_add(1, Ordering::SeqCst) + 1;
-        if started == self.workers && !self.is_shutting_down() {
+        if started == self.workers && !self.unready.load(Ordering::SeqCst) {
             self.ready.store(true, Ordering::SeqCst);
             let generation = self.snapshot.load().generation;
             tracing::info!(generation, workers = self.workers, "serving");

@@ -207,14 +207,27 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
         signals
             .until_stop(&app, watcher.as_ref().map(Watcher::trigger))
             .await;
-        tracing::info!(
-            grace_secs = server::DRAIN_GRACE.as_secs(),
-            "shutting down: no longer accepting, draining in-flight requests"
-        );
-        app.shutdown();
-        let drain = tokio::task::spawn_blocking(move || server.join(server::DRAIN_GRACE));
+        // The settings of the configuration serving now, reloads included.
+        let shutdown = app.snapshot.load().config.shutdown.clone();
+        app.unready();
+        let drained = async {
+            if !shutdown.accept_grace.is_zero() {
+                tracing::info!(
+                    accept_grace_ms = shutdown.accept_grace.as_millis(),
+                    "shutting down: /ready answers 503; still accepting for the grace period"
+                );
+                tokio::time::sleep(shutdown.accept_grace).await;
+            }
+            tracing::info!(
+                drain_timeout_ms = shutdown.drain_timeout.as_millis(),
+                "shutting down: no longer accepting, draining in-flight requests"
+            );
+            app.shutdown();
+            let grace = shutdown.drain_timeout;
+            let _ = tokio::task::spawn_blocking(move || server.join(grace)).await;
+        };
         tokio::select! {
-            _ = drain => tracing::info!("stopped"),
+            () = drained => tracing::info!("stopped"),
             () = signals.stop() => tracing::warn!("second signal: exiting without waiting"),
         }
         anyhow::Ok(())

@@ -12,6 +12,7 @@ mod listener;
 mod model;
 mod module_cache;
 mod route;
+mod shutdown;
 mod traffic;
 mod units;
 mod upstream;
@@ -132,6 +133,7 @@ struct Merged {
     admin: Option<AdminConfig>,
     workers: Option<(usize, Origin)>,
     module_cache: Option<ModuleCacheConfig>,
+    shutdown: Option<ShutdownConfig>,
     listeners: Vec<ListenerConfig>,
     routes: Vec<RouteConfig>,
     filters: Vec<FilterConfig>,
@@ -193,6 +195,14 @@ impl Merged {
                     None => self.module_cache = Some(cache),
                 }
             }
+            if let Some(v) = f.take("shutdown")
+                && let Some(shutdown) = shutdown::shutdown(cx, &v)
+            {
+                match self.shutdown.as_ref().and_then(|s| s.origin.as_ref()) {
+                    Some(first) => v.error(cx, format!("shutdown is already set at {}", at(first))),
+                    None => self.shutdown = Some(shutdown),
+                }
+            }
             for section in ["listeners", "routes", "filters", "upstreams"] {
                 let Some(items) = f.take(section).and_then(|v| v.list(cx)) else {
                     continue;
@@ -238,6 +248,7 @@ impl Merged {
             admin: self.admin,
             workers: self.workers.map_or_else(default_workers, |(n, _)| n),
             module_cache: self.module_cache,
+            shutdown: self.shutdown.unwrap_or_default(),
             listeners: self.listeners,
             routes: self.routes,
             filters: self.filters,

@@ -50,6 +50,8 @@ pub struct Metrics {
     connections: SeriesMap<AtomicI64>,
     /// `portcullis_filter_failures_total`, keyed `filter SEP kind`.
     filter_failures: SeriesMap<AtomicU64>,
+    /// `portcullis_client_limits_total`, keyed `listener SEP limit`.
+    client_limits: SeriesMap<AtomicU64>,
     /// `portcullis_config_generation`.
     generation: AtomicU64,
     /// `portcullis_reloads_total{result="ok"}`.
@@ -117,6 +119,16 @@ impl Metrics {
     pub fn filter_failure(&self, filter: &str, kind: &str) {
         with_key(&[filter, kind], |key| {
             bump(&self.filter_failures, key, |c: &AtomicU64| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+        });
+    }
+
+    /// Counts a client meeting one of its listener's limits (`limit` is the config
+    /// field's name, e.g. `header_timeout`, `min_body_rate`).
+    pub fn client_limit(&self, listener: &str, limit: &str) {
+        with_key(&[listener, limit], |key| {
+            bump(&self.client_limits, key, |c: &AtomicU64| {
                 c.fetch_add(1, Ordering::Relaxed);
             })
         });

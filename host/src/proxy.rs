@@ -95,11 +95,15 @@ pub async fn handle(
 
 /// [`handle`], returning the [`Outcome`] beside the response rather than in its
 /// extensions: the server's path, which spares a map allocation per request.
-pub async fn handle_with_outcome(
+pub async fn handle_with_outcome<B>(
     snapshot: Arc<Snapshot>,
     conn: &ConnInfo,
-    req: Request<hyper::body::Incoming>,
-) -> (Response<ProxyBody>, Outcome) {
+    req: Request<B>,
+) -> (Response<ProxyBody>, Outcome)
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<body::BoxError>,
+{
     let req = req.map(body::boxed);
     let routes =
         |head: &request::Parts| snapshot.route(&conn.listener, &Candidate::from_parts(head));

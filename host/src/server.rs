@@ -7,6 +7,8 @@
 
 pub mod conn;
 pub mod guard;
+mod per_ip;
+mod request_body;
 mod state;
 mod worker;
 
@@ -16,9 +18,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::app::App;
-
-/// How long a graceful shutdown waits for in-flight requests before exiting anyway.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 /// The running workers.
 pub struct Server {

@@ -124,7 +124,11 @@ impl Snapshot {
     ///
     /// `previous` lets state that must survive a reload carry over: an upstream whose
     /// settings are unchanged (wherever they were written) is shared with it, health,
-    /// pooled connections and balancer state included.
+    /// pooled connections and balancer state included, and so is an unchanged filter.
+    /// Since such a filter is serving in `previous` right now, its `http_call`s are
+    /// only pointed at this snapshot's upstreams by [`Snapshot::go_live`], which the
+    /// caller runs once nothing can fail any more; a snapshot built without a
+    /// `previous` shares nothing and is wired at once.
     pub fn build(
         config: Arc<Config>,
         runtime: &Runtime,
@@ -212,12 +216,7 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        // Filters' http_call reaches this snapshot's upstreams by name.
-        let caller: Arc<dyn HttpCaller> = Arc::new(UpstreamCaller::new(upstreams.clone()));
-        for plugin in plugins.values() {
-            plugin.set_http_caller(caller.clone());
-        }
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             generation,
             loaded_at: SystemTime::now(),
             router: Router::build(&config),
@@ -226,7 +225,22 @@ impl Snapshot {
             upstreams,
             plugins,
             tls,
-        })
+        };
+        if previous.is_none() {
+            snapshot.go_live();
+        }
+        Ok(snapshot)
+    }
+
+    /// Points every filter's `http_call` at this snapshot's upstreams (by name). Run
+    /// just before the snapshot goes into force: a filter kept from the serving
+    /// snapshot is shared with it, and a reload that fails after building must leave
+    /// it calling the upstreams it calls now.
+    pub fn go_live(&self) {
+        let caller: Arc<dyn HttpCaller> = Arc::new(UpstreamCaller::new(self.upstreams.clone()));
+        for plugin in self.plugins.values() {
+            plugin.set_http_caller(caller.clone());
+        }
     }
 
     /// The TLS acceptors of the listeners and client configs of the upstreams.

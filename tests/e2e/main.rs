@@ -16,6 +16,7 @@ mod inproc;
 mod module_cache;
 mod reload;
 mod reload_memory;
+mod reload_rollback;
 mod routing;
 mod server;
 mod tls;

@@ -1,8 +1,12 @@
-//! Serving: protocols, logs, workers; limits and timeouts in [`limits`], start and
-//! shutdown in [`lifecycle`].
+//! Serving: protocols, logs, workers; limits and timeouts in [`limits`], slow bodies
+//! in [`slow_clients`], start and shutdown in [`lifecycle`], the drain under load in
+//! [`drain`], abusive clients in [`abuse`].
 
+mod abuse;
+mod drain;
 mod lifecycle;
 mod limits;
+mod slow_clients;
 
 use std::time::Duration;
 
@@ -27,6 +31,48 @@ routes:
   - {{ name: all, upstream: echo@internal }}
 {extra}"
     ))
+}
+
+/// The size of [`big_response_proxy`]'s response.
+pub const BIG_BODY: usize = 64 * 1024 * 1024;
+
+/// A backend answering every request with [`BIG_BODY`] bytes, behind a proxy whose
+/// listener `web` has `idle_timeout: 1s` and routes `/big` to it.
+pub fn big_response_proxy() -> (Backend, Proxy) {
+    let backend = Backend::start(|_| Reply {
+        status: 200,
+        headers: Vec::new(),
+        body: vec![b'x'; BIG_BODY],
+        delay: Duration::ZERO,
+    });
+    let proxy = Proxy::start(&basic_conf(
+        "idle_timeout: 1s",
+        &format!(
+            "  - {{ name: big, match: {{ path_prefix: /big }}, upstream: big }}
+upstreams:
+  - {{ name: big, targets: [{{ address: {} }}] }}
+",
+            backend.addr()
+        ),
+    ));
+    (backend, proxy)
+}
+
+/// The value of `portcullis_client_limits_total` for `limit` on listener `web`.
+pub async fn limit_count(proxy: &Proxy, limit: &str) -> u64 {
+    let text = client()
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("/metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    let series = format!("portcullis_client_limits_total{{listener=\"web\",limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 async fn get_json(c: &reqwest::Client, url: &str, proxy: &Proxy) -> (reqwest::Version, Value) {

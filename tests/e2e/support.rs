@@ -39,16 +39,22 @@
 //!   (JSON of what it received plus `"backend": id`, header `x-backend: id`),
 //!   `slow(id, delay)`, `status(code)`. `requests()` counts requests, `seen()` returns
 //!   them. [`Raw`] is a plain TCP connection (malformed framing, slow heads).
+//! - [`Load`]: keep-alive, new-connection and HTTP/2 clients sending requests until
+//!   the proxy refuses their connection, every failure recorded (the drain tests).
+//! - [`h2raw::H2Raw`]: HTTP/2 frame by frame, for abusive clients.
 //! - [`client()`] is a reqwest client (HTTP/1.1, no system proxy); [`h2_client()`]
 //!   speaks HTTP/2 with prior knowledge.
 
 #![allow(dead_code)]
 
 mod backend;
+pub mod h2raw;
+mod load;
 mod raw;
 
 #[allow(unused_imports)]
 pub use backend::{Backend, Reply, Seen};
+pub use load::Load;
 pub use raw::Raw;
 
 use std::collections::HashMap;

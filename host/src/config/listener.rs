@@ -51,12 +51,36 @@ fn limits(cx: &mut Cx, field: &Field) -> Option<ListenerLimits> {
         .map(|v| v.int(cx, 1, 100_000).map(|n| n as usize));
     let header_timeout = f.take("header_timeout").map(|v| v.duration(cx));
     let idle_timeout = f.take("idle_timeout").map(|v| v.duration(cx));
+    let min_body_rate = f.take("min_body_rate").map(|v| v.size(cx));
+    let body_rate_grace = f.take("body_rate_grace").map(|v| v.duration(cx));
+    let body_timeout = f.take("body_timeout").map(|v| v.duration(cx));
+    let max_concurrent_streams = f
+        .take("max_concurrent_streams")
+        .map(|v| v.int(cx, 1, i64::from(u32::MAX)).map(|n| n as u32));
+    let max_requests_per_connection = f
+        .take("max_requests_per_connection")
+        .map(|v| v.int(cx, 1, i64::MAX).map(|n| n as u64));
+    let max_connections_per_ip = f
+        .take("max_connections_per_ip")
+        .map(|v| v.int(cx, 1, 1_000_000).map(|n| n as usize));
     f.finish(cx);
     Some(ListenerLimits {
         max_header_bytes: max_header_bytes.unwrap_or(Some(d.max_header_bytes))?,
         max_headers: max_headers.unwrap_or(Some(d.max_headers))?,
         header_timeout: header_timeout.unwrap_or(Some(d.header_timeout))?,
         idle_timeout: idle_timeout.unwrap_or(Some(d.idle_timeout))?,
+        min_body_rate: min_body_rate.unwrap_or(Some(d.min_body_rate))?,
+        body_rate_grace: body_rate_grace.unwrap_or(Some(d.body_rate_grace))?,
+        body_timeout: body_timeout.unwrap_or(Some(d.body_timeout))?,
+        max_concurrent_streams: max_concurrent_streams.unwrap_or(Some(d.max_concurrent_streams))?,
+        max_requests_per_connection: match max_requests_per_connection {
+            Some(n) => Some(n?),
+            None => None,
+        },
+        max_connections_per_ip: match max_connections_per_ip {
+            Some(n) => Some(n?),
+            None => None,
+        },
     })
 }
 

@@ -26,6 +26,8 @@ pub struct Config {
     pub workers: usize,
     /// Where compiled modules are kept between runs, if the configuration says.
     pub module_cache: Option<ModuleCacheConfig>,
+    /// How the process stops on SIGTERM / SIGINT.
+    pub shutdown: ShutdownConfig,
     /// Listeners in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Routes in file order (precedence is the router's business).
@@ -70,6 +72,34 @@ pub struct ModuleCacheConfig {
 /// MiB, so this keeps some hundreds of module versions.
 pub const MODULE_CACHE_MAX_SIZE: u64 = 256 * 1024 * 1024;
 
+// === shutdown ===
+
+/// `shutdown:` — the graceful stop on SIGTERM / SIGINT (docs/operations.md#signals).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests may run once the listeners are closed; what is
+    /// still open then is closed.
+    pub drain_timeout: Duration,
+    /// How long the listeners keep accepting after the signal while `/ready` answers
+    /// 503, so that a load balancer sees it and moves away before connections are
+    /// refused. Zero: stop accepting at once.
+    pub accept_grace: Duration,
+    /// Where it was declared; `None` when the defaults apply.
+    pub origin: Option<Origin>,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(30),
+            accept_grace: Duration::ZERO,
+            origin: None,
+        }
+    }
+}
+
+// === listeners ===
+
 /// `listeners[]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
@@ -96,6 +126,24 @@ pub struct ListenerLimits {
     pub header_timeout: Duration,
     /// Idle keep-alive time before the connection is closed.
     pub idle_timeout: Duration,
+    // --- slow clients (docs/operations.md#limits-and-defences) ---
+    /// Lowest average rate (bytes per second of waiting on the client) a request body
+    /// may arrive at once `body_rate_grace` has passed; below it: 408.
+    pub min_body_rate: u64,
+    /// How long a request body may arrive slower than `min_body_rate`.
+    pub body_rate_grace: Duration,
+    /// How long the proxy waits for the next byte of a request body; past it: 408.
+    pub body_timeout: Duration,
+    // --- abusive clients (docs/operations.md#limits-and-defences) ---
+    /// HTTP/2 streams one connection may have open at once; more are refused
+    /// (`REFUSED_STREAM`).
+    pub max_concurrent_streams: u32,
+    /// Requests one connection may carry; the last is answered with
+    /// `Connection: close` (HTTP/1) or followed by a GOAWAY (HTTP/2). `None`: no limit.
+    pub max_requests_per_connection: Option<u64>,
+    /// Connections one client IP may have open on this listener; past it a new one is
+    /// closed at once. `None`: no limit.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Default for ListenerLimits {
@@ -105,6 +153,12 @@ impl Default for ListenerLimits {
             max_headers: 100,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            min_body_rate: 240,
+            body_rate_grace: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 100,
+            max_requests_per_connection: None,
+            max_connections_per_ip: None,
         }
     }
 }

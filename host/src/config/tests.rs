@@ -485,3 +485,5 @@ fn module_cache_errors() {
         ]
     );
 }
+
+mod hardening;

@@ -136,6 +136,25 @@ pub(super) fn render(m: &Metrics) -> String {
 
     header(
         &mut out,
+        "portcullis_client_limits_total",
+        "counter",
+        "Clients that met a limit of their listener, by listener and limit.",
+    );
+    for (key, c) in sorted(&m.client_limits) {
+        let mut parts = split_key(&key);
+        let listener = parts.next().unwrap_or_default();
+        let limit = parts.next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "portcullis_client_limits_total{{listener=\"{}\",limit=\"{}\"}} {}",
+            escape(listener),
+            escape(limit),
+            c.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
         "portcullis_config_generation",
         "gauge",
         "The configuration generation serving (successful loads from 1).",

@@ -108,6 +108,7 @@ impl ProxyError {
         const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
         const UPSTREAM_REMOTE_RESET: u64 = 0x10;
         const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
+        const UPSTREAM_OVERFLOW: u64 = 0x80;
         const NO_ROUTE_FOUND: u64 = 0x100;
         match self {
             ProxyError::NoRoute => NO_ROUTE_FOUND,
@@ -118,8 +119,11 @@ impl ProxyError {
                 UpstreamError::Exchange { .. } | UpstreamError::Body { .. } => {
                     UPSTREAM_REMOTE_RESET
                 }
+                UpstreamError::Overloaded { .. } => UPSTREAM_OVERFLOW,
+                // The client's side failed, not the upstream's.
+                UpstreamError::RequestBody { .. } => 0,
             },
-            ProxyError::DownstreamBody(_) | ProxyError::Filter(_) => 0,
+            ProxyError::DownstreamBody(_) | ProxyError::BodyTooLarge | ProxyError::Filter(_) => 0,
         }
     }
 

@@ -18,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::guard::Guard;
-use super::state::{self, Active, ConnState, Reject, watchdog};
+use super::per_ip;
+use super::request_body::{PacedBody, Verdict};
+use super::state::{self, Active, ConnState, Reject};
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
@@ -30,6 +32,14 @@ use crate::proxy::{self, ConnInfo};
 use crate::snapshot::Snapshot;
 use crate::tls;
 
+/// Streams a client may reset before the server accepts them, per connection.
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server may reset for the client's protocol errors, per connection.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Interval of HTTP/2 keep-alive pings on a connection, and how long one may go
+/// unanswered.
+const H2_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Serves a TCP connection accepted on `listener`, terminating TLS first when the
 /// listener has it (with the acceptor of the snapshot current at accept time, so a
 /// reloaded certificate serves new connections while open ones keep theirs).
@@ -40,6 +50,19 @@ pub async fn serve_tcp(
     peer: SocketAddr,
 ) {
     let _ = tcp.set_nodelay(true);
+    let max_per_ip = app
+        .snapshot
+        .load()
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.name == *listener.name)
+        .and_then(|l| l.limits.max_connections_per_ip);
+    let Some(_slot) = per_ip::Slot::take(listener.id, peer.ip(), max_per_ip) else {
+        tracing::debug!(client = %peer, listener = %listener.name, "too many connections from this IP");
+        metrics::global().client_limit(&listener.name, "max_connections_per_ip");
+        return;
+    };
     let local = tcp.local_addr().unwrap_or(listener.bound);
     let mut info = ConnInfo {
         client: peer,
@@ -120,7 +143,19 @@ where
         .header_read_timeout(None);
     builder
         .http2()
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        // Streams a client resets before they are even accepted (the rapid-reset
+        // attack, CVE-2023-44487): past this many at once the connection is closed
+        // with ENHANCE_YOUR_CALM.
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        // Streams the proxy had to reset for protocol errors the client provoked
+        // (CVE-2024-27316's cousins): past this many the connection is closed.
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        // A peer that no longer answers pings is gone: close rather than hold it.
+        .keep_alive_interval(H2_KEEP_ALIVE)
+        .keep_alive_timeout(H2_KEEP_ALIVE);
     let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
 
     // The stop signals are watched from a task of their own: polled in the select
@@ -132,7 +167,8 @@ where
         let _ = stop_tx.send(());
     }));
     let mut draining = false;
-    let watchdog = watchdog(&state);
+    let mut goaway = false;
+    let watchdog = state::watchdog(&state);
     tokio::pin!(watchdog);
     loop {
         tokio::select! {
@@ -146,10 +182,27 @@ where
             }
             _ = &mut stopped, if !draining => {
                 draining = true;
+                state.start_draining();
+                // HTTP/2 (and anything else hyper no longer parses as HTTP/1) is told
+                // with a GOAWAY, after which hyper lets the open streams finish. HTTP/1
+                // is not: hyper would close an idle connection on which the client may
+                // be sending its next request right now. Its responses ask the client
+                // to close instead, and the watchdog closes it once idle.
+                if state.is_passthrough() {
+                    goaway = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                watchdog.set(state::watchdog(&state));
+            }
+            () = state.goaway_wanted(), if !goaway => {
+                goaway = true;
                 conn.as_mut().graceful_shutdown();
             }
             why = &mut watchdog => {
                 tracing::debug!("closing connection: {why}");
+                if let Some(limit) = why.limit() {
+                    metrics::global().client_limit(&listener.name, limit);
+                }
                 break;
             }
         }
@@ -171,12 +224,21 @@ async fn handle(
 ) -> http::Response<TrackedBody> {
     let (index, active) = state.request_started();
     let started = Instant::now();
+    let last_allowed = state
+        .limits()
+        .max_requests_per_connection
+        .is_some_and(|max| index + 1 >= max);
+    if last_allowed && req.version() == http::Version::HTTP_2 {
+        // HTTP/2: no new stream after this one (GOAWAY); those open finish.
+        state.want_goaway();
+    }
 
     let reject = state.rejection(index).or_else(|| {
         // HTTP/2 heads bypass the guard; count their fields here.
         (req.headers().len() > state.limits().max_headers).then_some(Reject::TooManyHeaders)
     });
     if let Some(reject) = reject {
+        metrics::global().client_limit(&info.listener, reject.limit());
         let resp = reject_response(reject);
         access_log::record(&AccessRecord {
             listener: &info.listener,
@@ -198,13 +260,47 @@ async fn handle(
     // What the access log needs of the request, before the driver takes it; only
     // formatted when access lines are written (the metrics need none of it).
     let method = req.method().clone();
+    let version = req.version();
     let line = access_log::enabled().then(|| AccessLine::of(&req, &info));
 
     let snapshot = app.snapshot.load_full();
-    let (resp, outcome) = proxy::handle_with_outcome(snapshot, &info, req).await;
+    // Only a request with a body has a pace to keep (and a verdict to allocate).
+    let verdict = (!req.body().is_end_stream()).then(Verdict::default);
+    let (mut resp, outcome) = match &verdict {
+        Some(v) => {
+            let req = req.map(|b| PacedBody::new(b, state.limits(), v.clone()));
+            proxy::handle_with_outcome(snapshot, &info, req).await
+        }
+        None => proxy::handle_with_outcome(snapshot, &info, req).await,
+    };
+    if let Some(why) = verdict.as_ref().and_then(Verdict::get) {
+        // Whatever the proxy made of the broken body (the upstream saw it fail), the
+        // client is told why.
+        tracing::debug!(client = %info.client, "{why}");
+        metrics::global().client_limit(&info.listener, why.limit());
+        resp = proxy::error_response(http::StatusCode::REQUEST_TIMEOUT, "request body too slow\n");
+        if version <= http::Version::HTTP_11 {
+            state.close_lingering();
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+    }
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // What follows on this connection is no longer HTTP/1 framing.
         state.passthrough();
+    }
+    if last_allowed && state.limits().max_requests_per_connection == Some(index + 1) {
+        metrics::global().client_limit(&info.listener, "max_requests_per_connection");
+    }
+    if (state.is_draining() || last_allowed) && version <= http::Version::HTTP_11 {
+        // The connection closes after this response: say so, so the client sends
+        // nothing more on it.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
     }
     let line = line.unwrap_or_default();
     access_log::record(&AccessRecord {

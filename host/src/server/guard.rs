@@ -209,8 +209,9 @@ impl<I: Stream + 'static> Drop for Guard<I> {
     fn drop(&mut self) {
         // A rejected connection is closed by the connection task only once the client's
         // remaining bytes are drained; closing with unread data would send a reset
-        // that can destroy the error response before the client reads it.
-        if self.framing.is_holding()
+        // that can destroy the error response before the client reads it. So is one
+        // refused mid-body, or closed by a drain (see `ConnState::closes_lingering`).
+        if (self.framing.is_holding() || self.state.closes_lingering())
             && let Some(io) = self.io.take()
         {
             self.state.linger(Box::new(io));

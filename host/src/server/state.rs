@@ -32,6 +32,17 @@ pub(crate) struct ConnState {
     /// When the request head now being read started (the connection's accept for the
     /// first one); `None` while no head is being read.
     head_since: Cell<Option<Instant>>,
+    /// Whether a byte of the head now being read has arrived (a fresh connection has
+    /// a `head_since` but may never send anything).
+    head_bytes: Cell<bool>,
+    /// When the connection started draining (the process or its listener is stopping).
+    draining_since: Cell<Option<Instant>>,
+    /// Set when the connection should get a GOAWAY (see [`ConnState::want_goaway`]).
+    goaway: Cell<bool>,
+    /// The connection task waiting for `goaway`. A `Cell` and a waker rather than a
+    /// `Notify`: the wait is polled at every wake-up of the connection, and this poll
+    /// is a load and a pointer compare, where a `Notify`'s takes a lock.
+    goaway_waker: RefCell<Option<std::task::Waker>>,
     /// When the connection last became idle (no request in flight, no head started).
     idle_since: Cell<Instant>,
     /// Since when a write to the client has been blocked (its receive window full),
@@ -47,6 +58,9 @@ pub(crate) struct ConnState {
     passthrough: Cell<bool>,
     /// The stream of a rejected connection, handed back for a lingering close.
     linger: RefCell<Option<Box<dyn Stream>>>,
+    /// Whether the connection closes with unread client bytes (a request refused
+    /// mid-body), and so must close lingering.
+    close_lingering: Cell<bool>,
 }
 
 impl ConnState {
@@ -55,6 +69,10 @@ impl ConnState {
         Self {
             limits,
             head_since: Cell::new(Some(now)),
+            head_bytes: Cell::new(false),
+            draining_since: Cell::new(None),
+            goaway: Cell::new(false),
+            goaway_waker: RefCell::new(None),
             idle_since: Cell::new(now),
             write_blocked_since: Cell::new(None),
             active: Cell::new(0),
@@ -62,6 +80,7 @@ impl ConnState {
             rejections: RefCell::new(Vec::new()),
             passthrough: Cell::new(false),
             linger: RefCell::new(None),
+            close_lingering: Cell::new(false),
         }
     }
 
@@ -75,10 +94,12 @@ impl ConnState {
         if self.head_since.get().is_none() {
             self.head_since.set(Some(Instant::now()));
         }
+        self.head_bytes.set(true);
     }
 
     /// The guard has a complete head (or stopped parsing heads).
     pub(crate) fn head_done(&self) {
+        self.head_bytes.set(false);
         if self.head_since.take().is_some() {
             self.idle_since.set(Instant::now());
         }
@@ -123,13 +144,67 @@ impl ConnState {
 
     /// Stop treating the byte stream as HTTP/1 (HTTP/2 prior knowledge, an upgrade).
     pub(crate) fn passthrough(&self) {
-        self.passthrough.set(true);
+        // A connection accepted during the drain starts draining before its first
+        // byte, and only then shows that it speaks HTTP/2.
+        if !self.passthrough.replace(true) && self.is_draining() {
+            self.want_goaway();
+        }
         self.head_done();
+    }
+
+    /// Asks the connection to shut down gracefully (an HTTP/2 GOAWAY): it is
+    /// draining, or has carried its last request.
+    pub(crate) fn want_goaway(&self) {
+        self.goaway.set(true);
+        let waker = self.goaway_waker.borrow_mut().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Completes once [`ConnState::want_goaway`] has been called.
+    pub(crate) fn goaway_wanted(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.goaway.get() {
+                return std::task::Poll::Ready(());
+            }
+            let mut waker = self.goaway_waker.borrow_mut();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+            std::task::Poll::Pending
+        })
     }
 
     /// Whether the stream is no longer parsed as HTTP/1.
     pub(crate) fn is_passthrough(&self) -> bool {
         self.passthrough.get()
+    }
+
+    /// The process or the listener is stopping: HTTP/1 responses from now on ask the
+    /// client to close, and the connection closes once idle (see [`watchdog`]).
+    pub(crate) fn start_draining(&self) {
+        if self.draining_since.get().is_none() {
+            self.draining_since.set(Some(Instant::now()));
+        }
+    }
+
+    /// Whether the connection is draining.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining_since.get().is_some()
+    }
+
+    /// The connection will close with client bytes unread (a request answered before
+    /// its body arrived): close lingering, so that a reset does not destroy the answer.
+    pub(crate) fn close_lingering(&self) {
+        self.close_lingering.set(true);
+    }
+
+    /// Whether the stream must be closed lingering when hyper is done with it (see
+    /// [`linger`]): the connection was refused mid-body, or is draining (its client
+    /// may have sent a request as it closed).
+    pub(crate) fn closes_lingering(&self) -> bool {
+        self.close_lingering.get() || self.is_draining()
     }
 
     /// A request reached the handler: returns its index on the connection and a token
@@ -168,6 +243,38 @@ pub(crate) enum Expired {
     IdleTimeout,
     /// The client stopped reading its response for longer than the idle timeout.
     WriteStalled,
+    /// Draining, and idle (or not yet sent a byte) for [`DRAIN_IDLE`].
+    Drained,
+}
+
+/// How long an HTTP/1 connection may stay idle once the process drains. HTTP/1.1 has no
+/// way to tell an idle client to go away, and a client may be sending its next request
+/// on the connection at this very moment (closing then would lose it): a busy client
+/// sends it within this time, gets its answer with `Connection: close`, and leaves.
+pub(crate) const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Expired {
+    /// The limit that struck, as `portcullis_client_limits_total` labels it; `None`
+    /// for a drain, which is no limit of the client's.
+    pub(crate) fn limit(self) -> Option<&'static str> {
+        match self {
+            Expired::HeaderTimeout => Some("header_timeout"),
+            Expired::IdleTimeout => Some("idle_timeout"),
+            Expired::WriteStalled => Some("write_stalled"),
+            Expired::Drained => None,
+        }
+    }
+}
+
+impl Reject {
+    /// The limit the head broke, as `portcullis_client_limits_total` labels it.
+    pub(crate) fn limit(self) -> &'static str {
+        match self {
+            Reject::HeadersTooLarge => "max_header_bytes",
+            Reject::TooManyHeaders => "max_headers",
+            Reject::BadFraming => "framing",
+        }
+    }
 }
 
 impl std::fmt::Display for Expired {
@@ -176,6 +283,7 @@ impl std::fmt::Display for Expired {
             Expired::HeaderTimeout => "request headers not received in time",
             Expired::IdleTimeout => "idle for too long",
             Expired::WriteStalled => "the client stopped reading its response",
+            Expired::Drained => "draining, and idle",
         })
     }
 }
@@ -189,13 +297,15 @@ impl std::fmt::Display for Expired {
 /// connection's task, and a re-poll of hyper, several times per request). Instead it
 /// never sleeps longer than the shortest timeout: every deadline is an event's time
 /// plus a timeout, so one that an event sets after the watchdog went to sleep lies
-/// beyond its wake-up, and is seen then.
+/// beyond its wake-up, and is seen then. Draining is the exception (its deadline may
+/// lie in the past): the connection starts a new watchdog when it starts draining.
 pub(crate) async fn watchdog(state: &ConnState) -> Expired {
     let limits = &state.limits;
     let longest_nap = limits
         .header_timeout
         .min(limits.idle_timeout)
         .max(std::time::Duration::from_millis(1));
+
     loop {
         let mut deadline = None;
         let mut consider = |at: Instant, why: Expired| match deadline {
@@ -208,6 +318,16 @@ pub(crate) async fn watchdog(state: &ConnState) -> Expired {
             consider(
                 state.idle_since.get() + limits.idle_timeout,
                 Expired::IdleTimeout,
+            );
+        }
+        if state.is_draining() && state.active.get() == 0 && !state.head_bytes.get() {
+            // Idle, or a connection that has not sent a byte yet: it may go once it
+            // has been so for DRAIN_IDLE (from its last activity, which for a long
+            // idle connection lies in the past: it goes at once).
+            let since = state.head_since.get().unwrap_or(state.idle_since.get());
+            consider(
+                since + DRAIN_IDLE.min(limits.idle_timeout),
+                Expired::Drained,
             );
         }
         if let Some(since) = state.write_blocked_since.get() {

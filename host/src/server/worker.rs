@@ -3,16 +3,16 @@
 
 use std::cell::Cell;
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::LocalSet;
 use tracing::Instrument;
 
-use super::DRAIN_GRACE;
 use super::conn;
 use crate::app::App;
 use crate::listeners::{BoundListener, Kind};
@@ -77,7 +77,9 @@ async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
-    tracker.drain(DRAIN_GRACE).await;
+    // Read now, not at start: a reload may have changed it.
+    let drain_timeout = app.snapshot.load().config.shutdown.drain_timeout;
+    tracker.drain(drain_timeout).await;
 }
 
 /// How soon a worker notices a new generation whose filters tick.
@@ -118,29 +120,66 @@ async fn accept_loop(
 ) {
     let mut stop = listener.stopped();
     let mut shutdown = app.shutdown_signal();
+    let serve = |tcp: TcpStream, peer: SocketAddr| {
+        let track = tracker.enter();
+        let app = Arc::clone(&app);
+        let listener = Arc::clone(&listener);
+        tokio::task::spawn_local(
+            async move {
+                conn::serve_tcp(app, listener, tcp, peer).await;
+                drop(track);
+            }
+            .instrument(span.clone()),
+        );
+    };
     loop {
         tokio::select! {
             biased;
             _ = stopping(&mut stop, &mut shutdown) => break,
             accepted = socket.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let track = tracker.enter();
-                    let app = Arc::clone(&app);
-                    let listener = Arc::clone(&listener);
-                    tokio::task::spawn_local(
-                        async move {
-                            conn::serve_tcp(app, listener, tcp, peer).await;
-                            drop(track);
-                        }
-                        .instrument(span.clone()),
-                    );
-                }
+                Ok((tcp, peer)) => serve(tcp, peer),
                 Err(e) => {
                     // Usually out of file descriptors: back off rather than spin.
                     tracing::warn!(listener = %listener.name, "accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+        }
+    }
+    close_listener(socket, &listener.name, serve);
+}
+
+/// Closes a listening socket without resetting the connections in its backlog: the
+/// kernel has completed their handshakes, so their clients believe they are connected
+/// and may have sent a request already; closing the socket would reset them. Those
+/// are accepted and served (draining) first.
+///
+/// A connection whose handshake completes between the last accept and the close is
+/// still reset; with new SYNs dropped first ([`refuse_new_connections`]) that is only
+/// one whose SYN was answered a moment before.
+fn close_listener(socket: TcpListener, name: &str, mut serve: impl FnMut(TcpStream, SocketAddr)) {
+    let socket = match socket.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(listener = %name, "cannot drain the accept queue: {e}");
+            return;
+        }
+    };
+    refuse_new_connections(&socket, name);
+    loop {
+        match socket.accept() {
+            Ok((tcp, peer)) => {
+                accept_packets_again(&tcp);
+                let tcp = tcp
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(tcp));
+                match tcp {
+                    Ok(tcp) => serve(tcp, peer),
+                    Err(e) => tracing::debug!(listener = %name, "cannot serve {peer}: {e}"),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
 }
@@ -199,4 +238,35 @@ impl Drop for Tracked {
             self.0.idle.notify_waiters();
         }
     }
+}
+
+/// Has the kernel drop every packet for `socket` from now on, so that no new
+/// handshake completes into its backlog while it is drained and closed: a client's
+/// SYN goes unanswered, and its retry (a second later) finds the port closed and is
+/// refused, which it knows is safe to retry elsewhere. (Linux: a classic BPF socket
+/// filter that accepts nothing.)
+fn refuse_new_connections(socket: &std::net::TcpListener, name: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        // BPF_RET | BPF_K with 0: keep no byte of any packet.
+        const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
+        if let Err(e) = socket2::SockRef::from(socket).attach_filter(&DROP_ALL) {
+            tracing::debug!(listener = %name, "cannot hold off new connections: {e}");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, name);
+}
+
+/// Removes the filter of [`refuse_new_connections`] from a connection accepted after
+/// it was set: a connection whose handshake completed just as it was set inherits it
+/// from the listener, and would see none of its client's packets.
+fn accept_packets_again(tcp: &std::net::TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        // ENOENT (no filter) is the usual answer.
+        let _ = socket2::SockRef::from(tcp).detach_filter();
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = tcp;
 }

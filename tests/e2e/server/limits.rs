@@ -177,32 +177,26 @@ upstreams:
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected() {
-    const BODY: usize = 64 * 1024 * 1024;
-    let backend = Backend::start(|_| Reply {
-        status: 200,
-        headers: Vec::new(),
-        body: vec![b'x'; BODY],
-        delay: Duration::ZERO,
-    });
-    let proxy = Proxy::start(&basic_conf(
-        "idle_timeout: 1s",
-        &format!(
-            "  - {{ name: big, match: {{ path_prefix: /big }}, upstream: big }}
-upstreams:
-  - {{ name: big, targets: [{{ address: {} }}] }}
-",
-            backend.addr()
-        ),
-    ));
+    let (_backend, proxy) = super::big_response_proxy();
+    let rss_before = proxy.rss_kib();
     let mut raw = Raw::connect(proxy.addr("web")).await;
     let _ = raw.send(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n").await;
     // Read nothing for a while: socket buffers fill, the proxy's writes stall.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Stalled, the proxy holds a bounded part of the response, not the 64 MiB: it
+    // reads from the upstream only as fast as the client takes.
+    let grown = proxy.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 16 * 1024,
+        "a stalled client made the proxy grow by {grown} KiB (the response is 64 MiB)"
+    );
+    tokio::time::sleep(Duration::from_millis(4200)).await;
     let (bytes, closed) = raw.read_to_close(Duration::from_secs(30)).await;
     assert!(closed, "the connection should have been closed");
     assert!(
-        bytes.len() < BODY,
-        "a stalled client should be cut off before the whole {BODY}-byte body, got {} bytes",
+        bytes.len() < super::BIG_BODY,
+        "a stalled client should be cut off before the whole {}-byte body, got {} bytes",
+        super::BIG_BODY,
         bytes.len()
     );
 }
