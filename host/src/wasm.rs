@@ -76,7 +76,7 @@ impl Runtime {
 
     /// [`Runtime::plugin`], except that `previous` — the same filter in the serving
     /// configuration — is kept when nothing about it changed: the same configuration
-    /// (source, settings, limits, place in its file) and the same module bytes. Its VMs
+    /// (source, settings, limits; wherever it is written) and the same module bytes. Its VMs
     /// then carry on with their state, and a reload that touches other files costs this
     /// filter nothing.
     pub fn plugin_reusing(
@@ -100,7 +100,7 @@ impl Runtime {
                 .into(),
         };
         if let Some(p) = previous
-            && p.config == *filter
+            && p.config.same_settings(filter)
             && p.compiled.hash == engine::digest_hex(&bytes)
         {
             return Ok(Arc::clone(p));

@@ -136,3 +136,37 @@ async fn a_filter_that_ticks_starts_before_any_request() {
         "{ticks} ticks in the 500 ms before the first request: the timer did not start with the proxy"
     );
 }
+
+#[tokio::test]
+async fn a_filter_moved_to_another_line_keeps_its_vms() {
+    let filters = "  - { name: counter, wasm: probe.wasm, config: \"count:c\" }";
+    let routes = "  - { name: r, filters: [counter], upstream: echo@internal }";
+    let dir = conf(filters, routes);
+    let proxy = Proxy::start(&dir);
+    let count = |echo: serde_json::Value| echo["headers"]["x-vm-count"].as_str().map(str::to_owned);
+    for expected in ["1", "2"] {
+        assert_eq!(count(get_echo(&proxy).await).as_deref(), Some(expected));
+    }
+    // The same filter, one line further down its file.
+    let text = std::fs::read_to_string(dir.path().join("proxy.yaml"))
+        .unwrap_or_else(|e| panic!("proxy.yaml: {e}"));
+    dir.write("proxy.yaml", format!("# moved down a line\n{text}"));
+    proxy.wait_for_generation(2).await;
+    assert_eq!(
+        count(get_echo(&proxy).await).as_deref(),
+        Some("3"),
+        "the reload kept the filter's VM (its count went on)"
+    );
+}
+
+async fn get_echo(proxy: &Proxy) -> serde_json::Value {
+    let resp = client()
+        .get(proxy.url("web", "/"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /: {e}"));
+    assert_eq!(resp.status(), 200);
+    resp.json()
+        .await
+        .unwrap_or_else(|e| panic!("echo JSON: {e}"))
+}

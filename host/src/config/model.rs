@@ -293,6 +293,31 @@ pub struct FilterConfig {
     pub origin: Origin,
 }
 
+impl FilterConfig {
+    /// Whether `other` configures the same filter, wherever in which file it was
+    /// written: a reload keeps a filter's VMs (and their state) when this holds.
+    pub fn same_settings(&self, other: &FilterConfig) -> bool {
+        // Destructured in full, so that a new field cannot be forgotten here.
+        let FilterConfig {
+            name,
+            source,
+            root_id,
+            config,
+            on_error,
+            limits,
+            asynchronous,
+            origin: _,
+        } = self;
+        *name == other.name
+            && *source == other.source
+            && *root_id == other.root_id
+            && *config == other.config
+            && *on_error == other.on_error
+            && *limits == other.limits
+            && *asynchronous == other.asynchronous
+    }
+}
+
 /// Where a filter's module comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilterSource {
