@@ -27,18 +27,25 @@ pub(crate) fn conf(filters: &str, routes: &str) -> ConfDir {
 /// GETs `path` with `x-in: value` through a probe configured `headers:tag`, and checks
 /// that the echo saw it copied into `x-seen-tag`.
 pub(crate) async fn tagged(proxy: &Proxy, path: &str, value: &str) {
-    let resp = client()
-        .get(proxy.url("web", path))
-        .header("x-in", value)
+    let echo = get_echo(proxy, path, &[("x-in", value)]).await;
+    assert_eq!(echo["headers"]["x-seen-tag"], value, "{echo}");
+}
+
+/// GETs `path` with `headers` from the echo behind the proxy: expects 200 and returns
+/// what the echo saw.
+async fn get_echo(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> serde_json::Value {
+    let mut req = client().get(proxy.url("web", path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     assert_eq!(resp.status(), 200);
-    let echo: serde_json::Value = resp
-        .json()
+    resp.json()
         .await
-        .unwrap_or_else(|e| panic!("echo JSON: {e}"));
-    assert_eq!(echo["headers"]["x-seen-tag"], value, "{echo}");
+        .unwrap_or_else(|e| panic!("echo JSON: {e}"))
 }
 
 pub(crate) async fn metrics(proxy: &Proxy) -> String {
@@ -117,16 +124,7 @@ async fn a_filter_that_ticks_starts_before_any_request() {
     // request reads the count. Before this, the worker's VM (and its timer) was only
     // made by that request, which then read nothing.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let resp = client()
-        .get(proxy.url("web", "/"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET /: {e}"));
-    assert_eq!(resp.status(), 200);
-    let echo: serde_json::Value = resp
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("echo JSON: {e}"));
+    let echo = get_echo(&proxy, "/", &[]).await;
     let ticks: u64 = echo["headers"]["x-ticks"]
         .as_str()
         .and_then(|t| t.parse().ok())
@@ -145,7 +143,10 @@ async fn a_filter_moved_to_another_line_keeps_its_vms() {
     let proxy = Proxy::start(&dir);
     let count = |echo: serde_json::Value| echo["headers"]["x-vm-count"].as_str().map(str::to_owned);
     for expected in ["1", "2"] {
-        assert_eq!(count(get_echo(&proxy).await).as_deref(), Some(expected));
+        assert_eq!(
+            count(get_echo(&proxy, "/", &[]).await).as_deref(),
+            Some(expected)
+        );
     }
     // The same filter, one line further down its file.
     let text = std::fs::read_to_string(dir.path().join("proxy.yaml"))
@@ -153,20 +154,8 @@ async fn a_filter_moved_to_another_line_keeps_its_vms() {
     dir.write("proxy.yaml", format!("# moved down a line\n{text}"));
     proxy.wait_for_generation(2).await;
     assert_eq!(
-        count(get_echo(&proxy).await).as_deref(),
+        count(get_echo(&proxy, "/", &[]).await).as_deref(),
         Some("3"),
         "the reload kept the filter's VM (its count went on)"
     );
-}
-
-async fn get_echo(proxy: &Proxy) -> serde_json::Value {
-    let resp = client()
-        .get(proxy.url("web", "/"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET /: {e}"));
-    assert_eq!(resp.status(), 200);
-    resp.json()
-        .await
-        .unwrap_or_else(|e| panic!("echo JSON: {e}"))
 }
