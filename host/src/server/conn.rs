@@ -50,14 +50,10 @@ pub async fn serve_tcp(
     peer: SocketAddr,
 ) {
     let _ = tcp.set_nodelay(true);
-    let max_per_ip = app
-        .snapshot
-        .load()
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.name == *listener.name)
-        .and_then(|l| l.limits.max_connections_per_ip);
+    // Limits are read once per connection, so a reload that changes them applies to
+    // new connections without rebinding.
+    let limits = limits_of(&app.snapshot.load(), &listener.name);
+    let max_per_ip = limits.max_connections_per_ip;
     let Some(_slot) = per_ip::Slot::take(listener.id, peer.ip(), max_per_ip) else {
         tracing::debug!(client = %peer, listener = %listener.name, "too many connections from this IP");
         metrics::global().client_limit(&listener.name, "max_connections_per_ip");
@@ -72,13 +68,10 @@ pub async fn serve_tcp(
         client_subject: None,
     };
     if !listener.tls {
-        return serve_io(app, &listener, tcp, info).await;
+        return serve_io(app, &listener, tcp, info, limits).await;
     }
-    let (acceptor, timeout) = {
-        let snapshot = app.snapshot.load();
-        let timeout = limits_of(&snapshot, &listener.name).header_timeout;
-        (snapshot.tls().acceptor(&listener.name), timeout)
-    };
+    let acceptor = app.snapshot.load().tls().acceptor(&listener.name);
+    let timeout = limits.header_timeout;
     let Some(acceptor) = acceptor else {
         tracing::warn!(listener = %listener.name, "no TLS acceptor for this listener; closing");
         return;
@@ -89,7 +82,7 @@ pub async fn serve_tcp(
         Ok((stream, session)) => {
             info.tls_version = session.version;
             info.client_subject = session.client_subject;
-            serve_io(app, &listener, stream, info).await;
+            serve_io(app, &listener, stream, info, limits).await;
         }
         Err(e) => tracing::debug!(client = %peer, listener = %listener.name, "{e}"),
     }
@@ -106,17 +99,21 @@ fn limits_of(snapshot: &Snapshot, name: &str) -> ListenerLimits {
         .unwrap_or_default()
 }
 
-/// Serves HTTP on `io` (a TCP stream, or the plaintext side of a TLS stream) until the
-/// client closes, a limit closes it, or the listener/process stops and it drains.
-pub async fn serve_io<I>(app: Arc<App>, listener: &BoundListener, io: I, info: ConnInfo)
-where
+/// Serves HTTP on `io` (a TCP stream, or the plaintext side of a TLS stream) under the
+/// listener's `limits` until the client closes, a limit closes it, or the
+/// listener/process stops and it drains.
+pub async fn serve_io<I>(
+    app: Arc<App>,
+    listener: &BoundListener,
+    io: I,
+    info: ConnInfo,
+    limits: ListenerLimits,
+) where
     I: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let _open = OpenConnection::new(&listener.name);
-    // Limits are read per connection, so a reload that changes them applies to new
-    // connections without rebinding.
-    let limits = limits_of(&app.snapshot.load(), &listener.name);
-    let state = Rc::new(ConnState::new(limits.clone()));
+    let state = Rc::new(ConnState::new(limits));
+    let limits = state.limits();
     let io = Guard::new(io, Rc::clone(&state));
     let mut stop = listener.stopped();
     let mut shutdown = app.shutdown_signal();
