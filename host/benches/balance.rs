@@ -8,9 +8,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Uri};
-use portcullis::config::{
-    BalanceConfig, BalanceOption, TargetConfig, UpstreamConfig, UpstreamTimeouts,
-};
+use portcullis::config::{BalanceConfig, BalanceOption, TargetConfig, UpstreamConfig};
 use portcullis::upstream::Upstream;
 use portcullis::upstream::balance::PickRequest;
 
@@ -33,12 +31,6 @@ fn upstream(policy: &str, options: &[(&str, &str)], weighted: bool) -> Upstream 
                 weight: if weighted { u32::from(i % 5) + 1 } else { 1 },
             })
             .collect(),
-        health_check: None,
-        timeouts: UpstreamTimeouts::default(),
-        tls: None,
-        retries: None,
-        outlier_detection: None,
-        circuit_breaker: None,
         balance: BalanceConfig {
             policy: policy.into(),
             options: options
@@ -51,7 +43,7 @@ fn upstream(policy: &str, options: &[(&str, &str)], weighted: bool) -> Upstream 
                 .collect(),
             origin: Default::default(),
         },
-        origin: Default::default(),
+        ..UpstreamConfig::default()
     };
     Upstream::new(&config, None).unwrap_or_else(|e| panic!("bench upstream: {e:?}"))
 }

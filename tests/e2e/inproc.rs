@@ -21,7 +21,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::config::{
     Config, HealthCheckConfig, HostMatch, ListenerConfig, PathMatch, RouteConfig, RouteMatch,
-    TargetConfig, UpstreamConfig, UpstreamTimeouts,
+    TargetConfig, UpstreamConfig,
 };
 use portcullis::extensions;
 use portcullis::proxy::ConnInfo;
@@ -90,14 +90,7 @@ pub fn upstream(name: &str, targets: &[(SocketAddr, u32)]) -> UpstreamConfig {
                 weight: *w,
             })
             .collect(),
-        health_check: None,
-        timeouts: UpstreamTimeouts::default(),
-        tls: None,
-        retries: None,
-        outlier_detection: None,
-        circuit_breaker: None,
-        balance: Default::default(),
-        origin: Default::default(),
+        ..UpstreamConfig::default()
     }
 }
 

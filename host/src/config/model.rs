@@ -355,8 +355,9 @@ impl Default for FilterLimits {
     }
 }
 
-/// `upstreams[]`.
-#[derive(Debug, Clone, PartialEq)]
+/// `upstreams[]`. The default is an upstream with no targets and every option off,
+/// for building one in code (`..UpstreamConfig::default()`).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct UpstreamConfig {
     /// Unique name, referenced by routes and by `http_call`.
     pub name: String,

@@ -248,7 +248,7 @@ fn same_tls(a: Option<&UpstreamTlsConfig>, b: Option<&UpstreamTlsConfig>) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{TargetConfig, UpstreamTimeouts};
+    use crate::config::TargetConfig;
 
     fn upstream(line: usize) -> UpstreamConfig {
         UpstreamConfig {
@@ -257,12 +257,6 @@ mod tests {
                 address: "127.0.0.1:9000".into(),
                 weight: 1,
             }],
-            health_check: None,
-            timeouts: UpstreamTimeouts::default(),
-            tls: None,
-            retries: None,
-            outlier_detection: None,
-            circuit_breaker: None,
             balance: BalanceConfig {
                 policy: "consistent_hash".into(),
                 options: vec![BalanceOption {
@@ -279,6 +273,7 @@ mod tests {
                 file: "a.yaml".into(),
                 line,
             },
+            ..UpstreamConfig::default()
         }
     }
 

@@ -16,9 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
-use crate::config::{
-    CertificatePair, ClientAuth, Origin, TargetConfig, TlsVersion, UpstreamTimeouts,
-};
+use crate::config::{CertificatePair, ClientAuth, Origin, TargetConfig, TlsVersion};
 use pki::{Alg, Ca, Files, Leaf};
 
 const PATIENCE: Duration = Duration::from_secs(10);

@@ -10,14 +10,9 @@ pub(super) fn upstream(tls: UpstreamTlsConfig) -> UpstreamConfig {
             address: "127.0.0.1:1".into(),
             weight: 1,
         }],
-        health_check: None,
-        timeouts: UpstreamTimeouts::default(),
         tls: Some(tls),
-        retries: None,
-        outlier_detection: None,
-        circuit_breaker: None,
-        balance: Default::default(),
         origin: origin(),
+        ..UpstreamConfig::default()
     }
 }
 
