@@ -15,6 +15,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// (a request never leaves its worker thread).
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// The length a message declares for its body (`Content-Length`), if it declares one
+/// that parses.
+pub fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// An empty body.
 pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed_unsync()

@@ -133,7 +133,7 @@ where
     let mut body = body;
     let mut over_limit = None;
     if let Some(limit) = route.max_request_body {
-        if limit::declared_length(&head.headers).is_some_and(|n| n > limit) {
+        if body::declared_length(&head.headers).is_some_and(|n| n > limit) {
             let e = ProxyError::BodyTooLarge;
             return observe::done(e.to_response(), Some(&e), outcome, conn, None);
         }

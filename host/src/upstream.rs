@@ -325,12 +325,7 @@ impl Upstream {
         if req.body().is_end_stream() {
             return Ok((None, Some((clone_head(&req), Bytes::new()))));
         }
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        match declared {
+        match body::declared_length(req.headers()) {
             Some(length) if length <= self.retries.max_body() => {
                 let head = clone_head(&req);
                 let body = read_whole(req.into_body(), length).await?;

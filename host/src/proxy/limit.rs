@@ -8,20 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::{BoxError, ProxyBody};
-
-/// The declared length of a request (`Content-Length`), if it has one.
-pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
 
 pin_project_lite::pin_project! {
     /// A request body that fails once more than `limit` bytes have come through, and

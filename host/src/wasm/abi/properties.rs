@@ -218,10 +218,7 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), Status> {
 /// A request head's `content-length`, and its bytes as Envoy counts them: the
 /// pseudo-headers and every header (approximate, as Envoy's).
 pub(crate) fn request_head(r: &http::request::Parts) -> (Option<u64>, u64) {
-    let length = r
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let length = crate::body::declared_length(&r.headers);
     let bytes = headers_size(&r.headers)
         + 7
         + r.method.as_str().len() as u64
