@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::conn;
 use crate::app::App;
 use crate::listeners::{BoundListener, Kind};
+use crate::snapshot::Snapshot;
 
 /// Runs worker `index` until the process shuts down and its connections have drained.
 pub(super) fn run(app: &Arc<App>, index: usize) {
@@ -36,13 +37,15 @@ pub(super) fn run(app: &Arc<App>, index: usize) {
 }
 
 async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
-    tokio::task::spawn_local(start_tickers(Arc::clone(&app)));
     let tracker = Rc::new(Tracker::default());
     let mut table_rx = app.listeners();
     let mut shutdown = app.shutdown_signal();
     let mut running: HashSet<u64> = HashSet::new();
     let mut first = true;
     loop {
+        // A generation went live (the start, or a reload: each sends a new listener
+        // table after storing its snapshot).
+        tokio::task::spawn_local(start_tickers(app.snapshot.load_full()));
         let table = Arc::clone(&table_rx.borrow_and_update());
         running.retain(|id| table.listeners.iter().any(|l| l.id == *id));
         for l in table.listeners.iter().filter(|l| l.kind == Kind::Proxy) {
@@ -82,30 +85,13 @@ async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
     tracker.drain(drain_timeout).await;
 }
 
-/// How soon a worker notices a new generation whose filters tick.
-const TICKERS_POLL: Duration = Duration::from_millis(100);
-
-/// Starts this worker's VMs of the filters that tick, for each generation as it goes
-/// live: their timers run from the start, not from the first request that reaches
-/// them (as on Envoy). Other filters' VMs are still made on first use.
-async fn start_tickers(app: Arc<App>) {
-    let mut shutdown = app.shutdown_signal();
-    let mut seen = 0;
-    loop {
-        {
-            // Not held across the wait: an old generation must be free to go.
-            let snapshot = app.snapshot.load_full();
-            if snapshot.generation != seen {
-                seen = snapshot.generation;
-                for plugin in snapshot.ticking_plugins() {
-                    plugin.start_on_this_worker().await;
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(TICKERS_POLL) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
+/// Starts this worker's VMs of the filters of `snapshot` that tick, as it goes live:
+/// their timers run from the start, not from the first request that reaches them (as
+/// on Envoy). Other filters' VMs are still made on first use; a filter that already
+/// has its VM here (kept by the reload) is left as it is.
+async fn start_tickers(snapshot: Arc<Snapshot>) {
+    for plugin in snapshot.ticking_plugins() {
+        plugin.start_on_this_worker().await;
     }
 }
 
