@@ -279,6 +279,19 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("GET {url} is not JSON: {e}"))
     }
 
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        let url = self.admin_url("/metrics");
+        let resp = client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url} failed: {e}\nstderr:\n{}", self.logs()));
+        resp.text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: no body: {e}"))
+    }
+
     /// Polls `/status` until `generation` is at least `n` (20 s); returns the status.
     pub async fn wait_for_generation(&self, n: u64) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(20);

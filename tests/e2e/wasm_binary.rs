@@ -48,18 +48,10 @@ async fn get_echo(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> serde_
         .unwrap_or_else(|e| panic!("echo JSON: {e}"))
 }
 
-pub(crate) async fn metrics(proxy: &Proxy) -> String {
-    let resp = client().get(proxy.admin_url("/metrics")).send().await;
-    let resp = resp.unwrap_or_else(|e| panic!("GET /metrics: {e}"));
-    resp.text()
-        .await
-        .unwrap_or_else(|e| panic!("/metrics body: {e}"))
-}
-
 async fn metrics_eventually(proxy: &Proxy, needle: &str) -> String {
     let mut last = String::new();
     for _ in 0..100 {
-        last = metrics(proxy).await;
+        last = proxy.metrics().await;
         if last.contains(needle) {
             return last;
         }

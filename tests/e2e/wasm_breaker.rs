@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::{Proxy, client};
-use crate::wasm_binary::{conf, metrics};
+use crate::wasm_binary::conf;
 
 /// How long the load runs: long enough for the back-off to double three times.
 const LOAD: Duration = Duration::from_secs(10);
@@ -76,7 +76,7 @@ async fn the_breaker_bounds_a_filter_that_spins_on_every_request() {
     }
     let served = ok.await.unwrap_or_else(|e| panic!("ok client: {e}"));
 
-    let page = metrics(&proxy).await;
+    let page = proxy.metrics().await;
     let timeouts = sample(
         &page,
         r#"portcullis_filter_failures_total{filter="spin",kind="timeout"}"#,

@@ -76,14 +76,7 @@ upstreams:
         (502, "upstream unreachable\n".into())
     );
     assert_eq!(get(&proxy, "/nothing").await, (404, "no route\n".into()));
-    let metrics = support::client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET /metrics failed: {e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = proxy.metrics().await;
     let counted = r#"portcullis_upstream_errors_total{upstream="dead",kind="connect"} 1"#;
     assert!(
         metrics.contains(counted),

@@ -120,14 +120,7 @@ upstreams:
         ok >= 2 && refused >= 4,
         "2 in flight at most: {ok} answered, {refused} refused"
     );
-    let m = support::client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let m = proxy.metrics().await;
     let counted =
         format!(r#"portcullis_upstream_errors_total{{upstream="app",kind="overflow"}} {refused}"#);
     assert!(m.contains(&counted), "expected {counted} in:\n{m}");

@@ -37,17 +37,6 @@ upstreams:
     (dir, proxy)
 }
 
-async fn metrics(proxy: &Proxy) -> String {
-    support::client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET /metrics failed: {e}"))
-        .text()
-        .await
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn binary_a_failing_get_is_retried_and_counted() {
     let backend = flaky(2);
@@ -70,7 +59,7 @@ async fn binary_a_failing_get_is_retried_and_counted() {
         })
         .collect();
     assert_eq!(attempts, [None, Some("2".into()), Some("3".into())]);
-    let m = metrics(&proxy).await;
+    let m = proxy.metrics().await;
     let counted = r#"portcullis_upstream_retries_total{upstream="app",reason="5xx"} 2"#;
     assert!(m.contains(counted), "expected {counted} in:\n{m}");
 }
@@ -128,7 +117,7 @@ async fn binary_a_spent_budget_stops_retries() {
     // One request in flight: 20% of it is no retry at all.
     assert_eq!(resp.status(), 503);
     assert_eq!(backend.requests(), 1, "the budget allowed no retry");
-    let m = metrics(&proxy).await;
+    let m = proxy.metrics().await;
     let denied = r#"portcullis_upstream_retries_denied_total{upstream="app"} 1"#;
     assert!(m.contains(denied), "expected {denied} in:\n{m}");
 }
@@ -160,7 +149,7 @@ async fn binary_a_slow_attempt_is_cut_by_the_per_try_timeout_and_retried() {
         "the first attempt was cut at 300ms, not waited for 10 s: {:?}",
         started.elapsed()
     );
-    let m = metrics(&proxy).await;
+    let m = proxy.metrics().await;
     let counted = r#"portcullis_upstream_retries_total{upstream="app",reason="timeout"} 1"#;
     assert!(m.contains(counted), "expected {counted} in:\n{m}");
 }
