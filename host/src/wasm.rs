@@ -233,6 +233,18 @@ async fn fail_vm(
     f: &Failure,
     during: &str,
 ) {
+    let mut g = worker::lock(slot).await;
+    fail_locked(&mut g, plugin, generation, f, during);
+}
+
+/// [`fail_vm`] with the slot already locked.
+fn fail_locked(
+    slot: &mut worker::Slot,
+    plugin: &Plugin,
+    generation: u64,
+    f: &Failure,
+    during: &str,
+) {
     let name = &plugin.config.name;
     metrics::filter_failure(name, f.kind());
     if let Failure::Suspended(left) = f {
@@ -240,15 +252,12 @@ async fn fail_vm(
         tracing::debug!(filter = %name, "filter {name} failed its request: suspended for {left:?}");
         return;
     }
-    let suspended = {
-        let mut g = worker::lock(slot).await;
-        if g.generation == generation {
-            g.vm = None;
-        }
-        match f {
-            Failure::Timeout => g.breaker.missed(std::time::Instant::now()),
-            _ => None,
-        }
+    if slot.generation == generation {
+        slot.vm = None;
+    }
+    let suspended = match f {
+        Failure::Timeout => slot.breaker.missed(std::time::Instant::now()),
+        _ => None,
     };
     tracing::error!(filter = %name, kind = f.kind(), "filter {name} failed in {during}: {f}; its VM is discarded");
     if let Some(length) = suspended {

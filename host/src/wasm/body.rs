@@ -21,7 +21,7 @@ use super::{BodyDecision, Decision, HttpFilters};
 
 /// A stream's chain shared by its body wrappers and the driver. When the last holder
 /// drops it, the chain finishes (`on_done`, `on_log`, `on_delete`) in the background.
-pub type SharedFilters = Arc<tokio::sync::Mutex<HttpFilters>>;
+pub type SharedFilters = Arc<futures_util::lock::Mutex<HttpFilters>>;
 
 /// Where a filter's answer ([`Decision::Respond`]) or failure ([`Decision::Fail`]) made
 /// while the request body streamed is left for the driver.
@@ -81,7 +81,7 @@ impl<B: Body> FilteredBody<B> {
         // did, filtering every chunk is the safe answer. A message that ended with its
         // headers has no body phase, as on Envoy (a GET gets no on_request_body).
         let passthrough =
-            inner.is_end_stream() || filters.try_lock().is_ok_and(|f| !f.takes_bodies());
+            inner.is_end_stream() || filters.try_lock().is_some_and(|f| !f.takes_bodies());
         Self {
             // A body that is over before it starts has no body phase: the headers
             // phase was told `end_of_stream`.

@@ -14,6 +14,11 @@ use super::worker::{self, SlotRef};
 use super::{BodyDecision, Decision, FilterFailure, Plugin, StreamInfo, calls};
 use crate::config::OnError;
 
+#[macro_use]
+mod call;
+
+use call::{Called, call, call_now, needs_finish};
+
 #[derive(Clone, Copy, Debug)]
 enum Phase {
     RequestHeaders,
@@ -133,7 +138,7 @@ impl HttpFilters {
     /// Shares the chain between the driver and the body wrappers
     /// ([`super::FilteredBody`]); it finishes when the last holder drops it.
     pub fn into_shared(self) -> super::SharedFilters {
-        Arc::new(tokio::sync::Mutex::new(self))
+        Arc::new(futures_util::lock::Mutex::new(self))
     }
 
     /// Whether the chain has no filters (the proxy may then skip every phase).
@@ -192,7 +197,7 @@ impl HttpFilters {
                 Step::Pause => data = std::mem::take(&mut self.io.request_body),
                 Step::Local => {
                     self.seen = i + 1;
-                    return match self.local_response(i).await {
+                    return match Box::pin(self.local_response(i)).await {
                         Ok(r) => BodyDecision::Respond(r),
                         Err(f) => BodyDecision::Fail(f),
                     };
@@ -271,14 +276,19 @@ impl HttpFilters {
     /// filter that a local response cut short (it never saw the request) still gets
     /// a context and `on_log`, so logging filters see denied requests.
     pub async fn finish(mut self) {
-        self.finished = true;
-        self.io.completed = true;
+        self.finish_now();
+        if (0..self.entries.len()).any(|i| needs_finish(&self.entries[i], i, self.seen)) {
+            // Rare (a fiber, a busy or dead VM): kept off the common future's size.
+            Box::pin(self.finish_rest()).await;
+        }
+    }
+
+    /// What [`HttpFilters::finish_now`] left, waiting for slots and VMs.
+    async fn finish_rest(&mut self) {
         for i in 0..self.entries.len() {
             let e = &mut self.entries[i];
             let reached = e.generation != 0;
-            // A headers-only filter's on_log does nothing: no context just for it.
-            let unseen = !reached && (i < self.seen || e.plugin.headers_only());
-            if e.skipped || unseen {
+            if !needs_finish(e, i, self.seen) {
                 continue;
             }
             let plugin = e.plugin.clone();
@@ -292,32 +302,43 @@ impl HttpFilters {
                 continue;
             }
             let Some(vm) = g.vm.as_mut() else { continue };
-            let io = &mut self.io;
-            let mut r = Ok(());
-            let ctx = if reached {
-                r = vm
-                    .call_with(io, e.ctx, |c| &c.on_done, e.ctx)
-                    .await
-                    .map(drop);
-                e.ctx
-            } else {
-                let ctx = vm.new_context();
-                r = r.and(
-                    vm.call_with(io, ctx, |c| &c.on_context_create, (ctx, ROOT_CONTEXT))
-                        .await
-                        .map(drop),
-                );
-                ctx
-            };
-            if r.is_ok() {
-                r = vm.call_with(io, ctx, |c| &c.on_log, ctx).await.map(drop);
-            }
-            if r.is_ok() {
-                r = vm.call_with(io, ctx, |c| &c.on_delete, ctx).await.map(drop);
-            }
+            let r = finish_callbacks!(invoke, vm, &mut self.io, e, reached);
             drop(g);
             if let Err(f) = r {
                 super::fail_vm(&slot, &plugin, generation, &f, "on_done/on_log").await;
+            }
+        }
+    }
+
+    /// Finishes at once every filter whose VM is live, free and not on a fiber (as
+    /// nearly always), so that the common end of a request needs no future and no
+    /// task; the rest is left to [`HttpFilters::finish`].
+    fn finish_now(&mut self) {
+        self.finished = true;
+        self.io.completed = true;
+        for i in 0..self.entries.len() {
+            let e = &mut self.entries[i];
+            if !needs_finish(e, i, self.seen) {
+                continue;
+            }
+            let reached = e.generation != 0;
+            let slot = e.slot.get_or_insert_with(|| worker::slot(&e.plugin));
+            let Some(mut g) = slot.try_lock() else {
+                continue;
+            };
+            let generation = g.generation;
+            if reached && generation != e.generation {
+                // Its context died with the VM it was made in.
+                e.skipped = true;
+                continue;
+            }
+            let Some(vm) = g.vm.as_mut().filter(|vm| !vm.on_fiber()) else {
+                continue;
+            };
+            let r = finish_callbacks!(now, vm, &mut self.io, e, reached);
+            e.skipped = true;
+            if let Err(f) = r {
+                super::fail_locked(&mut g, &e.plugin, generation, &f, "on_done/on_log");
             }
         }
     }
@@ -329,7 +350,7 @@ impl HttpFilters {
                 Step::Continue | Step::Pause => {}
                 Step::Local => {
                     self.seen = i + 1;
-                    return match self.local_response(i).await {
+                    return match Box::pin(self.local_response(i)).await {
                         Ok(r) => Decision::Respond(r),
                         Err(f) => Decision::Fail(f),
                     };
@@ -403,14 +424,19 @@ impl HttpFilters {
         {
             return Step::Continue;
         }
-        let called = call(e, &mut self.io, phase, n, eos).await;
+        let called = match call_now(e, &mut self.io, phase, n, eos) {
+            Some(called) => called,
+            None => Box::pin(call(e, &mut self.io, phase, n, eos)).await,
+        };
         if self.io.skip_response && matches!(phase, Phase::RequestHeaders) {
             self.entries[i].no_response = true;
         }
         let (action, has_calls) = match called {
             Called::Done { action, has_calls } => (action, has_calls),
             Called::Gone => return Step::Continue,
-            Called::Failed(generation, f) => return self.failed(i, generation, f, phase).await,
+            Called::Failed(generation, f) => {
+                return Box::pin(self.failed(i, generation, f, phase)).await;
+            }
         };
         let e = &self.entries[i];
         if let Some(r) = &self.io.local_reply {
@@ -421,9 +447,16 @@ impl HttpFilters {
             let (slot, plugin) = (e.slot.clone(), e.plugin.clone());
             let (generation, ctx) = (e.generation, e.ctx);
             if let Some(slot) = slot
-                && let Err(f) = calls::dispatch(&slot, &plugin, generation, ctx, &mut self.io).await
+                && let Err(f) = Box::pin(calls::dispatch(
+                    &slot,
+                    &plugin,
+                    generation,
+                    ctx,
+                    &mut self.io,
+                ))
+                .await
             {
-                return self.failed(i, generation, f, phase).await;
+                return Box::pin(self.failed(i, generation, f, phase)).await;
             }
         }
         if self.io.local_reply.is_some() {
@@ -456,83 +489,6 @@ impl HttpFilters {
     }
 }
 
-/// What one callback of a filter came to.
-enum Called {
-    /// It returned this action; it left `http_call`s to dispatch, or not.
-    Done { action: u32, has_calls: bool },
-    /// Its VM is gone (nothing to call).
-    Gone,
-    /// It failed (in the VM of this generation).
-    Failed(u64, Failure),
-}
-
-/// Calls filter `e`'s callback for `phase` (creating its context first if this VM has
-/// none for the stream), borrowing what it needs: a callback costs no reference
-/// count and no allocation.
-async fn call(e: &mut Entry, io: &mut Box<StreamIo>, phase: Phase, n: u32, eos: bool) -> Called {
-    let slot = e.slot.get_or_insert_with(|| worker::slot(&e.plugin));
-    let mut g = worker::lock(slot).await;
-    if let Err(f) = worker::ensure(&mut g, slot, &e.plugin).await {
-        return Called::Failed(0, f);
-    }
-    let generation = g.generation;
-    let Some(vm) = g.vm.as_mut() else {
-        return Called::Gone;
-    };
-    if e.generation != generation {
-        e.ctx = vm.new_context();
-        e.generation = generation;
-        let create = (e.ctx, ROOT_CONTEXT);
-        if let Err(f) = vm
-            .call_with(io, e.ctx, |c| &c.on_context_create, create)
-            .await
-        {
-            return Called::Failed(generation, f);
-        }
-    }
-    let ctx = e.ctx;
-    let eos = u32::from(eos);
-    io.resumed = false;
-    io.skip_response = false;
-    let r = match phase {
-        Phase::RequestHeaders => {
-            vm.call_with(io, ctx, |c| &c.on_request_headers, (ctx, n, eos))
-                .await
-        }
-        Phase::RequestBody => {
-            vm.call_with(io, ctx, |c| &c.on_request_body, (ctx, n, eos))
-                .await
-        }
-        Phase::RequestTrailers => {
-            vm.call_with(io, ctx, |c| &c.on_request_trailers, (ctx, n))
-                .await
-        }
-        Phase::ResponseHeaders => {
-            vm.call_with(io, ctx, |c| &c.on_response_headers, (ctx, n, eos))
-                .await
-        }
-        Phase::ResponseBody => {
-            vm.call_with(io, ctx, |c| &c.on_response_body, (ctx, n, eos))
-                .await
-        }
-        Phase::ResponseTrailers => {
-            vm.call_with(io, ctx, |c| &c.on_response_trailers, (ctx, n))
-                .await
-        }
-    };
-    match r {
-        Ok(action) => {
-            let pending = &vm.store.data().pending_calls;
-            let has_calls = !pending.is_empty() && pending.iter().any(|c| c.context == ctx);
-            Called::Done {
-                action: action.unwrap_or(0),
-                has_calls,
-            }
-        }
-        Err(f) => Called::Failed(generation, f),
-    }
-}
-
 impl Drop for HttpFilters {
     fn drop(&mut self) {
         if self.finished || self.entries.iter().all(|e| e.generation == 0) {
@@ -540,6 +496,15 @@ impl Drop for HttpFilters {
         }
         // Contexts must be deleted even when the request was abandoned, or the guest
         // keeps their state forever.
+        self.finish_now();
+        if self
+            .entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| !needs_finish(e, i, self.seen))
+        {
+            return;
+        }
         let rest = HttpFilters {
             entries: std::mem::take(&mut self.entries),
             io: std::mem::take(&mut self.io),

@@ -293,6 +293,36 @@ impl Vm {
         }
     }
 
+    /// Whether callbacks run on a fiber (`async: true`), and so must be awaited
+    /// ([`Vm::call_with`]) rather than made at once ([`Vm::call_with_now`]).
+    pub fn on_fiber(&self) -> bool {
+        self.store.data().on_fiber
+    }
+
+    /// [`Vm::call_with`] for a VM that is not [on a fiber](Vm::on_fiber): a plain
+    /// call, with no future to build, move and poll around it.
+    pub fn call_with_now<P, R>(
+        &mut self,
+        io: &mut Box<StreamIo>,
+        context: u32,
+        pick: Pick<P, R>,
+        params: P,
+    ) -> Result<Option<R>, Failure>
+    where
+        P: WasmParams,
+        R: WasmResults,
+    {
+        let Some(f) = pick(&self.cb) else {
+            return Ok(None);
+        };
+        std::mem::swap(&mut self.store.data_mut().io, io);
+        self.store.data_mut().running_context = context;
+        prepare(&mut self.store, self.ticks);
+        let r = f.call(&mut self.store, params);
+        std::mem::swap(&mut self.store.data_mut().io, io);
+        r.map(Some).map_err(|e| classify(&self.store, e))
+    }
+
     /// Like [`Vm::call`] with a stream's data moved into the store for the callback.
     pub async fn call_with<P, R>(
         &mut self,
@@ -336,16 +366,21 @@ where
     P: WasmParams + Sync,
     R: WasmResults + Sync,
 {
-    count_entry();
-    let s = store.data_mut();
-    s.ticks_left = ticks;
-    s.deadline = None;
-    store.set_epoch_deadline(1);
+    prepare(store, ticks);
     if store.data().on_fiber {
         f.call_async(store, params).await
     } else {
         f.call(store, params)
     }
+}
+
+/// Arms the deadline of one guest entry: `ticks` epoch ticks of running time.
+fn prepare(store: &mut Store<HostState>, ticks: u64) {
+    count_entry();
+    let s = store.data_mut();
+    s.ticks_left = ticks;
+    s.deadline = None;
+    store.set_epoch_deadline(1);
 }
 
 fn classify(store: &Store<HostState>, e: wasmtime::Error) -> Failure {
