@@ -77,7 +77,7 @@ impl<F: Filter> HttpContext for Stream<F> {
         let mut req = Request::default();
         let result = filter.on_request(&mut req);
         self.response_ops = req.response_ops;
-        if !F::ON_RESPONSE && self.response_ops.is_empty() {
+        if !filter.wants_response() && self.response_ops.is_empty() {
             // Nothing to do when the response comes: tell the host (other hosts do
             // not know the function and answer NOT_FOUND, which changes nothing).
             let _ = hostcalls::call_foreign_function(SKIP_RESPONSE_PHASE, None);

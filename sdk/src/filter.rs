@@ -21,6 +21,14 @@ pub trait Filter: Sized + 'static {
     /// `on_response` may not run.
     const ON_RESPONSE: bool = true;
 
+    /// Whether this filter, as configured, needs [`Filter::on_response`]: by default
+    /// [`Filter::ON_RESPONSE`]. A filter whose configuration decides it (a response
+    /// header to set, or none) says so here; as with `ON_RESPONSE`, `false` lets
+    /// Portcullis skip the response phase of a request that queued no change.
+    fn wants_response(&self) -> bool {
+        Self::ON_RESPONSE
+    }
+
     /// Validates the parsed configuration and prepares everything the hot path needs.
     /// An error refuses the configuration (`on_configure` returns false) and is logged
     /// with the field it names.

@@ -80,7 +80,7 @@ filters:
   - name: rewrite-chain
     limits: {{ callback_timeout: 5s }}
     builtin: headers
-    config: {{ request: {{ set: {{ x-env: prod }} }}, replace_path_regex: "^/chain/(.*)", replacement: "/inner/${{1}}" }}
+    config: {{ request: {{ set: {{ x-env: prod }} }}, response: {{ set: {{ x-chain: done }}, add: {{ x-via: portcullis }} }}, replace_path_regex: "^/chain/(.*)", replacement: "/inner/${{1}}" }}
   - {{ name: https, builtin: redirect, config: {{ scheme: https, port: 8443, permanent: true }}, limits: {{ callback_timeout: 5s }} }}
   - name: moved
     limits: {{ callback_timeout: 5s }}
@@ -350,4 +350,9 @@ async fn standard_filters_through_the_binary() {
     assert_eq!(e["query"], "z=1");
     assert_eq!(echoed_header(&e, "x-consumer"), Some("alice"));
     assert_eq!(echoed_header(&e, "x-env"), Some("prod"));
+    // Literal values only: headers sets the response's in its own response phase.
+    let r = rig.get("/chain/x", &[("x-api-key", "s3cret")]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(hdr(&r, "x-chain"), "done");
+    assert_eq!(hdr(&r, "x-via"), "portcullis");
 }

@@ -8,7 +8,7 @@ mod template;
 
 use std::collections::BTreeMap;
 
-use portcullis_sdk::{Action, ConfigError, Error, Filter, Request};
+use portcullis_sdk::{Action, ConfigError, Error, Filter, Request, Response};
 use regex_lite::Regex;
 use serde::Deserialize;
 
@@ -57,6 +57,10 @@ pub struct Headers {
     response: Ops,
     rewrite: PathRewrite,
     request_id: bool,
+    /// No value uses a variable and no request id is made: the common configuration,
+    /// applied straight from the configuration, with nothing computed or queued per
+    /// request (response headers are then changed in the response phase).
+    literal: bool,
 }
 
 /// The path rewrite steps, applied in order to the path without its query.
@@ -141,7 +145,63 @@ fn templates(
         .collect()
 }
 
+/// The headers `Ops` change: the request's or the response's.
+trait EditHeaders {
+    fn remove(&mut self, name: &str) -> Result<(), Error>;
+    fn set(&mut self, name: &str, value: &str) -> Result<(), Error>;
+    fn add(&mut self, name: &str, value: &str) -> Result<(), Error>;
+}
+
+impl EditHeaders for Request {
+    fn remove(&mut self, name: &str) -> Result<(), Error> {
+        self.remove_header(name)
+    }
+    fn set(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        self.set_header(name, value)
+    }
+    fn add(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        self.add_header(name, value)
+    }
+}
+
+impl EditHeaders for Response {
+    fn remove(&mut self, name: &str) -> Result<(), Error> {
+        self.remove_header(name)
+    }
+    fn set(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        self.set_header(name, value)
+    }
+    fn add(&mut self, name: &str, value: &str) -> Result<(), Error> {
+        self.add_header(name, value)
+    }
+}
+
 impl Ops {
+    fn is_literal(&self) -> bool {
+        self.set
+            .iter()
+            .chain(&self.add)
+            .all(|(_, t)| t.is_literal())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+
+    /// Applies operations whose values are all literal to `to`.
+    fn apply_literal(&self, to: &mut impl EditHeaders) -> Result<(), Error> {
+        for n in &self.remove {
+            to.remove(n)?;
+        }
+        for (n, t) in &self.set {
+            to.set(n, t.literal().unwrap_or_default())?;
+        }
+        for (n, t) in &self.add {
+            to.add(n, t.literal().unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
     fn new(field: &str, c: OpsConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             remove: c
@@ -207,7 +267,8 @@ impl Vars<'_> {
 
 impl Filter for Headers {
     type Config = Config;
-    // No on_response: response headers, if any, are queued in the request phase.
+    // Response headers are queued in the request phase when a value uses a variable;
+    // literal ones are set in the response phase (see `wants_response`).
     const ON_RESPONSE: bool = false;
 
     fn new(c: Config) -> Result<Self, ConfigError> {
@@ -231,9 +292,12 @@ impl Filter for Headers {
             }
             (None, None) => None,
         };
+        let request = Ops::new("request", c.request)?;
+        let response = Ops::new("response", c.response)?;
         Ok(Self {
-            request: Ops::new("request", c.request)?,
-            response: Ops::new("response", c.response)?,
+            literal: !c.request_id && request.is_literal() && response.is_literal(),
+            request,
+            response,
             rewrite: PathRewrite {
                 strip_prefix: prefix("strip_prefix", c.strip_prefix)?,
                 regex,
@@ -243,7 +307,30 @@ impl Filter for Headers {
         })
     }
 
+    fn wants_response(&self) -> bool {
+        self.literal && !self.response.is_empty()
+    }
+
+    fn on_response(&self, resp: &mut Response) -> Result<Action, Error> {
+        if self.literal {
+            self.response.apply_literal(resp)?;
+        }
+        Ok(Action::Continue)
+    }
+
     fn on_request(&self, req: &mut Request) -> Result<Action, Error> {
+        if self.literal {
+            let path = if self.rewrite.is_noop() {
+                None
+            } else {
+                Some(req.path()?)
+            };
+            self.request.apply_literal(req)?;
+            if let Some(new) = path.and_then(|p| self.rewrite.apply(&p)) {
+                req.set_path(&new)?;
+            }
+            return Ok(Action::Continue);
+        }
         let mut generated = None;
         if self.request_id && req.header("x-request-id")?.is_none() {
             let id = match req.property_str(&["request", "id"])? {

@@ -91,6 +91,15 @@ impl Template {
         self.0.iter().all(|p| matches!(p, Part::Lit(_)))
     }
 
+    /// The value of a template that uses no variable.
+    pub fn literal(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [] => Some(""),
+            [Part::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
     /// The variables used.
     pub fn vars(&self) -> impl Iterator<Item = &Var> {
         self.0.iter().filter_map(|p| match p {
@@ -133,6 +142,9 @@ mod tests {
         });
         assert_eq!(s, "r=api ip=1.2.3.4 ua=<user-agent>x: y!");
         assert!(Template::parse("plain").unwrap().is_literal());
+        assert_eq!(Template::parse("plain").unwrap().literal(), Some("plain"));
+        assert_eq!(Template::parse("").unwrap().literal(), Some(""));
+        assert_eq!(t.literal(), None);
         assert_eq!(
             Template::parse("$${x}").unwrap(),
             Template(vec![Part::Lit("${x}".into())])
