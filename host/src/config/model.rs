@@ -230,6 +230,9 @@ pub struct RouteConfig {
     pub upstream: super::RouteDestination,
     /// The largest request body accepted (`max_request_body`); `None`: no limit.
     pub max_request_body: Option<u64>,
+    /// How long a connection switched to another protocol (an HTTP/1.1 upgrade, a
+    /// WebSocket) may pass no byte either way before it is closed.
+    pub upgrade_idle_timeout: Duration,
     /// Where it was declared.
     pub origin: Origin,
 }
@@ -268,6 +271,10 @@ pub enum PathMatch {
 
 /// The name of the built-in upstream that echoes the request as JSON.
 pub const ECHO_UPSTREAM: &str = "echo@internal";
+
+/// `routes[].upgrade_idle_timeout` when not given: nginx's `proxy_read_timeout`
+/// default, and three times the 20 s ping interval of common WebSocket libraries.
+pub const UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `filters[]`.
 #[derive(Debug, Clone, PartialEq)]
