@@ -35,6 +35,7 @@ mod observe;
 
 pub use error::{ErrorSource, ProxyError, error_response};
 pub use exchange::Exchange;
+pub use forward::requested_upgrade;
 pub use observe::Outcome;
 
 use std::net::SocketAddr;
