@@ -14,7 +14,8 @@
 //! by ALPN (one shared connection per target); `Host` set from the target when the
 //! request has none; a request that a reused connection refused before sending
 //! (closed while idle) goes out again on another connection; idle connections are
-//! dropped after [`POOL_IDLE`].
+//! dropped after [`POOL_IDLE`]; a connection that carried a protocol switch
+//! (`Upgrade`) is never pooled again: once switched it belongs to its tunnel.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -86,6 +87,9 @@ impl Pool {
     ) -> Result<Response<Incoming>, PoolError> {
         let scheme = self.connector.scheme();
         set_host(&mut req, &scheme, address);
+        // The connection of an upgrade is the tunnel's if the upstream switches, and
+        // ends with its request otherwise: either way it is not pooled again.
+        let upgrade = req.headers().contains_key(header::UPGRADE);
         loop {
             let (mut sender, reused) = match self.checkout(index) {
                 Some(sender) => (sender, true),
@@ -103,7 +107,9 @@ impl Pool {
             };
             match sent {
                 Ok(resp) => {
-                    self.put_back(index, sender);
+                    if !upgrade || matches!(sender, Sender::H2(_)) {
+                        self.put_back(index, sender);
+                    }
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -211,7 +217,9 @@ impl Pool {
                 .await
                 .map_err(PoolError::Exchange)?;
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                // On a `101` the connection hands its stream to the response's
+                // `OnUpgrade` (the tunnel) and this task ends.
+                if let Err(e) = conn.with_upgrades().await {
                     tracing::debug!("upstream connection ended: {e}");
                 }
             });
