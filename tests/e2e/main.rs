@@ -20,6 +20,7 @@ mod reload_rollback;
 mod routing;
 mod server;
 mod tls;
+mod upgrade;
 mod upstream;
 mod wasm_binary;
 mod wasm_breaker;

@@ -1,0 +1,305 @@
+//! Protocol switches through the proxy: WebSockets (HTTP/1.1 `Upgrade`) between a real
+//! client and a real server, both Python `websockets` (tests/e2e/upgrade/*.py), with
+//! the route's filters applied to the handshake and the tunnel's idle timeout.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// The `websockets` version `.ci/install-toolchains` puts in the test venv.
+const WEBSOCKETS: &str = "websockets==17.4";
+
+/// The Python that runs the WebSocket peers: the test venv's, which
+/// `.ci/install-toolchains` makes (`$PORTCULLIS_TEST_VENV`, by default
+/// `~/.cache/portcullis/test-venv`). Panics, saying how to make it, when it is missing.
+fn python() -> PathBuf {
+    let venv = std::env::var_os("PORTCULLIS_TEST_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/portcullis/test-venv"))
+        })
+        .unwrap_or_else(|| PathBuf::from("test-venv"));
+    let python = venv.join("bin").join("python");
+    let ok = Command::new(&python)
+        .args(["-c", "import websockets"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the WebSocket tests need Python's `websockets` in {venv}.\nInstall it: \
+         .ci/install-toolchains, or python3 -m venv {venv} && {venv}/bin/pip install '{WEBSOCKETS}'",
+        venv = venv.display()
+    );
+    python
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/e2e/upgrade")
+        .join(name)
+}
+
+/// A WebSocket server (`ws_server.py MODE`), killed on drop.
+struct WsServer {
+    child: Child,
+    port: u16,
+}
+
+impl WsServer {
+    fn start(mode: &str) -> WsServer {
+        use std::io::BufRead;
+        let mut child = Command::new(python())
+            .arg(script("ws_server.py"))
+            .arg(mode)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start ws_server.py: {e}"));
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("ws_server.py {mode} printed {line:?}, not its port"));
+        WsServer { child, port }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for WsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ws_client.py URL SCENARIO [ARG]` and returns the JSON it printed.
+async fn ws_client(url: String, scenario: &str, arg: Option<&str>) -> Value {
+    let mut cmd = Command::new(python());
+    cmd.arg(script("ws_client.py")).arg(&url).arg(scenario);
+    cmd.args(arg);
+    let shown = format!("ws_client.py {url} {scenario} {}", arg.unwrap_or_default());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap_or_else(|e| panic!("{shown}: {e}"))
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{shown} printed no JSON ({e}):\n{stdout}"))
+}
+
+fn ws_url(proxy: &Proxy, path: &str) -> String {
+    format!("ws://{}{path}", proxy.addr("web"))
+}
+
+/// A proxy (and its configuration directory) with a WebSocket route (a filter on it
+/// adds a request header and a response header), a route whose filter refuses every
+/// handshake from loopback, a route to an upstream that does not switch, one with a
+/// short idle timeout, and one with no filter.
+fn proxy(echo: &WsServer, refuse: &WsServer) -> (Proxy, ConfDir) {
+    let conf = ConfDir::with(&format!(
+        r#"
+admin: {{ address: 127.0.0.1:0 }}
+listeners: [{{ name: web, address: 127.0.0.1:0 }}]
+routes:
+  - {{ name: chat, match: {{ path_prefix: /chat }}, filters: [tag], upstream: ws }}
+  - {{ name: denied, match: {{ path_prefix: /denied }}, filters: [nolocal], upstream: ws }}
+  - {{ name: plain, match: {{ path_prefix: /plain }}, upstream: refuse }}
+  - {{ name: quiet, match: {{ path_prefix: /quiet }}, upstream: ws, upgrade_idle_timeout: 600ms }}
+  - {{ name: bare, match: {{ path_prefix: /bare }}, upstream: ws }}
+filters:
+  - name: tag
+    builtin: headers
+    limits: {{ callback_timeout: 5s }}
+    config: {{ request: {{ set: {{ x-filtered: "yes" }} }}, response: {{ set: {{ x-proxy: portcullis }} }} }}
+  - {{ name: nolocal, builtin: ip-allowlist, config: {{ deny: [127.0.0.0/8], status: 403 }}, limits: {{ callback_timeout: 5s }} }}
+upstreams:
+  - {{ name: ws, targets: [{{ address: {} }}] }}
+  - {{ name: refuse, targets: [{{ address: {} }}] }}
+"#,
+        echo.address(),
+        refuse.address()
+    ));
+    (Proxy::start(&conf), conf)
+}
+
+/// The value of the series `name{labels}` in `/metrics` text, if present.
+fn series(metrics: &str, name_and_labels: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+#[tokio::test]
+async fn websocket_messages_of_every_kind_pass_both_ways() {
+    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
+    let (proxy, _conf) = proxy(&echo, &refuse);
+
+    let seen = ws_client(ws_url(&proxy, "/chat/room"), "exchange", None).await;
+    assert_eq!(seen["text"], "hello", "text echo: {seen}");
+    assert_eq!(seen["binary_ok"], true, "binary echo: {seen}");
+    assert_eq!(seen["pong"], true, "ping answered by a pong: {seen}");
+    assert_eq!(seen["mib_ok"], true, "1 MiB message echoed whole: {seen}");
+    assert_eq!(
+        seen["close_code"], 4001,
+        "the client's close code came back: {seen}"
+    );
+    assert_eq!(seen["close_reason"], "done here", "{seen}");
+
+    // The handshake went through the route's request phase and the forwarding rules.
+    let upstream = &seen["upstream_saw"];
+    assert_eq!(
+        upstream["x-filtered"], "yes",
+        "request filter ran: {upstream}"
+    );
+    assert_eq!(upstream["x-forwarded-for"], "127.0.0.1", "{upstream}");
+    assert_eq!(upstream["x-from-client"], "1", "{upstream}");
+    assert_eq!(upstream["upgrade"], "websocket", "{upstream}");
+    assert!(upstream["sec-websocket-key"].is_string(), "{upstream}");
+    // And its 101 through the response phase.
+    assert_eq!(seen["response_headers"]["x-proxy"], "portcullis", "{seen}");
+
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        series(&metrics, r#"portcullis_upgrades_total{route="chat"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    // The tunnel ends once both sides have closed, just after the client returned.
+    let mut closed = None;
+    for _ in 0..100 {
+        let metrics = proxy.metrics().await;
+        closed = series(
+            &metrics,
+            r#"portcullis_upgrades_closed_total{route="chat",reason="closed"}"#,
+        );
+        if closed.is_some() {
+            assert_eq!(
+                series(&metrics, r#"portcullis_upgrades_active{route="chat"}"#),
+                Some(0.0),
+                "{metrics}"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(closed, Some(1.0), "tunnel counted as closed");
+}
+
+#[tokio::test]
+async fn a_filter_that_refuses_the_handshake_stops_the_switch() {
+    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
+    let (proxy, _conf) = proxy(&echo, &refuse);
+
+    let seen = ws_client(ws_url(&proxy, "/denied"), "handshake", None).await;
+    assert_eq!(seen["switched"], false, "{seen}");
+    assert_eq!(seen["status"], 403, "the allowlist's answer: {seen}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        series(&metrics, r#"portcullis_upgrades_total{route="denied"}"#),
+        None,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_switch_is_answered_as_usual() {
+    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
+    let (proxy, _conf) = proxy(&echo, &refuse);
+
+    let seen = ws_client(ws_url(&proxy, "/plain"), "handshake", None).await;
+    assert_eq!(seen["switched"], false, "{seen}");
+    assert_eq!(seen["status"], 200, "{seen}");
+    assert_eq!(seen["body"], "no websocket here\n", "{seen}");
+
+    // The connection then carries HTTP/1.1 as before: a raw upgrade request and a
+    // plain one after it on the same connection.
+    let mut raw = Raw::connect(proxy.addr("web")).await;
+    let handshake = "GET /plain HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+                     sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let _ = raw.send(handshake.as_bytes()).await;
+    let first = raw.read_response(Duration::from_secs(10)).await;
+    let first =
+        first.unwrap_or_else(|| panic!("no answer to the upgrade; logs:\n{}", proxy.logs()));
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(first.ends_with("no websocket here\n"), "{first}");
+    let _ = raw
+        .send(b"GET /plain/again HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let second = raw.read_response(Duration::from_secs(10)).await;
+    let second = second.unwrap_or_else(|| panic!("no second answer; logs:\n{}", proxy.logs()));
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        series(&metrics, r#"portcullis_upgrades_total{route="plain"}"#),
+        None,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_and_a_busy_one_is_not() {
+    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
+    let (proxy, _conf) = proxy(&echo, &refuse);
+
+    // A message every 100 ms for 2 s: over three idle timeouts, never idle for one.
+    let busy = ws_client(ws_url(&proxy, "/quiet"), "busy", Some("2")).await;
+    assert_eq!(busy["open"], true, "a busy tunnel stays open: {busy}");
+
+    let idle = ws_client(ws_url(&proxy, "/quiet"), "idle", Some("10")).await;
+    assert_eq!(
+        idle["closed"], true,
+        "the proxy closed the idle tunnel: {idle}"
+    );
+    let after = idle["after_s"].as_f64().unwrap_or_default();
+    assert!(
+        (0.5..5.0).contains(&after),
+        "closed {after} s after the last message; the route's idle timeout is 600 ms"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        series(
+            &metrics,
+            r#"portcullis_upgrades_closed_total{route="quiet",reason="idle_timeout"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+/// The round trip of a small message through the proxy and straight to the server,
+/// printed (`cargo test --test e2e websocket_round_trip -- --nocapture`); the figure
+/// in docs/performance.md comes from here. Asserts only that both paths work.
+#[tokio::test]
+async fn websocket_round_trip_through_the_proxy_and_direct() {
+    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
+    let (proxy, _conf) = proxy(&echo, &refuse);
+    let n = "2000";
+    let direct = ws_client(format!("ws://{}/chat", echo.address()), "rtt", Some(n)).await;
+    let proxied = ws_client(ws_url(&proxy, "/bare"), "rtt", Some(n)).await;
+    for (name, r) in [("direct", &direct), ("through portcullis", &proxied)] {
+        assert!(r["median_us"].as_f64().is_some(), "{name}: {r}");
+        println!(
+            "websocket round trip, 32-byte message, {name}: median {:.0} µs, p99 {:.0} µs ({n} round trips)",
+            r["median_us"].as_f64().unwrap_or_default(),
+            r["p99_us"].as_f64().unwrap_or_default()
+        );
+    }
+}
