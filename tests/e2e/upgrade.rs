@@ -303,3 +303,150 @@ async fn websocket_round_trip_through_the_proxy_and_direct() {
         );
     }
 }
+
+/// A WebSocket over HTTP/2 (RFC 8441): the client opens it with an extended CONNECT,
+/// the upstream (HTTP/1.1 only) sees a WebSocket handshake, and frames pass both ways
+/// over the HTTP/2 stream.
+#[tokio::test]
+async fn websocket_over_http2_extended_connect() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::AsyncWriteExt;
+
+    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
+    let (proxy, _conf) = proxy(&echo, &refuse);
+    let tcp = tokio::net::TcpStream::connect(proxy.addr("web"))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap_or_else(|e| panic!("HTTP/2 handshake: {e}"));
+    tokio::spawn(conn);
+
+    let open = |path: &str, protocol: &'static str| {
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("http://{}{path}", proxy.addr("web")))
+            .header("sec-websocket-version", "13")
+            .extension(hyper::ext::Protocol::from_static(protocol))
+            .body(Empty::new())
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // The server's SETTINGS (which allow extended CONNECT) may not be in yet: the
+    // client refuses to send one until they are.
+    let mut resp = None;
+    for _ in 0..50 {
+        match sender.send_request(open("/chat/h2", "websocket")).await {
+            Ok(r) => {
+                resp = Some(r);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let resp =
+        resp.unwrap_or_else(|| panic!("no answer to the extended CONNECT:\n{}", proxy.logs()));
+    assert_eq!(resp.status(), 200, "an open WebSocket stream: {resp:?}");
+    assert_eq!(
+        resp.headers()["x-proxy"],
+        "portcullis",
+        "response filter ran"
+    );
+    assert!(
+        !resp.headers().contains_key("sec-websocket-accept"),
+        "{resp:?}"
+    );
+    let mut ws = TokioIo::new(
+        hyper::upgrade::on(resp)
+            .await
+            .unwrap_or_else(|e| panic!("no stream: {e}")),
+    );
+
+    ws_frame::send(&mut ws, 0x1, b"hello over h2").await;
+    assert_eq!(
+        ws_frame::recv(&mut ws).await,
+        (0x1, b"hello over h2".to_vec())
+    );
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    ws_frame::send(&mut ws, 0x2, &big).await;
+    let (opcode, back) = ws_frame::recv(&mut ws).await;
+    assert!(
+        opcode == 0x2 && back == big,
+        "1 MiB binary message echoed whole"
+    );
+    ws_frame::send(&mut ws, 0x1, b"headers").await;
+    let (_, seen) = ws_frame::recv(&mut ws).await;
+    let seen: Value = serde_json::from_slice(&seen).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        seen["upgrade"], "websocket",
+        "the upstream saw an HTTP/1.1 upgrade: {seen}"
+    );
+    assert!(seen["sec-websocket-key"].is_string(), "{seen}");
+    assert_eq!(seen["x-filtered"], "yes", "request filter ran: {seen}");
+    ws_frame::send(&mut ws, 0x8, &[0x03, 0xe8]).await;
+    assert_eq!(ws_frame::recv(&mut ws).await.0, 0x8, "close answered");
+    let _ = ws.shutdown().await;
+
+    // An upstream that answers 200 without switching: the HTTP/2 client would take
+    // any 2xx for an open stream, so it gets 502.
+    let refused = sender
+        .send_request(open("/plain", "websocket"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refused.status(), 502);
+    // And the allowlist refuses the handshake before any upstream.
+    let denied = sender
+        .send_request(open("/denied", "websocket"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(denied.status(), 403);
+}
+
+/// WebSocket frames as a client writes (masked) and reads (unmasked) them, for the
+/// HTTP/2 test (no client library here speaks RFC 8441).
+mod ws_frame {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    /// Sends one final frame of `opcode` with `payload`, masked.
+    pub async fn send(io: &mut (impl AsyncWrite + Unpin), opcode: u8, payload: &[u8]) {
+        let mut frame = vec![0x80 | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        io.write_all(&frame)
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+    }
+
+    /// Reads one unmasked frame: its opcode and payload.
+    pub async fn recv(io: &mut (impl AsyncRead + Unpin)) -> (u8, Vec<u8>) {
+        let read = async {
+            let mut head = [0u8; 2];
+            io.read_exact(&mut head).await?;
+            let len = match head[1] & 0x7f {
+                126 => u64::from(io.read_u16().await?),
+                127 => io.read_u64().await?,
+                n => u64::from(n),
+            };
+            let mut payload = vec![0u8; len as usize];
+            io.read_exact(&mut payload).await?;
+            Ok::<_, std::io::Error>((head[0] & 0x0f, payload))
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .unwrap_or_else(|_| panic!("no frame within 10 s"))
+            .unwrap_or_else(|e| panic!("recv: {e}"))
+    }
+}

@@ -21,7 +21,7 @@ use super::guard::Guard;
 use super::per_ip;
 use super::request_body::{PacedBody, Verdict};
 use super::state::{self, Active, ConnState, Reject};
-use super::tunnel::{Switch, Tunnels, WorkerLocal};
+use super::tunnel::{self, Tunnels, WorkerLocal};
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
@@ -156,7 +156,9 @@ pub async fn serve_io<I>(
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         // A peer that no longer answers pings is gone: close rather than hold it.
         .keep_alive_interval(H2_KEEP_ALIVE)
-        .keep_alive_timeout(H2_KEEP_ALIVE);
+        .keep_alive_timeout(H2_KEEP_ALIVE)
+        // WebSockets over HTTP/2 (RFC 8441): extended CONNECT, see `tunnel`.
+        .enable_connect_protocol();
     let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
 
     // The stop signals are watched from a task of their own: polled in the select
@@ -268,14 +270,8 @@ async fn handle(
     let version = req.version();
     let line = access_log::enabled().then(|| AccessLine::of(&req, &info));
 
-    // A protocol switch asked for: hyper hands the client's side over once a `101` is
-    // written. Only then is the snapshot kept beyond the driver (for the route's
-    // idle timeout).
-    let switch = proxy::requested_upgrade(version, req.headers())
-        .is_some()
-        .then(|| hyper::upgrade::on(&mut req));
     let snapshot = app.snapshot.load_full();
-    let pinned = switch.as_ref().map(|_| Arc::clone(&snapshot));
+    let asked = tunnel::Asked::take(&mut req, &snapshot);
     // Only a request with a body has a pace to keep (and a verdict to allocate).
     let verdict = (!req.body().is_end_stream()).then(Verdict::default);
     let (mut resp, outcome) = match &verdict {
@@ -300,37 +296,19 @@ async fn handle(
         }
     }
     let mut active = Some(active);
-    let switched = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-    if switched {
-        let agreed = Switch::agreed(
-            switch,
-            &mut resp,
-            pinned.as_deref(),
-            outcome.route.as_ref(),
-            active.take(),
-        );
-        match agreed {
-            Ok(switch) => {
-                // What follows on this connection is no longer HTTP/1 framing.
-                state.passthrough();
-                tunnels.start(switch);
-            }
-            Err(hold) => {
-                // A switch nobody asked for (or a filter's `101`): nothing to join.
-                tracing::debug!(client = %info.client, "a 101 answered a request that asked for no switch");
-                resp =
-                    proxy::error_response(http::StatusCode::BAD_GATEWAY, "upstream unreachable\n");
-                active = hold;
-            }
+    let switched = match tunnel::settle(asked, &mut resp, outcome.route.as_ref(), &mut active) {
+        Some(switch) => {
+            // What follows on an HTTP/1 connection is no longer HTTP/1 framing.
+            state.passthrough();
+            tunnels.start(switch);
+            true
         }
-    }
+        None => false,
+    };
     if last_allowed && state.limits().max_requests_per_connection == Some(index + 1) {
         metrics::global().client_limit(&info.listener, "max_requests_per_connection");
     }
-    if (state.is_draining() || last_allowed)
-        && version <= http::Version::HTTP_11
-        && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
-    {
+    if (state.is_draining() || last_allowed) && version <= http::Version::HTTP_11 && !switched {
         // The connection closes after this response: say so, so the client sends
         // nothing more on it.
         resp.headers_mut().insert(

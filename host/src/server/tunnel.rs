@@ -4,6 +4,10 @@
 //! until both sides have closed, one fails, or neither has sent a byte for the route's
 //! `upgrade_idle_timeout`.
 //!
+//! A WebSocket over HTTP/2 (RFC 8441: an extended CONNECT with `:protocol websocket`)
+//! goes upstream as the HTTP/1.1 upgrade it stands for; the client gets `200` for the
+//! upstream's `101`, and its side of the tunnel is the HTTP/2 stream.
+//!
 //! A tunnel runs as a task of its own on the worker, and the connection that switched
 //! waits for its tunnels before it ends, so that a switched connection still counts as
 //! open (in `portcullis_connections_open`, against the per-IP limit, and in the drain
@@ -16,12 +20,138 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::body::ProxyBody;
 use crate::metrics;
+use crate::proxy;
 use crate::snapshot::Snapshot;
+
+/// A protocol switch a request asked for, taken from it before it is driven.
+pub(super) struct Asked {
+    /// The client's side, which hyper hands over once the answer is written.
+    client: OnUpgrade,
+    /// The snapshot the request is served by (for the route's idle timeout): kept
+    /// beyond the driver only for a request that asks to switch.
+    snapshot: Arc<Snapshot>,
+    /// An HTTP/2 extended CONNECT (RFC 8441), which the upstream got as an HTTP/1.1
+    /// upgrade and whose client expects a `200`.
+    extended: bool,
+}
+
+impl Asked {
+    /// What `req` asks to switch to, if anything: an HTTP/1.1 upgrade, or an HTTP/2
+    /// extended CONNECT, which is turned into the HTTP/1.1 upgrade it stands for (see
+    /// [`from_extended_connect`]) so that routes, filters and upstreams see what an
+    /// HTTP/1.1 client would have sent.
+    pub(super) fn take<B>(req: &mut Request<B>, snapshot: &Arc<Snapshot>) -> Option<Asked> {
+        let extended = from_extended_connect(req);
+        proxy::requested_upgrade(req.version(), req.headers())?;
+        Some(Asked {
+            client: hyper::upgrade::on(req),
+            snapshot: Arc::clone(snapshot),
+            extended,
+        })
+    }
+}
+
+/// Settles the answer `resp` to a request of route `route` that asked for `asked`:
+/// on an upstream's `101` to a request that asked to switch, the switch to start
+/// (holding `hold` until it ends), with `resp` made what the client expects (a `200`
+/// for an extended CONNECT). A `101` nothing can be joined to (the request asked for
+/// no switch, or a filter answered it) and a `2xx` without a switch to an extended
+/// CONNECT (its client would take it for an open tunnel) become `502`.
+pub(super) fn settle<T: 'static>(
+    asked: Option<Asked>,
+    resp: &mut Response<ProxyBody>,
+    route: Option<&Arc<str>>,
+    hold: &mut Option<T>,
+) -> Option<Switch<T>> {
+    let extended = asked.as_ref().is_some_and(|a| a.extended);
+    let status = resp.status();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        if extended && status.is_success() {
+            tracing::debug!(
+                "an upstream answered a WebSocket over HTTP/2 {status} without switching"
+            );
+            *resp = upstream_unreachable();
+        }
+        return None;
+    }
+    let joined = asked.zip(route).and_then(|(asked, route)| {
+        let idle_timeout = asked
+            .snapshot
+            .config
+            .routes
+            .iter()
+            .find(|r| *r.name == **route)
+            .map(|r| r.upgrade_idle_timeout)?;
+        let upstream = resp.extensions_mut().remove::<OnUpgrade>()?;
+        Some(Switch {
+            client: asked.client,
+            upstream,
+            route: Arc::clone(route),
+            idle_timeout,
+            _hold: hold.take(),
+        })
+    });
+    match joined {
+        Some(switch) => {
+            if extended {
+                // RFC 8441 §5: the stream is open with a 2xx; the HTTP/1.1 handshake's
+                // proof of the key is the proxy's business, not the client's.
+                *resp.status_mut() = StatusCode::OK;
+                resp.headers_mut().remove("sec-websocket-accept");
+            }
+            Some(switch)
+        }
+        None => {
+            tracing::debug!("a 101 answered a request that asked for no switch");
+            *resp = upstream_unreachable();
+            None
+        }
+    }
+}
+
+fn upstream_unreachable() -> Response<ProxyBody> {
+    proxy::error_response(StatusCode::BAD_GATEWAY, "upstream unreachable\n")
+}
+
+/// RFC 8441: turns an HTTP/2 extended CONNECT (`:protocol`) into the HTTP/1.1 upgrade
+/// it stands for: `GET` with `Connection: upgrade`, `Upgrade: PROTOCOL` and, for a
+/// WebSocket, a fresh `Sec-WebSocket-Key` (HTTP/2 has none). Returns whether it did.
+fn from_extended_connect<B>(req: &mut Request<B>) -> bool {
+    if req.version() != Version::HTTP_2 || req.method() != Method::CONNECT {
+        return false;
+    }
+    let Some(protocol) = req.extensions_mut().remove::<hyper::ext::Protocol>() else {
+        return false;
+    };
+    let Ok(upgrade) = HeaderValue::from_str(protocol.as_str()) else {
+        return false;
+    };
+    *req.method_mut() = Method::GET;
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, upgrade);
+    if protocol.as_str().eq_ignore_ascii_case("websocket") {
+        headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+    }
+    true
+}
+
+/// A `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1).
+fn websocket_key() -> HeaderValue {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    HeaderValue::from_str(&key)
+        .unwrap_or_else(|_| HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAA=="))
+}
 
 /// A protocol switch the client asked for and the upstream accepted, waiting for
 /// hyper to hand over the two streams.
@@ -31,46 +161,10 @@ pub(super) struct Switch<T> {
     route: Arc<str>,
     idle_timeout: Duration,
     /// Held while the tunnel runs (the request's in-flight token).
-    _hold: T,
+    _hold: Option<T>,
 }
 
 impl<T: 'static> Switch<T> {
-    /// The switch of a `101` response `resp` to a request of route `route` that asked
-    /// for one (`client`: its side, taken from the request). `snapshot` is the one the
-    /// request was served by, for the route's idle timeout; `hold` is kept until the
-    /// tunnel ends, and given back when there is nothing to join: the request asked for
-    /// no switch, or the `101` did not come from an upstream (a filter's answer).
-    pub(super) fn agreed<B>(
-        client: Option<OnUpgrade>,
-        resp: &mut http::Response<B>,
-        snapshot: Option<&Snapshot>,
-        route: Option<&Arc<str>>,
-        hold: T,
-    ) -> Result<Self, T> {
-        let (Some(client), Some(snapshot), Some(route)) = (client, snapshot, route) else {
-            return Err(hold);
-        };
-        let Some(idle_timeout) = snapshot
-            .config
-            .routes
-            .iter()
-            .find(|r| *r.name == **route)
-            .map(|r| r.upgrade_idle_timeout)
-        else {
-            return Err(hold);
-        };
-        let Some(upstream) = resp.extensions_mut().remove::<OnUpgrade>() else {
-            return Err(hold);
-        };
-        Ok(Self {
-            client,
-            upstream,
-            route: Arc::clone(route),
-            idle_timeout,
-            _hold: hold,
-        })
-    }
-
     /// Waits for both streams, then copies between them until the tunnel ends.
     async fn run(self) {
         let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
