@@ -139,6 +139,41 @@ upstreams:
     (Proxy::start(&conf), conf)
 }
 
+/// The peers of a test and the proxy in front of them.
+struct Rig {
+    proxy: Proxy,
+    echo: WsServer,
+    _refuse: WsServer,
+    _conf: ConfDir,
+}
+
+fn rig() -> Rig {
+    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
+    let (proxy, conf) = proxy(&echo, &refuse);
+    Rig {
+        proxy,
+        echo,
+        _refuse: refuse,
+        _conf: conf,
+    }
+}
+
+/// The answer to a WebSocket handshake at `path` that did not switch.
+async fn refused(proxy: &Proxy, path: &str) -> Value {
+    let seen = ws_client(ws_url(proxy, path), "handshake", None).await;
+    assert_eq!(seen["switched"], false, "{path}: {seen}");
+    seen
+}
+
+/// `portcullis_upgrades_total{route}`, if the route has switched any connection.
+async fn upgrades(proxy: &Proxy, route: &str) -> Option<f64> {
+    let metrics = proxy.metrics().await;
+    series(
+        &metrics,
+        &format!("portcullis_upgrades_total{{route=\"{route}\"}}"),
+    )
+}
+
 /// The value of the series `name{labels}` in `/metrics` text, if present.
 fn series(metrics: &str, name_and_labels: &str) -> Option<f64> {
     metrics.lines().find_map(|l| {
@@ -149,10 +184,10 @@ fn series(metrics: &str, name_and_labels: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn websocket_messages_of_every_kind_pass_both_ways() {
-    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
-    let (proxy, _conf) = proxy(&echo, &refuse);
+    let rig = rig();
+    let proxy = &rig.proxy;
 
-    let seen = ws_client(ws_url(&proxy, "/chat/room"), "exchange", None).await;
+    let seen = ws_client(ws_url(proxy, "/chat/room"), "exchange", None).await;
     assert_eq!(seen["text"], "hello", "text echo: {seen}");
     assert_eq!(seen["binary_ok"], true, "binary echo: {seen}");
     assert_eq!(seen["pong"], true, "ping answered by a pong: {seen}");
@@ -176,12 +211,7 @@ async fn websocket_messages_of_every_kind_pass_both_ways() {
     // And its 101 through the response phase.
     assert_eq!(seen["response_headers"]["x-proxy"], "portcullis", "{seen}");
 
-    let metrics = proxy.metrics().await;
-    assert_eq!(
-        series(&metrics, r#"portcullis_upgrades_total{route="chat"}"#),
-        Some(1.0),
-        "{metrics}"
-    );
+    assert_eq!(upgrades(proxy, "chat").await, Some(1.0));
     // The tunnel ends once both sides have closed, just after the client returned.
     let mut closed = None;
     for _ in 0..100 {
@@ -205,27 +235,20 @@ async fn websocket_messages_of_every_kind_pass_both_ways() {
 
 #[tokio::test]
 async fn a_filter_that_refuses_the_handshake_stops_the_switch() {
-    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
-    let (proxy, _conf) = proxy(&echo, &refuse);
+    let rig = rig();
+    let proxy = &rig.proxy;
 
-    let seen = ws_client(ws_url(&proxy, "/denied"), "handshake", None).await;
-    assert_eq!(seen["switched"], false, "{seen}");
+    let seen = refused(proxy, "/denied").await;
     assert_eq!(seen["status"], 403, "the allowlist's answer: {seen}");
-    let metrics = proxy.metrics().await;
-    assert_eq!(
-        series(&metrics, r#"portcullis_upgrades_total{route="denied"}"#),
-        None,
-        "{metrics}"
-    );
+    assert_eq!(upgrades(proxy, "denied").await, None);
 }
 
 #[tokio::test]
 async fn an_upstream_that_does_not_switch_is_answered_as_usual() {
-    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
-    let (proxy, _conf) = proxy(&echo, &refuse);
+    let rig = rig();
+    let proxy = &rig.proxy;
 
-    let seen = ws_client(ws_url(&proxy, "/plain"), "handshake", None).await;
-    assert_eq!(seen["switched"], false, "{seen}");
+    let seen = refused(proxy, "/plain").await;
     assert_eq!(seen["status"], 200, "{seen}");
     assert_eq!(seen["body"], "no websocket here\n", "{seen}");
 
@@ -246,24 +269,19 @@ async fn an_upstream_that_does_not_switch_is_answered_as_usual() {
     let second = raw.read_response(Duration::from_secs(10)).await;
     let second = second.unwrap_or_else(|| panic!("no second answer; logs:\n{}", proxy.logs()));
     assert!(second.starts_with("HTTP/1.1 200"), "{second}");
-    let metrics = proxy.metrics().await;
-    assert_eq!(
-        series(&metrics, r#"portcullis_upgrades_total{route="plain"}"#),
-        None,
-        "{metrics}"
-    );
+    assert_eq!(upgrades(proxy, "plain").await, None);
 }
 
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_and_a_busy_one_is_not() {
-    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
-    let (proxy, _conf) = proxy(&echo, &refuse);
+    let rig = rig();
+    let proxy = &rig.proxy;
 
     // A message every 100 ms for 2 s: over three idle timeouts, never idle for one.
-    let busy = ws_client(ws_url(&proxy, "/quiet"), "busy", Some("2")).await;
+    let busy = ws_client(ws_url(proxy, "/quiet"), "busy", Some("2")).await;
     assert_eq!(busy["open"], true, "a busy tunnel stays open: {busy}");
 
-    let idle = ws_client(ws_url(&proxy, "/quiet"), "idle", Some("10")).await;
+    let idle = ws_client(ws_url(proxy, "/quiet"), "idle", Some("10")).await;
     assert_eq!(
         idle["closed"], true,
         "the proxy closed the idle tunnel: {idle}"
@@ -289,11 +307,11 @@ async fn an_idle_tunnel_is_closed_and_a_busy_one_is_not() {
 /// in docs/performance.md comes from here. Asserts only that both paths work.
 #[tokio::test]
 async fn websocket_round_trip_through_the_proxy_and_direct() {
-    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
-    let (proxy, _conf) = proxy(&echo, &refuse);
+    let rig = rig();
+    let proxy = &rig.proxy;
     let n = "2000";
-    let direct = ws_client(format!("ws://{}/chat", echo.address()), "rtt", Some(n)).await;
-    let proxied = ws_client(ws_url(&proxy, "/bare"), "rtt", Some(n)).await;
+    let direct = ws_client(format!("ws://{}/chat", rig.echo.address()), "rtt", Some(n)).await;
+    let proxied = ws_client(ws_url(proxy, "/bare"), "rtt", Some(n)).await;
     for (name, r) in [("direct", &direct), ("through portcullis", &proxied)] {
         assert!(r["median_us"].as_f64().is_some(), "{name}: {r}");
         println!(
@@ -313,8 +331,8 @@ async fn websocket_over_http2_extended_connect() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::io::AsyncWriteExt;
 
-    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
-    let (proxy, _conf) = proxy(&echo, &refuse);
+    let rig = rig();
+    let proxy = &rig.proxy;
     let tcp = tokio::net::TcpStream::connect(proxy.addr("web"))
         .await
         .unwrap_or_else(|e| panic!("connect: {e}"));
