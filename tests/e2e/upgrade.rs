@@ -2,106 +2,24 @@
 //! client and a real server, both Python `websockets` (tests/e2e/upgrade/*.py), with
 //! the route's filters applied to the handshake and the tunnel's idle timeout.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::*;
 
-/// The `websockets` version `.ci/install-toolchains` puts in the test venv.
-const WEBSOCKETS: &str = "websockets==17.4";
+/// A WebSocket server (`ws_server.py MODE`).
+type WsServer = PyServer;
 
-/// The Python that runs the WebSocket peers: the test venv's, which
-/// `.ci/install-toolchains` makes (`$PORTCULLIS_TEST_VENV`, by default
-/// `~/.cache/portcullis/test-venv`). Panics, saying how to make it, when it is missing.
-fn python() -> PathBuf {
-    let venv = std::env::var_os("PORTCULLIS_TEST_VENV")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/portcullis/test-venv"))
-        })
-        .unwrap_or_else(|| PathBuf::from("test-venv"));
-    let python = venv.join("bin").join("python");
-    let ok = Command::new(&python)
-        .args(["-c", "import websockets"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "the WebSocket tests need Python's `websockets` in {venv}.\nInstall it: \
-         .ci/install-toolchains, or python3 -m venv {venv} && {venv}/bin/pip install '{WEBSOCKETS}'",
-        venv = venv.display()
-    );
-    python
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/e2e/upgrade")
-        .join(name)
-}
-
-/// A WebSocket server (`ws_server.py MODE`), killed on drop.
-struct WsServer {
-    child: Child,
-    port: u16,
-}
-
-impl WsServer {
-    fn start(mode: &str) -> WsServer {
-        use std::io::BufRead;
-        let mut child = Command::new(python())
-            .arg(script("ws_server.py"))
-            .arg(mode)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start ws_server.py: {e}"));
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("ws_server.py {mode} printed {line:?}, not its port"));
-        WsServer { child, port }
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for WsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn ws_server(mode: &str) -> WsServer {
+    PyServer::start("websockets", "upgrade/ws_server.py", &[mode])
 }
 
 /// Runs `ws_client.py URL SCENARIO [ARG]` and returns the JSON it printed.
 async fn ws_client(url: String, scenario: &str, arg: Option<&str>) -> Value {
-    let mut cmd = Command::new(python());
-    cmd.arg(script("ws_client.py")).arg(&url).arg(scenario);
-    cmd.args(arg);
-    let shown = format!("ws_client.py {url} {scenario} {}", arg.unwrap_or_default());
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap_or_else(|e| panic!("{shown}: {e}"))
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{shown} printed no JSON ({e}):\n{stdout}"))
+    let mut args = vec![url.as_str(), scenario];
+    args.extend(arg);
+    py_client("websockets", "upgrade/ws_client.py", &args).await
 }
 
 fn ws_url(proxy: &Proxy, path: &str) -> String {
@@ -148,7 +66,7 @@ struct Rig {
 }
 
 fn rig() -> Rig {
-    let (echo, refuse) = (WsServer::start("echo"), WsServer::start("refuse"));
+    let (echo, refuse) = (ws_server("echo"), ws_server("refuse"));
     let (proxy, conf) = proxy(&echo, &refuse);
     Rig {
         proxy,
