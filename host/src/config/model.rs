@@ -376,6 +376,8 @@ pub struct UpstreamConfig {
     pub timeouts: UpstreamTimeouts,
     /// TLS to the targets, if configured.
     pub tls: Option<UpstreamTlsConfig>,
+    /// Which HTTP the targets speak (`protocol`).
+    pub protocol: UpstreamProtocol,
     /// The balancing policy (`round_robin` when not given).
     pub balance: super::BalanceConfig,
     /// Retries of failed attempts; `None`: only the implicit connect-failure retry.
@@ -406,6 +408,16 @@ pub struct HealthCheckConfig {
     pub interval: Duration,
     /// Time a probe may take.
     pub timeout: Duration,
+}
+
+/// `upstreams[].protocol`: which HTTP goes to the targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1; over TLS, HTTP/2 when the target picks it by ALPN.
+    #[default]
+    Auto,
+    /// HTTP/2 with prior knowledge over plain TCP: gRPC servers without TLS.
+    H2c,
 }
 
 /// `upstreams[].timeouts`.

@@ -11,7 +11,7 @@
 //! pooled client at ~9k instructions a request; this path costs a fraction of that.
 //!
 //! What it keeps of the pooled client's behaviour: HTTP/2 when a TLS target picks it
-//! by ALPN (one shared connection per target); `Host` set from the target when the
+//! by ALPN, or always for an `h2c` upstream (one shared connection per target); `Host` set from the target when the
 //! request has none; a request that a reused connection refused before sending
 //! (closed while idle) goes out again on another connection; idle connections are
 //! dropped after [`POOL_IDLE`]; a connection that carried a protocol switch
@@ -63,16 +63,20 @@ struct Idle {
 /// because a filter's `http_call` future must be `Send`.
 pub struct Pool {
     connector: UpstreamConnector,
+    /// HTTP/2 with prior knowledge on every connection (`protocol: h2c`).
+    h2c: bool,
     targets: Mutex<Vec<Vec<Idle>>>,
 }
 
 // === impl Pool ===
 
 impl Pool {
-    /// An empty pool for `targets` targets, connecting through `connector`.
-    pub fn new(connector: UpstreamConnector, targets: usize) -> Self {
+    /// An empty pool for `targets` targets, connecting through `connector`, speaking
+    /// HTTP/2 with prior knowledge when `h2c`.
+    pub fn new(connector: UpstreamConnector, targets: usize, h2c: bool) -> Self {
         Self {
             connector,
+            h2c,
             targets: Mutex::new((0..targets).map(|_| Vec::new()).collect()),
         }
     }
@@ -199,7 +203,7 @@ impl Pool {
         let io = tower_service::Service::call(&mut connector, uri)
             .await
             .map_err(PoolError::Connect)?;
-        if io.connected().is_negotiated_h2() {
+        if self.h2c || io.connected().is_negotiated_h2() {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
