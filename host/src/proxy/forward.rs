@@ -29,7 +29,12 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// the authority the client addressed, `X-Forwarded-*` added, HTTP/1.1 on the wire.
 pub fn prepare_request(head: &mut request::Parts, conn: &ConnInfo) {
     let upgrade = requested_upgrade(head.version, &head.headers).cloned();
-    remove_hop_by_hop(&mut head.headers);
+    if remove_hop_by_hop(&mut head.headers) & TE_TRAILERS != 0 {
+        // gRPC servers want it (to know the client takes trailers), and it is the one
+        // `TE` HTTP/2 allows.
+        head.headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     if let Some(protocols) = upgrade {
         keep_upgrade(&mut head.headers, protocols);
     }
@@ -152,9 +157,14 @@ fn keep_upgrade(headers: &mut HeaderMap, protocols: HeaderValue) {
     headers.insert(header::UPGRADE, protocols);
 }
 
+/// Set in what [`remove_hop_by_hop`] returns when the `TE` it removed accepted
+/// trailers.
+const TE_TRAILERS: u8 = 1;
+
 /// Removes the fixed hop-by-hop headers, every `Proxy-*` header, and those that
-/// `Connection` names.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+/// `Connection` names. Returns [`TE_TRAILERS`] when the removed `TE` listed
+/// `trailers`, else 0.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> u8 {
     // One pass over the names finds what there is to remove, so that only those pay a
     // removal (a hash lookup each): the usual request has none of these headers and
     // the usual response only `Connection: keep-alive`.
@@ -167,8 +177,24 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if present == 0 && !proxy {
-        return;
+        return 0;
     }
+    const TE: u8 = 1 << 4;
+    let te_trailers = if present & TE != 0
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            }) {
+        TE_TRAILERS
+    } else {
+        0
+    };
     // Names `Connection` lists beyond the fixed ones, when such a header is there
     // (looked up by `&str`, which allocates nothing).
     let mut listed: Vec<HeaderName> = Vec::new();
@@ -209,6 +235,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    te_trailers
 }
 
 /// The index in [`HOP_BY_HOP`] of the (lower-case) name `name`. A `match` on the
@@ -369,5 +396,28 @@ mod tests {
             assert_eq!(head.headers.contains_key("upgrade"), kept, "{status}");
             assert_eq!(head.headers.contains_key("connection"), kept, "{status}");
         }
+    }
+
+    #[test]
+    fn te_trailers_goes_upstream_and_other_codings_do_not() {
+        for (te, kept) in [
+            ("trailers", true),
+            ("gzip, trailers;q=1", true),
+            ("gzip", false),
+        ] {
+            let (mut head, ()) = http::Request::post("/svc/Call")
+                .header("te", te)
+                .body(())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_parts();
+            prepare_request(&mut head, &conn());
+            let got = head.headers.get("te").map(HeaderValue::as_bytes);
+            assert_eq!(got, kept.then_some(&b"trailers"[..]), "TE: {te}");
+        }
+        assert_eq!(
+            hop_by_hop_index("te"),
+            Some(4),
+            "the TE bit remove_hop_by_hop reads"
+        );
     }
 }
