@@ -272,6 +272,8 @@ async fn handle(
 
     let snapshot = app.snapshot.load_full();
     let asked = tunnel::Asked::take(&mut req, &snapshot);
+    // gRPC runs over HTTP/2 only: HTTP/1 requests skip the look at their content type.
+    let grpc = version == http::Version::HTTP_2 && proxy::is_grpc(req.headers());
     // Only a request with a body has a pace to keep (and a verdict to allocate).
     let verdict = (!req.body().is_end_stream()).then(Verdict::default);
     let (mut resp, outcome) = match &verdict {
@@ -332,6 +334,10 @@ async fn handle(
         duration: started.elapsed(),
         client: &line.client,
     });
+    if grpc {
+        // After the access line, which keeps the error's HTTP status.
+        proxy::answer_errors_as_grpc(&mut resp);
+    }
     resp.map(|body| TrackedBody {
         inner: body,
         _active: active,
