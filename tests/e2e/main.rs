@@ -12,6 +12,7 @@ mod examples;
 mod filters_builtin;
 mod filters_check;
 mod filters_ratelimit;
+mod grpc;
 mod inproc;
 mod module_cache;
 mod reload;
