@@ -29,9 +29,10 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// the authority the client addressed, `X-Forwarded-*` added, HTTP/1.1 on the wire.
 pub fn prepare_request(head: &mut request::Parts, conn: &ConnInfo) {
     let upgrade = requested_upgrade(head.version, &head.headers).cloned();
-    if remove_hop_by_hop(&mut head.headers) & TE_TRAILERS != 0 {
-        // gRPC servers want it (to know the client takes trailers), and it is the one
-        // `TE` HTTP/2 allows.
+    let te_trailers = remove_hop_by_hop(&mut head.headers) & TE_TRAILERS != 0;
+    if te_trailers && head.version == Version::HTTP_2 {
+        // gRPC (HTTP/2 only) servers want it, to know the client takes trailers; it is
+        // the one `TE` HTTP/2 allows. An HTTP/1.1 client's speaks for its hop only.
         head.headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -400,19 +401,25 @@ mod tests {
 
     #[test]
     fn te_trailers_goes_upstream_and_other_codings_do_not() {
-        for (te, kept) in [
-            ("trailers", true),
-            ("gzip, trailers;q=1", true),
-            ("gzip", false),
+        for (version, te, kept) in [
+            (Version::HTTP_2, "trailers", true),
+            (Version::HTTP_2, "gzip, trailers;q=1", true),
+            (Version::HTTP_2, "gzip", false),
+            (Version::HTTP_11, "trailers", false),
         ] {
             let (mut head, ()) = http::Request::post("/svc/Call")
+                .version(version)
                 .header("te", te)
                 .body(())
                 .unwrap_or_else(|e| panic!("{e}"))
                 .into_parts();
             prepare_request(&mut head, &conn());
             let got = head.headers.get("te").map(HeaderValue::as_bytes);
-            assert_eq!(got, kept.then_some(&b"trailers"[..]), "TE: {te}");
+            assert_eq!(
+                got,
+                kept.then_some(&b"trailers"[..]),
+                "{version:?} TE: {te}"
+            );
         }
         assert_eq!(
             hop_by_hop_index("te"),
