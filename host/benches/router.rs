@@ -58,6 +58,7 @@ fn route(name: String, matcher: RouteMatch) -> RouteConfig {
         filters: vec![],
         upstream: ECHO_UPSTREAM.into(),
         max_request_body: None,
+        upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,
         origin: Default::default(),
     }
 }

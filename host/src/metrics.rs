@@ -52,6 +52,12 @@ pub struct Metrics {
     filter_failures: SeriesMap<AtomicU64>,
     /// `portcullis_client_limits_total`, keyed `listener SEP limit`.
     client_limits: SeriesMap<AtomicU64>,
+    /// `portcullis_upgrades_total`, keyed by route.
+    upgrades: SeriesMap<AtomicU64>,
+    /// `portcullis_upgrades_active`, keyed by route.
+    upgrades_active: SeriesMap<AtomicI64>,
+    /// `portcullis_upgrades_closed_total`, keyed `route SEP reason`.
+    upgrades_closed: SeriesMap<AtomicU64>,
     /// `portcullis_config_generation`.
     generation: AtomicU64,
     /// `portcullis_reloads_total{result="ok"}`.
@@ -138,6 +144,29 @@ impl Metrics {
     pub fn connections_open(&self, listener: &str, delta: i64) {
         bump(&self.connections, listener, |g: &AtomicI64| {
             g.fetch_add(delta, Ordering::Relaxed);
+        });
+    }
+
+    /// Counts a connection of `route` switched to another protocol (a tunnel opened).
+    pub fn upgrade_opened(&self, route: &str) {
+        bump(&self.upgrades, route, |c: &AtomicU64| {
+            c.fetch_add(1, Ordering::Relaxed);
+        });
+        bump(&self.upgrades_active, route, |g: &AtomicI64| {
+            g.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+
+    /// Counts the end of a tunnel of `route`; `reason` is `closed`, `idle_timeout` or
+    /// `error`.
+    pub fn upgrade_closed(&self, route: &str, reason: &str) {
+        bump(&self.upgrades_active, route, |g: &AtomicI64| {
+            g.fetch_sub(1, Ordering::Relaxed);
+        });
+        with_key(&[route, reason], |key| {
+            bump(&self.upgrades_closed, key, |c: &AtomicU64| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
         });
     }
 
@@ -326,6 +355,9 @@ mod tests {
         m.connections_open("web", 1);
         m.upstream_error("api", "connect");
         m.filter_failure("auth", "trap");
+        m.upgrade_opened("chat");
+        m.upgrade_opened("chat");
+        m.upgrade_closed("chat", "idle_timeout");
         let text = m.render();
         for want in [
             "# TYPE portcullis_requests_total counter",
@@ -336,6 +368,9 @@ mod tests {
             r#"portcullis_connections_open{listener="web"} 1"#,
             r#"portcullis_upstream_errors_total{upstream="api",kind="connect"} 1"#,
             r#"portcullis_filter_failures_total{filter="auth",kind="trap"} 1"#,
+            r#"portcullis_upgrades_total{route="chat"} 2"#,
+            r#"portcullis_upgrades_active{route="chat"} 1"#,
+            r#"portcullis_upgrades_closed_total{route="chat",reason="idle_timeout"} 1"#,
         ] {
             assert!(text.contains(want), "expected {want:?} in:\n{text}");
         }

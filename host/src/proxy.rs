@@ -30,11 +30,14 @@
 mod error;
 mod exchange;
 mod forward;
+mod grpc;
 mod limit;
 mod observe;
 
 pub use error::{ErrorSource, ProxyError, error_response};
 pub use exchange::Exchange;
+pub use forward::requested_upgrade;
+pub use grpc::{answer_errors_as_grpc, is_grpc};
 pub use observe::Outcome;
 
 use std::net::SocketAddr;

@@ -10,6 +10,7 @@ pub mod guard;
 mod per_ip;
 mod request_body;
 mod state;
+mod tunnel;
 mod worker;
 
 use std::sync::Arc;

@@ -62,6 +62,7 @@ pub fn route(name: &str, matcher: RouteMatch, upstream: &str) -> RouteConfig {
         filters: vec![],
         upstream: upstream.into(),
         max_request_body: None,
+        upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,
         origin: Default::default(),
     }
 }

@@ -42,6 +42,9 @@
 //! - [`Load`]: keep-alive, new-connection and HTTP/2 clients sending requests until
 //!   the proxy refuses their connection, every failure recorded (the drain tests).
 //! - [`h2raw::H2Raw`]: HTTP/2 frame by frame, for abusive clients.
+//! - [`PyServer`] / [`py_client`]: peers written in Python (WebSocket, gRPC), run on
+//!   the test venv `.ci/install-toolchains` makes; a missing venv fails the test with
+//!   the command that makes it.
 //! - [`client()`] is a reqwest client (HTTP/1.1, no system proxy); [`h2_client()`]
 //!   speaks HTTP/2 with prior knowledge.
 
@@ -50,11 +53,13 @@
 mod backend;
 pub mod h2raw;
 mod load;
+mod python;
 mod raw;
 
 #[allow(unused_imports)]
 pub use backend::{Backend, Reply, Seen};
 pub use load::Load;
+pub use python::{PyServer, py_client};
 pub use raw::Raw;
 
 use std::collections::HashMap;

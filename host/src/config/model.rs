@@ -230,6 +230,9 @@ pub struct RouteConfig {
     pub upstream: super::RouteDestination,
     /// The largest request body accepted (`max_request_body`); `None`: no limit.
     pub max_request_body: Option<u64>,
+    /// How long a connection switched to another protocol (an HTTP/1.1 upgrade, a
+    /// WebSocket) may pass no byte either way before it is closed.
+    pub upgrade_idle_timeout: Duration,
     /// Where it was declared.
     pub origin: Origin,
 }
@@ -268,6 +271,10 @@ pub enum PathMatch {
 
 /// The name of the built-in upstream that echoes the request as JSON.
 pub const ECHO_UPSTREAM: &str = "echo@internal";
+
+/// `routes[].upgrade_idle_timeout` when not given: nginx's `proxy_read_timeout`
+/// default, and three times the 20 s ping interval of common WebSocket libraries.
+pub const UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `filters[]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -369,6 +376,8 @@ pub struct UpstreamConfig {
     pub timeouts: UpstreamTimeouts,
     /// TLS to the targets, if configured.
     pub tls: Option<UpstreamTlsConfig>,
+    /// Which HTTP the targets speak (`protocol`).
+    pub protocol: UpstreamProtocol,
     /// The balancing policy (`round_robin` when not given).
     pub balance: super::BalanceConfig,
     /// Retries of failed attempts; `None`: only the implicit connect-failure retry.
@@ -399,6 +408,16 @@ pub struct HealthCheckConfig {
     pub interval: Duration,
     /// Time a probe may take.
     pub timeout: Duration,
+}
+
+/// `upstreams[].protocol`: which HTTP goes to the targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1; over TLS, HTTP/2 when the target picks it by ALPN.
+    #[default]
+    Auto,
+    /// HTTP/2 with prior knowledge over plain TCP: gRPC servers without TLS.
+    H2c,
 }
 
 /// `upstreams[].timeouts`.

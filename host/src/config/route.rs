@@ -52,6 +52,7 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
     let mut upstream_refs = Vec::new();
     let upstream = destination(cx, &mut f, &mut upstream_refs);
     let max_request_body = f.take("max_request_body").map(|v| v.size(cx));
+    let upgrade_idle_timeout = f.take("upgrade_idle_timeout").map(|v| v.duration(cx));
     let path = f.path().to_string();
     f.finish(cx);
 
@@ -83,6 +84,7 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
             Some(m) => Some(m?),
             None => None,
         },
+        upgrade_idle_timeout: upgrade_idle_timeout.unwrap_or(Some(super::UPGRADE_IDLE_TIMEOUT))?,
         origin: cx.origin(item.line),
     })
 }

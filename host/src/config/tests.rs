@@ -199,7 +199,7 @@ fn every_error_of_every_file_is_reported_with_its_line() {
         [
             "a.yaml:3: listeners.web.address: `nowhere` is not an IP:port address (e.g. 127.0.0.1:8080 or [::1]:8080)",
             "a.yaml:4: listeners.web.colour: unknown field (expected one of: name, address, tls, limits)",
-            "b.yaml:3: routes.api.matchh: unknown field (expected one of: name, listeners, match, priority, filters, upstream, upstreams, max_request_body)",
+            "b.yaml:3: routes.api.matchh: unknown field (expected one of: name, listeners, match, priority, filters, upstream, upstreams, max_request_body, upgrade_idle_timeout)",
             "b.yaml:4: routes.api.upstream: unknown upstream `missing` (defined: echo@internal)",
             "b.yaml:6: routes.two.match.path: `x` must start with /",
         ]
@@ -487,3 +487,34 @@ fn module_cache_errors() {
 }
 
 mod hardening;
+
+#[test]
+fn protocols_and_upgrade_timeouts_load_and_bad_ones_are_errors() {
+    let dir = dir_with(&[(
+        "a.yaml",
+        &format!(
+            "{LISTENER}routes:\n  - {{ name: ws, upstream: g, upgrade_idle_timeout: 5m }}\n\
+             upstreams:\n  - {{ name: g, protocol: h2c, targets: [{{ address: 127.0.0.1:9 }}] }}\n"
+        ),
+    )]);
+    let c = loaded(dir.path());
+    assert_eq!(c.routes[0].upgrade_idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.upstreams[0].protocol, UpstreamProtocol::H2c);
+
+    let dir = dir_with(&[(
+        "a.yaml",
+        &format!(
+            "{LISTENER}routes:\n  - {{ name: ws, upstream: g, upgrade_idle_timeout: 0s }}\n\
+             upstreams:\n  - {{ name: g, protocol: h3, targets: [{{ address: 127.0.0.1:9 }}] }}\n  \
+             - {{ name: t, protocol: h2c, tls: {{}}, targets: [{{ address: 127.0.0.1:9 }}] }}\n"
+        ),
+    )]);
+    assert_eq!(
+        errors(dir.path()),
+        [
+            "a.yaml:4: routes.ws.upgrade_idle_timeout: must be greater than 0",
+            "a.yaml:6: upstreams.g.protocol: `h3` is not a protocol (expected auto or h2c)",
+            "a.yaml:7: upstreams.t.protocol: h2c is HTTP/2 without TLS; over TLS, HTTP/2 is picked by ALPN (leave protocol out)",
+        ]
+    );
+}

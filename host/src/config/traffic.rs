@@ -201,6 +201,7 @@ impl UpstreamConfig {
             health_check,
             timeouts,
             tls,
+            protocol,
             balance,
             retries,
             outlier_detection,
@@ -212,6 +213,7 @@ impl UpstreamConfig {
             && *health_check == other.health_check
             && *timeouts == other.timeouts
             && same_tls(tls.as_ref(), other.tls.as_ref())
+            && *protocol == other.protocol
             && *retries == other.retries
             && *outlier_detection == other.outlier_detection
             && *circuit_breaker == other.circuit_breaker

@@ -8,7 +8,8 @@ use super::walk::{Cx, Field, Fields};
 use super::yaml::Kind;
 use super::{
     BalanceConfig, BalanceOption, BreakerConfig, ECHO_UPSTREAM, HealthCheckConfig, OutlierConfig,
-    RetryConfig, RetryOn, TargetConfig, UpstreamConfig, UpstreamTimeouts, UpstreamTlsConfig,
+    RetryConfig, RetryOn, TargetConfig, UpstreamConfig, UpstreamProtocol, UpstreamTimeouts,
+    UpstreamTlsConfig,
 };
 
 /// Decodes one `upstreams[]` item.
@@ -33,6 +34,24 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
     let health_check = f.take("health_check").map(|v| health_check(cx, &v));
     let timeouts = f.take("timeouts").map(|v| timeouts(cx, &v));
     let tls = f.take("tls").map(|v| tls(cx, &v));
+    let protocol = f.take("protocol").and_then(|v| {
+        let protocol = match v.string(cx)?.as_str() {
+            "auto" => UpstreamProtocol::Auto,
+            "h2c" => UpstreamProtocol::H2c,
+            other => {
+                v.error(cx, format!("`{other}` is not a protocol (expected auto or h2c)"));
+                return None;
+            }
+        };
+        if protocol == UpstreamProtocol::H2c && tls.is_some() {
+            v.error(
+                cx,
+                "h2c is HTTP/2 without TLS; over TLS, HTTP/2 is picked by ALPN (leave protocol out)",
+            );
+            return None;
+        }
+        Some(protocol)
+    });
     let balance = f.take("balance").map(|v| balance(cx, &v));
     let retries = f.take("retries").map(|v| retries(cx, &v));
     let outlier = f.take("outlier_detection").map(|v| outlier(cx, &v));
@@ -53,6 +72,7 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
             Some(t) => Some(t?),
             None => None,
         },
+        protocol: protocol.unwrap_or_default(),
         balance: balance.unwrap_or_else(|| Some(BalanceConfig::default()))?,
         retries: match retries {
             Some(r) => Some(r?),

@@ -155,6 +155,55 @@ pub(super) fn render(m: &Metrics) -> String {
 
     header(
         &mut out,
+        "portcullis_upgrades_total",
+        "counter",
+        "Connections switched to another protocol (HTTP/1.1 upgrades, WebSockets), by route.",
+    );
+    for (route, c) in sorted(&m.upgrades) {
+        let _ = writeln!(
+            out,
+            "portcullis_upgrades_total{{route=\"{}\"}} {}",
+            escape(&route),
+            c.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
+        "portcullis_upgrades_active",
+        "gauge",
+        "Switched connections open now, by route.",
+    );
+    for (route, g) in sorted(&m.upgrades_active) {
+        let _ = writeln!(
+            out,
+            "portcullis_upgrades_active{{route=\"{}\"}} {}",
+            escape(&route),
+            g.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
+        "portcullis_upgrades_closed_total",
+        "counter",
+        "Switched connections ended, by route and reason (closed, idle_timeout, error).",
+    );
+    for (key, c) in sorted(&m.upgrades_closed) {
+        let mut parts = split_key(&key);
+        let route = parts.next().unwrap_or_default();
+        let reason = parts.next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "portcullis_upgrades_closed_total{{route=\"{}\",reason=\"{}\"}} {}",
+            escape(route),
+            escape(reason),
+            c.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
         "portcullis_config_generation",
         "gauge",
         "The configuration generation serving (successful loads from 1).",

@@ -134,7 +134,8 @@ impl ProxyError {
 }
 
 /// The response of every error the proxy makes itself (these errors, and the heads the
-/// server's guard rejects): `status` and a short plain-text `text`.
+/// server's guard rejects): `status` and a short plain-text `text`, marked
+/// [`Generated`].
 pub fn error_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut resp = Response::new(body::full(Bytes::from_static(text.as_bytes())));
     *resp.status_mut() = status;
@@ -142,8 +143,14 @@ pub fn error_response(status: StatusCode, text: &'static str) -> Response<ProxyB
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    resp.extensions_mut().insert(Generated(text));
     resp
 }
+
+/// Marks a response the proxy made itself (in its extensions), with its text: what a
+/// gRPC client gets instead is made from it (see [`super::grpc`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Generated(pub &'static str);
 
 #[cfg(test)]
 mod tests {

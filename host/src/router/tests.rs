@@ -19,6 +19,7 @@ fn route(name: &str, matcher: RouteMatch, priority: Option<i64>) -> RouteConfig 
         filters: vec![],
         upstream: crate::config::ECHO_UPSTREAM.into(),
         max_request_body: None,
+        upgrade_idle_timeout: crate::config::UPGRADE_IDLE_TIMEOUT,
         origin: Default::default(),
     }
 }

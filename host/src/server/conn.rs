@@ -21,6 +21,7 @@ use super::guard::Guard;
 use super::per_ip;
 use super::request_body::{PacedBody, Verdict};
 use super::state::{self, Active, ConnState, Reject};
+use super::tunnel::{self, Tunnels, WorkerLocal};
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
@@ -114,18 +115,21 @@ pub async fn serve_io<I>(
     let _open = OpenConnection::new(&listener.name);
     let state = Rc::new(ConnState::new(limits));
     let limits = state.limits();
-    let io = Guard::new(io, Rc::clone(&state));
+    let io = WorkerLocal(Guard::new(io, Rc::clone(&state)));
+    let tunnels = Rc::new(Tunnels::default());
     let mut stop = listener.stopped();
     let mut shutdown = app.shutdown_signal();
 
     let service = {
         let state = Rc::clone(&state);
+        let tunnels = Rc::clone(&tunnels);
         let info = Rc::new(info);
         hyper::service::service_fn(move |req| {
             let app = Arc::clone(&app);
             let info = Rc::clone(&info);
             let state = Rc::clone(&state);
-            async move { Ok::<_, Infallible>(handle(app, info, state, req).await) }
+            let tunnels = Rc::clone(&tunnels);
+            async move { Ok::<_, Infallible>(handle(app, info, state, &tunnels, req).await) }
         })
     };
 
@@ -152,8 +156,10 @@ pub async fn serve_io<I>(
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         // A peer that no longer answers pings is gone: close rather than hold it.
         .keep_alive_interval(H2_KEEP_ALIVE)
-        .keep_alive_timeout(H2_KEEP_ALIVE);
-    let mut conn = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+        .keep_alive_timeout(H2_KEEP_ALIVE)
+        // WebSockets over HTTP/2 (RFC 8441): extended CONNECT, see `tunnel`.
+        .enable_connect_protocol();
+    let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
 
     // The stop signals are watched from a task of their own: polled in the select
     // below, two watch receivers (and a nested select) were re-polled at every wake-up
@@ -206,6 +212,9 @@ pub async fn serve_io<I>(
     }
     drop(stop_watch);
     drop(conn);
+    // A switched connection lives on in its tunnel (holding the stream, which a
+    // lingering close needs after it).
+    tunnels.finished().await;
     if let Some(io) = state.take_linger() {
         state::linger(io).await;
     }
@@ -217,7 +226,8 @@ async fn handle(
     app: Arc<App>,
     info: Rc<ConnInfo>,
     state: Rc<ConnState>,
-    req: http::Request<hyper::body::Incoming>,
+    tunnels: &Tunnels,
+    mut req: http::Request<hyper::body::Incoming>,
 ) -> http::Response<TrackedBody> {
     let (index, active) = state.request_started();
     let started = Instant::now();
@@ -250,7 +260,7 @@ async fn handle(
         });
         return resp.map(|body| TrackedBody {
             inner: body,
-            _active: active,
+            _active: Some(active),
         });
     }
 
@@ -261,6 +271,9 @@ async fn handle(
     let line = access_log::enabled().then(|| AccessLine::of(&req, &info));
 
     let snapshot = app.snapshot.load_full();
+    let asked = tunnel::Asked::take(&mut req, &snapshot);
+    // gRPC runs over HTTP/2 only: HTTP/1 requests skip the look at their content type.
+    let grpc = version == http::Version::HTTP_2 && proxy::is_grpc(req.headers());
     // Only a request with a body has a pace to keep (and a verdict to allocate).
     let verdict = (!req.body().is_end_stream()).then(Verdict::default);
     let (mut resp, outcome) = match &verdict {
@@ -284,14 +297,20 @@ async fn handle(
             );
         }
     }
-    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        // What follows on this connection is no longer HTTP/1 framing.
-        state.passthrough();
-    }
+    let mut active = Some(active);
+    let switched = match tunnel::settle(asked, &mut resp, outcome.route.as_ref(), &mut active) {
+        Some(switch) => {
+            // What follows on an HTTP/1 connection is no longer HTTP/1 framing.
+            state.passthrough();
+            tunnels.start(switch);
+            true
+        }
+        None => false,
+    };
     if last_allowed && state.limits().max_requests_per_connection == Some(index + 1) {
         metrics::global().client_limit(&info.listener, "max_requests_per_connection");
     }
-    if (state.is_draining() || last_allowed) && version <= http::Version::HTTP_11 {
+    if (state.is_draining() || last_allowed) && version <= http::Version::HTTP_11 && !switched {
         // The connection closes after this response: say so, so the client sends
         // nothing more on it.
         resp.headers_mut().insert(
@@ -315,6 +334,10 @@ async fn handle(
         duration: started.elapsed(),
         client: &line.client,
     });
+    if grpc {
+        // After the access line, which keeps the error's HTTP status.
+        proxy::answer_errors_as_grpc(&mut resp);
+    }
     resp.map(|body| TrackedBody {
         inner: body,
         _active: active,
@@ -397,7 +420,8 @@ where
 /// so that the idle timeout never closes a connection mid-response.
 pub struct TrackedBody {
     inner: ProxyBody,
-    _active: Active,
+    /// `None` once a switched connection's tunnel holds it instead.
+    _active: Option<Active>,
 }
 
 impl Body for TrackedBody {

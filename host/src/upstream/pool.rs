@@ -11,10 +11,11 @@
 //! pooled client at ~9k instructions a request; this path costs a fraction of that.
 //!
 //! What it keeps of the pooled client's behaviour: HTTP/2 when a TLS target picks it
-//! by ALPN (one shared connection per target); `Host` set from the target when the
+//! by ALPN, or always for an `h2c` upstream (one shared connection per target); `Host` set from the target when the
 //! request has none; a request that a reused connection refused before sending
 //! (closed while idle) goes out again on another connection; idle connections are
-//! dropped after [`POOL_IDLE`].
+//! dropped after [`POOL_IDLE`]; a connection that carried a protocol switch
+//! (`Upgrade`) is never pooled again: once switched it belongs to its tunnel.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -62,16 +63,20 @@ struct Idle {
 /// because a filter's `http_call` future must be `Send`.
 pub struct Pool {
     connector: UpstreamConnector,
+    /// HTTP/2 with prior knowledge on every connection (`protocol: h2c`).
+    h2c: bool,
     targets: Mutex<Vec<Vec<Idle>>>,
 }
 
 // === impl Pool ===
 
 impl Pool {
-    /// An empty pool for `targets` targets, connecting through `connector`.
-    pub fn new(connector: UpstreamConnector, targets: usize) -> Self {
+    /// An empty pool for `targets` targets, connecting through `connector`, speaking
+    /// HTTP/2 with prior knowledge when `h2c`.
+    pub fn new(connector: UpstreamConnector, targets: usize, h2c: bool) -> Self {
         Self {
             connector,
+            h2c,
             targets: Mutex::new((0..targets).map(|_| Vec::new()).collect()),
         }
     }
@@ -86,6 +91,9 @@ impl Pool {
     ) -> Result<Response<Incoming>, PoolError> {
         let scheme = self.connector.scheme();
         set_host(&mut req, &scheme, address);
+        // The connection of an upgrade is the tunnel's if the upstream switches, and
+        // ends with its request otherwise: either way it is not pooled again.
+        let upgrade = req.headers().contains_key(header::UPGRADE);
         loop {
             let (mut sender, reused) = match self.checkout(index) {
                 Some(sender) => (sender, true),
@@ -103,7 +111,9 @@ impl Pool {
             };
             match sent {
                 Ok(resp) => {
-                    self.put_back(index, sender);
+                    if !upgrade || matches!(sender, Sender::H2(_)) {
+                        self.put_back(index, sender);
+                    }
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -193,7 +203,7 @@ impl Pool {
         let io = tower_service::Service::call(&mut connector, uri)
             .await
             .map_err(PoolError::Connect)?;
-        if io.connected().is_negotiated_h2() {
+        if self.h2c || io.connected().is_negotiated_h2() {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
@@ -211,7 +221,9 @@ impl Pool {
                 .await
                 .map_err(PoolError::Exchange)?;
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
+                // On a `101` the connection hands its stream to the response's
+                // `OnUpgrade` (the tunnel) and this task ends.
+                if let Err(e) = conn.with_upgrades().await {
                     tracing::debug!("upstream connection ended: {e}");
                 }
             });

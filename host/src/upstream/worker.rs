@@ -62,7 +62,11 @@ fn with_state<T>(
 fn new_worker_state(upstream: &Upstream, alive: &Arc<()>) -> WorkerUpstream {
     WorkerUpstream {
         owner: Arc::downgrade(alive),
-        pool: Arc::new(Pool::new(upstream.connector(), upstream.targets.list.len())),
+        pool: Arc::new(Pool::new(
+            upstream.connector(),
+            upstream.targets.list.len(),
+            upstream.config.protocol == crate::config::UpstreamProtocol::H2c,
+        )),
         balance: upstream.balancer.local(),
     }
 }

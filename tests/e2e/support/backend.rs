@@ -21,6 +21,8 @@ pub struct Seen {
     pub headers: http::HeaderMap,
     /// The whole body.
     pub body: Bytes,
+    /// The trailers after the body, if any came.
+    pub trailers: Option<http::HeaderMap>,
 }
 
 /// What a [`Backend`] answers.
@@ -211,11 +213,13 @@ async fn backend_handle(
     seen: &Mutex<Vec<Seen>>,
 ) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (body, trailers) = match body.collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            (collected.to_bytes(), trailers)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
     let req = Seen {
         method: parts.method.to_string(),
         path: parts
@@ -226,6 +230,7 @@ async fn backend_handle(
         version: format!("{:?}", parts.version),
         headers: parts.headers,
         body,
+        trailers,
     };
     count.fetch_add(1, Ordering::SeqCst);
     let reply = handler(&req);
