@@ -2,6 +2,7 @@
 //! over the [`guard`](super::guard), a watchdog enforcing the header-read and idle
 //! timeouts, and graceful shutdown when the listener is removed or the process stops.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -12,7 +13,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -130,8 +131,11 @@ pub async fn serve_io<I>(
     let _open = OpenConnection::new(&listener.name);
     let state = Rc::new(ConnState::new(limits));
     let info = Rc::new(info);
-    let park: ParkSlot<I> = Rc::default();
-    let mut guard = Guard::new(io, Rc::clone(&state), Rc::clone(&park));
+    // The stream lives in the slot whenever no guard holds it, not in this future:
+    // a TLS stream is a kilobyte or more, and a local here would cost it twice.
+    let park: ParkSlot<I> = Rc::new(RefCell::new(Some(io)));
+    // The bytes that woke a parked connection (`None` for a new one).
+    let mut input: Option<BytesMut> = None;
     let builder = builder(state.limits());
     let (watch, mut stopped) = watch_stop(&app, listener);
     let mut stop_watch = Some(watch);
@@ -141,6 +145,13 @@ pub async fn serve_io<I>(
     let watchdog = state::watchdog(&state);
     tokio::pin!(watchdog);
     'connection: loop {
+        let Some(io) = park.take() else {
+            break;
+        };
+        let guard = match input.take() {
+            None => Guard::new(io, Rc::clone(&state), Rc::clone(&park)),
+            Some(input) => Guard::resume(io, Rc::clone(&state), Rc::clone(&park), input),
+        };
         // A resumed connection is HTTP/1 already: no new protocol detection.
         let h1_only;
         let builder = if resumed {
@@ -201,20 +212,20 @@ pub async fn serve_io<I>(
         state.set_parked(true);
         drop(conn);
         stop_watch = None;
-        let Some(mut io) = park.take() else {
+        if park.borrow().is_none() {
             break;
-        };
+        }
         let mut stop = listener.stopped();
         let mut shutdown = app.shutdown_signal();
-        let input = loop {
+        let bytes = loop {
             tokio::select! {
                 biased;
-                read = read_some(&mut io) => match read {
-                    Ok(input) if !input.is_empty() => break input,
+                read = read_some(&park) => match read {
+                    Ok(bytes) if !bytes.is_empty() => break bytes,
                     Ok(_) => {
                         // The client closed its idle connection: close ours, as hyper
                         // would have.
-                        let _ = io.shutdown().await;
+                        let _ = shutdown_parked(&park).await;
                         break 'connection;
                     }
                     Err(_) => break 'connection,
@@ -228,7 +239,7 @@ pub async fn serve_io<I>(
                     watchdog.set(state::watchdog(&state));
                     if let Wake::Close(why) = wake {
                         closing(why, &listener.name);
-                        if state.closes_lingering() {
+                        if let Some(io) = park.take().filter(|_| state.closes_lingering()) {
                             state.linger(Box::new(io));
                         }
                         break 'connection;
@@ -237,7 +248,7 @@ pub async fn serve_io<I>(
             }
         };
         state.set_parked(false);
-        guard = Guard::resume(io, Rc::clone(&state), Rc::clone(&park), input);
+        input = Some(bytes);
         resumed = true;
         if !draining {
             let (watch, rx) = watch_stop(&app, listener);
@@ -251,6 +262,16 @@ pub async fn serve_io<I>(
     if let Some(io) = state.take_linger() {
         state::linger(io).await;
     }
+}
+
+/// Shuts down the write side of a parked connection's stream.
+fn shutdown_parked<I: AsyncWrite + Unpin>(
+    park: &ParkSlot<I>,
+) -> impl std::future::Future<Output = std::io::Result<()>> + '_ {
+    std::future::poll_fn(move |cx| match park.borrow_mut().as_mut() {
+        Some(io) => Pin::new(io).poll_shutdown(cx),
+        None => Poll::Ready(Ok(())),
+    })
 }
 
 /// Starts a task that watches the listener's stop and the process's shutdown, and
@@ -281,12 +302,16 @@ fn closing(why: state::Expired, listener: &str) {
 /// The bytes a parked connection's client sends next (empty at end of stream). Read
 /// through a buffer on the stack, so that nothing is held while the client is idle.
 fn read_some<I: AsyncRead + Unpin>(
-    io: &mut I,
+    park: &ParkSlot<I>,
 ) -> impl std::future::Future<Output = std::io::Result<BytesMut>> + '_ {
     std::future::poll_fn(move |cx| {
+        let mut slot = park.borrow_mut();
+        let Some(io) = slot.as_mut() else {
+            return Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()));
+        };
         let mut chunk = [0u8; PARKED_READ];
         let mut buf = ReadBuf::new(&mut chunk);
-        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+        match Pin::new(io).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(buf.filled()))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,

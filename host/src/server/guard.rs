@@ -19,7 +19,7 @@
 
 mod framing;
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -42,7 +42,7 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// Where a guard leaves its stream when dropped while its connection parks (see
 /// [`ConnState::set_parked`]); the connection takes it back from there.
-pub(crate) type ParkSlot<I> = Rc<Cell<Option<I>>>;
+pub(crate) type ParkSlot<I> = Rc<RefCell<Option<I>>>;
 
 /// The guard around a connection's byte stream (see the module docs).
 pub(crate) struct Guard<I: Stream + 'static> {
@@ -285,7 +285,7 @@ impl<I: Stream + 'static> Drop for Guard<I> {
     fn drop(&mut self) {
         if self.state.is_parked() {
             // Hyper is dropped at rest: the connection keeps the stream alone.
-            self.park.set(self.io.take());
+            *self.park.borrow_mut() = self.io.take();
             return;
         }
         // A rejected connection is closed by the connection task only once the client's
