@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod guard;
+mod hyper_conn;
 mod per_ip;
 mod request_body;
 mod state;

@@ -69,6 +69,9 @@ def targets(results):
     if "routing" in results:
         from .routing import targets as routing_targets
         out += routing_targets(results["routing"])
+    if "idle" in results:
+        from .idle import targets as idle_targets
+        out += idle_targets(results["idle"])
     rl = results.get("reload")
     if rl:
         failed = _reload_failures(rl["during"])
@@ -197,6 +200,11 @@ def markdown(results):
         lines += section(results["routing"], o)
     if "routing_error" in results:
         lines += ["## Routing at scale", "", f"Not measured: {results['routing_error']}", ""]
+    if "idle" in results:
+        from .idle import section as idle_section
+        lines += idle_section(results["idle"])
+    if "idle_error" in results:
+        lines += ["## Idle connections", "", f"Not measured: {results['idle_error']}", ""]
     if "filtercost" in results:
         from . import filtercost
         lines += filtercost.section(results["filtercost"], o)

@@ -35,15 +35,17 @@ def _write(path, text):
         f.write(text)
 
 
-def _nginx(name, workdir, cpu, server_block):
-    """nginx in the foreground with its own prefix, pid and logs under `workdir`."""
+def _nginx(name, workdir, cpu, server_block, connections=4096):
+    """nginx in the foreground with its own prefix, pid and logs under `workdir`, its
+    worker holding up to `connections` connections."""
     os.makedirs(os.path.join(workdir, "logs"), exist_ok=True)
     conf = os.path.join(workdir, "nginx.conf")
     _write(conf, f"""
 worker_processes 1;
+worker_rlimit_nofile {connections + 64};
 pid {workdir}/nginx.pid;
 error_log {workdir}/logs/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     keepalive_requests 1000000;
@@ -60,24 +62,25 @@ http {{
                 cpu=cpu, log=os.path.join(workdir, "stdout.log"))
 
 
-def start_backend(workdir, cpu):
+def start_backend(workdir, cpu, connections=4096):
     """nginx answering every request with 200 and a 1 KiB body."""
     port = free_port()
     proc = _nginx("backend", workdir, cpu, f"""
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
         location / {{ default_type text/plain; return 200 "{BODY[:-1]}\\n"; }}
-    }}""")
+    }}""", connections)
     url = f"http://127.0.0.1:{port}/"
     wait_ready(proc, url)
     return Server("backend", proc, url)
 
 
-def start_nginx_proxy(workdir, cpu, backend_port, certs=None):
+def start_nginx_proxy(workdir, cpu, backend_port, certs=None, connections=4096):
     """nginx as a reverse proxy: one worker, upstream keep-alive, no access log. With
     `certs` (see `tls_certs`) it terminates TLS 1.2/1.3 (and HTTP/2 by ALPN) with its
     default ciphers, and keeps no session cache and issues no reusable ticket, so that
-    every handshake is a full one."""
+    every handshake is a full one. Its worker holds up to `connections` connections
+    (client and upstream ones together)."""
     port = free_port()
     tls = ""
     if certs:
@@ -99,7 +102,7 @@ def start_nginx_proxy(workdir, cpu, backend_port, certs=None):
             proxy_set_header Connection "";
             proxy_buffering on;
         }}
-    }}""")
+    }}""", connections)
     url = f"{'https' if certs else 'http'}://127.0.0.1:{port}/"
     wait_ready(proc, url, cafile=certs and certs["ca"])
     return Server("nginx", proc, url)
@@ -164,23 +167,25 @@ CHAIN_ALT = ["rewrite", "keys", "allow"]
 
 
 def portcullis_files(port, admin_port, backend_port, workers, chain, chain_tag="a", certs=None,
-                     filters_yaml=None):
+                     filters_yaml=None, limits=None):
     """{file name: YAML} for a conf dir: routes live in their own file so that the
     reload scenario rewrites only that one. With `certs`, the listener terminates TLS
     with them (Portcullis's defaults otherwise: TLS 1.2 and 1.3, ALPN h2 and http/1.1).
-    The chain's filters are the five standard ones unless `filters_yaml` defines them."""
+    The chain's filters are the five standard ones unless `filters_yaml` defines them;
+    `limits` is the listener's `limits:` mapping (flow style), if any."""
     tls = ""
     if certs:
         tls = f"""
     tls:
       certificates:
         - {{ cert: "{certs['cert']}", key: "{certs['key']}" }}"""
+    limits_yaml = f"\n    limits: {limits}" if limits else ""
     main = f"""admin:
   address: 127.0.0.1:{admin_port}
 workers: {workers}
 listeners:
   - name: web
-    address: 127.0.0.1:{port}{tls}
+    address: 127.0.0.1:{port}{tls}{limits_yaml}
 upstreams:
   - name: backend
     targets:
@@ -198,7 +203,7 @@ def routes_yaml(chain):
 
 
 def spawn_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
-                     certs=None, cache=None, filters_yaml=None):
+                     certs=None, cache=None, filters_yaml=None, limits=None):
     """`portcullis run --conf DIR` with the access log silenced (nginx's is off too),
     started and not waited for: (proc, port, admin_port, conf dir). Its module cache is
     `cache`, by default a directory of `workdir` (never the user's own); `filters_yaml`
@@ -208,7 +213,7 @@ def spawn_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, 
     port, admin_port = free_port(), free_port()
     conf = os.path.join(workdir, "conf")
     files = portcullis_files(port, admin_port, backend_port, workers, chain, certs=certs,
-                             filters_yaml=filters_yaml)
+                             filters_yaml=filters_yaml, limits=limits)
     for name, text in files.items():
         _write(os.path.join(conf, name), text)
     penv = dict(os.environ, RUST_LOG="warn",
@@ -226,12 +231,12 @@ def compile_builtins(binary, cache):
 
 
 def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
-                     certs=None, cache=None, filters_yaml=None):
+                     certs=None, cache=None, filters_yaml=None, limits=None):
     """`spawn_portcullis`, waited for until it serves; with `certs` (see `tls_certs`),
     its listener terminates TLS."""
     proc, port, admin_port, conf = spawn_portcullis(binary, workdir, cpu, backend_port,
                                                     workers, chain, env, certs, cache,
-                                                    filters_yaml)
+                                                    filters_yaml, limits)
     admin = f"http://127.0.0.1:{admin_port}"
     wait_ready(proc, admin + "/ready", timeout=60)
     url = f"{'https' if certs else 'http'}://127.0.0.1:{port}/"

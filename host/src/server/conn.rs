@@ -2,7 +2,7 @@
 //! over the [`guard`](super::guard), a watchdog enforcing the header-read and idle
 //! timeouts, and graceful shutdown when the listener is removed or the process stops.
 
-use std::convert::Infallible;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -10,17 +10,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
-use super::guard::Guard;
+use super::guard::{Guard, ParkSlot};
+use super::hyper_conn::{builder, service};
 use super::per_ip;
 use super::request_body::{PacedBody, Verdict};
-use super::state::{self, Active, ConnState, Reject};
+use super::state::{self, Active, ConnState, Reject, Wake};
 use super::tunnel::{self, Tunnels, WorkerLocal};
 use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
@@ -33,13 +34,9 @@ use crate::proxy::{self, ConnInfo};
 use crate::snapshot::Snapshot;
 use crate::tls;
 
-/// Streams a client may reset before the server accepts them, per connection.
-const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
-/// Streams the server may reset for the client's protocol errors, per connection.
-const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
-/// Interval of HTTP/2 keep-alive pings on a connection, and how long one may go
-/// unanswered.
-const H2_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(20);
+/// How much of a parked connection's next bytes is read at once (the guard reads the
+/// rest): most request heads.
+const PARKED_READ: usize = 4096;
 
 /// Serves a TCP connection accepted on `listener`, terminating TLS first when the
 /// listener has it (with the acceptor of the snapshot current at accept time, so a
@@ -61,7 +58,7 @@ pub async fn serve_tcp(
         return;
     };
     let local = tcp.local_addr().unwrap_or(listener.bound);
-    let mut info = ConnInfo {
+    let info = ConnInfo {
         client: peer,
         local,
         listener: Arc::clone(&listener.name),
@@ -71,6 +68,19 @@ pub async fn serve_tcp(
     if !listener.tls {
         return serve_io(app, &listener, tcp, info, limits).await;
     }
+    // Boxed: inline, the handshake's state and a TLS stream would make every
+    // connection's future (plain TCP too) as large as theirs.
+    Box::pin(serve_tls(app, listener, tcp, info, limits)).await;
+}
+
+/// Terminates TLS on `tcp`, then serves the plaintext side.
+async fn serve_tls(
+    app: Arc<App>,
+    listener: Arc<BoundListener>,
+    tcp: TcpStream,
+    mut info: ConnInfo,
+    limits: ListenerLimits,
+) {
     let acceptor = app.snapshot.load().tls().acceptor(&listener.name);
     let timeout = limits.header_timeout;
     let Some(acceptor) = acceptor else {
@@ -85,7 +95,7 @@ pub async fn serve_tcp(
             info.client_subject = session.client_subject;
             serve_io(app, &listener, stream, info, limits).await;
         }
-        Err(e) => tracing::debug!(client = %peer, listener = %listener.name, "{e}"),
+        Err(e) => tracing::debug!(client = %info.client, listener = %listener.name, "{e}"),
     }
 }
 
@@ -103,6 +113,13 @@ fn limits_of(snapshot: &Snapshot, name: &str) -> ListenerLimits {
 /// Serves HTTP on `io` (a TCP stream, or the plaintext side of a TLS stream) under the
 /// listener's `limits` until the client closes, a limit closes it, or the
 /// listener/process stops and it drains.
+///
+/// An HTTP/1 connection that rests between requests for [`state::PARK_AFTER`] parks:
+/// hyper's connection (its read and write buffers, its state) and the guard's buffers
+/// are dropped, and the stream alone is kept until the client sends again, when a new
+/// hyper connection resumes it. Hyper holds nothing then that the next request needs:
+/// it is waiting for a head, with every byte it was given parsed and every byte it
+/// wrote flushed (the guard tells; see [`ConnState::may_park`]).
 pub async fn serve_io<I>(
     app: Arc<App>,
     listener: &BoundListener,
@@ -114,104 +131,137 @@ pub async fn serve_io<I>(
 {
     let _open = OpenConnection::new(&listener.name);
     let state = Rc::new(ConnState::new(limits));
-    let limits = state.limits();
-    let io = WorkerLocal(Guard::new(io, Rc::clone(&state)));
+    let info = Rc::new(info);
     let tunnels = Rc::new(Tunnels::default());
-    let mut stop = listener.stopped();
-    let mut shutdown = app.shutdown_signal();
-
-    let service = {
-        let state = Rc::clone(&state);
-        let tunnels = Rc::clone(&tunnels);
-        let info = Rc::new(info);
-        hyper::service::service_fn(move |req| {
-            let app = Arc::clone(&app);
-            let info = Rc::clone(&info);
-            let state = Rc::clone(&state);
-            let tunnels = Rc::clone(&tunnels);
-            async move { Ok::<_, Infallible>(handle(app, info, state, &tunnels, req).await) }
-        })
-    };
-
-    let mut builder = auto::Builder::new(LocalExec);
-    builder
-        .http1()
-        .keep_alive(true)
-        // The guard enforces the configured limits first (answering with a body);
-        // hyper's own are a backstop. Its buffer must also hold a head at the limit.
-        .max_buf_size((limits.max_header_bytes + 16 * 1024).max(8192))
-        .max_headers(limits.max_headers.max(1))
-        .header_read_timeout(None);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        // Streams a client resets before they are even accepted (the rapid-reset
-        // attack, CVE-2023-44487): past this many at once the connection is closed
-        // with ENHANCE_YOUR_CALM.
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
-        // Streams the proxy had to reset for protocol errors the client provoked
-        // (CVE-2024-27316's cousins): past this many the connection is closed.
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
-        // A peer that no longer answers pings is gone: close rather than hold it.
-        .keep_alive_interval(H2_KEEP_ALIVE)
-        .keep_alive_timeout(H2_KEEP_ALIVE)
-        // WebSockets over HTTP/2 (RFC 8441): extended CONNECT, see `tunnel`.
-        .enable_connect_protocol();
-    let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
-
-    // The stop signals are watched from a task of their own: polled in the select
-    // below, two watch receivers (and a nested select) were re-polled at every wake-up
-    // of the connection, twice per request; a oneshot receiver costs a few loads.
-    let (stop_tx, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    let stop_watch = AbortOnDrop(tokio::task::spawn_local(async move {
-        stopping(&mut stop, &mut shutdown).await;
-        let _ = stop_tx.send(());
-    }));
+    // The stream lives in the slot whenever no guard holds it, not in this future:
+    // a TLS stream is a kilobyte or more, and a local here would cost it twice.
+    let park: ParkSlot<I> = Rc::new(RefCell::new(Some(io)));
+    // The bytes that woke a parked connection (`None` for a new one).
+    let mut input: Option<BytesMut> = None;
+    let builder = builder(state.limits());
+    let (watch, mut stopped) = watch_stop(&app, listener);
+    let mut stop_watch = Some(watch);
     let mut draining = false;
     let mut goaway = false;
+    let mut resumed = false;
     let watchdog = state::watchdog(&state);
     tokio::pin!(watchdog);
-    loop {
-        tokio::select! {
-            // The connection first: it is what wakes the task nearly every time.
-            biased;
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!("connection ended: {e}");
+    'connection: loop {
+        let Some(io) = park.take() else {
+            break;
+        };
+        let guard = match input.take() {
+            None => Guard::new(io, Rc::clone(&state), Rc::clone(&park)),
+            Some(input) => Guard::resume(io, Rc::clone(&state), Rc::clone(&park), input),
+        };
+        // A resumed connection is HTTP/1 already: no new protocol detection.
+        let h1_only;
+        let builder = if resumed {
+            h1_only = builder.clone().http1_only();
+            &h1_only
+        } else {
+            &builder
+        };
+        let service = service(&app, &info, &state, &tunnels);
+        let io = TokioIo::new(WorkerLocal(guard));
+        let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
+        loop {
+            tokio::select! {
+                // The connection first: it is what wakes the task nearly every time.
+                biased;
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                    break 'connection;
                 }
-                break;
-            }
-            _ = &mut stopped, if !draining => {
-                draining = true;
-                state.start_draining();
-                // HTTP/2 (and anything else hyper no longer parses as HTTP/1) is told
-                // with a GOAWAY, after which hyper lets the open streams finish. HTTP/1
-                // is not: hyper would close an idle connection on which the client may
-                // be sending its next request right now. Its responses ask the client
-                // to close instead, and the watchdog closes it once idle.
-                if state.is_passthrough() {
+                _ = &mut stopped, if !draining => {
+                    draining = true;
+                    state.start_draining();
+                    // HTTP/2 (and anything else hyper no longer parses as HTTP/1) is
+                    // told with a GOAWAY, after which hyper lets the open streams
+                    // finish. HTTP/1 is not: hyper would close an idle connection on
+                    // which the client may be sending its next request right now. Its
+                    // responses ask the client to close instead, and the watchdog
+                    // closes it once idle.
+                    if state.is_passthrough() {
+                        goaway = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    watchdog.set(state::watchdog(&state));
+                }
+                () = state.goaway_wanted(), if !goaway => {
                     goaway = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                watchdog.set(state::watchdog(&state));
-            }
-            () = state.goaway_wanted(), if !goaway => {
-                goaway = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            why = &mut watchdog => {
-                tracing::debug!("closing connection: {why}");
-                if let Some(limit) = why.limit() {
-                    metrics::global().client_limit(&listener.name, limit);
+                wake = &mut watchdog => {
+                    watchdog.set(state::watchdog(&state));
+                    match wake {
+                        Wake::Close(why) => {
+                            closing(why, &listener.name);
+                            break 'connection;
+                        }
+                        Wake::Park if state.may_park() => break,
+                        Wake::Park => {}
+                    }
                 }
-                break;
             }
         }
+
+        // Parked: hyper goes, and the guard in it leaves the stream behind. So does
+        // the stop watch's task: with no wake-up to spare, the signals are watched
+        // here.
+        tracing::trace!("connection parked");
+        state.set_parked(true);
+        drop(conn);
+        stop_watch = None;
+        if park.borrow().is_none() {
+            break;
+        }
+        let mut stop = listener.stopped();
+        let mut shutdown = app.shutdown_signal();
+        let bytes = loop {
+            tokio::select! {
+                biased;
+                read = read_some(&park) => match read {
+                    Ok(bytes) if !bytes.is_empty() => break bytes,
+                    Ok(_) => {
+                        // The client closed its idle connection: close ours, as hyper
+                        // would have.
+                        let _ = shutdown_parked(&park).await;
+                        break 'connection;
+                    }
+                    Err(_) => break 'connection,
+                },
+                () = stopping(&mut stop, &mut shutdown), if !draining => {
+                    draining = true;
+                    state.start_draining();
+                    watchdog.set(state::watchdog(&state));
+                }
+                wake = &mut watchdog => {
+                    watchdog.set(state::watchdog(&state));
+                    if let Wake::Close(why) = wake {
+                        closing(why, &listener.name);
+                        if let Some(io) = park.take().filter(|_| state.closes_lingering()) {
+                            state.linger(Box::new(io));
+                        }
+                        break 'connection;
+                    }
+                }
+            }
+        };
+        state.set_parked(false);
+        input = Some(bytes);
+        resumed = true;
+        if !draining {
+            let (watch, rx) = watch_stop(&app, listener);
+            (stop_watch, stopped) = (Some(watch), rx);
+        }
+        // Parked, it napped as long as the timeouts allow: from now on it must look
+        // within PARK_AFTER again.
+        watchdog.set(state::watchdog(&state));
     }
     drop(stop_watch);
-    drop(conn);
     // A switched connection lives on in its tunnel (holding the stream, which a
     // lingering close needs after it).
     tunnels.finished().await;
@@ -220,9 +270,64 @@ pub async fn serve_io<I>(
     }
 }
 
+/// Shuts down the write side of a parked connection's stream.
+fn shutdown_parked<I: AsyncWrite + Unpin>(
+    park: &ParkSlot<I>,
+) -> impl std::future::Future<Output = std::io::Result<()>> + '_ {
+    std::future::poll_fn(move |cx| match park.borrow_mut().as_mut() {
+        Some(io) => Pin::new(io).poll_shutdown(cx),
+        None => Poll::Ready(Ok(())),
+    })
+}
+
+/// Starts a task that watches the listener's stop and the process's shutdown, and
+/// completes the receiver it returns when either comes (or the task is aborted).
+///
+/// A task of its own: polled in the connection's select, two watch receivers (and a
+/// nested select) were re-polled at every wake-up of the connection, twice per
+/// request; a oneshot receiver costs a few loads.
+fn watch_stop(app: &App, listener: &BoundListener) -> (AbortOnDrop, oneshot::Receiver<()>) {
+    let mut stop = listener.stopped();
+    let mut shutdown = app.shutdown_signal();
+    let (stop_tx, stopped) = oneshot::channel::<()>();
+    let task = AbortOnDrop(tokio::task::spawn_local(async move {
+        stopping(&mut stop, &mut shutdown).await;
+        let _ = stop_tx.send(());
+    }));
+    (task, stopped)
+}
+
+/// Logs and counts a connection the watchdog closes.
+fn closing(why: state::Expired, listener: &str) {
+    tracing::debug!("closing connection: {why}");
+    if let Some(limit) = why.limit() {
+        metrics::global().client_limit(listener, limit);
+    }
+}
+
+/// The bytes a parked connection's client sends next (empty at end of stream). Read
+/// through a buffer on the stack, so that nothing is held while the client is idle.
+fn read_some<I: AsyncRead + Unpin>(
+    park: &ParkSlot<I>,
+) -> impl std::future::Future<Output = std::io::Result<BytesMut>> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut slot = park.borrow_mut();
+        let Some(io) = slot.as_mut() else {
+            return Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()));
+        };
+        let mut chunk = [0u8; PARKED_READ];
+        let mut buf = ReadBuf::new(&mut chunk);
+        match Pin::new(io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(buf.filled()))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
 /// Serves one request: answers it here if the guard rejected its head, else pins the
 /// current snapshot and hands it to the proxy driver.
-async fn handle(
+pub(super) async fn handle(
     app: Arc<App>,
     info: Rc<ConnInfo>,
     state: Rc<ConnState>,
@@ -400,20 +505,6 @@ fn reject_response(reject: Reject) -> http::Response<ProxyBody> {
         http::HeaderValue::from_static("close"),
     );
     resp
-}
-
-/// Runs hyper's background tasks (HTTP/2 streams) on the worker's `LocalSet`, so that
-/// request futures need not be `Send`.
-#[derive(Clone, Copy)]
-struct LocalExec;
-
-impl<F> hyper::rt::Executor<F> for LocalExec
-where
-    F: std::future::Future + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
-    }
 }
 
 /// A response body that keeps its request counted as in flight until it has been sent,

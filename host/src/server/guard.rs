@@ -19,6 +19,7 @@
 
 mod framing;
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -39,6 +40,10 @@ const STAND_IN_HEAD: &[u8] =
 /// How much the guard reads from the socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// Where a guard leaves its stream when dropped while its connection parks (see
+/// [`ConnState::set_parked`]); the connection takes it back from there.
+pub(crate) type ParkSlot<I> = Rc<RefCell<Option<I>>>;
+
 /// The guard around a connection's byte stream (see the module docs).
 pub(crate) struct Guard<I: Stream + 'static> {
     io: Option<I>,
@@ -50,19 +55,64 @@ pub(crate) struct Guard<I: Stream + 'static> {
     output: BytesMut,
     /// The socket reported end of stream.
     eof: bool,
+    /// The last read found nothing, with nothing buffered, between requests.
+    read_idle: bool,
+    /// Written since the last completed flush.
+    unflushed: bool,
+    park: ParkSlot<I>,
 }
 
 impl<I: Stream + 'static> Guard<I> {
-    pub(crate) fn new(io: I, state: Rc<ConnState>) -> Self {
+    /// The guard of a new connection.
+    pub(crate) fn new(io: I, state: Rc<ConnState>, park: ParkSlot<I>) -> Self {
         let framing = Framing::new(state.limits().max_header_bytes, state.limits().max_headers);
+        Self::with(io, state, park, framing, BytesMut::new())
+    }
+
+    /// The guard of a connection that resumes after parking, `input` being the bytes
+    /// that woke it (the start of its next request).
+    pub(crate) fn resume(io: I, state: Rc<ConnState>, park: ParkSlot<I>, input: BytesMut) -> Self {
+        let limits = state.limits();
+        let framing = Framing::resume(
+            limits.max_header_bytes,
+            limits.max_headers,
+            state.requests(),
+        );
+        let mut guard = Self::with(io, state, park, framing, input);
+        guard.process();
+        guard
+    }
+
+    fn with(
+        io: I,
+        state: Rc<ConnState>,
+        park: ParkSlot<I>,
+        framing: Framing,
+        input: BytesMut,
+    ) -> Self {
         Self {
             io: Some(io),
             state,
             framing,
-            input: BytesMut::new(),
+            input,
             output: BytesMut::new(),
             eof: false,
+            read_idle: false,
+            unflushed: false,
+            park,
         }
+    }
+
+    /// Tells the connection whether hyper is at rest (see [`ConnState::set_at_rest`]).
+    fn set_read_idle(&mut self, idle: bool) {
+        self.read_idle = idle;
+        self.state.set_at_rest(idle && !self.unflushed);
+    }
+
+    /// Something was written: hyper is not at rest until it is flushed.
+    fn note_written(&mut self) {
+        self.unflushed = true;
+        self.state.set_at_rest(false);
     }
 
     fn io(&mut self) -> io::Result<Pin<&mut I>> {
@@ -118,6 +168,7 @@ impl<I: Stream + 'static> AsyncRead for Guard<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        this.set_read_idle(false);
         loop {
             if !this.output.is_empty() {
                 let n = buf.remaining().min(this.output.len());
@@ -131,6 +182,12 @@ impl<I: Stream + 'static> AsyncRead for Guard<I> {
                 return Poll::Pending;
             }
             if this.framing.is_passthrough() && this.input.is_empty() {
+                if this.input.capacity() > 0 {
+                    // From here on hyper reads into its own buffer: give ours back
+                    // (an idle HTTP/2 connection would hold them for its lifetime).
+                    this.input = BytesMut::new();
+                    this.output = BytesMut::new();
+                }
                 if this.eof {
                     return Poll::Ready(Ok(()));
                 }
@@ -155,7 +212,16 @@ impl<I: Stream + 'static> AsyncRead for Guard<I> {
                 };
                 let mut rb = ReadBuf::uninit(this.input.spare_capacity_mut());
                 match Pin::new(io).poll_read(cx, &mut rb) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        // Hyper waits for the next head, and has had every head
+                        // read so far: it holds nothing the connection would lose
+                        // by dropping it.
+                        let idle = this.input.is_empty()
+                            && this.framing.at_head()
+                            && this.framing.heads() == this.state.requests();
+                        this.set_read_idle(idle);
+                        return Poll::Pending;
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Ready(Ok(())) => {}
                 }
@@ -179,6 +245,7 @@ impl<I: Stream + 'static> AsyncWrite for Guard<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.note_written();
         self.io()?.poll_write(cx, buf)
     }
 
@@ -187,6 +254,7 @@ impl<I: Stream + 'static> AsyncWrite for Guard<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.note_written();
         let res = self.io()?.poll_write_vectored(cx, bufs);
         self.note_write(res.is_pending());
         res
@@ -197,7 +265,15 @@ impl<I: Stream + 'static> AsyncWrite for Guard<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io()?.poll_flush(cx)
+        let res = self.io()?.poll_flush(cx);
+        if self.unflushed && matches!(res, Poll::Ready(Ok(()))) {
+            // Hyper flushes its own buffer into the stream before flushing the
+            // stream: it holds nothing unwritten now.
+            self.unflushed = false;
+            let idle = self.read_idle;
+            self.set_read_idle(idle);
+        }
+        res
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -207,6 +283,11 @@ impl<I: Stream + 'static> AsyncWrite for Guard<I> {
 
 impl<I: Stream + 'static> Drop for Guard<I> {
     fn drop(&mut self) {
+        if self.state.is_parked() {
+            // Hyper is dropped at rest: the connection keeps the stream alone.
+            *self.park.borrow_mut() = self.io.take();
+            return;
+        }
         // A rejected connection is closed by the connection task only once the client's
         // remaining bytes are drained; closing with unread data would send a reset
         // that can destroy the error response before the client reads it. So is one

@@ -61,6 +61,11 @@ pub(crate) struct ConnState {
     /// Whether the connection closes with unread client bytes (a request refused
     /// mid-body), and so must close lingering.
     close_lingering: Cell<bool>,
+    /// Set by the guard while hyper waits for the next request head with nothing
+    /// buffered, read or written (see [`ConnState::may_park`]).
+    at_rest: Cell<bool>,
+    /// Set while the connection is parked: hyper dropped, the stream held alone.
+    parked: Cell<bool>,
 }
 
 impl ConnState {
@@ -81,6 +86,8 @@ impl ConnState {
             passthrough: Cell::new(false),
             linger: RefCell::new(None),
             close_lingering: Cell::new(false),
+            at_rest: Cell::new(false),
+            parked: Cell::new(false),
         }
     }
 
@@ -207,6 +214,40 @@ impl ConnState {
         self.close_lingering.get() || self.is_draining()
     }
 
+    /// The guard's word on whether hyper is at rest: waiting for the next head, with
+    /// nothing read but not handed on, and everything written flushed.
+    pub(crate) fn set_at_rest(&self, at_rest: bool) {
+        self.at_rest.set(at_rest);
+    }
+
+    /// Whether the connection may park now: HTTP/1, between requests (none in flight,
+    /// no head begun), hyper at rest, not draining, not parked already.
+    pub(crate) fn may_park(&self) -> bool {
+        self.at_rest.get()
+            && self.active.get() == 0
+            && self.head_since.get().is_none()
+            && !self.passthrough.get()
+            && !self.parked.get()
+            && !self.is_draining()
+    }
+
+    /// Marks the connection parked (`true`: hyper is about to be dropped, and the
+    /// guard leaves the stream behind) or resumed (`false`).
+    pub(crate) fn set_parked(&self, parked: bool) {
+        self.parked.set(parked);
+        self.at_rest.set(false);
+    }
+
+    /// Whether the connection is parked.
+    pub(crate) fn is_parked(&self) -> bool {
+        self.parked.get()
+    }
+
+    /// Requests handed to the handler so far.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.get()
+    }
+
     /// A request reached the handler: returns its index on the connection and a token
     /// that keeps it counted as in flight.
     pub(crate) fn request_started(self: &Rc<Self>) -> (u64, Active) {
@@ -288,10 +329,26 @@ impl std::fmt::Display for Expired {
     }
 }
 
+/// Why the watchdog woke the connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wake {
+    /// A limit or the drain ends the connection.
+    Close(Expired),
+    /// The connection has rested for [`PARK_AFTER`]: it may park.
+    Park,
+}
+
+/// How long an HTTP/1 connection rests between requests before it parks (hyper and
+/// every buffer dropped, the stream alone kept until the client's next bytes; see
+/// `conn`). A client sending request after request never parks, and so never pays
+/// for a new hyper connection; an idle one costs little within a second or two.
+pub(crate) const PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Completes when the connection has been reading one head for longer than the header
 /// timeout, idle for longer than the idle timeout, or unable to write to a client that
-/// stopped reading for longer than the idle timeout. A request in flight (however slow
-/// its upstream) never expires here.
+/// stopped reading for longer than the idle timeout (a request in flight, however slow
+/// its upstream, never expires here); or when an HTTP/1 connection has rested for
+/// [`PARK_AFTER`] and may park.
 ///
 /// Nothing wakes the watchdog when the state changes (that was a wake-up of the
 /// connection's task, and a re-poll of hyper, several times per request). Instead it
@@ -299,7 +356,7 @@ impl std::fmt::Display for Expired {
 /// plus a timeout, so one that an event sets after the watchdog went to sleep lies
 /// beyond its wake-up, and is seen then. Draining is the exception (its deadline may
 /// lie in the past): the connection starts a new watchdog when it starts draining.
-pub(crate) async fn watchdog(state: &ConnState) -> Expired {
+pub(crate) async fn watchdog(state: &ConnState) -> Wake {
     let limits = &state.limits;
     let longest_nap = limits
         .header_timeout
@@ -308,16 +365,19 @@ pub(crate) async fn watchdog(state: &ConnState) -> Expired {
 
     loop {
         let mut deadline = None;
-        let mut consider = |at: Instant, why: Expired| match deadline {
+        let mut consider = |at: Instant, why: Wake| match deadline {
             Some((earliest, _)) if earliest <= at => {}
             _ => deadline = Some((at, why)),
         };
         if let Some(since) = state.head_since.get() {
-            consider(since + limits.header_timeout, Expired::HeaderTimeout);
+            consider(
+                since + limits.header_timeout,
+                Wake::Close(Expired::HeaderTimeout),
+            );
         } else if state.active.get() == 0 {
             consider(
                 state.idle_since.get() + limits.idle_timeout,
-                Expired::IdleTimeout,
+                Wake::Close(Expired::IdleTimeout),
             );
         }
         if state.is_draining() && state.active.get() == 0 && !state.head_bytes.get() {
@@ -327,17 +387,29 @@ pub(crate) async fn watchdog(state: &ConnState) -> Expired {
             let since = state.head_since.get().unwrap_or(state.idle_since.get());
             consider(
                 since + DRAIN_IDLE.min(limits.idle_timeout),
-                Expired::Drained,
+                Wake::Close(Expired::Drained),
             );
         }
         if let Some(since) = state.write_blocked_since.get() {
-            consider(since + limits.idle_timeout, Expired::WriteStalled);
+            consider(
+                since + limits.idle_timeout,
+                Wake::Close(Expired::WriteStalled),
+            );
         }
+        if state.may_park() {
+            consider(state.idle_since.get() + PARK_AFTER, Wake::Park);
+        }
+        // An HTTP/1 connection that may rest soon is looked at within PARK_AFTER.
+        let nap = if state.is_passthrough() || state.is_parked() {
+            longest_nap
+        } else {
+            longest_nap.min(PARK_AFTER)
+        };
         let now = Instant::now();
         let wake = match deadline {
             Some((at, why)) if at <= now => return why,
-            Some((at, _)) => at.min(now + longest_nap),
-            None => now + longest_nap,
+            Some((at, _)) => at.min(now + nap),
+            None => now + nap,
         };
         tokio::time::sleep_until(wake.into()).await;
     }
@@ -351,7 +423,9 @@ pub(crate) async fn linger(mut io: Box<dyn Stream>) {
     const MAX_DRAIN: usize = 1024 * 1024;
     let _ = io.shutdown().await;
     let drain = async {
-        let mut buf = [0u8; 8192];
+        // On the heap: an array here would sit in every connection's future (this one
+        // is awaited inline), 8 KiB per connection however idle.
+        let mut buf = vec![0u8; 8192];
         let mut total = 0;
         while total < MAX_DRAIN {
             match io.read(&mut buf).await {

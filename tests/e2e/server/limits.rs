@@ -200,3 +200,49 @@ async fn a_client_that_stops_reading_is_disconnected() {
         bytes.len()
     );
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_long_enough_to_park_serves_on() {
+    // Idle for more than a second, an HTTP/1 connection parks (hyper and its buffers
+    // are dropped): what the client sends next must be served as if nothing happened,
+    // a head split over two writes, a pipelined one, and a refused one included.
+    let proxy = Proxy::start(&basic_conf("max_header_bytes: 4KiB", ""));
+    let mut raw = Raw::connect(proxy.addr("web")).await;
+    let wait = Duration::from_secs(10);
+    let _ = raw.send(b"GET /first HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let resp = raw.read_response(wait).await;
+    assert!(
+        resp.as_deref()
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "expected a 200 first, got {resp:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let _ = raw.send(b"GET /second HTTP/1.1\r\nho").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = raw
+        .send(b"st: x\r\n\r\nGET /third HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    for path in ["/second", "/third"] {
+        let resp = raw.read_response(wait).await.unwrap_or_default();
+        assert!(
+            resp.starts_with("HTTP/1.1 200") && resp.contains(&format!("\"path\":\"{path}\"")),
+            "expected the echo of {path} after the connection rested, got {resp:?}\n{}",
+            proxy.logs()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // The guard still counts heads as the handler does: the refusal is answered.
+    let big = format!(
+        "GET /big HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(8192)
+    );
+    let _ = raw.send(big.as_bytes()).await;
+    let (bytes, closed) = raw.read_to_close(wait).await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.starts_with("HTTP/1.1 431") && text.contains("too large") && closed,
+        "expected a 431 with a body and a close after the rest, got {text:?} (closed: {closed})"
+    );
+}

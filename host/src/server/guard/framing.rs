@@ -86,6 +86,26 @@ impl Framing {
         }
     }
 
+    /// The framing of a connection that resumes after parking, with `heads` heads
+    /// handed on before: at the start of a head, and past the HTTP/2 preface check
+    /// (a connection that has carried an HTTP/1 request is HTTP/1).
+    pub(crate) fn resume(max_bytes: usize, max_headers: usize, heads: u64) -> Self {
+        Self {
+            heads,
+            ..Self::new(max_bytes, max_headers)
+        }
+    }
+
+    /// Heads handed on so far (including a rejected one's stand-in).
+    pub(crate) fn heads(&self) -> u64 {
+        self.heads
+    }
+
+    /// Whether the stream is between messages: the next byte starts a head.
+    pub(crate) fn at_head(&self) -> bool {
+        self.mode == Mode::Head
+    }
+
     /// Whether a rejection stopped the stream.
     pub(crate) fn is_holding(&self) -> bool {
         self.mode == Mode::Hold
