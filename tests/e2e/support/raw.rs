@@ -7,6 +7,9 @@ use std::time::Duration;
 /// slow heads).
 pub struct Raw {
     stream: tokio::net::TcpStream,
+    /// Bytes read past the last response [`Raw::read_response`] returned: pipelined
+    /// responses may arrive in one segment.
+    pending: Vec<u8>,
 }
 
 impl Raw {
@@ -15,7 +18,10 @@ impl Raw {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-        Raw { stream }
+        Raw {
+            stream,
+            pending: Vec::new(),
+        }
     }
 
     /// Writes `bytes` (errors ignored: the peer may have closed).
@@ -28,7 +34,7 @@ impl Raw {
     /// the peer closed (`false` on timeout).
     pub async fn read_to_close(&mut self, timeout: Duration) -> (Vec<u8>, bool) {
         use tokio::io::AsyncReadExt;
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.pending);
         let mut buf = [0u8; 8192];
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -44,7 +50,7 @@ impl Raw {
     /// closed first or `timeout` passed.
     pub async fn read_response(&mut self, timeout: Duration) -> Option<String> {
         use tokio::io::AsyncReadExt;
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.pending);
         let mut buf = [0u8; 8192];
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -56,7 +62,8 @@ impl Raw {
                     .and_then(|v| v.trim().parse().ok())
                     .unwrap_or(0);
                 if out.len() >= end + 4 + len {
-                    return Some(String::from_utf8_lossy(&out[..end + 4 + len]).into_owned());
+                    self.pending = out.split_off(end + 4 + len);
+                    return Some(String::from_utf8_lossy(&out).into_owned());
                 }
             }
             match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
