@@ -152,29 +152,24 @@ trait EditHeaders {
     fn add(&mut self, name: &str, value: &str) -> Result<(), Error>;
 }
 
-impl EditHeaders for Request {
-    fn remove(&mut self, name: &str) -> Result<(), Error> {
-        self.remove_header(name)
-    }
-    fn set(&mut self, name: &str, value: &str) -> Result<(), Error> {
-        self.set_header(name, value)
-    }
-    fn add(&mut self, name: &str, value: &str) -> Result<(), Error> {
-        self.add_header(name, value)
-    }
+/// Both handles edit their headers with the same three calls.
+macro_rules! edit_headers {
+    ($($handle:ty),*) => {$(
+        impl EditHeaders for $handle {
+            fn remove(&mut self, name: &str) -> Result<(), Error> {
+                self.remove_header(name)
+            }
+            fn set(&mut self, name: &str, value: &str) -> Result<(), Error> {
+                self.set_header(name, value)
+            }
+            fn add(&mut self, name: &str, value: &str) -> Result<(), Error> {
+                self.add_header(name, value)
+            }
+        }
+    )*};
 }
 
-impl EditHeaders for Response {
-    fn remove(&mut self, name: &str) -> Result<(), Error> {
-        self.remove_header(name)
-    }
-    fn set(&mut self, name: &str, value: &str) -> Result<(), Error> {
-        self.set_header(name, value)
-    }
-    fn add(&mut self, name: &str, value: &str) -> Result<(), Error> {
-        self.add_header(name, value)
-    }
-}
+edit_headers!(Request, Response);
 
 impl Ops {
     fn is_literal(&self) -> bool {
