@@ -153,7 +153,10 @@ impl Filter for Redirect {
     }
 
     fn on_request(&self, req: &mut Request) -> Result<Action, Error> {
-        let (scheme, authority, path) = (req.scheme()?, req.authority()?, req.path()?);
+        // One host call for the three (on Portcullis), not one each.
+        let [scheme, authority, path] = req.header_values([":scheme", ":authority", ":path"])?;
+        let scheme = scheme.unwrap_or_else(|| "http".to_string());
+        let (authority, path) = (authority.unwrap_or_default(), path.unwrap_or_default());
         Ok(match self.location(&scheme, &authority, &path) {
             Some(to) => Action::redirect(self.status(&req.method()?), to),
             None => Action::Continue,
