@@ -132,6 +132,7 @@ where
         return observe::done(e.to_response(), Some(&e), outcome, conn, None);
     };
     outcome.route = Some(route.name.clone());
+    outcome.upgrade_idle_timeout = Some(route.upgrade_idle_timeout);
     outcome.upstream = Some(route.upstream.name().into());
     let mut body = body;
     let mut over_limit = None;

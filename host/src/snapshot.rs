@@ -46,6 +46,8 @@ pub struct Route<U = RouteUpstream> {
     pub upstream: U,
     /// The largest request body accepted; `None`: no limit.
     pub max_request_body: Option<u64>,
+    /// How long a connection this route switched (a WebSocket) may go without a byte.
+    pub upgrade_idle_timeout: std::time::Duration,
 }
 
 /// The destination of a route.
@@ -209,6 +211,7 @@ impl Snapshot {
                     filters,
                     upstream,
                     max_request_body: rc.max_request_body,
+                    upgrade_idle_timeout: rc.upgrade_idle_timeout,
                 });
             }
         }

@@ -22,6 +22,8 @@ pub struct Outcome {
     pub target: Option<Arc<str>>,
     /// Whether a filter answered instead of the upstream.
     pub local: bool,
+    /// The matched route's `upgrade_idle_timeout`, for a switch its answer starts.
+    pub upgrade_idle_timeout: Option<std::time::Duration>,
 }
 
 /// Logs a proxy error, counts an upstream failure, and hands `resp` back with the

@@ -376,7 +376,7 @@ pub(super) async fn handle(
     let line = access_log::enabled().then(|| AccessLine::of(&req, &info));
 
     let snapshot = app.snapshot.load_full();
-    let asked = tunnel::Asked::take(&mut req, &snapshot);
+    let asked = tunnel::Asked::take(&mut req);
     // gRPC runs over HTTP/2 only: HTTP/1 requests skip the look at their content type.
     let grpc = version == http::Version::HTTP_2 && proxy::is_grpc(req.headers());
     // Only a request with a body has a pace to keep (and a verdict to allocate).
@@ -403,7 +403,7 @@ pub(super) async fn handle(
         }
     }
     let mut active = Some(active);
-    let switched = match tunnel::settle(asked, &mut resp, outcome.route.as_ref(), &mut active) {
+    let switched = match tunnel::settle(asked, &mut resp, &outcome, &mut active) {
         Some(switch) => {
             // What follows on an HTTP/1 connection is no longer HTTP/1 framing.
             state.passthrough();

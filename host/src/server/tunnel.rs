@@ -29,15 +29,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::body::ProxyBody;
 use crate::metrics;
 use crate::proxy;
-use crate::snapshot::Snapshot;
 
 /// A protocol switch a request asked for, taken from it before it is driven.
 pub(super) struct Asked {
     /// The client's side, which hyper hands over once the answer is written.
     client: OnUpgrade,
-    /// The snapshot the request is served by (for the route's idle timeout): kept
-    /// beyond the driver only for a request that asks to switch.
-    snapshot: Arc<Snapshot>,
     /// An HTTP/2 extended CONNECT (RFC 8441), which the upstream got as an HTTP/1.1
     /// upgrade and whose client expects a `200`.
     extended: bool,
@@ -48,18 +44,18 @@ impl Asked {
     /// extended CONNECT, which is turned into the HTTP/1.1 upgrade it stands for (see
     /// [`from_extended_connect`]) so that routes, filters and upstreams see what an
     /// HTTP/1.1 client would have sent.
-    pub(super) fn take<B>(req: &mut Request<B>, snapshot: &Arc<Snapshot>) -> Option<Asked> {
+    pub(super) fn take<B>(req: &mut Request<B>) -> Option<Asked> {
         let extended = from_extended_connect(req);
         proxy::requested_upgrade(req.version(), req.headers())?;
         Some(Asked {
             client: hyper::upgrade::on(req),
-            snapshot: Arc::clone(snapshot),
             extended,
         })
     }
 }
 
-/// Settles the answer `resp` to a request of route `route` that asked for `asked`:
+/// Settles the answer `resp` to a request that asked for `asked` (`outcome` says which
+/// route served it):
 /// on an upstream's `101` to a request that asked to switch, the switch to start
 /// (holding `hold` until it ends), with `resp` made what the client expects (a `200`
 /// for an extended CONNECT). A `101` nothing can be joined to (the request asked for
@@ -68,7 +64,7 @@ impl Asked {
 pub(super) fn settle<T: 'static>(
     asked: Option<Asked>,
     resp: &mut Response<ProxyBody>,
-    route: Option<&Arc<str>>,
+    outcome: &proxy::Outcome,
     hold: &mut Option<T>,
 ) -> Option<Switch<T>> {
     let extended = asked.as_ref().is_some_and(|a| a.extended);
@@ -82,23 +78,19 @@ pub(super) fn settle<T: 'static>(
         }
         return None;
     }
-    let joined = asked.zip(route).and_then(|(asked, route)| {
-        let idle_timeout = asked
-            .snapshot
-            .config
-            .routes
-            .iter()
-            .find(|r| *r.name == **route)
-            .map(|r| r.upgrade_idle_timeout)?;
-        let upstream = resp.extensions_mut().remove::<OnUpgrade>()?;
-        Some(Switch {
-            client: asked.client,
-            upstream,
-            route: Arc::clone(route),
-            idle_timeout,
-            _hold: hold.take(),
-        })
-    });
+    let joined = asked
+        .zip(outcome.route.as_ref())
+        .and_then(|(asked, route)| {
+            let idle_timeout = outcome.upgrade_idle_timeout?;
+            let upstream = resp.extensions_mut().remove::<OnUpgrade>()?;
+            Some(Switch {
+                client: asked.client,
+                upstream,
+                route: Arc::clone(route),
+                idle_timeout,
+                _hold: hold.take(),
+            })
+        });
     match joined {
         Some(switch) => {
             if extended {

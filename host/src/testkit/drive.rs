@@ -57,6 +57,7 @@ pub(super) async fn run(
             forwarded: Mutex::new(None),
         },
         max_request_body: None,
+        upgrade_idle_timeout: crate::config::UPGRADE_IDLE_TIMEOUT,
     };
     let req = http::Request::from_parts(head, body::full(request.body.clone()));
     let capture = Capture::default();
