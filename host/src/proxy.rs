@@ -170,7 +170,7 @@ where
             tls_version: conn.tls_version,
         },
     );
-    filters.set_upstream_and_peer(route.upstream.name().into(), conn.client_subject.clone());
+    filters.set_upstream_and_peer(route.upstream_name.clone(), conn.client_subject.clone());
 
     let decision = filters
         .request_headers(&mut head, body.is_end_stream())

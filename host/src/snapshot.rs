@@ -44,6 +44,9 @@ pub struct Route<U = RouteUpstream> {
     pub filters: Vec<Arc<Plugin>>,
     /// Where requests go.
     pub upstream: U,
+    /// `upstream`'s name, as filters read it (`cluster_name`): made once here, not
+    /// per request.
+    pub upstream_name: Arc<str>,
     /// The largest request body accepted; `None`: no limit.
     pub max_request_body: Option<u64>,
     /// How long a connection this route switched (a WebSocket) may go without a byte.
@@ -209,6 +212,7 @@ impl Snapshot {
                 routes.push(Route {
                     name: rc.name.as_str().into(),
                     filters,
+                    upstream_name: upstream.name().into(),
                     upstream,
                     max_request_body: rc.max_request_body,
                     upgrade_idle_timeout: rc.upgrade_idle_timeout,

@@ -52,6 +52,7 @@ pub(super) async fn run(
     let route = Route {
         name: request.route.as_str().into(),
         filters: h.plugins.clone(),
+        upstream_name: "test".into(),
         upstream: Described {
             answer,
             forwarded: Mutex::new(None),

@@ -1,7 +1,7 @@
 //! proxy-wasm host functions (ABI 0.2.1 and 0.2.0; functions only 0.1.0 modules
 //! import answer UNIMPLEMENTED, see `engine`). Each checks every guest pointer.
 
-mod headers;
+pub(crate) mod headers;
 pub(crate) mod properties;
 mod types;
 
@@ -264,8 +264,8 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 fn buffer(s: &HostState, ty: BufferType) -> Result<&[u8], Status> {
     match ty {
-        BufferType::RequestBody => Ok(&s.io.request_body),
-        BufferType::ResponseBody => Ok(&s.io.response_body),
+        BufferType::RequestBody => Ok(s.io.request_body.as_slice()),
+        BufferType::ResponseBody => Ok(s.io.response_body.as_slice()),
         BufferType::CallResponseBody => s
             .call_response
             .as_ref()
@@ -304,8 +304,8 @@ fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let data = s!(read(&c, p, n));
             let io = &mut c.data_mut().io;
             let buf = match ty {
-                BufferType::RequestBody => &mut io.request_body,
-                BufferType::ResponseBody => &mut io.response_body,
+                BufferType::RequestBody => io.request_body.to_mut(),
+                BufferType::ResponseBody => io.response_body.to_mut(),
                 // Read-only here.
                 BufferType::CallResponseBody
                 | BufferType::VmConfiguration

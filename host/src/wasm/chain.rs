@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderMap;
 
-use super::state::StreamIo;
+use super::state::{BodyBuf, StreamIo};
 use super::vm::{Failure, ROOT_CONTEXT};
 use super::worker::{self, SlotRef};
 use super::{BodyDecision, Decision, FilterFailure, Plugin, StreamInfo, calls};
@@ -60,7 +60,7 @@ struct Entry {
     /// Asked for no response-phase callbacks during its request headers.
     no_response: bool,
     /// Body bytes held while this filter pauses a body phase: [request, response].
-    held: [Vec<u8>; 2],
+    held: [BodyBuf; 2],
 }
 
 /// The filter chain of one request: the per-stream contexts of each filter of its
@@ -88,14 +88,14 @@ impl HttpFilters {
                 generation: 0,
                 skipped: false,
                 no_response: false,
-                held: [Vec::new(), Vec::new()],
+                held: Default::default(),
             })
             .collect::<Vec<_>>();
-        let io = Box::new(StreamIo {
-            info: Some(Arc::new(info)),
-            started: Some(std::time::SystemTime::now()),
-            ..StreamIo::default()
-        });
+        // Filled in place: the stream's data is large, and building it on the stack
+        // first copied it whole into the box.
+        let mut io = Box::<StreamIo>::default();
+        io.info = Some(info);
+        io.started = Some(std::time::SystemTime::now());
         Self {
             seen: entries.len(),
             bodies: plugins.iter().any(|p| !p.headers_only()),
@@ -179,14 +179,13 @@ impl HttpFilters {
     /// chunk) until it continues or the body ends.
     pub async fn request_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyDecision {
         self.io.request_body_bytes += chunk.len() as u64;
-        let mut data = chunk.to_vec();
+        let mut data = BodyBuf::Shared(chunk);
         for i in 0..self.seen {
             let e = &mut self.entries[i];
             if e.plugin.headers_only() {
                 continue;
             }
-            e.held[0].extend_from_slice(&data);
-            self.io.request_body = std::mem::take(&mut e.held[0]);
+            self.io.request_body = std::mem::take(&mut e.held[0]).join(data);
             let len = self.io.request_body.len() as u32;
             match self.step(i, Phase::RequestBody, len, end_of_stream).await {
                 Step::Continue => data = std::mem::take(&mut self.io.request_body),
@@ -208,7 +207,7 @@ impl HttpFilters {
                 },
             }
         }
-        BodyDecision::Forward(Bytes::from(data))
+        BodyDecision::Forward(data.into_bytes())
     }
 
     /// Response headers phase, in reverse chain order. Writing `:status` changes it.
@@ -242,14 +241,13 @@ impl HttpFilters {
     /// [`HttpFilters::request_body`] for pausing).
     pub async fn response_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyDecision {
         self.io.response_body_bytes += chunk.len() as u64;
-        let mut data = chunk.to_vec();
+        let mut data = BodyBuf::Shared(chunk);
         for i in (0..self.seen).rev() {
             let e = &mut self.entries[i];
             if e.plugin.headers_only() || e.no_response {
                 continue;
             }
-            e.held[1].extend_from_slice(&data);
-            self.io.response_body = std::mem::take(&mut e.held[1]);
+            self.io.response_body = std::mem::take(&mut e.held[1]).join(data);
             let len = self.io.response_body.len() as u32;
             match self.step(i, Phase::ResponseBody, len, end_of_stream).await {
                 Step::Continue => data = std::mem::take(&mut self.io.response_body),
@@ -269,7 +267,7 @@ impl HttpFilters {
                 },
             }
         }
-        BodyDecision::Forward(Bytes::from(data))
+        BodyDecision::Forward(data.into_bytes())
     }
 
     /// `on_done`, `on_log` and `on_delete` for every context created. As in Envoy, a

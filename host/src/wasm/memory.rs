@@ -139,15 +139,20 @@ pub(crate) fn hand_back_with(
 /// true`) cannot make a blocking call from inside one: it runs the allocator on a
 /// nested fiber, driven here to completion.
 fn allocate(caller: &mut Caller<'_, HostState>, len: u32) -> wasmtime::Result<u32> {
-    let Some(malloc) = caller.data().malloc.clone() else {
+    // Moved out for the call rather than cloned: a `TypedFunc` clone copies its
+    // registered type (~120 instructions a value). An allocator that calls back into
+    // the host for memory meanwhile gets none, as a failed allocation.
+    let Some(malloc) = caller.data_mut().malloc.take() else {
         return Ok(0);
     };
     super::vm::count_entry();
-    if caller.data().on_fiber {
+    let r = if caller.data().on_fiber {
         super::vm::block_on(malloc.call_async(&mut *caller, len))
     } else {
         malloc.call(&mut *caller, len)
-    }
+    };
+    caller.data_mut().malloc = Some(malloc);
+    r
 }
 
 /// Serializes pairs in the proxy-wasm map format: count, (key len, value len)*, then

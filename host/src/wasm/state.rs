@@ -87,18 +87,85 @@ pub(crate) struct CallResponse {
     pub trailers: Vec<(String, Vec<u8>)>,
 }
 
+/// The body bytes a callback sees: the chunk as it arrived, shared and not copied,
+/// until a filter writes to it or bytes a filter held are joined to it. Most filters
+/// never look at a body they are called for, so most chunks are never copied.
+#[derive(Debug)]
+pub(crate) enum BodyBuf {
+    /// The bytes as they came.
+    Shared(Bytes),
+    /// Bytes the host owns: written by a filter, or several chunks joined.
+    Owned(Vec<u8>),
+}
+
+impl Default for BodyBuf {
+    fn default() -> Self {
+        BodyBuf::Shared(Bytes::new())
+    }
+}
+
+impl BodyBuf {
+    /// The bytes, to read.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            BodyBuf::Shared(b) => b,
+            BodyBuf::Owned(v) => v,
+        }
+    }
+
+    /// How many bytes.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    /// The bytes, to write: copied once, the first time.
+    pub fn to_mut(&mut self) -> &mut Vec<u8> {
+        if let BodyBuf::Shared(b) = self {
+            // No copy when nothing else holds the chunk and it was made from a `Vec`.
+            *self = BodyBuf::Owned(Vec::from(std::mem::take(b)));
+        }
+        match self {
+            BodyBuf::Owned(v) => v,
+            // As `Cow::to_mut`: made owned just above.
+            BodyBuf::Shared(_) => unreachable!(),
+        }
+    }
+
+    /// `self` followed by `next`; no copy when `self` is empty.
+    pub fn join(mut self, next: BodyBuf) -> BodyBuf {
+        if self.is_empty() {
+            return next;
+        }
+        self.to_mut().extend_from_slice(next.as_slice());
+        self
+    }
+
+    /// The bytes as a `Bytes`, without a copy.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            BodyBuf::Shared(b) => b,
+            BodyBuf::Owned(v) => Bytes::from(v),
+        }
+    }
+}
+
 /// What one stream exposes to host functions. The chain owns it and moves it into a
 /// VM's store for the length of each callback, so host functions reach it without
 /// locks or copies.
 #[derive(Default)]
 pub(crate) struct StreamIo {
-    pub info: Option<Arc<StreamInfo>>,
+    pub info: Option<StreamInfo>,
     pub request: Option<http::request::Parts>,
     pub response: Option<http::response::Parts>,
     pub request_trailers: Option<HeaderMap>,
     pub response_trailers: Option<HeaderMap>,
-    pub request_body: Vec<u8>,
-    pub response_body: Vec<u8>,
+    pub request_body: BodyBuf,
+    pub response_body: BodyBuf,
     /// Values set with `set_property`, visible to every filter of the stream.
     pub properties: HashMap<String, Vec<u8>>,
     /// Set by `send_local_response`.
@@ -173,6 +240,8 @@ pub(crate) struct HostState {
     /// Callbacks run on a fiber (the filter is `async: true`): host calls must enter
     /// the guest again through a nested fiber, and the deadline yields.
     pub on_fiber: bool,
+    /// The header names the guest writes, parsed once.
+    pub header_names: super::abi::headers::NameCache,
     /// The host extensions `proxy_call_foreign_function` reaches.
     pub extensions: super::Extensions,
 }

@@ -178,8 +178,7 @@ pub(crate) fn edit(s: &mut HostState, ty: MapType, key: &[u8], value: &[u8], how
     let Some(map) = map else {
         return Status::NotFound;
     };
-    // Folds the case itself (header names are lower case on the wire to h2 and here).
-    let Ok(name) = HeaderName::from_bytes(key) else {
+    let Some(name) = s.header_names.get(key) else {
         return Status::BadArgument;
     };
     if how == Edit::Remove {
@@ -312,5 +311,32 @@ fn rebuild_uri(uri: &mut Uri, change: impl FnOnce(&mut http::uri::Parts) -> bool
             true
         }
         Err(_) => false,
+    }
+}
+
+/// The header names a VM's filter writes, parsed once: a filter sets the same few
+/// names on every request, and parsing one (and, for a name `http` does not know,
+/// allocating it) cost more than the write itself.
+#[derive(Default)]
+pub(crate) struct NameCache {
+    names: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+impl NameCache {
+    /// Enough for what one filter writes; past it, names are parsed every time.
+    const CAP: usize = 16;
+
+    /// `key` (as the guest spelled it) as a header name, lower case; `None` if it is
+    /// not a valid one.
+    pub fn get(&mut self, key: &[u8]) -> Option<HeaderName> {
+        if let Some((_, name)) = self.names.iter().find(|(k, _)| **k == *key) {
+            return Some(name.clone());
+        }
+        // Folds the case itself (header names are lower case on the wire to h2 and here).
+        let name = HeaderName::from_bytes(key).ok()?;
+        if self.names.len() < Self::CAP {
+            self.names.push((key.into(), name.clone()));
+        }
+        Some(name)
     }
 }
