@@ -55,11 +55,17 @@ pub async fn respond(
     });
     let mut text = doc.to_string();
     text.push('\n');
+    let len = text.len();
     let mut resp = Response::new(body::full(Bytes::from(text)));
     *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut().insert(
+    let h = resp.headers_mut();
+    h.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    // As a real upstream's response has: the response phase sees it, and a filtered
+    // body (whose length the filters may change) still goes out with its length
+    // unless a filter that rewrites the body removes it, as on Envoy.
+    h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
     Ok(resp)
 }
