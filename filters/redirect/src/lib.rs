@@ -7,6 +7,8 @@
 //! picks 301/308 over 302/307 (the 30x that keep the method for non-GET/HEAD).
 //! See `docs/filters/redirect.md`.
 
+mod literal;
+
 use portcullis_sdk::{Action, ConfigError, Error, Filter, Request};
 use regex_lite::Regex;
 use serde::Deserialize;
@@ -33,8 +35,9 @@ pub enum Mode {
         /// Explicit port (omitted from the URL when it is the scheme's default).
         port: Option<u16>,
     },
-    /// A rewrite of the full URL.
-    Regex(Regex, String),
+    /// A rewrite of the full URL: the regex, the replacement, and a literal every
+    /// match contains (when the pattern shows one).
+    Regex(Regex, String, Option<String>),
 }
 
 /// The validated filter.
@@ -82,8 +85,11 @@ impl Redirect {
                     _ => format!("{target}://{host}{path}"),
                 })
             }
-            Mode::Regex(re, replacement) => {
+            Mode::Regex(re, replacement, literal) => {
                 let url = format!("{scheme}://{authority}{path}");
+                if literal.as_ref().is_some_and(|l| !url.contains(l.as_str())) {
+                    return None;
+                }
                 if !re.is_match(&url) {
                     return None;
                 }
@@ -120,8 +126,9 @@ impl Filter for Redirect {
                     port: c.port,
                 }
             }
-            (None, Some(re)) => {
-                let re = Regex::new(&re).map_err(|e| ConfigError::new("regex", e.to_string()))?;
+            (None, Some(pattern)) => {
+                let re =
+                    Regex::new(&pattern).map_err(|e| ConfigError::new("regex", e.to_string()))?;
                 let Some(rep) = c.replacement else {
                     return Err(ConfigError::new(
                         "replacement",
@@ -131,7 +138,7 @@ impl Filter for Redirect {
                 if c.port.is_some() {
                     return Err(ConfigError::new("port", "goes with scheme, not regex"));
                 }
-                Mode::Regex(re, rep)
+                Mode::Regex(re, rep, literal::required(&pattern))
             }
             (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
