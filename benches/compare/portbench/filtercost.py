@@ -49,16 +49,17 @@ def _start(row, proxy, n, kind, opts, backend_port, guests, traefik):
             raise traefik
         wasm = guests["httpwasm"] if n else None
         return servers.start_traefik(traefik, work, PROXY_CPU, backend_port, wasm, MANIFEST, n)
+    upstream = "echo@internal" if getattr(opts, "filtercost_echo", False) else "backend"
     if kind == "std":
         chain = ["rewrite"] if n == 1 else servers.CHAIN_FIVE
         return servers.start_portcullis(opts.portcullis, work, PROXY_CPU, backend_port,
-                                        workers=1, chain=chain)
+                                        workers=1, chain=chain, upstream=upstream)
     if n == 0:
         return servers.start_portcullis(opts.portcullis, work, PROXY_CPU, backend_port,
-                                        workers=1)
+                                        workers=1, upstream=upstream)
     names, yaml = _plain_filters(guests["proxywasm"], n)
     return servers.start_portcullis(opts.portcullis, work, PROXY_CPU, backend_port, workers=1,
-                                    chain=names, filters_yaml=yaml)
+                                    chain=names, filters_yaml=yaml, upstream=upstream)
 
 
 def _check_chain(server, n, kind):
@@ -171,7 +172,10 @@ def section(fc, o):
              "`GOMAXPROCS=1`, the proxy pinned to CPU 1, `wrk -t1 "
              f"-c{o['connections']}` keep-alive, {o['duration']} s per run. "
              "*µs per filter* = (1/rate₍ₙ₎ − 1/rate₀) / n, rates in requests per proxy "
-             "CPU-second, against the same proxy without filters.", "",
+             "CPU-second, against the same proxy without filters."
+             + (" Portcullis's routes answer from `echo@internal` (`--filtercost-echo`): "
+                "its core is saturated, Traefik's goes to the backend."
+                if o.get("filtercost_echo") else ""), "",
              "| | filters | req/s | req per proxy CPU-s | µs CPU per request "
              "| µs per filter | × no filters | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]

@@ -167,12 +167,13 @@ CHAIN_ALT = ["rewrite", "keys", "allow"]
 
 
 def portcullis_files(port, admin_port, backend_port, workers, chain, chain_tag="a", certs=None,
-                     filters_yaml=None, limits=None):
+                     filters_yaml=None, limits=None, upstream="backend"):
     """{file name: YAML} for a conf dir: routes live in their own file so that the
     reload scenario rewrites only that one. With `certs`, the listener terminates TLS
     with them (Portcullis's defaults otherwise: TLS 1.2 and 1.3, ALPN h2 and http/1.1).
     The chain's filters are the five standard ones unless `filters_yaml` defines them;
-    `limits` is the listener's `limits:` mapping (flow style), if any."""
+    `limits` is the listener's `limits:` mapping (flow style), if any; `upstream` the
+    route's (`echo@internal` answers from the proxy itself)."""
     tls = ""
     if certs:
         tls = f"""
@@ -191,19 +192,19 @@ upstreams:
     targets:
       - {{ address: 127.0.0.1:{backend_port} }}
 """
-    files = {"main.yaml": main, "routes.yaml": routes_yaml(chain)}
+    files = {"main.yaml": main, "routes.yaml": routes_yaml(chain, upstream)}
     if chain:
         files["filters.yaml"] = filters_yaml or FIVE_FILTERS.replace("CHAIN", chain_tag)
     return files
 
 
-def routes_yaml(chain):
+def routes_yaml(chain, upstream="backend"):
     filters = f"    filters: [{', '.join(chain)}]\n" if chain else ""
-    return f"routes:\n  - name: all\n{filters}    upstream: backend\n"
+    return f"routes:\n  - name: all\n{filters}    upstream: {upstream}\n"
 
 
 def spawn_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
-                     certs=None, cache=None, filters_yaml=None, limits=None):
+                     certs=None, cache=None, filters_yaml=None, limits=None, upstream="backend"):
     """`portcullis run --conf DIR` with the access log silenced (nginx's is off too),
     started and not waited for: (proc, port, admin_port, conf dir). Its module cache is
     `cache`, by default a directory of `workdir` (never the user's own); `filters_yaml`
@@ -213,7 +214,7 @@ def spawn_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, 
     port, admin_port = free_port(), free_port()
     conf = os.path.join(workdir, "conf")
     files = portcullis_files(port, admin_port, backend_port, workers, chain, certs=certs,
-                             filters_yaml=filters_yaml, limits=limits)
+                             filters_yaml=filters_yaml, limits=limits, upstream=upstream)
     for name, text in files.items():
         _write(os.path.join(conf, name), text)
     penv = dict(os.environ, RUST_LOG="warn",
@@ -231,12 +232,12 @@ def compile_builtins(binary, cache):
 
 
 def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
-                     certs=None, cache=None, filters_yaml=None, limits=None):
+                     certs=None, cache=None, filters_yaml=None, limits=None, upstream="backend"):
     """`spawn_portcullis`, waited for until it serves; with `certs` (see `tls_certs`),
     its listener terminates TLS."""
     proc, port, admin_port, conf = spawn_portcullis(binary, workdir, cpu, backend_port,
                                                     workers, chain, env, certs, cache,
-                                                    filters_yaml, limits)
+                                                    filters_yaml, limits, upstream)
     admin = f"http://127.0.0.1:{admin_port}"
     wait_ready(proc, admin + "/ready", timeout=60)
     url = f"{'https' if certs else 'http'}://127.0.0.1:{port}/"
