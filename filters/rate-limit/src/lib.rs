@@ -183,8 +183,13 @@ impl Filter for RateLimit {
         let (ip, header, host, route);
         let key: &[u8] = match &self.key {
             Key::ClientIp => {
-                ip = req.client_ip()?.map(|i| i.to_string()).unwrap_or_default();
-                ip.as_bytes()
+                // The peer's address as the host writes it (`ip:port`, `[v6]:port`)
+                // with the port cut off: one client, one key, without parsing the
+                // address and formatting it back on every request.
+                ip = req
+                    .property_str(&["source", "address"])?
+                    .unwrap_or_default();
+                strip_port(&ip).as_bytes()
             }
             Key::Header(name) => {
                 header = req.header(name)?.unwrap_or_default();
