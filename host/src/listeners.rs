@@ -15,10 +15,12 @@ use std::sync::{Arc, Mutex};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors, ListenerProtocol};
 
 /// The name the admin listener goes by in logs and in the table.
 pub const ADMIN_NAME: &str = "admin";
+
+mod udp;
 
 /// Pending connections the kernel queues per socket.
 const BACKLOG: i32 = 1024;
@@ -46,8 +48,12 @@ pub struct BoundListener {
     pub bound: SocketAddr,
     /// Whether TLS is configured on it (a change rebinds it).
     pub tls: bool,
+    /// Whether it is a `udp` listener (its sockets are UDP; a change rebinds it).
+    pub udp: bool,
     /// One socket per worker (the admin listener has one), each taken once.
     sockets: Mutex<Vec<Option<std::net::TcpListener>>>,
+    /// The same, for a `udp` listener.
+    udp_sockets: Mutex<Vec<Option<std::net::UdpSocket>>>,
     /// Set to true when a reload removes the listener: accept loops end and its
     /// connections finish their in-flight requests and close.
     stop: watch::Sender<bool>,
@@ -57,6 +63,16 @@ impl BoundListener {
     /// Takes the socket of `worker`; `None` if already taken or out of range.
     pub fn take_socket(&self, worker: usize) -> Option<std::net::TcpListener> {
         let mut sockets = match self.sockets.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sockets.get_mut(worker).and_then(Option::take)
+    }
+
+    /// Takes the UDP socket of `worker` (a `udp` listener's); `None` if already taken
+    /// or out of range.
+    pub fn take_udp_socket(&self, worker: usize) -> Option<std::net::UdpSocket> {
+        let mut sockets = match self.udp_sockets.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -73,8 +89,8 @@ impl BoundListener {
         self.stop.send_replace(true);
     }
 
-    fn key(&self) -> (Kind, &str, SocketAddr, bool) {
-        (self.kind, &self.name, self.configured, self.tls)
+    fn key(&self) -> (Kind, &str, SocketAddr, bool, bool) {
+        (self.kind, &self.name, self.configured, self.tls, self.udp)
     }
 }
 
@@ -130,30 +146,43 @@ impl ListenerTable {
                     format!("listeners.{}.address", l.name),
                     String::new(),
                 );
+                let udp = l.protocol == ListenerProtocol::Udp;
+                let tls = l.tls.is_some();
                 (
                     Kind::Proxy,
                     l.name.as_str(),
                     l.address,
-                    l.tls.is_some(),
+                    tls,
+                    udp,
                     workers,
                     err,
                 )
             })
             .chain(config.admin.iter().map(|a| {
                 let err = ConfigError::at(&a.origin, "admin.address", String::new());
-                (Kind::Admin, ADMIN_NAME, a.address, false, 1, err)
+                (Kind::Admin, ADMIN_NAME, a.address, false, false, 1, err)
             }));
 
-        for (kind, name, address, tls, count, mut err) in wanted {
-            if let Some(existing) = old.remove(&(kind, name, address, tls)) {
+        for (kind, name, address, tls, udp, count, mut err) in wanted {
+            if let Some(existing) = old.remove(&(kind, name, address, tls, udp)) {
                 table.listeners.push(Arc::clone(existing));
                 continue;
             }
             // Our own sockets may hold the address for a moment (a listener renamed,
             // or turned to TLS, on the same port): those are meant to share it.
-            let ours = self.listeners.iter().any(|l| l.bound == address);
-            match bind_all(address, count.max(1), !ours) {
-                Ok((bound, sockets)) => {
+            let ours = self
+                .listeners
+                .iter()
+                .any(|l| l.bound == address && l.udp == udp);
+            let bound = if udp {
+                udp::bind_all(address, count.max(1), !ours)
+                    .map(|(bound, sockets)| (bound, Vec::new(), sockets))
+            } else {
+                bind_all(address, count.max(1), !ours)
+                    .map(|(bound, sockets)| (bound, sockets, Vec::new()))
+            };
+            match bound {
+                Ok((bound, sockets, udp_sockets)) => {
                     let l = Arc::new(BoundListener {
                         id: next_id(),
                         name: name.into(),
@@ -161,7 +190,9 @@ impl ListenerTable {
                         configured: address,
                         bound,
                         tls,
+                        udp,
                         sockets: Mutex::new(sockets.into_iter().map(Some).collect()),
+                        udp_sockets: Mutex::new(udp_sockets.into_iter().map(Some).collect()),
                         stop: watch::Sender::new(false),
                     });
                     added.push(Arc::clone(&l));

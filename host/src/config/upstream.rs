@@ -56,6 +56,17 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
     let retries = f.take("retries").map(|v| retries(cx, &v));
     let outlier = f.take("outlier_detection").map(|v| outlier(cx, &v));
     let breaker = f.take("circuit_breaker").map(|v| breaker(cx, &v));
+    let proxy_protocol = f.take("proxy_protocol").and_then(|v| {
+        let version = super::l4::proxy_protocol_out(cx, &v)?;
+        if tls.is_some() {
+            v.error(
+                cx,
+                "a PROXY header goes before TLS, which is not supported: leave out one of them",
+            );
+            return None;
+        }
+        Some(version)
+    });
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -86,6 +97,7 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
             Some(b) => Some(b?),
             None => None,
         },
+        proxy_protocol,
         origin: cx.origin(item.line),
     })
 }
