@@ -7,11 +7,14 @@ are raw bytes (no protobuf): the service is `portcullis.test.Echo` with
     ServerStream  request b"N": N messages b"0".."N-1"
     Bidi          answers every message, reversed, as it arrives
     Fail          ends with NOT_FOUND, "no such thing"
+    Slow          request b"S": answers b"late" after S seconds
+    SlowStream    request b"N": N messages b"0".."N-1", 0.2 s apart
 
 Binds 127.0.0.1:0, prints `PORT <n>` on stdout, and serves until killed.
 """
 
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -37,12 +40,26 @@ def fail(request, context):
     context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
 
 
+def slow(request, context):
+    time.sleep(float(request))
+    return b"late"
+
+
+def slow_stream(request, context):
+    for i in range(int(request)):
+        if i:
+            time.sleep(0.2)
+        yield str(i).encode()
+
+
 def main():
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
+        "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "SlowStream": grpc.unary_stream_rpc_method_handler(slow_stream),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("portcullis.test.Echo", handlers),))
