@@ -25,8 +25,9 @@ use crate::proxy::ConnInfo;
 use crate::snapshot::Snapshot;
 use crate::tls;
 
-/// The relay's buffer each way: large enough that a bulk transfer moves in few
-/// system calls (measured in docs/performance.md), small enough for many idle ones.
+/// The relay's buffer each way, so 64 KiB a connection, idle or not: a bulk transfer
+/// moves in few system calls (docs/performance.md, against HAProxy). Other sizes are
+/// not measured yet.
 const RELAY_BUFFER: usize = 32 * 1024;
 
 /// Serves `tcp`, accepted on the `tcp` listener `listener` from `info.client`.
