@@ -212,3 +212,59 @@ upstreams: [{{ name: grpc, protocol: h2c, targets: [{{ address: {} }}] }}]
     assert_eq!(status.as_deref(), Some("0"), "a call within its deadline");
     assert!(body.ends_with(b"late"), "{body:?}");
 }
+
+/// `health_check: { type: grpc }` asks each target with gRPC's health protocol: a
+/// target answering NOT_SERVING leaves rotation, and calls go to the one SERVING.
+/// `type: tcp` on the same kind of upstream only connects: both stay in.
+#[tokio::test]
+async fn grpc_health_checks_take_a_not_serving_target_out() {
+    let serving = PyServer::start("grpc", "grpc/grpc_server.py", &[]);
+    let not_serving = PyServer::start("grpc", "grpc/grpc_server.py", &["not-serving"]);
+    let conf = ConfDir::with(&format!(
+        r#"
+admin: {{ address: 127.0.0.1:0 }}
+listeners: [{{ name: web, address: 127.0.0.1:0 }}]
+routes: [{{ name: echo, upstream: grpc }}]
+upstreams:
+  - name: grpc
+    protocol: h2c
+    health_check: {{ type: grpc, interval: 200ms, timeout: 2s }}
+    targets: [{{ address: "{a}" }}, {{ address: "{b}" }}]
+  - name: connect_only
+    health_check: {{ type: tcp, interval: 200ms }}
+    targets: [{{ address: "{a}" }}, {{ address: "{b}" }}, {{ address: "{dead}" }}]
+"#,
+        a = serving.address(),
+        b = not_serving.address(),
+        dead = closed_port().await,
+    ));
+    let proxy = Proxy::start(&conf);
+    let health = |status: &Value, upstream: &str| -> Vec<bool> {
+        status["upstreams"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["name"] == upstream))
+            .and_then(|u| u["targets"].as_array())
+            .map(|t| t.iter().map(|t| t["healthy"] == true).collect())
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = proxy.status().await;
+        if health(&status, "grpc") == [true, false]
+            && health(&status, "connect_only") == [true, true, false]
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never settled: {status:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The NOT_SERVING server fails every call: none reaches it.
+    let target = proxy.addr("web").to_string();
+    for _ in 0..4 {
+        let seen = grpc_client(&target, &["unary", "portcullis.test.Echo"]).await;
+        assert_eq!(seen["code"], "OK", "{seen}");
+    }
+}

@@ -101,6 +101,7 @@ pub fn upstream(name: &str, targets: &[(SocketAddr, u32)]) -> UpstreamConfig {
 /// A health check probing `/healthz` every `interval`.
 pub fn health_check(interval: Duration) -> HealthCheckConfig {
     HealthCheckConfig {
+        kind: Default::default(),
         path: "/healthz".into(),
         interval,
         timeout: Duration::from_secs(1),

@@ -410,12 +410,31 @@ pub struct TargetConfig {
 /// `upstreams[].health_check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckConfig {
-    /// Path probed with GET; any 2xx/3xx is healthy.
+    /// What a probe is (`type`).
+    pub kind: HealthCheckKind,
+    /// Path probed with GET (`http`), any 2xx/3xx being healthy; for `grpc`, the
+    /// health method's path; empty for `tcp`.
     pub path: String,
     /// Time between probes.
     pub interval: Duration,
     /// Time a probe may take.
     pub timeout: Duration,
+}
+
+/// `upstreams[].health_check.type`: what a probe is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HealthCheckKind {
+    /// `GET path`; a 2xx or 3xx is healthy.
+    #[default]
+    Http,
+    /// gRPC's health protocol over HTTP/2: `grpc.health.v1.Health/Check` for
+    /// `service` (empty: the server as a whole); `SERVING` is healthy.
+    Grpc {
+        /// The service asked about.
+        service: String,
+    },
+    /// A TCP connect (and TLS handshake, with `tls`) that succeeds is healthy.
+    Tcp,
 }
 
 /// `upstreams[].protocol`: which HTTP goes to the targets.
