@@ -20,8 +20,6 @@ use crate::config::{Config, ConfigError, ConfigErrors, ListenerProtocol};
 /// The name the admin listener goes by in logs and in the table.
 pub const ADMIN_NAME: &str = "admin";
 
-mod udp;
-
 /// Pending connections the kernel queues per socket.
 const BACKLOG: i32 = 1024;
 
@@ -174,13 +172,14 @@ impl ListenerTable {
                 .listeners
                 .iter()
                 .any(|l| l.bound == address && l.udp == udp);
-            let bound = if udp {
-                udp::bind_all(address, count.max(1), !ours)
-                    .map(|(bound, sockets)| (bound, Vec::new(), sockets))
-            } else {
-                bind_all(address, count.max(1), !ours)
-                    .map(|(bound, sockets)| (bound, sockets, Vec::new()))
-            };
+            let bound = bind_all(address, count.max(1), !ours, udp).map(|(bound, sockets)| {
+                let sockets = sockets.into_iter();
+                if udp {
+                    (bound, Vec::new(), sockets.map(Into::into).collect())
+                } else {
+                    (bound, sockets.map(Into::into).collect(), Vec::new())
+                }
+            });
             match bound {
                 Ok((bound, sockets, udp_sockets)) => {
                     let l = Arc::new(BoundListener {
@@ -221,32 +220,37 @@ fn next_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Binds `count` sockets to `address` with `SO_REUSEPORT`. With port 0 the first
-/// socket picks the port and the others join it. With `exclusive`, an address some
-/// other process listens on is refused rather than silently shared.
+/// Binds `count` sockets to `address` with `SO_REUSEPORT`: listening TCP sockets, or
+/// UDP ones with `udp`. With port 0 the first socket picks the port and the others
+/// join it. With `exclusive`, an address some other process holds is refused rather
+/// than silently shared.
 fn bind_all(
     address: SocketAddr,
     count: usize,
     exclusive: bool,
-) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    udp: bool,
+) -> io::Result<(SocketAddr, Vec<Socket>)> {
     if exclusive && address.port() != 0 {
-        ensure_free(address)?;
+        ensure_free(address, udp)?;
     }
-    let first = bind_one(address)?;
-    let bound = first.local_addr()?;
+    let first = bind_one(address, udp)?;
+    let bound = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound to a non-IP address"))?;
     let mut sockets = Vec::with_capacity(count);
     sockets.push(first);
     for _ in 1..count {
-        sockets.push(bind_one(bound)?);
+        sockets.push(bind_one(bound, udp)?);
     }
     Ok((bound, sockets))
 }
 
-/// Fails if something already listens on `address`. `SO_REUSEPORT` would let a second
+/// Fails if something already holds `address`. `SO_REUSEPORT` would let a second
 /// Portcullis (or anything else of the same user that set it) share the port and take
-/// half the connections; a probe bound without it sees such a listener.
-fn ensure_free(address: SocketAddr) -> io::Result<()> {
-    let probe = tcp_socket(address)?;
+/// half the connections (or datagrams); a probe bound without it sees such a socket.
+fn ensure_free(address: SocketAddr, udp: bool) -> io::Result<()> {
+    let probe = socket(address, udp)?;
     match probe.bind(&address.into()) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
@@ -256,28 +260,33 @@ fn ensure_free(address: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// A TCP socket for `address`, with `SO_REUSEADDR` (connections in TIME_WAIT from an
-/// earlier run do not block the port) and, for IPv6, v6 only.
-fn tcp_socket(address: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
+/// A TCP socket for `address` with `SO_REUSEADDR` (connections in TIME_WAIT from an
+/// earlier run do not block the port), or a UDP one; for IPv6, v6 only.
+fn socket(address: SocketAddr, udp: bool) -> io::Result<Socket> {
+    let (ty, protocol) = if udp {
+        (Type::DGRAM, Protocol::UDP)
+    } else {
+        (Type::STREAM, Protocol::TCP)
+    };
+    let socket = Socket::new(Domain::for_address(address), ty, Some(protocol))?;
+    if !udp {
+        socket.set_reuse_address(true)?;
+    }
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     Ok(socket)
 }
 
-fn bind_one(address: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = tcp_socket(address)?;
+fn bind_one(address: SocketAddr, udp: bool) -> io::Result<Socket> {
+    let socket = socket(address, udp)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    if !udp {
+        socket.listen(BACKLOG)?;
+    }
+    Ok(socket)
 }
 
 #[cfg(test)]
@@ -290,13 +299,14 @@ mod tests {
             "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
             3,
             true,
+            false,
         ) {
             Ok(v) => v,
             Err(e) => panic!("binding 127.0.0.1:0 three times failed: {e}"),
         };
         assert_ne!(bound.port(), 0, "the kernel should have picked a port");
         for s in &sockets {
-            let addr = s.local_addr().ok();
+            let addr = s.local_addr().ok().and_then(|a| a.as_socket());
             assert_eq!(
                 addr,
                 Some(bound),
@@ -306,23 +316,25 @@ mod tests {
     }
 
     #[test]
-    fn an_address_another_process_listens_on_is_refused_not_shared() {
+    fn an_address_another_process_holds_is_refused_not_shared() {
         let any = "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!());
-        // What another `portcullis run` on the same port holds: SO_REUSEPORT sockets.
-        let (taken, _other) = match bind_all(any, 1, true) {
-            Ok(v) => v,
-            Err(e) => panic!("binding 127.0.0.1:0 failed: {e}"),
-        };
-        match bind_all(taken, 2, true) {
-            Ok(_) => panic!("{taken} is held by another listener, yet binding it succeeded"),
-            Err(e) => assert!(
-                e.to_string().contains("already in use by another process"),
-                "expected an address-in-use error, got: {e}"
-            ),
-        }
-        // Our own sockets on that address are meant to share it (a renamed listener).
-        if let Err(e) = bind_all(taken, 2, false) {
-            panic!("joining our own listener on {taken} failed: {e}");
+        for udp in [false, true] {
+            // What another `portcullis run` on the same port holds: SO_REUSEPORT sockets.
+            let (taken, _other) = match bind_all(any, 1, true, udp) {
+                Ok(v) => v,
+                Err(e) => panic!("binding 127.0.0.1:0 (udp: {udp}) failed: {e}"),
+            };
+            match bind_all(taken, 2, true, udp) {
+                Ok(_) => panic!("{taken} is held by another listener, yet binding it succeeded"),
+                Err(e) => assert!(
+                    e.to_string().contains("already in use by another process"),
+                    "expected an address-in-use error, got: {e}"
+                ),
+            }
+            // Our own sockets on that address are meant to share it (a renamed listener).
+            if let Err(e) = bind_all(taken, 2, false, udp) {
+                panic!("joining our own listener on {taken} (udp: {udp}) failed: {e}");
+            }
         }
     }
 }

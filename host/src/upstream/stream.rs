@@ -29,14 +29,7 @@ impl Upstream {
     /// Picks a target for a UDP session of `client` (the balancer, over the targets
     /// in rotation), counted in flight while the returned token lives.
     pub fn pick_for(&self, client: SocketAddr) -> Option<(Authority, InFlight)> {
-        let uri = http::Uri::from_static("/");
-        let headers = http::HeaderMap::new();
-        let request = PickRequest {
-            uri: &uri,
-            headers: &headers,
-            client: Some(client.ip()),
-        };
-        let i = worker::pick_index(self, &request)?;
+        let i = self.pick_stream(client)?;
         let target = self.targets.list.get(i)?;
         Some((target.address.clone(), InFlight::start(&self.targets, i)))
     }
@@ -62,16 +55,9 @@ impl Upstream {
         } else {
             1
         };
-        let uri = http::Uri::from_static("/");
-        let headers = http::HeaderMap::new();
-        let request = PickRequest {
-            uri: &uri,
-            headers: &headers,
-            client: Some(client.ip()),
-        };
         let mut attempt = 1;
         loop {
-            let i = worker::pick_index(self, &request).ok_or(UpstreamError::NoTarget)?;
+            let i = self.pick_stream(client).ok_or(UpstreamError::NoTarget)?;
             let target = self.targets.list.get(i).ok_or(UpstreamError::NoTarget)?;
             let flight = InFlight::start(&self.targets, i);
             match self.open(&target.address, preamble).await {
@@ -110,6 +96,19 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    /// The target this worker's balancer picks for a stream or session of `client`:
+    /// a policy keyed on the request sees no path nor header, only `client_ip`.
+    fn pick_stream(&self, client: SocketAddr) -> Option<usize> {
+        let uri = http::Uri::from_static("/");
+        let headers = http::HeaderMap::new();
+        let request = PickRequest {
+            uri: &uri,
+            headers: &headers,
+            client: Some(client.ip()),
+        };
+        worker::pick_index(self, &request)
     }
 
     /// Connects to `target` (TCP, then TLS when configured) within the connect

@@ -21,13 +21,7 @@ struct TlsEcho {
 
 impl TlsEcho {
     async fn start(tag: &str, leaf: &Leaf) -> TlsEcho {
-        let chain = rustls_pemfile::certs(&mut leaf.chain_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("test key did not parse"));
+        let (chain, key) = leaf.rustls_parts();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
