@@ -27,6 +27,11 @@ use crate::upstream::InFlight;
 /// The largest datagram relayed (the most UDP over IPv4 can carry).
 const MAX_DATAGRAM: usize = 65_535;
 
+/// The most sessions one worker keeps per listener: each holds a socket, and a flood
+/// of datagrams from forged addresses must not take every file descriptor. A new
+/// client past it is dropped (and counted) until sessions idle out.
+const MAX_SESSIONS: usize = 16_384;
+
 /// One client's session.
 struct Session {
     /// Connected to the session's target.
@@ -75,6 +80,10 @@ pub(super) async fn serve(app: Arc<App>, listener: Arc<BoundListener>, socket: U
         let (upstream, last, sent) = match existing {
             Some(s) => s,
             None => {
+                if sessions.borrow().len() >= MAX_SESSIONS {
+                    metrics::global().client_limit(&listener.name, "udp_sessions");
+                    continue;
+                }
                 let Some(session) = open(&app, &listener, client).await else {
                     continue;
                 };
