@@ -80,6 +80,9 @@ async fn tcp_echo_keeps_its_route_across_a_reload_and_new_connections_take_the_n
     );
 
     drop(first);
+    let status = proxy.status().await;
+    assert_eq!(status["listeners"][1]["protocol"], "tcp", "{status:#}");
+    assert_eq!(status["tcp_routes"][0]["upstream"], "b", "{status:#}");
     let metrics = proxy.metrics().await;
     assert!(
         metrics.contains(r#"portcullis_l4_connections_total{route="db"} 2"#),
