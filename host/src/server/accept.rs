@@ -16,9 +16,11 @@ use crate::metrics;
 use crate::proxy::ConnInfo;
 use crate::snapshot::Snapshot;
 
-/// Serves a TCP connection accepted on `listener`, terminating TLS first when the
-/// listener has it (with the acceptor of the snapshot current at accept time, so a
-/// reloaded certificate serves new connections while open ones keep theirs).
+/// Serves a TCP connection accepted on `listener`: reads the PROXY header of a
+/// trusted peer, takes the client's per-IP slot, then serves HTTP (terminating TLS
+/// first when the listener has it, with the acceptor of the snapshot current at
+/// accept time, so a reloaded certificate serves new connections while open ones
+/// keep theirs) or, on a `tcp` listener, relays it.
 pub async fn serve_tcp(
     app: Arc<App>,
     listener: Arc<BoundListener>,
