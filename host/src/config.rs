@@ -8,6 +8,7 @@
 
 mod error;
 pub(crate) mod filter;
+mod l4;
 mod listener;
 mod model;
 mod module_cache;
@@ -24,6 +25,10 @@ pub(crate) mod yaml;
 mod tests;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use l4::{
+    Cidr, L4RouteConfig, ListenerProtocol, ProxyProtocolIn, ProxyProtocolVersion, TCP_IDLE_TIMEOUT,
+    UDP_IDLE_TIMEOUT,
+};
 pub use model::*;
 pub use traffic::*;
 
@@ -136,6 +141,7 @@ struct Merged {
     shutdown: Option<ShutdownConfig>,
     listeners: Vec<ListenerConfig>,
     routes: Vec<RouteConfig>,
+    l4_routes: Vec<L4RouteConfig>,
     filters: Vec<FilterConfig>,
     upstreams: Vec<UpstreamConfig>,
     /// Whether a file could not be read or parsed: what it declares is unknown.
@@ -203,7 +209,15 @@ impl Merged {
                     None => self.shutdown = Some(shutdown),
                 }
             }
-            for section in ["listeners", "routes", "filters", "upstreams"] {
+            let sections = [
+                "listeners",
+                "routes",
+                "tcp_routes",
+                "udp_routes",
+                "filters",
+                "upstreams",
+            ];
+            for section in sections {
                 let Some(items) = f.take(section).and_then(|v| v.list(cx)) else {
                     continue;
                 };
@@ -218,6 +232,14 @@ impl Merged {
                     match section {
                         "listeners" => self.listeners.extend(listener::listener(cx, item)),
                         "routes" => self.routes.extend(route::route(cx, item, &mut self.refs)),
+                        "tcp_routes" => {
+                            self.l4_routes
+                                .extend(l4::route(cx, item, ListenerProtocol::Tcp))
+                        }
+                        "udp_routes" => {
+                            self.l4_routes
+                                .extend(l4::route(cx, item, ListenerProtocol::Udp))
+                        }
                         "filters" => self.filters.extend(filter::filter(cx, item)),
                         _ => self.upstreams.extend(upstream::upstream(cx, item)),
                     }
@@ -235,6 +257,13 @@ impl Merged {
         }
         self.check_addresses(errors);
         self.check_references(errors);
+        l4::check(
+            &self.listeners,
+            &self.routes,
+            &self.l4_routes,
+            &self.upstreams,
+            errors,
+        );
         // A file that did not parse may well hold the listeners: do not pile on.
         if !self.declared.contains_key("listeners") && !self.unreadable {
             errors.push(ConfigError {
@@ -251,6 +280,7 @@ impl Merged {
             shutdown: self.shutdown.unwrap_or_default(),
             listeners: self.listeners,
             routes: self.routes,
+            l4_routes: self.l4_routes,
             filters: self.filters,
             upstreams: self.upstreams,
             // Filled by the loader, which records every file it was named.
@@ -260,23 +290,26 @@ impl Merged {
 
     /// Two sockets on one fixed address cannot both bind; say so before trying.
     fn check_addresses(&self, errors: &mut Vec<ConfigError>) {
-        let mut bound: Vec<(std::net::SocketAddr, String, &Origin)> = Vec::new();
+        // UDP ports are apart from TCP ones: a udp listener may share a tcp address.
+        type Bound<'o> = (std::net::SocketAddr, bool, String, &'o Origin);
+        let mut bound: Vec<Bound> = Vec::new();
         let admin = self
             .admin
             .iter()
-            .map(|a| (a.address, "admin".to_string(), &a.origin));
-        let listeners = self
-            .listeners
-            .iter()
-            .map(|l| (l.address, format!("listeners.{}", l.name), &l.origin));
-        for (addr, path, origin) in admin.chain(listeners) {
+            .map(|a| (a.address, false, "admin".to_string(), &a.origin));
+        let listeners = self.listeners.iter().map(|l| {
+            let udp = l.protocol == ListenerProtocol::Udp;
+            (l.address, udp, format!("listeners.{}", l.name), &l.origin)
+        });
+        for (addr, udp, path, origin) in admin.chain(listeners) {
             if addr.port() != 0
-                && let Some((_, other, first)) = bound.iter().find(|(a, _, _)| *a == addr)
+                && let Some((_, _, other, first)) =
+                    bound.iter().find(|(a, u, _, _)| *a == addr && *u == udp)
             {
                 let message = format!("address {addr} is already used by {other} ({})", at(first));
                 errors.push(ConfigError::at(origin, format!("{path}.address"), message));
             }
-            bound.push((addr, path, origin));
+            bound.push((addr, udp, path, origin));
         }
     }
 

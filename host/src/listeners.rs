@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::config::{Config, ConfigError, ConfigErrors, ListenerProtocol};
 
 /// The name the admin listener goes by in logs and in the table.
 pub const ADMIN_NAME: &str = "admin";
@@ -46,8 +46,12 @@ pub struct BoundListener {
     pub bound: SocketAddr,
     /// Whether TLS is configured on it (a change rebinds it).
     pub tls: bool,
+    /// Whether it is a `udp` listener (its sockets are UDP; a change rebinds it).
+    pub udp: bool,
     /// One socket per worker (the admin listener has one), each taken once.
     sockets: Mutex<Vec<Option<std::net::TcpListener>>>,
+    /// The same, for a `udp` listener.
+    udp_sockets: Mutex<Vec<Option<std::net::UdpSocket>>>,
     /// Set to true when a reload removes the listener: accept loops end and its
     /// connections finish their in-flight requests and close.
     stop: watch::Sender<bool>,
@@ -57,6 +61,16 @@ impl BoundListener {
     /// Takes the socket of `worker`; `None` if already taken or out of range.
     pub fn take_socket(&self, worker: usize) -> Option<std::net::TcpListener> {
         let mut sockets = match self.sockets.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sockets.get_mut(worker).and_then(Option::take)
+    }
+
+    /// Takes the UDP socket of `worker` (a `udp` listener's); `None` if already taken
+    /// or out of range.
+    pub fn take_udp_socket(&self, worker: usize) -> Option<std::net::UdpSocket> {
+        let mut sockets = match self.udp_sockets.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -73,8 +87,8 @@ impl BoundListener {
         self.stop.send_replace(true);
     }
 
-    fn key(&self) -> (Kind, &str, SocketAddr, bool) {
-        (self.kind, &self.name, self.configured, self.tls)
+    fn key(&self) -> (Kind, &str, SocketAddr, bool, bool) {
+        (self.kind, &self.name, self.configured, self.tls, self.udp)
     }
 }
 
@@ -130,30 +144,44 @@ impl ListenerTable {
                     format!("listeners.{}.address", l.name),
                     String::new(),
                 );
+                let udp = l.protocol == ListenerProtocol::Udp;
+                let tls = l.tls.is_some();
                 (
                     Kind::Proxy,
                     l.name.as_str(),
                     l.address,
-                    l.tls.is_some(),
+                    tls,
+                    udp,
                     workers,
                     err,
                 )
             })
             .chain(config.admin.iter().map(|a| {
                 let err = ConfigError::at(&a.origin, "admin.address", String::new());
-                (Kind::Admin, ADMIN_NAME, a.address, false, 1, err)
+                (Kind::Admin, ADMIN_NAME, a.address, false, false, 1, err)
             }));
 
-        for (kind, name, address, tls, count, mut err) in wanted {
-            if let Some(existing) = old.remove(&(kind, name, address, tls)) {
+        for (kind, name, address, tls, udp, count, mut err) in wanted {
+            if let Some(existing) = old.remove(&(kind, name, address, tls, udp)) {
                 table.listeners.push(Arc::clone(existing));
                 continue;
             }
             // Our own sockets may hold the address for a moment (a listener renamed,
             // or turned to TLS, on the same port): those are meant to share it.
-            let ours = self.listeners.iter().any(|l| l.bound == address);
-            match bind_all(address, count.max(1), !ours) {
-                Ok((bound, sockets)) => {
+            let ours = self
+                .listeners
+                .iter()
+                .any(|l| l.bound == address && l.udp == udp);
+            let bound = bind_all(address, count.max(1), !ours, udp).map(|(bound, sockets)| {
+                let sockets = sockets.into_iter();
+                if udp {
+                    (bound, Vec::new(), sockets.map(Into::into).collect())
+                } else {
+                    (bound, sockets.map(Into::into).collect(), Vec::new())
+                }
+            });
+            match bound {
+                Ok((bound, sockets, udp_sockets)) => {
                     let l = Arc::new(BoundListener {
                         id: next_id(),
                         name: name.into(),
@@ -161,7 +189,9 @@ impl ListenerTable {
                         configured: address,
                         bound,
                         tls,
+                        udp,
                         sockets: Mutex::new(sockets.into_iter().map(Some).collect()),
+                        udp_sockets: Mutex::new(udp_sockets.into_iter().map(Some).collect()),
                         stop: watch::Sender::new(false),
                     });
                     added.push(Arc::clone(&l));
@@ -190,32 +220,37 @@ fn next_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Binds `count` sockets to `address` with `SO_REUSEPORT`. With port 0 the first
-/// socket picks the port and the others join it. With `exclusive`, an address some
-/// other process listens on is refused rather than silently shared.
+/// Binds `count` sockets to `address` with `SO_REUSEPORT`: listening TCP sockets, or
+/// UDP ones with `udp`. With port 0 the first socket picks the port and the others
+/// join it. With `exclusive`, an address some other process holds is refused rather
+/// than silently shared.
 fn bind_all(
     address: SocketAddr,
     count: usize,
     exclusive: bool,
-) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    udp: bool,
+) -> io::Result<(SocketAddr, Vec<Socket>)> {
     if exclusive && address.port() != 0 {
-        ensure_free(address)?;
+        ensure_free(address, udp)?;
     }
-    let first = bind_one(address)?;
-    let bound = first.local_addr()?;
+    let first = bind_one(address, udp)?;
+    let bound = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound to a non-IP address"))?;
     let mut sockets = Vec::with_capacity(count);
     sockets.push(first);
     for _ in 1..count {
-        sockets.push(bind_one(bound)?);
+        sockets.push(bind_one(bound, udp)?);
     }
     Ok((bound, sockets))
 }
 
-/// Fails if something already listens on `address`. `SO_REUSEPORT` would let a second
+/// Fails if something already holds `address`. `SO_REUSEPORT` would let a second
 /// Portcullis (or anything else of the same user that set it) share the port and take
-/// half the connections; a probe bound without it sees such a listener.
-fn ensure_free(address: SocketAddr) -> io::Result<()> {
-    let probe = tcp_socket(address)?;
+/// half the connections (or datagrams); a probe bound without it sees such a socket.
+fn ensure_free(address: SocketAddr, udp: bool) -> io::Result<()> {
+    let probe = socket(address, udp)?;
     match probe.bind(&address.into()) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
@@ -225,28 +260,33 @@ fn ensure_free(address: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// A TCP socket for `address`, with `SO_REUSEADDR` (connections in TIME_WAIT from an
-/// earlier run do not block the port) and, for IPv6, v6 only.
-fn tcp_socket(address: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
+/// A TCP socket for `address` with `SO_REUSEADDR` (connections in TIME_WAIT from an
+/// earlier run do not block the port), or a UDP one; for IPv6, v6 only.
+fn socket(address: SocketAddr, udp: bool) -> io::Result<Socket> {
+    let (ty, protocol) = if udp {
+        (Type::DGRAM, Protocol::UDP)
+    } else {
+        (Type::STREAM, Protocol::TCP)
+    };
+    let socket = Socket::new(Domain::for_address(address), ty, Some(protocol))?;
+    if !udp {
+        socket.set_reuse_address(true)?;
+    }
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     Ok(socket)
 }
 
-fn bind_one(address: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = tcp_socket(address)?;
+fn bind_one(address: SocketAddr, udp: bool) -> io::Result<Socket> {
+    let socket = socket(address, udp)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    if !udp {
+        socket.listen(BACKLOG)?;
+    }
+    Ok(socket)
 }
 
 #[cfg(test)]
@@ -259,13 +299,14 @@ mod tests {
             "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
             3,
             true,
+            false,
         ) {
             Ok(v) => v,
             Err(e) => panic!("binding 127.0.0.1:0 three times failed: {e}"),
         };
         assert_ne!(bound.port(), 0, "the kernel should have picked a port");
         for s in &sockets {
-            let addr = s.local_addr().ok();
+            let addr = s.local_addr().ok().and_then(|a| a.as_socket());
             assert_eq!(
                 addr,
                 Some(bound),
@@ -275,23 +316,25 @@ mod tests {
     }
 
     #[test]
-    fn an_address_another_process_listens_on_is_refused_not_shared() {
+    fn an_address_another_process_holds_is_refused_not_shared() {
         let any = "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!());
-        // What another `portcullis run` on the same port holds: SO_REUSEPORT sockets.
-        let (taken, _other) = match bind_all(any, 1, true) {
-            Ok(v) => v,
-            Err(e) => panic!("binding 127.0.0.1:0 failed: {e}"),
-        };
-        match bind_all(taken, 2, true) {
-            Ok(_) => panic!("{taken} is held by another listener, yet binding it succeeded"),
-            Err(e) => assert!(
-                e.to_string().contains("already in use by another process"),
-                "expected an address-in-use error, got: {e}"
-            ),
-        }
-        // Our own sockets on that address are meant to share it (a renamed listener).
-        if let Err(e) = bind_all(taken, 2, false) {
-            panic!("joining our own listener on {taken} failed: {e}");
+        for udp in [false, true] {
+            // What another `portcullis run` on the same port holds: SO_REUSEPORT sockets.
+            let (taken, _other) = match bind_all(any, 1, true, udp) {
+                Ok(v) => v,
+                Err(e) => panic!("binding 127.0.0.1:0 (udp: {udp}) failed: {e}"),
+            };
+            match bind_all(taken, 2, true, udp) {
+                Ok(_) => panic!("{taken} is held by another listener, yet binding it succeeded"),
+                Err(e) => assert!(
+                    e.to_string().contains("already in use by another process"),
+                    "expected an address-in-use error, got: {e}"
+                ),
+            }
+            // Our own sockets on that address are meant to share it (a renamed listener).
+            if let Err(e) = bind_all(taken, 2, false, udp) {
+                panic!("joining our own listener on {taken} (udp: {udp}) failed: {e}");
+            }
         }
     }
 }

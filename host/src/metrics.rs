@@ -9,6 +9,7 @@
 //! and friends), rendered under their own (sanitised) names with a `filter` label.
 
 mod custom;
+mod l4;
 mod render;
 
 use std::cell::RefCell;
@@ -58,6 +59,8 @@ pub struct Metrics {
     upgrades_active: SeriesMap<AtomicI64>,
     /// `portcullis_upgrades_closed_total`, keyed `route SEP reason`.
     upgrades_closed: SeriesMap<AtomicU64>,
+    /// The series of `tcp_routes` and `udp_routes`.
+    l4: l4::L4Series,
     /// `portcullis_config_generation`.
     generation: AtomicU64,
     /// `portcullis_reloads_total{result="ok"}`.
@@ -168,6 +171,22 @@ impl Metrics {
                 c.fetch_add(1, Ordering::Relaxed);
             })
         });
+    }
+
+    /// Counts an L4 connection (a UDP session) of `route` relayed to its upstream.
+    pub fn l4_opened(&self, route: &str) {
+        self.l4.opened(route);
+    }
+
+    /// Counts the end of an L4 connection of `route` (`reason`: `closed`,
+    /// `idle_timeout`, `error`) and the bytes it carried each way.
+    pub fn l4_closed(&self, route: &str, reason: &str, sent: u64, received: u64) {
+        self.l4.closed(route, reason, sent, received);
+    }
+
+    /// Counts bytes an L4 route relayed (a UDP session's, as its datagrams pass).
+    pub fn l4_bytes(&self, route: &str, sent: u64, received: u64) {
+        self.l4.bytes(route, sent, received);
     }
 
     /// Records the generation now serving.

@@ -5,13 +5,17 @@
 //! Request futures never leave their worker (hyper runs with a local executor), so
 //! the proxy driver and the wasm VMs it calls need not be `Send`.
 
+mod accept;
 pub mod conn;
 pub mod guard;
 mod hyper_conn;
+mod peek;
 mod per_ip;
 mod request_body;
 mod state;
+mod tcp;
 mod tunnel;
+mod udp;
 mod worker;
 
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM, RouteDestination};
+use crate::l4::L4Routes;
 use crate::router::{Candidate, Router};
 use crate::tls::TlsSet;
 use crate::upstream::Upstream;
@@ -32,6 +33,8 @@ pub struct Snapshot {
     /// reload to keep the unchanged ones.
     plugins: HashMap<String, Arc<Plugin>>,
     tls: TlsSet,
+    /// The `tcp_routes` and `udp_routes`, by listener.
+    l4: L4Routes,
 }
 
 /// A route resolved against its snapshot: everything serving a request needs. `U` is
@@ -227,6 +230,7 @@ impl Snapshot {
             generation,
             loaded_at: SystemTime::now(),
             router: Router::build(&config),
+            l4: L4Routes::build(&config, &upstreams),
             config,
             routes,
             upstreams,
@@ -258,6 +262,11 @@ impl Snapshot {
     /// The route serving a request on `listener`, if any.
     pub fn route(&self, listener: &str, req: &Candidate<'_>) -> Option<&Route> {
         self.routes.get(self.router.route(listener, req)?)
+    }
+
+    /// The `tcp_routes` and `udp_routes`.
+    pub fn l4(&self) -> &L4Routes {
+        &self.l4
     }
 
     /// The compiled router.

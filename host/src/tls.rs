@@ -31,7 +31,9 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 
-use crate::config::{Config, ConfigError, TlsConfig, UpstreamConfig, UpstreamTlsConfig};
+use crate::config::{
+    Config, ConfigError, ListenerProtocol, TlsConfig, UpstreamConfig, UpstreamTlsConfig,
+};
 pub use server::ListenerTls;
 
 /// ALPN id of HTTP/2.
@@ -124,7 +126,14 @@ impl TlsSet {
         for l in &config.listeners {
             if let Some(tls) = &l.tls {
                 match server::build(&l.name, tls) {
-                    Ok(built) => drop(set.listeners.insert(l.name.clone(), built)),
+                    Ok(mut built) => {
+                        if l.protocol != ListenerProtocol::Http {
+                            // A TCP client may offer ALPN ids of its own protocol; one
+                            // offering only such ids would fail against h2/http1.1.
+                            Arc::make_mut(&mut built.config).alpn_protocols.clear();
+                        }
+                        set.listeners.insert(l.name.clone(), built);
+                    }
                     Err(e) => errors.extend(e),
                 }
             }

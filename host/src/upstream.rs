@@ -14,10 +14,14 @@
 pub mod balance;
 pub mod echo;
 
+pub use stream::Stream;
+pub use target::InFlight;
+
 mod health;
 mod outlier;
 mod pool;
 mod retry;
+mod stream;
 mod target;
 mod worker;
 
@@ -39,7 +43,7 @@ use crate::tls::UpstreamTls;
 use crate::tls::connector::{ConnectError, UpstreamConnector};
 use balance::{Balancer, PickRequest};
 use retry::{Failure, Retries};
-use target::{InFlight, Target, TargetSet, Tracked};
+use target::{Target, TargetSet, Tracked};
 
 /// Set on a retried attempt's request: which attempt it is (2 for the first retry).
 pub const ATTEMPT_HEADER: &str = "x-portcullis-attempt";

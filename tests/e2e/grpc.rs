@@ -125,3 +125,146 @@ upstreams: [{{ name: app, protocol: h2c, targets: [{{ address: {} }}] }}]
     let got = seen.trailers.as_ref().and_then(|t| t.get("x-checksum"));
     assert_eq!(got.map(|v| v.as_bytes()), Some(&b"abc123"[..]), "{seen:?}");
 }
+
+/// `grpc-timeout` is the call's deadline: a call still waiting for its answer, or
+/// still streaming, when it passes gets `grpc-status: 4` (DEADLINE_EXCEEDED) from the
+/// proxy. The client here sets no deadline of its own (a raw HTTP/2 client sending
+/// the header), so what it reads is the proxy's doing.
+#[tokio::test]
+async fn grpc_timeout_ends_the_call_with_deadline_exceeded() {
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::time::{Duration, Instant};
+
+    let server = PyServer::start("grpc", "grpc/grpc_server.py", &[]);
+    let conf = ConfDir::with(&format!(
+        r#"
+listeners: [{{ name: web, address: 127.0.0.1:0 }}]
+routes: [{{ name: echo, upstream: grpc }}]
+upstreams: [{{ name: grpc, protocol: h2c, targets: [{{ address: {} }}] }}]
+"#,
+        server.address()
+    ));
+    let proxy = Proxy::start(&conf);
+    let tcp = tokio::net::TcpStream::connect(proxy.addr("web"))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap_or_else(|e| panic!("HTTP/2 handshake: {e}"));
+    tokio::spawn(conn);
+    // One call: its status (from the head of a trailers-only answer, else from the
+    // trailers), the messages' bytes, and how long it took.
+    let call = |method: &str, message: &'static [u8], timeout: &'static str| {
+        let mut sender = sender.clone();
+        let uri = format!("http://{}/portcullis.test.Echo/{method}", proxy.addr("web"));
+        async move {
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            frame.extend_from_slice(message);
+            let req = http::Request::post(uri)
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("grpc-timeout", timeout)
+                .body(http_body_util::Full::new(Bytes::from(frame)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let started = Instant::now();
+            let resp = sender
+                .send_request(req)
+                .await
+                .unwrap_or_else(|e| panic!("request: {e}"));
+            let head_status = resp.headers().get("grpc-status").cloned();
+            let body = tokio::time::timeout(Duration::from_secs(20), resp.into_body().collect())
+                .await
+                .unwrap_or_else(|_| panic!("the call never ended"))
+                .unwrap_or_else(|e| panic!("body: {e}"));
+            let status = body
+                .trailers()
+                .and_then(|t| t.get("grpc-status").cloned())
+                .or(head_status)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            (status, body.to_bytes(), started.elapsed())
+        }
+    };
+
+    let (status, _, took) = call("Slow", b"5", "300m").await;
+    assert_eq!(
+        status.as_deref(),
+        Some("4"),
+        "a unary call past its deadline"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "ended at the deadline, not the answer: {took:?}"
+    );
+
+    let (status, body, took) = call("SlowStream", b"20", "700m").await;
+    assert_eq!(status.as_deref(), Some("4"), "a stream past its deadline");
+    assert!(
+        !body.is_empty(),
+        "the messages before the deadline came through"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    let (status, body, _) = call("Slow", b"0", "10S").await;
+    assert_eq!(status.as_deref(), Some("0"), "a call within its deadline");
+    assert!(body.ends_with(b"late"), "{body:?}");
+}
+
+/// `health_check: { type: grpc }` asks each target with gRPC's health protocol: a
+/// target answering NOT_SERVING leaves rotation, and calls go to the one SERVING.
+/// `type: tcp` on the same kind of upstream only connects: both stay in.
+#[tokio::test]
+async fn grpc_health_checks_take_a_not_serving_target_out() {
+    let serving = PyServer::start("grpc", "grpc/grpc_server.py", &[]);
+    let not_serving = PyServer::start("grpc", "grpc/grpc_server.py", &["not-serving"]);
+    let conf = ConfDir::with(&format!(
+        r#"
+admin: {{ address: 127.0.0.1:0 }}
+listeners: [{{ name: web, address: 127.0.0.1:0 }}]
+routes: [{{ name: echo, upstream: grpc }}]
+upstreams:
+  - name: grpc
+    protocol: h2c
+    health_check: {{ type: grpc, interval: 200ms, timeout: 2s }}
+    targets: [{{ address: "{a}" }}, {{ address: "{b}" }}]
+  - name: connect_only
+    health_check: {{ type: tcp, interval: 200ms }}
+    targets: [{{ address: "{a}" }}, {{ address: "{b}" }}, {{ address: "{dead}" }}]
+"#,
+        a = serving.address(),
+        b = not_serving.address(),
+        dead = closed_port().await,
+    ));
+    let proxy = Proxy::start(&conf);
+    let health = |status: &Value, upstream: &str| -> Vec<bool> {
+        status["upstreams"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["name"] == upstream))
+            .and_then(|u| u["targets"].as_array())
+            .map(|t| t.iter().map(|t| t["healthy"] == true).collect())
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = proxy.status().await;
+        if health(&status, "grpc") == [true, false]
+            && health(&status, "connect_only") == [true, true, false]
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never settled: {status:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The NOT_SERVING server fails every call: none reaches it.
+    let target = proxy.addr("web").to_string();
+    for _ in 0..4 {
+        let seen = grpc_client(&target, &["unary", "portcullis.test.Echo"]).await;
+        assert_eq!(seen["code"], "OK", "{seen}");
+    }
+}

@@ -41,11 +41,14 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
         listeners: vec![ListenerConfig {
             name: LISTENER.into(),
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            protocol: Default::default(),
             tls: None,
             limits: Default::default(),
+            proxy_protocol: None,
             origin: Default::default(),
         }],
         routes,
+        l4_routes: Vec::new(),
         filters: vec![],
         upstreams,
         external_files: vec![],
@@ -98,6 +101,7 @@ pub fn upstream(name: &str, targets: &[(SocketAddr, u32)]) -> UpstreamConfig {
 /// A health check probing `/healthz` every `interval`.
 pub fn health_check(interval: Duration) -> HealthCheckConfig {
     HealthCheckConfig {
+        kind: Default::default(),
         path: "/healthz".into(),
         interval,
         timeout: Duration::from_secs(1),

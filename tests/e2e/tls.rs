@@ -2,10 +2,10 @@
 //! certificates replaced on disk while connections stay open, bad certificate files,
 //! the expiry gauge, and HTTPS upstreams.
 
-mod client;
+pub mod client;
 #[allow(dead_code)]
 #[path = "../../host/src/tls/tests/pki.rs"]
-mod pki;
+pub mod pki;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::config::{FilterSource, OnError};
+use crate::config::{FilterSource, HostMatch, ListenerProtocol, OnError};
 use crate::listeners::Kind;
 use crate::wasm::ModuleOrigin;
 
@@ -30,7 +30,9 @@ pub(super) fn status(app: &App) -> Value {
                 "name": l.name,
                 "address": l.address.to_string(),
                 "bound": bound,
+                "protocol": l.protocol.name(),
                 "tls": l.tls.is_some(),
+                "proxy_protocol": l.proxy_protocol.is_some(),
             })
         })
         .collect();
@@ -52,6 +54,30 @@ pub(super) fn status(app: &App) -> Value {
             })
         })
         .collect();
+    let l4_routes = |protocol: ListenerProtocol| -> Vec<Value> {
+        config
+            .l4_routes
+            .iter()
+            .filter(|r| r.protocol == protocol)
+            .map(|r| {
+                let sni: Vec<String> = r
+                    .sni
+                    .iter()
+                    .map(|m| match m {
+                        HostMatch::Exact(h) => h.clone(),
+                        HostMatch::Wildcard(suffix) => format!("*{suffix}"),
+                    })
+                    .collect();
+                json!({
+                    "name": r.name,
+                    "listeners": r.listeners,
+                    "sni": sni,
+                    "upstream": r.upstream,
+                    "idle_timeout_ms": r.idle_timeout.as_millis() as u64,
+                })
+            })
+            .collect()
+    };
     let filters: Vec<Value> = config
         .filters
         .iter()
@@ -111,6 +137,8 @@ pub(super) fn status(app: &App) -> Value {
         "listeners": listeners,
         "admin": admin,
         "routes": routes,
+        "tcp_routes": l4_routes(ListenerProtocol::Tcp),
+        "udp_routes": l4_routes(ListenerProtocol::Udp),
         "filters": filters,
         "upstreams": upstreams,
     })

@@ -2,7 +2,8 @@
 
 use super::walk::{Cx, Field, Fields};
 use super::{
-    AdminConfig, CertificatePair, ClientAuth, ListenerConfig, ListenerLimits, TlsConfig, TlsVersion,
+    AdminConfig, CertificatePair, ClientAuth, ListenerConfig, ListenerLimits, ListenerProtocol,
+    TlsConfig, TlsVersion,
 };
 
 /// Decodes `admin: { address, reload }`.
@@ -22,12 +23,47 @@ pub(crate) fn admin(cx: &mut Cx, field: &Field) -> Option<AdminConfig> {
 pub(crate) fn listener(cx: &mut Cx, item: &Field) -> Option<ListenerConfig> {
     let (mut f, name) = Fields::named(cx, item, "listeners")?;
     let address = f.require(cx, "address").and_then(|v| v.socket_addr(cx));
+    let protocol = f
+        .take("protocol")
+        .map(|v| (super::l4::listener_protocol(cx, &v), v));
     let tls = f.take("tls").map(|v| tls(cx, &v));
+    let proxy_protocol = f
+        .take("proxy_protocol")
+        .map(|v| (super::l4::proxy_protocol_in(cx, &v), v));
     let limits = f.take("limits").map(|v| limits(cx, &v));
     f.finish(cx);
+    let protocol = match protocol {
+        Some((p, v)) => {
+            let p = p?;
+            if p == ListenerProtocol::Udp && tls.is_some() {
+                v.error(
+                    cx,
+                    "a udp listener cannot terminate TLS (no DTLS); leave tls out",
+                );
+                return None;
+            }
+            p
+        }
+        None => ListenerProtocol::Http,
+    };
+    let proxy_protocol = match proxy_protocol {
+        Some((pp, v)) => {
+            if protocol == ListenerProtocol::Udp {
+                v.error(
+                    cx,
+                    "PROXY protocol headers come on TCP connections; not on a udp listener",
+                );
+                return None;
+            }
+            Some(pp?)
+        }
+        None => None,
+    };
     Some(ListenerConfig {
         name: name?,
         address: address?,
+        protocol,
+        proxy_protocol,
         tls: match tls {
             Some(t) => Some(t?),
             None => None,

@@ -32,6 +32,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Routes in file order (precedence is the router's business).
     pub routes: Vec<RouteConfig>,
+    /// `tcp_routes` then `udp_routes`, each in file order.
+    pub l4_routes: Vec<super::L4RouteConfig>,
     /// Filters by declaration order.
     pub filters: Vec<FilterConfig>,
     /// Upstreams by declaration order.
@@ -107,8 +109,12 @@ pub struct ListenerConfig {
     pub name: String,
     /// Address to bind.
     pub address: SocketAddr,
+    /// What it serves: HTTP (the default), TCP or UDP.
+    pub protocol: super::ListenerProtocol,
     /// TLS termination, if any.
     pub tls: Option<TlsConfig>,
+    /// PROXY protocol headers accepted from trusted peers, if configured.
+    pub proxy_protocol: Option<super::ProxyProtocolIn>,
     /// Limits a client meets on this listener.
     pub limits: ListenerLimits,
     /// Where it was declared.
@@ -386,6 +392,8 @@ pub struct UpstreamConfig {
     pub outlier_detection: Option<super::OutlierConfig>,
     /// A bound on requests in flight, if configured.
     pub circuit_breaker: Option<super::BreakerConfig>,
+    /// The PROXY protocol header sent on connections of `tcp_routes`, if configured.
+    pub proxy_protocol: Option<super::ProxyProtocolVersion>,
     /// Where it was declared.
     pub origin: Origin,
 }
@@ -402,12 +410,31 @@ pub struct TargetConfig {
 /// `upstreams[].health_check`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckConfig {
-    /// Path probed with GET; any 2xx/3xx is healthy.
+    /// What a probe is (`type`).
+    pub kind: HealthCheckKind,
+    /// Path probed with GET (`http`), any 2xx/3xx being healthy; for `grpc`, the
+    /// health method's path; empty for `tcp`.
     pub path: String,
     /// Time between probes.
     pub interval: Duration,
     /// Time a probe may take.
     pub timeout: Duration,
+}
+
+/// `upstreams[].health_check.type`: what a probe is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HealthCheckKind {
+    /// `GET path`; a 2xx or 3xx is healthy.
+    #[default]
+    Http,
+    /// gRPC's health protocol over HTTP/2: `grpc.health.v1.Health/Check` for
+    /// `service` (empty: the server as a whole); `SERVING` is healthy.
+    Grpc {
+        /// The service asked about.
+        service: String,
+    },
+    /// A TCP connect (and TLS handshake, with `tls`) that succeeds is healthy.
+    Tcp,
 }
 
 /// `upstreams[].protocol`: which HTTP goes to the targets.

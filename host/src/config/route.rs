@@ -266,7 +266,7 @@ fn url_path(cx: &mut Cx, field: &Field) -> Option<String> {
     Some(p)
 }
 
-fn host(cx: &mut Cx, field: &Field) -> Option<HostMatch> {
+pub(super) fn host(cx: &mut Cx, field: &Field) -> Option<HostMatch> {
     let text = field.string(cx)?;
     let lower = text.to_ascii_lowercase();
     let (wildcard, name) = match lower.strip_prefix("*.") {

@@ -206,6 +206,7 @@ impl UpstreamConfig {
             retries,
             outlier_detection,
             circuit_breaker,
+            proxy_protocol,
             origin: _,
         } = self;
         *name == other.name
@@ -217,6 +218,7 @@ impl UpstreamConfig {
             && *retries == other.retries
             && *outlier_detection == other.outlier_detection
             && *circuit_breaker == other.circuit_breaker
+            && *proxy_protocol == other.proxy_protocol
             && balance.policy == other.balance.policy
             && balance.options.len() == other.balance.options.len()
             && balance

@@ -7,9 +7,9 @@ use super::listener::certificate_pair;
 use super::walk::{Cx, Field, Fields};
 use super::yaml::Kind;
 use super::{
-    BalanceConfig, BalanceOption, BreakerConfig, ECHO_UPSTREAM, HealthCheckConfig, OutlierConfig,
-    RetryConfig, RetryOn, TargetConfig, UpstreamConfig, UpstreamProtocol, UpstreamTimeouts,
-    UpstreamTlsConfig,
+    BalanceConfig, BalanceOption, BreakerConfig, ECHO_UPSTREAM, HealthCheckConfig, HealthCheckKind,
+    OutlierConfig, RetryConfig, RetryOn, TargetConfig, UpstreamConfig, UpstreamProtocol,
+    UpstreamTimeouts, UpstreamTlsConfig,
 };
 
 /// Decodes one `upstreams[]` item.
@@ -56,6 +56,17 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
     let retries = f.take("retries").map(|v| retries(cx, &v));
     let outlier = f.take("outlier_detection").map(|v| outlier(cx, &v));
     let breaker = f.take("circuit_breaker").map(|v| breaker(cx, &v));
+    let proxy_protocol = f.take("proxy_protocol").and_then(|v| {
+        let version = super::l4::proxy_protocol_out(cx, &v)?;
+        if tls.is_some() {
+            v.error(
+                cx,
+                "a PROXY header goes before TLS, which is not supported: leave out one of them",
+            );
+            return None;
+        }
+        Some(version)
+    });
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -86,6 +97,7 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
             Some(b) => Some(b?),
             None => None,
         },
+        proxy_protocol,
         origin: cx.origin(item.line),
     })
 }
@@ -286,7 +298,23 @@ fn check_host_port(text: &str) -> Result<(), &'static str> {
 
 fn health_check(cx: &mut Cx, field: &Field) -> Option<HealthCheckConfig> {
     let mut f = Fields::new(cx, field)?;
-    let path = f.require(cx, "path").and_then(|v| {
+    let kind_field = f.take("type");
+    let kind = match &kind_field {
+        None => Some(HealthCheckKind::Http),
+        Some(v) => match v.string(cx)?.as_str() {
+            "http" => Some(HealthCheckKind::Http),
+            "grpc" => Some(HealthCheckKind::Grpc {
+                service: String::new(),
+            }),
+            "tcp" => Some(HealthCheckKind::Tcp),
+            other => {
+                v.error(cx, format!("`{other}` is not a check (http, grpc or tcp)"));
+                None
+            }
+        },
+    };
+    let path_field = f.take("path");
+    let path = path_field.as_ref().map(|v| {
         let p = v.string(cx)?;
         if p.starts_with('/') {
             Some(p)
@@ -295,15 +323,44 @@ fn health_check(cx: &mut Cx, field: &Field) -> Option<HealthCheckConfig> {
             None
         }
     });
+    let service_field = f.take("service");
     let interval = f.require(cx, "interval").and_then(|v| v.duration(cx));
     let timeout = f.take("timeout").map(|v| v.duration(cx));
     f.finish(cx);
+    let mut kind = kind?;
+    let path = match (&kind, path_field, path) {
+        (HealthCheckKind::Http, Some(_), Some(p)) => p?,
+        (HealthCheckKind::Http, _, _) => {
+            let path = super::walk::join(&field.path, "path");
+            cx.error(field.line, &path, "missing required field");
+            return None;
+        }
+        (_, Some(v), _) => {
+            v.error(cx, "only an http check has a path");
+            return None;
+        }
+        (HealthCheckKind::Grpc { .. }, None, _) => GRPC_HEALTH_PATH.to_string(),
+        (HealthCheckKind::Tcp, None, _) => String::new(),
+    };
+    if let Some(v) = service_field {
+        match &mut kind {
+            HealthCheckKind::Grpc { service } => *service = v.string(cx)?,
+            _ => {
+                v.error(cx, "only a grpc check asks about a service");
+                return None;
+            }
+        }
+    }
     Some(HealthCheckConfig {
-        path: path?,
+        kind,
+        path,
         interval: interval?,
         timeout: timeout.unwrap_or(Some(Duration::from_secs(1)))?,
     })
 }
+
+/// The method a `grpc` health check calls (grpc.health.v1).
+pub const GRPC_HEALTH_PATH: &str = "/grpc.health.v1.Health/Check";
 
 fn timeouts(cx: &mut Cx, field: &Field) -> Option<UpstreamTimeouts> {
     let mut f = Fields::new(cx, field)?;

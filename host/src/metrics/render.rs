@@ -202,6 +202,8 @@ pub(super) fn render(m: &Metrics) -> String {
         );
     }
 
+    m.l4.render(&mut out);
+
     header(
         &mut out,
         "portcullis_config_generation",
@@ -310,13 +312,13 @@ fn render_custom(out: &mut String, metrics: &[std::sync::Arc<CustomMetric>]) {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 /// The series of a map in key order, so the exposition is stable between scrapes.
-fn sorted<V>(
+pub(super) fn sorted<V>(
     map: &super::SeriesMap<V>,
 ) -> Vec<(String, dashmap::mapref::multiple::RefMulti<'_, String, V>)> {
     let mut v: Vec<_> = map.iter().map(|r| (r.key().clone(), r)).collect();
@@ -344,7 +346,7 @@ pub(super) fn sanitize(name: &str) -> String {
 }
 
 /// A label value escaped as the exposition format requires.
-fn escape(v: &str) -> String {
+pub(super) fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
         match c {

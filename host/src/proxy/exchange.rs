@@ -61,7 +61,28 @@ impl Exchange for RouteUpstream {
                 (None, answer.map_err(ProxyError::from))
             }
             RouteUpstream::Pool(upstream) => {
-                let (target, result) = upstream.forward(req, Some(conn.client.ip())).await;
+                // A gRPC call's deadline bounds the whole call, within the upstream's
+                // own request timeout (which still bounds the wait for the head).
+                let grpc_timeout = super::grpc::timeout(req.headers());
+                let deadline = grpc_timeout.map(|t| tokio::time::Instant::now() + t);
+                let forward = upstream.forward(req, Some(conn.client.ip()));
+                let (target, result) = match deadline {
+                    None => forward.await,
+                    Some(at) => match tokio::time::timeout_at(at, forward).await {
+                        Ok(done) => done,
+                        Err(_) => {
+                            let timeout = UpstreamError::Timeout {
+                                target: upstream.config().name.clone(),
+                                timeout: grpc_timeout.unwrap_or_default(),
+                            };
+                            (None, Err(timeout))
+                        }
+                    },
+                };
+                let result = match deadline {
+                    Some(at) => result.map(|r| r.map(|b| super::grpc::with_deadline(b, at))),
+                    None => result,
+                };
                 let target = target.map(|t| t.as_str().into());
                 let result = result.map_err(|e| match e {
                     // The client's body, read whole to be retryable, failed: its fault.

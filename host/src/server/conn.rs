@@ -3,7 +3,6 @@
 //! timeouts, and graceful shutdown when the listener is removed or the process stops.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,7 +18,6 @@ use tokio::sync::oneshot;
 
 use super::guard::{Guard, ParkSlot};
 use super::hyper_conn::{builder, service};
-use super::per_ip;
 use super::request_body::{PacedBody, Verdict};
 use super::state::{self, Active, ConnState, Reject, Wake};
 use super::tunnel::{self, Tunnels, WorkerLocal};
@@ -31,50 +29,14 @@ use crate::config::ListenerLimits;
 use crate::listeners::BoundListener;
 use crate::metrics;
 use crate::proxy::{self, ConnInfo};
-use crate::snapshot::Snapshot;
 use crate::tls;
 
 /// How much of a parked connection's next bytes is read at once (the guard reads the
 /// rest): most request heads.
 const PARKED_READ: usize = 4096;
 
-/// Serves a TCP connection accepted on `listener`, terminating TLS first when the
-/// listener has it (with the acceptor of the snapshot current at accept time, so a
-/// reloaded certificate serves new connections while open ones keep theirs).
-pub async fn serve_tcp(
-    app: Arc<App>,
-    listener: Arc<BoundListener>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) {
-    let _ = tcp.set_nodelay(true);
-    // Limits are read once per connection, so a reload that changes them applies to
-    // new connections without rebinding.
-    let limits = limits_of(&app.snapshot.load(), &listener.name);
-    let max_per_ip = limits.max_connections_per_ip;
-    let Some(_slot) = per_ip::Slot::take(listener.id, peer.ip(), max_per_ip) else {
-        tracing::debug!(client = %peer, listener = %listener.name, "too many connections from this IP");
-        metrics::global().client_limit(&listener.name, "max_connections_per_ip");
-        return;
-    };
-    let local = tcp.local_addr().unwrap_or(listener.bound);
-    let info = ConnInfo {
-        client: peer,
-        local,
-        listener: Arc::clone(&listener.name),
-        tls_version: None,
-        client_subject: None,
-    };
-    if !listener.tls {
-        return serve_io(app, &listener, tcp, info, limits).await;
-    }
-    // Boxed: inline, the handshake's state and a TLS stream would make every
-    // connection's future (plain TCP too) as large as theirs.
-    Box::pin(serve_tls(app, listener, tcp, info, limits)).await;
-}
-
 /// Terminates TLS on `tcp`, then serves the plaintext side.
-async fn serve_tls(
+pub(super) async fn serve_tls(
     app: Arc<App>,
     listener: Arc<BoundListener>,
     tcp: TcpStream,
@@ -97,17 +59,6 @@ async fn serve_tls(
         }
         Err(e) => tracing::debug!(client = %info.client, listener = %listener.name, "{e}"),
     }
-}
-
-/// The client limits of listener `name` in `snapshot` (defaults if it is gone).
-fn limits_of(snapshot: &Snapshot, name: &str) -> ListenerLimits {
-    snapshot
-        .config
-        .listeners
-        .iter()
-        .find(|l| l.name == name)
-        .map(|l| l.limits.clone())
-        .unwrap_or_default()
 }
 
 /// Serves HTTP on `io` (a TCP stream, or the plaintext side of a TLS stream) under the
@@ -545,10 +496,10 @@ impl Drop for AbortOnDrop {
 }
 
 /// Counts the connection in `portcullis_connections_open` while it lives.
-struct OpenConnection(Arc<str>);
+pub(super) struct OpenConnection(Arc<str>);
 
 impl OpenConnection {
-    fn new(listener: &Arc<str>) -> Self {
+    pub(super) fn new(listener: &Arc<str>) -> Self {
         metrics::global().connections_open(listener, 1);
         Self(Arc::clone(listener))
     }

@@ -13,12 +13,12 @@
 //! open (in `portcullis_connections_open`, against the per-IP limit, and in the drain
 //! at shutdown, which gives it the `drain_timeout` to finish).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -27,6 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::ProxyBody;
+use crate::l4::relay::relay;
 use crate::metrics;
 use crate::proxy;
 
@@ -169,25 +170,11 @@ impl<T: 'static> Switch<T> {
             }
         };
         metrics::global().upgrade_opened(&self.route);
-        let last = Cell::new(Instant::now());
-        let mut client = Watched {
-            io: TokioIo::new(client),
-            last: &last,
-        };
-        let mut upstream = Watched {
-            io: TokioIo::new(upstream),
-            last: &last,
-        };
-        let reason = tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
-                Ok(_) => "closed",
-                Err(e) => {
-                    tracing::debug!(route = %self.route, "switched connection failed: {e}");
-                    "error"
-                }
-            },
-            () = idle(&last, self.idle_timeout) => "idle_timeout",
-        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        // tokio's default buffer size, as before the relay was shared with L4.
+        let relayed = relay(&mut client, &mut upstream, self.idle_timeout, 8 * 1024).await;
+        let reason = relayed.reason;
         metrics::global().upgrade_closed(&self.route, reason);
     }
 }
@@ -211,57 +198,6 @@ impl Tunnels {
         for task in tasks {
             let _ = task.await;
         }
-    }
-}
-
-/// Completes once nothing has been read for `timeout` since `last`.
-async fn idle(last: &Cell<Instant>, timeout: Duration) {
-    loop {
-        let deadline = last.get() + timeout;
-        if Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(deadline.into()).await;
-    }
-}
-
-/// A stream that records when it last read a byte.
-struct Watched<'a, I> {
-    io: I,
-    last: &'a Cell<Instant>,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<'_, I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.last.set(Instant::now());
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<'_, I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

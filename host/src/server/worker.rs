@@ -13,7 +13,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::LocalSet;
 use tracing::Instrument;
 
-use super::conn;
+use super::accept;
 use crate::app::App;
 use crate::listeners::{BoundListener, Kind};
 use crate::snapshot::Snapshot;
@@ -50,6 +50,21 @@ async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
         running.retain(|id| table.listeners.iter().any(|l| l.id == *id));
         for l in table.listeners.iter().filter(|l| l.kind == Kind::Proxy) {
             if running.contains(&l.id) {
+                continue;
+            }
+            if l.udp {
+                if let Some(socket) = l.take_udp_socket(index) {
+                    match tokio::net::UdpSocket::from_std(socket) {
+                        Ok(socket) => {
+                            running.insert(l.id);
+                            let task = super::udp::serve(Arc::clone(&app), Arc::clone(l), socket);
+                            tokio::task::spawn_local(task.instrument(span.clone()));
+                        }
+                        Err(e) => {
+                            tracing::error!(listener = %l.name, worker = index, "cannot receive: {e}");
+                        }
+                    }
+                }
                 continue;
             }
             let Some(socket) = l.take_socket(index) else {
@@ -112,7 +127,7 @@ async fn accept_loop(
         let listener = Arc::clone(&listener);
         tokio::task::spawn_local(
             async move {
-                conn::serve_tcp(app, listener, tcp, peer).await;
+                accept::serve_tcp(app, listener, tcp, peer).await;
                 drop(track);
             }
             .instrument(span.clone()),

@@ -67,13 +67,7 @@ pub fn client_config(opts: &ClientOptions) -> ClientConfig {
     };
     let mut config = match &opts.identity {
         Some(leaf) => {
-            let chain = rustls_pemfile::certs(&mut leaf.chain_pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap_or_else(|e| panic!("{e}"));
-            let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| panic!("test key did not parse"));
+            let (chain, key) = leaf.rustls_parts();
             builder
                 .with_client_auth_cert(chain, key)
                 .unwrap_or_else(|e| panic!("{e}"))

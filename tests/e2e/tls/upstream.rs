@@ -16,13 +16,7 @@ use super::*;
 /// A TLS backend on a loopback port answering `backend over HTTP/x.y` (the version the
 /// proxy spoke to it), with `leaf` as its certificate.
 async fn backend(leaf: &Leaf) -> SocketAddr {
-    let chain = rustls_pemfile::certs(&mut leaf.chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("backend key did not parse"));
+    let (chain, key) = leaf.rustls_parts();
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

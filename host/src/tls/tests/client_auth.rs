@@ -14,13 +14,7 @@ fn listener(files: &Files, ca: &Ca, mode: ClientAuth) -> Arc<ServerConfig> {
 
 /// A client presenting `leaf`.
 fn presenting(leaf: &Leaf) -> ClientConfig {
-    let chain = rustls_pemfile::certs(&mut leaf.chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let key = rustls_pemfile::private_key(&mut leaf.key_pem.as_bytes())
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("test key did not parse"));
+    let (chain, key) = leaf.rustls_parts();
     trusting_client()
         .with_client_auth_cert(chain, key)
         .unwrap_or_else(|e| panic!("{e}"))

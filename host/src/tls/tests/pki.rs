@@ -49,6 +49,25 @@ pub struct Leaf {
     pub leaf_der: Vec<u8>,
 }
 
+impl Leaf {
+    /// The chain and key as rustls takes them.
+    pub fn rustls_parts(
+        &self,
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        let chain = rustls_pemfile::certs(&mut self.chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = rustls_pemfile::private_key(&mut self.key_pem.as_bytes())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("test key did not parse"));
+        (chain, key)
+    }
+}
+
 impl Ca {
     pub fn new(name: &str) -> Self {
         let key = Alg::Ecdsa.key();
