@@ -15,6 +15,7 @@ pub mod balance;
 pub mod echo;
 
 mod health;
+mod limits;
 mod outlier;
 mod pool;
 mod retry;
@@ -85,12 +86,15 @@ pub enum UpstreamError {
         #[source]
         source: body::BoxError,
     },
-    /// The upstream's circuit breaker is open (`max_requests` in flight): 503.
-    #[error("{upstream} has {max} requests in flight, its circuit breaker's limit")]
+    /// The upstream's circuit breaker is open (`max_requests` in flight, or no new
+    /// connection within `max_connections` / `max_pending`): 503.
+    #[error("{upstream} is at its circuit breaker's {limit} ({max})")]
     Overloaded {
         /// The upstream's name.
         upstream: String,
-        /// Its `circuit_breaker.max_requests`.
+        /// The limit reached: `max_requests`, `max_connections` or `max_pending`.
+        limit: &'static str,
+        /// Its value.
         max: u32,
     },
     /// The client's request body failed while it was read whole to be retryable: 400.
@@ -120,6 +124,8 @@ pub struct Upstream {
     alive: Arc<()>,
     /// TLS to the targets, when configured.
     tls: Option<UpstreamTls>,
+    /// The circuit breaker's connection limits, shared by every worker's pool.
+    limits: Option<Arc<limits::ConnLimits>>,
     /// Stops the health-check task when the upstream is dropped.
     _health: Option<health::Task>,
 }
@@ -174,6 +180,7 @@ impl Upstream {
             balancer,
             alive: Arc::new(()),
             tls: tls.cloned(),
+            limits: limits::ConnLimits::new(config.circuit_breaker.as_ref()),
             _health: health,
         })
     }
@@ -224,12 +231,16 @@ impl Upstream {
                 })
             })
             .collect();
-        serde_json::json!({
+        let mut status = serde_json::json!({
             "name": self.config.name,
             "health_check": self.config.health_check.is_some(),
             "balance": self.balancer.name(),
             "targets": targets,
-        })
+        });
+        if let Some(limits) = &self.limits {
+            status["connections"] = limits.open().into();
+        }
+        status
     }
 
     /// Sends `req` (origin-form URI, headers already prepared), which came from
@@ -245,16 +256,14 @@ impl Upstream {
         Option<Authority>,
         Result<Response<ProxyBody>, UpstreamError>,
     ) {
-        if let Some(breaker) = &self.config.circuit_breaker
-            && self.targets.active() >= breaker.max_requests
+        if let Some(max) = self
+            .config
+            .circuit_breaker
+            .as_ref()
+            .and_then(|b| b.max_requests)
+            && self.targets.active() >= max
         {
-            return (
-                None,
-                Err(UpstreamError::Overloaded {
-                    upstream: self.config.name.clone(),
-                    max: breaker.max_requests,
-                }),
-            );
+            return (None, Err(self.overloaded("max_requests", max)));
         }
         let (mut once, replay) = match self.replayable(req).await {
             Ok(r) => r,
@@ -393,6 +402,17 @@ impl Upstream {
                 target: address(),
                 source,
             }),
+            Ok(Err(pool::PoolError::Overflow(o))) => Err(self.overloaded(o.limit, o.max)),
+        }
+    }
+
+    /// The circuit breaker's refusal: `limit` (of value `max`) was reached.
+    fn overloaded(&self, limit: &'static str, max: u32) -> UpstreamError {
+        tracing::debug!(upstream = %self.config.name, limit, max, "circuit breaker open");
+        UpstreamError::Overloaded {
+            upstream: self.config.name.clone(),
+            limit,
+            max,
         }
     }
 

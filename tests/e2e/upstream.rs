@@ -3,6 +3,7 @@
 mod balance;
 mod binary;
 mod body_limit;
+mod limits;
 mod outlier;
 mod retry;
 mod split;
@@ -347,7 +348,7 @@ async fn a_64_mib_body_streams_through_without_buffering() {
 
 /// A listener whose accept queue is full: the kernel drops further SYNs, so a connect
 /// to it hangs until the connector gives up. The returned sockets keep it full.
-fn black_hole() -> (
+pub(super) fn black_hole() -> (
     std::net::SocketAddr,
     Vec<std::net::TcpStream>,
     socket2::Socket,

@@ -109,12 +109,18 @@ impl Default for OutlierConfig {
     }
 }
 
-/// `upstreams[].circuit_breaker`: past this many requests in flight to the upstream,
-/// a request gets 503 at once instead of queueing behind the others.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `upstreams[].circuit_breaker`: limits past which a request gets 503 at once
+/// instead of queueing behind the others (at least one is set).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BreakerConfig {
     /// Requests in flight (from every worker) beyond which new ones are refused.
-    pub max_requests: u32,
+    pub max_requests: Option<u32>,
+    /// Connections open to the targets (from every worker) beyond which a request that
+    /// needs a new one is refused.
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a new connection to be set up (from every worker) beyond
+    /// which another that would wait is refused.
+    pub max_pending: Option<u32>,
 }
 
 /// A failure `retries.on` may name.

@@ -188,15 +188,32 @@ fn outlier(cx: &mut Cx, field: &Field) -> Option<OutlierConfig> {
     })
 }
 
-/// `circuit_breaker: { max_requests }`.
+/// `circuit_breaker: { max_requests, max_connections, max_pending }`, at least one.
 fn breaker(cx: &mut Cx, field: &Field) -> Option<BreakerConfig> {
     let mut f = Fields::new(cx, field)?;
-    let max_requests = f
-        .require(cx, "max_requests")
-        .map(|v| v.int(cx, 1, i64::from(u32::MAX)).map(|n| n as u32));
+    let mut limit = |name: &'static str| {
+        f.take(name)
+            .map(|v| v.int(cx, 1, i64::from(u32::MAX)).map(|n| n as u32))
+    };
+    let max_requests = limit("max_requests");
+    let max_connections = limit("max_connections");
+    let max_pending = limit("max_pending");
     f.finish(cx);
+    if max_requests.is_none() && max_connections.is_none() && max_pending.is_none() {
+        field.error(
+            cx,
+            "needs at least one of max_requests, max_connections, max_pending",
+        );
+        return None;
+    }
+    let or_none = |v: Option<Option<u32>>| match v {
+        Some(n) => n.map(Some),
+        None => Some(None),
+    };
     Some(BreakerConfig {
-        max_requests: max_requests??,
+        max_requests: or_none(max_requests)?,
+        max_connections: or_none(max_connections)?,
+        max_pending: or_none(max_pending)?,
     })
 }
 

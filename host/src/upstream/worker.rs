@@ -66,6 +66,7 @@ fn new_worker_state(upstream: &Upstream, alive: &Arc<()>) -> WorkerUpstream {
             upstream.connector(),
             upstream.targets.list.len(),
             upstream.config.protocol == crate::config::UpstreamProtocol::H2c,
+            upstream.limits.clone(),
         )),
         balance: upstream.balancer.local(),
     }

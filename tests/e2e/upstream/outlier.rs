@@ -134,13 +134,13 @@ routes: [{ name: r, upstream: app }]
 upstreams:
   - name: app
     targets: [{ address: 127.0.0.1:9000 }]
-    circuit_breaker: { max_pending: 3 }
+    circuit_breaker: { max_pendings: 3 }
     outlier_detection:
       consecutive_5xx: 0
 ",
         &[
-            "up.yaml:6: upstreams.app.circuit_breaker.max_requests: missing required field",
-            "up.yaml:6: upstreams.app.circuit_breaker.max_pending: unknown field (expected one of: max_requests)",
+            "up.yaml:6: upstreams.app.circuit_breaker: needs at least one of max_requests, max_connections, max_pending",
+            "up.yaml:6: upstreams.app.circuit_breaker.max_pendings: unknown field (expected one of: max_requests, max_connections, max_pending)",
             "up.yaml:8: upstreams.app.outlier_detection.consecutive_5xx: must be at least 1, found 0",
         ],
     );
