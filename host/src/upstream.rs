@@ -18,7 +18,9 @@ mod health;
 mod limits;
 mod outlier;
 mod pool;
+mod replay;
 mod retry;
+mod sticky;
 mod target;
 mod worker;
 
@@ -39,6 +41,7 @@ use crate::config::{ConfigError, UpstreamConfig};
 use crate::tls::UpstreamTls;
 use crate::tls::connector::{ConnectError, UpstreamConnector};
 use balance::{Balancer, PickRequest};
+use replay::{clone_head, read_whole, rebuild};
 use retry::{Failure, Retries};
 use target::{InFlight, Target, TargetSet, Tracked};
 
@@ -126,6 +129,8 @@ pub struct Upstream {
     tls: Option<UpstreamTls>,
     /// The circuit breaker's connection limits, shared by every worker's pool.
     limits: Option<Arc<limits::ConnLimits>>,
+    /// The sticky-session cookie, when configured.
+    sticky: Option<sticky::Sticky>,
     /// Stops the health-check task when the upstream is dropped.
     _health: Option<health::Task>,
 }
@@ -168,6 +173,10 @@ impl Upstream {
         }
         let targets = Arc::new(TargetSet::new(targets));
         let balancer = Balancer::build(&config.name, &config.balance, &targets)?;
+        let sticky = config
+            .sticky
+            .as_ref()
+            .map(|c| sticky::Sticky::new(c, &targets));
         let health = config.health_check.as_ref().and_then(|hc| {
             let connector = UpstreamConnector::new(http_connector(hc.timeout), tls, hc.timeout);
             health::start(&config.name, targets.clone(), hc.clone(), connector)
@@ -181,6 +190,7 @@ impl Upstream {
             alive: Arc::new(()),
             tls: tls.cloned(),
             limits: limits::ConnLimits::new(config.circuit_breaker.as_ref()),
+            sticky,
             _health: health,
         })
     }
@@ -277,6 +287,8 @@ impl Upstream {
         // Held until the last attempt is over: a retry counts in the budget meanwhile.
         let mut _permit = None;
         let mut attempt = 1;
+        // The target the request's sticky cookie names, if any.
+        let mut named = None;
         loop {
             let this = match (&replay, once.take()) {
                 (Some((head, body)), _) => rebuild(head, body, attempt),
@@ -288,7 +300,24 @@ impl Upstream {
                 headers: this.headers(),
                 client,
             };
-            let Some((i, pool)) = worker::pick(self, &request) else {
+            // A sticky client goes back to its target while it is in rotation (a retry
+            // lets the balancer pick afresh).
+            if attempt == 1 {
+                named = self.sticky.as_ref().and_then(|s| s.pinned(this.headers()));
+            }
+            let pinned = named.filter(|&i| {
+                attempt == 1
+                    && self
+                        .targets
+                        .list
+                        .get(i)
+                        .is_some_and(|t| t.is_available(now_ms()))
+            });
+            let picked = match pinned {
+                Some(i) => worker::pool(self).map(|pool| (i, pool)),
+                None => worker::pick(self, &request),
+            };
+            let Some((i, pool)) = picked else {
                 return (None, Err(UpstreamError::NoTarget));
             };
             let Some(target) = self.targets.list.get(i) else {
@@ -315,6 +344,14 @@ impl Upstream {
                     }
                     None => crate::metrics::global().upstream_retry_denied(&self.config.name),
                 }
+            }
+            let mut result = result;
+            if let (Some(sticky), Ok(resp)) = (&self.sticky, &mut result)
+                && named != Some(i)
+                && let Some(cookie) = sticky.set_cookie(i)
+            {
+                resp.headers_mut()
+                    .append(http::header::SET_COOKIE, cookie.clone());
             }
             let result = result.map(|resp| resp.map(|b| body::boxed(Tracked::new(b, flight))));
             return (Some(target.address.clone()), result);
@@ -440,51 +477,4 @@ fn http_connector(connect: Duration) -> hyper_util::client::legacy::connect::Htt
 fn now_ms() -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-fn clone_head(req: &Request<ProxyBody>) -> Request<()> {
-    let mut head = Request::new(());
-    *head.method_mut() = req.method().clone();
-    *head.uri_mut() = req.uri().clone();
-    *head.version_mut() = req.version();
-    *head.headers_mut() = req.headers().clone();
-    head
-}
-
-/// A request body of declared `length`, read whole (and no further than declared).
-async fn read_whole(body: ProxyBody, length: u64) -> Result<Bytes, UpstreamError> {
-    let mut body = std::pin::pin!(body);
-    let mut whole = bytes::BytesMut::with_capacity(length as usize);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|source| UpstreamError::RequestBody { source })?;
-        if let Ok(data) = frame.into_data() {
-            if (whole.len() + data.len()) as u64 > length {
-                return Err(UpstreamError::RequestBody {
-                    source: "the body is longer than its Content-Length".into(),
-                });
-            }
-            whole.extend_from_slice(&data);
-        }
-    }
-    Ok(whole.freeze())
-}
-
-/// Attempt number `attempt` of a request: its head, and its body again. A retry says
-/// which attempt it is (`x-portcullis-attempt: 2`), for the upstream's logs.
-fn rebuild(head: &Request<()>, body: &Bytes, attempt: u32) -> Request<ProxyBody> {
-    let body = if body.is_empty() {
-        body::empty()
-    } else {
-        body::full(body.clone())
-    };
-    let mut req = Request::new(body);
-    *req.method_mut() = head.method().clone();
-    *req.uri_mut() = head.uri().clone();
-    *req.version_mut() = head.version();
-    *req.headers_mut() = head.headers().clone();
-    if attempt > 1 {
-        req.headers_mut()
-            .insert(ATTEMPT_HEADER, http::HeaderValue::from(attempt));
-    }
-    req
 }

@@ -7,6 +7,7 @@ mod limits;
 mod outlier;
 mod retry;
 mod split;
+mod sticky;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -384,8 +384,10 @@ pub struct UpstreamConfig {
     pub retries: Option<super::RetryConfig>,
     /// Ejection of targets that keep failing, if configured.
     pub outlier_detection: Option<super::OutlierConfig>,
-    /// A bound on requests in flight, if configured.
+    /// Limits on requests in flight, connections and requests waiting for one.
     pub circuit_breaker: Option<super::BreakerConfig>,
+    /// Sticky sessions: the cookie that pins a client to a target, if configured.
+    pub sticky: Option<super::StickyConfig>,
     /// Where it was declared.
     pub origin: Origin,
 }

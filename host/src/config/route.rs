@@ -200,12 +200,8 @@ fn cookies(cx: &mut Cx, field: &Field) -> Option<Vec<(String, String)>> {
     let mut out = Vec::with_capacity(entries.len());
     let mut ok = true;
     for (name, value) in entries {
-        let valid_name = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
         match value.string(cx) {
-            Some(v) if valid_name => out.push((name, v)),
+            Some(v) if cookie_name_ok(&name) => out.push((name, v)),
             Some(_) => {
                 ok = false;
                 value.error(cx, format!("`{name}` is not a cookie name"));
@@ -214,6 +210,14 @@ fn cookies(cx: &mut Cx, field: &Field) -> Option<Vec<(String, String)>> {
         }
     }
     ok.then_some(out)
+}
+
+/// Whether `name` is a cookie name (an RFC 6265 token).
+pub(crate) fn cookie_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 fn route_match(cx: &mut Cx, field: &Field) -> Option<RouteMatch> {

@@ -123,6 +123,16 @@ pub struct BreakerConfig {
     pub max_pending: Option<u32>,
 }
 
+/// `upstreams[].sticky`: a cookie set on the response pins the client to the target
+/// that served it, for as long as that target is in rotation (see `upstream::sticky`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// The cookie's name.
+    pub cookie: String,
+    /// The cookie's `Max-Age`; `None`: a session cookie.
+    pub max_age: Option<Duration>,
+}
+
 /// A failure `retries.on` may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryOn {
@@ -212,6 +222,7 @@ impl UpstreamConfig {
             retries,
             outlier_detection,
             circuit_breaker,
+            sticky,
             origin: _,
         } = self;
         *name == other.name
@@ -223,6 +234,7 @@ impl UpstreamConfig {
             && *retries == other.retries
             && *outlier_detection == other.outlier_detection
             && *circuit_breaker == other.circuit_breaker
+            && *sticky == other.sticky
             && balance.policy == other.balance.policy
             && balance.options.len() == other.balance.options.len()
             && balance

@@ -8,8 +8,8 @@ use super::walk::{Cx, Field, Fields};
 use super::yaml::Kind;
 use super::{
     BalanceConfig, BalanceOption, BreakerConfig, ECHO_UPSTREAM, HealthCheckConfig, OutlierConfig,
-    RetryConfig, RetryOn, TargetConfig, UpstreamConfig, UpstreamProtocol, UpstreamTimeouts,
-    UpstreamTlsConfig,
+    RetryConfig, RetryOn, StickyConfig, TargetConfig, UpstreamConfig, UpstreamProtocol,
+    UpstreamTimeouts, UpstreamTlsConfig,
 };
 
 /// Decodes one `upstreams[]` item.
@@ -56,6 +56,7 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
     let retries = f.take("retries").map(|v| retries(cx, &v));
     let outlier = f.take("outlier_detection").map(|v| outlier(cx, &v));
     let breaker = f.take("circuit_breaker").map(|v| breaker(cx, &v));
+    let sticky = f.take("sticky").map(|v| sticky(cx, &v));
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -84,6 +85,10 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
         },
         circuit_breaker: match breaker {
             Some(b) => Some(b?),
+            None => None,
+        },
+        sticky: match sticky {
+            Some(s) => Some(s?),
             None => None,
         },
         origin: cx.origin(item.line),
@@ -214,6 +219,29 @@ fn breaker(cx: &mut Cx, field: &Field) -> Option<BreakerConfig> {
         max_requests: or_none(max_requests)?,
         max_connections: or_none(max_connections)?,
         max_pending: or_none(max_pending)?,
+    })
+}
+
+/// `sticky: { cookie, max_age }`.
+fn sticky(cx: &mut Cx, field: &Field) -> Option<StickyConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let cookie = f.require(cx, "cookie").and_then(|v| {
+        let name = v.string(cx)?;
+        if super::route::cookie_name_ok(&name) {
+            Some(name)
+        } else {
+            v.error(cx, format!("`{name}` is not a cookie name"));
+            None
+        }
+    });
+    let max_age = f.take("max_age").map(|v| v.duration(cx));
+    f.finish(cx);
+    Some(StickyConfig {
+        cookie: cookie?,
+        max_age: match max_age {
+            Some(m) => Some(m?),
+            None => None,
+        },
     })
 }
 

@@ -35,6 +35,12 @@ pub fn pick(upstream: &Upstream, request: &PickRequest<'_>) -> Option<(usize, Ar
     })
 }
 
+/// This worker's pool for `upstream`, for a request whose target is already known (a
+/// sticky session's).
+pub fn pool(upstream: &Upstream) -> Option<Arc<Pool>> {
+    with_state(upstream, |w| Some(Arc::clone(&w.pool)))
+}
+
 /// The target [`pick`] would choose, without the pool: the balancer's own cost.
 pub fn pick_index(upstream: &Upstream, request: &PickRequest<'_>) -> Option<usize> {
     with_state(upstream, |w| {
