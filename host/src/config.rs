@@ -132,6 +132,8 @@ fn config_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 struct Merged {
     admin: Option<AdminConfig>,
     workers: Option<(usize, Origin)>,
+    /// The top-level `zone`: where this proxy runs, for locality-aware balancing.
+    zone: Option<(String, Origin)>,
     module_cache: Option<ModuleCacheConfig>,
     shutdown: Option<ShutdownConfig>,
     listeners: Vec<ListenerConfig>,
@@ -182,6 +184,16 @@ impl Merged {
                         v.error(cx, format!("workers is already set at {}", at(first)))
                     }
                     None => self.workers = Some((n as usize, cx.origin(v.line))),
+                }
+            }
+            if let Some(v) = f.take("zone")
+                && let Some(zone) = v.string(cx)
+            {
+                match &self.zone {
+                    Some((_, first)) => {
+                        v.error(cx, format!("zone is already set at {}", at(first)))
+                    }
+                    None => self.zone = Some((zone, cx.origin(v.line))),
                 }
             }
             if let Some(v) = f.take("module_cache")
@@ -244,6 +256,15 @@ impl Merged {
                 message: "no listener is configured; nothing would be served".into(),
             });
         }
+        // The environment (a Pod's downward API) wins over the file.
+        let zone = std::env::var(ZONE_ENV)
+            .ok()
+            .filter(|z| !z.is_empty())
+            .or(self.zone.map(|(z, _)| z));
+        let mut upstreams = self.upstreams;
+        for u in &mut upstreams {
+            u.local_zone.clone_from(&zone);
+        }
         Config {
             admin: self.admin,
             workers: self.workers.map_or_else(default_workers, |(n, _)| n),
@@ -252,7 +273,7 @@ impl Merged {
             listeners: self.listeners,
             routes: self.routes,
             filters: self.filters,
-            upstreams: self.upstreams,
+            upstreams,
             // Filled by the loader, which records every file it was named.
             external_files: Vec::new(),
         }

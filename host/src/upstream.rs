@@ -22,6 +22,7 @@ mod replay;
 mod retry;
 mod sticky;
 mod target;
+mod tiers;
 mod worker;
 
 use std::net::IpAddr;
@@ -131,6 +132,8 @@ pub struct Upstream {
     limits: Option<Arc<limits::ConnLimits>>,
     /// The sticky-session cookie, when configured.
     sticky: Option<sticky::Sticky>,
+    /// Failover and locality tiers, when the targets fall into more than one.
+    tiers: Option<tiers::Tiers>,
     /// Stops the health-check task when the upstream is dropped.
     _health: Option<health::Task>,
 }
@@ -191,6 +194,7 @@ impl Upstream {
             tls: tls.cloned(),
             limits: limits::ConnLimits::new(config.circuit_breaker.as_ref()),
             sticky,
+            tiers: tiers::Tiers::new(config),
             _health: health,
         })
     }
@@ -225,6 +229,12 @@ impl Upstream {
         worker::pick_index(self, request)
     }
 
+    /// Connections open to the targets, when the circuit breaker limits them (only
+    /// then are they counted).
+    pub fn open_connections(&self) -> Option<u32> {
+        self.limits.as_ref().map(|l| l.open())
+    }
+
     /// The targets and their health, for `/status`.
     pub fn status(&self) -> serde_json::Value {
         let now = now_ms();
@@ -247,8 +257,8 @@ impl Upstream {
             "balance": self.balancer.name(),
             "targets": targets,
         });
-        if let Some(limits) = &self.limits {
-            status["connections"] = limits.open().into();
+        if let Some(open) = self.open_connections() {
+            status["connections"] = open.into();
         }
         status
     }
@@ -305,18 +315,10 @@ impl Upstream {
             if attempt == 1 {
                 named = self.sticky.as_ref().and_then(|s| s.pinned(this.headers()));
             }
-            let pinned = named.filter(|&i| {
-                attempt == 1
-                    && self
-                        .targets
-                        .list
-                        .get(i)
-                        .is_some_and(|t| t.is_available(now_ms()))
-            });
-            let picked = match pinned {
-                Some(i) => worker::pool(self).map(|pool| (i, pool)),
-                None => worker::pick(self, &request),
-            };
+            let pinned = named
+                .filter(|_| attempt == 1)
+                .and_then(|i| worker::pinned(self, i));
+            let picked = pinned.or_else(|| worker::pick(self, &request));
             let Some((i, pool)) = picked else {
                 return (None, Err(UpstreamError::NoTarget));
             };
@@ -461,6 +463,7 @@ impl Upstream {
             let until = now_ms().saturating_add(PASSIVE_BACKOFF.as_millis() as u64);
             target.down_until_ms.store(until, Ordering::Relaxed);
         }
+        self.targets.health_changed();
         tracing::warn!(upstream = %self.config.name, target = %target.address, "target marked down");
     }
 }

@@ -89,6 +89,7 @@ pub fn upstream(name: &str, targets: &[(SocketAddr, u32)]) -> UpstreamConfig {
             .map(|(a, w)| TargetConfig {
                 address: a.to_string(),
                 weight: *w,
+                ..TargetConfig::default()
             })
             .collect(),
         ..UpstreamConfig::default()

@@ -3,6 +3,7 @@
 mod balance;
 mod binary;
 mod body_limit;
+mod failover;
 mod limits;
 mod outlier;
 mod retry;

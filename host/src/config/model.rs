@@ -388,17 +388,37 @@ pub struct UpstreamConfig {
     pub circuit_breaker: Option<super::BreakerConfig>,
     /// Sticky sessions: the cookie that pins a client to a target, if configured.
     pub sticky: Option<super::StickyConfig>,
+    /// Failover and locality: below this percentage of its targets up, a priority
+    /// group (or the proxy's zone within it) passes part of its traffic on.
+    pub failover_threshold: u32,
+    /// The proxy's own zone (top-level `zone`, or `PORTCULLIS_ZONE`), copied into each
+    /// upstream so that a reload changing it rebuilds the upstreams it matters to.
+    pub local_zone: Option<String>,
     /// Where it was declared.
     pub origin: Origin,
 }
 
 /// `upstreams[].targets[]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TargetConfig {
     /// `host:port`; a name is resolved when connecting.
     pub address: String,
     /// Relative share of traffic (smooth weighted round-robin); at least 1.
     pub weight: u32,
+    /// Failover group: 0 (the default) takes traffic first, then 1, and so on.
+    pub priority: u32,
+    /// Free-form labels, in the order written; `zone` is what locality reads.
+    pub labels: Vec<(String, String)>,
+}
+
+impl TargetConfig {
+    /// The target's `zone` label, if it has one.
+    pub fn zone(&self) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == "zone")
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// `upstreams[].health_check`.

@@ -135,7 +135,8 @@ upstreams:
         up.targets[1],
         TargetConfig {
             address: "backend.local:9001".into(),
-            weight: 1
+            weight: 1,
+            ..TargetConfig::default()
         }
     );
     assert_eq!(

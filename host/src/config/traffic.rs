@@ -8,6 +8,13 @@ use std::time::Duration;
 
 use super::{CertificatePair, Origin, UpstreamConfig, UpstreamTlsConfig};
 
+/// The default `failover_threshold`: a group with at least 70% of its targets up
+/// takes all its traffic (Envoy's overprovisioning factor 1.4 puts it at 71%).
+pub const DEFAULT_FAILOVER_THRESHOLD: u32 = 70;
+
+/// The environment variable that gives the proxy's zone, over the top-level `zone`.
+pub const ZONE_ENV: &str = "PORTCULLIS_ZONE";
+
 /// The policy an upstream balances with when `balance` is not given.
 pub const DEFAULT_BALANCE: &str = "round_robin";
 
@@ -223,6 +230,8 @@ impl UpstreamConfig {
             outlier_detection,
             circuit_breaker,
             sticky,
+            failover_threshold,
+            local_zone,
             origin: _,
         } = self;
         *name == other.name
@@ -235,6 +244,8 @@ impl UpstreamConfig {
             && *outlier_detection == other.outlier_detection
             && *circuit_breaker == other.circuit_breaker
             && *sticky == other.sticky
+            && *failover_threshold == other.failover_threshold
+            && *local_zone == other.local_zone
             && balance.policy == other.balance.policy
             && balance.options.len() == other.balance.options.len()
             && balance
@@ -276,6 +287,7 @@ mod tests {
             targets: vec![TargetConfig {
                 address: "127.0.0.1:9000".into(),
                 weight: 1,
+                ..TargetConfig::default()
             }],
             balance: BalanceConfig {
                 policy: "consistent_hash".into(),

@@ -57,6 +57,14 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
     let outlier = f.take("outlier_detection").map(|v| outlier(cx, &v));
     let breaker = f.take("circuit_breaker").map(|v| breaker(cx, &v));
     let sticky = f.take("sticky").map(|v| sticky(cx, &v));
+    let threshold = f.take("failover_threshold").map(|v| {
+        let p = percent(cx, &v)?;
+        if p == 0 {
+            v.error(cx, "must be above 0%");
+            return None;
+        }
+        Some(p)
+    });
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -91,6 +99,9 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
             Some(s) => Some(s?),
             None => None,
         },
+        failover_threshold: threshold.unwrap_or(Some(super::DEFAULT_FAILOVER_THRESHOLD))?,
+        // Filled once every file is read (the top-level `zone` may come later).
+        local_zone: None,
         origin: cx.origin(item.line),
     })
 }
@@ -297,11 +308,30 @@ fn target(cx: &mut Cx, field: &Field) -> Option<TargetConfig> {
     let weight = f
         .take("weight")
         .map(|v| v.int(cx, 1, i64::from(u32::MAX)).map(|w| w as u32));
+    let priority = f
+        .take("priority")
+        .map(|v| v.int(cx, 0, 1000).map(|p| p as u32));
+    let labels = f.take("labels").map(|v| labels(cx, &v));
     f.finish(cx);
     Some(TargetConfig {
         address: address?,
         weight: weight.unwrap_or(Some(1))?,
+        priority: priority.unwrap_or(Some(0))?,
+        labels: labels.unwrap_or(Some(Vec::new()))?,
     })
+}
+
+/// `labels: { zone: a, rack: r1 }`: names and values are non-empty strings.
+fn labels(cx: &mut Cx, field: &Field) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (name, value) in field.entries(cx)? {
+        match value.string(cx) {
+            Some(v) => out.push((name, v)),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 /// Checks `host:port`, `IPv4:port` or `[IPv6]:port`; the name is resolved at connect time.

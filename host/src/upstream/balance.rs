@@ -19,7 +19,7 @@ mod consistent_hash;
 mod least_request;
 mod random;
 mod round_robin;
-mod sample;
+pub(super) mod sample;
 
 use std::any::Any;
 use std::net::IpAddr;
@@ -68,6 +68,8 @@ pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
 /// and their load.
 pub struct Candidates<'a> {
     set: &'a TargetSet,
+    /// Failover and locality: only targets of this tier (by `tiers[i]`) may be picked.
+    tier: Option<(&'a [u16], u16)>,
     /// Read on first need: most picks never need the clock.
     now_ms: std::cell::Cell<Option<u64>>,
     fail_open: bool,
@@ -86,6 +88,11 @@ impl Candidates<'_> {
 
     /// Whether target `i` may be picked now.
     pub fn eligible(&self, i: usize) -> bool {
+        if let Some((tiers, tier)) = self.tier
+            && tiers.get(i) != Some(&tier)
+        {
+            return false;
+        }
         self.set.list.get(i).is_some_and(|t| {
             self.fail_open
                 || t.is_available_with(|| match self.now_ms.get() {
@@ -208,6 +215,7 @@ impl Balancer {
     ) -> Option<usize> {
         let mut targets = Candidates {
             set,
+            tier: None,
             now_ms: std::cell::Cell::new(None),
             fail_open: false,
         };
@@ -216,6 +224,29 @@ impl Balancer {
         }
         targets.fail_open = true;
         self.policy.pick(&mut *local.0, &targets, request)
+    }
+
+    /// [`Balancer::pick`] among the targets up in tier `tier` (`tier_of[i]` is target
+    /// `i`'s); when none of them is up (its health changed since the tier was chosen),
+    /// among all targets as [`Balancer::pick`] does.
+    pub fn pick_in(
+        &self,
+        local: &mut Local,
+        set: &TargetSet,
+        request: &PickRequest<'_>,
+        tier_of: &[u16],
+        tier: u16,
+    ) -> Option<usize> {
+        let targets = Candidates {
+            set,
+            tier: Some((tier_of, tier)),
+            now_ms: std::cell::Cell::new(None),
+            fail_open: false,
+        };
+        match self.policy.pick(&mut *local.0, &targets, request) {
+            Some(i) => Some(i),
+            None => self.pick(local, set, request),
+        }
     }
 }
 

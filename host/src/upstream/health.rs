@@ -37,7 +37,7 @@ pub fn start(
     handle.spawn(async move {
         tokio::select! {
             _ = stopped => {}
-            _ = probe_forever(&name, &targets.list, &config, connector) => {}
+            _ = probe_forever(&name, &targets, &config, connector) => {}
         }
         tracing::debug!(upstream = %name, "health check stopped");
     });
@@ -46,7 +46,7 @@ pub fn start(
 
 async fn probe_forever(
     upstream: &str,
-    targets: &[Target],
+    set: &TargetSet,
     config: &HealthCheckConfig,
     connector: UpstreamConnector,
 ) {
@@ -54,12 +54,13 @@ async fn probe_forever(
     let client: Client<UpstreamConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(connector);
     loop {
-        let probes = targets.iter().map(|t| probe(&client, &scheme, t, config));
+        let probes = set.list.iter().map(|t| probe(&client, &scheme, t, config));
         let results = futures_util::future::join_all(probes).await;
-        for (target, healthy) in targets.iter().zip(results) {
+        for (target, healthy) in set.list.iter().zip(results) {
             let was = target.healthy.swap(healthy, Ordering::Relaxed);
-            if healthy {
-                target.down_until_ms.store(0, Ordering::Relaxed);
+            let backed_off = healthy && target.down_until_ms.swap(0, Ordering::Relaxed) != 0;
+            if was != healthy || backed_off {
+                set.health_changed();
             }
             if was != healthy {
                 tracing::info!(upstream, target = %target.address, healthy, "target health changed");

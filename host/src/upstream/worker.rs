@@ -9,12 +9,15 @@ use std::sync::{Arc, Weak};
 use super::Upstream;
 use super::balance::{Local, PickRequest};
 use super::pool::Pool;
+use super::tiers::TierLocal;
 
 struct WorkerUpstream {
     /// Dies with the upstream: entries whose owner is gone are pruned.
     owner: Weak<()>,
     pool: Arc<Pool>,
     balance: Local,
+    /// This worker's view of the failover and locality shares, when there are tiers.
+    tiers: Option<TierLocal>,
 }
 
 thread_local! {
@@ -28,26 +31,47 @@ thread_local! {
 /// open).
 pub fn pick(upstream: &Upstream, request: &PickRequest<'_>) -> Option<(usize, Arc<Pool>)> {
     with_state(upstream, |w| {
-        let i = upstream
-            .balancer
-            .pick(&mut w.balance, &upstream.targets, request)?;
+        let i = choose(upstream, w, request)?;
         Some((i, Arc::clone(&w.pool)))
     })
 }
 
-/// This worker's pool for `upstream`, for a request whose target is already known (a
-/// sticky session's).
-pub fn pool(upstream: &Upstream) -> Option<Arc<Pool>> {
-    with_state(upstream, |w| Some(Arc::clone(&w.pool)))
+/// Target `index` (a sticky session's) with this worker's pool, if it may take the
+/// request: it is in rotation, and its failover tier takes traffic.
+pub fn pinned(upstream: &Upstream, index: usize) -> Option<(usize, Arc<Pool>)> {
+    let target = upstream.targets.list.get(index)?;
+    if !target.is_available(super::now_ms()) {
+        return None;
+    }
+    with_state(upstream, |w| {
+        if let (Some(tiers), Some(local)) = (&upstream.tiers, &mut w.tiers)
+            && !tiers.takes_traffic(local, &upstream.targets, index)
+        {
+            return None;
+        }
+        Some((index, Arc::clone(&w.pool)))
+    })
 }
 
 /// The target [`pick`] would choose, without the pool: the balancer's own cost.
 pub fn pick_index(upstream: &Upstream, request: &PickRequest<'_>) -> Option<usize> {
-    with_state(upstream, |w| {
-        upstream
+    with_state(upstream, |w| choose(upstream, w, request))
+}
+
+/// The balancer's pick, within the tier failover and locality choose when there are
+/// tiers.
+fn choose(upstream: &Upstream, w: &mut WorkerUpstream, request: &PickRequest<'_>) -> Option<usize> {
+    if let (Some(tiers), Some(local)) = (&upstream.tiers, &mut w.tiers)
+        && let Some(tier) = tiers.choose(local, &upstream.targets)
+    {
+        let (set, of) = (&upstream.targets, tiers.tier_of());
+        return upstream
             .balancer
-            .pick(&mut w.balance, &upstream.targets, request)
-    })
+            .pick_in(&mut w.balance, set, request, of, tier);
+    }
+    upstream
+        .balancer
+        .pick(&mut w.balance, &upstream.targets, request)
 }
 
 /// Runs `f` on this worker's state for `upstream`, made on first use.
@@ -75,5 +99,6 @@ fn new_worker_state(upstream: &Upstream, alive: &Arc<()>) -> WorkerUpstream {
             upstream.limits.clone(),
         )),
         balance: upstream.balancer.local(),
+        tiers: upstream.tiers.as_ref().map(|t| t.local()),
     }
 }

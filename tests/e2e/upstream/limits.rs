@@ -90,6 +90,12 @@ async fn binary_max_connections_refuses_a_request_that_needs_one_more() {
         refused as u64,
         "counted as overflow:\n{m}"
     );
+    let status = proxy.status().await;
+    let open = status["upstreams"][0]["connections"].as_u64();
+    assert!(
+        open.is_some_and(|n| (1..=3).contains(&n)),
+        "/status shows the open connections: {status}"
+    );
 
     // The two connections are idle in the pool now: requests reuse them.
     for (status, body, _) in burst(&proxy, 2).await {
