@@ -59,6 +59,7 @@ fn route(name: String, matcher: RouteMatch) -> RouteConfig {
         upstream: ECHO_UPSTREAM.into(),
         max_request_body: None,
         upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,
+        mirror: None,
         origin: Default::default(),
     }
 }

@@ -11,6 +11,7 @@
 //!              │                                                          │
 //!              ▼                                                          │
 //!        exchange: upstream (or split) / echo@internal ─▶ 502/503/504 ─┐│
+//!              │   (a copy to the route's mirror, fire and forget)     ││
 //!              │                                                       ││
 //!              ▼                                                       ▼│
 //!        response_headers (reverse order) ◀─────────────────────────────┘│
@@ -32,12 +33,14 @@ mod exchange;
 mod forward;
 mod grpc;
 mod limit;
+mod mirror;
 mod observe;
 
 pub use error::{ErrorSource, ProxyError, error_response};
 pub use exchange::Exchange;
 pub use forward::requested_upgrade;
 pub use grpc::{answer_errors_as_grpc, is_grpc};
+pub use mirror::Mirror;
 pub use observe::Outcome;
 
 use std::net::SocketAddr;
@@ -231,6 +234,10 @@ async fn exchange<U: Exchange>(
     conn: &ConnInfo,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let req = match &route.mirror {
+        Some(mirror) => mirror.copy(req, conn.client.ip()),
+        None => req,
+    };
     let upstream = route.upstream.resolve(&req);
     if !std::ptr::eq(upstream, &route.upstream) {
         // The upstream a split chose, for the access log and the metrics.

@@ -63,6 +63,7 @@ pub fn route(name: &str, matcher: RouteMatch, upstream: &str) -> RouteConfig {
         upstream: upstream.into(),
         max_request_body: None,
         upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,
+        mirror: None,
         origin: Default::default(),
     }
 }

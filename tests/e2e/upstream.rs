@@ -5,6 +5,7 @@ mod binary;
 mod body_limit;
 mod failover;
 mod limits;
+mod mirror;
 mod outlier;
 mod retry;
 mod split;

@@ -233,6 +233,8 @@ pub struct RouteConfig {
     /// How long a connection switched to another protocol (an HTTP/1.1 upgrade, a
     /// WebSocket) may pass no byte either way before it is closed.
     pub upgrade_idle_timeout: Duration,
+    /// A shadow upstream that gets a copy of a share of the requests, if configured.
+    pub mirror: Option<super::MirrorConfig>,
     /// Where it was declared.
     pub origin: Origin,
 }

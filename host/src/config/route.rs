@@ -2,8 +2,12 @@
 
 use super::walk::{Cx, Field, Fields};
 use super::{
-    CanaryMatch, HostMatch, PathMatch, RouteConfig, RouteDestination, RouteMatch, SplitEntry,
+    CanaryMatch, ECHO_UPSTREAM, HostMatch, MirrorConfig, PathMatch, RouteConfig, RouteDestination,
+    RouteMatch, SplitEntry,
 };
+
+/// The most of a request body a mirror copies when `max_body` is not given.
+const MIRROR_MAX_BODY: u64 = 64 * 1024;
 
 /// The most a split entry's weight may be (with 1000 entries, the shares' total stays
 /// far below the split's 2³¹ − 1 bound).
@@ -53,6 +57,7 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
     let upstream = destination(cx, &mut f, &mut upstream_refs);
     let max_request_body = f.take("max_request_body").map(|v| v.size(cx));
     let upgrade_idle_timeout = f.take("upgrade_idle_timeout").map(|v| v.duration(cx));
+    let mirror = f.take("mirror").map(|v| mirror(cx, &v, &mut upstream_refs));
     let path = f.path().to_string();
     f.finish(cx);
 
@@ -85,6 +90,10 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
             None => None,
         },
         upgrade_idle_timeout: upgrade_idle_timeout.unwrap_or(Some(super::UPGRADE_IDLE_TIMEOUT))?,
+        mirror: match mirror {
+            Some(m) => Some(m?),
+            None => None,
+        },
         origin: cx.origin(item.line),
     })
 }
@@ -117,6 +126,46 @@ fn destination(
             None
         }
     }
+}
+
+/// `mirror: { upstream, percent, max_body }`; the name goes to `refs`.
+fn mirror(
+    cx: &mut Cx,
+    field: &Field,
+    refs: &mut Vec<(String, usize, String)>,
+) -> Option<MirrorConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let upstream = f.require(cx, "upstream").and_then(|v| {
+        let name = v.string(cx)?;
+        if name == ECHO_UPSTREAM {
+            v.error(cx, "a mirror goes to a configured upstream");
+            return None;
+        }
+        refs.push((name.clone(), v.line, "mirror.upstream".into()));
+        Some(name)
+    });
+    let percent = f.take("percent").map(|v| {
+        let text = v.string(cx)?;
+        match text
+            .strip_suffix('%')
+            .unwrap_or(&text)
+            .trim()
+            .parse::<u32>()
+        {
+            Ok(n) if (1..=100).contains(&n) => Some(n),
+            _ => {
+                v.error(cx, format!("`{text}` is not a percentage from 1% to 100%"));
+                None
+            }
+        }
+    });
+    let max_body = f.take("max_body").map(|v| v.size(cx));
+    f.finish(cx);
+    Some(MirrorConfig {
+        upstream: upstream?,
+        percent: percent.unwrap_or(Some(100))?,
+        max_body: max_body.unwrap_or(Some(MIRROR_MAX_BODY))?,
+    })
 }
 
 /// `upstreams: [{ name, weight }, { name, match }]`.

@@ -155,6 +155,18 @@ pub enum RetryOn {
     GatewayError,
 }
 
+/// `routes[].mirror`: a copy of a share of the route's requests goes to a shadow
+/// upstream, whose answers are discarded (see `proxy::mirror`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// The shadow upstream's name.
+    pub upstream: String,
+    /// The share of the requests copied, 1–100 (percent).
+    pub percent: u32,
+    /// A request whose body is longer than this is not copied.
+    pub max_body: u64,
+}
+
 /// `routes[].upstream` / `routes[].upstreams`: where a route's requests go.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteDestination {
