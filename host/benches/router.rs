@@ -173,6 +173,8 @@ fn realistic(c: &mut Criterion) {
                     path: black_box(path),
                     method: &Method::GET,
                     headers: &headers,
+                    query: None,
+                    client: None,
                 };
                 black_box(router.route("web", &cand))
             })
@@ -196,6 +198,8 @@ fn scale(c: &mut Criterion) {
                     path: black_box("/api/users/42"),
                     method: &Method::GET,
                     headers: &headers,
+                    query: None,
+                    client: None,
                 };
                 black_box(router.route("web", &cand))
             })
@@ -207,6 +211,8 @@ fn scale(c: &mut Criterion) {
                     path: black_box("/api/users/42"),
                     method: &Method::GET,
                     headers: &headers,
+                    query: None,
+                    client: None,
                 };
                 black_box(router.route("web", &cand))
             })

@@ -9,6 +9,7 @@
 mod error;
 pub(crate) mod filter;
 mod listener;
+mod matching;
 mod model;
 mod module_cache;
 mod route;
@@ -24,6 +25,7 @@ pub(crate) mod yaml;
 mod tests;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use matching::{Cidr, ClientIpMatch, Pattern, ValueMatch};
 pub use model::*;
 pub use traffic::*;
 

@@ -33,14 +33,12 @@ mod exchange;
 mod forward;
 mod grpc;
 mod limit;
-mod mirror;
 mod observe;
 
 pub use error::{ErrorSource, ProxyError, error_response};
 pub use exchange::Exchange;
 pub use forward::requested_upgrade;
 pub use grpc::{answer_errors_as_grpc, is_grpc};
-pub use mirror::Mirror;
 pub use observe::Outcome;
 
 use std::net::SocketAddr;
@@ -111,8 +109,10 @@ where
     B::Error: Into<body::BoxError>,
 {
     let req = req.map(body::boxed);
-    let routes =
-        |head: &request::Parts| snapshot.route(&conn.listener, &Candidate::from_parts(head));
+    let routes = |head: &request::Parts| {
+        let candidate = Candidate::from_parts(head).with_client(conn.client.ip());
+        snapshot.route(&conn.listener, &candidate)
+    };
     let driven = drive(routes, conn, req).await;
     (driven.response, driven.outcome)
 }

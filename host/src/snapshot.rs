@@ -49,7 +49,7 @@ pub struct Route<U = RouteUpstream> {
     /// How long a connection this route switched (a WebSocket) may go without a byte.
     pub upgrade_idle_timeout: std::time::Duration,
     /// The shadow upstream a share of the requests is copied to, if any.
-    pub mirror: Option<crate::proxy::Mirror>,
+    pub mirror: Option<crate::upstream::mirror::Mirror>,
 }
 
 /// The destination of a route.
@@ -210,7 +210,11 @@ impl Snapshot {
             let name: Arc<str> = rc.name.as_str().into();
             let mirror = rc.mirror.as_ref().and_then(|m| {
                 let shadow = upstreams.get(&m.upstream)?;
-                Some(crate::proxy::Mirror::new(name.clone(), shadow.clone(), m))
+                Some(crate::upstream::mirror::Mirror::new(
+                    name.clone(),
+                    shadow.clone(),
+                    m,
+                ))
             });
             if let Some(upstream) = upstream {
                 routes.push(Route {

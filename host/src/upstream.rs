@@ -13,6 +13,7 @@
 
 pub mod balance;
 pub mod echo;
+pub mod mirror;
 
 mod health;
 mod limits;

@@ -78,6 +78,7 @@ pub fn matching(host: Option<&str>, prefix: Option<&str>) -> RouteMatch {
         path: prefix.map(|p| PathMatch::Prefix(p.into())),
         methods: None,
         headers: vec![],
+        ..RouteMatch::default()
     }
 }
 

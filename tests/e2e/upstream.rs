@@ -23,6 +23,8 @@ use crate::inproc::{
     Backend, Proxy, client, closed_port, config, eventually, health_check, matching, raw, route,
     upstream,
 };
+/// `portcullis check` on a one-file configuration must report these lines.
+pub(crate) use balance::check_reports as check_reports_of;
 
 async fn get(proxy: &Proxy, path: &str) -> (u16, String) {
     let resp = client()

@@ -250,6 +250,15 @@ pub struct RouteMatch {
     pub methods: Option<Vec<http::Method>>,
     /// Headers that must be present with exactly these values.
     pub headers: Vec<(http::HeaderName, String)>,
+    /// `path_regex`: the path must hold a match (instead of `path` / `path_prefix`).
+    pub path_regex: Option<super::Pattern>,
+    /// Headers that must be present, or hold a regex match (`{ present: true }`,
+    /// `{ regex: R }` under `headers`).
+    pub header_patterns: Vec<(http::HeaderName, super::ValueMatch)>,
+    /// Query parameters that must be present, equal a value, or hold a regex match.
+    pub query: Vec<(String, super::ValueMatch)>,
+    /// The client's address must be in one of these blocks.
+    pub client_ip: Option<super::ClientIpMatch>,
 }
 
 /// A host pattern.

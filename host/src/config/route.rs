@@ -1,9 +1,10 @@
 //! `routes:`: which requests a route takes, its filter chain and its upstream.
 
+use super::matching;
 use super::walk::{Cx, Field, Fields};
 use super::{
     CanaryMatch, ECHO_UPSTREAM, HostMatch, MirrorConfig, PathMatch, RouteConfig, RouteDestination,
-    RouteMatch, SplitEntry,
+    RouteMatch, SplitEntry, ValueMatch,
 };
 
 /// The most of a request body a mirror copies when `max_body` is not given.
@@ -274,18 +275,26 @@ fn route_match(cx: &mut Cx, field: &Field) -> Option<RouteMatch> {
     let host = f.take("host").map(|v| host(cx, &v));
     let exact = f.take("path");
     let prefix = f.take("path_prefix");
-    let path = match (&exact, &prefix) {
-        (Some(e), Some(_)) => {
-            e.error(cx, "give either path or path_prefix, not both");
-            Some(None)
-        }
-        (Some(v), None) => Some(url_path(cx, v).map(PathMatch::Exact)),
-        (None, Some(v)) => Some(url_path(cx, v).map(PathMatch::Prefix)),
-        (None, None) => None,
+    let regex = f.take("path_regex");
+    let given = [&exact, &prefix, &regex];
+    if given.iter().filter(|g| g.is_some()).count() > 1
+        && let Some(first) = given.iter().find_map(|g| g.as_ref())
+    {
+        first.error(cx, "give one of path, path_prefix and path_regex");
+    }
+    let path = match (&exact, &prefix, &regex) {
+        (Some(v), None, None) => Some(url_path(cx, v).map(PathMatch::Exact)),
+        (None, Some(v), None) => Some(url_path(cx, v).map(PathMatch::Prefix)),
+        (None, None, _) => None,
+        _ => Some(None),
     };
+    let path_regex = regex.as_ref().map(|v| matching::path_regex(cx, v));
     let methods = f.take("methods").map(|v| methods(cx, &v));
-    let headers = f.take("headers").map(|v| headers(cx, &v));
+    let headers = f.take("headers").map(|v| match_headers(cx, &v));
+    let query = f.take("query").map(|v| matching::query(cx, &v));
+    let client_ip = f.take("client_ip").map(|v| matching::client_ip(cx, &v));
     f.finish(cx);
+    let (headers, header_patterns) = headers.unwrap_or(Some((Vec::new(), Vec::new())))?;
     Some(RouteMatch {
         host: match host {
             Some(h) => Some(h?),
@@ -299,8 +308,50 @@ fn route_match(cx: &mut Cx, field: &Field) -> Option<RouteMatch> {
             Some(m) => Some(m?),
             None => None,
         },
-        headers: headers.unwrap_or(Some(Vec::new()))?,
+        headers,
+        path_regex: match path_regex {
+            Some(p) => Some(p?),
+            None => None,
+        },
+        header_patterns,
+        query: query.unwrap_or(Some(Vec::new()))?,
+        client_ip: match client_ip {
+            Some(c) => Some(c?),
+            None => None,
+        },
     })
+}
+
+/// A route's `headers`: a scalar value must be there exactly (the common case, kept
+/// apart), a mapping is `{ present: true }` or `{ regex: R }`.
+type MatchHeaders = (
+    Vec<(http::HeaderName, String)>,
+    Vec<(http::HeaderName, ValueMatch)>,
+);
+
+fn match_headers(cx: &mut Cx, field: &Field) -> Option<MatchHeaders> {
+    let mut exact = Vec::new();
+    let mut patterns = Vec::new();
+    let mut ok = true;
+    for (name, value) in field.entries(cx)? {
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            ok = false;
+            value.error(cx, format!("`{name}` is not a valid header name"));
+            continue;
+        };
+        match matching::value_match(cx, &value) {
+            Some(ValueMatch::Equals(v)) if http::HeaderValue::from_str(&v).is_ok() => {
+                exact.push((header, v))
+            }
+            Some(ValueMatch::Equals(v)) => {
+                ok = false;
+                value.error(cx, format!("`{v}` is not a valid header value"));
+            }
+            Some(m) => patterns.push((header, m)),
+            None => ok = false,
+        }
+    }
+    ok.then_some((exact, patterns))
 }
 
 fn url_path(cx: &mut Cx, field: &Field) -> Option<String> {

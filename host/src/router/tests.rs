@@ -69,6 +69,8 @@ fn pick(cfg: &Config, method: &str, host: &str, path: &str, headers: &[(&str, &s
         path,
         method: &method,
         headers: &map,
+        query: None,
+        client: None,
     };
     router
         .route("web", &cand)
@@ -97,6 +99,7 @@ fn m(host_: Option<&str>, path: Option<PathMatch>) -> RouteMatch {
         path,
         methods: None,
         headers: vec![],
+        ..RouteMatch::default()
     }
 }
 

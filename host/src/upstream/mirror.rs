@@ -21,9 +21,9 @@ use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
+use super::Upstream;
 use crate::body::{self, BoxError, ProxyBody};
 use crate::config::MirrorConfig;
-use crate::upstream::Upstream;
 
 /// Copies of one route's requests under way at most.
 pub const MAX_IN_FLIGHT: u32 = 256;
