@@ -49,6 +49,25 @@ async fn wait_down(proxy: &Proxy, indices: &[usize], total: usize) {
     }
 }
 
+/// GET `/` with the sticky cookie `cookie`: the body and the cookie the response sets.
+async fn sticky_get(proxy: &Proxy, cookie: Option<&str>) -> (String, Option<String>) {
+    let mut req = crate::support::client().get(proxy.url("web", "/"));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET failed: {e}"));
+    let set = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string);
+    (resp.text().await.unwrap_or_default(), set)
+}
+
 /// The share (0–1) of `bodies` from backend `name`.
 fn share(bodies: &[String], name: &str) -> f64 {
     counts(bodies).get(name).copied().unwrap_or(0) as f64 / bodies.len() as f64
@@ -64,6 +83,7 @@ fn upstream(targets: &[(&Backend, &str)]) -> String {
 upstreams:
   - name: pool
     health_check: {{ path: /healthz, interval: 100ms }}
+    sticky: {{ cookie: srv }}
     targets: [{}]
 ",
         list.join(", ")
@@ -105,12 +125,20 @@ async fn binary_failover_spills_to_the_next_group_and_fails_back() {
     wait_down(&proxy, &[0, 1], 3).await;
     let bodies = send(&proxy, "/", 200, 4, |_| vec![]).await;
     assert_eq!(share(&bodies, "b"), 1.0, "group 0 down: all to b");
+    let (body, pinned_to_b) = sticky_get(&proxy, None).await;
+    assert_eq!(body, "b");
+    let pinned_to_b = pinned_to_b.unwrap_or_else(|| panic!("the response pins to b"));
 
-    // Fail-back.
+    // Fail-back, for sticky clients too.
     set_down(&down, &[]);
     wait_down(&proxy, &[], 3).await;
     let bodies = send(&proxy, "/", 200, 4, |_| vec![]).await;
     assert_eq!(share(&bodies, "b"), 0.0, "group 0 back: b idle again");
+    let (body, repinned) = sticky_get(&proxy, Some(&pinned_to_b)).await;
+    assert!(
+        body.starts_with('a') && repinned.is_some(),
+        "a client pinned to b while it took the traffic goes back, pinned anew: {body}"
+    );
     let status = proxy.status().await;
     assert_eq!(
         status["upstreams"][0]["targets"][2]["priority"], 1,
