@@ -68,8 +68,8 @@ pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
 /// and their load.
 pub struct Candidates<'a> {
     set: &'a TargetSet,
-    /// Failover and locality: only targets of this tier (by `tiers[i]`) may be picked.
-    tier: Option<(&'a [u16], u16)>,
+    /// Failover and locality: only targets of this tier may be picked.
+    tier: Option<Within<'a>>,
     /// Read on first need: most picks never need the clock.
     now_ms: std::cell::Cell<Option<u64>>,
     fail_open: bool,
@@ -88,8 +88,8 @@ impl Candidates<'_> {
 
     /// Whether target `i` may be picked now.
     pub fn eligible(&self, i: usize) -> bool {
-        if let Some((tiers, tier)) = self.tier
-            && tiers.get(i) != Some(&tier)
+        if let Some(w) = &self.tier
+            && w.tier_of.get(i) != Some(&w.tier)
         {
             return false;
         }
@@ -120,6 +120,23 @@ impl Candidates<'_> {
     pub fn total_active(&self) -> u32 {
         self.set.active()
     }
+
+    /// The tier this pick is confined to, if any.
+    pub fn within(&self) -> Option<&Within<'_>> {
+        self.tier.as_ref()
+    }
+}
+
+/// A failover or locality tier a pick is confined to (see `upstream::tiers`).
+pub struct Within<'a> {
+    /// The tier of each target.
+    pub tier_of: &'a [u16],
+    /// The tier picked from.
+    pub tier: u16,
+    /// Its targets, in config order.
+    pub members: &'a [u32],
+    /// Their weights, for the policies that draw.
+    pub sampler: &'a sample::Weighted,
 }
 
 /// A balancing policy (see the module documentation).
@@ -226,20 +243,19 @@ impl Balancer {
         self.policy.pick(&mut *local.0, &targets, request)
     }
 
-    /// [`Balancer::pick`] among the targets up in tier `tier` (`tier_of[i]` is target
-    /// `i`'s); when none of them is up (its health changed since the tier was chosen),
-    /// among all targets as [`Balancer::pick`] does.
+    /// [`Balancer::pick`] among the targets up in tier `within`; when none of them is
+    /// up (its health changed since the tier was chosen), among all targets as
+    /// [`Balancer::pick`] does.
     pub fn pick_in(
         &self,
         local: &mut Local,
         set: &TargetSet,
         request: &PickRequest<'_>,
-        tier_of: &[u16],
-        tier: u16,
+        within: Within<'_>,
     ) -> Option<usize> {
         let targets = Candidates {
             set,
-            tier: Some((tier_of, tier)),
+            tier: Some(within),
             now_ms: std::cell::Cell::new(None),
             fail_open: false,
         };

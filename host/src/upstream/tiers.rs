@@ -21,7 +21,8 @@
 //! An upstream with one tier (one priority, and no zone to prefer) has no
 //! [`Tiers`]: its picks do not pass here at all.
 
-use super::balance::sample::Rng;
+use super::balance::Within;
+use super::balance::sample::{Rng, Weighted};
 use super::target::TargetSet;
 use crate::config::{DEFAULT_FAILOVER_THRESHOLD, UpstreamConfig};
 
@@ -34,6 +35,10 @@ pub struct Tiers {
     tier_of: Box<[u16]>,
     /// How many targets each tier has.
     sizes: Box<[u32]>,
+    /// Each tier's targets, in config order.
+    members: Box<[Box<[u32]>]>,
+    /// Each tier's weights, for the policies that draw.
+    samplers: Box<[Weighted]>,
     /// A tier is fully healthy with this percentage of its targets up.
     threshold: u64,
 }
@@ -75,6 +80,24 @@ impl Tiers {
                 *n += 1;
             }
         }
+        let members: Box<[Box<[u32]>]> = (0..order.len())
+            .map(|t| {
+                (0..tier_of.len() as u32)
+                    .filter(|&i| tier_of.get(i as usize) == Some(&(t as u16)))
+                    .collect()
+            })
+            .collect();
+        let samplers = members
+            .iter()
+            .map(|m| {
+                let weights: Vec<u32> = m
+                    .iter()
+                    .filter_map(|&i| config.targets.get(i as usize))
+                    .map(|t| t.weight.max(1))
+                    .collect();
+                Weighted::of_weights(&weights)
+            })
+            .collect();
         let threshold = match config.failover_threshold {
             0 => DEFAULT_FAILOVER_THRESHOLD,
             t => t,
@@ -82,6 +105,8 @@ impl Tiers {
         Some(Self {
             tier_of,
             sizes: sizes.into(),
+            members,
+            samplers,
             threshold: u64::from(threshold),
         })
     }
@@ -96,9 +121,14 @@ impl Tiers {
         }
     }
 
-    /// The tier of each target, for the balancer to pick within one.
-    pub fn tier_of(&self) -> &[u16] {
-        &self.tier_of
+    /// Tier `tier`, for the balancer to pick within.
+    pub fn within(&self, tier: u16) -> Option<Within<'_>> {
+        Some(Within {
+            tier_of: &self.tier_of,
+            tier,
+            members: self.members.get(usize::from(tier))?,
+            sampler: self.samplers.get(usize::from(tier))?,
+        })
     }
 
     /// The tier the next request goes to; `None` when no target is up anywhere (the
@@ -260,9 +290,63 @@ mod tests {
             Some("a"),
         )
         .unwrap_or_else(|| panic!("several tiers"));
-        assert_eq!(t.tier_of(), [2, 1, 0, 3]);
+        assert_eq!(&*t.tier_of, [2, 1, 0, 3]);
+        assert_eq!(&*t.members[0], [2]);
         assert_eq!(&*t.sizes, [1, 1, 1, 1]);
         assert_eq!(t.threshold, u64::from(DEFAULT_FAILOVER_THRESHOLD));
+    }
+
+    #[test]
+    fn a_drawing_policy_picks_within_its_tier_and_leaves_it_only_when_it_is_down() {
+        use crate::config::BalanceConfig;
+        use crate::upstream::balance::{Balancer, PickRequest};
+        use std::sync::atomic::Ordering;
+
+        let t = tiers((0..6).map(|i| target(i % 2, None)).collect(), None)
+            .unwrap_or_else(|| panic!("two tiers"));
+        let set = TargetSet::with_weights(&[1, 2, 3, 1, 2, 3]);
+        let (uri, headers) = (http::Uri::from_static("/"), http::HeaderMap::new());
+        let request = PickRequest {
+            uri: &uri,
+            headers: &headers,
+            client: None,
+        };
+        for policy in ["random", "least_request", "round_robin"] {
+            let config = BalanceConfig {
+                policy: policy.into(),
+                ..BalanceConfig::default()
+            };
+            let b = Balancer::build("u", &config, &set).unwrap_or_else(|e| panic!("{e:?}"));
+            let mut local = b.local();
+            let mut seen = [0u32; 6];
+            for _ in 0..600 {
+                let within = t.within(0).unwrap_or_else(|| panic!("tier 0"));
+                if let Some(i) = b.pick_in(&mut local, &set, &request, within) {
+                    seen[i] += 1;
+                }
+            }
+            assert_eq!(
+                seen[1] + seen[3] + seen[5],
+                0,
+                "{policy}: tier 0 only: {seen:?}"
+            );
+            assert!(
+                seen[0] > 0 && seen[2] > 0 && seen[4] > 0,
+                "{policy}: {seen:?}"
+            );
+        }
+        for i in [0, 2, 4] {
+            set.list[i].healthy.store(false, Ordering::Relaxed);
+        }
+        let config = BalanceConfig {
+            policy: "random".into(),
+            ..BalanceConfig::default()
+        };
+        let b = Balancer::build("u", &config, &set).unwrap_or_else(|e| panic!("{e:?}"));
+        let mut local = b.local();
+        let within = t.within(0).unwrap_or_else(|| panic!("tier 0"));
+        let i = b.pick_in(&mut local, &set, &request, within);
+        assert!(i.is_some_and(|i| i % 2 == 1), "tier 0 down: another, {i:?}");
     }
 
     #[test]

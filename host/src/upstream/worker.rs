@@ -62,12 +62,14 @@ pub fn pick_index(upstream: &Upstream, request: &PickRequest<'_>) -> Option<usiz
 /// tiers.
 fn choose(upstream: &Upstream, w: &mut WorkerUpstream, request: &PickRequest<'_>) -> Option<usize> {
     if let (Some(tiers), Some(local)) = (&upstream.tiers, &mut w.tiers)
-        && let Some(tier) = tiers.choose(local, &upstream.targets)
+        && let Some(within) = tiers
+            .choose(local, &upstream.targets)
+            .and_then(|t| tiers.within(t))
     {
-        let (set, of) = (&upstream.targets, tiers.tier_of());
+        let set = &upstream.targets;
         return upstream
             .balancer
-            .pick_in(&mut w.balance, set, request, of, tier);
+            .pick_in(&mut w.balance, set, request, within);
     }
     upstream
         .balancer
