@@ -1,5 +1,5 @@
-//! The circuit breaker's connection limits through the real binary: past
-//! `max_connections` open, a request that needs a new connection gets 503 at once and
+//! The circuit breaker through the real binary: past `max_requests` in flight a
+//! request gets 503 at once; past `max_connections` open, a request that needs a new connection gets 503 at once and
 //! the next, once a connection is free again, is served; past `max_pending` requests
 //! waiting for a connection, another gets 503 at once; both counted in the metrics.
 
@@ -48,6 +48,42 @@ fn overflow_count(metrics: &str) -> u64 {
         })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn binary_the_circuit_breaker_answers_503_past_max_requests() {
+    let slow = Backend::start(|_| Reply::text(200, "slow").delayed(Duration::from_millis(800)));
+    let dir = ConfDir::with(&conf(&format!(
+        "upstreams:
+  - name: app
+    targets: [{{ address: \"{}\" }}]
+    circuit_breaker: {{ max_requests: 2 }}
+",
+        slow.addr()
+    )));
+    let proxy = Proxy::start(&dir);
+    let mut ok = 0;
+    let mut refused = 0;
+    for (status, body, took) in burst(&proxy, 8).await {
+        match status {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(body, "upstream overloaded\n");
+                assert!(
+                    took < Duration::from_millis(700),
+                    "refused at once, took {took:?}"
+                );
+                refused += 1;
+            }
+            other => panic!("200 or 503 expected, got {other} {body}"),
+        }
+    }
+    assert!(
+        ok >= 2 && refused >= 4,
+        "2 in flight at most: {ok} answered, {refused} refused"
+    );
+    let m = proxy.metrics().await;
+    assert_eq!(overflow_count(&m), refused, "counted as overflow:\n{m}");
 }
 
 #[tokio::test]
