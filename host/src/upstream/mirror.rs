@@ -49,8 +49,8 @@ impl Drop for Slot {
     }
 }
 
-/// A copy waiting for its body: sent once the body has passed whole.
-struct Copy {
+/// A copy for the shadow, waiting for its body: sent once the body has passed whole.
+struct Shadow {
     slot: Slot,
     head: Request<()>,
     client: IpAddr,
@@ -87,7 +87,7 @@ impl Mirror {
             inner.count("skipped");
             return req;
         }
-        let copy = Copy {
+        let copy = Shadow {
             slot,
             head: head_of(&req),
             client,
@@ -113,10 +113,10 @@ impl Inner {
     }
 }
 
-impl Copy {
+impl Shadow {
     /// Sends the copy from a task of its own, reads the answer and discards it.
     fn send(self) {
-        let Copy {
+        let Shadow {
             slot,
             head,
             client,
@@ -161,7 +161,7 @@ pin_project_lite::pin_project! {
     struct Tee {
         #[pin]
         inner: ProxyBody,
-        copy: Option<Copy>,
+        copy: Option<Shadow>,
     }
 }
 
