@@ -59,8 +59,25 @@ pub fn pick_index(upstream: &Upstream, request: &PickRequest<'_>) -> Option<usiz
 }
 
 /// The balancer's pick, within the tier failover and locality choose when there are
-/// tiers.
+/// tiers. Inlined, with the tiered path out of line: an upstream without tiers pays
+/// one test of an `Option` for them (callgrind: 228 instructions a round-robin pick
+/// before tiers, 252 with `choose` a call of its own).
+#[inline]
 fn choose(upstream: &Upstream, w: &mut WorkerUpstream, request: &PickRequest<'_>) -> Option<usize> {
+    if upstream.tiers.is_some() {
+        return choose_tiered(upstream, w, request);
+    }
+    upstream
+        .balancer
+        .pick(&mut w.balance, &upstream.targets, request)
+}
+
+#[inline(never)]
+fn choose_tiered(
+    upstream: &Upstream,
+    w: &mut WorkerUpstream,
+    request: &PickRequest<'_>,
+) -> Option<usize> {
     if let (Some(tiers), Some(local)) = (&upstream.tiers, &mut w.tiers)
         && let Some(within) = tiers
             .choose(local, &upstream.targets)
