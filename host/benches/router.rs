@@ -59,6 +59,7 @@ fn route(name: String, matcher: RouteMatch) -> RouteConfig {
         upstream: ECHO_UPSTREAM.into(),
         max_request_body: None,
         upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,
+        mirror: None,
         origin: Default::default(),
     }
 }
@@ -175,6 +176,8 @@ fn realistic(c: &mut Criterion) {
                     path: black_box(path),
                     method: &Method::GET,
                     headers: &headers,
+                    query: None,
+                    client: None,
                 };
                 black_box(router.route("web", &cand))
             })
@@ -198,6 +201,8 @@ fn scale(c: &mut Criterion) {
                     path: black_box("/api/users/42"),
                     method: &Method::GET,
                     headers: &headers,
+                    query: None,
+                    client: None,
                 };
                 black_box(router.route("web", &cand))
             })
@@ -209,6 +214,8 @@ fn scale(c: &mut Criterion) {
                     path: black_box("/api/users/42"),
                     method: &Method::GET,
                     headers: &headers,
+                    query: None,
+                    client: None,
                 };
                 black_box(router.route("web", &cand))
             })
