@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::walk::{Cx, Field, Fields};
 use super::{
-    Cidr, ConfigError, ECHO_UPSTREAM, HostMatch, ListenerConfig, Origin, RouteConfig, UpstreamConfig,
+    Cidr, ConfigError, ECHO_UPSTREAM, HostMatch, ListenerConfig, Origin, RouteConfig,
+    UpstreamConfig,
 };
 
 /// `listeners[].protocol`: what a listener serves.

@@ -9,8 +9,7 @@ use super::yaml::Kind;
 use super::{
     BalanceConfig, BalanceOption, BreakerConfig, ECHO_UPSTREAM, HealthCheckConfig, HealthCheckKind,
     OutlierConfig, RetryConfig, RetryOn, StickyConfig, TargetConfig, UpstreamConfig,
-    UpstreamProtocol,
-    UpstreamTimeouts, UpstreamTlsConfig,
+    UpstreamProtocol, UpstreamTimeouts, UpstreamTlsConfig,
 };
 
 /// Decodes one `upstreams[]` item.
