@@ -31,7 +31,7 @@
 mod error;
 mod exchange;
 mod forward;
-mod grpc;
+pub(crate) mod grpc;
 mod limit;
 mod observe;
 

@@ -32,15 +32,10 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Turns `resp`, when the proxy made it itself, into what a gRPC client expects: a
-/// "trailers-only" answer (`200`, no body) whose `grpc-status` is the HTTP status's
-/// gRPC code (gRPC's own mapping: 502, 503, 504 and 429 are `UNAVAILABLE`, 14) and
-/// whose `grpc-message` is the error's text. Any other response is left as it is.
-pub fn answer_errors_as_grpc(resp: &mut Response<ProxyBody>) {
-    let Some(Generated(text)) = resp.extensions().get::<Generated>().copied() else {
-        return;
-    };
-    let code: u16 = match resp.status() {
+/// The gRPC status an HTTP status stands for (gRPC's own mapping, except that a 504 is
+/// the call's deadline passing, `DEADLINE_EXCEEDED`, as on Envoy).
+pub fn code_of_http(status: StatusCode) -> u16 {
+    match status {
         StatusCode::BAD_REQUEST => 13,  // INTERNAL
         StatusCode::UNAUTHORIZED => 16, // UNAUTHENTICATED
         StatusCode::FORBIDDEN => 7,     // PERMISSION_DENIED
@@ -52,7 +47,18 @@ pub fn answer_errors_as_grpc(resp: &mut Response<ProxyBody>) {
         // when that came first.
         StatusCode::GATEWAY_TIMEOUT => DEADLINE_EXCEEDED,
         _ => 2, // UNKNOWN
+    }
+}
+
+/// Turns `resp`, when the proxy made it itself, into what a gRPC client expects: a
+/// "trailers-only" answer (`200`, no body) whose `grpc-status` is the HTTP status's
+/// gRPC code (gRPC's own mapping: 502, 503, 504 and 429 are `UNAVAILABLE`, 14) and
+/// whose `grpc-message` is the error's text. Any other response is left as it is.
+pub fn answer_errors_as_grpc(resp: &mut Response<ProxyBody>) {
+    let Some(Generated(text)) = resp.extensions().get::<Generated>().copied() else {
+        return;
     };
+    let code = code_of_http(resp.status());
     let mut grpc = Response::new(body::empty());
     let headers = grpc.headers_mut();
     headers.insert(
