@@ -147,6 +147,7 @@ struct Merged {
     routes: Vec<RouteConfig>,
     l4_routes: Vec<L4RouteConfig>,
     filters: Vec<FilterConfig>,
+    services: Vec<FilterConfig>,
     upstreams: Vec<UpstreamConfig>,
     /// Whether a file could not be read or parsed: what it declares is unknown.
     unreadable: bool,
@@ -229,6 +230,7 @@ impl Merged {
                 "tcp_routes",
                 "udp_routes",
                 "filters",
+                "services",
                 "upstreams",
             ];
             for section in sections {
@@ -255,6 +257,7 @@ impl Merged {
                                 .extend(l4::route(cx, item, ListenerProtocol::Udp))
                         }
                         "filters" => self.filters.extend(filter::filter(cx, item)),
+                        "services" => self.services.extend(filter::service(cx, item)),
                         _ => self.upstreams.extend(upstream::upstream(cx, item)),
                     }
                 }
@@ -269,6 +272,7 @@ impl Merged {
         for (section, names) in &self.declared {
             unique(errors, section, names);
         }
+        self.check_service_names(errors);
         self.check_addresses(errors);
         self.check_references(errors);
         l4::check(
@@ -305,9 +309,26 @@ impl Merged {
             routes: self.routes,
             l4_routes: self.l4_routes,
             filters: self.filters,
+            services: self.services,
             upstreams,
             // Filled by the loader, which records every file it was named.
             external_files: Vec::new(),
+        }
+    }
+
+    /// A service and a filter share a namespace (the `filter` label of their metrics
+    /// and logs): no service may be named like a filter.
+    fn check_service_names(&self, errors: &mut Vec<ConfigError>) {
+        let (Some(services), Some(filters)) =
+            (self.declared.get("services"), self.declared.get("filters"))
+        else {
+            return;
+        };
+        for (name, origin) in services {
+            if let Some((_, first)) = filters.iter().find(|(f, _)| f == name) {
+                let message = format!("a filter is already named `{name}` (at {})", at(first));
+                errors.push(ConfigError::at(origin, format!("services.{name}"), message));
+            }
         }
     }
 

@@ -31,7 +31,7 @@
 mod error;
 mod exchange;
 mod forward;
-pub(crate) mod grpc;
+mod grpc;
 mod limit;
 mod observe;
 

@@ -32,6 +32,8 @@ pub struct Snapshot {
     /// Every configured filter by name (also those no route uses), for the next
     /// reload to keep the unchanged ones.
     plugins: HashMap<String, Arc<Plugin>>,
+    /// The service modules by name (`services:`): one VM each, on the first worker.
+    services: HashMap<String, Arc<Plugin>>,
     tls: TlsSet,
     /// The `tcp_routes` and `udp_routes`, by listener.
     l4: L4Routes,
@@ -129,6 +131,12 @@ impl Snapshot {
         self.plugins.values().filter(|p| p.ticks())
     }
 
+    /// The service modules (`services:`): the first worker starts their one VM each
+    /// when this snapshot goes live, and keeps those a reload kept.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.services.values()
+    }
+
     /// Builds everything a generation needs (router, upstreams, a configured VM of every
     /// filter, TLS acceptors); any failure is a config error and nothing is applied.
     ///
@@ -154,6 +162,17 @@ impl Snapshot {
             match runtime.plugin_reusing(filter, serving) {
                 Ok(p) => {
                     plugins.insert(filter.name.clone(), p);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        // An unchanged service is kept with its VM and state, as an unchanged filter.
+        let mut services: HashMap<String, Arc<Plugin>> = HashMap::new();
+        for service in &config.services {
+            let serving = previous.and_then(|p| p.services.get(&service.name));
+            match runtime.plugin_reusing(service, serving) {
+                Ok(p) => {
+                    services.insert(service.name.clone(), p);
                 }
                 Err(e) => errors.push(e),
             }
@@ -247,6 +266,7 @@ impl Snapshot {
             routes,
             upstreams,
             plugins,
+            services,
             tls,
         };
         if previous.is_none() {
@@ -255,13 +275,14 @@ impl Snapshot {
         Ok(snapshot)
     }
 
-    /// Points every filter's `http_call` at this snapshot's upstreams (by name). Run
+    /// Points every filter's and service's callouts at this snapshot's upstreams (by
+    /// name). Run
     /// just before the snapshot goes into force: a filter kept from the serving
     /// snapshot is shared with it, and a reload that fails after building must leave
     /// it calling the upstreams it calls now.
     pub fn go_live(&self) {
         let caller: Arc<dyn HttpCaller> = Arc::new(UpstreamCaller::new(self.upstreams.clone()));
-        for plugin in self.plugins.values() {
+        for plugin in self.plugins.values().chain(self.services.values()) {
             plugin.set_http_caller(caller.clone());
         }
     }

@@ -50,6 +50,7 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
         routes,
         l4_routes: Vec::new(),
         filters: vec![],
+        services: vec![],
         upstreams,
         external_files: vec![],
     }

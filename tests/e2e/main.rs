@@ -22,6 +22,7 @@ mod reload_memory;
 mod reload_rollback;
 mod routing;
 mod server;
+mod services;
 mod tls;
 mod upgrade;
 mod upstream;

@@ -36,6 +36,9 @@ pub struct Config {
     pub l4_routes: Vec<super::L4RouteConfig>,
     /// Filters by declaration order.
     pub filters: Vec<FilterConfig>,
+    /// Service modules (`services:`), on no route: one VM each for the process, whose
+    /// root context ticks, calls out and shares data and queues with the filters.
+    pub services: Vec<FilterConfig>,
     /// Upstreams by declaration order.
     pub upstreams: Vec<UpstreamConfig>,
     /// Every file outside the config directory's own YAML that this configuration

@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 
 use super::error::Generated;
 use crate::body::{self, BoxError, ProxyBody};
 
-/// `grpc-status` of a call whose deadline passed.
-const DEADLINE_EXCEEDED: u16 = 4;
+use crate::grpc_status::DEADLINE_EXCEEDED;
 
 /// Whether a request with `headers` is a gRPC call (`content-type: application/grpc`,
 /// or `application/grpc+proto` and the like).
@@ -32,24 +31,6 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The gRPC status an HTTP status stands for (gRPC's own mapping, except that a 504 is
-/// the call's deadline passing, `DEADLINE_EXCEEDED`, as on Envoy).
-pub fn code_of_http(status: StatusCode) -> u16 {
-    match status {
-        StatusCode::BAD_REQUEST => 13,  // INTERNAL
-        StatusCode::UNAUTHORIZED => 16, // UNAUTHENTICATED
-        StatusCode::FORBIDDEN => 7,     // PERMISSION_DENIED
-        StatusCode::NOT_FOUND => 12,    // UNIMPLEMENTED
-        StatusCode::TOO_MANY_REQUESTS
-        | StatusCode::BAD_GATEWAY
-        | StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
-        // The call's deadline: `grpc-timeout`, or the upstream's request timeout
-        // when that came first.
-        StatusCode::GATEWAY_TIMEOUT => DEADLINE_EXCEEDED,
-        _ => 2, // UNKNOWN
-    }
-}
-
 /// Turns `resp`, when the proxy made it itself, into what a gRPC client expects: a
 /// "trailers-only" answer (`200`, no body) whose `grpc-status` is the HTTP status's
 /// gRPC code (gRPC's own mapping: 502, 503, 504 and 429 are `UNAVAILABLE`, 14) and
@@ -58,7 +39,7 @@ pub fn answer_errors_as_grpc(resp: &mut Response<ProxyBody>) {
     let Some(Generated(text)) = resp.extensions().get::<Generated>().copied() else {
         return;
     };
-    let code = code_of_http(resp.status());
+    let code = crate::grpc_status::of_http(resp.status());
     let mut grpc = Response::new(body::empty());
     let headers = grpc.headers_mut();
     headers.insert(
@@ -157,6 +138,7 @@ impl Body for Deadline {
 mod tests {
     use super::*;
     use crate::proxy::error_response;
+    use http::StatusCode;
 
     #[test]
     fn grpc_content_types_are_told_apart() {

@@ -43,6 +43,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         routes,
         l4_routes: Vec::new(),
         filters: vec![],
+        services: vec![],
         upstreams: vec![],
         external_files: vec![],
     }

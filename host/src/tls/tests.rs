@@ -414,6 +414,7 @@ fn test_config() -> Config {
         routes: Vec::new(),
         l4_routes: Vec::new(),
         filters: Vec::new(),
+        services: Vec::new(),
         upstreams: Vec::new(),
         external_files: Vec::new(),
     }

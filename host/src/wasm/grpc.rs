@@ -26,20 +26,22 @@ pub(crate) const GRPC_CALL: u32 = 1;
 /// A gRPC stream's token kind.
 pub(crate) const GRPC_STREAM: u32 = 2;
 
-/// gRPC status codes the host itself reports.
+/// The gRPC status codes the host itself reports, as the ABI passes them (`u32`).
 pub(crate) mod code {
+    use crate::grpc_status as g;
+
     /// The guest cancelled the callout (never delivered).
-    pub const CANCELLED: u32 = 1;
+    pub const CANCELLED: u32 = g::CANCELLED as u32;
     /// Missing status, or an answer that is no gRPC.
-    pub const UNKNOWN: u32 = 2;
+    pub const UNKNOWN: u32 = g::UNKNOWN as u32;
     /// The call's timeout passed.
-    pub const DEADLINE_EXCEEDED: u32 = 4;
+    pub const DEADLINE_EXCEEDED: u32 = g::DEADLINE_EXCEEDED as u32;
     /// A message over the host's limit.
-    pub const RESOURCE_EXHAUSTED: u32 = 8;
+    pub const RESOURCE_EXHAUSTED: u32 = g::RESOURCE_EXHAUSTED as u32;
     /// A broken exchange, a compressed message, or a unary call answered OK without one.
-    pub const INTERNAL: u32 = 13;
+    pub const INTERNAL: u32 = g::INTERNAL as u32;
     /// The upstream could not be reached.
-    pub const UNAVAILABLE: u32 = 14;
+    pub const UNAVAILABLE: u32 = g::UNAVAILABLE as u32;
 }
 
 /// A gRPC callout the guest started during a callback, opened once it returns.

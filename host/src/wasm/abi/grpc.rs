@@ -1,7 +1,8 @@
 //! The gRPC callout host functions. As on Envoy, callouts belong to the root context
 //! (whatever context starts one) and a token's low two bits say its kind; a call or
 //! stream to an upstream the configuration does not name is refused at once with
-//! `PARSE_FAILURE`, the status the SDKs expect for it.
+//! `PARSE_FAILURE`, the status the SDKs expect for it (so is every callout before the
+//! filter's snapshot serves it: its first `on_vm_start` and `on_configure`).
 
 use std::time::Duration;
 
@@ -129,11 +130,9 @@ fn target(c: &C<'_>, args: [u32; 8]) -> Result<Target, Status> {
     let service = text(sp, sn)?;
     let method = text(mp, mn)?;
     let metadata = decode_pairs(&read(c, hp, hn)?).ok_or(Status::ParseFailure)?;
-    // Before a snapshot serves the filter (while it is configured) nothing is known
-    // yet: the name is checked when the callout goes out.
-    if let Some(caller) = caller_in(&c.data().callers)
-        && !caller.knows(&upstream)
-    {
+    // Nothing is reachable before a snapshot serves the filter (its first VM's
+    // on_vm_start and on_configure run while the snapshot is built).
+    if !caller_in(&c.data().callers).is_some_and(|caller| caller.knows(&upstream)) {
         return Err(Status::ParseFailure);
     }
     Ok(Target {

@@ -149,7 +149,7 @@ impl Target {
 async fn read(resp: Response<ProxyBody>, emit: &mut (dyn FnMut(GrpcEvent) + Send)) -> Ended {
     let (parts, mut body) = resp.into_parts();
     if parts.status != StatusCode::OK {
-        let status = crate::proxy::grpc::code_of_http(parts.status);
+        let status = crate::grpc_status::of_http(parts.status);
         return (
             u32::from(status),
             format!("the upstream answered HTTP {}", parts.status.as_u16()),

@@ -1,0 +1,104 @@
+//! Service modules (`services:`): one VM for the process, on no route, whose root
+//! context ticks, makes `http_call`s and shares data and queues with the route filters;
+//! kept by a reload that leaves it unchanged, replaced by one that changes it. The
+//! module is the test filter `tests/filters/service`, in both of its roles.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use crate::wasm_build;
+
+fn yaml(service_config: &str, extra_route: &str) -> String {
+    format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nworkers: 2\n\
+         listeners: [{{ name: web, address: 127.0.0.1:0 }}]\n\
+         routes:\n  - {{ name: all, filters: [reader], upstream: echo@internal }}\n{extra_route}\
+         filters:\n  - {{ name: reader, wasm: service.wasm, config: reader }}\n\
+         services:\n  - {{ name: feeder, wasm: service.wasm, config: \"{service_config}\" }}\n"
+    )
+}
+
+/// What the reader filter saw of tag `tag` (and sent, with `send`): the echo's
+/// `x-service-*` headers.
+async fn seen(proxy: &Proxy, tag: &str, send: Option<&str>) -> serde_json::Value {
+    let mut req = client().get(proxy.url("web", "/")).header("x-tag", tag);
+    if let Some(s) = send {
+        req = req.header("x-send", s);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("GET /: {e}"));
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value = resp
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("echo JSON: {e}"));
+    echo["headers"].clone()
+}
+
+fn number(seen: &serde_json::Value, what: &str) -> u64 {
+    seen[format!("x-service-{what}")]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls until `ok` holds for what the reader sees of `tag` (5 s).
+async fn until(
+    proxy: &Proxy,
+    tag: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = seen(proxy, tag, None).await;
+        if ok(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "never so: {s}\n{}", proxy.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_ticks_calls_out_and_shares_with_the_filters_and_survives_reloads() {
+    let conf = ConfDir::new();
+    let wasm =
+        std::fs::read(wasm_build::filter("service")).unwrap_or_else(|e| panic!("service.wasm: {e}"));
+    conf.write("service.wasm", wasm);
+    conf.write("proxy.yaml", yaml("service a echo@internal", ""));
+    let proxy = Proxy::start(&conf);
+
+    // It ticks with no request on any route, and its first tick's http_call came back.
+    let s = until(&proxy, "a", |s| number(s, "ticks") >= 3 && s["x-service-call"] == "200").await;
+    // One VM for the process, though two workers serve the route.
+    assert_eq!(s["x-service-vms"], "1", "{s}");
+
+    // What a route filter enqueues reaches the service's on_queue_ready, whichever
+    // worker served the request; the service's writes reach the filters.
+    for word in ["one", "two", "three"] {
+        let s = seen(&proxy, "a", Some(word)).await;
+        assert_eq!(s["x-service-queued"], "true", "{s}");
+    }
+    until(&proxy, "a", |s| s["x-service-got"] == "one,two,three").await;
+
+    // A reload that leaves the service as it is keeps its VM: it ticks on.
+    let before = number(&seen(&proxy, "a", None).await, "ticks");
+    let route = "  - { name: more, match: { path_prefix: /more }, upstream: echo@internal }\n";
+    conf.write("proxy.yaml", yaml("service a echo@internal", route));
+    proxy.wait_for_generation(2).await;
+    let s = until(&proxy, "a", |s| number(s, "ticks") > before + 3).await;
+    assert_eq!(s["x-service-vms"], "1", "kept, not restarted: {s}");
+
+    // A reload that changes it replaces it: the new one ticks, the old one stops.
+    conf.write("proxy.yaml", yaml("service b echo@internal", route));
+    proxy.wait_for_generation(3).await;
+    let s = until(&proxy, "b", |s| number(s, "ticks") >= 3).await;
+    assert_eq!(s["x-service-vms"], "1", "{s}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let old = number(&seen(&proxy, "a", None).await, "ticks");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        number(&seen(&proxy, "a", None).await, "ticks"),
+        old,
+        "the replaced service still ticks"
+    );
+}
