@@ -120,7 +120,10 @@ async fn failed_calls_close_with_the_grpc_status_and_message() {
 
     // The server's own status and message (UNAVAILABLE, 14).
     let (status, grpc, body) = get(&proxy, "/auth", &[("x-token", "allow")]).await;
-    assert_eq!((status, grpc.as_str(), body.as_str()), (503, "14", "not serving\n"));
+    assert_eq!(
+        (status, grpc.as_str(), body.as_str()),
+        (503, "14", "not serving\n")
+    );
 
     // The call's timeout passes first: DEADLINE_EXCEEDED (4), well before the server
     // would have answered.
@@ -128,7 +131,11 @@ async fn failed_calls_close_with_the_grpc_status_and_message() {
     let (status, grpc, body) = get(&proxy, "/slow", &[("x-token", "3")]).await;
     assert_eq!((status, grpc.as_str()), (503, "4"), "{body}");
     assert_eq!(body, "upstream request timeout\n");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 
     // An upstream that cannot be reached: UNAVAILABLE.
     let (status, grpc, body) = get(&proxy, "/dead", &[("x-token", "allow")]).await;

@@ -61,14 +61,17 @@ async fn until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_ticks_calls_out_and_shares_with_the_filters_and_survives_reloads() {
     let conf = ConfDir::new();
-    let wasm =
-        std::fs::read(wasm_build::filter("service")).unwrap_or_else(|e| panic!("service.wasm: {e}"));
+    let wasm = std::fs::read(wasm_build::filter("service"))
+        .unwrap_or_else(|e| panic!("service.wasm: {e}"));
     conf.write("service.wasm", wasm);
     conf.write("proxy.yaml", yaml("service a echo@internal", ""));
     let proxy = Proxy::start(&conf);
 
     // It ticks with no request on any route, and its first tick's http_call came back.
-    let s = until(&proxy, "a", |s| number(s, "ticks") >= 3 && s["x-service-call"] == "200").await;
+    let s = until(&proxy, "a", |s| {
+        number(s, "ticks") >= 3 && s["x-service-call"] == "200"
+    })
+    .await;
     // One VM for the process, though two workers serve the route.
     assert_eq!(s["x-service-vms"], "1", "{s}");
 

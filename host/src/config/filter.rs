@@ -41,9 +41,10 @@ fn module(cx: &mut Cx, item: &Field, section: &str) -> Option<FilterConfig> {
     let root_id = f.take("root_id").map(|v| v.string(cx));
     let config = f.take("config").map(|v| raw_config(&v));
     // Left to `finish` for a service, which reports them as unknown keys.
-    let on_error = (!service).then(|| f.take("on_error")).flatten().map(|v| {
-        v.choice(cx, &[("deny", OnError::Deny), ("allow", OnError::Allow)])
-    });
+    let on_error = (!service)
+        .then(|| f.take("on_error"))
+        .flatten()
+        .map(|v| v.choice(cx, &[("deny", OnError::Deny), ("allow", OnError::Allow)]));
     let limits = f.take("limits").map(|v| limits(cx, &v));
     let asynchronous = (!service)
         .then(|| f.take("async"))

@@ -147,11 +147,11 @@ pub(crate) async fn dispatch(
                 }
             }
         }
-        let paused = context != ROOT_CONTEXT
-            && !io.resumed
-            && !io.closed
-            && io.local_reply.is_none();
-        if inflight.is_empty() && !(paused && !streams.is_empty()) {
+        // A paused request waits for the streams it opened; nothing else does.
+        let paused =
+            context != ROOT_CONTEXT && !io.resumed && !io.closed && io.local_reply.is_none();
+        let waits_for_streams = paused && !streams.is_empty();
+        if inflight.is_empty() && !waits_for_streams {
             break;
         }
         let event = tokio::select! {
@@ -251,7 +251,14 @@ async fn deliver_home(home: &Home, event: Event) -> bool {
     };
     let result = match delivered {
         Ok(()) => {
-            Box::pin(dispatch(&slot, &plugin, home.generation, ROOT_CONTEXT, &mut io)).await
+            Box::pin(dispatch(
+                &slot,
+                &plugin,
+                home.generation,
+                ROOT_CONTEXT,
+                &mut io,
+            ))
+            .await
         }
         Err(f) => Err(f),
     };
@@ -314,8 +321,13 @@ async fn deliver(
             let n = body.len() as u32;
             response.body = body;
             st.call_response = Some(response);
-            vm.call_with(io, context, |c| &c.on_grpc_receive, (ROOT_CONTEXT, token, n))
-                .await
+            vm.call_with(
+                io,
+                context,
+                |c| &c.on_grpc_receive,
+                (ROOT_CONTEXT, token, n),
+            )
+            .await
         }
         GrpcEvent::TrailingMetadata(trailers) => {
             let n = trailers.len() as u32;
@@ -328,8 +340,13 @@ async fn deliver(
         GrpcEvent::Close(code, message) => {
             response.status = Some((code, message));
             st.call_response = Some(response);
-            vm.call_with(io, context, |c| &c.on_grpc_close, (ROOT_CONTEXT, token, code))
-                .await
+            vm.call_with(
+                io,
+                context,
+                |c| &c.on_grpc_close,
+                (ROOT_CONTEXT, token, code),
+            )
+            .await
         }
     };
     vm.store.data_mut().call_response = None;

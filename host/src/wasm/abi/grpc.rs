@@ -123,9 +123,8 @@ struct Target {
 /// do not parse.
 fn target(c: &C<'_>, args: [u32; 8]) -> Result<Target, Status> {
     let [up, un, sp, sn, mp, mn, hp, hn] = args;
-    let text = |p, n| {
-        read(c, p, n).and_then(|v| String::from_utf8(v).map_err(|_| Status::ParseFailure))
-    };
+    let text =
+        |p, n| read(c, p, n).and_then(|v| String::from_utf8(v).map_err(|_| Status::ParseFailure));
     let upstream = text(up, un)?;
     let service = text(sp, sn)?;
     let method = text(mp, mn)?;

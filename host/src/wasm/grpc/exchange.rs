@@ -44,7 +44,9 @@ impl Target {
         mut cancel: oneshot::Receiver<()>,
     ) -> GrpcEvent {
         let exchange = async {
-            let resp = self.open(body::full(frame(&message)), Some(timeout)).await?;
+            let resp = self
+                .open(body::full(frame(&message)), Some(timeout))
+                .await?;
             let mut reply = None;
             let (status, text) = read(resp, &mut |e| {
                 if let GrpcEvent::Message(m) = e {
@@ -118,13 +120,18 @@ impl Target {
         let h = req.headers_mut();
         for (k, v) in &self.metadata {
             // Pseudo-headers and the framing's own headers are the host's to set.
-            let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_bytes(v))
-            else {
+            let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_bytes(v),
+            ) else {
                 continue;
             };
             h.append(k, v);
         }
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         if let Some(t) = timeout
             && let Ok(v) = HeaderValue::from_str(&format!("{}m", t.as_millis().min(99_999_999)))
@@ -211,7 +218,10 @@ fn unframe(buf: &mut BytesMut) -> Result<Option<Bytes>, Ended> {
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if compressed {
         // The host offers no grpc-accept-encoding: a server may not compress.
-        return Err((code::INTERNAL, "a compressed message was not asked for".into()));
+        return Err((
+            code::INTERNAL,
+            "a compressed message was not asked for".into(),
+        ));
     }
     if len > MAX_MESSAGE {
         let text = format!("a message of {len} bytes is over the limit of {MAX_MESSAGE}");

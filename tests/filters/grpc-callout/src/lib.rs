@@ -52,7 +52,9 @@ impl RootContext for Root {
         self.settings = Settings {
             mode: words.next().unwrap_or("unary").to_string(),
             upstream: words.next().unwrap_or("grpc").to_string(),
-            timeout: Duration::from_millis(words.next().and_then(|t| t.parse().ok()).unwrap_or(2000)),
+            timeout: Duration::from_millis(
+                words.next().and_then(|t| t.parse().ok()).unwrap_or(2000),
+            ),
         };
         true
     }
@@ -146,7 +148,9 @@ impl Context for Callout {
             );
             return;
         }
-        let reply = self.get_grpc_call_response_body(0, size).unwrap_or_default();
+        let reply = self
+            .get_grpc_call_response_body(0, size)
+            .unwrap_or_default();
         let reply = String::from_utf8_lossy(&reply).into_owned();
         if reply == "ALLOW" {
             self.set_http_request_header("x-grpc-reply", Some(&reply));
@@ -167,7 +171,8 @@ impl Context for Callout {
 
     fn on_grpc_stream_message(&mut self, _: u32, size: usize) {
         let message = self.get_grpc_stream_message(0, size).unwrap_or_default();
-        self.replies.push(String::from_utf8_lossy(&message).into_owned());
+        self.replies
+            .push(String::from_utf8_lossy(&message).into_owned());
     }
 
     fn on_grpc_stream_trailing_metadata(&mut self, _: u32, _: u32) {

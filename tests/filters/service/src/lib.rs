@@ -59,7 +59,11 @@ impl Context for Root {
             .get_http_call_response_header(":status")
             .unwrap_or_else(|| "failed".into());
         if let Some(tag) = &self.tag {
-            let _ = hostcalls::set_shared_data(&format!("service:{tag}:call"), Some(status.as_bytes()), None);
+            let _ = hostcalls::set_shared_data(
+                &format!("service:{tag}:call"),
+                Some(status.as_bytes()),
+                None,
+            );
         }
     }
 }
@@ -85,12 +89,26 @@ impl RootContext for Root {
         self.ticks += 1;
         bump(&format!("service:{tag}:ticks"), 1);
         if self.ticks == 1 {
-            let headers = vec![(":method", "GET"), (":path", "/from-service"), (":authority", "service")];
+            let headers = vec![
+                (":method", "GET"),
+                (":path", "/from-service"),
+                (":authority", "service"),
+            ];
             if self
-                .dispatch_http_call(&self.upstream, headers, None, vec![], Duration::from_secs(2))
+                .dispatch_http_call(
+                    &self.upstream,
+                    headers,
+                    None,
+                    vec![],
+                    Duration::from_secs(2),
+                )
                 .is_err()
             {
-                let _ = hostcalls::set_shared_data(&format!("service:{tag}:call"), Some(b"refused"), None);
+                let _ = hostcalls::set_shared_data(
+                    &format!("service:{tag}:call"),
+                    Some(b"refused"),
+                    None,
+                );
             }
         }
     }
@@ -99,7 +117,11 @@ impl RootContext for Root {
         while let Ok(Some(item)) = hostcalls::dequeue_shared_queue(queue) {
             let item = String::from_utf8_lossy(&item).into_owned();
             let got = shared("service:got");
-            let next = if got.is_empty() { item } else { format!("{got},{item}") };
+            let next = if got.is_empty() {
+                item
+            } else {
+                format!("{got},{item}")
+            };
             let _ = hostcalls::set_shared_data("service:got", Some(next.as_bytes()), None);
         }
     }
