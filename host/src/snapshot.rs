@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM, RouteDestination};
+use crate::config::{
+    Config, ConfigError, ConfigErrors, ECHO_UPSTREAM, FilterConfig, RouteDestination,
+};
 use crate::l4::L4Routes;
 use crate::router::{Candidate, Router};
 use crate::tls::TlsSet;
@@ -37,6 +39,28 @@ pub struct Snapshot {
     tls: TlsSet,
     /// The `tcp_routes` and `udp_routes`, by listener.
     l4: L4Routes,
+}
+
+/// Configures a plugin of each of `modules` (filters or services), sharing those
+/// unchanged from `serving` (the same section of the serving snapshot); each failure
+/// goes to `errors`.
+fn build_plugins(
+    runtime: &Runtime,
+    modules: &[FilterConfig],
+    serving: Option<&HashMap<String, Arc<Plugin>>>,
+    errors: &mut Vec<ConfigError>,
+) -> HashMap<String, Arc<Plugin>> {
+    let mut plugins = HashMap::new();
+    for module in modules {
+        let kept = serving.and_then(|s| s.get(&module.name));
+        match runtime.plugin_reusing(module, kept) {
+            Ok(p) => {
+                plugins.insert(module.name.clone(), p);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    plugins
 }
 
 /// A route resolved against its snapshot: everything serving a request needs. `U` is
@@ -156,27 +180,19 @@ impl Snapshot {
         let mut errors = Vec::new();
 
         crate::wasm::disk_cache::configure(config.module_cache.as_ref());
-        let mut plugins: HashMap<String, Arc<Plugin>> = HashMap::new();
-        for filter in &config.filters {
-            let serving = previous.and_then(|p| p.plugins.get(&filter.name));
-            match runtime.plugin_reusing(filter, serving) {
-                Ok(p) => {
-                    plugins.insert(filter.name.clone(), p);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
+        let plugins = build_plugins(
+            runtime,
+            &config.filters,
+            previous.map(|p| &p.plugins),
+            &mut errors,
+        );
         // An unchanged service is kept with its VM and state, as an unchanged filter.
-        let mut services: HashMap<String, Arc<Plugin>> = HashMap::new();
-        for service in &config.services {
-            let serving = previous.and_then(|p| p.services.get(&service.name));
-            match runtime.plugin_reusing(service, serving) {
-                Ok(p) => {
-                    services.insert(service.name.clone(), p);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
+        let services = build_plugins(
+            runtime,
+            &config.services,
+            previous.map(|p| &p.services),
+            &mut errors,
+        );
 
         // Certificates are read (and checked) on every build, so a reload triggered by
         // a replaced certificate file applies it.

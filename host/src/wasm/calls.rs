@@ -307,48 +307,34 @@ async fn deliver(
     if event.is_last() {
         st.grpc.remove(&token);
     }
+    // Each event is readable where the ABI puts it (maps 4/5, buffer 5, get_status),
+    // and its callback gets a count (entries, bytes) or the status.
     let mut response = CallResponse::default();
-    let r = match event {
+    let (pick, n): (Pick<(u32, u32, u32), ()>, u32) = match event {
         GrpcEvent::InitialMetadata(headers) => {
             let n = headers.len() as u32;
             response.headers = headers;
-            st.call_response = Some(response);
-            let pick: Pick<_, ()> = |c| &c.on_grpc_receive_initial_metadata;
-            vm.call_with(io, context, pick, (ROOT_CONTEXT, token, n))
-                .await
+            (|c| &c.on_grpc_receive_initial_metadata, n)
         }
         GrpcEvent::Message(body) | GrpcEvent::Reply(body) => {
             let n = body.len() as u32;
             response.body = body;
-            st.call_response = Some(response);
-            vm.call_with(
-                io,
-                context,
-                |c| &c.on_grpc_receive,
-                (ROOT_CONTEXT, token, n),
-            )
-            .await
+            (|c| &c.on_grpc_receive, n)
         }
         GrpcEvent::TrailingMetadata(trailers) => {
             let n = trailers.len() as u32;
             response.trailers = trailers;
-            st.call_response = Some(response);
-            let pick: Pick<_, ()> = |c| &c.on_grpc_receive_trailing_metadata;
-            vm.call_with(io, context, pick, (ROOT_CONTEXT, token, n))
-                .await
+            (|c| &c.on_grpc_receive_trailing_metadata, n)
         }
         GrpcEvent::Close(code, message) => {
             response.status = Some((code, message));
-            st.call_response = Some(response);
-            vm.call_with(
-                io,
-                context,
-                |c| &c.on_grpc_close,
-                (ROOT_CONTEXT, token, code),
-            )
-            .await
+            (|c| &c.on_grpc_close, code)
         }
     };
+    st.call_response = Some(response);
+    let r = vm
+        .call_with(io, context, pick, (ROOT_CONTEXT, token, n))
+        .await;
     vm.store.data_mut().call_response = None;
     r.map(drop)
 }

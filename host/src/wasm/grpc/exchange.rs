@@ -3,9 +3,7 @@
 //! 5-byte frame the host puts on each message and takes off each answer, and the
 //! status read from the trailers (or from a trailers-only answer, or the HTTP status).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -84,7 +82,7 @@ impl Target {
         events: mpsc::UnboundedSender<GrpcEvent>,
     ) {
         let exchange = async {
-            let resp = self.open(body::boxed(Outgoing(outgoing)), None).await?;
+            let resp = self.open(outgoing_body(outgoing), None).await?;
             Ok::<_, Ended>(
                 read(resp, &mut |e| {
                     let _ = events.send(e);
@@ -200,6 +198,16 @@ async fn read(resp: Response<ProxyBody>, emit: &mut (dyn FnMut(GrpcEvent) + Send
     }
 }
 
+/// A stream's request body: the guest's framed messages as it sends them; it ends when
+/// the guest closes its side (the sender is dropped).
+fn outgoing_body(mut outgoing: mpsc::UnboundedReceiver<Bytes>) -> ProxyBody {
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        let next = outgoing.poll_recv(cx);
+        next.map(|m| m.map(|b| Ok::<_, BoxError>(Frame::data(b))))
+    });
+    body::boxed(http_body_util::StreamBody::new(frames))
+}
+
 /// `message` with gRPC's 5-byte prefix: not compressed, then its length (big-endian).
 pub(crate) fn frame(message: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(message.len() + 5);
@@ -280,22 +288,6 @@ fn plain_pairs(map: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     map.iter()
         .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
         .collect()
-}
-
-/// A stream's request body: the guest's framed messages as it sends them; it ends when
-/// the guest closes its side (the sender is dropped).
-struct Outgoing(mpsc::UnboundedReceiver<Bytes>);
-
-impl http_body::Body for Outgoing {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
-    }
 }
 
 #[cfg(test)]
