@@ -13,6 +13,7 @@ mod listener;
 mod matching;
 mod model;
 mod module_cache;
+mod node;
 mod route;
 mod shutdown;
 mod traffic;
@@ -143,6 +144,7 @@ struct Merged {
     zone: Option<(String, Origin)>,
     module_cache: Option<ModuleCacheConfig>,
     shutdown: Option<ShutdownConfig>,
+    node: Option<NodeConfig>,
     listeners: Vec<ListenerConfig>,
     routes: Vec<RouteConfig>,
     l4_routes: Vec<L4RouteConfig>,
@@ -214,6 +216,14 @@ impl Merged {
                         format!("module_cache is already set at {}", at(&first.origin)),
                     ),
                     None => self.module_cache = Some(cache),
+                }
+            }
+            if let Some(v) = f.take("node")
+                && let Some(node) = node::node(cx, &v)
+            {
+                match self.node.as_ref().and_then(|n| n.origin.as_ref()) {
+                    Some(first) => v.error(cx, format!("node is already set at {}", at(first))),
+                    None => self.node = Some(node),
                 }
             }
             if let Some(v) = f.take("shutdown")
@@ -305,6 +315,7 @@ impl Merged {
             workers: self.workers.map_or_else(default_workers, |(n, _)| n),
             module_cache: self.module_cache,
             shutdown: self.shutdown.unwrap_or_default(),
+            node: self.node.unwrap_or_default(),
             listeners: self.listeners,
             routes: self.routes,
             l4_routes: self.l4_routes,

@@ -292,11 +292,12 @@ impl Snapshot {
     }
 
     /// Points every filter's and service's callouts at this snapshot's upstreams (by
-    /// name). Run
+    /// name), and the `node.*` properties at its `node:`. Run
     /// just before the snapshot goes into force: a filter kept from the serving
     /// snapshot is shared with it, and a reload that fails after building must leave
     /// it calling the upstreams it calls now.
     pub fn go_live(&self) {
+        crate::wasm::set_node(Arc::new(self.config.node.clone()));
         let caller: Arc<dyn HttpCaller> = Arc::new(UpstreamCaller::new(self.upstreams.clone()));
         for plugin in self.plugins.values().chain(self.services.values()) {
             plugin.set_http_caller(caller.clone());

@@ -34,6 +34,7 @@ use bytes::Bytes;
 
 use crate::config::{ConfigError, FilterConfig, FilterSource};
 
+pub use abi::properties::set_node;
 pub use body::{FilteredBody, LocalSlot, SharedFilters};
 pub use calls::{CallFuture, HttpCaller, StreamFuture};
 pub use chain::HttpFilters;

@@ -151,3 +151,25 @@ async fn a_filter_moved_to_another_line_keeps_its_vms() {
         "the reload kept the filter's VM (its count went on)"
     );
 }
+
+/// `node:` in the configuration is what filters read as `node.id`, `node.cluster` and
+/// `node.metadata.<name>` (a string as itself, another value as JSON).
+#[tokio::test]
+async fn node_properties_come_from_the_configuration() {
+    let dir = conf(
+        "  - { name: who, wasm: probe.wasm, config: \"node\" }",
+        "  - { name: r, filters: [who], upstream: echo@internal }",
+    );
+    dir.write(
+        "node.yaml",
+        "node: { id: edge-7, cluster: edge, metadata: { region: eu-west, weight: 3 } }\n",
+    );
+    let proxy = Proxy::start(&dir);
+    let echo = get_echo(&proxy, "/", &[]).await;
+    let h = &echo["headers"];
+    assert_eq!(h["x-node-id"], "edge-7", "{echo}");
+    assert_eq!(h["x-node-cluster"], "edge", "{echo}");
+    assert_eq!(h["x-node-metadata-region"], "eu-west", "{echo}");
+    assert_eq!(h["x-node-metadata-weight"], "3", "{echo}");
+    assert_eq!(h["x-node-metadata-gone"], "-", "{echo}");
+}

@@ -28,6 +28,8 @@ pub struct Config {
     pub module_cache: Option<ModuleCacheConfig>,
     /// How the process stops on SIGTERM / SIGINT.
     pub shutdown: ShutdownConfig,
+    /// Who this proxy is, for filters (`node.*` properties).
+    pub node: NodeConfig,
     /// Listeners in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Routes in file order (precedence is the router's business).
@@ -44,6 +46,20 @@ pub struct Config {
     /// Every file outside the config directory's own YAML that this configuration
     /// reads (wasm modules, certificates, keys): the watcher watches these too.
     pub external_files: Vec<PathBuf>,
+}
+
+/// `node:` — who this proxy is, as Envoy's bootstrap `node` tells filters: the
+/// `node.id`, `node.cluster` and `node.metadata.<name>` properties.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeConfig {
+    /// `node.id`.
+    pub id: String,
+    /// `node.cluster`.
+    pub cluster: String,
+    /// `node.metadata`: a string value as its bytes, any other as compact JSON.
+    pub metadata: Vec<(String, Vec<u8>)>,
+    /// Where it was declared, if it was.
+    pub origin: Option<Origin>,
 }
 
 /// `admin:` — the admin listener serving `/ready`, `/status`, `/metrics`.
