@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{ConfDir, Proxy, client};
+use crate::support::{Backend, ConfDir, Proxy, Reply, client};
 use crate::wasm_build;
 
 /// A config directory holding the probe as `probe.wasm`, with these `filters` and
@@ -172,4 +172,42 @@ async fn node_properties_come_from_the_configuration() {
     assert_eq!(h["x-node-metadata-region"], "eu-west", "{echo}");
     assert_eq!(h["x-node-metadata-weight"], "3", "{echo}");
     assert_eq!(h["x-node-metadata-gone"], "-", "{echo}");
+}
+
+/// `upstreams[].metadata` is what filters on a route to that upstream read as
+/// `cluster_metadata.filter_metadata.<namespace>.<name>`.
+#[tokio::test]
+async fn cluster_metadata_comes_from_the_routes_upstream() {
+    let backend = Backend::start(|_| Reply::text(200, "ok"));
+    let dir = conf(
+        "  - { name: meta, wasm: probe.wasm, config: \"cluster_metadata\" }",
+        "  - { name: r, filters: [meta], upstream: tiered }\n\
+         \x20 - { name: e, match: { path_prefix: /echo }, filters: [meta], upstream: echo@internal }",
+    );
+    dir.write(
+        "upstreams.yaml",
+        format!(
+            "upstreams:\n  - {{ name: tiered, targets: [{{ address: {} }}], metadata: {{ portcullis: {{ tier: gold }} }} }}\n",
+            backend.addr()
+        ),
+    );
+    let proxy = Proxy::start(&dir);
+    let resp = client()
+        .get(proxy.url("web", "/"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /: {e}"));
+    assert_eq!(resp.status(), 200);
+    let seen = backend.seen();
+    let tier = seen
+        .last()
+        .and_then(|s| s.headers.get("x-cluster-tier").cloned());
+    assert_eq!(
+        tier.as_ref().map(|v| v.as_bytes()),
+        Some(&b"gold"[..]),
+        "{seen:?}"
+    );
+    // A route to an upstream without metadata has none.
+    let echo = get_echo(&proxy, "/echo", &[]).await;
+    assert_eq!(echo["headers"]["x-cluster-tier"], "-", "{echo}");
 }

@@ -48,6 +48,11 @@ pub struct Config {
     pub external_files: Vec<PathBuf>,
 }
 
+/// Metadata as filters read it: values by dotted path, a string as its bytes, any
+/// other value as compact JSON. Shared, so that handing it to a request is a clone of
+/// a pointer.
+pub type Metadata = std::sync::Arc<[(String, Vec<u8>)]>;
+
 /// `node:` — who this proxy is, as Envoy's bootstrap `node` tells filters: the
 /// `node.id`, `node.cluster` and `node.metadata.<name>` properties.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -429,6 +434,10 @@ pub struct UpstreamConfig {
     /// Failover and locality: below this percentage of its targets up, a priority
     /// group (or the proxy's zone within it) passes part of its traffic on.
     pub failover_threshold: u32,
+    /// `metadata`: what filters read as `cluster_metadata.filter_metadata.<namespace>.
+    /// <name>` on requests routed here, by its dotted path (`<namespace>.<name>`); a
+    /// string as its bytes, any other value as compact JSON.
+    pub metadata: Metadata,
     /// The proxy's own zone (top-level `zone`, or `PORTCULLIS_ZONE`), copied into each
     /// upstream so that a reload changing it rebuilds the upstreams it matters to.
     pub local_zone: Option<String>,

@@ -184,6 +184,8 @@ pub(crate) struct StreamIo {
     pub closed: bool,
     /// What the proxy told the chain besides `info` (`HttpFilters::set_upstream_and_peer`).
     pub cluster: Option<Arc<str>>,
+    /// The metadata of the route's upstream (`cluster_metadata`), by dotted path.
+    pub cluster_metadata: Option<crate::config::Metadata>,
     /// The verified client certificate's subject (mTLS).
     pub peer_subject: Option<Arc<str>>,
     /// The target the request was sent to, `host:port` (`upstream.address`).

@@ -84,6 +84,15 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), Status> {
     if let Some(rest) = name.strip_prefix("node.") {
         return node_into(rest, out);
     }
+    if let Some(path) = name.strip_prefix("cluster_metadata.filter_metadata.") {
+        let all = s.io.cluster_metadata.as_ref().ok_or(Status::NotFound)?;
+        let (_, v) = all
+            .iter()
+            .find(|(k, _)| k == path)
+            .ok_or(Status::NotFound)?;
+        out.extend_from_slice(v);
+        return Ok(());
+    }
     let info = s.io.info.as_ref();
     let int = |out: &mut Vec<u8>, v: u64| {
         out.extend_from_slice(&v.to_le_bytes());
