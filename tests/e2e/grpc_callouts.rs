@@ -44,14 +44,7 @@ async fn serve(server: &str, filters: &[(&str, &str)]) -> (Proxy, ConfDir) {
 
 /// GETs `path` with `headers`: the status, the `x-grpc-status` header and the body.
 async fn get(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let mut req = client().get(proxy.url("web", path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let resp = get_with(&proxy.url("web", path), headers).await;
     let status = resp.status().as_u16();
     let grpc = resp
         .headers()

@@ -21,17 +21,9 @@ fn yaml(service_config: &str, extra_route: &str) -> String {
 /// What the reader filter saw of tag `tag` (and sent, with `send`): the echo's
 /// `x-service-*` headers.
 async fn seen(proxy: &Proxy, tag: &str, send: Option<&str>) -> serde_json::Value {
-    let mut req = client().get(proxy.url("web", "/")).header("x-tag", tag);
-    if let Some(s) = send {
-        req = req.header("x-send", s);
-    }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("GET /: {e}"));
-    assert_eq!(resp.status(), 200);
-    let echo: serde_json::Value = resp
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("echo JSON: {e}"));
-    echo["headers"].clone()
+    let mut headers = vec![("x-tag", tag)];
+    headers.extend(send.map(|s| ("x-send", s)));
+    crate::wasm_binary::get_echo(proxy, "/", &headers).await["headers"].clone()
 }
 
 fn number(seen: &serde_json::Value, what: &str) -> u64 {

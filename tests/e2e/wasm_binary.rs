@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Backend, ConfDir, Proxy, Reply, client};
+use crate::support::{Backend, ConfDir, Proxy, Reply, client, get_with};
 use crate::wasm_build;
 
 /// A config directory holding the probe as `probe.wasm`, with these `filters` and
@@ -33,15 +33,12 @@ pub(crate) async fn tagged(proxy: &Proxy, path: &str, value: &str) {
 
 /// GETs `path` with `headers` from the echo behind the proxy: expects 200 and returns
 /// what the echo saw.
-async fn get_echo(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> serde_json::Value {
-    let mut req = client().get(proxy.url("web", path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+pub(crate) async fn get_echo(
+    proxy: &Proxy,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> serde_json::Value {
+    let resp = get_with(&proxy.url("web", path), headers).await;
     assert_eq!(resp.status(), 200);
     resp.json()
         .await
