@@ -8,14 +8,24 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use crate::wasm_build;
 
-fn yaml(service_config: &str, extra_route: &str) -> String {
+fn yaml(service_config: &str, extra: &str) -> String {
     format!(
         "admin: {{ address: 127.0.0.1:0 }}\nworkers: 2\n\
          listeners: [{{ name: web, address: 127.0.0.1:0 }}]\n\
-         routes:\n  - {{ name: all, filters: [reader], upstream: echo@internal }}\n{extra_route}\
+         routes:\n  - {{ name: all, filters: [reader], upstream: echo@internal }}\n{extra}\
          filters:\n  - {{ name: reader, wasm: service.wasm, config: reader }}\n\
          services:\n  - {{ name: feeder, wasm: service.wasm, config: \"{service_config}\" }}\n"
     )
+}
+
+/// A proxy serving `yaml(service_config, extra)` with the service module in place.
+fn serve(service_config: &str, extra: &str) -> (Proxy, ConfDir) {
+    let conf = ConfDir::new();
+    let wasm = std::fs::read(wasm_build::filter("service"))
+        .unwrap_or_else(|e| panic!("service.wasm: {e}"));
+    conf.write("service.wasm", wasm);
+    conf.write("proxy.yaml", yaml(service_config, extra));
+    (Proxy::start(&conf), conf)
 }
 
 /// What the reader filter saw of tag `tag` (and sent, with `send`): the echo's
@@ -52,12 +62,7 @@ async fn until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_ticks_calls_out_and_shares_with_the_filters_and_survives_reloads() {
-    let conf = ConfDir::new();
-    let wasm = std::fs::read(wasm_build::filter("service"))
-        .unwrap_or_else(|e| panic!("service.wasm: {e}"));
-    conf.write("service.wasm", wasm);
-    conf.write("proxy.yaml", yaml("service a echo@internal", ""));
-    let proxy = Proxy::start(&conf);
+    let (proxy, conf) = serve("service a echo@internal", "");
 
     // It ticks with no request on any route, and its first tick's http_call came back.
     let s = until(&proxy, "a", |s| {
@@ -96,4 +101,24 @@ async fn a_service_ticks_calls_out_and_shares_with_the_filters_and_survives_relo
         old,
         "the replaced service still ticks"
     );
+}
+
+/// A gRPC stream the service's root context opens (no request anywhere) delivers
+/// each message and its close to that root context, as the server sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_streams_from_a_grpc_server_on_its_own() {
+    let server = PyServer::start("grpc", "grpc/grpc_server.py", &[]);
+    let upstream = format!(
+        "upstreams:\n  - {{ name: grpc, protocol: h2c, targets: [{{ address: {} }}] }}\n",
+        server.address()
+    );
+    let (proxy, _conf) = serve("service s echo@internal grpc", &upstream);
+    // SlowStream sends its 3 messages 0.2 s apart, then OK.
+    let s = until(&proxy, "s", |s| {
+        s["x-service-stream"]
+            .as_str()
+            .is_some_and(|v| v.contains("closed"))
+    })
+    .await;
+    assert_eq!(s["x-service-stream"], "0,1,2|closed=0", "{s}");
 }

@@ -6,6 +6,10 @@
 //!   first tick makes an `http_call` to `<upstream>` and keeps the status in
 //!   `service:<tag>:call`; it registers the queue `service-inbox` and appends what it
 //!   dequeues to the shared `service:got` (comma-separated).
+//!   With a fourth word `<grpc upstream>`, its first tick also opens a gRPC stream
+//!   there (`portcullis.test.Echo/SlowStream`, asking for 3 messages) and writes what
+//!   arrives to the shared `service:<tag>:stream`: the messages comma-separated, then
+//!   `|closed=<status>`.
 //! - `reader`: a route filter. Each request gets `x-service-<what>` headers with every
 //!   shared value above of the tag in its `x-tag` header, and its `x-send` header is
 //!   enqueued on `service-inbox`.
@@ -25,6 +29,7 @@ proxy_wasm::main! {{
 struct Root {
     tag: Option<String>,
     upstream: String,
+    grpc: Option<String>,
     ticks: u64,
     queue: u32,
 }
@@ -53,7 +58,40 @@ fn shared(key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Appends `item` to the shared `key`, comma-separated.
+fn append(key: &str, item: &str) {
+    let got = shared(key);
+    let next = if got.is_empty() {
+        item.to_string()
+    } else {
+        format!("{got},{item}")
+    };
+    let _ = hostcalls::set_shared_data(key, Some(next.as_bytes()), None);
+}
+
 impl Context for Root {
+    fn on_grpc_stream_message(&mut self, _: u32, size: usize) {
+        let message = self.get_grpc_stream_message(0, size).unwrap_or_default();
+        if let Some(tag) = &self.tag {
+            append(
+                &format!("service:{tag}:stream"),
+                &String::from_utf8_lossy(&message),
+            );
+        }
+    }
+
+    fn on_grpc_stream_close(&mut self, _: u32, status: u32) {
+        if let Some(tag) = &self.tag {
+            let key = format!("service:{tag}:stream");
+            let got = shared(&key);
+            let _ = hostcalls::set_shared_data(
+                &key,
+                Some(format!("{got}|closed={status}").as_bytes()),
+                None,
+            );
+        }
+    }
+
     fn on_http_call_response(&mut self, _: u32, _: usize, _: usize, _: usize) {
         let status = self
             .get_http_call_response_header(":status")
@@ -76,6 +114,7 @@ impl RootContext for Root {
         if words.first() == Some(&"service") {
             let tag = words.get(1).unwrap_or(&"s").to_string();
             self.upstream = words.get(2).unwrap_or(&"echo@internal").to_string();
+            self.grpc = words.get(3).map(|g| g.to_string());
             bump(&format!("service:{tag}:vms"), 1);
             self.tag = Some(tag);
             self.queue = self.register_shared_queue("service-inbox");
@@ -110,19 +149,20 @@ impl RootContext for Root {
                     None,
                 );
             }
+            if let Some(grpc) = self.grpc.clone() {
+                let opened =
+                    self.open_grpc_stream(&grpc, "portcullis.test.Echo", "SlowStream", vec![]);
+                match opened {
+                    Ok(token) => self.send_grpc_stream_message(token, Some(b"3"), true),
+                    Err(e) => append(&format!("service:{tag}:stream"), &format!("refused {e:?}")),
+                }
+            }
         }
     }
 
     fn on_queue_ready(&mut self, queue: u32) {
         while let Ok(Some(item)) = hostcalls::dequeue_shared_queue(queue) {
-            let item = String::from_utf8_lossy(&item).into_owned();
-            let got = shared("service:got");
-            let next = if got.is_empty() {
-                item
-            } else {
-                format!("{got},{item}")
-            };
-            let _ = hostcalls::set_shared_data("service:got", Some(next.as_bytes()), None);
+            append("service:got", &String::from_utf8_lossy(&item));
         }
     }
 
@@ -142,7 +182,7 @@ impl Context for Reader {}
 impl HttpContext for Reader {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
         let tag = self.get_http_request_header("x-tag").unwrap_or_default();
-        for what in ["vms", "ticks", "call"] {
+        for what in ["vms", "ticks", "call", "stream"] {
             let value = shared(&format!("service:{tag}:{what}"));
             self.set_http_request_header(&format!("x-service-{what}"), Some(&value));
         }
