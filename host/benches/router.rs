@@ -121,6 +121,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         workers: 1,
         module_cache: None,
         shutdown: Default::default(),
+        node: Default::default(),
         listeners: vec![ListenerConfig {
             name: "web".into(),
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -133,6 +134,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         routes,
         l4_routes: Vec::new(),
         filters: vec![],
+        services: vec![],
         upstreams: vec![],
         external_files: vec![],
     }

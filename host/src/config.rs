@@ -13,6 +13,7 @@ mod listener;
 mod matching;
 mod model;
 mod module_cache;
+mod node;
 mod route;
 mod shutdown;
 mod traffic;
@@ -143,10 +144,12 @@ struct Merged {
     zone: Option<(String, Origin)>,
     module_cache: Option<ModuleCacheConfig>,
     shutdown: Option<ShutdownConfig>,
+    node: Option<NodeConfig>,
     listeners: Vec<ListenerConfig>,
     routes: Vec<RouteConfig>,
     l4_routes: Vec<L4RouteConfig>,
     filters: Vec<FilterConfig>,
+    services: Vec<FilterConfig>,
     upstreams: Vec<UpstreamConfig>,
     /// Whether a file could not be read or parsed: what it declares is unknown.
     unreadable: bool,
@@ -215,6 +218,14 @@ impl Merged {
                     None => self.module_cache = Some(cache),
                 }
             }
+            if let Some(v) = f.take("node")
+                && let Some(node) = node::node(cx, &v)
+            {
+                match self.node.as_ref().and_then(|n| n.origin.as_ref()) {
+                    Some(first) => v.error(cx, format!("node is already set at {}", at(first))),
+                    None => self.node = Some(node),
+                }
+            }
             if let Some(v) = f.take("shutdown")
                 && let Some(shutdown) = shutdown::shutdown(cx, &v)
             {
@@ -229,6 +240,7 @@ impl Merged {
                 "tcp_routes",
                 "udp_routes",
                 "filters",
+                "services",
                 "upstreams",
             ];
             for section in sections {
@@ -255,6 +267,7 @@ impl Merged {
                                 .extend(l4::route(cx, item, ListenerProtocol::Udp))
                         }
                         "filters" => self.filters.extend(filter::filter(cx, item)),
+                        "services" => self.services.extend(filter::service(cx, item)),
                         _ => self.upstreams.extend(upstream::upstream(cx, item)),
                     }
                 }
@@ -269,6 +282,7 @@ impl Merged {
         for (section, names) in &self.declared {
             unique(errors, section, names);
         }
+        self.check_service_names(errors);
         self.check_addresses(errors);
         self.check_references(errors);
         l4::check(
@@ -301,13 +315,31 @@ impl Merged {
             workers: self.workers.map_or_else(default_workers, |(n, _)| n),
             module_cache: self.module_cache,
             shutdown: self.shutdown.unwrap_or_default(),
+            node: self.node.unwrap_or_default(),
             listeners: self.listeners,
             routes: self.routes,
             l4_routes: self.l4_routes,
             filters: self.filters,
+            services: self.services,
             upstreams,
             // Filled by the loader, which records every file it was named.
             external_files: Vec::new(),
+        }
+    }
+
+    /// A service and a filter share a namespace (the `filter` label of their metrics
+    /// and logs): no service may be named like a filter.
+    fn check_service_names(&self, errors: &mut Vec<ConfigError>) {
+        let (Some(services), Some(filters)) =
+            (self.declared.get("services"), self.declared.get("filters"))
+        else {
+            return;
+        };
+        for (name, origin) in services {
+            if let Some((_, first)) = filters.iter().find(|(f, _)| f == name) {
+                let message = format!("a filter is already named `{name}` (at {})", at(first));
+                errors.push(ConfigError::at(origin, format!("services.{name}"), message));
+            }
         }
     }
 

@@ -34,6 +34,7 @@ pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod extensions;
+pub mod grpc_status;
 pub mod l4;
 pub mod listeners;
 pub mod metrics;

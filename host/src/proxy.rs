@@ -174,6 +174,9 @@ where
         },
     );
     filters.set_upstream_and_peer(route.upstream_name.clone(), conn.client_subject.clone());
+    if let Some(metadata) = route.upstream.metadata() {
+        filters.set_cluster_metadata(metadata);
+    }
 
     let decision = filters
         .request_headers(&mut head, body.is_end_stream())

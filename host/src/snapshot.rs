@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::{Config, ConfigError, ConfigErrors, ECHO_UPSTREAM, RouteDestination};
+use crate::config::{
+    Config, ConfigError, ConfigErrors, ECHO_UPSTREAM, FilterConfig, RouteDestination,
+};
 use crate::l4::L4Routes;
 use crate::router::{Candidate, Router};
 use crate::tls::TlsSet;
@@ -32,9 +34,33 @@ pub struct Snapshot {
     /// Every configured filter by name (also those no route uses), for the next
     /// reload to keep the unchanged ones.
     plugins: HashMap<String, Arc<Plugin>>,
+    /// The service modules by name (`services:`): one VM each, on the first worker.
+    services: HashMap<String, Arc<Plugin>>,
     tls: TlsSet,
     /// The `tcp_routes` and `udp_routes`, by listener.
     l4: L4Routes,
+}
+
+/// Configures a plugin of each of `modules` (filters or services), sharing those
+/// unchanged from `serving` (the same section of the serving snapshot); each failure
+/// goes to `errors`.
+fn build_plugins(
+    runtime: &Runtime,
+    modules: &[FilterConfig],
+    serving: Option<&HashMap<String, Arc<Plugin>>>,
+    errors: &mut Vec<ConfigError>,
+) -> HashMap<String, Arc<Plugin>> {
+    let mut plugins = HashMap::new();
+    for module in modules {
+        let kept = serving.and_then(|s| s.get(&module.name));
+        match runtime.plugin_reusing(module, kept) {
+            Ok(p) => {
+                plugins.insert(module.name.clone(), p);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    plugins
 }
 
 /// A route resolved against its snapshot: everything serving a request needs. `U` is
@@ -129,6 +155,12 @@ impl Snapshot {
         self.plugins.values().filter(|p| p.ticks())
     }
 
+    /// The service modules (`services:`): the first worker starts their one VM each
+    /// when this snapshot goes live, and keeps those a reload kept.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.services.values()
+    }
+
     /// Builds everything a generation needs (router, upstreams, a configured VM of every
     /// filter, TLS acceptors); any failure is a config error and nothing is applied.
     ///
@@ -148,16 +180,19 @@ impl Snapshot {
         let mut errors = Vec::new();
 
         crate::wasm::disk_cache::configure(config.module_cache.as_ref());
-        let mut plugins: HashMap<String, Arc<Plugin>> = HashMap::new();
-        for filter in &config.filters {
-            let serving = previous.and_then(|p| p.plugins.get(&filter.name));
-            match runtime.plugin_reusing(filter, serving) {
-                Ok(p) => {
-                    plugins.insert(filter.name.clone(), p);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
+        let plugins = build_plugins(
+            runtime,
+            &config.filters,
+            previous.map(|p| &p.plugins),
+            &mut errors,
+        );
+        // An unchanged service is kept with its VM and state, as an unchanged filter.
+        let services = build_plugins(
+            runtime,
+            &config.services,
+            previous.map(|p| &p.services),
+            &mut errors,
+        );
 
         // Certificates are read (and checked) on every build, so a reload triggered by
         // a replaced certificate file applies it.
@@ -247,6 +282,7 @@ impl Snapshot {
             routes,
             upstreams,
             plugins,
+            services,
             tls,
         };
         if previous.is_none() {
@@ -255,13 +291,15 @@ impl Snapshot {
         Ok(snapshot)
     }
 
-    /// Points every filter's `http_call` at this snapshot's upstreams (by name). Run
+    /// Points every filter's and service's callouts at this snapshot's upstreams (by
+    /// name), and the `node.*` properties at its `node:`. Run
     /// just before the snapshot goes into force: a filter kept from the serving
     /// snapshot is shared with it, and a reload that fails after building must leave
     /// it calling the upstreams it calls now.
     pub fn go_live(&self) {
+        crate::wasm::set_node(Arc::new(self.config.node.clone()));
         let caller: Arc<dyn HttpCaller> = Arc::new(UpstreamCaller::new(self.upstreams.clone()));
-        for plugin in self.plugins.values() {
+        for plugin in self.plugins.values().chain(self.services.values()) {
             plugin.set_http_caller(caller.clone());
         }
     }

@@ -17,6 +17,7 @@ mod chain;
 pub mod disk_cache;
 mod engine;
 pub mod foreign;
+mod grpc;
 mod memory;
 mod metrics;
 pub mod precompile;
@@ -27,14 +28,15 @@ mod wasi;
 mod worker;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use crate::config::{ConfigError, FilterConfig, FilterSource};
 
+pub use abi::properties::set_node;
 pub use body::{FilteredBody, LocalSlot, SharedFilters};
-pub use calls::{CallFuture, HttpCaller};
+pub use calls::{CallFuture, HttpCaller, StreamFuture};
 pub use chain::HttpFilters;
 pub use engine::ModuleOrigin;
 pub use foreign::{Extensions, ForeignError, ForeignFunction};
@@ -124,17 +126,19 @@ impl Runtime {
             timeout: filter.limits.callback_timeout,
             on_fiber: filter.asynchronous,
             extensions: self.extensions.clone(),
+            callers: calls::CallerCell::default(),
         };
         let signal = Arc::new(worker::VmSignal::default());
         let first = vm::block_on(vm::Vm::start(&compiled, &spec, signal))?;
         let ticks = first.store.data().tick_period.is_some();
+        let callers = spec.callers.clone();
         tracing::debug!(filter = %filter.name, module = %compiled.hash, abi = ?compiled.abi, "filter configured");
         Ok(Arc::new(Plugin {
             config: filter.clone(),
             compiled,
             spec,
             first_vm: Mutex::new(Some(first)),
-            http: RwLock::new(None),
+            http: callers,
             ticks,
         }))
     }
@@ -156,7 +160,8 @@ pub struct Plugin {
     /// The VM configured while validating, handed to the first worker that asks.
     first_vm: Mutex<Option<vm::Vm>>,
     /// The serving snapshot's upstreams; replaced when a reload keeps this plugin.
-    http: RwLock<Option<Arc<dyn HttpCaller>>>,
+    /// Shared with its VMs, whose gRPC callouts check the upstream they name at once.
+    http: calls::CallerCell,
     /// Its root context set a tick period while configuring: every worker starts its
     /// VM when the snapshot goes live, so ticks run before any request arrives.
     ticks: bool,
@@ -196,10 +201,7 @@ impl Plugin {
     }
 
     fn http_caller(&self) -> Option<Arc<dyn HttpCaller>> {
-        match self.http.read() {
-            Ok(h) => h.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        calls::caller_in(&self.http)
     }
 
     /// Whether its root context asked for ticks while configuring.

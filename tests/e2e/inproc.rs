@@ -38,6 +38,7 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
         workers: 1,
         module_cache: None,
         shutdown: Default::default(),
+        node: Default::default(),
         listeners: vec![ListenerConfig {
             name: LISTENER.into(),
             address: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -50,6 +51,7 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
         routes,
         l4_routes: Vec::new(),
         filters: vec![],
+        services: vec![],
         upstreams,
         external_files: vec![],
     }

@@ -436,6 +436,17 @@ pub fn client() -> reqwest::Client {
         .unwrap_or_else(|e| panic!("cannot build a client: {e}"))
 }
 
+/// GETs `url` with `headers` using [`client`]; panics when no response comes.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
 /// An HTTP/2 client with prior knowledge (h2c), no system proxy.
 pub fn h2_client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{ConfDir, Proxy, client};
+use crate::support::{Backend, ConfDir, Proxy, Reply, client, get_with};
 use crate::wasm_build;
 
 /// A config directory holding the probe as `probe.wasm`, with these `filters` and
@@ -33,15 +33,12 @@ pub(crate) async fn tagged(proxy: &Proxy, path: &str, value: &str) {
 
 /// GETs `path` with `headers` from the echo behind the proxy: expects 200 and returns
 /// what the echo saw.
-async fn get_echo(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> serde_json::Value {
-    let mut req = client().get(proxy.url("web", path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+pub(crate) async fn get_echo(
+    proxy: &Proxy,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> serde_json::Value {
+    let resp = get_with(&proxy.url("web", path), headers).await;
     assert_eq!(resp.status(), 200);
     resp.json()
         .await
@@ -150,4 +147,64 @@ async fn a_filter_moved_to_another_line_keeps_its_vms() {
         Some("3"),
         "the reload kept the filter's VM (its count went on)"
     );
+}
+
+/// `node:` in the configuration is what filters read as `node.id`, `node.cluster` and
+/// `node.metadata.<name>` (a string as itself, another value as JSON).
+#[tokio::test]
+async fn node_properties_come_from_the_configuration() {
+    let dir = conf(
+        "  - { name: who, wasm: probe.wasm, config: \"node\" }",
+        "  - { name: r, filters: [who], upstream: echo@internal }",
+    );
+    dir.write(
+        "node.yaml",
+        "node: { id: edge-7, cluster: edge, metadata: { region: eu-west, weight: 3 } }\n",
+    );
+    let proxy = Proxy::start(&dir);
+    let echo = get_echo(&proxy, "/", &[]).await;
+    let h = &echo["headers"];
+    assert_eq!(h["x-node-id"], "edge-7", "{echo}");
+    assert_eq!(h["x-node-cluster"], "edge", "{echo}");
+    assert_eq!(h["x-node-metadata-region"], "eu-west", "{echo}");
+    assert_eq!(h["x-node-metadata-weight"], "3", "{echo}");
+    assert_eq!(h["x-node-metadata-gone"], "-", "{echo}");
+}
+
+/// `upstreams[].metadata` is what filters on a route to that upstream read as
+/// `cluster_metadata.filter_metadata.<namespace>.<name>`.
+#[tokio::test]
+async fn cluster_metadata_comes_from_the_routes_upstream() {
+    let backend = Backend::start(|_| Reply::text(200, "ok"));
+    let dir = conf(
+        "  - { name: meta, wasm: probe.wasm, config: \"cluster_metadata\" }",
+        "  - { name: r, filters: [meta], upstream: tiered }\n\
+         \x20 - { name: e, match: { path_prefix: /echo }, filters: [meta], upstream: echo@internal }",
+    );
+    dir.write(
+        "upstreams.yaml",
+        format!(
+            "upstreams:\n  - {{ name: tiered, targets: [{{ address: {} }}], metadata: {{ portcullis: {{ tier: gold }} }} }}\n",
+            backend.addr()
+        ),
+    );
+    let proxy = Proxy::start(&dir);
+    let resp = client()
+        .get(proxy.url("web", "/"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /: {e}"));
+    assert_eq!(resp.status(), 200);
+    let seen = backend.seen();
+    let tier = seen
+        .last()
+        .and_then(|s| s.headers.get("x-cluster-tier").cloned());
+    assert_eq!(
+        tier.as_ref().map(|v| v.as_bytes()),
+        Some(&b"gold"[..]),
+        "{seen:?}"
+    );
+    // A route to an upstream without metadata has none.
+    let echo = get_echo(&proxy, "/echo", &[]).await;
+    assert_eq!(echo["headers"]["x-cluster-tier"], "-", "{echo}");
 }

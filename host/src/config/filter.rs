@@ -1,5 +1,6 @@
 //! `filters:`: where a filter's module comes from, its plugin configuration, its failure
-//! policy and its sandbox limits.
+//! policy and its sandbox limits; and `services:`, modules on no route, written the
+//! same way without what only concerns requests (`on_error`, `async`).
 
 use super::walk::{Cx, Field, Fields};
 use super::yaml::Kind;
@@ -7,7 +8,18 @@ use super::{FilterConfig, FilterLimits, FilterSource, OnError};
 
 /// Decodes one `filters[]` item.
 pub(crate) fn filter(cx: &mut Cx, item: &Field) -> Option<FilterConfig> {
-    let (mut f, name) = Fields::named(cx, item, "filters")?;
+    module(cx, item, "filters")
+}
+
+/// Decodes one `services[]` item: a filter's keys, less `on_error` and `async` (a
+/// service serves no request, and its callbacks are its root context's).
+pub(crate) fn service(cx: &mut Cx, item: &Field) -> Option<FilterConfig> {
+    module(cx, item, "services")
+}
+
+fn module(cx: &mut Cx, item: &Field, section: &str) -> Option<FilterConfig> {
+    let service = section == "services";
+    let (mut f, name) = Fields::named(cx, item, section)?;
     let builtin = f.take("builtin");
     let wasm = f.take("wasm");
     let source = match (&builtin, &wasm) {
@@ -28,11 +40,16 @@ pub(crate) fn filter(cx: &mut Cx, item: &Field) -> Option<FilterConfig> {
     };
     let root_id = f.take("root_id").map(|v| v.string(cx));
     let config = f.take("config").map(|v| raw_config(&v));
-    let on_error = f
-        .take("on_error")
+    // Left to `finish` for a service, which reports them as unknown keys.
+    let on_error = (!service)
+        .then(|| f.take("on_error"))
+        .flatten()
         .map(|v| v.choice(cx, &[("deny", OnError::Deny), ("allow", OnError::Allow)]));
     let limits = f.take("limits").map(|v| limits(cx, &v));
-    let asynchronous = f.take("async").map(|v| v.bool(cx));
+    let asynchronous = (!service)
+        .then(|| f.take("async"))
+        .flatten()
+        .map(|v| v.bool(cx));
     f.finish(cx);
     Some(FilterConfig {
         name: name?,

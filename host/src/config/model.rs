@@ -28,6 +28,8 @@ pub struct Config {
     pub module_cache: Option<ModuleCacheConfig>,
     /// How the process stops on SIGTERM / SIGINT.
     pub shutdown: ShutdownConfig,
+    /// Who this proxy is, for filters (`node.*` properties).
+    pub node: NodeConfig,
     /// Listeners in file order.
     pub listeners: Vec<ListenerConfig>,
     /// Routes in file order (precedence is the router's business).
@@ -36,11 +38,33 @@ pub struct Config {
     pub l4_routes: Vec<super::L4RouteConfig>,
     /// Filters by declaration order.
     pub filters: Vec<FilterConfig>,
+    /// Service modules (`services:`), on no route: one VM each for the process, whose
+    /// root context ticks, calls out and shares data and queues with the filters.
+    pub services: Vec<FilterConfig>,
     /// Upstreams by declaration order.
     pub upstreams: Vec<UpstreamConfig>,
     /// Every file outside the config directory's own YAML that this configuration
     /// reads (wasm modules, certificates, keys): the watcher watches these too.
     pub external_files: Vec<PathBuf>,
+}
+
+/// Metadata as filters read it: values by dotted path, a string as its bytes, any
+/// other value as compact JSON. Shared, so that handing it to a request is a clone of
+/// a pointer.
+pub type Metadata = std::sync::Arc<[(String, Vec<u8>)]>;
+
+/// `node:` — who this proxy is, as Envoy's bootstrap `node` tells filters: the
+/// `node.id`, `node.cluster` and `node.metadata.<name>` properties.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeConfig {
+    /// `node.id`.
+    pub id: String,
+    /// `node.cluster`.
+    pub cluster: String,
+    /// `node.metadata`: a string value as its bytes, any other as compact JSON.
+    pub metadata: Vec<(String, Vec<u8>)>,
+    /// Where it was declared, if it was.
+    pub origin: Option<Origin>,
 }
 
 /// `admin:` — the admin listener serving `/ready`, `/status`, `/metrics`.
@@ -410,6 +434,10 @@ pub struct UpstreamConfig {
     /// Failover and locality: below this percentage of its targets up, a priority
     /// group (or the proxy's zone within it) passes part of its traffic on.
     pub failover_threshold: u32,
+    /// `metadata`: what filters read as `cluster_metadata.filter_metadata.<namespace>.
+    /// <name>` on requests routed here, by its dotted path (`<namespace>.<name>`); a
+    /// string as its bytes, any other value as compact JSON.
+    pub metadata: Metadata,
     /// The proxy's own zone (top-level `zone`, or `PORTCULLIS_ZONE`), copied into each
     /// upstream so that a reload changing it rebuilds the upstreams it matters to.
     pub local_zone: Option<String>,

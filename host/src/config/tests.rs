@@ -488,6 +488,7 @@ fn module_cache_errors() {
 }
 
 mod hardening;
+mod services;
 
 #[test]
 fn protocols_and_upgrade_timeouts_load_and_bad_ones_are_errors() {

@@ -244,6 +244,7 @@ impl UpstreamConfig {
             proxy_protocol,
             sticky,
             failover_threshold,
+            metadata,
             local_zone,
             origin: _,
         } = self;
@@ -259,6 +260,7 @@ impl UpstreamConfig {
             && *proxy_protocol == other.proxy_protocol
             && *sticky == other.sticky
             && *failover_threshold == other.failover_threshold
+            && *metadata == other.metadata
             && *local_zone == other.local_zone
             && balance.policy == other.balance.policy
             && balance.options.len() == other.balance.options.len()

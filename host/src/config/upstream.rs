@@ -76,6 +76,7 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
         }
         Some(p)
     });
+    let metadata = f.take("metadata").map(|v| super::node::values(cx, &v));
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -112,6 +113,7 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
             None => None,
         },
         failover_threshold: threshold.unwrap_or(Some(super::DEFAULT_FAILOVER_THRESHOLD))?,
+        metadata: metadata.unwrap_or(Some(Vec::new()))?.into(),
         // Filled once every file is read (the top-level `zone` may come later).
         local_zone: None,
         origin: cx.origin(item.line),

@@ -7,6 +7,7 @@ use http::{Request, Response};
 
 use super::{ConnInfo, ProxyError};
 use crate::body::ProxyBody;
+use crate::config::Metadata;
 use crate::snapshot::RouteUpstream;
 use crate::upstream::{UpstreamError, echo};
 
@@ -18,6 +19,12 @@ pub trait Exchange {
     /// The upstream's name as configured (`echo@internal` included), for the access
     /// log and the metrics.
     fn name(&self) -> &str;
+
+    /// The upstream's `metadata` (filters read it as `cluster_metadata`), if it has
+    /// one: a route to one configured upstream.
+    fn metadata(&self) -> Option<Metadata> {
+        None
+    }
 
     /// The exchange that takes `req`, asked once the request filters have run (so a
     /// filter may steer it): itself, or for a route that splits its requests, the
@@ -40,6 +47,13 @@ pub trait Exchange {
 impl Exchange for RouteUpstream {
     fn name(&self) -> &str {
         RouteUpstream::name(self)
+    }
+
+    fn metadata(&self) -> Option<Metadata> {
+        match self {
+            RouteUpstream::Pool(u) => Some(u.config().metadata.clone()),
+            _ => None,
+        }
     }
 
     fn resolve(&self, req: &Request<ProxyBody>) -> &Self {

@@ -9,15 +9,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Response;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 
 use super::error::Generated;
 use crate::body::{self, BoxError, ProxyBody};
 
-/// `grpc-status` of a call whose deadline passed.
-const DEADLINE_EXCEEDED: u16 = 4;
+use crate::grpc_status::DEADLINE_EXCEEDED;
 
 /// Whether a request with `headers` is a gRPC call (`content-type: application/grpc`,
 /// or `application/grpc+proto` and the like).
@@ -40,19 +39,7 @@ pub fn answer_errors_as_grpc(resp: &mut Response<ProxyBody>) {
     let Some(Generated(text)) = resp.extensions().get::<Generated>().copied() else {
         return;
     };
-    let code: u16 = match resp.status() {
-        StatusCode::BAD_REQUEST => 13,  // INTERNAL
-        StatusCode::UNAUTHORIZED => 16, // UNAUTHENTICATED
-        StatusCode::FORBIDDEN => 7,     // PERMISSION_DENIED
-        StatusCode::NOT_FOUND => 12,    // UNIMPLEMENTED
-        StatusCode::TOO_MANY_REQUESTS
-        | StatusCode::BAD_GATEWAY
-        | StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
-        // The call's deadline: `grpc-timeout`, or the upstream's request timeout
-        // when that came first.
-        StatusCode::GATEWAY_TIMEOUT => DEADLINE_EXCEEDED,
-        _ => 2, // UNKNOWN
-    };
+    let code = crate::grpc_status::of_http(resp.status());
     let mut grpc = Response::new(body::empty());
     let headers = grpc.headers_mut();
     headers.insert(
@@ -151,6 +138,7 @@ impl Body for Deadline {
 mod tests {
     use super::*;
     use crate::proxy::error_response;
+    use http::StatusCode;
 
     #[test]
     fn grpc_content_types_are_told_apart() {

@@ -31,6 +31,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         workers: 1,
         module_cache: None,
         shutdown: Default::default(),
+        node: Default::default(),
         listeners: vec![crate::config::ListenerConfig {
             name: "web".into(),
             address: "127.0.0.1:0".parse().expect("valid test input"),
@@ -43,6 +44,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         routes,
         l4_routes: Vec::new(),
         filters: vec![],
+        services: vec![],
         upstreams: vec![],
         external_files: vec![],
     }

@@ -45,7 +45,7 @@ async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
     loop {
         // A generation went live (the start, or a reload: each sends a new listener
         // table after storing its snapshot).
-        tokio::task::spawn_local(start_tickers(app.snapshot.load_full()));
+        tokio::task::spawn_local(start_tickers(app.snapshot.load_full(), index));
         let table = Arc::clone(&table_rx.borrow_and_update());
         running.retain(|id| table.listeners.iter().any(|l| l.id == *id));
         for l in table.listeners.iter().filter(|l| l.kind == Kind::Proxy) {
@@ -103,9 +103,11 @@ async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
 /// Starts this worker's VMs of the filters of `snapshot` that tick, as it goes live:
 /// their timers run from the start, not from the first request that reaches them (as
 /// on Envoy). Other filters' VMs are still made on first use; a filter that already
-/// has its VM here (kept by the reload) is left as it is.
-async fn start_tickers(snapshot: Arc<Snapshot>) {
-    for plugin in snapshot.ticking_plugins() {
+/// has its VM here (kept by the reload) is left as it is. The first worker also runs
+/// the service modules: one VM each for the process.
+async fn start_tickers(snapshot: Arc<Snapshot>, index: usize) {
+    let services = snapshot.services().filter(|_| index == 0);
+    for plugin in snapshot.ticking_plugins().chain(services) {
         plugin.start_on_this_worker().await;
     }
 }

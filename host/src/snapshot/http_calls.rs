@@ -1,5 +1,6 @@
 //! The [`HttpCaller`] a snapshot gives its filters: `http_call` reaches the snapshot's
-//! upstreams by their config name (and `echo@internal`).
+//! upstreams by their config name (and `echo@internal`), and gRPC callouts its
+//! upstreams (which must speak HTTP/2: `protocol: h2c`, or `h2` over TLS).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use http_body_util::BodyExt;
 use crate::body;
 use crate::config::ECHO_UPSTREAM;
 use crate::upstream::{Upstream, echo};
-use crate::wasm::{CallFuture, HttpCaller};
+use crate::wasm::{CallFuture, HttpCaller, StreamFuture};
 
 /// Sends filters' calls to the upstreams of one snapshot.
 pub struct UpstreamCaller {
@@ -45,6 +46,21 @@ impl HttpCaller for UpstreamCaller {
                 return Err(format!("no upstream is named `{name}`"));
             };
             u.call(request, timeout).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn knows(&self, upstream: &str) -> bool {
+        self.upstreams.contains_key(upstream)
+    }
+
+    fn open(&self, upstream: &str, request: http::Request<body::ProxyBody>) -> StreamFuture {
+        let target = self.upstreams.get(upstream).cloned();
+        let name = upstream.to_string();
+        Box::pin(async move {
+            let Some(u) = target else {
+                return Err(format!("no upstream is named `{name}`"));
+            };
+            u.forward(request, None).await.1.map_err(|e| e.to_string())
         })
     }
 }

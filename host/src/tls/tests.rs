@@ -402,6 +402,7 @@ fn test_config() -> Config {
         workers: 1,
         module_cache: None,
         shutdown: Default::default(),
+        node: Default::default(),
         listeners: vec![crate::config::ListenerConfig {
             name: "web".into(),
             address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -414,6 +415,7 @@ fn test_config() -> Config {
         routes: Vec::new(),
         l4_routes: Vec::new(),
         filters: Vec::new(),
+        services: Vec::new(),
         upstreams: Vec::new(),
         external_files: Vec::new(),
     }

@@ -15,6 +15,7 @@ use super::state::{
     GET_HEADER_VALUES, HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, Status,
 };
 use super::{foreign, metrics, shared};
+use crate::wasm::grpc::HTTP_CALL;
 use headers::Edit;
 use types::{BufferType, MapType};
 
@@ -40,12 +41,15 @@ macro_rules! s {
     };
 }
 
+mod grpc;
+
 /// Links every proxy-wasm host function into `l` under module `env`.
 pub(crate) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     link_misc(l)?;
     link_headers(l)?;
     link_buffers(l)?;
     link_stream(l)?;
+    grpc::link(l)?;
     link_shared(l)?;
     link_metrics(l)?;
     Ok(())
@@ -266,17 +270,17 @@ fn buffer(s: &HostState, ty: BufferType) -> Result<&[u8], Status> {
     match ty {
         BufferType::RequestBody => Ok(s.io.request_body.as_slice()),
         BufferType::ResponseBody => Ok(s.io.response_body.as_slice()),
-        BufferType::CallResponseBody => s
+        // An http_call's body, or the gRPC message being delivered.
+        BufferType::CallResponseBody | BufferType::GrpcReceive => s
             .call_response
             .as_ref()
             .map(|r| &r.body[..])
             .ok_or(Status::NotFound),
         BufferType::VmConfiguration => Ok(&[]),
         BufferType::PluginConfiguration => Ok(&s.plugin_config),
-        BufferType::DownstreamData
-        | BufferType::UpstreamData
-        | BufferType::GrpcReceive
-        | BufferType::CallData => Err(Status::NotFound),
+        BufferType::DownstreamData | BufferType::UpstreamData | BufferType::CallData => {
+            Err(Status::NotFound)
+        }
     }
 }
 
@@ -308,12 +312,12 @@ fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 BufferType::ResponseBody => io.response_body.to_mut(),
                 // Read-only here.
                 BufferType::CallResponseBody
+                | BufferType::GrpcReceive
                 | BufferType::VmConfiguration
                 | BufferType::PluginConfiguration => return Status::BadArgument.into(),
-                BufferType::DownstreamData
-                | BufferType::UpstreamData
-                | BufferType::GrpcReceive
-                | BufferType::CallData => return Status::NotFound.into(),
+                BufferType::DownstreamData | BufferType::UpstreamData | BufferType::CallData => {
+                    return Status::NotFound.into();
+                }
             };
             // Replace buf[start..start+size] (clamped): covers replace-all, append
             // (start = len) and prepend (0, 0) as the SDKs use them.
@@ -421,8 +425,7 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Status::BadArgument.into();
             }
             let st = c.data_mut();
-            let token = st.next_token;
-            st.next_token = st.next_token.wrapping_add(1).max(1);
+            let token = st.next_callout(HTTP_CALL);
             let context = st.running_context;
             st.pending_calls.push(PendingCall {
                 token,
@@ -436,52 +439,20 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Status::Ok.into()
         },
     )?;
-    // gRPC callouts are not offered (docs/filters-abi.md): starting one fails with
-    // INTERNAL_FAILURE and tokens are never found, the statuses SDKs surface as errors
-    // (UNIMPLEMENTED would make the Rust SDK panic).
-    l.func_wrap(
-        "env",
-        "proxy_grpc_call",
-        |_: C<'_>,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32,
-         _: u32|
-         -> i32 { Status::InternalFailure.into() },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_stream",
-        |_: C<'_>, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32| -> i32 {
-            Status::InternalFailure.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_send",
-        |_: C<'_>, _: u32, _: u32, _: u32, _: u32| -> i32 { Status::NotFound.into() },
-    )?;
-    l.func_wrap("env", "proxy_grpc_cancel", |_: C<'_>, _: u32| -> i32 {
-        Status::NotFound.into()
-    })?;
-    l.func_wrap("env", "proxy_grpc_close", |_: C<'_>, _: u32| -> i32 {
-        Status::NotFound.into()
-    })?;
     l.func_wrap(
         "env",
         "proxy_get_status",
         |mut c: C<'_>, code: u32, rp: u32, rs: u32| {
-            // Only http_call responses exist here; their gRPC status is always OK.
-            t!(write_u32(&mut c, code, 0));
-            hand_back_with(&mut c, rp, rs, |_, _, _| Ok(()))
+            // A gRPC callout's status during its on_grpc_close; OK otherwise.
+            let status = |s: &HostState| s.call_response.as_ref().and_then(|r| r.status.clone());
+            let (n, _) = status(c.data()).unwrap_or_default();
+            t!(write_u32(&mut c, code, n));
+            hand_back_with(&mut c, rp, rs, |s, _, out| {
+                if let Some((_, text)) = status(s) {
+                    out.extend_from_slice(text.as_bytes());
+                }
+                Ok(())
+            })
         },
     )?;
     Ok(())

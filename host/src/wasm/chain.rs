@@ -115,6 +115,12 @@ impl HttpFilters {
         self.io.peer_subject = peer_subject;
     }
 
+    /// What `cluster_metadata.filter_metadata.*` reads: the route's upstream's
+    /// `metadata`.
+    pub fn set_cluster_metadata(&mut self, metadata: crate::config::Metadata) {
+        self.io.cluster_metadata = Some(metadata);
+    }
+
     /// What properties `upstream.address` and `response.flags` read: the target the
     /// request went to (if it reached one) and Envoy's response flags of its failure.
     pub fn set_upstream_result(&mut self, target: Option<Arc<str>>, flags: u64) {

@@ -1,6 +1,7 @@
 //! What a VM's store holds: the VM's own bookkeeping and, for the length of one
 //! callback, the stream the callback is about.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,6 +28,7 @@ pub(crate) enum Status {
     Ok = 0,
     NotFound = 1,
     BadArgument = 2,
+    ParseFailure = 4,
     InvalidMemoryAccess = 6,
     Empty = 7,
     CasMismatch = 8,
@@ -78,12 +80,17 @@ pub(crate) struct PendingCall {
     pub timeout: Duration,
 }
 
-/// The response to an `http_call`, readable during `on_http_call_response`.
+/// What a callout answered, readable during the callback that delivers it: an
+/// `http_call`'s response (maps 6/7, buffer 4), or one event of a gRPC callout — its
+/// initial metadata (map 4), a message (buffer 5), its trailing metadata (map 5) or
+/// its status (`proxy_get_status`).
 #[derive(Debug, Default)]
 pub(crate) struct CallResponse {
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
     pub trailers: Vec<(String, Vec<u8>)>,
+    /// A gRPC status and message, during `on_grpc_close`.
+    pub status: Option<(u32, String)>,
 }
 
 /// The body bytes a callback sees: the chunk as it arrived, shared and not copied,
@@ -178,6 +185,8 @@ pub(crate) struct StreamIo {
     pub closed: bool,
     /// What the proxy told the chain besides `info` (`HttpFilters::set_upstream_and_peer`).
     pub cluster: Option<Arc<str>>,
+    /// The metadata of the route's upstream (`cluster_metadata`), by dotted path.
+    pub cluster_metadata: Option<crate::config::Metadata>,
     /// The verified client certificate's subject (mTLS).
     pub peer_subject: Option<Arc<str>>,
     /// The target the request was sent to, `host:port` (`upstream.address`).
@@ -228,7 +237,15 @@ pub(crate) struct HostState {
     pub io: Box<StreamIo>,
     pub tick_period: Option<Duration>,
     pub pending_calls: Vec<PendingCall>,
+    /// gRPC calls and streams the guest started during a callback, opened once it
+    /// returns (as `pending_calls`).
+    pub pending_grpc: Vec<super::grpc::PendingGrpc>,
+    /// The gRPC callouts still live, by token: dropping one cancels it.
+    pub grpc: HashMap<u32, super::grpc::Handle>,
+    /// Counts callout tokens; the low two bits of a token say its kind, as on Envoy.
     pub next_token: u32,
+    /// The upstreams callouts reach (the plugin's, shared with it).
+    pub callers: super::calls::CallerCell,
     pub call_response: Option<CallResponse>,
     /// Wakes this VM's root task (timers, queues).
     pub signal: Arc<VmSignal>,
@@ -244,6 +261,16 @@ pub(crate) struct HostState {
     pub header_names: super::abi::headers::NameCache,
     /// The host extensions `proxy_call_foreign_function` reaches.
     pub extensions: super::Extensions,
+}
+
+impl HostState {
+    /// A fresh callout token of `kind` (`grpc::HTTP_CALL`, `GRPC_CALL`, `GRPC_STREAM`):
+    /// as on Envoy, the kind is in the low two bits, so tokens of different kinds
+    /// never collide (the SDKs keep calls and streams apart by token).
+    pub fn next_callout(&mut self, kind: u32) -> u32 {
+        self.next_token = self.next_token.wrapping_add(4).max(4);
+        (self.next_token & !3) | kind
+    }
 }
 
 /// Caps a VM's linear memory; a guest growing past it traps and is counted as a

@@ -7,6 +7,7 @@
 //! runs its callbacks on a fiber instead, yielding to the worker's other tasks on
 //! every epoch tick while it runs (for filters whose callbacks legitimately run long).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -71,12 +72,15 @@ pub(crate) struct VmSpec {
     pub on_fiber: bool,
     /// The host extensions its `proxy_call_foreign_function` reaches.
     pub extensions: super::Extensions,
+    /// The upstreams its callouts reach.
+    pub callers: super::calls::CallerCell,
 }
 
 type F1 = Option<TypedFunc<u32, ()>>;
 type F1R = Option<TypedFunc<u32, u32>>;
 type F2 = Option<TypedFunc<(u32, u32), ()>>;
 type F2R = Option<TypedFunc<(u32, u32), u32>>;
+type F3 = Option<TypedFunc<(u32, u32, u32), ()>>;
 type F3R = Option<TypedFunc<(u32, u32, u32), u32>>;
 type F5 = Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>;
 
@@ -97,6 +101,10 @@ pub(crate) struct Callbacks {
     pub on_tick: F1,
     pub on_queue_ready: F2,
     pub on_http_call_response: F5,
+    pub on_grpc_receive_initial_metadata: F3,
+    pub on_grpc_receive: F3,
+    pub on_grpc_receive_trailing_metadata: F3,
+    pub on_grpc_close: F3,
 }
 
 impl Callbacks {
@@ -122,6 +130,10 @@ impl Callbacks {
             on_tick: f!("proxy_on_tick"),
             on_queue_ready: f!("proxy_on_queue_ready"),
             on_http_call_response: f!("proxy_on_http_call_response"),
+            on_grpc_receive_initial_metadata: f!("proxy_on_grpc_receive_initial_metadata"),
+            on_grpc_receive: f!("proxy_on_grpc_receive"),
+            on_grpc_receive_trailing_metadata: f!("proxy_on_grpc_receive_trailing_metadata"),
+            on_grpc_close: f!("proxy_on_grpc_close"),
         };
         if headers_only {
             // Defaults that return Continue / true without a host call: entering the
@@ -175,7 +187,10 @@ impl Vm {
             io: Box::default(),
             tick_period: None,
             pending_calls: Vec::new(),
-            next_token: 1,
+            pending_grpc: Vec::new(),
+            grpc: HashMap::new(),
+            next_token: 0,
+            callers: spec.callers.clone(),
             call_response: None,
             signal,
             last_error_log: None,

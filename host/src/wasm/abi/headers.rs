@@ -1,11 +1,11 @@
-//! Header maps: request/response headers with their pseudo-headers, trailers, and the
-//! headers of an `http_call` response.
+//! Header maps: request/response headers with their pseudo-headers, trailers, the
+//! headers of an `http_call` response and the metadata of a gRPC callout.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use super::types::MapType::{
-    self, CallHeaders, CallTrailers, RequestHeaders, RequestTrailers, ResponseHeaders,
-    ResponseTrailers,
+    self, CallHeaders, CallTrailers, GrpcInitialMetadata, GrpcTrailingMetadata, RequestHeaders,
+    RequestTrailers, ResponseHeaders, ResponseTrailers,
 };
 use crate::wasm::memory::encode_pairs_into;
 use crate::wasm::state::{HostState, Status};
@@ -40,15 +40,11 @@ pub(crate) fn pairs_into(s: &HostState, ty: MapType, out: &mut Vec<u8>) -> Resul
             let t = s.io.response_trailers.as_ref().ok_or(Status::NotFound)?;
             encode_pairs_into(out, || plain(t));
         }
-        CallHeaders | CallTrailers => {
+        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata => {
             let list = call_list(s, ty)?;
             encode_pairs_into(out, || {
                 list.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))
             });
-        }
-        // No gRPC streams here.
-        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => {
-            return Err(Status::BadArgument);
         }
     }
     Ok(())
@@ -58,10 +54,11 @@ fn plain(m: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
     m.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
 }
 
-/// The headers or trailers of the `http_call` response being delivered.
+/// The headers or trailers of the `http_call` response being delivered, or the
+/// initial or trailing metadata of the gRPC callout event being delivered.
 fn call_list(s: &HostState, ty: MapType) -> Result<&[(String, Vec<u8>)], Status> {
     let c = s.call_response.as_ref().ok_or(Status::NotFound)?;
-    Ok(if ty == CallHeaders {
+    Ok(if matches!(ty, CallHeaders | GrpcInitialMetadata) {
         &c.headers
     } else {
         &c.trailers
@@ -92,16 +89,12 @@ pub(crate) fn value<'s>(s: &'s HostState, ty: MapType, key: &[u8]) -> Result<&'s
         }
         RequestTrailers => s.io.request_trailers.as_ref().ok_or(Status::NotFound)?,
         ResponseTrailers => s.io.response_trailers.as_ref().ok_or(Status::NotFound)?,
-        CallHeaders | CallTrailers => {
+        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata => {
             return call_list(s, ty)?
                 .iter()
                 .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(key))
                 .map(|(_, v)| v.as_slice())
                 .ok_or(Status::NotFound);
-        }
-        // No gRPC streams here.
-        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => {
-            return Err(Status::BadArgument);
         }
     };
     // The name parsed once per VM; a key that is no valid name names no header.
@@ -172,9 +165,10 @@ pub(crate) fn edit(s: &mut HostState, ty: MapType, key: &[u8], value: &[u8], how
         ResponseHeaders => s.io.response.as_mut().map(|r| &mut r.headers),
         RequestTrailers => s.io.request_trailers.as_mut(),
         ResponseTrailers => s.io.response_trailers.as_mut(),
-        CallHeaders | CallTrailers => return Status::Ok,
-        // No gRPC streams here.
-        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => return Status::BadArgument,
+        // What a callout answered is read-only: writes are ignored.
+        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata => {
+            return Status::Ok;
+        }
     };
     let Some(map) = map else {
         return Status::NotFound;
@@ -207,9 +201,10 @@ pub(crate) fn set_pairs(s: &mut HostState, ty: MapType, pairs: Vec<(String, Vec<
         ResponseHeaders => s.io.response.as_mut().map(|r| r.headers.clear()),
         RequestTrailers => s.io.request_trailers.as_mut().map(HeaderMap::clear),
         ResponseTrailers => s.io.response_trailers.as_mut().map(HeaderMap::clear),
-        CallHeaders | CallTrailers => return Status::Ok,
-        // No gRPC streams here.
-        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => return Status::BadArgument,
+        // What a callout answered is read-only: writes are ignored.
+        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata => {
+            return Status::Ok;
+        }
     };
     if cleared.is_none() {
         return Status::NotFound;

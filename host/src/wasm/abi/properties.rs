@@ -5,9 +5,48 @@
 //! built for the name (short paths are joined on the stack) nor for the value.
 
 use std::io::Write;
+use std::sync::{Arc, RwLock};
 
 use super::types::MapType;
+use crate::config::NodeConfig;
 use crate::wasm::state::{HostState, Status};
+
+/// The serving configuration's `node:`, for the `node.*` properties: one per process,
+/// replaced as each configuration goes live.
+static NODE: RwLock<Option<Arc<NodeConfig>>> = RwLock::new(None);
+
+/// Makes `node` what the `node.*` properties read from now on.
+pub fn set_node(node: Arc<NodeConfig>) {
+    match NODE.write() {
+        Ok(mut n) => *n = Some(node),
+        Err(poisoned) => *poisoned.into_inner() = Some(node),
+    }
+}
+
+/// `node.id`, `node.cluster` or `node.metadata.<name>` (`rest` is what follows
+/// `node.`).
+fn node_into(rest: &str, out: &mut Vec<u8>) -> Result<(), Status> {
+    let node = match NODE.read() {
+        Ok(n) => n.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let node = node.ok_or(Status::NotFound)?;
+    let value = match rest {
+        "id" => node.id.as_bytes(),
+        "cluster" => node.cluster.as_bytes(),
+        _ => {
+            let name = rest.strip_prefix("metadata.").ok_or(Status::NotFound)?;
+            let (_, v) = node
+                .metadata
+                .iter()
+                .find(|(k, _)| k == name)
+                .ok_or(Status::NotFound)?;
+            v
+        }
+    };
+    out.extend_from_slice(value);
+    Ok(())
+}
 
 /// Paths up to this long (the SDKs' segments joined by '.') are joined on the stack.
 const SHORT_PATH: usize = 128;
@@ -41,6 +80,18 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), Status> {
         "plugin_root_id" => return str(s.root_id.as_bytes()),
         "plugin_vm_id" => return str(b""),
         _ => {}
+    }
+    if let Some(rest) = name.strip_prefix("node.") {
+        return node_into(rest, out);
+    }
+    if let Some(path) = name.strip_prefix("cluster_metadata.filter_metadata.") {
+        let all = s.io.cluster_metadata.as_ref().ok_or(Status::NotFound)?;
+        let (_, v) = all
+            .iter()
+            .find(|(k, _)| k == path)
+            .ok_or(Status::NotFound)?;
+        out.extend_from_slice(v);
+        return Ok(());
     }
     let info = s.io.info.as_ref();
     let int = |out: &mut Vec<u8>, v: u64| {

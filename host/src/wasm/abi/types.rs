@@ -15,9 +15,9 @@ pub(crate) enum MapType {
     ResponseHeaders,
     /// The response's trailers.
     ResponseTrailers,
-    /// gRPC initial metadata (no gRPC streams here).
+    /// The initial metadata of the gRPC stream event being delivered.
     GrpcInitialMetadata,
-    /// gRPC trailing metadata (no gRPC streams here).
+    /// The trailing metadata of the gRPC stream event being delivered.
     GrpcTrailingMetadata,
     /// The headers of the `http_call` response being delivered.
     CallHeaders,
@@ -55,7 +55,7 @@ pub(crate) enum BufferType {
     UpstreamData,
     /// The body of the `http_call` response being delivered.
     CallResponseBody,
-    /// A gRPC message (no gRPC streams here).
+    /// The gRPC message being delivered (`on_grpc_receive`).
     GrpcReceive,
     /// The VM configuration (always empty here).
     VmConfiguration,

@@ -81,8 +81,11 @@ macro_rules! callback {
         };
         match r {
             Ok(action) => {
-                let pending = &vm.store.data().pending_calls;
-                let has_calls = !pending.is_empty() && pending.iter().any(|c| c.context == ctx);
+                let st = vm.store.data();
+                let has_calls = (!st.pending_calls.is_empty()
+                    && st.pending_calls.iter().any(|c| c.context == ctx))
+                    || (!st.pending_grpc.is_empty()
+                        && st.pending_grpc.iter().any(|c| c.context == ctx));
                 Called::Done {
                     action: action.unwrap_or(0),
                     has_calls,

@@ -264,6 +264,34 @@ impl HttpContext for Stream {
                 }
                 self.set_property(vec!["probe", "note"], Some(b"from-props"));
             }
+            "cluster_metadata" => {
+                let path = vec!["cluster_metadata", "filter_metadata", "portcullis", "tier"];
+                let v = self
+                    .get_property(path)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_else(|| "-".into());
+                self.set_http_request_header("x-cluster-tier", Some(&v));
+            }
+            "node" => {
+                for name in [
+                    "id",
+                    "cluster",
+                    "metadata.region",
+                    "metadata.weight",
+                    "metadata.gone",
+                ] {
+                    let mut path = vec!["node"];
+                    path.extend(name.split('.'));
+                    let v = self
+                        .get_property(path)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_else(|| "-".into());
+                    self.set_http_request_header(
+                        &format!("x-node-{}", name.replace('.', "-")),
+                        Some(&v),
+                    );
+                }
+            }
             "attrs" => {
                 let v = self.attrs();
                 self.set_http_request_header("x-attrs", Some(&v));
