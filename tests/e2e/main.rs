@@ -13,6 +13,7 @@ mod filters_builtin;
 mod filters_check;
 mod filters_ratelimit;
 mod grpc;
+mod http3;
 mod inproc;
 mod l4;
 mod module_cache;
