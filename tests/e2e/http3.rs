@@ -3,6 +3,7 @@
 //! a client speaking nonsense) that leaves the other clients alone, and the drain on
 //! SIGTERM.
 
+mod bench;
 mod client;
 
 use std::net::SocketAddr;

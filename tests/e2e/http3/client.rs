@@ -8,7 +8,8 @@ use bytes::{Buf, Bytes};
 
 use crate::tls::client::{ClientOptions, PATIENCE, client_config};
 
-/// One HTTP/3 connection to the proxy.
+/// One HTTP/3 connection to the proxy; a clone sends on the same connection.
+#[derive(Clone)]
 pub struct H3 {
     send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
     /// Kept so the connection outlives the handshake.
