@@ -7,7 +7,7 @@ mod bench;
 mod client;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use client::H3;
@@ -132,17 +132,7 @@ async fn https_responses_advertise_http3_with_alt_svc() {
     let backend = Backend::echo("b1");
     let (proxy, ca, _conf) = start(&backend, "");
     let addr = proxy.addr("web");
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(ca.cert_pem.as_bytes())
-                .unwrap_or_else(|e| panic!("{e}")),
-        )
-        .resolve("localhost", addr)
-        .timeout(PATIENCE)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let client = https_client(reqwest::Client::builder().http1_only(), &ca, addr);
     let resp = client
         .get(format!("https://localhost:{}/plain", addr.port()))
         .send()
@@ -154,6 +144,20 @@ async fn https_responses_advertise_http3_with_alt_svc() {
         alt_svc,
         Some(format!("h3=\":{}\"; ma=86400", addr.port()).as_str())
     );
+}
+
+/// A reqwest client made by `builder`, trusting only `ca` and reaching `localhost` at
+/// `addr`.
+fn https_client(builder: reqwest::ClientBuilder, ca: &Ca, addr: SocketAddr) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(ca.cert_pem.as_bytes())
+        .unwrap_or_else(|e| panic!("test CA: {e}"));
+    builder
+        .no_proxy()
+        .add_root_certificate(root)
+        .resolve("localhost", addr)
+        .timeout(PATIENCE)
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Datagrams a broken or hostile peer might send to a QUIC port.
@@ -265,14 +269,7 @@ async fn sigterm_lets_an_http3_request_in_flight_finish() {
     let mut h3 = connect(&proxy, &ca).await;
     let request = tokio::spawn(async move { h3.get("localhost", "/plain/slow").await });
     // Sent once the backend has the request.
-    let deadline = Instant::now() + PATIENCE;
-    while backend.requests() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached the backend"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    backend.wait_for_requests(1, PATIENCE).await;
     proxy.signal(libc::SIGTERM);
     let got = request
         .await
@@ -281,4 +278,32 @@ async fn sigterm_lets_an_http3_request_in_flight_finish() {
     assert_eq!(got.status, 200);
     let status = proxy.wait_exit(Duration::from_secs(15));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", proxy.logs());
+}
+
+#[test]
+fn check_refuses_http3_without_tls_or_on_tcp() {
+    let conf = ConfDir::with(
+        r#"
+listeners:
+  - { name: plain, address: "127.0.0.1:0", http3: true }
+  - { name: db, address: "127.0.0.1:0", protocol: tcp, http3: true, tls: { certificates: [] } }
+  - { name: off, address: "127.0.0.1:0", http3: false }
+routes:
+  - { name: r, listeners: [off], upstream: echo@internal }
+"#,
+    );
+    let (code, _, stderr) =
+        crate::support::run_to_end(["check", "--conf", &conf.path().display().to_string()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    for line in [3, 4] {
+        let expected = format!(
+            "portcullis.yaml:{line}: listeners.{}.http3: HTTP/3 is QUIC, which is always TLS",
+            if line == 3 { "plain" } else { "db" }
+        );
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("listeners.off"), "{stderr}");
 }

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use super::connect;
 use crate::support::{Backend, Proxy, Reply};
-use crate::tls::client::PATIENCE;
 
 /// Requests per protocol, and how many are in flight at once (streams on one
 /// connection, as a browser multiplexes).
@@ -40,17 +39,11 @@ async fn requests_per_cpu_second() {
     let addr = proxy.addr("web");
 
     // HTTP/2 over TLS: one connection, CONCURRENCY streams.
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(ca.cert_pem.as_bytes())
-                .unwrap_or_else(|e| panic!("{e}")),
-        )
-        .resolve("localhost", addr)
-        .timeout(PATIENCE)
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let h2 = super::https_client(
+        reqwest::Client::builder().http2_prior_knowledge(),
+        &ca,
+        addr,
+    );
     let url = Arc::new(format!("https://localhost:{}/plain", addr.port()));
     let h2_rate = measure(&proxy, "HTTP/2 over TLS", move |_| {
         let (h2, url) = (h2.clone(), Arc::clone(&url));
