@@ -59,6 +59,7 @@ fn route(name: String, matcher: RouteMatch) -> RouteConfig {
         upstream: ECHO_UPSTREAM.into(),
         max_request_body: None,
         upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,
+        mirror: None,
         origin: Default::default(),
     }
 }
@@ -176,6 +177,8 @@ fn realistic(c: &mut Criterion) {
                     path: black_box(path),
                     method: &Method::GET,
                     headers: &headers,
+                    query: None,
+                    client: None,
                 };
                 black_box(router.route("web", &cand))
             })
@@ -199,6 +202,8 @@ fn scale(c: &mut Criterion) {
                     path: black_box("/api/users/42"),
                     method: &Method::GET,
                     headers: &headers,
+                    query: None,
+                    client: None,
                 };
                 black_box(router.route("web", &cand))
             })
@@ -210,6 +215,8 @@ fn scale(c: &mut Criterion) {
                     path: black_box("/api/users/42"),
                     method: &Method::GET,
                     headers: &headers,
+                    query: None,
+                    client: None,
                 };
                 black_box(router.route("web", &cand))
             })

@@ -10,6 +10,7 @@ mod error;
 pub(crate) mod filter;
 mod l4;
 mod listener;
+mod matching;
 mod model;
 mod module_cache;
 mod route;
@@ -26,9 +27,10 @@ mod tests;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use l4::{
-    Cidr, L4RouteConfig, ListenerProtocol, ProxyProtocolIn, ProxyProtocolVersion, TCP_IDLE_TIMEOUT,
+    L4RouteConfig, ListenerProtocol, ProxyProtocolIn, ProxyProtocolVersion, TCP_IDLE_TIMEOUT,
     UDP_IDLE_TIMEOUT,
 };
+pub use matching::{Cidr, ClientIpMatch, Pattern, ValueMatch};
 pub use model::*;
 pub use traffic::*;
 
@@ -137,6 +139,8 @@ fn config_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 struct Merged {
     admin: Option<AdminConfig>,
     workers: Option<(usize, Origin)>,
+    /// The top-level `zone`: where this proxy runs, for locality-aware balancing.
+    zone: Option<(String, Origin)>,
     module_cache: Option<ModuleCacheConfig>,
     shutdown: Option<ShutdownConfig>,
     listeners: Vec<ListenerConfig>,
@@ -188,6 +192,16 @@ impl Merged {
                         v.error(cx, format!("workers is already set at {}", at(first)))
                     }
                     None => self.workers = Some((n as usize, cx.origin(v.line))),
+                }
+            }
+            if let Some(v) = f.take("zone")
+                && let Some(zone) = v.string(cx)
+            {
+                match &self.zone {
+                    Some((_, first)) => {
+                        v.error(cx, format!("zone is already set at {}", at(first)))
+                    }
+                    None => self.zone = Some((zone, cx.origin(v.line))),
                 }
             }
             if let Some(v) = f.take("module_cache")
@@ -273,6 +287,15 @@ impl Merged {
                 message: "no listener is configured; nothing would be served".into(),
             });
         }
+        // The environment (a Pod's downward API) wins over the file.
+        let zone = std::env::var(ZONE_ENV)
+            .ok()
+            .filter(|z| !z.is_empty())
+            .or(self.zone.map(|(z, _)| z));
+        let mut upstreams = self.upstreams;
+        for u in &mut upstreams {
+            u.local_zone.clone_from(&zone);
+        }
         Config {
             admin: self.admin,
             workers: self.workers.map_or_else(default_workers, |(n, _)| n),
@@ -282,7 +305,7 @@ impl Merged {
             routes: self.routes,
             l4_routes: self.l4_routes,
             filters: self.filters,
-            upstreams: self.upstreams,
+            upstreams,
             // Filled by the loader, which records every file it was named.
             external_files: Vec::new(),
         }

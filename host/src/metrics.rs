@@ -47,6 +47,8 @@ pub struct Metrics {
     upstream_retries: SeriesMap<AtomicU64>,
     /// `portcullis_upstream_retries_denied_total` (over the retry budget), by upstream.
     upstream_retries_denied: SeriesMap<AtomicU64>,
+    /// `portcullis_mirror_requests_total`, keyed `route SEP upstream SEP result`.
+    mirrors: SeriesMap<AtomicU64>,
     /// `portcullis_connections_open`, keyed by listener.
     connections: SeriesMap<AtomicI64>,
     /// `portcullis_filter_failures_total`, keyed `filter SEP kind`.
@@ -121,6 +123,16 @@ impl Metrics {
     pub fn upstream_retry_denied(&self, upstream: &str) {
         bump(&self.upstream_retries_denied, upstream, |c: &AtomicU64| {
             c.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+
+    /// Counts a request copied to route `route`'s shadow `upstream`; `result` is
+    /// `answered`, `failed` or `skipped`.
+    pub fn mirror(&self, route: &str, upstream: &str, result: &str) {
+        with_key(&[route, upstream, result], |key| {
+            bump(&self.mirrors, key, |c: &AtomicU64| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
         });
     }
 

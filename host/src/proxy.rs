@@ -11,6 +11,7 @@
 //!              │                                                          │
 //!              ▼                                                          │
 //!        exchange: upstream (or split) / echo@internal ─▶ 502/503/504 ─┐│
+//!              │   (a copy to the route's mirror, fire and forget)     ││
 //!              │                                                       ││
 //!              ▼                                                       ▼│
 //!        response_headers (reverse order) ◀─────────────────────────────┘│
@@ -108,8 +109,10 @@ where
     B::Error: Into<body::BoxError>,
 {
     let req = req.map(body::boxed);
-    let routes =
-        |head: &request::Parts| snapshot.route(&conn.listener, &Candidate::from_parts(head));
+    let routes = |head: &request::Parts| {
+        let candidate = Candidate::from_parts(head).with_client(conn.client.ip());
+        snapshot.route(&conn.listener, &candidate)
+    };
     let driven = drive(routes, conn, req).await;
     (driven.response, driven.outcome)
 }
@@ -231,6 +234,10 @@ async fn exchange<U: Exchange>(
     conn: &ConnInfo,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let req = match &route.mirror {
+        Some(mirror) => mirror.copy(req, conn.client.ip()),
+        None => req,
+    };
     let upstream = route.upstream.resolve(&req);
     if !std::ptr::eq(upstream, &route.upstream) {
         // The upstream a split chose, for the access log and the metrics.

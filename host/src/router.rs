@@ -2,8 +2,9 @@
 //!
 //! The router is built once per generation, off the request path: the routes are
 //! sorted by precedence into one order, and an index ([`index`]) maps a request's host
-//! and path to the few routes that may match it. Matching looks those up, checks
-//! their remaining conditions (method, headers, listener) and keeps the first in the
+//! and path to the few routes that may match it (a `path_regex` route is indexed by
+//! its host only). Matching looks those up, checks their remaining conditions
+//! (method, headers, listener, and the rarer ones of [`extra`]) and keeps the first in the
 //! order that holds, with no allocation; its cost does not grow with the number of
 //! routes of other hosts and paths.
 //!
@@ -11,10 +12,12 @@
 //!
 //! 1. an explicit `priority` (higher first) beats any route without one;
 //! 2. host: exact > wildcard (`*.example.com`) > none;
-//! 3. path: exact > prefix (longer before shorter) > none;
-//! 4. the number of further conditions (each header, plus one for `methods`);
+//! 3. path: exact > regex > prefix (longer before shorter, for both) > none;
+//! 4. the number of further conditions (each header and query parameter, plus one
+//!    for `methods` and one for `client_ip`);
 //! 5. file order.
 
+mod extra;
 mod index;
 mod matcher;
 
@@ -25,6 +28,7 @@ use std::collections::HashMap;
 use http::{HeaderName, Method};
 
 use crate::config::{Config, PathMatch};
+use extra::Extra;
 use index::{Best, HostIndex, HostIndexBuilder, Pos};
 use matcher::{Precedence, conditions_hold, path_holds};
 
@@ -63,6 +67,8 @@ struct Conditions {
     headers: Box<[(HeaderName, String)]>,
     /// The listeners the route serves, `None` for all.
     listeners: Option<Box<[u32]>>,
+    /// Path regex, header patterns, query, client IP: `None` when the route has none.
+    extra: Option<Box<Extra>>,
 }
 
 // === impl Router ===
@@ -96,7 +102,12 @@ impl Router {
                 conditions: NONE,
                 path: m.path.clone(),
             };
-            if m.methods.is_some() || !m.headers.is_empty() || route.listeners.is_some() {
+            let extra = Extra::of(m);
+            if m.methods.is_some()
+                || !m.headers.is_empty()
+                || route.listeners.is_some()
+                || extra.is_some()
+            {
                 entry.conditions = conditions.len() as u32;
                 conditions.push(Conditions {
                     methods: m.methods.clone().map(Vec::into_boxed_slice),
@@ -107,6 +118,7 @@ impl Router {
                             .filter_map(|n| listeners.get(n.as_str()).copied())
                             .collect()
                     }),
+                    extra,
                 });
             }
             index.add(pos as Pos, m.host.as_ref(), m.path.as_ref());
@@ -154,7 +166,11 @@ impl Router {
             return false;
         };
         let serves = c.listeners.as_ref().is_none_or(|l| l.contains(&listener));
-        serves && req.is_none_or(|req| conditions_hold(c.methods.as_deref(), &c.headers, req))
+        serves
+            && req.is_none_or(|req| {
+                conditions_hold(c.methods.as_deref(), &c.headers, req)
+                    && c.extra.as_ref().is_none_or(|x| x.holds(req))
+            })
     }
 }
 

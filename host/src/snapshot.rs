@@ -54,6 +54,8 @@ pub struct Route<U = RouteUpstream> {
     pub max_request_body: Option<u64>,
     /// How long a connection this route switched (a WebSocket) may go without a byte.
     pub upgrade_idle_timeout: std::time::Duration,
+    /// The shadow upstream a share of the requests is copied to, if any.
+    pub mirror: Option<crate::upstream::mirror::Mirror>,
 }
 
 /// The destination of a route.
@@ -211,14 +213,24 @@ impl Snapshot {
                     ));
                 }
             });
+            let name: Arc<str> = rc.name.as_str().into();
+            let mirror = rc.mirror.as_ref().and_then(|m| {
+                let shadow = upstreams.get(&m.upstream)?;
+                Some(crate::upstream::mirror::Mirror::new(
+                    name.clone(),
+                    shadow.clone(),
+                    m,
+                ))
+            });
             if let Some(upstream) = upstream {
                 routes.push(Route {
-                    name: rc.name.as_str().into(),
+                    name,
                     filters,
                     upstream_name: upstream.name().into(),
                     upstream,
                     max_request_body: rc.max_request_body,
                     upgrade_idle_timeout: rc.upgrade_idle_timeout,
+                    mirror,
                 });
             }
         }

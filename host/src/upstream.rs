@@ -13,16 +13,21 @@
 
 pub mod balance;
 pub mod echo;
+pub mod mirror;
 
 pub use stream::Stream;
 pub use target::InFlight;
 
 mod health;
+mod limits;
 mod outlier;
 mod pool;
+mod replay;
 mod retry;
+mod sticky;
 mod stream;
 mod target;
+mod tiers;
 mod worker;
 
 use std::net::IpAddr;
@@ -42,6 +47,7 @@ use crate::config::{ConfigError, UpstreamConfig};
 use crate::tls::UpstreamTls;
 use crate::tls::connector::{ConnectError, UpstreamConnector};
 use balance::{Balancer, PickRequest};
+use replay::{clone_head, read_whole, rebuild};
 use retry::{Failure, Retries};
 use target::{Target, TargetSet, Tracked};
 
@@ -89,12 +95,15 @@ pub enum UpstreamError {
         #[source]
         source: body::BoxError,
     },
-    /// The upstream's circuit breaker is open (`max_requests` in flight): 503.
-    #[error("{upstream} has {max} requests in flight, its circuit breaker's limit")]
+    /// The upstream's circuit breaker is open (`max_requests` in flight, or no new
+    /// connection within `max_connections` / `max_pending`): 503.
+    #[error("{upstream} is at its circuit breaker's {limit} ({max})")]
     Overloaded {
         /// The upstream's name.
         upstream: String,
-        /// Its `circuit_breaker.max_requests`.
+        /// The limit reached: `max_requests`, `max_connections` or `max_pending`.
+        limit: &'static str,
+        /// Its value.
         max: u32,
     },
     /// The client's request body failed while it was read whole to be retryable: 400.
@@ -124,6 +133,12 @@ pub struct Upstream {
     alive: Arc<()>,
     /// TLS to the targets, when configured.
     tls: Option<UpstreamTls>,
+    /// The circuit breaker's connection limits, shared by every worker's pool.
+    limits: Option<Arc<limits::ConnLimits>>,
+    /// The sticky-session cookie, when configured.
+    sticky: Option<sticky::Sticky>,
+    /// Failover and locality tiers, when the targets fall into more than one.
+    tiers: Option<tiers::Tiers>,
     /// Stops the health-check task when the upstream is dropped.
     _health: Option<health::Task>,
 }
@@ -166,6 +181,10 @@ impl Upstream {
         }
         let targets = Arc::new(TargetSet::new(targets));
         let balancer = Balancer::build(&config.name, &config.balance, &targets)?;
+        let sticky = config
+            .sticky
+            .as_ref()
+            .map(|c| sticky::Sticky::new(c, &targets));
         let health = config.health_check.as_ref().and_then(|hc| {
             let connector = UpstreamConnector::new(http_connector(hc.timeout), tls, hc.timeout);
             health::start(&config.name, targets.clone(), hc.clone(), connector)
@@ -178,6 +197,9 @@ impl Upstream {
             balancer,
             alive: Arc::new(()),
             tls: tls.cloned(),
+            limits: limits::ConnLimits::new(config.circuit_breaker.as_ref()),
+            sticky,
+            tiers: tiers::Tiers::new(config),
             _health: health,
         })
     }
@@ -212,6 +234,12 @@ impl Upstream {
         worker::pick_index(self, request)
     }
 
+    /// Connections open to the targets, when the circuit breaker limits them (only
+    /// then are they counted).
+    pub fn open_connections(&self) -> Option<u32> {
+        self.limits.as_ref().map(|l| l.open())
+    }
+
     /// The targets and their health, for `/status`.
     pub fn status(&self) -> serde_json::Value {
         let now = now_ms();
@@ -228,12 +256,16 @@ impl Upstream {
                 })
             })
             .collect();
-        serde_json::json!({
+        let mut status = serde_json::json!({
             "name": self.config.name,
             "health_check": self.config.health_check.is_some(),
             "balance": self.balancer.name(),
             "targets": targets,
-        })
+        });
+        if let Some(open) = self.open_connections() {
+            status["connections"] = open.into();
+        }
+        status
     }
 
     /// Sends `req` (origin-form URI, headers already prepared), which came from
@@ -249,16 +281,8 @@ impl Upstream {
         Option<Authority>,
         Result<Response<ProxyBody>, UpstreamError>,
     ) {
-        if let Some(breaker) = &self.config.circuit_breaker
-            && self.targets.active() >= breaker.max_requests
-        {
-            return (
-                None,
-                Err(UpstreamError::Overloaded {
-                    upstream: self.config.name.clone(),
-                    max: breaker.max_requests,
-                }),
-            );
+        if let Some(e) = self.over_max_requests() {
+            return (None, Err(e));
         }
         let (mut once, replay) = match self.replayable(req).await {
             Ok(r) => r,
@@ -272,6 +296,8 @@ impl Upstream {
         // Held until the last attempt is over: a retry counts in the budget meanwhile.
         let mut _permit = None;
         let mut attempt = 1;
+        // The target the request's sticky cookie names, if any.
+        let mut named = None;
         loop {
             let this = match (&replay, once.take()) {
                 (Some((head, body)), _) => rebuild(head, body, attempt),
@@ -283,7 +309,16 @@ impl Upstream {
                 headers: this.headers(),
                 client,
             };
-            let Some((i, pool)) = worker::pick(self, &request) else {
+            // A sticky client goes back to its target while it is in rotation (a retry
+            // lets the balancer pick afresh).
+            if attempt == 1 {
+                named = self.sticky.as_ref().and_then(|s| s.pinned(this.headers()));
+            }
+            let pinned = named
+                .filter(|_| attempt == 1)
+                .and_then(|i| worker::pinned(self, i));
+            let picked = pinned.or_else(|| worker::pick(self, &request));
+            let Some((i, pool)) = picked else {
                 return (None, Err(UpstreamError::NoTarget));
             };
             let Some(target) = self.targets.list.get(i) else {
@@ -310,6 +345,14 @@ impl Upstream {
                     }
                     None => crate::metrics::global().upstream_retry_denied(&self.config.name),
                 }
+            }
+            let mut result = result;
+            if let (Some(sticky), Ok(resp)) = (&self.sticky, &mut result)
+                && named != Some(i)
+                && let Some(cookie) = sticky.set_cookie(i)
+            {
+                resp.headers_mut()
+                    .append(http::header::SET_COOKIE, cookie.clone());
             }
             let result = result.map(|resp| resp.map(|b| body::boxed(Tracked::new(b, flight))));
             return (Some(target.address.clone()), result);
@@ -397,6 +440,23 @@ impl Upstream {
                 target: address(),
                 source,
             }),
+            Ok(Err(pool::PoolError::Overflow(o))) => Err(self.overloaded(o.limit, o.max)),
+        }
+    }
+
+    /// The breaker's refusal when `max_requests` are in flight already.
+    fn over_max_requests(&self) -> Option<UpstreamError> {
+        let max = self.config.circuit_breaker.as_ref()?.max_requests?;
+        (self.targets.active() >= max).then(|| self.overloaded("max_requests", max))
+    }
+
+    /// The circuit breaker's refusal: `limit` (of value `max`) was reached.
+    fn overloaded(&self, limit: &'static str, max: u32) -> UpstreamError {
+        tracing::debug!(upstream = %self.config.name, limit, max, "circuit breaker open");
+        UpstreamError::Overloaded {
+            upstream: self.config.name.clone(),
+            limit,
+            max,
         }
     }
 
@@ -408,6 +468,7 @@ impl Upstream {
             let until = now_ms().saturating_add(PASSIVE_BACKOFF.as_millis() as u64);
             target.down_until_ms.store(until, Ordering::Relaxed);
         }
+        self.targets.health_changed();
         tracing::warn!(upstream = %self.config.name, target = %target.address, "target marked down");
     }
 }
@@ -424,51 +485,4 @@ fn http_connector(connect: Duration) -> hyper_util::client::legacy::connect::Htt
 fn now_ms() -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-fn clone_head(req: &Request<ProxyBody>) -> Request<()> {
-    let mut head = Request::new(());
-    *head.method_mut() = req.method().clone();
-    *head.uri_mut() = req.uri().clone();
-    *head.version_mut() = req.version();
-    *head.headers_mut() = req.headers().clone();
-    head
-}
-
-/// A request body of declared `length`, read whole (and no further than declared).
-async fn read_whole(body: ProxyBody, length: u64) -> Result<Bytes, UpstreamError> {
-    let mut body = std::pin::pin!(body);
-    let mut whole = bytes::BytesMut::with_capacity(length as usize);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|source| UpstreamError::RequestBody { source })?;
-        if let Ok(data) = frame.into_data() {
-            if (whole.len() + data.len()) as u64 > length {
-                return Err(UpstreamError::RequestBody {
-                    source: "the body is longer than its Content-Length".into(),
-                });
-            }
-            whole.extend_from_slice(&data);
-        }
-    }
-    Ok(whole.freeze())
-}
-
-/// Attempt number `attempt` of a request: its head, and its body again. A retry says
-/// which attempt it is (`x-portcullis-attempt: 2`), for the upstream's logs.
-fn rebuild(head: &Request<()>, body: &Bytes, attempt: u32) -> Request<ProxyBody> {
-    let body = if body.is_empty() {
-        body::empty()
-    } else {
-        body::full(body.clone())
-    };
-    let mut req = Request::new(body);
-    *req.method_mut() = head.method().clone();
-    *req.uri_mut() = head.uri().clone();
-    *req.version_mut() = head.version();
-    *req.headers_mut() = head.headers().clone();
-    if attempt > 1 {
-        req.headers_mut()
-            .insert(ATTEMPT_HEADER, http::HeaderValue::from(attempt));
-    }
-    req
 }

@@ -67,6 +67,7 @@ pub fn route(name: &str, matcher: RouteMatch, upstream: &str) -> RouteConfig {
         upstream: upstream.into(),
         max_request_body: None,
         upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,
+        mirror: None,
         origin: Default::default(),
     }
 }
@@ -81,6 +82,7 @@ pub fn matching(host: Option<&str>, prefix: Option<&str>) -> RouteMatch {
         path: prefix.map(|p| PathMatch::Prefix(p.into())),
         methods: None,
         headers: vec![],
+        ..RouteMatch::default()
     }
 }
 
@@ -93,6 +95,7 @@ pub fn upstream(name: &str, targets: &[(SocketAddr, u32)]) -> UpstreamConfig {
             .map(|(a, w)| TargetConfig {
                 address: a.to_string(),
                 weight: *w,
+                ..TargetConfig::default()
             })
             .collect(),
         ..UpstreamConfig::default()

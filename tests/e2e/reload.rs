@@ -308,7 +308,7 @@ async fn a_bad_change_keeps_the_old_config_serving_and_says_why() {
     assert_eq!(
         errors,
         [
-            "portcullis.yaml:6: routes.v2.matchh: unknown field (expected one of: name, listeners, match, priority, filters, upstream, upstreams, max_request_body, upgrade_idle_timeout)"
+            "portcullis.yaml:6: routes.v2.matchh: unknown field (expected one of: name, listeners, match, priority, filters, upstream, upstreams, max_request_body, upgrade_idle_timeout, mirror)"
         ]
     );
     assert_eq!(proxy.status().await["generation"], 1);

@@ -1,5 +1,7 @@
 //! Route precedence over real HTTP: which route answers, as echo@internal reports it.
 
+mod rules;
+
 use serde_json::Value;
 
 use crate::inproc::{Proxy, client, config, matching, route};

@@ -3,9 +3,13 @@
 mod balance;
 mod binary;
 mod body_limit;
+mod failover;
+mod limits;
+mod mirror;
 mod outlier;
 mod retry;
 mod split;
+mod sticky;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,6 +23,8 @@ use crate::inproc::{
     Backend, Proxy, client, closed_port, config, eventually, health_check, matching, raw, route,
     upstream,
 };
+/// `portcullis check` on a one-file configuration must report these lines.
+pub(crate) use balance::check_reports as check_reports_of;
 
 async fn get(proxy: &Proxy, path: &str) -> (u16, String) {
     let resp = client()
@@ -347,7 +353,7 @@ async fn a_64_mib_body_streams_through_without_buffering() {
 
 /// A listener whose accept queue is full: the kernel drops further SYNs, so a connect
 /// to it hangs until the connector gives up. The returned sockets keep it full.
-fn black_hole() -> (
+pub(super) fn black_hole() -> (
     std::net::SocketAddr,
     Vec<std::net::TcpStream>,
     socket2::Socket,

@@ -113,14 +113,27 @@ pub(super) fn status(app: &App) -> Value {
                 .enumerate()
                 .map(|(i, t)| {
                     let healthy = live.and_then(|up| up.target_healthy(i));
-                    json!({ "address": t.address, "weight": t.weight, "healthy": healthy })
+                    let mut target =
+                        json!({ "address": t.address, "weight": t.weight, "healthy": healthy });
+                    if t.priority != 0 {
+                        target["priority"] = t.priority.into();
+                    }
+                    if !t.labels.is_empty() {
+                        let labels = t.labels.iter().map(|(k, v)| (k.clone(), v.as_str().into()));
+                        target["labels"] = Value::Object(labels.collect());
+                    }
+                    target
                 })
                 .collect();
-            json!({
+            let mut upstream = json!({
                 "name": u.name,
                 "targets": targets,
                 "health_check": u.health_check.as_ref().map(|h| h.path.clone()),
-            })
+            });
+            if let Some(open) = live.and_then(|up| up.open_connections()) {
+                upstream["connections"] = open.into();
+            }
+            upstream
         })
         .collect();
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::walk::{Cx, Field, Fields};
 use super::{
-    ConfigError, ECHO_UPSTREAM, HostMatch, ListenerConfig, Origin, RouteConfig, UpstreamConfig,
+    Cidr, ConfigError, ECHO_UPSTREAM, HostMatch, ListenerConfig, Origin, RouteConfig,
+    UpstreamConfig,
 };
 
 /// `listeners[].protocol`: what a listener serves.
@@ -54,64 +55,6 @@ impl ProxyProtocolIn {
     /// Whether `peer` is trusted to send a header.
     pub fn trusts(&self, peer: IpAddr) -> bool {
         self.trusted.iter().any(|c| c.contains(peer))
-    }
-}
-
-/// An address range, `10.0.0.0/8` or `2001:db8::/32` (a bare address is one host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    /// The network address (host bits cleared).
-    pub network: IpAddr,
-    /// The prefix length.
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `ADDR/LEN` or `ADDR`.
-    pub fn parse(text: &str) -> Result<Cidr, String> {
-        let (addr, len) = match text.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("`{text}` is not an address or CIDR range"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match len {
-            None => max,
-            Some(l) => match l.parse::<u8>() {
-                Ok(p) if p <= max => p,
-                _ => return Err(format!("`{text}`: the prefix length must be 0 to {max}")),
-            },
-        };
-        Ok(Cidr {
-            network: mask(addr, prefix),
-            prefix,
-        })
-    }
-
-    /// Whether `ip` is in the range (an IPv4-mapped IPv6 address counts as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix) == self.network
-    }
-}
-
-fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((bits & m).into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((bits & m).into())
-        }
     }
 }
 

@@ -243,6 +243,8 @@ pub struct RouteConfig {
     /// How long a connection switched to another protocol (an HTTP/1.1 upgrade, a
     /// WebSocket) may pass no byte either way before it is closed.
     pub upgrade_idle_timeout: Duration,
+    /// A shadow upstream that gets a copy of a share of the requests, if configured.
+    pub mirror: Option<super::MirrorConfig>,
     /// Where it was declared.
     pub origin: Origin,
 }
@@ -258,6 +260,15 @@ pub struct RouteMatch {
     pub methods: Option<Vec<http::Method>>,
     /// Headers that must be present with exactly these values.
     pub headers: Vec<(http::HeaderName, String)>,
+    /// `path_regex`: the path must hold a match (instead of `path` / `path_prefix`).
+    pub path_regex: Option<super::Pattern>,
+    /// Headers that must be present, or hold a regex match (`{ present: true }`,
+    /// `{ regex: R }` under `headers`).
+    pub header_patterns: Vec<(http::HeaderName, super::ValueMatch)>,
+    /// Query parameters that must be present, equal a value, or hold a regex match.
+    pub query: Vec<(String, super::ValueMatch)>,
+    /// The client's address must be in one of these blocks.
+    pub client_ip: Option<super::ClientIpMatch>,
 }
 
 /// A host pattern.
@@ -394,21 +405,43 @@ pub struct UpstreamConfig {
     pub retries: Option<super::RetryConfig>,
     /// Ejection of targets that keep failing, if configured.
     pub outlier_detection: Option<super::OutlierConfig>,
-    /// A bound on requests in flight, if configured.
+    /// Limits on requests in flight, connections and requests waiting for one.
     pub circuit_breaker: Option<super::BreakerConfig>,
     /// The PROXY protocol header sent on connections of `tcp_routes`, if configured.
     pub proxy_protocol: Option<super::ProxyProtocolVersion>,
+    /// Sticky sessions: the cookie that pins a client to a target, if configured.
+    pub sticky: Option<super::StickyConfig>,
+    /// Failover and locality: below this percentage of its targets up, a priority
+    /// group (or the proxy's zone within it) passes part of its traffic on.
+    pub failover_threshold: u32,
+    /// The proxy's own zone (top-level `zone`, or `PORTCULLIS_ZONE`), copied into each
+    /// upstream so that a reload changing it rebuilds the upstreams it matters to.
+    pub local_zone: Option<String>,
     /// Where it was declared.
     pub origin: Origin,
 }
 
 /// `upstreams[].targets[]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TargetConfig {
     /// `host:port`; a name is resolved when connecting.
     pub address: String,
     /// Relative share of traffic (smooth weighted round-robin); at least 1.
     pub weight: u32,
+    /// Failover group: 0 (the default) takes traffic first, then 1, and so on.
+    pub priority: u32,
+    /// Free-form labels, in the order written; `zone` is what locality reads.
+    pub labels: Vec<(String, String)>,
+}
+
+impl TargetConfig {
+    /// The target's `zone` label, if it has one.
+    pub fn zone(&self) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == "zone")
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// `upstreams[].health_check`.

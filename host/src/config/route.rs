@@ -1,9 +1,14 @@
 //! `routes:`: which requests a route takes, its filter chain and its upstream.
 
+use super::matching;
 use super::walk::{Cx, Field, Fields};
 use super::{
-    CanaryMatch, HostMatch, PathMatch, RouteConfig, RouteDestination, RouteMatch, SplitEntry,
+    CanaryMatch, ECHO_UPSTREAM, HostMatch, MirrorConfig, PathMatch, RouteConfig, RouteDestination,
+    RouteMatch, SplitEntry, ValueMatch,
 };
+
+/// The most of a request body a mirror copies when `max_body` is not given.
+const MIRROR_MAX_BODY: u64 = 64 * 1024;
 
 /// The most a split entry's weight may be (with 1000 entries, the shares' total stays
 /// far below the split's 2³¹ − 1 bound).
@@ -53,6 +58,7 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
     let upstream = destination(cx, &mut f, &mut upstream_refs);
     let max_request_body = f.take("max_request_body").map(|v| v.size(cx));
     let upgrade_idle_timeout = f.take("upgrade_idle_timeout").map(|v| v.duration(cx));
+    let mirror = f.take("mirror").map(|v| mirror(cx, &v, &mut upstream_refs));
     let path = f.path().to_string();
     f.finish(cx);
 
@@ -85,6 +91,10 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
             None => None,
         },
         upgrade_idle_timeout: upgrade_idle_timeout.unwrap_or(Some(super::UPGRADE_IDLE_TIMEOUT))?,
+        mirror: match mirror {
+            Some(m) => Some(m?),
+            None => None,
+        },
         origin: cx.origin(item.line),
     })
 }
@@ -117,6 +127,46 @@ fn destination(
             None
         }
     }
+}
+
+/// `mirror: { upstream, percent, max_body }`; the name goes to `refs`.
+fn mirror(
+    cx: &mut Cx,
+    field: &Field,
+    refs: &mut Vec<(String, usize, String)>,
+) -> Option<MirrorConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let upstream = f.require(cx, "upstream").and_then(|v| {
+        let name = v.string(cx)?;
+        if name == ECHO_UPSTREAM {
+            v.error(cx, "a mirror goes to a configured upstream");
+            return None;
+        }
+        refs.push((name.clone(), v.line, "mirror.upstream".into()));
+        Some(name)
+    });
+    let percent = f.take("percent").map(|v| {
+        let text = v.string(cx)?;
+        match text
+            .strip_suffix('%')
+            .unwrap_or(&text)
+            .trim()
+            .parse::<u32>()
+        {
+            Ok(n) if (1..=100).contains(&n) => Some(n),
+            _ => {
+                v.error(cx, format!("`{text}` is not a percentage from 1% to 100%"));
+                None
+            }
+        }
+    });
+    let max_body = f.take("max_body").map(|v| v.size(cx));
+    f.finish(cx);
+    Some(MirrorConfig {
+        upstream: upstream?,
+        percent: percent.unwrap_or(Some(100))?,
+        max_body: max_body.unwrap_or(Some(MIRROR_MAX_BODY))?,
+    })
 }
 
 /// `upstreams: [{ name, weight }, { name, match }]`.
@@ -200,12 +250,8 @@ fn cookies(cx: &mut Cx, field: &Field) -> Option<Vec<(String, String)>> {
     let mut out = Vec::with_capacity(entries.len());
     let mut ok = true;
     for (name, value) in entries {
-        let valid_name = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
         match value.string(cx) {
-            Some(v) if valid_name => out.push((name, v)),
+            Some(v) if cookie_name_ok(&name) => out.push((name, v)),
             Some(_) => {
                 ok = false;
                 value.error(cx, format!("`{name}` is not a cookie name"));
@@ -216,23 +262,39 @@ fn cookies(cx: &mut Cx, field: &Field) -> Option<Vec<(String, String)>> {
     ok.then_some(out)
 }
 
+/// Whether `name` is a cookie name (an RFC 6265 token).
+pub(crate) fn cookie_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
 fn route_match(cx: &mut Cx, field: &Field) -> Option<RouteMatch> {
     let mut f = Fields::new(cx, field)?;
     let host = f.take("host").map(|v| host(cx, &v));
     let exact = f.take("path");
     let prefix = f.take("path_prefix");
-    let path = match (&exact, &prefix) {
-        (Some(e), Some(_)) => {
-            e.error(cx, "give either path or path_prefix, not both");
-            Some(None)
-        }
-        (Some(v), None) => Some(url_path(cx, v).map(PathMatch::Exact)),
-        (None, Some(v)) => Some(url_path(cx, v).map(PathMatch::Prefix)),
-        (None, None) => None,
+    let regex = f.take("path_regex");
+    let given = [&exact, &prefix, &regex];
+    if given.iter().filter(|g| g.is_some()).count() > 1
+        && let Some(first) = given.iter().find_map(|g| g.as_ref())
+    {
+        first.error(cx, "give one of path, path_prefix and path_regex");
+    }
+    let path = match (&exact, &prefix, &regex) {
+        (Some(v), None, None) => Some(url_path(cx, v).map(PathMatch::Exact)),
+        (None, Some(v), None) => Some(url_path(cx, v).map(PathMatch::Prefix)),
+        (None, None, _) => None,
+        _ => Some(None),
     };
+    let path_regex = regex.as_ref().map(|v| matching::path_regex(cx, v));
     let methods = f.take("methods").map(|v| methods(cx, &v));
-    let headers = f.take("headers").map(|v| headers(cx, &v));
+    let headers = f.take("headers").map(|v| match_headers(cx, &v));
+    let query = f.take("query").map(|v| matching::query(cx, &v));
+    let client_ip = f.take("client_ip").map(|v| matching::client_ip(cx, &v));
     f.finish(cx);
+    let (headers, header_patterns) = headers.unwrap_or(Some((Vec::new(), Vec::new())))?;
     Some(RouteMatch {
         host: match host {
             Some(h) => Some(h?),
@@ -246,8 +308,50 @@ fn route_match(cx: &mut Cx, field: &Field) -> Option<RouteMatch> {
             Some(m) => Some(m?),
             None => None,
         },
-        headers: headers.unwrap_or(Some(Vec::new()))?,
+        headers,
+        path_regex: match path_regex {
+            Some(p) => Some(p?),
+            None => None,
+        },
+        header_patterns,
+        query: query.unwrap_or(Some(Vec::new()))?,
+        client_ip: match client_ip {
+            Some(c) => Some(c?),
+            None => None,
+        },
     })
+}
+
+/// A route's `headers`: a scalar value must be there exactly (the common case, kept
+/// apart), a mapping is `{ present: true }` or `{ regex: R }`.
+type MatchHeaders = (
+    Vec<(http::HeaderName, String)>,
+    Vec<(http::HeaderName, ValueMatch)>,
+);
+
+fn match_headers(cx: &mut Cx, field: &Field) -> Option<MatchHeaders> {
+    let mut exact = Vec::new();
+    let mut patterns = Vec::new();
+    let mut ok = true;
+    for (name, value) in field.entries(cx)? {
+        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            ok = false;
+            value.error(cx, format!("`{name}` is not a valid header name"));
+            continue;
+        };
+        match matching::value_match(cx, &value) {
+            Some(ValueMatch::Equals(v)) if http::HeaderValue::from_str(&v).is_ok() => {
+                exact.push((header, v))
+            }
+            Some(ValueMatch::Equals(v)) => {
+                ok = false;
+                value.error(cx, format!("`{v}` is not a valid header value"));
+            }
+            Some(m) => patterns.push((header, m)),
+            None => ok = false,
+        }
+    }
+    ok.then_some((exact, patterns))
 }
 
 fn url_path(cx: &mut Cx, field: &Field) -> Option<String> {

@@ -135,7 +135,8 @@ upstreams:
         up.targets[1],
         TargetConfig {
             address: "backend.local:9001".into(),
-            weight: 1
+            weight: 1,
+            ..TargetConfig::default()
         }
     );
     assert_eq!(
@@ -199,7 +200,7 @@ fn every_error_of_every_file_is_reported_with_its_line() {
         [
             "a.yaml:3: listeners.web.address: `nowhere` is not an IP:port address (e.g. 127.0.0.1:8080 or [::1]:8080)",
             "a.yaml:4: listeners.web.colour: unknown field (expected one of: name, address, protocol, tls, proxy_protocol, limits, http3)",
-            "b.yaml:3: routes.api.matchh: unknown field (expected one of: name, listeners, match, priority, filters, upstream, upstreams, max_request_body, upgrade_idle_timeout)",
+            "b.yaml:3: routes.api.matchh: unknown field (expected one of: name, listeners, match, priority, filters, upstream, upstreams, max_request_body, upgrade_idle_timeout, mirror)",
             "b.yaml:4: routes.api.upstream: unknown upstream `missing` (defined: echo@internal)",
             "b.yaml:6: routes.two.match.path: `x` must start with /",
         ]
@@ -317,7 +318,7 @@ upstreams:
         "a.yaml:8: listeners.web.tls.certificates.0.key: file not found: `missing.key` (DIR/missing.key)",
         "a.yaml:9: listeners.web.tls.client_auth: client_auth needs client_ca (the CA bundle client certificates are verified against)",
         "a.yaml:13: routes.r.match.host: `api.*.com` is not a host pattern (an exact name like api.example.com, or *.example.com; no port)",
-        "a.yaml:14: routes.r.match.path: give either path or path_prefix, not both",
+        "a.yaml:14: routes.r.match.path: give one of path, path_prefix and path_regex",
         "a.yaml:16: routes.r.match.methods: `get` is not an HTTP method (write it in upper case, e.g. GET)",
         "a.yaml:19: filters.both.wasm: give either builtin or wasm, not both",
         "a.yaml:20: filters.neither: needs a module: `builtin: NAME` or `wasm: FILE`",

@@ -8,6 +8,13 @@ use std::time::Duration;
 
 use super::{CertificatePair, Origin, UpstreamConfig, UpstreamTlsConfig};
 
+/// The default `failover_threshold`: a group with at least 70% of its targets up
+/// takes all its traffic (Envoy's overprovisioning factor 1.4 puts it at 71%).
+pub const DEFAULT_FAILOVER_THRESHOLD: u32 = 70;
+
+/// The environment variable that gives the proxy's zone, over the top-level `zone`.
+pub const ZONE_ENV: &str = "PORTCULLIS_ZONE";
+
 /// The policy an upstream balances with when `balance` is not given.
 pub const DEFAULT_BALANCE: &str = "round_robin";
 
@@ -109,12 +116,28 @@ impl Default for OutlierConfig {
     }
 }
 
-/// `upstreams[].circuit_breaker`: past this many requests in flight to the upstream,
-/// a request gets 503 at once instead of queueing behind the others.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `upstreams[].circuit_breaker`: limits past which a request gets 503 at once
+/// instead of queueing behind the others (at least one is set).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BreakerConfig {
     /// Requests in flight (from every worker) beyond which new ones are refused.
-    pub max_requests: u32,
+    pub max_requests: Option<u32>,
+    /// Connections open to the targets (from every worker) beyond which a request that
+    /// needs a new one is refused.
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a new connection to be set up (from every worker) beyond
+    /// which another that would wait is refused.
+    pub max_pending: Option<u32>,
+}
+
+/// `upstreams[].sticky`: a cookie set on the response pins the client to the target
+/// that served it, for as long as that target is in rotation (see `upstream::sticky`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    /// The cookie's name.
+    pub cookie: String,
+    /// The cookie's `Max-Age`; `None`: a session cookie.
+    pub max_age: Option<Duration>,
 }
 
 /// A failure `retries.on` may name.
@@ -130,6 +153,18 @@ pub enum RetryOn {
     Status5xx,
     /// `gateway-error`: a 502, 503 or 504 response, or no response at all.
     GatewayError,
+}
+
+/// `routes[].mirror`: a copy of a share of the route's requests goes to a shadow
+/// upstream, whose answers are discarded (see `proxy::mirror`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// The shadow upstream's name.
+    pub upstream: String,
+    /// The share of the requests copied, 1–100 (percent).
+    pub percent: u32,
+    /// A request whose body is longer than this is not copied.
+    pub max_body: u64,
 }
 
 /// `routes[].upstream` / `routes[].upstreams`: where a route's requests go.
@@ -207,6 +242,9 @@ impl UpstreamConfig {
             outlier_detection,
             circuit_breaker,
             proxy_protocol,
+            sticky,
+            failover_threshold,
+            local_zone,
             origin: _,
         } = self;
         *name == other.name
@@ -219,6 +257,9 @@ impl UpstreamConfig {
             && *outlier_detection == other.outlier_detection
             && *circuit_breaker == other.circuit_breaker
             && *proxy_protocol == other.proxy_protocol
+            && *sticky == other.sticky
+            && *failover_threshold == other.failover_threshold
+            && *local_zone == other.local_zone
             && balance.policy == other.balance.policy
             && balance.options.len() == other.balance.options.len()
             && balance
@@ -260,6 +301,7 @@ mod tests {
             targets: vec![TargetConfig {
                 address: "127.0.0.1:9000".into(),
                 weight: 1,
+                ..TargetConfig::default()
             }],
             balance: BalanceConfig {
                 policy: "consistent_hash".into(),

@@ -8,8 +8,8 @@ use super::walk::{Cx, Field, Fields};
 use super::yaml::Kind;
 use super::{
     BalanceConfig, BalanceOption, BreakerConfig, ECHO_UPSTREAM, HealthCheckConfig, HealthCheckKind,
-    OutlierConfig, RetryConfig, RetryOn, TargetConfig, UpstreamConfig, UpstreamProtocol,
-    UpstreamTimeouts, UpstreamTlsConfig,
+    OutlierConfig, RetryConfig, RetryOn, StickyConfig, TargetConfig, UpstreamConfig,
+    UpstreamProtocol, UpstreamTimeouts, UpstreamTlsConfig,
 };
 
 /// Decodes one `upstreams[]` item.
@@ -67,6 +67,15 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
         }
         Some(version)
     });
+    let sticky = f.take("sticky").map(|v| sticky(cx, &v));
+    let threshold = f.take("failover_threshold").map(|v| {
+        let p = percent(cx, &v)?;
+        if p == 0 {
+            v.error(cx, "must be above 0%");
+            return None;
+        }
+        Some(p)
+    });
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -98,6 +107,13 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
             None => None,
         },
         proxy_protocol,
+        sticky: match sticky {
+            Some(s) => Some(s?),
+            None => None,
+        },
+        failover_threshold: threshold.unwrap_or(Some(super::DEFAULT_FAILOVER_THRESHOLD))?,
+        // Filled once every file is read (the top-level `zone` may come later).
+        local_zone: None,
         origin: cx.origin(item.line),
     })
 }
@@ -200,15 +216,55 @@ fn outlier(cx: &mut Cx, field: &Field) -> Option<OutlierConfig> {
     })
 }
 
-/// `circuit_breaker: { max_requests }`.
+/// `circuit_breaker: { max_requests, max_connections, max_pending }`, at least one.
 fn breaker(cx: &mut Cx, field: &Field) -> Option<BreakerConfig> {
     let mut f = Fields::new(cx, field)?;
-    let max_requests = f
-        .require(cx, "max_requests")
-        .map(|v| v.int(cx, 1, i64::from(u32::MAX)).map(|n| n as u32));
+    let mut limit = |name: &'static str| {
+        f.take(name)
+            .map(|v| v.int(cx, 1, i64::from(u32::MAX)).map(|n| n as u32))
+    };
+    let max_requests = limit("max_requests");
+    let max_connections = limit("max_connections");
+    let max_pending = limit("max_pending");
     f.finish(cx);
+    if max_requests.is_none() && max_connections.is_none() && max_pending.is_none() {
+        field.error(
+            cx,
+            "needs at least one of max_requests, max_connections, max_pending",
+        );
+        return None;
+    }
+    let or_none = |v: Option<Option<u32>>| match v {
+        Some(n) => n.map(Some),
+        None => Some(None),
+    };
     Some(BreakerConfig {
-        max_requests: max_requests??,
+        max_requests: or_none(max_requests)?,
+        max_connections: or_none(max_connections)?,
+        max_pending: or_none(max_pending)?,
+    })
+}
+
+/// `sticky: { cookie, max_age }`.
+fn sticky(cx: &mut Cx, field: &Field) -> Option<StickyConfig> {
+    let mut f = Fields::new(cx, field)?;
+    let cookie = f.require(cx, "cookie").and_then(|v| {
+        let name = v.string(cx)?;
+        if super::route::cookie_name_ok(&name) {
+            Some(name)
+        } else {
+            v.error(cx, format!("`{name}` is not a cookie name"));
+            None
+        }
+    });
+    let max_age = f.take("max_age").map(|v| v.duration(cx));
+    f.finish(cx);
+    Some(StickyConfig {
+        cookie: cookie?,
+        max_age: match max_age {
+            Some(m) => Some(m?),
+            None => None,
+        },
     })
 }
 
@@ -264,11 +320,30 @@ fn target(cx: &mut Cx, field: &Field) -> Option<TargetConfig> {
     let weight = f
         .take("weight")
         .map(|v| v.int(cx, 1, i64::from(u32::MAX)).map(|w| w as u32));
+    let priority = f
+        .take("priority")
+        .map(|v| v.int(cx, 0, 1000).map(|p| p as u32));
+    let labels = f.take("labels").map(|v| labels(cx, &v));
     f.finish(cx);
     Some(TargetConfig {
         address: address?,
         weight: weight.unwrap_or(Some(1))?,
+        priority: priority.unwrap_or(Some(0))?,
+        labels: labels.unwrap_or(Some(Vec::new()))?,
     })
+}
+
+/// `labels: { zone: a, rack: r1 }`: names and values are non-empty strings.
+fn labels(cx: &mut Cx, field: &Field) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (name, value) in field.entries(cx)? {
+        match value.string(cx) {
+            Some(v) => out.push((name, v)),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 /// Checks `host:port`, `IPv4:port` or `[IPv6]:port`; the name is resolved at connect time.

@@ -121,6 +121,27 @@ pub(super) fn render(m: &Metrics) -> String {
 
     header(
         &mut out,
+        "portcullis_mirror_requests_total",
+        "counter",
+        "Requests copied to a route's shadow upstream, by route, upstream and result.",
+    );
+    for (key, c) in sorted(&m.mirrors) {
+        let mut parts = split_key(&key);
+        let route = parts.next().unwrap_or_default();
+        let upstream = parts.next().unwrap_or_default();
+        let result = parts.next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "portcullis_mirror_requests_total{{route=\"{}\",upstream=\"{}\",result=\"{}\"}} {}",
+            escape(route),
+            escape(upstream),
+            escape(result),
+            c.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
         "portcullis_connections_open",
         "gauge",
         "Client connections open, by listener.",

@@ -16,6 +16,10 @@ pub struct Candidate<'a> {
     pub method: &'a Method,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The query (after `?`), as sent.
+    pub query: Option<&'a str>,
+    /// The peer's address, when known (routes matching `client_ip` need it).
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl<'a> Candidate<'a> {
@@ -27,6 +31,16 @@ impl<'a> Candidate<'a> {
             path: parts.uri.path(),
             method: &parts.method,
             headers: &parts.headers,
+            query: parts.uri.query(),
+            client: None,
+        }
+    }
+
+    /// The same view, with the peer's address.
+    pub fn with_client(self, client: std::net::IpAddr) -> Self {
+        Self {
+            client: Some(client),
+            ..self
         }
     }
 }
@@ -65,21 +79,23 @@ pub struct Precedence {
     priority: Option<i64>,
     /// 2 exact, 1 wildcard, 0 none.
     host: u8,
-    /// 2 exact, 1 prefix, 0 none.
+    /// 3 exact, 2 regex, 1 prefix, 0 none.
     path_kind: u8,
-    /// Length of the exact path or prefix.
+    /// Length of the exact path, regex or prefix.
     path_len: usize,
-    /// Headers, plus one for a method list.
+    /// Headers (each), query parameters (each), plus one for a method list and one
+    /// for `client_ip`.
     conditions: usize,
 }
 
 impl Precedence {
     /// Where a route with match `m` and `priority` stands among others.
     pub fn new(m: &RouteMatch, priority: Option<i64>) -> Self {
-        let (path_kind, path_len) = match &m.path {
-            Some(PathMatch::Exact(p)) => (2, p.len()),
-            Some(PathMatch::Prefix(p)) => (1, p.len()),
-            None => (0, 0),
+        let (path_kind, path_len) = match (&m.path, &m.path_regex) {
+            (Some(PathMatch::Exact(p)), _) => (3, p.len()),
+            (None, Some(r)) => (2, r.source.len()),
+            (Some(PathMatch::Prefix(p)), _) => (1, p.len()),
+            (None, None) => (0, 0),
         };
         Precedence {
             priority,
@@ -90,7 +106,11 @@ impl Precedence {
             },
             path_kind,
             path_len,
-            conditions: m.headers.len() + usize::from(m.methods.is_some()),
+            conditions: m.headers.len()
+                + m.header_patterns.len()
+                + m.query.len()
+                + usize::from(m.methods.is_some())
+                + usize::from(m.client_ip.is_some()),
         }
     }
 }

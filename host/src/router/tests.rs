@@ -20,6 +20,7 @@ fn route(name: &str, matcher: RouteMatch, priority: Option<i64>) -> RouteConfig 
         upstream: crate::config::ECHO_UPSTREAM.into(),
         max_request_body: None,
         upgrade_idle_timeout: crate::config::UPGRADE_IDLE_TIMEOUT,
+        mirror: None,
         origin: Default::default(),
     }
 }
@@ -72,6 +73,8 @@ fn pick(cfg: &Config, method: &str, host: &str, path: &str, headers: &[(&str, &s
         path,
         method: &method,
         headers: &map,
+        query: None,
+        client: None,
     };
     router
         .route("web", &cand)
@@ -100,6 +103,7 @@ fn m(host_: Option<&str>, path: Option<PathMatch>) -> RouteMatch {
         path,
         methods: None,
         headers: vec![],
+        ..RouteMatch::default()
     }
 }
 

@@ -59,6 +59,7 @@ pub(super) async fn run(
         },
         max_request_body: None,
         upgrade_idle_timeout: crate::config::UPGRADE_IDLE_TIMEOUT,
+        mirror: None,
     };
     let req = http::Request::from_parts(head, body::full(request.body.clone()));
     let capture = Capture::default();

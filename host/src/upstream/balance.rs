@@ -19,7 +19,7 @@ mod consistent_hash;
 mod least_request;
 mod random;
 mod round_robin;
-mod sample;
+pub(super) mod sample;
 
 use std::any::Any;
 use std::net::IpAddr;
@@ -68,6 +68,8 @@ pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
 /// and their load.
 pub struct Candidates<'a> {
     set: &'a TargetSet,
+    /// Failover and locality: only targets of this tier may be picked.
+    tier: Option<Within<'a>>,
     /// Read on first need: most picks never need the clock.
     now_ms: std::cell::Cell<Option<u64>>,
     fail_open: bool,
@@ -86,6 +88,11 @@ impl Candidates<'_> {
 
     /// Whether target `i` may be picked now.
     pub fn eligible(&self, i: usize) -> bool {
+        if let Some(w) = &self.tier
+            && w.tier_of.get(i) != Some(&w.tier)
+        {
+            return false;
+        }
         self.set.list.get(i).is_some_and(|t| {
             self.fail_open
                 || t.is_available_with(|| match self.now_ms.get() {
@@ -113,6 +120,23 @@ impl Candidates<'_> {
     pub fn total_active(&self) -> u32 {
         self.set.active()
     }
+
+    /// The tier this pick is confined to, if any.
+    pub fn within(&self) -> Option<&Within<'_>> {
+        self.tier.as_ref()
+    }
+}
+
+/// A failover or locality tier a pick is confined to (see `upstream::tiers`).
+pub struct Within<'a> {
+    /// The tier of each target.
+    pub tier_of: &'a [u16],
+    /// The tier picked from.
+    pub tier: u16,
+    /// Its targets, in config order.
+    pub members: &'a [u32],
+    /// Their weights, for the policies that draw.
+    pub sampler: &'a sample::Weighted,
 }
 
 /// A balancing policy (see the module documentation).
@@ -208,6 +232,7 @@ impl Balancer {
     ) -> Option<usize> {
         let mut targets = Candidates {
             set,
+            tier: None,
             now_ms: std::cell::Cell::new(None),
             fail_open: false,
         };
@@ -216,6 +241,28 @@ impl Balancer {
         }
         targets.fail_open = true;
         self.policy.pick(&mut *local.0, &targets, request)
+    }
+
+    /// [`Balancer::pick`] among the targets up in tier `within`; when none of them is
+    /// up (its health changed since the tier was chosen), among all targets as
+    /// [`Balancer::pick`] does.
+    pub fn pick_in(
+        &self,
+        local: &mut Local,
+        set: &TargetSet,
+        request: &PickRequest<'_>,
+        within: Within<'_>,
+    ) -> Option<usize> {
+        let targets = Candidates {
+            set,
+            tier: Some(within),
+            now_ms: std::cell::Cell::new(None),
+            fail_open: false,
+        };
+        match self.policy.pick(&mut *local.0, &targets, request) {
+            Some(i) => Some(i),
+            None => self.pick(local, set, request),
+        }
     }
 }
 

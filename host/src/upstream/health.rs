@@ -39,7 +39,7 @@ pub fn start(
     handle.spawn(async move {
         tokio::select! {
             _ = stopped => {}
-            _ = probe_forever(&name, &targets.list, &config, connector) => {}
+            _ = probe_forever(&name, &targets, &config, connector) => {}
         }
         tracing::debug!(upstream = %name, "health check stopped");
     });
@@ -48,18 +48,19 @@ pub fn start(
 
 async fn probe_forever(
     upstream: &str,
-    targets: &[Target],
+    set: &TargetSet,
     config: &HealthCheckConfig,
     connector: UpstreamConnector,
 ) {
     let prober = Prober::new(config, connector);
     loop {
-        let probes = targets.iter().map(|t| prober.probe(t, config));
+        let probes = set.list.iter().map(|t| prober.probe(t, config));
         let results = futures_util::future::join_all(probes).await;
-        for (target, healthy) in targets.iter().zip(results) {
+        for (target, healthy) in set.list.iter().zip(results) {
             let was = target.healthy.swap(healthy, Ordering::Relaxed);
-            if healthy {
-                target.down_until_ms.store(0, Ordering::Relaxed);
+            let backed_off = healthy && target.down_until_ms.swap(0, Ordering::Relaxed) != 0;
+            if was != healthy || backed_off {
+                set.health_changed();
             }
             if was != healthy {
                 tracing::info!(upstream, target = %target.address, healthy, "target health changed");

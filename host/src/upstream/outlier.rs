@@ -52,6 +52,7 @@ pub fn record(
     let time = ejection_time(config, n);
     let until = now.saturating_add(time.as_millis() as u64);
     target.down_until_ms.fetch_max(until, Ordering::Relaxed);
+    set.health_changed();
     tracing::warn!(target = %target.address, ejection = n, ?time, "target ejected: {in_a_row} failures in a row");
     true
 }

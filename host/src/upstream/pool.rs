@@ -17,7 +17,7 @@
 //! dropped after [`POOL_IDLE`]; a connection that carried a protocol switch
 //! (`Upgrade`) is never pooled again: once switched it belongs to its tunnel.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -27,6 +27,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::limits::{ConnLimits, Overflow};
 use crate::body::ProxyBody;
 use crate::tls::connector::{ConnectError, UpstreamConnector};
 
@@ -44,6 +45,9 @@ pub enum PoolError {
     Connect(ConnectError),
     /// The connection failed (at the handshake, or during the exchange).
     Exchange(hyper::Error),
+    /// A new connection was needed, and the circuit breaker's limit on connections or
+    /// on requests waiting for one was reached.
+    Overflow(Overflow),
 }
 
 /// A connection's request half.
@@ -65,6 +69,8 @@ pub struct Pool {
     connector: UpstreamConnector,
     /// HTTP/2 with prior knowledge on every connection (`protocol: h2c`).
     h2c: bool,
+    /// The circuit breaker's connection limits, shared with the other workers' pools.
+    limits: Option<Arc<ConnLimits>>,
     targets: Mutex<Vec<Vec<Idle>>>,
 }
 
@@ -72,11 +78,17 @@ pub struct Pool {
 
 impl Pool {
     /// An empty pool for `targets` targets, connecting through `connector`, speaking
-    /// HTTP/2 with prior knowledge when `h2c`.
-    pub fn new(connector: UpstreamConnector, targets: usize, h2c: bool) -> Self {
+    /// HTTP/2 with prior knowledge when `h2c`, opening connections within `limits`.
+    pub fn new(
+        connector: UpstreamConnector,
+        targets: usize,
+        h2c: bool,
+        limits: Option<Arc<ConnLimits>>,
+    ) -> Self {
         Self {
             connector,
             h2c,
+            limits,
             targets: Mutex::new((0..targets).map(|_| Vec::new()).collect()),
         }
     }
@@ -193,6 +205,14 @@ impl Pool {
 
     /// Opens a connection to `address` and starts its task.
     async fn connect(&self, scheme: &Scheme, address: &Authority) -> Result<Sender, PoolError> {
+        // Held (pending) until the connection is set up, and (open) by its task.
+        let (_pending, open) = match &self.limits {
+            Some(limits) => {
+                let (pending, open) = limits.admit().map_err(PoolError::Overflow)?;
+                (Some(pending), Some(open))
+            }
+            None => (None, None),
+        };
         let uri = Uri::builder()
             .scheme(scheme.clone())
             .authority(address.clone())
@@ -210,6 +230,7 @@ impl Pool {
                 .await
                 .map_err(PoolError::Exchange)?;
             tokio::spawn(async move {
+                let _open = open;
                 if let Err(e) = conn.await {
                     tracing::debug!("upstream HTTP/2 connection ended: {e}");
                 }
@@ -221,6 +242,7 @@ impl Pool {
                 .await
                 .map_err(PoolError::Exchange)?;
             tokio::spawn(async move {
+                let _open = open;
                 // On a `101` the connection hands its stream to the response's
                 // `OnUpgrade` (the tunnel) and this task ends.
                 if let Err(e) = conn.with_upgrades().await {

@@ -23,6 +23,8 @@ pub struct Stream {
     pub io: TokioIo<MaybeTls>,
     /// Counts the connection as in flight to its target while it lives.
     pub flight: InFlight,
+    /// Counts it as open within the breaker's `max_connections`, if set.
+    _open: Option<super::limits::Open>,
 }
 
 impl Upstream {
@@ -42,14 +44,18 @@ impl Upstream {
         client: SocketAddr,
         preamble: &[u8],
     ) -> Result<Stream, UpstreamError> {
-        if let Some(breaker) = &self.config.circuit_breaker
-            && self.targets.active() >= breaker.max_requests
-        {
-            return Err(UpstreamError::Overloaded {
-                upstream: self.config.name.clone(),
-                max: breaker.max_requests,
-            });
+        if let Some(e) = self.over_max_requests() {
+            return Err(e);
         }
+        // Every TCP connection is a new upstream connection: pending until it is set
+        // up, open while it lives, within the breaker's connection limits.
+        let (pending, open) = match &self.limits {
+            Some(limits) => match limits.admit() {
+                Ok((pending, open)) => (Some(pending), Some(open)),
+                Err(o) => return Err(self.overloaded(o.limit, o.max)),
+            },
+            None => (None, None),
+        };
         let attempts = if self.retries.retries(Failure::Connect) {
             self.retries.attempts()
         } else {
@@ -65,10 +71,12 @@ impl Upstream {
                     if let Some(config) = &self.config.outlier_detection {
                         outlier::record(config, &self.targets, target, None, now_ms);
                     }
+                    drop(pending);
                     return Ok(Stream {
                         target: target.address.clone(),
                         io,
                         flight,
+                        _open: open,
                     });
                 }
                 Err(source) => {

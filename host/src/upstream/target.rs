@@ -78,6 +78,12 @@ impl Target {
     pub fn active(&self) -> u32 {
         self.active.load(Ordering::Relaxed)
     }
+
+    /// When its passive back-off (a refused connection, an ejection) ends, if one was
+    /// set and not yet seen to end.
+    pub fn back_off_until(&self) -> Option<u64> {
+        Some(self.down_until_ms.load(Ordering::Relaxed)).filter(|&u| u != 0)
+    }
 }
 
 /// Every target of one upstream, in config order, and the upstream's total in flight.
@@ -87,6 +93,8 @@ pub struct TargetSet {
     pub list: Box<[Target]>,
     /// Requests in flight to any of them.
     active: AtomicU32,
+    /// Bumped by every change of a target's health (see [`TargetSet::health_changed`]).
+    epoch: AtomicU64,
 }
 
 impl TargetSet {
@@ -95,12 +103,24 @@ impl TargetSet {
         Self {
             list: list.into(),
             active: AtomicU32::new(0),
+            epoch: AtomicU64::new(0),
         }
     }
 
     /// Requests in flight to the whole upstream.
     pub fn active(&self) -> u32 {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// The health epoch: what failover and locality compare to know that the shares
+    /// they computed still hold (the end of a back-off they track by its time).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Records that a target's health changed (probe, refused connection, ejection).
+    pub fn health_changed(&self) {
+        self.epoch.fetch_add(1, Ordering::Relaxed);
     }
 }
 

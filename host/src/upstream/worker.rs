@@ -9,12 +9,15 @@ use std::sync::{Arc, Weak};
 use super::Upstream;
 use super::balance::{Local, PickRequest};
 use super::pool::Pool;
+use super::tiers::TierLocal;
 
 struct WorkerUpstream {
     /// Dies with the upstream: entries whose owner is gone are pruned.
     owner: Weak<()>,
     pool: Arc<Pool>,
     balance: Local,
+    /// This worker's view of the failover and locality shares, when there are tiers.
+    tiers: Option<TierLocal>,
 }
 
 thread_local! {
@@ -28,20 +31,66 @@ thread_local! {
 /// open).
 pub fn pick(upstream: &Upstream, request: &PickRequest<'_>) -> Option<(usize, Arc<Pool>)> {
     with_state(upstream, |w| {
-        let i = upstream
-            .balancer
-            .pick(&mut w.balance, &upstream.targets, request)?;
+        let i = choose(upstream, w, request)?;
         Some((i, Arc::clone(&w.pool)))
+    })
+}
+
+/// Target `index` (a sticky session's) with this worker's pool, if it may take the
+/// request: it is in rotation, and its failover tier takes traffic.
+pub fn pinned(upstream: &Upstream, index: usize) -> Option<(usize, Arc<Pool>)> {
+    let target = upstream.targets.list.get(index)?;
+    if !target.is_available(super::now_ms()) {
+        return None;
+    }
+    with_state(upstream, |w| {
+        if let (Some(tiers), Some(local)) = (&upstream.tiers, &mut w.tiers)
+            && !tiers.takes_traffic(local, &upstream.targets, index)
+        {
+            return None;
+        }
+        Some((index, Arc::clone(&w.pool)))
     })
 }
 
 /// The target [`pick`] would choose, without the pool: the balancer's own cost.
 pub fn pick_index(upstream: &Upstream, request: &PickRequest<'_>) -> Option<usize> {
-    with_state(upstream, |w| {
-        upstream
+    with_state(upstream, |w| choose(upstream, w, request))
+}
+
+/// The balancer's pick, within the tier failover and locality choose when there are
+/// tiers. Inlined, with the tiered path out of line: an upstream without tiers pays
+/// one test of an `Option` for them (callgrind, a round-robin pick: 228 instructions
+/// before tiers, 252 with `choose` a call of its own, 230 so).
+#[inline]
+fn choose(upstream: &Upstream, w: &mut WorkerUpstream, request: &PickRequest<'_>) -> Option<usize> {
+    if upstream.tiers.is_some() {
+        return choose_tiered(upstream, w, request);
+    }
+    upstream
+        .balancer
+        .pick(&mut w.balance, &upstream.targets, request)
+}
+
+#[inline(never)]
+fn choose_tiered(
+    upstream: &Upstream,
+    w: &mut WorkerUpstream,
+    request: &PickRequest<'_>,
+) -> Option<usize> {
+    if let (Some(tiers), Some(local)) = (&upstream.tiers, &mut w.tiers)
+        && let Some(within) = tiers
+            .choose(local, &upstream.targets)
+            .and_then(|t| tiers.within(t))
+    {
+        let set = &upstream.targets;
+        return upstream
             .balancer
-            .pick(&mut w.balance, &upstream.targets, request)
-    })
+            .pick_in(&mut w.balance, set, request, within);
+    }
+    upstream
+        .balancer
+        .pick(&mut w.balance, &upstream.targets, request)
 }
 
 /// Runs `f` on this worker's state for `upstream`, made on first use.
@@ -66,7 +115,9 @@ fn new_worker_state(upstream: &Upstream, alive: &Arc<()>) -> WorkerUpstream {
             upstream.connector(),
             upstream.targets.list.len(),
             upstream.config.protocol == crate::config::UpstreamProtocol::H2c,
+            upstream.limits.clone(),
         )),
         balance: upstream.balancer.local(),
+        tiers: upstream.tiers.as_ref().map(|t| t.local()),
     }
 }

@@ -316,11 +316,10 @@ impl Vm {
         let Some(f) = pick(&self.cb) else {
             return Ok(None);
         };
-        std::mem::swap(&mut self.store.data_mut().io, io);
-        self.store.data_mut().running_context = context;
+        swap_stream(&mut self.store, io, context);
         prepare(&mut self.store, self.ticks);
         let r = f.call(&mut self.store, params);
-        std::mem::swap(&mut self.store.data_mut().io, io);
+        swap_stream(&mut self.store, io, context);
         r.map(Some).map_err(|e| classify(&self.store, e))
     }
 
@@ -336,10 +335,9 @@ impl Vm {
         P: WasmParams + Sync,
         R: WasmResults + Sync,
     {
-        std::mem::swap(&mut self.store.data_mut().io, io);
-        self.store.data_mut().running_context = context;
+        swap_stream(&mut self.store, io, context);
         let r = self.call(pick, params).await;
-        std::mem::swap(&mut self.store.data_mut().io, io);
+        swap_stream(&mut self.store, io, context);
         r
     }
 
@@ -373,6 +371,14 @@ where
     } else {
         f.call(store, params)
     }
+}
+
+/// Moves a stream's data into the store for a callback of `context` (host calls reach
+/// it there without locks), or back out after it.
+fn swap_stream(store: &mut Store<HostState>, io: &mut Box<StreamIo>, context: u32) {
+    let s = store.data_mut();
+    std::mem::swap(&mut s.io, io);
+    s.running_context = context;
 }
 
 /// Arms the deadline of one guest entry: `ticks` epoch ticks of running time.

@@ -288,7 +288,7 @@ upstreams:
 
 /// Runs `portcullis check` on a directory holding `up.yaml` = `yaml`: it must fail and
 /// print every line of `expected` (`FILE:LINE: FIELD: message`).
-pub(super) fn check_reports(yaml: &str, expected: &[&str]) {
+pub(crate) fn check_reports(yaml: &str, expected: &[&str]) {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     std::fs::write(tmp.path().join("up.yaml"), yaml).unwrap_or_else(|e| panic!("write: {e}"));
     let (code, _, stderr) = support::run_to_end([

@@ -77,6 +77,7 @@ fn random_route(rng: &mut StdRng, i: usize, hosts: &[String]) -> RouteConfig {
             path,
             methods,
             headers,
+            ..RouteMatch::default()
         },
         priority,
     );
@@ -136,6 +137,8 @@ fn agree(seed: u64, routes: usize, hosts: &[String], requests: usize) -> usize {
             path: &path,
             method: &method,
             headers: &headers,
+            query: None,
+            client: None,
         };
         let listener = *pick(&mut rng, &["web", "admin", "ghost"]);
         let got = index.route(listener, &cand);

@@ -9,6 +9,7 @@ pub(super) fn upstream(tls: UpstreamTlsConfig) -> UpstreamConfig {
         targets: vec![TargetConfig {
             address: "127.0.0.1:1".into(),
             weight: 1,
+            ..TargetConfig::default()
         }],
         tls: Some(tls),
         origin: origin(),

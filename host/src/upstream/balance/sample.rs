@@ -51,23 +51,29 @@ pub struct Weighted {
 impl Weighted {
     /// The sampler of `set`'s weights (fixed for the upstream's life).
     pub fn new(set: &TargetSet) -> Self {
-        let first = set.list.first().map_or(1, |t| t.weight);
-        let uniform = set.list.iter().all(|t| t.weight == first);
+        let weights: Vec<u32> = set.list.iter().map(|t| t.weight).collect();
+        Self::of_weights(&weights)
+    }
+
+    /// The sampler of `weights`: draws are positions in it.
+    pub fn of_weights(weights: &[u32]) -> Self {
+        let first = weights.first().copied().unwrap_or(1);
+        let uniform = weights.iter().all(|&w| w == first);
         let mut total = 0u64;
         let cumulative: Box<[u64]> = if uniform {
             Box::new([])
         } else {
-            set.list
+            weights
                 .iter()
-                .map(|t| {
-                    total += u64::from(t.weight);
+                .map(|&w| {
+                    total += u64::from(w);
                     total
                 })
                 .collect()
         };
         Self {
             cumulative,
-            count: set.list.len() as u64,
+            count: weights.len() as u64,
             total,
         }
     }
@@ -81,31 +87,49 @@ impl Weighted {
         self.cumulative.partition_point(|&c| c <= r)
     }
 
-    /// An eligible target drawn by weight; `None` when none is eligible.
+    /// An eligible target drawn by weight; `None` when none is eligible. When the
+    /// pick is confined to a failover or locality tier, the draw is among the tier's
+    /// targets only (by the tier's own sampler), so that a small tier costs no more
+    /// than a whole upstream.
     pub fn draw_eligible(&self, rng: &mut Rng, targets: &Candidates<'_>) -> Option<usize> {
+        match targets.within() {
+            Some(w) => w
+                .sampler
+                .draw_from(rng, targets, |p| w.members.get(p).map(|&i| i as usize)),
+            None => self.draw_from(rng, targets, Some),
+        }
+    }
+
+    /// An eligible target drawn by weight, `index` mapping a position of this
+    /// sampler to a target.
+    fn draw_from(
+        &self,
+        rng: &mut Rng,
+        targets: &Candidates<'_>,
+        index: impl Fn(usize) -> Option<usize>,
+    ) -> Option<usize> {
         for _ in 0..DRAWS {
-            let i = self.draw(rng);
+            let i = index(self.draw(rng))?;
             if targets.eligible(i) {
                 return Some(i);
             }
         }
         // Most targets are down: draw among the eligible ones only.
-        let weight = |i: usize| {
-            if targets.eligible(i) {
-                u64::from(targets.weight(i))
-            } else {
-                0
-            }
+        let weight = |p: usize| {
+            index(p)
+                .filter(|&i| targets.eligible(i))
+                .map_or(0, |i| u64::from(targets.weight(i)))
         };
-        let total: u64 = (0..targets.len()).map(weight).sum();
+        let count = self.count as usize;
+        let total: u64 = (0..count).map(weight).sum();
         if total == 0 {
             return None;
         }
         let mut r = rng.below(total);
-        for i in 0..targets.len() {
-            let w = weight(i);
+        for p in 0..count {
+            let w = weight(p);
             if r < w {
-                return Some(i);
+                return index(p);
             }
             r -= w;
         }
