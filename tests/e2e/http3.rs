@@ -5,6 +5,7 @@
 
 mod bench;
 mod client;
+mod concurrent;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -12,6 +12,7 @@
 //! that changes address would reach another worker's endpoint, which does not know
 //! its connection: active migration is refused in the transport parameters.
 
+mod body;
 mod request;
 
 use std::net::SocketAddr;

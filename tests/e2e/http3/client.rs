@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 
@@ -15,6 +16,23 @@ pub struct H3 {
     /// Kept so the connection outlives the handshake.
     _endpoint: quinn::Endpoint,
     conn: quinn::Connection,
+}
+
+/// How a request's body goes out: its pieces, each after `pause`, and the end of
+/// the stream (the FIN) after one more `pause`. A pause puts the FIN in a packet of
+/// its own, after the proxy has read the head (and the pieces before it).
+#[derive(Clone, Default)]
+pub struct Sending {
+    pub parts: Vec<Bytes>,
+    pub pause: Duration,
+}
+
+impl Sending {
+    async fn wait(&self) {
+        if !self.pause.is_zero() {
+            tokio::time::sleep(self.pause).await;
+        }
+    }
 }
 
 /// A response: status, headers and the whole body.
@@ -79,18 +97,33 @@ impl H3 {
         req: http::Request<()>,
         body: Option<Bytes>,
     ) -> Result<Answer, String> {
+        let sending = Sending {
+            parts: body.into_iter().collect(),
+            pause: Duration::ZERO,
+        };
+        self.send(req, &sending).await
+    }
+
+    /// Sends `req` with its body as `sending` says and reads the whole answer.
+    pub async fn send(
+        &mut self,
+        req: http::Request<()>,
+        sending: &Sending,
+    ) -> Result<Answer, String> {
         let run = async {
             let mut stream = self
                 .send
                 .send_request(req)
                 .await
                 .map_err(|e| format!("send request: {e}"))?;
-            if let Some(body) = body {
+            for part in &sending.parts {
+                sending.wait().await;
                 stream
-                    .send_data(body)
+                    .send_data(part.clone())
                     .await
                     .map_err(|e| format!("send body: {e}"))?;
             }
+            sending.wait().await;
             stream.finish().await.map_err(|e| format!("finish: {e}"))?;
             let resp = stream
                 .recv_response()

@@ -2,16 +2,16 @@
 //! the proxy like an HTTP/1.1 or HTTP/2 one (same routing, filters, metrics, access
 //! log, body pacing), and its response streamed back, trailers included.
 
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use h3::server::{RequestResolver, RequestStream};
-use http_body::{Body, Frame};
+use http_body::Body;
 use http_body_util::BodyExt;
+
+use super::body::RecvBody;
 
 use super::super::conn::{AccessLine, reject_response};
 use super::super::request_body::{PacedBody, Verdict};
@@ -24,7 +24,6 @@ use crate::metrics;
 use crate::proxy::{self, ConnInfo};
 
 type SendSide = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
-type RecvSide = RequestStream<h3_quinn::RecvStream, Bytes>;
 
 /// Serves the request `resolver` will read.
 pub(super) async fn serve(
@@ -46,6 +45,8 @@ pub(super) async fn serve(
     let (mut send, recv) = stream.split();
     let method = req.method().clone();
     let line = access_log::enabled().then(|| AccessLine::of(&req, &info));
+    // Opened (and dropped unread, on a refusal) as a body, so that its end is read.
+    let body = RecvBody::open(recv, &req).await;
 
     let (mut resp, outcome) = if req.headers().len() > limits.max_headers {
         let reject = Reject::TooManyHeaders;
@@ -53,7 +54,6 @@ pub(super) async fn serve(
         (reject_response(reject), proxy::Outcome::default())
     } else {
         let grpc = proxy::is_grpc(req.headers());
-        let body = RecvBody::new(recv);
         // Only a request with a body has a pace to keep.
         let verdict = (!body.is_end_stream()).then(Verdict::default);
         let req = req.map(|()| body);
@@ -127,90 +127,5 @@ fn remove_connection_headers(headers: &mut http::HeaderMap) {
         http::HeaderName::from_static("proxy-connection"),
     ] {
         headers.remove(name);
-    }
-}
-
-/// A request body read from its HTTP/3 stream as the proxy asks for it: DATA frames,
-/// then trailers.
-struct RecvBody {
-    stream: RecvSide,
-    /// What the first look at the stream found already there, not yet handed out.
-    peeked: Option<Option<Result<Frame<Bytes>, h3::error::StreamError>>>,
-    state: State,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    Data,
-    Trailers,
-    Done,
-}
-
-impl RecvBody {
-    /// Wraps `stream`, looking once at what has arrived without waiting: a request
-    /// without a body (a GET) ends in the packet of its head, and a body known to be
-    /// empty spares the request the body machinery (the filters' body phase, pacing).
-    fn new(stream: RecvSide) -> Self {
-        let mut body = Self {
-            stream,
-            peeked: None,
-            state: State::Data,
-        };
-        let mut cx = Context::from_waker(Waker::noop());
-        if let Poll::Ready(next) = body.poll_next(&mut cx) {
-            body.peeked = Some(next);
-        }
-        body
-    }
-
-    fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h3::error::StreamError>>> {
-        loop {
-            match self.state {
-                State::Data => match self.stream.poll_recv_data(cx) {
-                    Poll::Ready(Ok(Some(mut data))) => {
-                        let data = data.copy_to_bytes(data.remaining());
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    Poll::Ready(Ok(None)) => self.state = State::Trailers,
-                    Poll::Ready(Err(e)) => {
-                        self.state = State::Done;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                    Poll::Pending => return Poll::Pending,
-                },
-                State::Trailers => {
-                    let trailers = std::task::ready!(self.stream.poll_recv_trailers(cx));
-                    self.state = State::Done;
-                    return Poll::Ready(trailers.map(|t| t.map(Frame::trailers)).transpose());
-                }
-                State::Done => return Poll::Ready(None),
-            }
-        }
-    }
-}
-
-impl Body for RecvBody {
-    type Data = Bytes;
-    type Error = h3::error::StreamError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        match this.peeked.take() {
-            Some(next) => Poll::Ready(next),
-            None => this.poll_next(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.peeked {
-            Some(next) => next.is_none(),
-            None => self.state == State::Done,
-        }
     }
 }
