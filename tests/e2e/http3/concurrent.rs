@@ -38,7 +38,11 @@ fn kind(i: usize) -> (&'static str, Vec<Bytes>, Duration) {
 /// client got back; the error says which request went wrong and how.
 async fn one(h3: &mut H3, stream: usize, i: usize) -> Result<(), String> {
     let (method, parts, pause) = kind(i);
-    let route = if stream % 2 == 0 { "plain" } else { "filtered" };
+    let route = if stream.is_multiple_of(2) {
+        "plain"
+    } else {
+        "filtered"
+    };
     let path = format!("/{route}/{stream}/{i}");
     let req = http::Request::builder()
         .method(method)
