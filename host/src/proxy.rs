@@ -209,7 +209,11 @@ where
 
     let (mut head, body) = resp.into_parts();
     let decision = {
-        let mut chain = filters.lock().await;
+        // Free unless a body wrapper is mid-step: no lock future on the common path.
+        let mut chain = match filters.try_lock() {
+            Some(chain) => chain,
+            None => filters.lock().await,
+        };
         let flags = error.as_ref().map_or(0, ProxyError::envoy_response_flags);
         chain.set_upstream_result(outcome.target.clone(), flags);
         chain

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame};
 
+use super::chain::Flow;
 use super::{BodyDecision, Decision, HttpFilters};
 
 /// A stream's chain shared by its body wrappers and the driver. When the last holder
@@ -37,11 +38,14 @@ enum Out {
     Stop(Decision),
 }
 
-/// Which way a body flows.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    Request,
-    Response,
+impl From<BodyDecision> for Out {
+    fn from(d: BodyDecision) -> Out {
+        match d {
+            BodyDecision::Forward(b) => Out::Data(b),
+            BodyDecision::Respond(r) => Out::Stop(Decision::Respond(r)),
+            BodyDecision::Fail(f) => Out::Stop(Decision::Fail(f)),
+        }
+    }
 }
 
 /// A filter answered (or failed) while the request body was streaming; the driver
@@ -54,7 +58,7 @@ pub struct AnsweredLocally;
 pub struct FilteredBody<B> {
     inner: B,
     filters: SharedFilters,
-    dir: Dir,
+    flow: Flow,
     local: Option<LocalSlot>,
     step: Option<Step>,
     done: bool,
@@ -68,15 +72,15 @@ impl<B: Body> FilteredBody<B> {
     /// response or a failure ends the body with [`AnsweredLocally`] and lands in
     /// `local`.
     pub fn request(inner: B, filters: SharedFilters, local: LocalSlot) -> Self {
-        Self::new(inner, filters, Dir::Request, Some(local))
+        Self::new(inner, filters, Flow::Request, Some(local))
     }
 
     /// The response body, through `on_response_body` / `on_response_trailers`.
     pub fn response(inner: B, filters: SharedFilters) -> Self {
-        Self::new(inner, filters, Dir::Response, None)
+        Self::new(inner, filters, Flow::Response, None)
     }
 
-    fn new(inner: B, filters: SharedFilters, dir: Dir, local: Option<LocalSlot>) -> Self {
+    fn new(inner: B, filters: SharedFilters, flow: Flow, local: Option<LocalSlot>) -> Self {
         // Nothing else holds the chain while the proxy wraps a body; if something
         // did, filtering every chunk is the safe answer. A message that ended with its
         // headers has no body phase, as on Envoy (a GET gets no on_request_body).
@@ -88,52 +92,96 @@ impl<B: Body> FilteredBody<B> {
             done: inner.is_end_stream(),
             inner,
             filters,
-            dir,
+            flow,
             local,
             step: None,
             passthrough,
         }
     }
 
-    fn data(&mut self, chunk: Bytes, eos: bool) {
-        let (filters, dir) = (self.filters.clone(), self.dir);
+    /// Runs a chunk through the chain: at once when the chain is free and every
+    /// filter can be called now (its outcome comes back), else in a step to poll.
+    fn data(&mut self, chunk: Bytes, eos: bool) -> Option<Out> {
+        let flow = self.flow;
+        if let Some(mut chain) = self.filters.try_lock_owned() {
+            let mut walk = chain.body_start(flow, chunk, eos);
+            match chain.body_now(&mut walk) {
+                Ok(d) => return Some(d.into()),
+                Err(halt) => {
+                    self.step = Some(Box::pin(async move {
+                        chain.body_resume(walk, halt).await.into()
+                    }));
+                    return None;
+                }
+            }
+        }
+        let filters = self.filters.clone();
         self.step = Some(Box::pin(async move {
-            let mut f = filters.lock().await;
-            let d = match dir {
-                Dir::Request => f.request_body(chunk, eos).await,
-                Dir::Response => f.response_body(chunk, eos).await,
-            };
-            match d {
-                BodyDecision::Forward(b) => Out::Data(b),
-                BodyDecision::Respond(r) => Out::Stop(Decision::Respond(r)),
-                BodyDecision::Fail(f) => Out::Stop(Decision::Fail(f)),
+            let mut chain = filters.lock().await;
+            match flow {
+                Flow::Request => chain.request_body(chunk, eos).await.into(),
+                Flow::Response => chain.response_body(chunk, eos).await.into(),
             }
         }));
+        None
     }
 
     fn trailers(&mut self, mut trailers: HeaderMap) {
-        let (filters, dir) = (self.filters.clone(), self.dir);
+        let (filters, flow) = (self.filters.clone(), self.flow);
         self.step = Some(Box::pin(async move {
             let mut f = filters.lock().await;
             // Trailers end the body: paused filters give up what they hold first.
-            let flushed = match dir {
-                Dir::Request => f.request_body(Bytes::new(), true).await,
-                Dir::Response => f.response_body(Bytes::new(), true).await,
+            let flushed = match flow {
+                Flow::Request => f.request_body(Bytes::new(), true).await,
+                Flow::Response => f.response_body(Bytes::new(), true).await,
             };
             let flushed = match flushed {
                 BodyDecision::Forward(b) => b,
                 BodyDecision::Respond(r) => return Out::Stop(Decision::Respond(r)),
                 BodyDecision::Fail(f) => return Out::Stop(Decision::Fail(f)),
             };
-            let d = match dir {
-                Dir::Request => f.request_trailers(&mut trailers).await,
-                Dir::Response => f.response_trailers(&mut trailers).await,
+            let d = match flow {
+                Flow::Request => f.request_trailers(&mut trailers).await,
+                Flow::Response => f.response_trailers(&mut trailers).await,
             };
             match d {
                 Decision::Continue => Out::Trailers(flushed, trailers),
                 stop => Out::Stop(stop),
             }
         }));
+    }
+
+    /// What a chunk's (or the trailers') way through the chain gives the reader:
+    /// `None` when there is nothing to send yet (a filter holds the bytes).
+    fn deliver(&mut self, out: Out) -> Option<Option<Result<Frame<Bytes>, BoxError>>> {
+        match out {
+            Out::Data(b) if b.is_empty() => None,
+            Out::Data(b) => Some(Some(Ok(Frame::data(b)))),
+            Out::Trailers(b, t) => {
+                self.done = true;
+                if b.is_empty() {
+                    return Some(Some(Ok(Frame::trailers(t))));
+                }
+                // Send the flushed bytes now and the trailers next time.
+                self.step = Some(Box::pin(async move { Out::Trailers(Bytes::new(), t) }));
+                Some(Some(Ok(Frame::data(b))))
+            }
+            Out::Stop(stop) => {
+                self.done = true;
+                Some(match (self.flow, &self.local, stop) {
+                    (Flow::Request, Some(slot), stop) => {
+                        if let Ok(mut s) = slot.lock() {
+                            *s = Some(stop);
+                        }
+                        Some(Err(Box::new(AnsweredLocally)))
+                    }
+                    // The response head has gone: only its body can be replaced.
+                    (_, _, Decision::Respond(r)) => Some(Ok(Frame::data(r.into_body()))),
+                    (_, _, Decision::Fail(f)) => Some(Err(Box::new(f))),
+                    (_, _, Decision::Continue) => None,
+                })
+            }
+        }
     }
 }
 
@@ -160,59 +208,39 @@ where
                     Poll::Ready(out) => out,
                 };
                 this.step = None;
-                match out {
-                    Out::Data(b) if b.is_empty() => continue,
-                    Out::Data(b) => return Poll::Ready(Some(Ok(Frame::data(b)))),
-                    Out::Trailers(b, t) => {
-                        this.done = true;
-                        if b.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::trailers(t))));
-                        }
-                        // Send the flushed bytes now and the trailers next time.
-                        this.step = Some(Box::pin(async move { Out::Trailers(Bytes::new(), t) }));
-                        return Poll::Ready(Some(Ok(Frame::data(b))));
-                    }
-                    Out::Stop(stop) => {
-                        this.done = true;
-                        return match (this.dir, &this.local, stop) {
-                            (Dir::Request, Some(slot), stop) => {
-                                if let Ok(mut s) = slot.lock() {
-                                    *s = Some(stop);
-                                }
-                                Poll::Ready(Some(Err(Box::new(AnsweredLocally))))
-                            }
-                            // The response head has gone: only its body can be replaced.
-                            (_, _, Decision::Respond(r)) => {
-                                Poll::Ready(Some(Ok(Frame::data(r.into_body()))))
-                            }
-                            (_, _, Decision::Fail(f)) => Poll::Ready(Some(Err(Box::new(f)))),
-                            (_, _, Decision::Continue) => Poll::Ready(None),
-                        };
-                    }
+                match this.deliver(out) {
+                    Some(frame) => return Poll::Ready(frame),
+                    None => continue,
                 }
             }
             if this.done {
                 return Poll::Ready(None);
             }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
+            let out = match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
                     // The end without a last chunk: let paused filters finish.
                     this.done = true;
-                    this.data(Bytes::new(), true);
+                    this.data(Bytes::new(), true)
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(chunk) => {
                         let eos = this.inner.is_end_stream();
                         this.done = eos;
-                        this.data(chunk, eos);
+                        this.data(chunk, eos)
                     }
                     Err(frame) => match frame.into_trailers() {
-                        Ok(t) => this.trailers(t),
-                        Err(_) => continue,
+                        Ok(t) => {
+                            this.trailers(t);
+                            None
+                        }
+                        Err(_) => None,
                     },
                 },
+            };
+            if let Some(frame) = out.and_then(|out| this.deliver(out)) {
+                return Poll::Ready(frame);
             }
         }
     }

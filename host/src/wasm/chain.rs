@@ -16,7 +16,9 @@ use crate::config::OnError;
 
 #[macro_use]
 mod call;
+mod body_phase;
 
+pub use body_phase::Flow;
 use call::{Called, call, call_now, needs_finish};
 
 #[derive(Clone, Copy, Debug)]
@@ -178,36 +180,7 @@ impl HttpFilters {
     /// filter that pauses holds the bytes (and gets them all again with the next
     /// chunk) until it continues or the body ends.
     pub async fn request_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyDecision {
-        self.io.request_body_bytes += chunk.len() as u64;
-        let mut data = BodyBuf::Shared(chunk);
-        for i in 0..self.seen {
-            let e = &mut self.entries[i];
-            if e.plugin.headers_only() {
-                continue;
-            }
-            self.io.request_body = std::mem::take(&mut e.held[0]).join(data);
-            let len = self.io.request_body.len() as u32;
-            match self.step(i, Phase::RequestBody, len, end_of_stream).await {
-                Step::Continue => data = std::mem::take(&mut self.io.request_body),
-                Step::Pause if !end_of_stream => {
-                    self.entries[i].held[0] = std::mem::take(&mut self.io.request_body);
-                    return BodyDecision::Forward(Bytes::new());
-                }
-                Step::Pause => data = std::mem::take(&mut self.io.request_body),
-                Step::Local => {
-                    self.seen = i + 1;
-                    return match Box::pin(self.local_response(i)).await {
-                        Ok(r) => BodyDecision::Respond(r),
-                        Err(f) => BodyDecision::Fail(f),
-                    };
-                }
-                Step::Failed(f) => match self.entries[i].plugin.config.on_error {
-                    OnError::Allow => data = std::mem::take(&mut self.io.request_body),
-                    OnError::Deny => return BodyDecision::Fail(self.failure(i, f)),
-                },
-            }
-        }
-        BodyDecision::Forward(data.into_bytes())
+        self.body(Flow::Request, chunk, end_of_stream).await
     }
 
     /// Response headers phase, in reverse chain order. Writing `:status` changes it.
@@ -240,34 +213,7 @@ impl HttpFilters {
     /// One chunk of the response body, in reverse chain order (see
     /// [`HttpFilters::request_body`] for pausing).
     pub async fn response_body(&mut self, chunk: Bytes, end_of_stream: bool) -> BodyDecision {
-        self.io.response_body_bytes += chunk.len() as u64;
-        let mut data = BodyBuf::Shared(chunk);
-        for i in (0..self.seen).rev() {
-            let e = &mut self.entries[i];
-            if e.plugin.headers_only() || e.no_response {
-                continue;
-            }
-            self.io.response_body = std::mem::take(&mut e.held[1]).join(data);
-            let len = self.io.response_body.len() as u32;
-            match self.step(i, Phase::ResponseBody, len, end_of_stream).await {
-                Step::Continue => data = std::mem::take(&mut self.io.response_body),
-                Step::Pause if !end_of_stream => {
-                    self.entries[i].held[1] = std::mem::take(&mut self.io.response_body);
-                    return BodyDecision::Forward(Bytes::new());
-                }
-                Step::Pause => data = std::mem::take(&mut self.io.response_body),
-                Step::Local => {
-                    // Headers have gone downstream: the reply can only replace the body.
-                    let reply = self.io.local_reply.take();
-                    return BodyDecision::Forward(reply.map(|r| r.body).unwrap_or_default());
-                }
-                Step::Failed(f) => match self.entries[i].plugin.config.on_error {
-                    OnError::Allow => data = std::mem::take(&mut self.io.response_body),
-                    OnError::Deny => return BodyDecision::Fail(self.failure(i, f)),
-                },
-            }
-        }
-        BodyDecision::Forward(data.into_bytes())
+        self.body(Flow::Response, chunk, end_of_stream).await
     }
 
     /// `on_done`, `on_log` and `on_delete` for every context created. As in Envoy, a
@@ -415,33 +361,81 @@ impl HttpFilters {
 
     /// Runs one callback of filter `i`, with its http calls, and says what it decided.
     async fn step(&mut self, i: usize, phase: Phase, n: u32, eos: bool) -> Step {
+        match self.step_now(i, phase, n, eos) {
+            Ok(step) => step,
+            Err(pending) => self.step_wait(i, phase, n, eos, pending).await,
+        }
+    }
+
+    /// Filter `i`'s callback made at once, as nearly every one is, and what it decided.
+    /// `Err` when something must be waited for: `Err(None)` before the callback (its
+    /// VM is busy, absent or on a fiber; nothing was called), `Err(Some(called))`
+    /// after it (it left `http_call`s to dispatch, or it failed and must be reported).
+    fn step_now(
+        &mut self,
+        i: usize,
+        phase: Phase,
+        n: u32,
+        eos: bool,
+    ) -> Result<Step, Option<Called>> {
         let e = &mut self.entries[i];
         if e.skipped
             || (e.plugin.headers_only() && !phase.is_headers())
             || (e.no_response && phase.is_response())
         {
-            return Step::Continue;
+            return Ok(Step::Continue);
         }
-        let called = match call_now(e, &mut self.io, phase, n, eos) {
-            Some(called) => called,
-            None => Box::pin(call(e, &mut self.io, phase, n, eos)).await,
-        };
+        let called = call_now(e, &mut self.io, phase, n, eos).ok_or(None)?;
+        self.settle(i, phase, called).map_err(Some)
+    }
+
+    /// What filter `i`'s callback came to, when nothing is left to wait for.
+    #[inline]
+    fn settle(&mut self, i: usize, phase: Phase, called: Called) -> Result<Step, Called> {
         if self.io.skip_response && matches!(phase, Phase::RequestHeaders) {
             self.entries[i].no_response = true;
         }
-        let (action, has_calls) = match called {
-            Called::Done { action, has_calls } => (action, has_calls),
+        match called {
+            Called::Done {
+                action,
+                has_calls: false,
+            } => Ok(self.decided(i, phase, action)),
+            Called::Gone => Ok(Step::Continue),
+            called => Err(called),
+        }
+    }
+
+    /// The rest of [`HttpFilters::step`] when [`HttpFilters::step_now`] could not
+    /// finish it: waits for the filter's VM and calls it (`pending` is `None`), then
+    /// dispatches its `http_call`s or reports its failure.
+    async fn step_wait(
+        &mut self,
+        i: usize,
+        phase: Phase,
+        n: u32,
+        eos: bool,
+        pending: Option<Called>,
+    ) -> Step {
+        let called = match pending {
+            Some(called) => called,
+            None => {
+                let called =
+                    Box::pin(call(&mut self.entries[i], &mut self.io, phase, n, eos)).await;
+                match self.settle(i, phase, called) {
+                    Ok(step) => return step,
+                    Err(called) => called,
+                }
+            }
+        };
+        let action = match called {
+            Called::Done { action, .. } => action,
             Called::Gone => return Step::Continue,
             Called::Failed(generation, f) => {
                 return Box::pin(self.failed(i, generation, f, phase)).await;
             }
         };
-        let e = &self.entries[i];
-        if let Some(r) = &self.io.local_reply {
-            tracing::debug!(filter = %e.plugin.config.name, status = r.status, details = %r.details, "local response");
-            return Step::Local;
-        }
-        if has_calls {
+        if self.io.local_reply.is_none() {
+            let e = &self.entries[i];
             let (slot, plugin) = (e.slot.clone(), e.plugin.clone());
             let (generation, ctx) = (e.generation, e.ctx);
             if let Some(slot) = slot
@@ -457,7 +451,15 @@ impl HttpFilters {
                 return Box::pin(self.failed(i, generation, f, phase)).await;
             }
         }
-        if self.io.local_reply.is_some() {
+        self.decided(i, phase, action)
+    }
+
+    /// What filter `i` decided with `action`, its callback (and its calls) over.
+    #[inline]
+    fn decided(&self, i: usize, phase: Phase, action: u32) -> Step {
+        if let Some(r) = &self.io.local_reply {
+            let name = &self.entries[i].plugin.config.name;
+            tracing::debug!(filter = %name, status = r.status, details = %r.details, "local response");
             return Step::Local;
         }
         // 0 Continue, 2 ContinueAndEndStream; anything else stops iteration.

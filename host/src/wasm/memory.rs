@@ -88,7 +88,7 @@ pub(crate) fn hand_back(
     ret_size: u32,
 ) -> HostResult {
     // Check the return slots before running guest code for nothing.
-    if let Err(e) = write_u32(caller, ret_ptr, 0).and_then(|_| write_u32(caller, ret_size, 0)) {
+    if let Err(e) = write_pair(caller, ret_ptr, ret_size, 0, 0) {
         return Ok(e.into());
     }
     if bytes.is_empty() {
@@ -101,13 +101,34 @@ pub(crate) fn hand_back(
     if addr == 0 {
         return Ok(Status::InternalFailure.into());
     }
-    let r = write(caller, addr, bytes)
-        .and_then(|_| write_u32(caller, ret_ptr, addr))
-        .and_then(|_| write_u32(caller, ret_size, len));
+    let r =
+        write(caller, addr, bytes).and_then(|_| write_pair(caller, ret_ptr, ret_size, addr, len));
     Ok(match r {
         Ok(()) => Status::Ok.into(),
         Err(e) => e.into(),
     })
+}
+
+/// Writes `a` at `pa` and `b` at `pb` (little-endian u32s) with one look at the
+/// guest's memory: every value handed back writes two such slots, twice.
+fn write_pair(
+    caller: &mut Caller<'_, HostState>,
+    pa: u32,
+    pb: u32,
+    a: u32,
+    b: u32,
+) -> Result<(), Status> {
+    let Some(mem) = caller.data().memory else {
+        return Err(Status::InvalidMemoryAccess);
+    };
+    let data = mem.data_mut(caller);
+    for (p, v) in [(pa, a), (pb, b)] {
+        let start = p as usize;
+        data.get_mut(start..start + 4)
+            .ok_or(Status::InvalidMemoryAccess)?
+            .copy_from_slice(&v.to_le_bytes());
+    }
+    Ok(())
 }
 
 /// [`hand_back`] of a value `fill` writes into the VM's scratch buffer from the host

@@ -1,7 +1,6 @@
 //! What a VM's store holds: the VM's own bookkeeping and, for the length of one
 //! callback, the stream the callback is about.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -166,8 +165,9 @@ pub(crate) struct StreamIo {
     pub response_trailers: Option<HeaderMap>,
     pub request_body: BodyBuf,
     pub response_body: BodyBuf,
-    /// Values set with `set_property`, visible to every filter of the stream.
-    pub properties: HashMap<String, Vec<u8>>,
+    /// Values set with `set_property`, visible to every filter of the stream. A
+    /// list: a stream has a few at most, and an empty `HashMap` costs a random seed.
+    pub properties: Vec<(String, Vec<u8>)>,
     /// Set by `send_local_response`.
     pub local_reply: Option<LocalReply>,
     /// Set by `continue_stream` / `close_stream` while a context was paused.

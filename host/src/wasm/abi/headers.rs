@@ -70,13 +70,13 @@ fn call_list(s: &HostState, ty: MapType) -> Result<&[(String, Vec<u8>)], Status>
 
 /// The first value of `key` (any case) in map `ty`, borrowed from the stream.
 pub(crate) fn value<'s>(s: &'s HostState, ty: MapType, key: &[u8]) -> Result<&'s [u8], Status> {
-    // Header names are ASCII: a key that is not UTF-8 names no header.
-    let key = std::str::from_utf8(key).map_err(|_| Status::NotFound)?;
     let plain = match ty {
         RequestHeaders => {
             let r = s.io.request.as_ref().ok_or(Status::NotFound)?;
-            if key.starts_with(':') {
-                let known = REQUEST_PSEUDO.iter().find(|p| p.eq_ignore_ascii_case(key));
+            if key.starts_with(b":") {
+                let known = REQUEST_PSEUDO
+                    .iter()
+                    .find(|p| p.as_bytes().eq_ignore_ascii_case(key));
                 return known
                     .and_then(|p| request_pseudo(s, r, p))
                     .ok_or(Status::NotFound);
@@ -85,7 +85,7 @@ pub(crate) fn value<'s>(s: &'s HostState, ty: MapType, key: &[u8]) -> Result<&'s
         }
         ResponseHeaders => {
             let r = s.io.response.as_ref().ok_or(Status::NotFound)?;
-            if key.eq_ignore_ascii_case(":status") {
+            if key.eq_ignore_ascii_case(b":status") {
                 return Ok(r.status.as_str().as_bytes());
             }
             &r.headers
@@ -95,7 +95,7 @@ pub(crate) fn value<'s>(s: &'s HostState, ty: MapType, key: &[u8]) -> Result<&'s
         CallHeaders | CallTrailers => {
             return call_list(s, ty)?
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(key))
                 .map(|(_, v)| v.as_slice())
                 .ok_or(Status::NotFound);
         }
@@ -104,9 +104,10 @@ pub(crate) fn value<'s>(s: &'s HostState, ty: MapType, key: &[u8]) -> Result<&'s
             return Err(Status::BadArgument);
         }
     };
-    // `HeaderMap::get` with a `&str` folds the case itself, without allocating.
-    plain
-        .get(key)
+    // The name parsed once per VM; a key that is no valid name names no header.
+    s.header_names
+        .with(key, |name| plain.get(name))
+        .flatten()
         .map(HeaderValue::as_bytes)
         .ok_or(Status::NotFound)
 }
@@ -314,29 +315,40 @@ fn rebuild_uri(uri: &mut Uri, change: impl FnOnce(&mut http::uri::Parts) -> bool
     }
 }
 
-/// The header names a VM's filter writes, parsed once: a filter sets the same few
-/// names on every request, and parsing one (and, for a name `http` does not know,
-/// allocating it) cost more than the write itself.
+/// The header names a VM's filter reads and writes, parsed once: a filter uses the
+/// same few names on every request, and parsing one (folding its case, and for a
+/// name `http` does not know, allocating it) cost more than the lookup or the write.
+/// Behind a `RefCell` so that reads, which borrow the stream, can fill it.
 #[derive(Default)]
 pub(crate) struct NameCache {
-    names: Vec<(Box<[u8]>, HeaderName)>,
+    names: std::cell::RefCell<Vec<(Box<[u8]>, HeaderName)>>,
 }
 
 impl NameCache {
-    /// Enough for what one filter writes; past it, names are parsed every time.
+    /// Enough for what one filter uses; past it, names are parsed every time.
     const CAP: usize = 16;
 
     /// `key` (as the guest spelled it) as a header name, lower case; `None` if it is
     /// not a valid one.
-    pub fn get(&mut self, key: &[u8]) -> Option<HeaderName> {
-        if let Some((_, name)) = self.names.iter().find(|(k, _)| **k == *key) {
-            return Some(name.clone());
+    pub fn get(&self, key: &[u8]) -> Option<HeaderName> {
+        self.with(key, HeaderName::clone)
+    }
+
+    /// `f` of `key` as a header name, without cloning it; `None` if `key` is not a
+    /// valid one.
+    pub fn with<R>(&self, key: &[u8], f: impl FnOnce(&HeaderName) -> R) -> Option<R> {
+        let Ok(mut names) = self.names.try_borrow_mut() else {
+            return HeaderName::from_bytes(key).ok().map(|n| f(&n));
+        };
+        if let Some((_, name)) = names.iter().find(|(k, _)| **k == *key) {
+            return Some(f(name));
         }
         // Folds the case itself (header names are lower case on the wire to h2 and here).
         let name = HeaderName::from_bytes(key).ok()?;
-        if self.names.len() < Self::CAP {
-            self.names.push((key.into(), name.clone()));
+        let r = f(&name);
+        if names.len() < Self::CAP {
+            names.push((key.into(), name));
         }
-        Some(name)
+        Some(r)
     }
 }

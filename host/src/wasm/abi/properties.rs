@@ -28,7 +28,7 @@ pub(crate) fn get_into(s: &HostState, path: &[u8], out: &mut Vec<u8>) -> Result<
 }
 
 fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), Status> {
-    if let Some(v) = s.io.properties.get(name) {
+    if let Some((_, v)) = s.io.properties.iter().find(|(k, _)| k == name) {
         out.extend_from_slice(v);
         return Ok(());
     }
@@ -245,7 +245,11 @@ fn headers_size(h: &http::HeaderMap) -> u64 {
 
 /// Sets a stream property for the filters after this one.
 pub(crate) fn set(s: &mut HostState, path: &[u8], value: Vec<u8>) -> Status {
-    s.io.properties.insert(join(path), value);
+    let name = join(path);
+    match s.io.properties.iter_mut().find(|(k, _)| *k == name) {
+        Some((_, v)) => *v = value,
+        None => s.io.properties.push((name, value)),
+    }
     Status::Ok
 }
 

@@ -119,6 +119,42 @@ async fn bodies_are_buffered_while_a_filter_pauses() {
 }
 
 #[tokio::test]
+async fn a_body_walk_that_must_wait_for_a_filter_resumes_where_it_stopped() {
+    // The sync filter between two `async: true` ones (whose callbacks run on a fiber,
+    // so the walk cannot call them at once) is reached both at once and after a wait.
+    let on_fiber = |name: &str| {
+        let mut f = filter(name, "body:x");
+        f.asynchronous = true;
+        plugin(&f)
+    };
+    let (a, b, c) = (
+        on_fiber("walk-a"),
+        plugin(&filter("walk-b", "body:y")),
+        on_fiber("walk-c"),
+    );
+    let mut chain = HttpFilters::new(&[a, b, c], info());
+    cont(chain.request_headers(&mut request("/", &[]), false).await);
+    let first = chain
+        .request_body(Bytes::from_static(b"hello "), false)
+        .await;
+    assert!(
+        matches!(first, BodyDecision::Forward(ref b) if b.is_empty()),
+        "got {first:?}"
+    );
+    match chain.request_body(Bytes::from_static(b"world"), true).await {
+        BodyDecision::Forward(b) => assert_eq!(b.as_ref(), b"HELLO WORLD"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut resp = response(200);
+    cont(chain.response_headers(&mut resp, false).await);
+    match chain.response_body(Bytes::from_static(b"abc"), true).await {
+        BodyDecision::Forward(b) => assert_eq!(b.as_ref(), b"abc [probed] [probed] [probed]"),
+        other => panic!("unexpected {other:?}"),
+    }
+    chain.finish().await;
+}
+
+#[tokio::test]
 async fn trailers_reach_filters() {
     let p = plugin(&filter("trailers", "headers:tr"));
     let mut chain = HttpFilters::new(&[p], info());
