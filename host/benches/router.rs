@@ -129,6 +129,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
             tls: None,
             limits: Default::default(),
             proxy_protocol: None,
+            http3: false,
             origin: Default::default(),
         }],
         routes,

@@ -48,9 +48,15 @@ pub struct BoundListener {
     pub tls: bool,
     /// Whether it is a `udp` listener (its sockets are UDP; a change rebinds it).
     pub udp: bool,
+    /// Whether it serves HTTP/3 too: UDP sockets on the same port beside the TCP
+    /// ones (a change rebinds it).
+    pub http3: bool,
+    /// The `Alt-Svc` value its HTTP/1.1 and HTTP/2 responses carry, with `http3`:
+    /// `h3=":PORT"; ma=86400`.
+    pub alt_svc: Option<http::HeaderValue>,
     /// One socket per worker (the admin listener has one), each taken once.
     sockets: Mutex<Vec<Option<std::net::TcpListener>>>,
-    /// The same, for a `udp` listener.
+    /// The same, for a `udp` listener, and the QUIC sockets of an `http3` one.
     udp_sockets: Mutex<Vec<Option<std::net::UdpSocket>>>,
     /// Set to true when a reload removes the listener: accept loops end and its
     /// connections finish their in-flight requests and close.
@@ -67,8 +73,8 @@ impl BoundListener {
         sockets.get_mut(worker).and_then(Option::take)
     }
 
-    /// Takes the UDP socket of `worker` (a `udp` listener's); `None` if already taken
-    /// or out of range.
+    /// Takes the UDP socket of `worker` (a `udp` listener's, or the QUIC socket of an
+    /// `http3` one); `None` if already taken or out of range.
     pub fn take_udp_socket(&self, worker: usize) -> Option<std::net::UdpSocket> {
         let mut sockets = match self.udp_sockets.lock() {
             Ok(s) => s,
@@ -87,8 +93,15 @@ impl BoundListener {
         self.stop.send_replace(true);
     }
 
-    fn key(&self) -> (Kind, &str, SocketAddr, bool, bool) {
-        (self.kind, &self.name, self.configured, self.tls, self.udp)
+    fn key(&self) -> (Kind, &str, SocketAddr, bool, bool, bool) {
+        (
+            self.kind,
+            &self.name,
+            self.configured,
+            self.tls,
+            self.udp,
+            self.http3,
+        )
     }
 }
 
@@ -146,40 +159,43 @@ impl ListenerTable {
                 );
                 let udp = l.protocol == ListenerProtocol::Udp;
                 let tls = l.tls.is_some();
-                (
-                    Kind::Proxy,
-                    l.name.as_str(),
-                    l.address,
-                    tls,
-                    udp,
-                    workers,
-                    err,
-                )
+                let key = (Kind::Proxy, l.name.as_str(), l.address, tls, udp, l.http3);
+                (key, workers, err)
             })
             .chain(config.admin.iter().map(|a| {
                 let err = ConfigError::at(&a.origin, "admin.address", String::new());
-                (Kind::Admin, ADMIN_NAME, a.address, false, false, 1, err)
+                let key = (Kind::Admin, ADMIN_NAME, a.address, false, false, false);
+                (key, 1, err)
             }));
 
-        for (kind, name, address, tls, udp, count, mut err) in wanted {
-            if let Some(existing) = old.remove(&(kind, name, address, tls, udp)) {
+        for (key, count, mut err) in wanted {
+            if let Some(existing) = old.remove(&key) {
                 table.listeners.push(Arc::clone(existing));
                 continue;
             }
+            let (kind, name, address, tls, udp, http3) = key;
             // Our own sockets may hold the address for a moment (a listener renamed,
             // or turned to TLS, on the same port): those are meant to share it.
-            let ours = self
-                .listeners
-                .iter()
-                .any(|l| l.bound == address && l.udp == udp);
-            let bound = bind_all(address, count.max(1), !ours, udp).map(|(bound, sockets)| {
-                let sockets = sockets.into_iter();
-                if udp {
-                    (bound, Vec::new(), sockets.map(Into::into).collect())
-                } else {
-                    (bound, sockets.map(Into::into).collect(), Vec::new())
-                }
-            });
+            let ours = |udp: bool| {
+                self.listeners
+                    .iter()
+                    .any(|l| l.bound == address && (l.udp == udp || (udp && l.http3)))
+            };
+            let bound =
+                bind_all(address, count.max(1), !ours(udp), udp).and_then(|(bound, sockets)| {
+                    let sockets = sockets.into_iter();
+                    if udp {
+                        return Ok((bound, Vec::new(), sockets.map(Into::into).collect()));
+                    }
+                    // HTTP/3 on the port the TCP sockets took (port 0 included).
+                    let quic = if http3 {
+                        bind_all(bound, count.max(1), !ours(true), true)?.1
+                    } else {
+                        Vec::new()
+                    };
+                    let quic: Vec<std::net::UdpSocket> = quic.into_iter().map(Into::into).collect();
+                    Ok((bound, sockets.map(Into::into).collect(), quic))
+                });
             match bound {
                 Ok((bound, sockets, udp_sockets)) => {
                     let l = Arc::new(BoundListener {
@@ -190,6 +206,8 @@ impl ListenerTable {
                         bound,
                         tls,
                         udp,
+                        http3,
+                        alt_svc: http3.then(|| alt_svc(bound.port())).flatten(),
                         sockets: Mutex::new(sockets.into_iter().map(Some).collect()),
                         udp_sockets: Mutex::new(udp_sockets.into_iter().map(Some).collect()),
                         stop: watch::Sender::new(false),
@@ -213,6 +231,11 @@ impl ListenerTable {
             added,
         })
     }
+}
+
+/// `Alt-Svc: h3=":PORT"; ma=86400`: HTTP/3 on the same host, this port, for a day.
+fn alt_svc(port: u16) -> Option<http::HeaderValue> {
+    http::HeaderValue::try_from(format!("h3=\":{port}\"; ma=86400")).ok()
 }
 
 fn next_id() -> u64 {

@@ -1,6 +1,7 @@
 //! The worker threads: thread-per-core, each a current-thread tokio runtime with a
 //! `LocalSet`, each accepting on its own `SO_REUSEPORT` socket of every listener and
-//! serving HTTP/1.1 and HTTP/2 (prior knowledge) on the same port with hyper.
+//! serving HTTP/1.1 and HTTP/2 (prior knowledge) on the same port with hyper, and
+//! HTTP/3 over QUIC on the UDP side of a listener that asks for it (`http3`).
 //!
 //! Request futures never leave their worker (hyper runs with a local executor), so
 //! the proxy driver and the wasm VMs it calls need not be `Send`.
@@ -8,6 +9,7 @@
 mod accept;
 pub mod conn;
 pub mod guard;
+mod http3;
 mod hyper_conn;
 mod peek;
 mod per_ip;

@@ -14,6 +14,7 @@ mod filters_check;
 mod filters_ratelimit;
 mod grpc;
 mod grpc_callouts;
+mod http3;
 mod inproc;
 mod l4;
 mod module_cache;

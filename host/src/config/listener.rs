@@ -31,6 +31,7 @@ pub(crate) fn listener(cx: &mut Cx, item: &Field) -> Option<ListenerConfig> {
         .take("proxy_protocol")
         .map(|v| (super::l4::proxy_protocol_in(cx, &v), v));
     let limits = f.take("limits").map(|v| limits(cx, &v));
+    let http3 = f.take("http3").map(|v| (v.bool(cx), v));
     f.finish(cx);
     let protocol = match protocol {
         Some((p, v)) => {
@@ -59,11 +60,26 @@ pub(crate) fn listener(cx: &mut Cx, item: &Field) -> Option<ListenerConfig> {
         }
         None => None,
     };
+    let http3 = match http3 {
+        Some((on, v)) => {
+            let on = on?;
+            if on && (protocol != ListenerProtocol::Http || tls.is_none()) {
+                v.error(
+                    cx,
+                    "HTTP/3 is QUIC, which is always TLS: http3 needs an http listener with tls",
+                );
+                return None;
+            }
+            on
+        }
+        None => false,
+    };
     Some(ListenerConfig {
         name: name?,
         address: address?,
         protocol,
         proxy_protocol,
+        http3,
         tls: match tls {
             Some(t) => Some(t?),
             None => None,

@@ -139,6 +139,10 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
     /// PROXY protocol headers accepted from trusted peers, if configured.
     pub proxy_protocol: Option<super::ProxyProtocolIn>,
+    /// Whether HTTP/3 is served on the same port over UDP (QUIC), and advertised with
+    /// `Alt-Svc` on the listener's HTTP/1.1 and HTTP/2 responses. TLS `http` listeners
+    /// only.
+    pub http3: bool,
     /// Limits a client meets on this listener.
     pub limits: ListenerLimits,
     /// Where it was declared.

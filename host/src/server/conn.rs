@@ -113,7 +113,7 @@ pub async fn serve_io<I>(
         } else {
             &builder
         };
-        let service = service(&app, &info, &state, &tunnels);
+        let service = service(&app, &info, &state, &tunnels, listener.alt_svc.as_ref());
         let io = TokioIo::new(WorkerLocal(guard));
         let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
         loop {
@@ -375,21 +375,7 @@ pub(super) async fn handle(
         );
     }
     let line = line.unwrap_or_default();
-    access_log::record(&AccessRecord {
-        listener: &info.listener,
-        method: method.as_str(),
-        host: &line.host,
-        path: &line.path,
-        status: resp.status().as_u16(),
-        route: outcome.route.as_deref().unwrap_or_default(),
-        upstream: outcome
-            .target
-            .as_deref()
-            .or(outcome.upstream.as_deref())
-            .unwrap_or_default(),
-        duration: started.elapsed(),
-        client: &line.client,
-    });
+    line.record(&info, &method, resp.status(), &outcome, started);
     if grpc {
         // After the access line, which keeps the error's HTTP status.
         proxy::answer_errors_as_grpc(&mut resp);
@@ -403,14 +389,15 @@ pub(super) async fn handle(
 /// The parts of an access line that must be copied out of the request before the
 /// driver takes it.
 #[derive(Default)]
-struct AccessLine {
+pub(super) struct AccessLine {
     host: String,
     path: String,
     client: String,
 }
 
 impl AccessLine {
-    fn of(req: &http::Request<hyper::body::Incoming>, info: &ConnInfo) -> Self {
+    /// Copies what the line needs of `req`.
+    pub(super) fn of<B>(req: &http::Request<B>, info: &ConnInfo) -> Self {
         let path = req
             .uri()
             .path_and_query()
@@ -432,10 +419,37 @@ impl AccessLine {
             client: info.client.to_string(),
         }
     }
+
+    /// Writes the access line (and counts the request in the metrics) of a request
+    /// the proxy answered with `status`.
+    pub(super) fn record(
+        &self,
+        info: &ConnInfo,
+        method: &http::Method,
+        status: http::StatusCode,
+        outcome: &proxy::Outcome,
+        started: Instant,
+    ) {
+        access_log::record(&AccessRecord {
+            listener: &info.listener,
+            method: method.as_str(),
+            host: &self.host,
+            path: &self.path,
+            status: status.as_u16(),
+            route: outcome.route.as_deref().unwrap_or_default(),
+            upstream: outcome
+                .target
+                .as_deref()
+                .or(outcome.upstream.as_deref())
+                .unwrap_or_default(),
+            duration: started.elapsed(),
+            client: &self.client,
+        });
+    }
 }
 
 /// The response to a request whose head the guard rejected; always closes.
-fn reject_response(reject: Reject) -> http::Response<ProxyBody> {
+pub(super) fn reject_response(reject: Reject) -> http::Response<ProxyBody> {
     let (status, text) = match reject {
         Reject::HeadersTooLarge => (
             http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

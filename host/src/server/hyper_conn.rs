@@ -52,12 +52,14 @@ pub(super) fn builder(limits: &ListenerLimits) -> auto::Builder<LocalExec> {
     builder
 }
 
-/// The service hyper calls for each request on the connection.
+/// The service hyper calls for each request on the connection. With `alt_svc` (a
+/// listener that serves HTTP/3 too), every response says where.
 pub(super) fn service(
     app: &Arc<App>,
     info: &Rc<ConnInfo>,
     state: &Rc<ConnState>,
     tunnels: &Rc<Tunnels>,
+    alt_svc: Option<&http::HeaderValue>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<TrackedBody>,
@@ -66,12 +68,20 @@ pub(super) fn service(
 > + use<> {
     let (app, info, state) = (Arc::clone(app), Rc::clone(info), Rc::clone(state));
     let tunnels = Rc::clone(tunnels);
+    let alt_svc = alt_svc.cloned();
     hyper::service::service_fn(move |req| {
         let app = Arc::clone(&app);
         let info = Rc::clone(&info);
         let state = Rc::clone(&state);
         let tunnels = Rc::clone(&tunnels);
-        async move { Ok::<_, Infallible>(handle(app, info, state, &tunnels, req).await) }
+        let alt_svc = alt_svc.clone();
+        async move {
+            let mut resp = handle(app, info, state, &tunnels, req).await;
+            if let Some(value) = alt_svc {
+                resp.headers_mut().insert(http::header::ALT_SVC, value);
+            }
+            Ok::<_, Infallible>(resp)
+        }
     })
 }
 

@@ -67,6 +67,18 @@ async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
                 }
                 continue;
             }
+            if l.http3
+                && let Some(socket) = l.take_udp_socket(index)
+            {
+                let task = super::http3::serve(
+                    Arc::clone(&app),
+                    Arc::clone(l),
+                    socket,
+                    Rc::clone(&tracker),
+                    span.clone(),
+                );
+                tokio::task::spawn_local(task.instrument(span.clone()));
+            }
             let Some(socket) = l.take_socket(index) else {
                 continue;
             };
@@ -200,16 +212,17 @@ pub(crate) async fn stopping(
 
 /// Counts a worker's open connections, so that shutdown can wait for them.
 #[derive(Default)]
-struct Tracker {
+pub(super) struct Tracker {
     open: Cell<usize>,
     idle: Notify,
 }
 
 /// One open connection; dropping it closes the count.
-struct Tracked(Rc<Tracker>);
+pub(super) struct Tracked(Rc<Tracker>);
 
 impl Tracker {
-    fn enter(self: &Rc<Self>) -> Tracked {
+    /// Counts one more open connection, until the returned guard is dropped.
+    pub(super) fn enter(self: &Rc<Self>) -> Tracked {
         self.open.set(self.open.get() + 1);
         Tracked(Rc::clone(self))
     }

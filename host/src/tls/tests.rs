@@ -410,6 +410,7 @@ fn test_config() -> Config {
             tls: None,
             limits: Default::default(),
             proxy_protocol: None,
+            http3: false,
             origin: origin(),
         }],
         routes: Vec::new(),

@@ -20,14 +20,7 @@ upstreams:
     ));
     let url = proxy.url("web", "/slow");
     let in_flight = tokio::spawn(async move { client().get(url).send().await });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while backend.requests() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached the backend"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    backend.wait_for_requests(1, Duration::from_secs(10)).await;
     proxy.signal(libc::SIGTERM);
     // While draining, the proxy tells load balancers it is going away.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -118,14 +111,7 @@ upstreams:
     ));
     let url = proxy.url("web", "/slow");
     let _in_flight = tokio::spawn(async move { client().get(url).send().await });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while backend.requests() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached the backend"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    backend.wait_for_requests(1, Duration::from_secs(10)).await;
     proxy.signal(libc::SIGTERM);
     assert!(
         proxy.wait_for_log("shutting down", Duration::from_secs(5)),

@@ -157,6 +157,20 @@ impl Backend {
         self.addr
     }
 
+    /// Waits until `n` requests have been received (an answer may still be on its
+    /// way); panics after `limit`.
+    pub async fn wait_for_requests(&self, n: usize, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.requests() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backend got {} of {n} requests in {limit:?}",
+                self.requests()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Requests received so far.
     pub fn requests(&self) -> usize {
         self.count.load(Ordering::SeqCst)
