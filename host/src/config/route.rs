@@ -10,6 +10,9 @@ use super::{
 /// The most of a request body a mirror copies when `max_body` is not given.
 const MIRROR_MAX_BODY: u64 = 64 * 1024;
 
+/// The most copies of a route's requests under way when `max_in_flight` is not given.
+pub const MIRROR_MAX_IN_FLIGHT: u32 = 256;
+
 /// The most a split entry's weight may be (with 1000 entries, the shares' total stays
 /// far below the split's 2³¹ − 1 bound).
 const MAX_SPLIT_WEIGHT: i64 = 1_000_000;
@@ -129,7 +132,7 @@ fn destination(
     }
 }
 
-/// `mirror: { upstream, percent, max_body }`; the name goes to `refs`.
+/// `mirror: { upstream, percent, max_body, max_in_flight }`; the name goes to `refs`.
 fn mirror(
     cx: &mut Cx,
     field: &Field,
@@ -161,11 +164,15 @@ fn mirror(
         }
     });
     let max_body = f.take("max_body").map(|v| v.size(cx));
+    let max_in_flight = f
+        .take("max_in_flight")
+        .map(|v| v.int(cx, 1, 1_000_000).map(|n| n as u32));
     f.finish(cx);
     Some(MirrorConfig {
         upstream: upstream?,
         percent: percent.unwrap_or(Some(100))?,
         max_body: max_body.unwrap_or(Some(MIRROR_MAX_BODY))?,
+        max_in_flight: max_in_flight.unwrap_or(Some(MIRROR_MAX_IN_FLIGHT))?,
     })
 }
 
