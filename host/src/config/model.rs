@@ -410,6 +410,9 @@ pub struct UpstreamConfig {
     /// Failover and locality: below this percentage of its targets up, a priority
     /// group (or the proxy's zone within it) passes part of its traffic on.
     pub failover_threshold: u32,
+    /// Locality: past this many requests in flight per target up, the proxy's zone
+    /// passes part of its traffic to the group's less loaded zones; `None`: never.
+    pub zone_overload: Option<u32>,
     /// The proxy's own zone (top-level `zone`, or `PORTCULLIS_ZONE`), copied into each
     /// upstream so that a reload changing it rebuilds the upstreams it matters to.
     pub local_zone: Option<String>,

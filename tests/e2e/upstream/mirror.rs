@@ -159,7 +159,11 @@ upstreams:
     // Once they are answered, the places are free again.
     post_all(&proxy, "/", 1, |_| "again".into()).await;
     assert_eq!(mirrored(&proxy, "r", "answered", 3).await, 3);
-    assert_eq!(mirrored(&proxy, "r", "skipped", 0).await, 4, "no more skipped");
+    assert_eq!(
+        mirrored(&proxy, "r", "skipped", 0).await,
+        4,
+        "no more skipped"
+    );
     assert_eq!(slow.requests(), 3);
 }
 
