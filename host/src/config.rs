@@ -14,6 +14,7 @@ mod matching;
 mod model;
 mod module_cache;
 mod route;
+mod route_match;
 mod shutdown;
 mod traffic;
 mod units;
@@ -30,7 +31,7 @@ pub use l4::{
     L4RouteConfig, ListenerProtocol, ProxyProtocolIn, ProxyProtocolVersion, TCP_IDLE_TIMEOUT,
     UDP_IDLE_TIMEOUT,
 };
-pub use matching::{Cidr, ClientIpMatch, Pattern, ValueMatch};
+pub use matching::{Cidr, ClientIpMatch, Logic, Pattern, ValueMatch};
 pub use model::*;
 pub use traffic::*;
 

@@ -265,6 +265,8 @@ pub struct RouteMatch {
     pub query: Vec<(String, super::ValueMatch)>,
     /// The client's address must be in one of these blocks.
     pub client_ip: Option<super::ClientIpMatch>,
+    /// `any`, `all`, `not`: conditions combined, if given.
+    pub logic: Option<Box<super::Logic>>,
 }
 
 /// A host pattern.
