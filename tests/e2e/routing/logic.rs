@@ -3,7 +3,7 @@
 //! precedence (each of them one condition more, the rest unchanged); and their
 //! errors named by file, line and field.
 
-use crate::support::{self, ConfDir, Proxy};
+use crate::support::{ConfDir, Proxy};
 
 const ROUTES: &str = r#"admin: { address: 127.0.0.1:0 }
 listeners: [{ name: web, address: 127.0.0.1:0 }]
@@ -53,22 +53,7 @@ type Case = (
 async fn route_of(proxy: &Proxy, method: &str, path: &str, headers: &[(&str, &str)]) -> String {
     let method = http::Method::from_bytes(method.as_bytes())
         .unwrap_or_else(|e| panic!("method {method}: {e}"));
-    let mut req = support::client().request(method, proxy.url("web", path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{path} failed: {e}"));
-    if resp.status() == 404 {
-        return "404".into();
-    }
-    let json: serde_json::Value = resp
-        .json()
-        .await
-        .unwrap_or_else(|e| panic!("{path}: not JSON: {e}"));
-    json["route"].as_str().unwrap_or_default().to_string()
+    super::rules::route_of_request(proxy, method, path, headers).await
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use tokio::net::TcpListener;
 
 use super::balance::conf;
-use crate::support::{self, ConfDir, Proxy};
+use super::outlier::get;
+use crate::support::{ConfDir, Proxy};
 
 /// An h2c server on 127.0.0.1 that answers `RST_STREAM(REFUSED_STREAM)` to its first
 /// `refuse` streams, then `200 ok <attempt header>`; counts every stream it saw.
@@ -91,15 +92,9 @@ upstreams:
 async fn binary_a_refused_stream_is_retried_and_the_client_gets_200() {
     let server = RefusingServer::start(1).await;
     let (_dir, proxy) = proxy_for(&server, "refused-stream").await;
-    let resp = support::client()
-        .get(proxy.url("web", "/"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET failed: {e}"));
-    assert_eq!(resp.status(), 200);
     assert_eq!(
-        resp.text().await.unwrap_or_default(),
-        "ok 2",
+        get(&proxy).await,
+        (200, "ok 2".into()),
         "the retry answered"
     );
     assert_eq!(
@@ -116,11 +111,6 @@ async fn binary_a_refused_stream_is_retried_and_the_client_gets_200() {
 async fn binary_a_refused_stream_is_not_retried_unless_asked() {
     let server = RefusingServer::start(1).await;
     let (_dir, proxy) = proxy_for(&server, "connect-failure").await;
-    let resp = support::client()
-        .get(proxy.url("web", "/"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET failed: {e}"));
-    assert_eq!(resp.status(), 502, "the refusal is the answer");
+    assert_eq!(get(&proxy).await.0, 502, "the refusal is the answer");
     assert_eq!(server.streams.load(Ordering::SeqCst), 1, "sent once");
 }
