@@ -52,6 +52,8 @@ fn upstream(policy: &str, options: &[(&str, &str)], weighted: bool, tiers: Tiers
             })
             .collect(),
         local_zone: Some("z0".into()),
+        // As a parsed config has it by default: locality checks the zone's load.
+        zone_overload: Some(portcullis::config::DEFAULT_ZONE_OVERLOAD),
         balance: BalanceConfig {
             policy: policy.into(),
             options: options

@@ -4,6 +4,8 @@
 //! `host: tN.example.com, path_prefix: /api`), with the build time and the router's
 //! memory per route at those sizes.
 //!
+//! Also a route with `any`/`not` of conditions, for their cost where they are used.
+//!
 //! Run: `cargo bench -p portcullis --bench router`. The memory figures are printed
 //! first: the bytes the router holds once built, counted by this binary's allocator
 //! (requested sizes, without the allocator's own rounding).
@@ -16,7 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use portcullis::config::{
-    Config, ECHO_UPSTREAM, HostMatch, ListenerConfig, PathMatch, RouteConfig, RouteMatch,
+    Config, ECHO_UPSTREAM, HostMatch, ListenerConfig, Logic, PathMatch, RouteConfig, RouteMatch,
+    ValueMatch,
 };
 use portcullis::router::{Candidate, Router};
 
@@ -96,6 +99,39 @@ fn realistic_routes() -> Vec<RouteConfig> {
         },
     ));
     routes.push(route("fallback".into(), RouteMatch::default()));
+    routes
+}
+
+/// The realistic table and a host whose route combines conditions: `any` of a header
+/// and a query parameter, and `not` a method.
+fn routes_with_logic() -> Vec<RouteConfig> {
+    let mut routes = realistic_routes();
+    let header = |name: &'static str, value: &str| RouteMatch {
+        headers: vec![(http::HeaderName::from_static(name), value.into())],
+        ..Default::default()
+    };
+    routes.push(route(
+        "logic".into(),
+        RouteMatch {
+            host: Some(HostMatch::Exact("logic.example.com".into())),
+            path: Some(PathMatch::Prefix("/api".into())),
+            logic: Some(Box::new(Logic {
+                any: vec![
+                    header("x-beta", "1"),
+                    RouteMatch {
+                        query: vec![("v".into(), ValueMatch::Equals("2".into()))],
+                        ..Default::default()
+                    },
+                ],
+                not: Some(RouteMatch {
+                    methods: Some(vec![Method::DELETE]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+    ));
     routes
 }
 
@@ -236,5 +272,26 @@ fn scale(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, realistic, scale);
+/// The cost of `any`/`not` on the route that has them: the index finds it by host and
+/// path as any other, then the combined conditions are checked (here the query holds,
+/// after the header did not, and the method is not DELETE).
+fn logic(c: &mut Criterion) {
+    let router = Router::build(&config(routes_with_logic()));
+    let headers = HeaderMap::new();
+    c.bench_function("router/any and not", |b| {
+        b.iter(|| {
+            let cand = Candidate {
+                host: Some(black_box("logic.example.com")),
+                path: black_box("/api/items"),
+                method: &Method::GET,
+                headers: &headers,
+                query: Some(black_box("v=2")),
+                client: None,
+            };
+            black_box(router.route("web", &cand))
+        })
+    });
+}
+
+criterion_group!(benches, realistic, logic, scale);
 criterion_main!(benches);

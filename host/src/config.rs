@@ -15,6 +15,7 @@ mod model;
 mod module_cache;
 mod node;
 mod route;
+mod route_match;
 mod shutdown;
 mod traffic;
 mod units;
@@ -31,7 +32,7 @@ pub use l4::{
     L4RouteConfig, ListenerProtocol, ProxyProtocolIn, ProxyProtocolVersion, TCP_IDLE_TIMEOUT,
     UDP_IDLE_TIMEOUT,
 };
-pub use matching::{Cidr, ClientIpMatch, Pattern, ValueMatch};
+pub use matching::{Cidr, ClientIpMatch, Logic, Pattern, ValueMatch};
 pub use model::*;
 pub use traffic::*;
 

@@ -14,7 +14,7 @@
 //! 2. host: exact > wildcard (`*.example.com`) > none;
 //! 3. path: exact > regex > prefix (longer before shorter, for both) > none;
 //! 4. the number of further conditions (each header and query parameter, plus one
-//!    for `methods` and one for `client_ip`);
+//!    for `methods`, one for `client_ip` and one for each of `any`, `all`, `not`);
 //! 5. file order.
 
 mod extra;

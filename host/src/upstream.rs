@@ -179,7 +179,9 @@ impl Upstream {
                 "an upstream needs at least one target",
             )]);
         }
-        let targets = Arc::new(TargetSet::new(targets));
+        let tiers = tiers::Tiers::new(config);
+        let counted = tiers.as_ref().and_then(|t| t.counted_tiers());
+        let targets = Arc::new(TargetSet::with_tiers(targets, counted.unwrap_or_default()));
         let balancer = Balancer::build(&config.name, &config.balance, &targets)?;
         let sticky = config
             .sticky
@@ -199,7 +201,7 @@ impl Upstream {
             tls: tls.cloned(),
             limits: limits::ConnLimits::new(config.circuit_breaker.as_ref()),
             sticky,
-            tiers: tiers::Tiers::new(config),
+            tiers,
             _health: health,
         })
     }

@@ -1,5 +1,6 @@
 //! Route precedence over real HTTP: which route answers, as echo@internal reports it.
 
+mod logic;
 mod rules;
 
 use serde_json::Value;

@@ -7,6 +7,7 @@ mod failover;
 mod limits;
 mod mirror;
 mod outlier;
+mod refused_stream;
 mod retry;
 mod split;
 mod sticky;

@@ -149,6 +149,19 @@ pub struct ClientIpMatch {
     pub depth: usize,
 }
 
+/// `any`, `all` and `not` under `match`: conditions combined. Each is a `match` of
+/// its own (every field it gives must hold), checked in full on the routes the index
+/// leaves, so a route without them pays nothing for them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Logic {
+    /// At least one of them must hold (empty: not given).
+    pub any: Vec<super::RouteMatch>,
+    /// Every one of them must hold.
+    pub all: Vec<super::RouteMatch>,
+    /// It must not hold.
+    pub not: Option<super::RouteMatch>,
+}
+
 /// `path_regex: R`.
 pub(crate) fn path_regex(cx: &mut Cx, field: &Field) -> Option<Pattern> {
     let text = field.string(cx)?;

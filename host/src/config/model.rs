@@ -293,6 +293,8 @@ pub struct RouteMatch {
     pub query: Vec<(String, super::ValueMatch)>,
     /// The client's address must be in one of these blocks.
     pub client_ip: Option<super::ClientIpMatch>,
+    /// `any`, `all`, `not`: conditions combined, if given.
+    pub logic: Option<Box<super::Logic>>,
 }
 
 /// A host pattern.
@@ -442,6 +444,9 @@ pub struct UpstreamConfig {
     /// <name>` on requests routed here, by its dotted path (`<namespace>.<name>`); a
     /// string as its bytes, any other value as compact JSON.
     pub metadata: Metadata,
+    /// Locality: past this many requests in flight per target up, the proxy's zone
+    /// passes part of its traffic to the group's less loaded zones; `None`: never.
+    pub zone_overload: Option<u32>,
     /// The proxy's own zone (top-level `zone`, or `PORTCULLIS_ZONE`), copied into each
     /// upstream so that a reload changing it rebuilds the upstreams it matters to.
     pub local_zone: Option<String>,

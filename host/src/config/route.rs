@@ -1,14 +1,16 @@
 //! `routes:`: which requests a route takes, its filter chain and its upstream.
 
-use super::matching;
 use super::walk::{Cx, Field, Fields};
 use super::{
-    CanaryMatch, ECHO_UPSTREAM, HostMatch, MirrorConfig, PathMatch, RouteConfig, RouteDestination,
-    RouteMatch, SplitEntry, ValueMatch,
+    CanaryMatch, ECHO_UPSTREAM, HostMatch, MirrorConfig, RouteConfig, RouteDestination, RouteMatch,
+    SplitEntry,
 };
 
 /// The most of a request body a mirror copies when `max_body` is not given.
 const MIRROR_MAX_BODY: u64 = 64 * 1024;
+
+/// The most copies of a route's requests under way when `max_in_flight` is not given.
+pub const MIRROR_MAX_IN_FLIGHT: u32 = 256;
 
 /// The most a split entry's weight may be (with 1000 entries, the shares' total stays
 /// far below the split's 2³¹ − 1 bound).
@@ -42,7 +44,9 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
         }
         Some(names)
     });
-    let matcher = f.take("match").map(|v| route_match(cx, &v));
+    let matcher = f
+        .take("match")
+        .map(|v| super::route_match::route_match(cx, &v));
     let priority = f.take("priority").map(|v| v.int(cx, i64::MIN, i64::MAX));
     let filters_field = f.take("filters");
     let filters = filters_field.as_ref().map(|v| {
@@ -129,7 +133,7 @@ fn destination(
     }
 }
 
-/// `mirror: { upstream, percent, max_body }`; the name goes to `refs`.
+/// `mirror: { upstream, percent, max_body, max_in_flight }`; the name goes to `refs`.
 fn mirror(
     cx: &mut Cx,
     field: &Field,
@@ -161,11 +165,15 @@ fn mirror(
         }
     });
     let max_body = f.take("max_body").map(|v| v.size(cx));
+    let max_in_flight = f
+        .take("max_in_flight")
+        .map(|v| v.int(cx, 1, 1_000_000).map(|n| n as u32));
     f.finish(cx);
     Some(MirrorConfig {
         upstream: upstream?,
         percent: percent.unwrap_or(Some(100))?,
         max_body: max_body.unwrap_or(Some(MIRROR_MAX_BODY))?,
+        max_in_flight: max_in_flight.unwrap_or(Some(MIRROR_MAX_IN_FLIGHT))?,
     })
 }
 
@@ -270,106 +278,6 @@ pub(crate) fn cookie_name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
-fn route_match(cx: &mut Cx, field: &Field) -> Option<RouteMatch> {
-    let mut f = Fields::new(cx, field)?;
-    let host = f.take("host").map(|v| host(cx, &v));
-    let exact = f.take("path");
-    let prefix = f.take("path_prefix");
-    let regex = f.take("path_regex");
-    let given = [&exact, &prefix, &regex];
-    if given.iter().filter(|g| g.is_some()).count() > 1
-        && let Some(first) = given.iter().find_map(|g| g.as_ref())
-    {
-        first.error(cx, "give one of path, path_prefix and path_regex");
-    }
-    let path = match (&exact, &prefix, &regex) {
-        (Some(v), None, None) => Some(url_path(cx, v).map(PathMatch::Exact)),
-        (None, Some(v), None) => Some(url_path(cx, v).map(PathMatch::Prefix)),
-        (None, None, _) => None,
-        _ => Some(None),
-    };
-    let path_regex = regex.as_ref().map(|v| matching::path_regex(cx, v));
-    let methods = f.take("methods").map(|v| methods(cx, &v));
-    let headers = f.take("headers").map(|v| match_headers(cx, &v));
-    let query = f.take("query").map(|v| matching::query(cx, &v));
-    let client_ip = f.take("client_ip").map(|v| matching::client_ip(cx, &v));
-    f.finish(cx);
-    let (headers, header_patterns) = headers.unwrap_or(Some((Vec::new(), Vec::new())))?;
-    Some(RouteMatch {
-        host: match host {
-            Some(h) => Some(h?),
-            None => None,
-        },
-        path: match path {
-            Some(p) => Some(p?),
-            None => None,
-        },
-        methods: match methods {
-            Some(m) => Some(m?),
-            None => None,
-        },
-        headers,
-        path_regex: match path_regex {
-            Some(p) => Some(p?),
-            None => None,
-        },
-        header_patterns,
-        query: query.unwrap_or(Some(Vec::new()))?,
-        client_ip: match client_ip {
-            Some(c) => Some(c?),
-            None => None,
-        },
-    })
-}
-
-/// A route's `headers`: a scalar value must be there exactly (the common case, kept
-/// apart), a mapping is `{ present: true }` or `{ regex: R }`.
-type MatchHeaders = (
-    Vec<(http::HeaderName, String)>,
-    Vec<(http::HeaderName, ValueMatch)>,
-);
-
-fn match_headers(cx: &mut Cx, field: &Field) -> Option<MatchHeaders> {
-    let mut exact = Vec::new();
-    let mut patterns = Vec::new();
-    let mut ok = true;
-    for (name, value) in field.entries(cx)? {
-        let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
-            ok = false;
-            value.error(cx, format!("`{name}` is not a valid header name"));
-            continue;
-        };
-        match matching::value_match(cx, &value) {
-            Some(ValueMatch::Equals(v)) if http::HeaderValue::from_str(&v).is_ok() => {
-                exact.push((header, v))
-            }
-            Some(ValueMatch::Equals(v)) => {
-                ok = false;
-                value.error(cx, format!("`{v}` is not a valid header value"));
-            }
-            Some(m) => patterns.push((header, m)),
-            None => ok = false,
-        }
-    }
-    ok.then_some((exact, patterns))
-}
-
-fn url_path(cx: &mut Cx, field: &Field) -> Option<String> {
-    let p = field.string(cx)?;
-    if !p.starts_with('/') {
-        field.error(cx, format!("`{p}` must start with /"));
-        return None;
-    }
-    if p.contains(['?', '#']) || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        field.error(
-            cx,
-            format!("`{p}` is not a URL path (no query, fragment or spaces)"),
-        );
-        return None;
-    }
-    Some(p)
-}
-
 pub(super) fn host(cx: &mut Cx, field: &Field) -> Option<HostMatch> {
     let text = field.string(cx)?;
     let lower = text.to_ascii_lowercase();
@@ -395,33 +303,6 @@ pub(super) fn host(cx: &mut Cx, field: &Field) -> Option<HostMatch> {
     } else {
         HostMatch::Exact(lower)
     })
-}
-
-fn methods(cx: &mut Cx, field: &Field) -> Option<Vec<http::Method>> {
-    let names = field.string_list(cx)?;
-    if names.is_empty() {
-        field.error(cx, "names no method; leave it out to allow every method");
-        return None;
-    }
-    let mut out = Vec::with_capacity(names.len());
-    let mut ok = true;
-    for (name, line) in names {
-        let valid = name
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
-        match http::Method::from_bytes(name.as_bytes()) {
-            Ok(m) if valid => out.push(m),
-            _ => {
-                ok = false;
-                cx.error(
-                    line,
-                    &field.path,
-                    format!("`{name}` is not an HTTP method (write it in upper case, e.g. GET)"),
-                );
-            }
-        }
-    }
-    ok.then_some(out)
 }
 
 fn headers(cx: &mut Cx, field: &Field) -> Option<Vec<(http::HeaderName, String)>> {

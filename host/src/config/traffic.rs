@@ -12,6 +12,11 @@ use super::{CertificatePair, Origin, UpstreamConfig, UpstreamTlsConfig};
 /// takes all its traffic (Envoy's overprovisioning factor 1.4 puts it at 71%).
 pub const DEFAULT_FAILOVER_THRESHOLD: u32 = 70;
 
+/// The default `zone_overload`: the proxy's zone spills part of its traffic to the
+/// group's other zones past 32 requests in flight per target up (and only to zones
+/// less loaded than it).
+pub const DEFAULT_ZONE_OVERLOAD: u32 = 32;
+
 /// The environment variable that gives the proxy's zone, over the top-level `zone`.
 pub const ZONE_ENV: &str = "PORTCULLIS_ZONE";
 
@@ -165,6 +170,9 @@ pub struct MirrorConfig {
     pub percent: u32,
     /// A request whose body is longer than this is not copied.
     pub max_body: u64,
+    /// Copies of the route's requests under way at most; past it, requests are not
+    /// copied (a shadow slower than the traffic).
+    pub max_in_flight: u32,
 }
 
 /// `routes[].upstream` / `routes[].upstreams`: where a route's requests go.
@@ -245,6 +253,7 @@ impl UpstreamConfig {
             sticky,
             failover_threshold,
             metadata,
+            zone_overload,
             local_zone,
             origin: _,
         } = self;
@@ -261,6 +270,7 @@ impl UpstreamConfig {
             && *sticky == other.sticky
             && *failover_threshold == other.failover_threshold
             && *metadata == other.metadata
+            && *zone_overload == other.zone_overload
             && *local_zone == other.local_zone
             && balance.policy == other.balance.policy
             && balance.options.len() == other.balance.options.len()

@@ -77,6 +77,12 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
         Some(p)
     });
     let metadata = f.take("metadata").map(|v| super::node::values(cx, &v));
+    let zone_overload = f.take("zone_overload").map(|v| {
+        if matches!(&v.node.kind, Kind::Scalar { text, .. } if text == "off") {
+            return Some(None);
+        }
+        v.int(cx, 1, 1_000_000).map(|n| Some(n as u32))
+    });
     f.finish(cx);
     if name.as_deref() == Some(ECHO_UPSTREAM) {
         return None;
@@ -114,6 +120,7 @@ pub(crate) fn upstream(cx: &mut Cx, item: &Field) -> Option<UpstreamConfig> {
         },
         failover_threshold: threshold.unwrap_or(Some(super::DEFAULT_FAILOVER_THRESHOLD))?,
         metadata: metadata.unwrap_or(Some(Vec::new()))?.into(),
+        zone_overload: zone_overload.unwrap_or(Some(Some(super::DEFAULT_ZONE_OVERLOAD)))?,
         // Filled once every file is read (the top-level `zone` may come later).
         local_zone: None,
         origin: cx.origin(item.line),

@@ -1,14 +1,15 @@
 //! The conditions the index does not narrow by, checked only on the few routes the
 //! index leaves: a path regex, header values by presence or regex, query parameters,
-//! and the client's IP. A route with none of them has no [`Extra`], and its match
-//! costs nothing more than before they existed.
+//! the client's IP, and `any`/`all`/`not` of conditions (each of those a whole
+//! `match`, checked in full here). A route with none of them has no [`Extra`], and
+//! its match costs nothing more than before they existed.
 
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName};
 
-use super::matcher::Candidate;
-use crate::config::{ClientIpMatch, Pattern, RouteMatch, ValueMatch};
+use super::matcher::{Candidate, conditions_hold, path_holds, wildcard_matches};
+use crate::config::{ClientIpMatch, HostMatch, Logic, Pattern, RouteMatch, ValueMatch};
 
 /// A route's conditions beyond host, path, methods and exact headers.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ pub(super) struct Extra {
     headers: Box<[(HeaderName, ValueMatch)]>,
     query: Box<[(String, ValueMatch)]>,
     client_ip: Option<ClientIpMatch>,
+    logic: Option<Box<Logic>>,
 }
 
 impl Extra {
@@ -25,49 +27,96 @@ impl Extra {
         let none = m.path_regex.is_none()
             && m.header_patterns.is_empty()
             && m.query.is_empty()
-            && m.client_ip.is_none();
+            && m.client_ip.is_none()
+            && m.logic.is_none();
         (!none).then(|| {
             Box::new(Extra {
                 path_regex: m.path_regex.clone(),
                 headers: m.header_patterns.clone().into(),
                 query: m.query.clone().into(),
                 client_ip: m.client_ip.clone(),
+                logic: m.logic.clone(),
             })
         })
     }
 
     /// Whether `req` satisfies every one of them.
     pub fn holds(&self, req: &Candidate<'_>) -> bool {
-        if let Some(p) = &self.path_regex
-            && !p.is_match(req.path)
-        {
-            return false;
-        }
-        let headers_hold = self.headers.iter().all(|(name, want)| match want {
-            ValueMatch::Present => req.headers.contains_key(name),
-            want => req
-                .headers
-                .get_all(name)
-                .iter()
-                .any(|v| want.holds(v.as_bytes())),
-        });
-        if !headers_hold {
-            return false;
-        }
-        if !self
-            .query
-            .iter()
-            .all(|(name, want)| query_holds(req.query, name, want))
-        {
-            return false;
-        }
-        match &self.client_ip {
-            Some(m) => req
-                .client
-                .is_some_and(|peer| client_holds(m, peer, req.headers)),
-            None => true,
-        }
+        rare_hold(
+            self.path_regex.as_ref(),
+            &self.headers,
+            &self.query,
+            self.client_ip.as_ref(),
+            req,
+        ) && self.logic.as_ref().is_none_or(|l| logic_holds(l, req))
     }
+}
+
+/// Whether `req` satisfies the path regex, header patterns, query and client IP
+/// conditions given (the ones not given hold).
+fn rare_hold(
+    path_regex: Option<&Pattern>,
+    headers: &[(HeaderName, ValueMatch)],
+    query: &[(String, ValueMatch)],
+    client_ip: Option<&ClientIpMatch>,
+    req: &Candidate<'_>,
+) -> bool {
+    if let Some(p) = path_regex
+        && !p.is_match(req.path)
+    {
+        return false;
+    }
+    let headers_hold = headers.iter().all(|(name, want)| match want {
+        ValueMatch::Present => req.headers.contains_key(name),
+        want => req
+            .headers
+            .get_all(name)
+            .iter()
+            .any(|v| want.holds(v.as_bytes())),
+    });
+    if !headers_hold {
+        return false;
+    }
+    if !query
+        .iter()
+        .all(|(name, want)| query_holds(req.query, name, want))
+    {
+        return false;
+    }
+    match client_ip {
+        Some(m) => req
+            .client
+            .is_some_and(|peer| client_holds(m, peer, req.headers)),
+        None => true,
+    }
+}
+
+/// `any` (one of them, when given), `all` (each) and `not` (not it).
+fn logic_holds(l: &Logic, req: &Candidate<'_>) -> bool {
+    (l.any.is_empty() || l.any.iter().any(|m| whole_holds(m, req)))
+        && l.all.iter().all(|m| whole_holds(m, req))
+        && l.not.as_ref().is_none_or(|m| !whole_holds(m, req))
+}
+
+/// Whether every condition of a `match` under `any`/`all`/`not` holds: the index did
+/// not look at it, so its host and path are checked here too.
+fn whole_holds(m: &RouteMatch, req: &Candidate<'_>) -> bool {
+    let host_holds = match &m.host {
+        None => true,
+        Some(HostMatch::Exact(h)) => req.host.is_some_and(|r| r.eq_ignore_ascii_case(h)),
+        Some(HostMatch::Wildcard(suffix)) => req.host.is_some_and(|r| wildcard_matches(suffix, r)),
+    };
+    host_holds
+        && path_holds(m.path.as_ref(), req.path)
+        && conditions_hold(m.methods.as_deref(), &m.headers, req)
+        && rare_hold(
+            m.path_regex.as_ref(),
+            &m.header_patterns,
+            &m.query,
+            m.client_ip.as_ref(),
+            req,
+        )
+        && m.logic.as_ref().is_none_or(|l| logic_holds(l, req))
 }
 
 /// Whether parameter `name` of the raw query (as sent, not percent-decoded) satisfies

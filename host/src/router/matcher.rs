@@ -83,8 +83,8 @@ pub struct Precedence {
     path_kind: u8,
     /// Length of the exact path, regex or prefix.
     path_len: usize,
-    /// Headers (each), query parameters (each), plus one for a method list and one
-    /// for `client_ip`.
+    /// Headers (each), query parameters (each), plus one for a method list, one for
+    /// `client_ip`, and one for each of `any`, `all` and `not`.
     conditions: usize,
 }
 
@@ -110,7 +110,12 @@ impl Precedence {
                 + m.header_patterns.len()
                 + m.query.len()
                 + usize::from(m.methods.is_some())
-                + usize::from(m.client_ip.is_some()),
+                + usize::from(m.client_ip.is_some())
+                + m.logic.as_ref().map_or(0, |l| {
+                    usize::from(!l.any.is_empty())
+                        + usize::from(!l.all.is_empty())
+                        + usize::from(l.not.is_some())
+                }),
         }
     }
 }

@@ -6,8 +6,8 @@
 //! shadow that is down, slow or failing costs the client nothing but the copy of the
 //! body.
 //!
-//! A route has at most [`MAX_IN_FLIGHT`] copies under way; past that (a shadow slower
-//! than the traffic), further copies are skipped rather than piled up, and so is a
+//! A route has at most `max_in_flight` copies under way (256 by default); past that (a
+//! shadow slower than the traffic), further copies are skipped rather than piled up, and so is a
 //! request whose body is longer than `max_body` or does not arrive whole.
 
 use std::net::IpAddr;
@@ -25,9 +25,6 @@ use super::Upstream;
 use crate::body::{self, BoxError, ProxyBody};
 use crate::config::MirrorConfig;
 
-/// Copies of one route's requests under way at most.
-pub const MAX_IN_FLIGHT: u32 = 256;
-
 /// A route's mirror (cheap to clone: one shared allocation).
 #[derive(Clone)]
 pub struct Mirror(Arc<Inner>);
@@ -37,6 +34,7 @@ struct Inner {
     upstream: Arc<Upstream>,
     percent: u32,
     max_body: u64,
+    max_in_flight: u32,
     in_flight: AtomicU32,
 }
 
@@ -65,6 +63,7 @@ impl Mirror {
             upstream,
             percent: config.percent,
             max_body: config.max_body,
+            max_in_flight: config.max_in_flight,
             in_flight: AtomicU32::new(0),
         }))
     }
@@ -77,7 +76,7 @@ impl Mirror {
         if inner.percent < 100 && rand::random_range(0..100) >= inner.percent {
             return req;
         }
-        if inner.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
+        if inner.in_flight.fetch_add(1, Ordering::Relaxed) >= inner.max_in_flight {
             inner.in_flight.fetch_sub(1, Ordering::Relaxed);
             inner.count("skipped");
             return req;
@@ -125,7 +124,7 @@ impl Shadow {
         let (parts, ()) = head.into_parts();
         let req = Request::from_parts(parts, body::full(body.freeze()));
         tokio::spawn(async move {
-            let inner = &slot.0;
+            let inner = Arc::clone(&slot.0);
             // The answer's body is bounded too: the copy holds a slot until it ends.
             let limit = inner.upstream.config().timeouts.request;
             let exchange = async {
@@ -140,6 +139,8 @@ impl Shadow {
                 Ok(Some(())) => "answered",
                 _ => "failed",
             };
+            // Freed before it is counted: a copy seen counted has given its place back.
+            drop(slot);
             inner.count(result);
         });
     }

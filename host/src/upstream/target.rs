@@ -95,16 +95,48 @@ pub struct TargetSet {
     active: AtomicU32,
     /// Bumped by every change of a target's health (see [`TargetSet::health_changed`]).
     epoch: AtomicU64,
+    /// Locality's overload check: each target's tier, and each tier's requests in
+    /// flight. Empty when nothing reads them (no zone tiers, or `zone_overload: off`),
+    /// so that other upstreams pay one test of an empty slice per request.
+    tier_of: Box<[u16]>,
+    tier_active: Box<[AtomicU32]>,
 }
 
 impl TargetSet {
-    /// The set of `list`.
+    /// The set of `list`, without tiers.
+    #[cfg(test)]
     pub(super) fn new(list: Vec<Target>) -> Self {
+        Self::with_tiers(list, Box::default())
+    }
+
+    /// The set of `list`, counting the requests in flight to each tier of `tier_of`
+    /// (one entry per target) apart.
+    pub(super) fn with_tiers(list: Vec<Target>, tier_of: Box<[u16]>) -> Self {
+        let tiers = tier_of
+            .iter()
+            .map(|&t| usize::from(t) + 1)
+            .max()
+            .unwrap_or(0);
         Self {
             list: list.into(),
             active: AtomicU32::new(0),
             epoch: AtomicU64::new(0),
+            tier_of,
+            tier_active: (0..tiers).map(|_| AtomicU32::new(0)).collect(),
         }
+    }
+
+    /// Requests in flight to the targets of tier `tier` (0 when tiers are not counted).
+    pub fn tier_active(&self, tier: u16) -> u32 {
+        self.tier_active
+            .get(usize::from(tier))
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// The in-flight count of target `index`'s tier, when tiers are counted.
+    fn tier_count(&self, index: usize) -> Option<&AtomicU32> {
+        let &tier = self.tier_of.get(index)?;
+        self.tier_active.get(usize::from(tier))
     }
 
     /// Requests in flight to the whole upstream.
@@ -152,6 +184,9 @@ impl InFlight {
         if let Some(t) = set.list.get(index) {
             t.active.fetch_add(1, Ordering::Relaxed);
         }
+        if let Some(n) = set.tier_count(index) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         set.active.fetch_add(1, Ordering::Relaxed);
         Self {
             set: Arc::clone(set),
@@ -164,6 +199,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(t) = self.set.list.get(self.index) {
             t.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(n) = self.set.tier_count(self.index) {
+            n.fetch_sub(1, Ordering::Relaxed);
         }
         self.set.active.fetch_sub(1, Ordering::Relaxed);
     }

@@ -18,6 +18,16 @@
 //! and computes them again when either has passed: a pick costs two loads and a
 //! draw, not a pass over the targets.
 //!
+//! The proxy's zone is also left for load, not only for health (`zone_overload`): when
+//! the request drew a tier of the proxy's zone, and that zone's requests in flight per
+//! target up exceed both `zone_overload` and those of the group's other zones, the
+//! share of the excess goes to the other zones instead — with a load of `L` in flight
+//! per target against a bound `B` (the larger of the two), `(L − B) / L` of the
+//! requests spill. Taking requests off a slow zone lowers its load, so the spill
+//! settles where the zone holds about `B` per target; it ends when the zone keeps up
+//! again. Each tier's requests in flight are counted as they start and end
+//! ([`TargetSet::tier_active`]), so the check costs two loads, not a pass.
+//!
 //! An upstream with one tier (one priority, and no zone to prefer) has no
 //! [`Tiers`]: its picks do not pass here at all.
 
@@ -41,6 +51,11 @@ pub struct Tiers {
     samplers: Box<[Weighted]>,
     /// A tier is fully healthy with this percentage of its targets up.
     threshold: u64,
+    /// For a tier of the proxy's zone, its group's tier of the other zones.
+    spill_to: Box<[Option<u16>]>,
+    /// `zone_overload`: requests in flight per target up past which the proxy's zone
+    /// spills; `None`: it spills for health only.
+    overload: Option<u64>,
 }
 
 /// A worker's view of the tiers' shares.
@@ -51,6 +66,8 @@ pub struct TierLocal {
     stale_at: u64,
     /// Running sums of the tiers' shares; empty when no tier has a target up.
     cumulative: Vec<u64>,
+    /// Each tier's targets up, as of `epoch`.
+    up: Vec<u64>,
     rng: Rng,
 }
 
@@ -102,13 +119,32 @@ impl Tiers {
             0 => DEFAULT_FAILOVER_THRESHOLD,
             t => t,
         };
+        // A zone tier is followed by its group's other zones, when the group has any.
+        let spill_to = order
+            .iter()
+            .zip(order.iter().skip(1).map(Some).chain([None]))
+            .enumerate()
+            .map(|(t, (here, next))| match next {
+                Some(next) if here.1 && next.0 == here.0 => Some(t as u16 + 1),
+                _ => None,
+            })
+            .collect();
         Some(Self {
             tier_of,
             sizes: sizes.into(),
             members,
             samplers,
             threshold: u64::from(threshold),
+            spill_to,
+            overload: config.zone_overload.map(u64::from),
         })
+    }
+
+    /// The tier of each target, when the requests in flight per tier are to be counted
+    /// (the proxy's zone may spill for load); `None` when nothing reads them.
+    pub fn counted_tiers(&self) -> Option<Box<[u16]>> {
+        let spills = self.overload.is_some() && self.spill_to.iter().any(Option::is_some);
+        spills.then(|| self.tier_of.clone())
     }
 
     /// A fresh worker view (computed on its first pick).
@@ -117,6 +153,7 @@ impl Tiers {
             epoch: u64::MAX,
             stale_at: 0,
             cumulative: Vec::with_capacity(self.sizes.len()),
+            up: Vec::with_capacity(self.sizes.len()),
             rng: Rng::new(),
         }
     }
@@ -137,8 +174,31 @@ impl Tiers {
         self.refresh(local, set);
         let total = *local.cumulative.last()?;
         let r = local.rng.below(total.max(1));
-        let tier = local.cumulative.partition_point(|&c| c <= r);
-        Some(tier as u16)
+        let tier = local.cumulative.partition_point(|&c| c <= r) as u16;
+        Some(self.spill_for_load(local, set, tier))
+    }
+
+    /// `tier`, or when it is the proxy's zone and overloaded, for the share of the
+    /// excess, its group's other zones (see the module documentation).
+    fn spill_for_load(&self, local: &mut TierLocal, set: &TargetSet, tier: u16) -> u16 {
+        let (Some(bound), Some(&Some(other))) =
+            (self.overload, self.spill_to.get(usize::from(tier)))
+        else {
+            return tier;
+        };
+        let up = |t: u16| local.up.get(usize::from(t)).copied().unwrap_or(0);
+        let (up_here, up_there) = (up(tier), up(other));
+        if up_here == 0 || up_there == 0 {
+            return tier;
+        }
+        // Loads per target up, both multiplied by up_here × up_there to stay integers.
+        let load = u64::from(set.tier_active(tier)) * up_there;
+        let limit = (bound * up_here * up_there).max(u64::from(set.tier_active(other)) * up_here);
+        if load > limit && local.rng.below(load) < load - limit {
+            other
+        } else {
+            tier
+        }
     }
 
     /// Whether target `index`'s tier takes any traffic now (a sticky pin to a target
@@ -180,6 +240,7 @@ impl Tiers {
             }
         }
         let shares = shares(&up, &self.sizes, self.threshold);
+        local.up.clone_from(&up);
         local.cumulative.clear();
         let mut sum = 0;
         for s in shares {
@@ -347,6 +408,62 @@ mod tests {
         let within = t.within(0).unwrap_or_else(|| panic!("tier 0"));
         let i = b.pick_in(&mut local, &set, &request, within);
         assert!(i.is_some_and(|i| i % 2 == 1), "tier 0 down: another, {i:?}");
+    }
+
+    #[test]
+    fn an_overloaded_local_zone_spills_the_excess_to_less_loaded_zones() {
+        use crate::upstream::target::{InFlight, Target};
+        use std::sync::Arc;
+
+        // Targets 0 and 1 in the proxy's zone (tier 0), 2 and 3 elsewhere (tier 1).
+        let zones = [Some("a"), Some("a"), Some("b"), None];
+        let config = UpstreamConfig {
+            targets: zones.iter().map(|&z| target(0, z)).collect(),
+            local_zone: Some("a".into()),
+            zone_overload: Some(4),
+            ..UpstreamConfig::default()
+        };
+        let t = Tiers::new(&config).unwrap_or_else(|| panic!("two tiers"));
+        let counted = t.counted_tiers().unwrap_or_else(|| panic!("counted"));
+        let list = (0..4)
+            .map(|i| {
+                let address = format!("127.0.0.1:{}", 9000 + i);
+                Target::new(address.parse().unwrap_or_else(|e| panic!("{e}")), 1)
+            })
+            .collect();
+        let set = Arc::new(TargetSet::with_tiers(list, counted));
+        let mut local = t.local();
+        let spilled = |local: &mut TierLocal| {
+            (0..10_000)
+                .filter(|_| t.choose(local, &set) == Some(1))
+                .count()
+        };
+        // 8 in flight on 2 targets: 4 each, at the bound: no spill.
+        let mut flights: Vec<InFlight> = (0..8).map(|i| InFlight::start(&set, i % 2)).collect();
+        assert_eq!(set.tier_active(0), 8);
+        assert_eq!(spilled(&mut local), 0);
+        // 16: 8 each, twice the bound: half spills.
+        flights.extend((0..8).map(|i| InFlight::start(&set, i % 2)));
+        let half = spilled(&mut local);
+        assert!((4_500..=5_500).contains(&half), "about half: {half}");
+        // The other zones as loaded (8 per target up): nothing spills to them.
+        flights.extend((0..16).map(|i| InFlight::start(&set, 2 + i % 2)));
+        assert_eq!(spilled(&mut local), 0);
+        // One of the other zones' targets down: it counts per target up (16 on one).
+        set.list[3]
+            .healthy
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        set.health_changed();
+        assert_eq!(spilled(&mut local), 0);
+        drop(flights);
+        assert_eq!((set.tier_active(0), set.tier_active(1)), (0, 0));
+        // Off: never for load.
+        let off = Tiers::new(&UpstreamConfig {
+            zone_overload: None,
+            ..config
+        })
+        .unwrap_or_else(|| panic!("two tiers"));
+        assert!(off.counted_tiers().is_none());
     }
 
     #[test]

@@ -39,7 +39,17 @@ type Case = (
 
 /// The route that answers `path` with `headers`, or `404`.
 async fn route_of(proxy: &Proxy, path: &str, headers: &[(&str, &str)]) -> String {
-    let mut req = support::client().get(proxy.url("web", path));
+    route_of_request(proxy, http::Method::GET, path, headers).await
+}
+
+/// The route that answers `method path` with `headers`, or `404`.
+pub(super) async fn route_of_request(
+    proxy: &Proxy,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut req = support::client().request(method, proxy.url("web", path));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

@@ -2,7 +2,7 @@
 //! traffic while enough of it is up, passes the missing share to the next group when
 //! it is not, and takes it back when its targets return; targets in the proxy's zone
 //! (from `zone` or `PORTCULLIS_ZONE`) are preferred the same way, spilling over to the
-//! other zones.
+//! other zones, for health and, past `zone_overload`, for load.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -214,6 +214,67 @@ async fn binary_the_zone_comes_from_the_configuration_without_the_environment() 
     assert_eq!(share(&bodies, "r"), 1.0, "zone: z2 prefers r");
 }
 
+#[tokio::test]
+async fn binary_an_overloaded_local_zone_spills_and_takes_its_traffic_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let slow = Arc::new(AtomicBool::new(false));
+    let local = {
+        let slow = slow.clone();
+        Backend::start(move |_| {
+            let reply = Reply::text(200, "l");
+            match slow.load(Ordering::SeqCst) {
+                true => reply.delayed(Duration::from_millis(200)),
+                false => reply,
+            }
+        })
+    };
+    let remote = Backend::start(|_| Reply::text(200, "r"));
+    let dir = ConfDir::with(&conf(&format!(
+        "zone: z1
+routes: [{{ name: r, upstream: pool }}]
+upstreams:
+  - name: pool
+    zone_overload: 4
+    targets:
+      - {{ address: \"{}\", labels: {{ zone: z1 }} }}
+      - {{ address: \"{}\", labels: {{ zone: z2 }} }}
+",
+        local.addr(),
+        remote.addr()
+    )));
+    let proxy = Proxy::start(&dir);
+
+    // Within the bound (two at a time, at most 2 in flight): all to the local zone.
+    let bodies = send(&proxy, "/", 200, 2, |_| vec![]).await;
+    assert_eq!(
+        share(&bodies, "r"),
+        0.0,
+        "not overloaded: {:?}",
+        counts(&bodies)
+    );
+
+    // The local target slows down and 16 clients pile up on it: past 4 in flight, the
+    // excess share spills to z2, which answers at once (about 3/4 settle there).
+    slow.store(true, Ordering::SeqCst);
+    let bodies = send(&proxy, "/", 400, 16, |_| vec![]).await;
+    let r_share = share(&bodies, "r");
+    assert!(
+        r_share > 0.5,
+        "a saturated local zone spills most requests, got {:.1}% ({:?})",
+        r_share * 100.0,
+        counts(&bodies)
+    );
+    assert!(
+        share(&bodies, "l") > 0.0,
+        "the local zone still takes its part"
+    );
+
+    // It keeps up again: the traffic comes back.
+    slow.store(false, Ordering::SeqCst);
+    let bodies = send(&proxy, "/", 200, 2, |_| vec![]).await;
+    assert_eq!(share(&bodies, "r"), 0.0, "recovered: {:?}", counts(&bodies));
+}
+
 #[test]
 fn check_reports_failover_and_locality_errors() {
     check_reports(
@@ -223,6 +284,7 @@ routes: [{ name: r, upstream: app }]
 upstreams:
   - name: app
     failover_threshold: 0%
+    zone_overload: 0
     targets:
       - { address: 127.0.0.1:9000, priority: -1 }
       - { address: 127.0.0.1:9001, labels: [zone] }
@@ -230,8 +292,9 @@ upstreams:
         &[
             "up.yaml:2: zone: expected a string, found a list",
             "up.yaml:6: upstreams.app.failover_threshold: must be above 0%",
-            "up.yaml:8: upstreams.app.targets.0.priority: must be at least 0, found -1",
-            "up.yaml:9: upstreams.app.targets.1.labels: expected a mapping, found a list",
+            "up.yaml:7: upstreams.app.zone_overload: must be at least 1, found 0",
+            "up.yaml:9: upstreams.app.targets.0.priority: must be at least 0, found -1",
+            "up.yaml:10: upstreams.app.targets.1.labels: expected a mapping, found a list",
         ],
     );
 }

@@ -136,6 +136,37 @@ upstreams:
     );
 }
 
+#[tokio::test]
+async fn binary_max_in_flight_bounds_the_copies_under_way() {
+    let real = named("real");
+    let slow = Backend::start(|_| Reply::text(200, "shadow").delayed(Duration::from_secs(2)));
+    let dir = ConfDir::with(&conf(&format!(
+        "routes: [{{ name: r, upstream: real, mirror: {{ upstream: slow, max_in_flight: 2 }} }}]
+upstreams:
+  - {{ name: real, targets: [{{ address: \"{}\" }}] }}
+  - {{ name: slow, targets: [{{ address: \"{}\" }}], timeouts: {{ request: 10s }} }}
+",
+        real.addr(),
+        slow.addr()
+    )));
+    let proxy = Proxy::start(&dir);
+    // Six requests well within the shadow's 2 s: two copies hold the two places, the
+    // other four are not copied.
+    let slowest = post_all(&proxy, "/", 6, |i| format!("body-{i}")).await;
+    assert!(slowest < Duration::from_millis(1500), "slowest {slowest:?}");
+    assert_eq!(mirrored(&proxy, "r", "skipped", 4).await, 4);
+    assert_eq!(mirrored(&proxy, "r", "answered", 2).await, 2);
+    // Once they are answered, the places are free again.
+    post_all(&proxy, "/", 1, |_| "again".into()).await;
+    assert_eq!(mirrored(&proxy, "r", "answered", 3).await, 3);
+    assert_eq!(
+        mirrored(&proxy, "r", "skipped", 0).await,
+        4,
+        "no more skipped"
+    );
+    assert_eq!(slow.requests(), 3);
+}
+
 #[test]
 fn check_reports_mirror_errors() {
     check_reports(
@@ -144,12 +175,15 @@ routes:
   - { name: a, upstream: echo@internal, mirror: { upstream: ghost, percent: 0 } }
   - { name: b, upstream: echo@internal, mirror: { upstream: echo@internal } }
   - { name: c, upstream: echo@internal, mirror: { percent: 5% } }
+  - { name: d, upstream: echo@internal, mirror: { upstream: ghost, max_in_flight: 0 } }
 ",
         &[
             "up.yaml:3: routes.a.mirror.percent: `0` is not a percentage from 1% to 100%",
             "up.yaml:3: routes.a.mirror.upstream: unknown upstream `ghost` (defined: echo@internal)",
             "up.yaml:4: routes.b.mirror.upstream: a mirror goes to a configured upstream",
             "up.yaml:5: routes.c.mirror.upstream: missing required field",
+            "up.yaml:6: routes.d.mirror.max_in_flight: must be at least 1, found 0",
+            "up.yaml:6: routes.d.mirror.upstream: unknown upstream `ghost` (defined: echo@internal)",
         ],
     );
 }

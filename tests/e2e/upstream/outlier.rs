@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::balance::{check_reports, conf, named};
 use crate::support::{self, Backend, ConfDir, Proxy, Reply};
 
-async fn get(proxy: &Proxy) -> (u16, String) {
+/// GET `/` through `proxy`: the status and the body.
+pub(super) async fn get(proxy: &Proxy) -> (u16, String) {
     let resp = support::client()
         .get(proxy.url("web", "/"))
         .send()
