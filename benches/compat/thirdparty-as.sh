@@ -16,7 +16,7 @@ as_row() { row "$1 (AS)" "$as_sdk@$(commit $as_sdk)" "AssemblyScript, @solo-io/p
 # as_serve NAME YAML: builds and serves example NAME (@WASM@ in YAML is its path).
 as_serve() {
   as_example "$1" || { as_row "$1" "$tried" "not built" "$(tail -1 "$WORK/build-as-$1.log")"; return 1; }
-  proxy "as_$1" "${2//@WASM@/$wasm}" || { as_row "$1" "$tried" fails "did not start: $(grep -m1 -E 'ERROR|error' "$log")"; return 1; }
+  serve as_row "$1" "as_$1" "${2//@WASM@/$wasm}"
 }
 
 case_as_addheader() {
@@ -30,11 +30,8 @@ routes:
   local a b
   a=$(curl -si "$url/plain" | tr -d '\r' | grep -i '^hello:') b=$(curl -si "$url/" | tr -d '\r' | grep -i '^hello:')
   stop
-  if [ "$a" = "hello: world!" ] && [ "$b" = "hello: portcullis" ]; then
-    as_row addheader "$tried" "as Envoy" "\`$a\` with an empty configuration, \`$b\` with one"
-  else
-    as_row addheader "$tried" differs "without: '$a'; with: '$b'"
-  fi
+  [ "$a" = "hello: world!" ] && [ "$b" = "hello: portcullis" ]
+  verdict $? as_row addheader "as Envoy" "\`$a\` with an empty configuration, \`$b\` with one" "without: '$a'; with: '$b'"
 }
 
 case_as_auth() {
@@ -48,11 +45,8 @@ upstreams: [{ name: auth_service, targets: [{ address: 127.0.0.1:$port }] }]" ||
   added=$(curl -s "$url/ok" | grep -c '"added-header": *"authorized"')
   hello=$(curl -si "$url/ok" | tr -d '\r' | grep -ci '^hello: wasm!')
   stop
-  if [ "$ok" = 200 ] && [ "$deny" = 401 ] && [ "$added" = 1 ] && [ "$hello" = 1 ]; then
-    as_row auth "$tried" "as Envoy" "allowed: 200, \`added-header: authorized\` reached the upstream, \`hello: wasm!\` on the response; denied: 401 (http_call answered on the root context, as on Envoy)"
-  else
-    as_row auth "$tried" differs "ok: $ok, deny: $deny, added-header seen: $added, hello: $hello"
-  fi
+  [ "$ok" = 200 ] && [ "$deny" = 401 ] && [ "$added" = 1 ] && [ "$hello" = 1 ]
+  verdict $? as_row auth "as Envoy" "allowed: 200, \`added-header: authorized\` reached the upstream, \`hello: wasm!\` on the response; denied: 401 (http_call answered on the root context, as on Envoy)" "ok: $ok, deny: $deny, added-header seen: $added, hello: $hello"
 }
 
 case_as_singleton() {
@@ -66,11 +60,8 @@ upstreams: [{ name: auth_service, targets: [{ address: 127.0.0.1:$port }] }]" ||
   local good bad
   good=$(status_of -H 'x-auth: foo' "$url/") bad=$(status_of -H 'x-auth: bar' "$url/")
   stop
-  if [ "$good" = 200 ] && [ "$bad" = 401 ]; then
-    as_row singleton "$tried" "as Envoy" "after the first ticks: \`x-auth: foo\` 200, a wrong token 401"
-  else
-    as_row singleton "$tried" differs "x-auth foo: $good; x-auth bar: $bad"
-  fi
+  [ "$good" = 200 ] && [ "$bad" = 401 ]
+  verdict $? as_row singleton "as Envoy" "after the first ticks: \`x-auth: foo\` 200, a wrong token 401" "x-auth foo: $good; x-auth bar: $bad"
 }
 
 as_cases() {

@@ -19,7 +19,7 @@ go_row() { row "$1 (Go)" "$go_sdk@$(commit $go_sdk)" "Go $(go env GOVERSION 2>/d
 # YAML); returns 1 (with a row) when either fails.
 go_serve() {
   go_example "$1" || { go_row "$1" "$tried" "not built" "$(tail -1 "$WORK/build-go-$1.log")"; return 1; }
-  proxy "go_$1" "${2//@WASM@/$wasm}" || { go_row "$1" "$tried" fails "did not start: $(grep -m1 -E 'ERROR|error' "$log")"; return 1; }
+  serve go_row "$1" "go_$1" "${2//@WASM@/$wasm}"
 }
 
 case_go_helloworld() {
@@ -30,11 +30,8 @@ routes: [{ name: r, filters: [hello], upstream: echo@internal }]" || return
   local start ticks
   start=$(grep -c 'OnPluginStart from Go!' "$log") ticks=$(grep -c 'OnTick' "$log")
   stop
-  if [ "$start" -ge 1 ] && [ "$ticks" -ge 2 ]; then
-    go_row helloworld "$tried" "as Envoy" "OnPluginStart logged, then OnTick every second without a request ($ticks lines)"
-  else
-    go_row helloworld "$tried" differs "OnPluginStart lines: $start, OnTick lines: $ticks"
-  fi
+  [ "$start" -ge 1 ] && [ "$ticks" -ge 2 ]
+  verdict $? go_row helloworld "as Envoy" "OnPluginStart logged, then OnTick every second without a request ($ticks lines)" "OnPluginStart lines: $start, OnTick lines: $ticks"
 }
 
 case_go_http_auth_random() {
@@ -47,11 +44,8 @@ upstreams: [{ name: httpbin, targets: [{ address: 127.0.0.1:$port }] }]" || retu
   seen=$(tally 20 status_of "$url/uuid")
   denied=$(for _ in 1 2 3 4 5 6; do curl -s -D - "$url/uuid"; done | tr -d '\r' | grep -c '^powered-by: proxy-wasm-go-sdk!!')
   stop
-  if [[ "$seen" == *200=* && "$seen" == *403=* && "$denied" -ge 1 ]]; then
-    go_row http_auth_random "$tried" "as Envoy" "statuses: $seen (by the answer's hash, as documented); 403 carries \`powered-by: proxy-wasm-go-sdk!!\`"
-  else
-    go_row http_auth_random "$tried" differs "statuses: $seen; denied with header: $denied"
-  fi
+  [[ "$seen" == *200=* && "$seen" == *403=* && "$denied" -ge 1 ]]
+  verdict $? go_row http_auth_random "as Envoy" "statuses: $seen (by the answer's hash, as documented); 403 carries \`powered-by: proxy-wasm-go-sdk!!\`" "statuses: $seen; denied with header: $denied"
 }
 
 case_go_http_body() {
@@ -69,11 +63,8 @@ upstreams: [{ name: app, targets: [{ address: 127.0.0.1:$port }] }]" || return
   local nobody=$(curl -s "$url/")
   stop
   local want="[this is prepended body][initial body]|[initial body][this is appended body]|[this is replaced body]|"
-  if [ "$got" = "$want$want" ] && [ "$nobody" = "content must be provided" ]; then
-    go_row http_body "$tried" "as Envoy" "the six README outputs exactly; a GET without body gets its 400"
-  else
-    go_row http_body "$tried" differs "got: $got; bodiless GET: $nobody"
-  fi
+  [ "$got" = "$want$want" ] && [ "$nobody" = "content must be provided" ]
+  verdict $? go_row http_body "as Envoy" "the six README outputs exactly; a GET without body gets its 400" "got: $got; bodiless GET: $nobody"
 }
 
 case_go_vm_plugin_configuration() {
@@ -84,11 +75,8 @@ routes: [{ name: r, filters: [c], upstream: echo@internal }]" || return
   local plugin vm
   plugin=$(grep -c 'plugin config: {"name": "plugin configuration"}' "$log") vm=$(grep -o 'vm config: .*filter=' "$log" | head -1)
   stop
-  if [ "$plugin" -ge 1 ]; then
-    go_row vm_plugin_configuration "$tried" "partial" "plugin configuration read as on Envoy; the VM configuration is empty (\`${vm% filter=}\`): Portcullis has no \`vm_config.configuration\` setting"
-  else
-    go_row vm_plugin_configuration "$tried" differs "plugin config lines: $plugin; $vm"
-  fi
+  [ "$plugin" -ge 1 ]
+  verdict $? go_row vm_plugin_configuration "partial" "plugin configuration read as on Envoy; the VM configuration is empty (\`${vm% filter=}\`): Portcullis has no \`vm_config.configuration\` setting" "plugin config lines: $plugin; $vm"
 }
 
 case_go_shared_data() {
@@ -100,11 +88,8 @@ routes: [{ name: r, filters: [s], upstream: echo@internal }]" || return
   local values
   values=$(grep -o 'shared value: [0-9]*' "$log" | awk '{printf "%s ", $3}')
   stop
-  if [ "$values" = "1 2 3 4 5 " ]; then
-    go_row shared_data "$tried" "as Envoy" "\"shared value: 1\" … 5, compare-and-swap on shared data"
-  else
-    go_row shared_data "$tried" differs "values logged: $values"
-  fi
+  [ "$values" = "1 2 3 4 5 " ]
+  verdict $? go_row shared_data "as Envoy" "\"shared value: 1\" … 5, compare-and-swap on shared data" "values logged: $values"
 }
 
 case_go_metrics() {
@@ -116,11 +101,8 @@ routes: [{ name: r, filters: [m], upstream: echo@internal }]" || return
   local line
   line=$(curl -s "${admin_url}/metrics" | grep '^custom_header_value_counts')
   stop
-  if [[ "$line" == *" 2" ]]; then
-    go_row metrics "$tried" "as Envoy, named differently" "\`$line\`: counted; Envoy shows \`custom_header_value_counts{value=\"foo\",reporter=\"wasmgosdk\"}\` because its envoy.yaml declares tag-extraction regexes, which Portcullis does not have"
-  else
-    go_row metrics "$tried" differs "metric line: '$line'"
-  fi
+  [[ "$line" == *" 2" ]]
+  verdict $? go_row metrics "as Envoy, named differently" "\`$line\`: counted; Envoy shows \`custom_header_value_counts{value=\"foo\",reporter=\"wasmgosdk\"}\` because its envoy.yaml declares tag-extraction regexes, which Portcullis does not have" "metric line: '$line'"
 }
 
 case_go_dispatch_call_on_tick() {
@@ -133,11 +115,8 @@ upstreams: [{ name: web_service, targets: [{ address: 127.0.0.1:$port }] }]" || 
   local called answered
   called=$(grep -c 'called [0-9]* for contextID' "$log") answered=$(grep -c 'response header for the dispatched call: :status: 200' "$log")
   stop
-  if [ "$called" -ge 3 ] && [ "$answered" -ge 3 ]; then
-    go_row dispatch_call_on_tick "$tried" "as Envoy" "$called answers in 1 s (every 100 ms, from the root context, answers delivered to it)"
-  else
-    go_row dispatch_call_on_tick "$tried" differs "answers: $called, with :status 200: $answered"
-  fi
+  [ "$called" -ge 3 ] && [ "$answered" -ge 3 ]
+  verdict $? go_row dispatch_call_on_tick "as Envoy" "$called answers in 1 s (every 100 ms, from the root context, answers delivered to it)" "answers: $called, with :status 200: $answered"
 }
 
 case_go_postpone_requests() {
@@ -151,11 +130,8 @@ routes: [{ name: r, filters: [p], upstream: echo@internal }]" || return
   local postponed resumed
   postponed=$(grep -c 'postpone request with contextID' "$log") resumed=$(grep -c 'resume request with contextID' "$log")
   stop
-  if [ "$seen" = "200=2" ] && [ "$postponed" = 3 ] && [ "$resumed" = 3 ] && awk "BEGIN {exit !($took >= 0.1)}"; then
-    go_row postpone_requests "$tried" "as Envoy" "each postponed, then resumed by the root context's tick; the first took ${took}s"
-  else
-    go_row postpone_requests "$tried" differs "answered at once (${took}s, statuses $seen), not held: a header phase paused with no callout outstanding continues here, and the tick's SetEffectiveContext(stream) + ResumeHttpRequest ($resumed resume lines) acts on no stream. Envoy keeps the stream paused until another context resumes it. Not small: a stream's data is in the VM only during its own callbacks"
-  fi
+  [ "$seen" = "200=2" ] && [ "$postponed" = 3 ] && [ "$resumed" = 3 ] && awk "BEGIN {exit !($took >= 0.1)}"
+  verdict $? go_row postpone_requests "as Envoy" "each postponed, then resumed by the root context's tick; the first took ${took}s" "answered at once (${took}s, statuses $seen), not held: a header phase paused with no callout outstanding continues here, and the tick's SetEffectiveContext(stream) + ResumeHttpRequest ($resumed resume lines) acts on no stream. Envoy keeps the stream paused until another context resumes it. Not small: a stream's data is in the VM only during its own callbacks"
 }
 
 case_go_http_routing() {

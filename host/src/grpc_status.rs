@@ -66,3 +66,14 @@ pub fn message(text: &[u8]) -> HeaderValue {
     // Only printable ASCII is left: always a valid header value.
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_percent_encoded_without_its_trailing_newline() {
+        assert_eq!(message(b"denied by probe\n"), "denied by probe");
+        assert_eq!(message("100% für dich\r\n".as_bytes()), "100%25 f%C3%BCr dich%0D");
+    }
+}

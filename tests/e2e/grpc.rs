@@ -13,13 +13,23 @@ async fn grpc_client(target: &str, args: &[&str]) -> Value {
     py_client("grpc", "grpc/grpc_client.py", &all).await
 }
 
-#[tokio::test]
-async fn unary_streaming_and_bidirectional_calls_pass_with_their_trailers() {
+/// A proxy (listener `web`) serving `rest` (its routes, filters and upstreams), in
+/// front of a fresh gRPC test server whose address replaces `GRPC_SERVER` in it.
+fn behind_proxy(rest: &str) -> (PyServer, ConfDir, Proxy) {
     let server = PyServer::start("grpc", "grpc/grpc_server.py", &[]);
     let conf = ConfDir::with(&format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners: [{{ name: web, address: 127.0.0.1:0 }}]\n{}",
+        rest.replace("GRPC_SERVER", &server.address())
+    ));
+    let proxy = Proxy::start(&conf);
+    (server, conf, proxy)
+}
+
+#[tokio::test]
+async fn unary_streaming_and_bidirectional_calls_pass_with_their_trailers() {
+    let dead = closed_port().await;
+    let (_server, _conf, proxy) = behind_proxy(&format!(
         r#"
-admin: {{ address: 127.0.0.1:0 }}
-listeners: [{{ name: web, address: 127.0.0.1:0 }}]
 routes:
   - {{ name: echo, match: {{ path_prefix: /portcullis.test.Echo/ }}, filters: [tag], upstream: grpc }}
   - {{ name: dead, match: {{ path_prefix: /portcullis.test.Dead/ }}, upstream: dead }}
@@ -29,13 +39,10 @@ filters:
     limits: {{ callback_timeout: 5s }}
     config: {{ request: {{ set: {{ x-from-client: "set-by-filter" }} }} }}
 upstreams:
-  - {{ name: grpc, protocol: h2c, targets: [{{ address: {} }}] }}
-  - {{ name: dead, protocol: h2c, targets: [{{ address: {} }}] }}
-"#,
-        server.address(),
-        closed_port().await
+  - {{ name: grpc, protocol: h2c, targets: [{{ address: GRPC_SERVER }}] }}
+  - {{ name: dead, protocol: h2c, targets: [{{ address: {dead} }}] }}
+"#
     ));
-    let proxy = Proxy::start(&conf);
     let target = proxy.addr("web").to_string();
 
     let seen = grpc_client(&target, &["calls"]).await;
@@ -277,23 +284,18 @@ upstreams:
 /// UNKNOWN instead of ABORTED.
 #[tokio::test]
 async fn a_filters_local_reply_to_a_grpc_call_is_a_grpc_status() {
-    let server = PyServer::start("grpc", "grpc/grpc_server.py", &[]);
-    let conf = ConfDir::with(&format!(
+    let (_server, _conf, proxy) = behind_proxy(&format!(
         r#"
-admin: {{ address: 127.0.0.1:0 }}
-listeners: [{{ name: web, address: 127.0.0.1:0 }}]
 routes:
   - {{ name: abort, match: {{ path_prefix: /portcullis.test.Abort/ }}, filters: [abort], upstream: grpc }}
   - {{ name: deny, match: {{ path_prefix: /portcullis.test.Deny/ }}, filters: [deny], upstream: grpc }}
 filters:
   - {{ name: abort, wasm: "{probe}", config: "grpc_deny:probe" }}
   - {{ name: deny, wasm: "{probe}", config: "local:probe" }}
-upstreams: [{{ name: grpc, protocol: h2c, targets: [{{ address: {server} }}] }}]
+upstreams: [{{ name: grpc, protocol: h2c, targets: [{{ address: GRPC_SERVER }}] }}]
 "#,
         probe = crate::wasm_build::filter("probe").display(),
-        server = server.address(),
     ));
-    let proxy = Proxy::start(&conf);
     let target = proxy.addr("web").to_string();
 
     let aborted = grpc_client(&target, &["unary", "portcullis.test.Abort"]).await;
