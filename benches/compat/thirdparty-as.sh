@@ -9,15 +9,12 @@ as_example() {
   local dir="$SRC/$as_sdk/examples/$1"
   wasm="$dir/build/release.wasm"
   (cd "$dir" && { [ -x node_modules/.bin/asc ] || npm ci --no-audit --no-fund; } \
-    && npx asc assembly/index.ts --target release) >"$WORK/build-as-$1.log" 2>&1
+    && npx asc assembly/index.ts --target release)
 }
 as_row() { row "$1 (AS)" "$as_sdk@$(commit $as_sdk)" "AssemblyScript, @solo-io/proxy-runtime" "$2" "$3" "$4"; }
 
-# as_serve NAME YAML: builds and serves example NAME (@WASM@ in YAML is its path).
-as_serve() {
-  as_example "$1" || { as_row "$1" "$tried" "not built" "$(tail -1 "$WORK/build-as-$1.log")"; return 1; }
-  serve as_row "$1" "as_$1" "${2//@WASM@/$wasm}"
-}
+# as_serve NAME YAML: builds and serves example NAME (see build_serve).
+as_serve() { build_serve as_example as_row "$1" "as_$1" "$2"; }
 
 case_as_addheader() {
   local tried="root_id add_header; without and with a configuration"

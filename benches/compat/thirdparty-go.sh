@@ -11,16 +11,12 @@ go_example() {
   wasm="$BUILD/go/$1.wasm"
   mkdir -p "$BUILD/go"
   (cd "$SRC/$go_sdk/examples/$1" && GOTOOLCHAIN=local GOFLAGS=-mod=mod GOOS=wasip1 GOARCH=wasm \
-    nice -n 5 go build -buildmode=c-shared -o "$wasm" ./main.go) >"$WORK/build-go-$1.log" 2>&1
+    nice -n 5 go build -buildmode=c-shared -o "$wasm" ./main.go)
 }
 go_row() { row "$1 (Go)" "$go_sdk@$(commit $go_sdk)" "Go $(go env GOVERSION 2>/dev/null), proxy-wasm-go-sdk" "$2" "$3" "$4"; }
 
-# go_serve NAME YAML: builds and serves example NAME (its path replaces @WASM@ in
-# YAML); returns 1 (with a row) when either fails.
-go_serve() {
-  go_example "$1" || { go_row "$1" "$tried" "not built" "$(tail -1 "$WORK/build-go-$1.log")"; return 1; }
-  serve go_row "$1" "go_$1" "${2//@WASM@/$wasm}"
-}
+# go_serve NAME YAML: builds and serves example NAME (see build_serve).
+go_serve() { build_serve go_example go_row "$1" "go_$1" "$2"; }
 
 case_go_helloworld() {
   local tried="on a route, no traffic, 2.5 s"
