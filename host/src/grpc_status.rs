@@ -74,6 +74,9 @@ mod tests {
     #[test]
     fn a_message_is_percent_encoded_without_its_trailing_newline() {
         assert_eq!(message(b"denied by probe\n"), "denied by probe");
-        assert_eq!(message("100% für dich\r\n".as_bytes()), "100%25 f%C3%BCr dich%0D");
+        assert_eq!(
+            message("100% für dich\r\n".as_bytes()),
+            "100%25 f%C3%BCr dich%0D"
+        );
     }
 }
