@@ -13,13 +13,23 @@ async fn grpc_client(target: &str, args: &[&str]) -> Value {
     py_client("grpc", "grpc/grpc_client.py", &all).await
 }
 
-#[tokio::test]
-async fn unary_streaming_and_bidirectional_calls_pass_with_their_trailers() {
+/// A proxy (listener `web`) serving `rest` (its routes, filters and upstreams), in
+/// front of a fresh gRPC test server whose address replaces `GRPC_SERVER` in it.
+fn behind_proxy(rest: &str) -> (PyServer, ConfDir, Proxy) {
     let server = PyServer::start("grpc", "grpc/grpc_server.py", &[]);
     let conf = ConfDir::with(&format!(
+        "admin: {{ address: 127.0.0.1:0 }}\nlisteners: [{{ name: web, address: 127.0.0.1:0 }}]\n{}",
+        rest.replace("GRPC_SERVER", &server.address())
+    ));
+    let proxy = Proxy::start(&conf);
+    (server, conf, proxy)
+}
+
+#[tokio::test]
+async fn unary_streaming_and_bidirectional_calls_pass_with_their_trailers() {
+    let dead = closed_port().await;
+    let (_server, _conf, proxy) = behind_proxy(&format!(
         r#"
-admin: {{ address: 127.0.0.1:0 }}
-listeners: [{{ name: web, address: 127.0.0.1:0 }}]
 routes:
   - {{ name: echo, match: {{ path_prefix: /portcullis.test.Echo/ }}, filters: [tag], upstream: grpc }}
   - {{ name: dead, match: {{ path_prefix: /portcullis.test.Dead/ }}, upstream: dead }}
@@ -29,13 +39,10 @@ filters:
     limits: {{ callback_timeout: 5s }}
     config: {{ request: {{ set: {{ x-from-client: "set-by-filter" }} }} }}
 upstreams:
-  - {{ name: grpc, protocol: h2c, targets: [{{ address: {} }}] }}
-  - {{ name: dead, protocol: h2c, targets: [{{ address: {} }}] }}
-"#,
-        server.address(),
-        closed_port().await
+  - {{ name: grpc, protocol: h2c, targets: [{{ address: GRPC_SERVER }}] }}
+  - {{ name: dead, protocol: h2c, targets: [{{ address: {dead} }}] }}
+"#
     ));
-    let proxy = Proxy::start(&conf);
     let target = proxy.addr("web").to_string();
 
     let seen = grpc_client(&target, &["calls"]).await;
@@ -267,4 +274,50 @@ upstreams:
         let seen = grpc_client(&target, &["unary", "portcullis.test.Echo"]).await;
         assert_eq!(seen["code"], "OK", "{seen}");
     }
+}
+
+/// A filter's local reply to a gRPC call reaches the client as Envoy sends it: a
+/// trailers-only answer (`200`, `application/grpc`, no body) whose `grpc-status` is
+/// the filter's gRPC status (the Rust SDK's `send_grpc_response`), else the HTTP
+/// status's gRPC code, and whose `grpc-message` is the reply's body. Found running the
+/// Rust SDK's grpc_auth_random example (docs/compatibility.md): its clients read
+/// UNKNOWN instead of ABORTED.
+#[tokio::test]
+async fn a_filters_local_reply_to_a_grpc_call_is_a_grpc_status() {
+    let (_server, _conf, proxy) = behind_proxy(&format!(
+        r#"
+routes:
+  - {{ name: abort, match: {{ path_prefix: /portcullis.test.Abort/ }}, filters: [abort], upstream: grpc }}
+  - {{ name: deny, match: {{ path_prefix: /portcullis.test.Deny/ }}, filters: [deny], upstream: grpc }}
+filters:
+  - {{ name: abort, wasm: "{probe}", config: "grpc_deny:probe" }}
+  - {{ name: deny, wasm: "{probe}", config: "local:probe" }}
+upstreams: [{{ name: grpc, protocol: h2c, targets: [{{ address: GRPC_SERVER }}] }}]
+"#,
+        probe = crate::wasm_build::filter("probe").display(),
+    ));
+    let target = proxy.addr("web").to_string();
+
+    let aborted = grpc_client(&target, &["unary", "portcullis.test.Abort"]).await;
+    assert_eq!(aborted["code"], "ABORTED", "{aborted}");
+    assert_eq!(aborted["details"], "Aborted by probe", "{aborted}");
+    // A plain 403 with a text body: PERMISSION_DENIED, the text as the message.
+    let denied = grpc_client(&target, &["unary", "portcullis.test.Deny"]).await;
+    assert_eq!(denied["code"], "PERMISSION_DENIED", "{denied}");
+    assert_eq!(denied["details"], "denied by probe", "{denied}");
+
+    let resp = h2_client()
+        .post(proxy.url("web", "/portcullis.test.Abort/Unary"))
+        .header("content-type", "application/grpc")
+        .body(&b"\0\0\0\0\0"[..])
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request: {e}"));
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["content-type"], "application/grpc", "{h:?}");
+    assert_eq!(h["grpc-status"], "10", "{h:?}");
+    assert_eq!(h["x-denied-by"], "probe", "the filter's metadata: {h:?}");
+    let body = resp.bytes().await.unwrap_or_default();
+    assert!(body.is_empty(), "trailers-only: {body:?}");
 }

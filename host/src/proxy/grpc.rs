@@ -18,18 +18,7 @@ use crate::body::{self, BoxError, ProxyBody};
 
 use crate::grpc_status::DEADLINE_EXCEEDED;
 
-/// Whether a request with `headers` is a gRPC call (`content-type: application/grpc`,
-/// or `application/grpc+proto` and the like).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.get(..16)
-                .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
-                && matches!(ct.as_bytes().get(16), None | Some(b'+' | b';'))
-        })
-}
+pub use crate::grpc_status::is_grpc;
 
 /// Turns `resp`, when the proxy made it itself, into what a gRPC client expects: a
 /// "trailers-only" answer (`200`, no body) whose `grpc-status` is the HTTP status's

@@ -76,6 +76,8 @@ pub struct HttpFilters {
     finished: bool,
     /// Some filter has body or trailer callbacks (is not headers-only).
     bodies: bool,
+    /// The request is a gRPC call: a filter's local reply is shaped as one.
+    grpc: bool,
 }
 
 impl HttpFilters {
@@ -104,6 +106,7 @@ impl HttpFilters {
             entries,
             io,
             finished: false,
+            grpc: false,
         }
     }
 
@@ -162,6 +165,7 @@ impl HttpFilters {
         head: &mut http::request::Parts,
         end_of_stream: bool,
     ) -> Decision {
+        self.grpc = crate::grpc_status::is_grpc(&head.headers);
         let empty = http::Request::new(()).into_parts().0;
         self.io.request = Some(std::mem::replace(head, empty));
         let decision = self
@@ -323,7 +327,11 @@ impl HttpFilters {
                 Step::Local => {
                     // A reply made while responding replaces the response as it is.
                     let reply = self.io.local_reply.take();
-                    return Decision::Respond(reply.map(|r| r.into_response()).unwrap_or_default());
+                    return Decision::Respond(
+                        reply
+                            .map(|r| r.into_response(self.grpc))
+                            .unwrap_or_default(),
+                    );
                 }
                 Step::Failed(f) => {
                     if self.entries[i].plugin.config.on_error == OnError::Deny {
@@ -342,7 +350,7 @@ impl HttpFilters {
             return Err(self.failure(i, Failure::Trap("local reply vanished".into())));
         };
         self.io.code_details = Some(reply.details.clone());
-        let (mut head, body) = reply.into_response().into_parts();
+        let (mut head, body) = reply.into_response(self.grpc).into_parts();
         let mut body_eos = body.is_empty();
         match self.response_headers(&mut head, body_eos).await {
             Decision::Continue => {}
@@ -516,6 +524,7 @@ impl Drop for HttpFilters {
             io: std::mem::take(&mut self.io),
             seen: self.seen,
             bodies: self.bodies,
+            grpc: self.grpc,
             // If the task never runs (the worker is shutting down), do not respawn.
             finished: true,
         };

@@ -310,11 +310,20 @@ impl ResourceLimiter for Limiter {
 }
 
 impl LocalReply {
-    /// The response this reply describes.
-    pub fn into_response(self) -> http::Response<Bytes> {
-        let mut r = http::Response::new(self.body);
-        *r.status_mut() = http::StatusCode::from_u16(self.status)
+    /// The response this reply describes. To a gRPC call (`grpc`) it is what Envoy
+    /// sends: a trailers-only answer (`200`, `content-type: application/grpc`, no
+    /// body) whose `grpc-status` is the filter's, else the HTTP status's gRPC code, and
+    /// whose `grpc-message` is the body; a gRPC client reads nothing else. To any
+    /// other request the gRPC status is ignored, as on Envoy.
+    pub fn into_response(self, grpc: bool) -> http::Response<Bytes> {
+        let status = http::StatusCode::from_u16(self.status)
             .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = http::Response::new(if grpc {
+            Bytes::new()
+        } else {
+            self.body.clone()
+        });
+        *r.status_mut() = status;
         for (k, v) in self.headers {
             if let (Ok(k), Ok(v)) = (
                 http::HeaderName::from_bytes(k.as_bytes()),
@@ -323,9 +332,22 @@ impl LocalReply {
                 r.headers_mut().append(k, v);
             }
         }
-        if self.grpc_status >= 0 {
-            r.headers_mut()
-                .insert("grpc-status", http::HeaderValue::from(self.grpc_status));
+        if grpc {
+            use crate::grpc_status as g;
+            *r.status_mut() = http::StatusCode::OK;
+            let h = r.headers_mut();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            h.remove(http::header::CONTENT_LENGTH);
+            if !h.contains_key("grpc-status") {
+                let code = u16::try_from(self.grpc_status).unwrap_or_else(|_| g::of_http(status));
+                h.insert("grpc-status", http::HeaderValue::from(code));
+            }
+            if !self.body.is_empty() {
+                h.insert("grpc-message", g::message(&self.body));
+            }
         }
         r
     }

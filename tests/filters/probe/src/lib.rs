@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, GrpcStatusCode, LogLevel, MetricType};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
@@ -201,6 +201,15 @@ impl HttpContext for Stream {
                     403,
                     vec![("x-denied-by", &self.arg.clone())],
                     Some(b"denied by probe\n"),
+                );
+                return Action::Pause;
+            }
+            "grpc_deny" => {
+                // As the Rust SDK's grpc_auth_random denies: a gRPC status and message.
+                self.send_grpc_response(
+                    GrpcStatusCode::Aborted,
+                    Some("Aborted by probe"),
+                    vec![("x-denied-by", self.arg.as_bytes())],
                 );
                 return Action::Pause;
             }
