@@ -30,12 +30,12 @@ impl Flow {
         }
     }
 
-    /// The stream's bytes for the running filter, and a filter's held bytes, of
-    /// this body.
+    /// Which of a filter's two held buffers (`Entry::held`) is this body's.
     fn held(self) -> usize {
         self as usize
     }
 
+    /// The stream's bytes of this body for the running filter.
     fn body(self, io: &mut StreamIo) -> &mut BodyBuf {
         match self {
             Flow::Request => &mut io.request_body,
