@@ -117,11 +117,7 @@ impl<B: Body> FilteredBody<B> {
         }
         let filters = self.filters.clone();
         self.step = Some(Box::pin(async move {
-            let mut chain = filters.lock().await;
-            match flow {
-                Flow::Request => chain.request_body(chunk, eos).await.into(),
-                Flow::Response => chain.response_body(chunk, eos).await.into(),
-            }
+            filters.lock().await.body(flow, chunk, eos).await.into()
         }));
         None
     }
@@ -131,14 +127,9 @@ impl<B: Body> FilteredBody<B> {
         self.step = Some(Box::pin(async move {
             let mut f = filters.lock().await;
             // Trailers end the body: paused filters give up what they hold first.
-            let flushed = match flow {
-                Flow::Request => f.request_body(Bytes::new(), true).await,
-                Flow::Response => f.response_body(Bytes::new(), true).await,
-            };
-            let flushed = match flushed {
-                BodyDecision::Forward(b) => b,
-                BodyDecision::Respond(r) => return Out::Stop(Decision::Respond(r)),
-                BodyDecision::Fail(f) => return Out::Stop(Decision::Fail(f)),
+            let flushed = match f.body(flow, Bytes::new(), true).await.into() {
+                Out::Data(b) => b,
+                stop => return stop,
             };
             let d = match flow {
                 Flow::Request => f.request_trailers(&mut trailers).await,

@@ -77,8 +77,8 @@ impl BodyWalk {
 }
 
 impl HttpFilters {
-    /// One chunk through the body phase, waiting where it must.
-    pub(super) async fn body(&mut self, flow: Flow, chunk: Bytes, eos: bool) -> BodyDecision {
+    /// One chunk of `flow`'s body through the body phase, waiting where it must.
+    pub async fn body(&mut self, flow: Flow, chunk: Bytes, eos: bool) -> BodyDecision {
         let mut walk = self.body_start(flow, chunk, eos);
         match self.body_now(&mut walk) {
             Ok(d) => d,
