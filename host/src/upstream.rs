@@ -18,6 +18,7 @@ pub mod mirror;
 pub use stream::Stream;
 pub use target::InFlight;
 
+mod h1;
 mod health;
 mod limits;
 mod outlier;
@@ -40,7 +41,6 @@ use http::uri::Authority;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
 use crate::config::{ConfigError, UpstreamConfig};
@@ -84,7 +84,7 @@ pub enum UpstreamError {
         target: String,
         /// What the connection said.
         #[source]
-        source: hyper::Error,
+        source: body::BoxError,
     },
     /// The response body failed while being read (for a buffered call): 502.
     #[error("reading the response of {target} failed: {source}")]
@@ -414,11 +414,11 @@ impl Upstream {
 
     async fn send(
         &self,
-        pool: &pool::Pool,
+        pool: &Arc<pool::Pool>,
         index: usize,
         target: &Target,
         req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<pool::PooledBody>, UpstreamError> {
         let request = self.config.timeouts.request;
         let timeout = self
             .retries

@@ -1,34 +1,38 @@
-//! One worker's keep-alive connections to one upstream's targets, on hyper's
-//! connection-level client.
+//! One worker's keep-alive connections to one upstream's targets.
 //!
 //! Why not hyper-util's pooled `Client`: it is built to be shared between threads, so
 //! every request locks its pool, hashes the target into a map (SipHash), boxes its
 //! futures, and spawns a task per request that puts the connection back once the
 //! response body is done. Here the pool belongs to one worker thread (its lock is
-//! never contended), a target is an index, and a connection goes back to the pool as soon as its
-//! response head is in: it is taken again only once it says it is ready (its previous
-//! response body finished). The callgrind profile of the no-filter load put the
-//! pooled client at ~9k instructions a request; this path costs a fraction of that.
+//! never contended) and a target is an index. HTTP/1.1 connections are our own client's
+//! ([`super::h1`]): one is taken for a request and comes back when its response body
+//! has ended. HTTP/2 connections are hyper's, one shared per target.
 //!
 //! What it keeps of the pooled client's behaviour: HTTP/2 when a TLS target picks it
-//! by ALPN, or always for an `h2c` upstream (one shared connection per target); `Host` set from the target when the
-//! request has none; a request that a reused connection refused before sending
-//! (closed while idle) goes out again on another connection; idle connections are
-//! dropped after [`POOL_IDLE`]; a connection that carried a protocol switch
-//! (`Upgrade`) is never pooled again: once switched it belongs to its tunnel.
+//! by ALPN, or always for an `h2c` upstream; `Host` set from the target when the
+//! request has none; an idle connection the upstream closed is never used (an h2
+//! request that a reused connection refused before sending goes out again on another
+//! connection); idle connections are dropped after [`POOL_IDLE`]; a connection that
+//! carried a protocol switch (`Upgrade`) is never pooled again: it is hyper's, and once
+//! switched it belongs to its tunnel.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, Uri, header};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::h1::{self, Conn, H1Body, Home};
 use super::limits::{ConnLimits, Overflow};
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
 use crate::tls::connector::{ConnectError, UpstreamConnector};
 
 /// How long an idle pooled connection is kept.
@@ -44,21 +48,67 @@ pub enum PoolError {
     /// No connection could be made.
     Connect(ConnectError),
     /// The connection failed (at the handshake, or during the exchange).
-    Exchange(hyper::Error),
+    Exchange(BoxError),
     /// A new connection was needed, and the circuit breaker's limit on connections or
     /// on requests waiting for one was reached.
     Overflow(Overflow),
 }
 
-/// A connection's request half.
+/// A connection: ours for HTTP/1.1, hyper's request half for HTTP/2.
 enum Sender {
-    H1(http1::SendRequest<ProxyBody>),
+    H1(Conn),
     H2(http2::SendRequest<ProxyBody>),
 }
 
 struct Idle {
     sender: Sender,
     since: Instant,
+}
+
+/// The body of a response from a pooled connection.
+pub enum PooledBody {
+    /// From our HTTP/1.1 client.
+    H1(H1Body),
+    /// From hyper (HTTP/2, or an HTTP/1.1 request that asked to switch protocols).
+    Hyper(Incoming),
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PooledBody::H1(_) => f.write_str("PooledBody::H1"),
+            PooledBody::Hyper(b) => f.debug_tuple("PooledBody::Hyper").field(b).finish(),
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            PooledBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            PooledBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            PooledBody::H1(b) => b.is_end_stream(),
+            PooledBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            PooledBody::H1(b) => b.size_hint(),
+            PooledBody::Hyper(b) => b.size_hint(),
+        }
+    }
 }
 
 /// The pool: per target (by index in the upstream's config), its connections.
@@ -96,46 +146,56 @@ impl Pool {
     /// Sends `req` to target `index` (at `address`) on a pooled connection, or a new
     /// one, and returns the response head with its body still streaming.
     pub async fn request(
-        &self,
+        self: &Arc<Self>,
         index: usize,
         address: &Authority,
         mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, PoolError> {
+    ) -> Result<Response<PooledBody>, PoolError> {
         let scheme = self.connector.scheme();
         set_host(&mut req, &scheme, address);
-        // The connection of an upgrade is the tunnel's if the upstream switches, and
-        // ends with its request otherwise: either way it is not pooled again.
-        let upgrade = req.headers().contains_key(header::UPGRADE);
         loop {
-            let (mut sender, reused) = match self.checkout(index) {
+            let (sender, reused) = match self.checkout(index) {
                 Some(sender) => (sender, true),
                 None => (self.connect(&scheme, address).await?, false),
             };
-            let sent = match &mut sender {
-                Sender::H1(s) => {
+            match sender {
+                // The connection of an upgrade is the tunnel's if the upstream
+                // switches, and ends with its request otherwise: hyper's, not pooled.
+                Sender::H1(conn) if req.headers().contains_key(header::UPGRADE) => {
                     origin_form(&mut req);
-                    s.try_send_request(req).await
+                    return upgrade(conn, req).await;
                 }
-                Sender::H2(s) => {
+                Sender::H1(conn) => {
+                    origin_form(&mut req);
+                    let home = Home {
+                        pool: Arc::clone(self),
+                        index,
+                    };
+                    return match h1::exchange(conn, req, home).await {
+                        Ok(resp) => Ok(resp.map(PooledBody::H1)),
+                        Err(e) => Err(PoolError::Exchange(e.into())),
+                    };
+                }
+                Sender::H2(mut s) => {
                     absolute_form(&mut req, &scheme, address);
-                    s.try_send_request(req).await
-                }
-            };
-            match sent {
-                Ok(resp) => {
-                    if !upgrade || matches!(sender, Sender::H2(_)) {
-                        self.put_back(index, sender);
+                    match s.try_send_request(req).await {
+                        Ok(resp) => {
+                            self.put_back_h2(index, s);
+                            return Ok(resp.map(PooledBody::Hyper));
+                        }
+                        Err(mut e) => match e.take_message() {
+                            // The connection closed (or was not ready) before the
+                            // request was written: nothing reached the upstream, so it
+                            // may go again. Only for reused connections, each taken
+                            // out of the pool for good, so this ends.
+                            Some(again) if reused => {
+                                self.drop_h2(index);
+                                req = again;
+                            }
+                            _ => return Err(PoolError::Exchange(e.into_error().into())),
+                        },
                     }
-                    return Ok(resp);
                 }
-                Err(mut e) => match e.take_message() {
-                    // The connection closed (or was not ready) before the request was
-                    // written: nothing reached the upstream, so it may go again. Only
-                    // for reused connections, each taken out of the pool for good, so
-                    // this ends.
-                    Some(again) if reused => req = again,
-                    _ => return Err(PoolError::Exchange(e.into_error())),
-                },
             }
         }
     }
@@ -145,7 +205,8 @@ impl Pool {
         self.targets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A ready connection to target `index`, dropping closed and expired ones.
+    /// A usable connection to target `index`, the most recently used first, dropping
+    /// closed and expired ones on the way.
     fn checkout(&self, index: usize) -> Option<Sender> {
         let mut targets = self.lock();
         let idle = targets.get_mut(index)?;
@@ -153,59 +214,67 @@ impl Pool {
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
-            let Some(entry) = idle.get(i) else { break };
-            let (closed, ready, h2) = match &entry.sender {
-                Sender::H1(s) => (s.is_closed(), s.is_ready(), None),
-                Sender::H2(s) => (s.is_closed(), s.is_ready(), Some(s)),
-            };
-            let expired = ready && now.duration_since(entry.since) > POOL_IDLE;
-            if !closed && !expired && ready {
-                // HTTP/2 multiplexes: the connection stays in the pool for others.
-                if let Some(s) = h2 {
-                    return Some(Sender::H2(s.clone()));
+            let Some(entry) = idle.get_mut(i) else { break };
+            let expired = now.duration_since(entry.since) > POOL_IDLE;
+            match &mut entry.sender {
+                Sender::H1(conn) => {
+                    if !expired && conn.is_usable() {
+                        return Some(idle.swap_remove(i).sender);
+                    }
+                    idle.swap_remove(i);
                 }
-                return Some(idle.swap_remove(i).sender);
+                Sender::H2(s) if s.is_closed() || expired => {
+                    idle.swap_remove(i);
+                }
+                // HTTP/2 multiplexes: the connection stays in the pool for others.
+                Sender::H2(s) if s.is_ready() => return Some(Sender::H2(s.clone())),
+                // At its stream limit for now: left for later.
+                Sender::H2(_) => {}
             }
-            if closed || expired {
-                idle.swap_remove(i);
-            }
-            // Otherwise still streaming its last response body: left for later.
         }
         None
     }
 
-    /// Returns a connection whose response head has arrived.
-    fn put_back(&self, index: usize, sender: Sender) {
+    /// Returns an HTTP/1.1 connection whose exchange is over.
+    pub fn put_back_h1(&self, index: usize, conn: Conn) {
+        let mut targets = self.lock();
+        if let Some(idle) = targets.get_mut(index)
+            && idle.len() < MAX_IDLE_PER_TARGET
+        {
+            idle.push(Idle {
+                sender: Sender::H1(conn),
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Keeps the shared HTTP/2 connection `s` of target `index` (the pool already
+    /// holds it, unless it is new).
+    fn put_back_h2(&self, index: usize, s: http2::SendRequest<ProxyBody>) {
         let mut targets = self.lock();
         let Some(idle) = targets.get_mut(index) else {
             return;
         };
-        match sender {
-            // The pool already holds the shared connection it was cloned from, unless
-            // this one is new.
-            Sender::H2(s) => {
-                let now = Instant::now();
-                match idle.iter_mut().find(|e| matches!(e.sender, Sender::H2(_))) {
-                    Some(shared) => shared.since = now,
-                    None => idle.push(Idle {
-                        sender: Sender::H2(s),
-                        since: now,
-                    }),
-                }
-            }
-            Sender::H1(s) if idle.len() < MAX_IDLE_PER_TARGET => idle.push(Idle {
-                sender: Sender::H1(s),
-                since: Instant::now(),
+        let now = Instant::now();
+        match idle.iter_mut().find(|e| matches!(e.sender, Sender::H2(_))) {
+            Some(shared) => shared.since = now,
+            None => idle.push(Idle {
+                sender: Sender::H2(s),
+                since: now,
             }),
-            // Dropping the request half lets the connection finish its response, then
-            // close.
-            Sender::H1(_) => {}
         }
     }
 
-    /// Opens a connection to `address` and starts its task.
+    /// Forgets target `index`'s HTTP/2 connection, which refused a request unsent.
+    fn drop_h2(&self, index: usize) {
+        if let Some(idle) = self.lock().get_mut(index) {
+            idle.retain(|e| !matches!(e.sender, Sender::H2(_)));
+        }
+    }
+
+    /// Opens a connection to `address` (and for HTTP/2, starts its task).
     async fn connect(&self, scheme: &Scheme, address: &Authority) -> Result<Sender, PoolError> {
-        // Held (pending) until the connection is set up, and (open) by its task.
+        // Held (pending) until the connection is set up, and (open) by the connection.
         let (_pending, open) = match &self.limits {
             Some(limits) => {
                 let (pending, open) = limits.admit().map_err(PoolError::Overflow)?;
@@ -228,7 +297,7 @@ impl Pool {
                 .timer(TokioTimer::new())
                 .handshake(io)
                 .await
-                .map_err(PoolError::Exchange)?;
+                .map_err(|e| PoolError::Exchange(e.into()))?;
             tokio::spawn(async move {
                 let _open = open;
                 if let Err(e) = conn.await {
@@ -237,20 +306,30 @@ impl Pool {
             });
             Ok(Sender::H2(sender))
         } else {
-            let (sender, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(PoolError::Exchange)?;
-            tokio::spawn(async move {
-                let _open = open;
-                // On a `101` the connection hands its stream to the response's
-                // `OnUpgrade` (the tunnel) and this task ends.
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!("upstream connection ended: {e}");
-                }
-            });
-            Ok(Sender::H1(sender))
+            Ok(Sender::H1(Conn::new(io, open)))
         }
+    }
+}
+
+/// Sends a request that asks to switch protocols on `conn` through hyper, whose
+/// `OnUpgrade` hands the connection to the tunnel if the upstream switches.
+async fn upgrade(conn: Conn, req: Request<ProxyBody>) -> Result<Response<PooledBody>, PoolError> {
+    let (io, open) = conn.into_parts();
+    let (mut sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| PoolError::Exchange(e.into()))?;
+    tokio::spawn(async move {
+        let _open = open;
+        // On a `101` the connection hands its stream to the response's `OnUpgrade`
+        // (the tunnel) and this task ends.
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
+    match sender.send_request(req).await {
+        Ok(resp) => Ok(resp.map(PooledBody::Hyper)),
+        Err(e) => Err(PoolError::Exchange(e.into())),
     }
 }
 

@@ -83,8 +83,8 @@ impl Failure {
 }
 
 /// Whether `e` is HTTP/2's `REFUSED_STREAM` (hyper keeps h2's error as its source).
-fn refused_stream(e: &hyper::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+fn refused_stream(e: &crate::body::BoxError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
     while let Some(s) = source {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
             return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
