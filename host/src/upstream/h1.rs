@@ -19,7 +19,8 @@
 //! - a request without a body (one that has ended already) is sent with the headers it
 //!   has; one with `Content-Length` with that length; one whose length the body knows
 //!   gets `Content-Length`; any other is sent chunked (`Transfer-Encoding` from the
-//!   client is hop-by-hop and was removed before);
+//!   client is hop-by-hop and was removed before), except after `GET`, `HEAD` and
+//!   `CONNECT`, which go without it;
 //! - a response is framed as §6.3 says (see [`read`]): none after `HEAD`, `1xx`, `204`
 //!   and `304`; chunked by `Transfer-Encoding`; else by `Content-Length`; else until
 //!   the connection closes. `1xx` heads before the final one are skipped.
@@ -34,6 +35,7 @@ mod read;
 mod write;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
 
 use std::io;
@@ -124,11 +126,8 @@ impl Conn {
     /// become readable, so a live idle connection costs no system call here.
     pub fn is_usable(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_buf(&mut cx, &mut self.rbuf) {
-            Poll::Pending => true,
-            // Closed, reset, or bytes no request asked for.
-            Poll::Ready(_) => false,
-        }
+        // Ready means closed, reset, or bytes no request asked for.
+        self.io.poll_read_buf(&mut cx, &mut self.rbuf).is_pending()
     }
 
     /// The connection's stream and its count in the circuit breaker, for a request
@@ -190,7 +189,11 @@ pub async fn exchange(
 impl MaybeTls {
     /// Reads what is there into `buf`, growing it as needed: the count read, 0 at the
     /// end of the stream.
-    fn poll_read_buf(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         if buf.capacity() - buf.len() < read::MIN_READ {
             buf.reserve(read::READ_SIZE);
         }

@@ -90,7 +90,10 @@ impl Body for H1Body {
                     return Poll::Ready(None);
                 }
                 Framing::Length(left) if !conn.rbuf.is_empty() => {
-                    let n = conn.rbuf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    let n = conn
+                        .rbuf
+                        .len()
+                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
                     let data = conn.rbuf.split_to(n).freeze();
                     *left -= n as u64;
                     if *left == 0 {

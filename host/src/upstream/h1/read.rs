@@ -82,11 +82,22 @@ pub fn parse_head(rbuf: &mut BytesMut, no_body: bool) -> Result<Option<Head>, H1
         for (span, field) in spans.iter_mut().zip(res.headers.iter()) {
             let name = field.name.as_ptr() as usize - base;
             let value = field.value.as_ptr() as usize - base;
-            *span = (name, name + field.name.len(), value, value + field.value.len());
+            *span = (
+                name,
+                name + field.name.len(),
+                value,
+                value + field.value.len(),
+            );
             count += 1;
         }
         let reason = res.reason.map(|r| (r.as_ptr() as usize - base, r.len()));
-        (len, res.code.unwrap_or(0), res.version.unwrap_or(1), reason, count)
+        (
+            len,
+            res.code.unwrap_or(0),
+            res.version.unwrap_or(1),
+            reason,
+            count,
+        )
     };
     let bytes = rbuf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| H1Error::Head("invalid status"))?;
@@ -149,7 +160,8 @@ fn framing(status: StatusCode, no_body: bool, headers: &HeaderMap) -> Result<Fra
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_decimal(part.trim_ascii()).ok_or(H1Error::Head("invalid Content-Length"))?;
+            let n =
+                parse_decimal(part.trim_ascii()).ok_or(H1Error::Head("invalid Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(H1Error::Head("conflicting Content-Length"));
             }
@@ -210,7 +222,11 @@ pub fn decode_chunked(state: &mut Chunk, rbuf: &mut BytesMut) -> Result<Decoded,
                 };
                 let line = rbuf.get(..eol).unwrap_or_default();
                 // Extensions (`;name=value`) are allowed and ignored.
-                let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+                let digits = line
+                    .split(|&b| b == b';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii();
                 let size = parse_hex(digits).ok_or(H1Error::Chunked("invalid chunk size"))?;
                 rbuf.advance(eol + 2);
                 *state = if size == 0 {
@@ -253,9 +269,10 @@ pub fn decode_chunked(state: &mut Chunk, rbuf: &mut BytesMut) -> Result<Decoded,
                     Ok(httparse::Status::Complete((len, fields))) => {
                         let mut map = HeaderMap::with_capacity(fields.len());
                         for f in fields.iter() {
-                            if let (Ok(name), Ok(value)) =
-                                (HeaderName::from_bytes(f.name.as_bytes()), HeaderValue::from_bytes(f.value))
-                            {
+                            if let (Ok(name), Ok(value)) = (
+                                HeaderName::from_bytes(f.name.as_bytes()),
+                                HeaderValue::from_bytes(f.value),
+                            ) {
                                 map.append(name, value);
                             }
                         }
@@ -289,6 +306,7 @@ fn parse_hex(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 15 {
         return None;
     }
-    s.iter()
-        .try_fold(0u64, |n, &b| Some(n << 4 | u64::from((b as char).to_digit(16)?)))
+    s.iter().try_fold(0u64, |n, &b| {
+        Some(n << 4 | u64::from((b as char).to_digit(16)?))
+    })
 }

@@ -73,6 +73,11 @@ impl Writer {
             wbuf.put_slice(itoa::Buffer::new().format(length).as_bytes());
             wbuf.put_slice(b"\r\n");
             (Some(body), Framing::Length(length))
+        } else if matches!(head.method, Method::GET | Method::HEAD | Method::CONNECT) {
+            // Almost never with a body, and an upstream may refuse a chunked one: as
+            // hyper's client did, such a body of unknown length is not sent. (An
+            // HTTP/3 GET whose stream end comes a packet after its head is one.)
+            (None, Framing::Length(0))
         } else {
             wbuf.put_slice(b"transfer-encoding: chunked\r\n");
             (Some(body), Framing::Chunked)
@@ -158,7 +163,11 @@ impl Writer {
 
     /// The body's end: the last chunk (with `trailers`, which only chunked framing can
     /// carry), or the check that the declared length was sent.
-    fn end(&mut self, wbuf: &mut BytesMut, trailers: Option<&http::HeaderMap>) -> Result<(), H1Error> {
+    fn end(
+        &mut self,
+        wbuf: &mut BytesMut,
+        trailers: Option<&http::HeaderMap>,
+    ) -> Result<(), H1Error> {
         self.body = None;
         match self.framing {
             Framing::Length(0) => Ok(()),
