@@ -61,11 +61,19 @@ pub fn parse_head(rbuf: &mut BytesMut, no_body: bool) -> Result<Option<Head>, H1
     }
     // Field positions in the head, to take the names and values from its bytes once
     // they are split off the buffer (no copy of the values).
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    // Offsets fit in `u32` (the head is at most `MAX_HEAD`): a smaller array to zero.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let (len, code, version, reason, count) = {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut fields);
-        let len = match res.parse(rbuf) {
+        // Left uninitialised, as hyper's parser does: httparse writes what it parses.
+        let mut fields =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            rbuf,
+            &mut fields,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if rbuf.len() > MAX_HEAD => {
                 return Err(H1Error::HeadTooLarge);
@@ -80,13 +88,13 @@ pub fn parse_head(rbuf: &mut BytesMut, no_body: bool) -> Result<Option<Head>, H1
         let base = rbuf.as_ptr() as usize;
         let mut count = 0;
         for (span, field) in spans.iter_mut().zip(res.headers.iter()) {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
+            let at = |p: *const u8| (p as usize - base) as u32;
+            let (name, value) = (at(field.name.as_ptr()), at(field.value.as_ptr()));
             *span = (
                 name,
-                name + field.name.len(),
+                name + field.name.len() as u32,
                 value,
-                value + field.value.len(),
+                value + field.value.len() as u32,
             );
             count += 1;
         }
@@ -103,6 +111,7 @@ pub fn parse_head(rbuf: &mut BytesMut, no_body: bool) -> Result<Option<Head>, H1
     let status = StatusCode::from_u16(code).map_err(|_| H1Error::Head("invalid status"))?;
     let mut headers = HeaderMap::with_capacity(count);
     for &(ns, ne, vs, ve) in spans.get(..count).unwrap_or_default() {
+        let (ns, ne, vs, ve) = (ns as usize, ne as usize, vs as usize, ve as usize);
         let (Some(name), Some(value)) = (bytes.get(ns..ne), bytes.get(vs..ve)) else {
             return Err(H1Error::Head("field out of the head"));
         };
