@@ -58,10 +58,11 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => value,
             "m" => value * 60.0,
             "h" => value * 3600.0,
+            "d" => value * 86400.0,
             "" => return Err(format!("`{all}` needs a unit (ms, s, m or h), e.g. {num}s")),
             other => {
                 return Err(format!(
-                    "unknown duration unit `{other}` in `{all}` (use ms, s, m or h)"
+                    "unknown duration unit `{other}` in `{all}` (use ms, s, m, h or d)"
                 ));
             }
         };
