@@ -127,6 +127,19 @@ async fn served_leaf(proxy: &Proxy, name: &str) -> Vec<u8> {
     served_chain(&stream).into_iter().next().unwrap_or_default()
 }
 
+/// The `certificates` line of a listener whose default is [`fallback_certificate`].
+const FALLBACK_FILES: &str =
+    "      certificates: [ { cert: certs/fallback.crt, key: certs/fallback.key } ]\n";
+
+/// Writes the listener's default certificate (for `fallback.test`, from a CA of its
+/// own) under `conf`.
+fn fallback_certificate(conf: &ConfDir) -> crate::tls::pki::Leaf {
+    let fallback = Ca::new("Fallback CA").server(&["fallback.test"], Alg::Ecdsa);
+    conf.write("certs/fallback.key", &fallback.key_pem);
+    conf.write("certs/fallback.crt", &fallback.chain_pem);
+    fallback
+}
+
 const ECHO_ROUTE: &str =
     "  - { name: site, match: { host: site.acme.test }, upstream: echo@internal }";
 
@@ -196,13 +209,13 @@ async fn tls_alpn01_issues_a_certificate_and_names_without_one_get_the_default()
     let ports = Ports::new();
     let pebble = ports.pebble(None);
     let conf = ConfDir::new();
-    let fallback = Ca::new("Fallback CA").server(&["fallback.test"], Alg::Ecdsa);
-    conf.write("certs/fallback.key", &fallback.key_pem);
-    conf.write("certs/fallback.crt", &fallback.chain_pem);
-    let files = "      certificates: [ { cert: certs/fallback.crt, key: certs/fallback.key } ]\n";
+    let fallback = fallback_certificate(&conf);
     let acme = acme_block(&pebble, "domains: [alpn.acme.test]", "tls-alpn-01");
     let routes = "  - { name: site, match: { host: alpn.acme.test }, upstream: echo@internal }";
-    conf.write("portcullis.yaml", yaml(&ports, &acme, files, routes));
+    conf.write(
+        "portcullis.yaml",
+        yaml(&ports, &acme, FALLBACK_FILES, routes),
+    );
     let proxy = Proxy::start(&conf);
 
     wait_for_state(&proxy, "alpn.acme.test", "valid", ISSUE).await;
@@ -220,6 +233,45 @@ async fn tls_alpn01_issues_a_certificate_and_names_without_one_get_the_default()
     // A name ACME has no certificate for: the listener's default.
     assert_eq!(
         served_leaf(&proxy, "other.acme.test").await,
+        fallback.leaf_der
+    );
+}
+
+#[tokio::test]
+async fn a_challenge_the_ca_cannot_validate_shows_its_reason_and_the_default_keeps_serving() {
+    let ports = Ports::new();
+    // Pebble validates HTTP-01 on a port nothing listens on.
+    let pebble = Pebble::start(&Options {
+        http_port: free_port(),
+        tls_port: ports.websecure,
+        validity: None,
+    });
+    let conf = ConfDir::new();
+    let fallback = fallback_certificate(&conf);
+    let acme = acme_block(&pebble, "domains: [site.acme.test]", "http-01");
+    conf.write(
+        "portcullis.yaml",
+        yaml(&ports, &acme, FALLBACK_FILES, ECHO_ROUTE),
+    );
+    let proxy = Proxy::start(&conf);
+
+    let deadline = Instant::now() + ISSUE;
+    let status = loop {
+        let status = wait_for_state(&proxy, "site.acme.test", "pending", ISSUE).await;
+        if status["last_error"].is_string() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no error shown: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let error = status["last_error"].as_str().unwrap_or_default();
+    // Pebble's own words: it tried the proxy's challenge URL on the port it was given.
+    assert!(
+        error.contains("acme-challenge") && error.contains("connection refused"),
+        "expected the CA's reason: {error}"
+    );
+    assert_eq!(
+        served_leaf(&proxy, "site.acme.test").await,
         fallback.leaf_der
     );
 }
@@ -365,13 +417,10 @@ async fn a_name_added_to_a_route_on_reload_gets_a_certificate_without_a_restart(
     let ports = Ports::new();
     let pebble = ports.pebble(None);
     let conf = ConfDir::new();
-    let fallback = Ca::new("Fallback CA").server(&["fallback.test"], Alg::Ecdsa);
-    conf.write("certs/fallback.key", &fallback.key_pem);
-    conf.write("certs/fallback.crt", &fallback.chain_pem);
-    let files = "      certificates: [ { cert: certs/fallback.crt, key: certs/fallback.key } ]\n";
+    let fallback = fallback_certificate(&conf);
     let acme = acme_block(&pebble, "from_routes: true", "http-01");
     let one = "  - { name: a, match: { host: a.acme.test }, upstream: echo@internal }";
-    conf.write("portcullis.yaml", yaml(&ports, &acme, files, one));
+    conf.write("portcullis.yaml", yaml(&ports, &acme, FALLBACK_FILES, one));
     let proxy = Proxy::start(&conf);
     wait_for_state(&proxy, "a.acme.test", "valid", ISSUE).await;
     assert_eq!(served_leaf(&proxy, "b.acme.test").await, fallback.leaf_der);
@@ -379,7 +428,7 @@ async fn a_name_added_to_a_route_on_reload_gets_a_certificate_without_a_restart(
     let two = format!(
         "{one}\n  - {{ name: b, match: {{ host: b.acme.test }}, upstream: echo@internal }}"
     );
-    conf.write("portcullis.yaml", yaml(&ports, &acme, files, &two));
+    conf.write("portcullis.yaml", yaml(&ports, &acme, FALLBACK_FILES, &two));
     let resp = crate::support::client()
         .post(proxy.admin_url("/reload"))
         .send()
