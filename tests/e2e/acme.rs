@@ -119,6 +119,21 @@ async fn https_get(proxy: &Proxy, name: &str, root: &str) -> Result<(u16, Vec<u8
     Ok((code, leaf))
 }
 
+/// Waits until `name` has its certificate, then serves `GET /` over HTTPS with it,
+/// verified against pebble's root: the root (PEM) and the served leaf (DER).
+async fn issued_and_served(proxy: &Proxy, pebble: &Pebble, name: &str) -> (String, Vec<u8>) {
+    let status = wait_for_state(proxy, name, "valid", ISSUE).await;
+    assert!(status["valid_until"].is_string(), "{status}");
+    let root = pebble.root_pem().await;
+    match https_get(proxy, name, &root).await {
+        Ok((200, leaf)) => (root, leaf),
+        other => panic!(
+            "HTTPS to {name} with pebble's certificate: {other:?}\nlog:\n{}",
+            proxy.logs()
+        ),
+    }
+}
+
 /// The leaf served to a client asking for `name`, unverified.
 async fn served_leaf(proxy: &Proxy, name: &str) -> Vec<u8> {
     let stream = connect(proxy.addr("websecure"), name, &ClientOptions::default())
@@ -152,18 +167,7 @@ async fn http01_issues_a_certificate_that_verifies_and_a_restart_reuses_it() {
     conf.write("portcullis.yaml", yaml(&ports, &acme, "", ECHO_ROUTE));
     let mut proxy = Proxy::start(&conf);
 
-    let status = wait_for_state(&proxy, "site.acme.test", "valid", ISSUE).await;
-    assert!(status["valid_until"].is_string(), "{status}");
-    let root = pebble.root_pem().await;
-    let (code, leaf) = https_get(&proxy, "site.acme.test", &root)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "HTTPS with pebble's certificate: {e}\nlog:\n{}",
-                proxy.logs()
-            )
-        });
-    assert_eq!(code, 200);
+    let (root, leaf) = issued_and_served(&proxy, &pebble, "site.acme.test").await;
     assert!(
         proxy
             .metrics()
@@ -218,17 +222,7 @@ async fn tls_alpn01_issues_a_certificate_and_names_without_one_get_the_default()
     );
     let proxy = Proxy::start(&conf);
 
-    wait_for_state(&proxy, "alpn.acme.test", "valid", ISSUE).await;
-    let root = pebble.root_pem().await;
-    let (code, leaf) = https_get(&proxy, "alpn.acme.test", &root)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "HTTPS with pebble's certificate: {e}\nlog:\n{}",
-                proxy.logs()
-            )
-        });
-    assert_eq!(code, 200);
+    let (_, leaf) = issued_and_served(&proxy, &pebble, "alpn.acme.test").await;
     assert_ne!(leaf, fallback.leaf_der);
     // A name ACME has no certificate for: the listener's default.
     assert_eq!(
@@ -380,11 +374,7 @@ async fn with_the_ca_down_at_renewal_the_old_certificate_serves_and_status_shows
     let acme = acme_block(&pebble, "domains: [site.acme.test]", "http-01");
     conf.write("portcullis.yaml", yaml(&ports, &acme, "", ECHO_ROUTE));
     let proxy = Proxy::start(&conf);
-    wait_for_state(&proxy, "site.acme.test", "valid", ISSUE).await;
-    let root = pebble.root_pem().await;
-    let (_, leaf) = https_get(&proxy, "site.acme.test", &root)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (root, leaf) = issued_and_served(&proxy, &pebble, "site.acme.test").await;
     pebble.stop();
 
     // The renewal, due 20 s after issuance, fails.
