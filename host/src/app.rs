@@ -62,6 +62,7 @@ impl App {
         }
         metrics::global().set_generation(1);
         metrics::global().reload(true);
+        crate::acme::apply(&config);
         let app = App {
             runtime,
             conf_dir: conf_dir.to_owned(),
@@ -151,6 +152,7 @@ impl App {
         };
         self.snapshot.store(Arc::new(snapshot));
         self.listeners.send_replace(Arc::new(table));
+        crate::acme::apply(&config);
         for l in &removed {
             l.stop();
             tracing::info!(listener = %l.name, address = %l.bound, "stopped listening");

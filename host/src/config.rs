@@ -6,6 +6,7 @@
 //! ([`listener`], [`route`], [`filter`], [`upstream`]) walk it with [`walk`]'s typed
 //! helpers; then the files are merged and cross-checked (unique names, references).
 
+pub(crate) mod acme;
 mod error;
 pub(crate) mod filter;
 mod l4;
@@ -27,6 +28,7 @@ pub(crate) mod yaml;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
 
+pub use acme::{AcmeChallenge, AcmeConfig, AcmeDomains, DEFAULT_RENEW_BEFORE};
 pub use error::{ConfigError, ConfigErrors};
 pub use l4::{
     L4RouteConfig, ListenerProtocol, ProxyProtocolIn, ProxyProtocolVersion, TCP_IDLE_TIMEOUT,
@@ -286,6 +288,7 @@ impl Merged {
         self.check_service_names(errors);
         self.check_addresses(errors);
         self.check_references(errors);
+        acme::check(&self.listeners, errors);
         l4::check(
             &self.listeners,
             &self.routes,

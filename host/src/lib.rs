@@ -15,6 +15,7 @@
 //!   [`extensions`] gives it the host extensions filters call (the rate limiter).
 //! - [`upstream`] balances, pools, health-checks and forwards.
 //! - [`admin`] serves `/ready`, `/status` and `/metrics`.
+//! - [`acme`] orders and renews certificates from an ACME CA, off the request path.
 //! - [`testkit`] runs a filter on requests described in code or YAML, through the same
 //!   driver but without a server (`portcullis filter-test`).
 //!
@@ -27,6 +28,7 @@
 #![deny(unsafe_code)]
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod body;

@@ -7,6 +7,7 @@
 //! the proxy driver and the wasm VMs it calls need not be `Send`.
 
 mod accept;
+mod challenge;
 pub mod conn;
 pub mod guard;
 mod http3;

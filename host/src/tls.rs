@@ -17,6 +17,7 @@
 pub mod client;
 pub mod connector;
 pub mod info;
+pub mod issued;
 pub mod load;
 pub mod server;
 pub mod sni;
@@ -186,12 +187,15 @@ impl TlsSet {
         let mut names: Vec<&String> = self.listeners.keys().collect();
         names.sort();
         for name in names {
-            for cert in self
-                .listeners
-                .get(name)
-                .map(|l| l.certificates.as_slice())
-                .unwrap_or_default()
-            {
+            let Some(listener) = self.listeners.get(name) else {
+                continue;
+            };
+            // ACME certificates are labelled with their stored file, like files are.
+            let issued = listener.issued.as_ref().map(|i| i.all());
+            let mut issued: Vec<_> = issued.iter().flat_map(|m| m.values()).collect();
+            issued.sort_by(|a, b| a.info.path.cmp(&b.info.path));
+            let certs = listener.certificates.iter();
+            for cert in certs.chain(issued.into_iter().map(|c| &c.info)) {
                 let _ = writeln!(
                     out,
                     "portcullis_tls_certificate_expiry_days{{listener=\"{}\",cert=\"{}\"}} {:.3}",

@@ -94,7 +94,7 @@ upstreams:
         "b.yaml:8: upstreams.backend.targets.0.address: `127.0.0.1` is not a host:port address (no port)",
         "b.yaml:9: upstreams.backend.targets.1.weight: must be at least 1, found 0",
         "c.yml:2: listeners.web: duplicate name `web` (first declared at a.yaml:2)",
-        "c.yml:6: listeners.slow.limits.idle_timeout: `60` needs a unit (ms, s, m or h), e.g. 60s",
+        "c.yml:6: listeners.slow.limits.idle_timeout: `60` needs a unit (ms, s, m, h or d), e.g. 60s",
     ];
     assert_eq!(
         code,

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod acme;
 mod admin;
 mod check;
 mod echo;

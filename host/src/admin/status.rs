@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::config::{FilterSource, HostMatch, ListenerProtocol, OnError};
+use crate::config::{FilterSource, HostMatch, ListenerConfig, ListenerProtocol, OnError};
 use crate::listeners::Kind;
 use crate::wasm::ModuleOrigin;
 
@@ -33,6 +33,7 @@ pub(super) fn status(app: &App) -> Value {
                 "protocol": l.protocol.name(),
                 "tls": l.tls.is_some(),
                 "proxy_protocol": l.proxy_protocol.is_some(),
+                "acme": acme(l),
             })
         })
         .collect();
@@ -154,6 +155,34 @@ pub(super) fn status(app: &App) -> Value {
         "udp_routes": l4_routes(ListenerProtocol::Udp),
         "filters": filters,
         "upstreams": upstreams,
+    })
+}
+
+/// The ACME state of listener `l`'s names: `null` without `acme`.
+fn acme(l: &ListenerConfig) -> Value {
+    let Some(config) = l.tls.as_ref().and_then(|t| t.acme.as_ref()) else {
+        return Value::Null;
+    };
+    let names: serde_json::Map<String, Value> = crate::acme::status(&l.name)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, s)| {
+            let status = json!({
+                "state": s.state.name(),
+                "valid_until": s.valid_until.map(rfc3339),
+                "next_attempt": s.next_attempt.map(rfc3339),
+                "last_error": s.last_error,
+                "last_error_at": s.last_error_at.map(rfc3339),
+                "failures": s.failures,
+            });
+            (name, status)
+        })
+        .collect();
+    json!({
+        "directory": config.directory,
+        "challenge": config.challenge.name(),
+        "storage": config.storage.display().to_string(),
+        "names": names,
     })
 }
 

@@ -138,18 +138,32 @@ fn limits(cx: &mut Cx, field: &Field) -> Option<ListenerLimits> {
 
 fn tls(cx: &mut Cx, field: &Field) -> Option<TlsConfig> {
     let mut f = Fields::new(cx, field)?;
-    let certificates = f.require(cx, "certificates").and_then(|v| {
-        let items = v.list(cx)?;
-        if items.is_empty() {
-            v.error(cx, "needs at least one { cert, key } pair");
-            return None;
+    let acme = f.take("acme").map(|v| super::acme::acme(cx, &v));
+    // With ACME the files are optional: the first one, if any, is the default served
+    // to names that have no ACME certificate yet.
+    let certificates = match (f.take("certificates"), &acme) {
+        (Some(v), _) => v.list(cx).and_then(|items| {
+            if items.is_empty() && acme.is_none() {
+                v.error(cx, "needs at least one { cert, key } pair");
+                return None;
+            }
+            let pairs: Vec<_> = items
+                .iter()
+                .map(|item| certificate_pair(cx, item))
+                .collect();
+            pairs.into_iter().collect::<Option<Vec<_>>>()
+        }),
+        (None, Some(_)) => Some(Vec::new()),
+        (None, None) => {
+            let path = super::walk::join(&field.path, "certificates");
+            cx.error(
+                field.line,
+                &path,
+                "missing required field (or `acme` for certificates from an ACME CA)",
+            );
+            None
         }
-        let pairs: Vec<_> = items
-            .iter()
-            .map(|item| certificate_pair(cx, item))
-            .collect();
-        pairs.into_iter().collect::<Option<Vec<_>>>()
-    });
+    };
     let min_version = f.take("min_version").map(|v| {
         v.choice(
             cx,
@@ -186,6 +200,10 @@ fn tls(cx: &mut Cx, field: &Field) -> Option<TlsConfig> {
             None => None,
         },
         client_auth: client_auth.unwrap_or(Some(ClientAuth::Off))?,
+        acme: match acme {
+            Some(a) => Some(a?),
+            None => None,
+        },
         origin: cx.origin(field.line),
     })
 }

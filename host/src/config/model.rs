@@ -200,7 +200,8 @@ impl Default for ListenerLimits {
 /// `listeners[].tls`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
-    /// Certificate/key pairs, chosen by SNI; the first one serves clients without SNI.
+    /// Certificate/key pairs, chosen by SNI; the first one serves clients without SNI
+    /// (and names that have no ACME certificate yet). Empty only beside `acme`.
     pub certificates: Vec<CertificatePair>,
     /// Lowest protocol version offered.
     pub min_version: TlsVersion,
@@ -208,6 +209,8 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
     /// Whether a client certificate is asked for, and whether it is required.
     pub client_auth: ClientAuth,
+    /// Certificates ordered from an ACME CA, if configured.
+    pub acme: Option<super::AcmeConfig>,
     /// Where it was declared.
     pub origin: Origin,
 }

@@ -313,7 +313,7 @@ upstreams:
         "a.yaml:1: workers: must be at least 1, found 0",
         "a.yaml:2: admin.reload: expected true or false, found `maybe`",
         "a.yaml:6: listeners.web.limits.max_header_bytes: unknown size unit `KB` in `64KB` (use bytes, KiB, MiB or GiB)",
-        "a.yaml:6: listeners.web.limits.header_timeout: `10` needs a unit (ms, s, m or h), e.g. 10s",
+        "a.yaml:6: listeners.web.limits.header_timeout: `10` needs a unit (ms, s, m, h or d), e.g. 10s",
         "a.yaml:8: listeners.web.tls.certificates.0.cert: file not found: `missing.crt` (DIR/missing.crt)",
         "a.yaml:8: listeners.web.tls.certificates.0.key: file not found: `missing.key` (DIR/missing.key)",
         "a.yaml:9: listeners.web.tls.client_auth: client_auth needs client_ca (the CA bundle client certificates are verified against)",
@@ -487,6 +487,7 @@ fn module_cache_errors() {
     );
 }
 
+mod acme;
 mod hardening;
 mod services;
 

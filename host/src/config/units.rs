@@ -58,10 +58,15 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => value,
             "m" => value * 60.0,
             "h" => value * 3600.0,
-            "" => return Err(format!("`{all}` needs a unit (ms, s, m or h), e.g. {num}s")),
+            "d" => value * 86400.0,
+            "" => {
+                return Err(format!(
+                    "`{all}` needs a unit (ms, s, m, h or d), e.g. {num}s"
+                ));
+            }
             other => {
                 return Err(format!(
-                    "unknown duration unit `{other}` in `{all}` (use ms, s, m or h)"
+                    "unknown duration unit `{other}` in `{all}` (use ms, s, m, h or d)"
                 ));
             }
         };
@@ -105,10 +110,12 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("5").unwrap_err().contains("needs a unit"));
+        // Days: ACME's `renew_before: 30d`.
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
         assert!(
-            parse_duration("5d")
+            parse_duration("5w")
                 .unwrap_err()
-                .contains("unknown duration unit `d`")
+                .contains("unknown duration unit `w`")
         );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());

@@ -30,6 +30,7 @@ use crate::listeners::BoundListener;
 use crate::metrics;
 use crate::proxy::{self, ConnInfo};
 use crate::tls;
+use crate::tls::issued::ALPN_ACME_TLS;
 
 /// How much of a parked connection's next bytes is read at once (the guard reads the
 /// rest): most request heads.
@@ -52,6 +53,11 @@ pub(super) async fn serve_tls(
     // The handshake counts against the header timeout: a client that opens a
     // connection and never finishes it is closed like a slow request head.
     match tls::accept(&acceptor, tcp, timeout).await {
+        Ok((stream, session)) if session.alpn.as_deref() == Some(ALPN_ACME_TLS) => {
+            // A TLS-ALPN-01 validation: the handshake was the answer (RFC 8737).
+            tracing::debug!(client = %info.client, listener = %listener.name, "acme-tls/1 validation handshake");
+            drop(stream);
+        }
         Ok((stream, session)) => {
             info.tls_version = session.version;
             info.client_subject = session.client_subject;
@@ -325,6 +331,15 @@ pub(super) async fn handle(
     let method = req.method().clone();
     let version = req.version();
     let line = access_log::enabled().then(|| AccessLine::of(&req, &info));
+
+    if info.tls_version.is_none()
+        && let Some(resp) = super::challenge::answer(&req)
+    {
+        return resp.map(|body| TrackedBody {
+            inner: body,
+            _active: Some(active),
+        });
+    }
 
     let snapshot = app.snapshot.load_full();
     let asked = tunnel::Asked::take(&mut req);

@@ -9,10 +9,11 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 
 use super::info::CertificateInfo;
+use super::issued::{self, ALPN_ACME_TLS, Issued};
 use super::load::{self, PairField};
-use super::sni::{Entry, SniResolver};
+use super::sni::{Acme, Entry, SniResolver};
 use super::{ALPN_H2, ALPN_HTTP11, provider};
-use crate::config::{ClientAuth, ConfigError, TlsConfig, TlsVersion};
+use crate::config::{AcmeChallenge, ClientAuth, ConfigError, TlsConfig, TlsVersion};
 
 /// A listener's TLS, built once per snapshot.
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct ListenerTls {
     pub config: Arc<ServerConfig>,
     /// Its certificates, in configuration order (the first is the default).
     pub certificates: Vec<CertificateInfo>,
+    /// The certificates ACME issued for it, when it has `acme`.
+    pub issued: Option<Arc<Issued>>,
     /// Problems worth a warning that do not stop the configuration (an expired
     /// certificate); already logged.
     pub warnings: Vec<String>,
@@ -82,19 +85,24 @@ pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigE
             None
         }
     };
-    let Some(resolver) = SniResolver::new(entries) else {
-        // Either no certificate loaded (their errors are already recorded) or none
-        // was configured, which the config loader refuses; say so either way.
-        if errors.is_empty() {
-            let msg = "needs at least one { cert, key } pair";
-            errors.push(ConfigError::at(
-                &tls.origin,
-                format!("listeners.{listener}.tls.certificates"),
-                msg,
-            ));
-        }
-        return Err(errors);
-    };
+    // With ACME the files are optional: they serve the names that have no ACME
+    // certificate yet.
+    let acme = tls.acme.as_ref().map(|a| Acme {
+        issued: issued::for_storage(&a.storage, &a.directory),
+        alpn_challenge: a.challenge == AcmeChallenge::TlsAlpn01,
+    });
+    let issued = acme.as_ref().map(|a| Arc::clone(&a.issued));
+    let alpn_challenge = acme.as_ref().is_some_and(|a| a.alpn_challenge);
+    if entries.is_empty() && acme.is_none() && errors.is_empty() {
+        // None was configured, which the config loader refuses; say so anyway.
+        let msg = "needs at least one { cert, key } pair";
+        errors.push(ConfigError::at(
+            &tls.origin,
+            format!("listeners.{listener}.tls.certificates"),
+            msg,
+        ));
+    }
+    let resolver = SniResolver::with_issued(entries, acme);
     let (Some(verifier), true) = (verifier, errors.is_empty()) else {
         return Err(errors);
     };
@@ -112,9 +120,14 @@ pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigE
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    if alpn_challenge {
+        // Last: a client offering h2 or http/1.1 never picks it.
+        config.alpn_protocols.push(ALPN_ACME_TLS.to_vec());
+    }
     Ok(ListenerTls {
         config: Arc::new(config),
         certificates,
+        issued,
         warnings,
     })
 }

@@ -42,6 +42,7 @@ fn tls_config(certificates: Vec<CertificatePair>) -> TlsConfig {
         min_version: TlsVersion::Tls12,
         client_ca: None,
         client_auth: ClientAuth::Off,
+        acme: None,
         origin: origin(),
     }
 }
