@@ -487,6 +487,7 @@ fn module_cache_errors() {
     );
 }
 
+mod fuzzed;
 mod hardening;
 mod services;
 
