@@ -82,16 +82,39 @@ fn load_into(dir: &Path, named: &mut Vec<PathBuf>) -> Result<Config, ConfigError
             "no *.yaml or *.yml files in the configuration directory".into(),
         ));
     }
+    let texts = files
+        .into_iter()
+        .map(|(name, path)| (name, std::fs::read_to_string(path)));
+    merge(&dir_name, &base, texts, named)
+}
+
+/// Loads one file's `text` as if it were the only file in `base` (named `name`): what
+/// the fuzz target of the loader drives, without a directory.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn load_text(name: &str, text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    let dir_name = base.display().to_string();
+    let texts = std::iter::once((name.to_string(), Ok(text.to_string())));
+    merge(&dir_name, base, texts, &mut Vec::new())
+}
+
+/// Decodes, merges and validates the files `texts` (each by name, as read), relative
+/// paths resolved against `base`.
+fn merge(
+    dir_name: &str,
+    base: &Path,
+    texts: impl Iterator<Item = (String, std::io::Result<String>)>,
+    named: &mut Vec<PathBuf>,
+) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut merged = Merged::default();
-    for (name, path) in files {
+    for (name, text) in texts {
         let mut cx = Cx {
             file: name,
-            base: base.clone(),
+            base: base.to_path_buf(),
             errors: &mut errors,
             files: named,
         };
-        match std::fs::read_to_string(&path) {
+        match text {
             Ok(text) => merged.add_file(&mut cx, &text),
             Err(e) => {
                 merged.unreadable = true;
@@ -99,7 +122,7 @@ fn load_into(dir: &Path, named: &mut Vec<PathBuf>) -> Result<Config, ConfigError
             }
         }
     }
-    let mut config = merged.finish(&dir_name, &mut errors);
+    let mut config = merged.finish(dir_name, &mut errors);
     let mut seen = std::collections::HashSet::new();
     config.external_files = named.iter().filter(|p| seen.insert(*p)).cloned().collect();
     // Decoding visits a file's fields roughly in order; sorting makes the report read

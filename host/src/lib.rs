@@ -36,6 +36,9 @@ pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod extensions;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc_status;
 pub mod l4;
 pub mod listeners;

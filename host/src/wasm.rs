@@ -43,6 +43,10 @@ pub use foreign::{Extensions, ForeignError, ForeignFunction};
 pub use metrics::failures;
 pub use vm::Failure;
 
+/// The fuzz target of the ABI's guest-memory decoding (see [`crate::fuzzing`]).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use abi::fuzz::host_calls as fuzz_host_calls;
+
 /// The wasm runtime: a handle on the process-wide engine, module cache and epoch
 /// ticker, and the host extensions its filters may call.
 #[derive(Clone)]

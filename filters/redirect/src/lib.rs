@@ -7,7 +7,9 @@
 //! picks 301/308 over 302/307 (the 30x that keep the method for non-GET/HEAD).
 //! See `docs/filters/redirect.md`.
 
-mod literal;
+// Public (hidden) for the fuzz target `redirect_literal` (fuzz/).
+#[doc(hidden)]
+pub mod literal;
 
 use portcullis_sdk::{Action, ConfigError, Error, Filter, Request};
 use regex_lite::Regex;

@@ -20,8 +20,13 @@ pub fn required(pattern: &str) -> Option<String> {
             '\\' => {
                 i += 1;
                 match chars.get(i) {
+                    // `\<`, `\>`: word boundaries, not characters.
+                    Some('<' | '>') => None,
                     // `\.`, `\/`, `\?`: the character itself.
                     Some(&e) if !e.is_ascii_alphanumeric() => Some(e),
+                    // `\x2F`, `\u002F`, `\U0000002F`: a character by its code, whose
+                    // digits are not characters to match: unsure.
+                    Some('x' | 'u' | 'U') => return None,
                     // `\d`, `\b`, `\n`, ...: a class or an assertion.
                     Some(_) => None,
                     None => return None,
@@ -123,6 +128,30 @@ mod tests {
         assert_eq!(r(r"[]x]abc").as_deref(), Some("abc"));
         assert_eq!(r(r"\"), None, "a trailing backslash");
         assert_eq!(r(r"a)"), None, "an unbalanced group");
+    }
+
+    /// Found by fuzzing (fuzz/, target `redirect_literal`): escapes that are not the
+    /// character after the backslash were taken for literals, and a rule using them
+    /// never redirected a URL without that text.
+    #[test]
+    fn escapes_that_are_not_characters_are_not_literals() {
+        for (pattern, url) in [
+            (r"\\\<!?", r"x\s"),
+            (r"\<docs/", "/docs/a"),
+            (r"/docs\>", "/docs/a"),
+            (r"/a\x2Fb", "/a/b"),
+            (r"/a\u002Fb", "/a/b"),
+            (r"/a\U0000002Fb", "/a/b"),
+            (r"/a\x{2F}b", "/a/b"),
+        ] {
+            let re = Regex::new(pattern).unwrap();
+            assert!(re.is_match(url), "{pattern} should match {url}");
+            let lit = required(pattern);
+            assert!(
+                lit.as_deref().is_none_or(|l| url.contains(l)),
+                "{pattern} matches {url} but its literal {lit:?} is not in it"
+            );
+        }
     }
 
     /// The literal never turns away a URL the regex matches.

@@ -94,14 +94,22 @@ pub(crate) struct SyntaxError {
 pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, true) {
-        // An error at the end of the input (an unclosed bracket) points at the last
-        // line there is, not at the empty one after the final newline.
-        let last_line = text.lines().count().max(1);
-        return Err(SyntaxError {
-            line: e.marker().line().clamp(1, last_line),
-            message: e.info().to_string(),
-        });
+    // Event by event, not with `Parser::load`: that recurses once per level of nesting
+    // (and would overflow the stack before the builder's depth limit could stop it).
+    while builder.error.is_none() {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => break,
+            Ok((ev, mark)) => builder.on_event(ev, mark),
+            Err(e) => {
+                // An error at the end of the input (an unclosed bracket) points at the
+                // last line there is, not at the empty one after the final newline.
+                let last_line = text.lines().count().max(1);
+                return Err(SyntaxError {
+                    line: e.marker().line().clamp(1, last_line),
+                    message: e.info().to_string(),
+                });
+            }
+        }
     }
     match builder.error {
         Some(e) => Err(e),
@@ -109,18 +117,31 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     }
 }
 
+/// How deep lists and mappings may nest. A configuration needs a handful of levels;
+/// the tree is walked, cloned and dropped recursively, and a file nesting thousands
+/// deep (a few KiB of `- - - …`) overflowed the stack of the process loading it.
+const MAX_DEPTH: usize = 128;
+
+/// Nodes aliases may copy in, beyond ten per node written out: an alias copies the
+/// node it names, so ten lines aliasing each other ten times over ("billion laughs")
+/// would otherwise build 10^10 nodes from a few hundred bytes.
+const ALIAS_ALLOWANCE: usize = 10_000;
+
 /// A container being filled: a sequence, or a mapping waiting for a key or a value.
+/// `nodes` counts the nodes in it so far, itself included.
 enum Open {
     Seq {
         line: usize,
         anchor: usize,
         items: Vec<Node>,
+        nodes: usize,
     },
     Map {
         line: usize,
         anchor: usize,
         entries: Vec<(Key, Node)>,
         key: Option<Key>,
+        nodes: usize,
     },
 }
 
@@ -128,7 +149,12 @@ enum Open {
 struct Builder {
     stack: Vec<Open>,
     docs: Vec<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Every anchored node, and the nodes in it.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes the text writes out (scalars, lists and mappings).
+    written: usize,
+    /// Nodes aliases copied in.
+    aliased: usize,
     error: Option<SyntaxError>,
 }
 
@@ -142,16 +168,28 @@ impl Builder {
         }
     }
 
-    /// Hands a finished node to the container it belongs to (or to the document list).
-    fn push(&mut self, node: Node, anchor: usize) {
+    /// Hands a finished node of `size` nodes to the container it belongs to (or to the
+    /// document list).
+    fn push(&mut self, node: Node, size: usize, anchor: usize) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.docs.push(node),
-            Some(Open::Seq { items, .. }) => items.push(node),
-            Some(Open::Map { entries, key, .. }) => match key.take() {
-                Some(k) => entries.push((k, node)),
+            Some(Open::Seq { items, nodes, .. }) => {
+                *nodes += size;
+                items.push(node);
+            }
+            Some(Open::Map {
+                entries,
+                key,
+                nodes,
+                ..
+            }) => match key.take() {
+                Some(k) => {
+                    *nodes += size;
+                    entries.push((k, node));
+                }
                 None => match node.kind {
                     Kind::Scalar { text, .. } => {
                         *key = Some(Key {
@@ -220,6 +258,7 @@ impl MarkedEventReceiver for Builder {
         let line = mark.line().max(1);
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
+                self.written += 1;
                 let mut plain = style == TScalarStyle::Plain;
                 if let Some(tag) = tag {
                     // `!!str 123` is the one tag worth honouring: it forces a string.
@@ -238,36 +277,54 @@ impl MarkedEventReceiver for Builder {
                         line,
                         kind: Kind::Scalar { text, plain },
                     },
+                    1,
                     anchor,
                 );
             }
-            Event::SequenceStart(anchor, _) => self.stack.push(Open::Seq {
-                line,
-                anchor,
-                items: Vec::new(),
-            }),
-            Event::MappingStart(anchor, _) => self.stack.push(Open::Map {
-                line,
-                anchor,
-                entries: Vec::new(),
-                key: None,
-            }),
+            Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
+                self.fail(
+                    line,
+                    format!("lists and mappings nest more than {MAX_DEPTH} levels deep"),
+                );
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.written += 1;
+                self.stack.push(Open::Seq {
+                    line,
+                    anchor,
+                    items: Vec::new(),
+                    nodes: 1,
+                })
+            }
+            Event::MappingStart(anchor, _) => {
+                self.written += 1;
+                self.stack.push(Open::Map {
+                    line,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                    nodes: 1,
+                })
+            }
             Event::SequenceEnd | Event::MappingEnd => match self.stack.pop() {
                 Some(Open::Seq {
                     line,
                     anchor,
                     items,
+                    nodes,
                 }) => self.push(
                     Node {
                         line,
                         kind: Kind::Seq(items),
                     },
+                    nodes,
                     anchor,
                 ),
                 Some(Open::Map {
                     line,
                     anchor,
                     entries,
+                    nodes,
                     ..
                 }) => match merge_keys(entries) {
                     Ok(entries) => self.push(
@@ -275,21 +332,31 @@ impl MarkedEventReceiver for Builder {
                             line,
                             kind: Kind::Map(entries),
                         },
+                        nodes,
                         anchor,
                     ),
                     Err(e) => self.error = Some(e),
                 },
                 None => self.fail(line, "unbalanced YAML structure"),
             },
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(node) => self.push(node, 0),
-                None => self.fail(line, "alias to an unknown anchor"),
-            },
-            Event::Nothing
-            | Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentStart
-            | Event::DocumentEnd => {}
+            Event::Alias(id) => {
+                let Some(size) = self.anchors.get(&id).map(|(_, size)| *size) else {
+                    return self.fail(line, "alias to an unknown anchor");
+                };
+                self.aliased = self.aliased.saturating_add(size);
+                if self.aliased > self.written.saturating_mul(10) + ALIAS_ALLOWANCE {
+                    return self.fail(
+                        line,
+                        "aliases expand to too many nodes (an alias copies what it names)",
+                    );
+                }
+                if let Some((node, _)) = self.anchors.get(&id).cloned() {
+                    self.push(node, size, 0);
+                }
+            }
+            // Anchors are per document.
+            Event::DocumentStart => self.anchors.clear(),
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
         }
     }
 }

@@ -1,6 +1,8 @@
 //! proxy-wasm host functions (ABI 0.2.1 and 0.2.0; functions only 0.1.0 modules
 //! import answer UNIMPLEMENTED, see `engine`). Each checks every guest pointer.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 pub(crate) mod headers;
 pub(crate) mod properties;
 mod types;

@@ -329,7 +329,9 @@ impl LocalReply {
                 http::HeaderName::from_bytes(k.as_bytes()),
                 http::HeaderValue::from_bytes(&v),
             ) {
-                r.headers_mut().append(k, v);
+                // Past `http`'s limit of distinct names `append` panics: the rest are
+                // dropped, as invalid ones are.
+                let _ = r.headers_mut().try_append(k, v);
             }
         }
         if grpc {

@@ -183,15 +183,17 @@ pub(crate) fn edit(s: &mut HostState, ty: MapType, key: &[u8], value: &[u8], how
     let Ok(v) = HeaderValue::from_bytes(value) else {
         return Status::BadArgument;
     };
-    match how {
-        Edit::Add => {
-            map.append(name, v);
-        }
-        _ => {
-            map.insert(name, v);
-        }
+    // A map holds at most `http`'s limit of distinct names (about 24,000): past it,
+    // `append` and `insert` panic, and a guest adding names in a loop took its worker
+    // down. Refused instead, as a value that cannot be a header is.
+    let added = match how {
+        Edit::Add => map.try_append(name, v).map(drop),
+        _ => map.try_insert(name, v).map(drop),
+    };
+    match added {
+        Ok(()) => Status::Ok,
+        Err(_) => Status::BadArgument,
     }
-    Status::Ok
 }
 
 /// Replaces every pair of map `ty` with `pairs`.

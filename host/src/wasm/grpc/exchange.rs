@@ -124,7 +124,9 @@ impl Target {
             ) else {
                 continue;
             };
-            h.append(k, v);
+            // Past `http`'s limit of distinct names `append` panics: the rest are
+            // dropped, as invalid ones are.
+            let _ = h.try_append(k, v);
         }
         h.insert(
             header::CONTENT_TYPE,

@@ -296,3 +296,32 @@ fn guest_pointers_are_checked_and_wasi_grants_nothing() {
         panic!("the module's checks of the host failed: {e}");
     }
 }
+
+#[tokio::test]
+async fn more_header_names_than_a_map_holds_fail_the_filter_not_the_worker() {
+    // Found by fuzzing the header maps: past `http`'s limit of distinct names the
+    // host's `append` panicked, inside the guest's call, on the worker's thread.
+    let p = plugin(&filter("flood", "flood"));
+    let mut chain = HttpFilters::new(std::slice::from_ref(&p), info());
+    let mut req = request("/", &[]);
+    let f = failed(chain.request_headers(&mut req, true).await);
+    assert!(
+        matches!(&f.failure, Failure::Trap(_)),
+        "the SDK traps on the host's BAD_ARGUMENT: {f}"
+    );
+    chain.finish().await;
+
+    // A local response with as many headers keeps what fits.
+    let p = plugin(&filter("flood-local", "flood_local"));
+    let mut chain = HttpFilters::new(std::slice::from_ref(&p), info());
+    let mut req = request("/", &[]);
+    let r = respond(chain.request_headers(&mut req, true).await);
+    assert_eq!(r.status(), 200);
+    assert!(
+        (20_000..30_000).contains(&r.headers().len()),
+        "{} headers",
+        r.headers().len()
+    );
+    assert_eq!(header(r.headers(), "x-f-0"), "v");
+    chain.finish().await;
+}

@@ -2,6 +2,8 @@
 //! optionally followed by `:` and an argument; each mode exercises part of the ABI
 //! (the behaviours of the Rust SDK's examples included).
 
+mod flood;
+
 use std::cell::Cell;
 use std::time::Duration;
 
@@ -177,6 +179,11 @@ impl Context for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _n: usize, _eos: bool) -> Action {
+        match self.mode.as_str() {
+            "flood" => return flood::request_headers(),
+            "flood_local" => return flood::local_response(),
+            _ => {}
+        }
         if self.mode == "min" {
             // The benchmark's minimal filter: read one header, add one.
             let v = self.get_http_request_header("x-in").unwrap_or_default();
@@ -434,7 +441,8 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _eos: bool) -> Action {
-        if self.mode == "min" {
+        // A flooded map takes no more names (see `flood`).
+        if matches!(self.mode.as_str(), "min" | "flood_local") {
             return Action::Continue;
         }
         self.add_http_response_header("x-resp-chain", &self.arg.clone());

@@ -1,0 +1,4 @@
+//! The `cors` filter's configuration parser and validation.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| portcullis_fuzz::filter_config::<cors::Cors>(data));

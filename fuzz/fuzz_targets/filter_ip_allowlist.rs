@@ -1,0 +1,6 @@
+//! The `ip-allowlist` filter's configuration parser and validation.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| portcullis_fuzz::filter_config::<
+    ip_allowlist::IpAllowlist,
+>(data));

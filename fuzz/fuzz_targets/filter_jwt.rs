@@ -1,0 +1,4 @@
+//! The `jwt` filter's configuration parser and validation.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| portcullis_fuzz::filter_config::<jwt::Jwt>(data));

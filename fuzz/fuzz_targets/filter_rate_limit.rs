@@ -1,0 +1,6 @@
+//! The `rate-limit` filter's configuration parser and validation.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(
+    |data: &[u8]| portcullis_fuzz::filter_config::<rate_limit::RateLimit>(data)
+);

@@ -1,0 +1,6 @@
+//! The `redirect` filter's configuration parser and validation.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(
+    |data: &[u8]| portcullis_fuzz::filter_config::<redirect::Redirect>(data)
+);
