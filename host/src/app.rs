@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::{self, ConfigErrors};
-use crate::listeners::{ListenerTable, Rebind};
+use crate::listeners::{Inherited, ListenerTable, Rebind};
 use crate::metrics;
 use crate::snapshot::Snapshot;
 use crate::wasm::Runtime;
@@ -51,12 +51,18 @@ pub struct App {
 }
 
 impl App {
-    /// Loads, builds and binds the configuration in `conf_dir` as generation 1.
-    pub fn start(conf_dir: &Path, runtime: Runtime) -> Result<Arc<App>, ConfigErrors> {
+    /// Loads, builds and binds the configuration in `conf_dir` as generation 1,
+    /// accepting on the `inherited` sockets of the listeners that match one (those it
+    /// claims are marked there).
+    pub fn start(
+        conf_dir: &Path,
+        runtime: Runtime,
+        inherited: &mut Inherited,
+    ) -> Result<Arc<App>, ConfigErrors> {
         let config = Arc::new(config::load(conf_dir)?);
         let snapshot = Snapshot::build(Arc::clone(&config), &runtime, 1, None)?;
         let workers = config.workers.max(1);
-        let rebind = ListenerTable::default().rebind(&config, workers)?;
+        let rebind = ListenerTable::default().rebind(&config, workers, inherited)?;
         for l in &rebind.added {
             tracing::info!(listener = %l.name, address = %l.bound, "listening");
         }
@@ -136,7 +142,10 @@ impl App {
             table,
             removed,
             added,
-        } = self.listeners.borrow().rebind(&config, self.workers)?;
+        } = self
+            .listeners
+            .borrow()
+            .rebind(&config, self.workers, &mut Inherited::default())?;
         for l in &added {
             tracing::info!(listener = %l.name, address = %l.bound, "listening");
         }

@@ -35,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod extensions;
 pub mod grpc_status;
+pub mod handover;
 pub mod l4;
 pub mod listeners;
 pub mod metrics;

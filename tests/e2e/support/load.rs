@@ -88,6 +88,13 @@ impl Load {
         true
     }
 
+    /// Stops every client once its request in flight is answered; false if one did
+    /// not stop within `timeout`.
+    pub async fn stop(self, timeout: Duration) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        self.finish(timeout).await
+    }
+
     /// Waits (up to `timeout`) for every client to end by itself (its connection
     /// refused); then stops any left. Returns whether they all ended by themselves.
     pub async fn finish(self, timeout: Duration) -> bool {
