@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{self, ConfigErrors};
+use crate::config::{self, ConfigError, ConfigErrors};
 use crate::listeners::{Inherited, ListenerTable, Rebind};
 use crate::metrics;
 use crate::snapshot::Snapshot;
@@ -37,7 +37,8 @@ pub struct App {
     /// The proxy-wasm runtime (engine, module cache).
     pub runtime: Runtime,
     conf_dir: PathBuf,
-    /// Worker threads, fixed at start (a reload that changes `workers` needs a restart).
+    /// Worker threads, fixed at start: a reload that changes `workers` is refused (a
+    /// new process applies it; see [`crate::handover`]).
     workers: usize,
     status: Mutex<ReloadStatus>,
     /// Serialises reloads: two concurrent loads must not race to the swap.
@@ -125,11 +126,11 @@ impl App {
         let config = Arc::new(config::load(&self.conf_dir)?);
         let previous = self.snapshot.load_full();
         if config.workers.max(1) != self.workers {
-            tracing::warn!(
-                running = self.workers,
-                configured = config.workers,
-                "a change of `workers` takes effect at the next restart"
-            );
+            return Err(ConfigErrors(vec![workers_changed(
+                &config,
+                self.workers,
+                &self.conf_dir,
+            )]));
         }
         let generation = previous.generation + 1;
         let snapshot = Snapshot::build(
@@ -225,6 +226,27 @@ impl App {
     /// Whether a configuration is serving and the process is not shutting down.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// The error of a reload that changes `workers`: the threads of a running process are
+/// fixed, and applying part of a configuration would make `/status` lie about it.
+fn workers_changed(config: &config::Config, running: usize, dir: &Path) -> ConfigError {
+    let message = format!(
+        "the process runs {running} worker(s), the configuration asks for {}: a change of \
+         workers needs a new process (restart, or upgrade without downtime with \
+         `portcullis run --upgrade-from`, see docs/operations.md)",
+        config.workers
+    );
+    match &config.workers_origin {
+        Some(origin) => ConfigError::at(origin, "workers", message),
+        // Unset: the default (the number of cores) differs from what runs.
+        None => ConfigError {
+            file: dir.display().to_string(),
+            line: 0,
+            path: "workers".into(),
+            message,
+        },
     }
 }
 
