@@ -40,6 +40,21 @@ fn exit_code(proxy: &mut Proxy, within: Duration) -> Option<i32> {
     proxy.wait_exit(within).and_then(|s| s.code())
 }
 
+/// Upgrades `old` to a process serving `conf`: `old` must exit 0, and the successor
+/// serve `web` on the same address.
+fn take_over(old: &mut Proxy, conf: &ConfDir, socket: &str) -> Proxy {
+    let web = old.addr("web");
+    let new = successor(conf, socket);
+    assert_eq!(
+        exit_code(old, Duration::from_secs(30)),
+        Some(0),
+        "the old process should drain and exit 0:\n{}",
+        old.logs()
+    );
+    assert_eq!(new.addr("web"), web, "the same address: {}", new.logs());
+    new
+}
+
 /// Two upgrades in a row under load (2 workers -> 1 -> 3, so that sockets are dealt
 /// out to fewer workers and then joined by new ones): no request fails, no
 /// connection is refused, each old process exits 0 and the last one serves on the
@@ -67,19 +82,12 @@ async fn upgrades_under_load_fail_no_request_and_the_old_process_exits_0() {
     let mut taken_over = 0;
     for workers in [1, 3] {
         let before = load.tally.ok.load(Ordering::Relaxed);
-        let new = successor(&conf(workers, ""), &socket);
-        assert_eq!(
-            exit_code(&mut old, Duration::from_secs(30)),
-            Some(0),
-            "the old process should drain and exit 0:\n{}",
-            old.logs()
-        );
+        let new = take_over(&mut old, &conf(workers, ""), &socket);
         assert!(
             old.logs().contains("took the listeners over"),
             "{}",
             old.logs()
         );
-        assert_eq!(new.addr("web"), web, "the same address: {}", new.logs());
         assert_eq!(new.addr("admin"), admin, "{}", new.logs());
         // The successor alone serves now, new connections and old clients alike.
         assert!(
@@ -144,14 +152,7 @@ routes:
 
     // Another configured address: the same one would take `gone`'s sockets over.
     let second = listeners("added", "127.0.0.3:0");
-    let new = successor(&second, &socket);
-    assert_eq!(
-        exit_code(&mut old, Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        old.logs()
-    );
-    assert_eq!(new.addr("web"), web);
+    let new = take_over(&mut old, &second, &socket);
     let added = new.addr("added");
     for addr in [web, added] {
         let resp = client()
@@ -207,14 +208,7 @@ routes: [{ name: r, upstream: nowhere }]
         old.logs()
     );
 
-    let new = successor(&good, &socket);
-    assert_eq!(
-        exit_code(&mut old, Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        old.logs()
-    );
-    assert_eq!(new.addr("web"), web);
+    take_over(&mut old, &good, &socket);
 }
 
 /// A second process told to offer on a socket a live process offers on refuses to
