@@ -155,6 +155,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
     Config {
         admin: None,
         workers: 1,
+        workers_origin: None,
         module_cache: None,
         shutdown: Default::default(),
         node: Default::default(),

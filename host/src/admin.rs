@@ -43,15 +43,14 @@ async fn serve(app: Arc<App>) {
             if running.contains(&l.id) {
                 continue;
             }
-            let Some(socket) = l.take_socket(0) else {
-                continue;
-            };
-            match TcpListener::from_std(socket) {
-                Ok(socket) => {
-                    running.insert(l.id);
-                    tokio::spawn(accept_loop(Arc::clone(&app), Arc::clone(l), socket));
+            running.insert(l.id);
+            for socket in l.take_sockets(0) {
+                match TcpListener::from_std(socket) {
+                    Ok(socket) => {
+                        tokio::spawn(accept_loop(Arc::clone(&app), Arc::clone(l), socket));
+                    }
+                    Err(e) => tracing::error!("cannot accept on the admin listener: {e}"),
                 }
-                Err(e) => tracing::error!("cannot accept on the admin listener: {e}"),
             }
         }
         if table_rx.changed().await.is_err() {

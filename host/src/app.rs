@@ -13,8 +13,8 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{self, ConfigErrors};
-use crate::listeners::{ListenerTable, Rebind};
+use crate::config::{self, ConfigError, ConfigErrors};
+use crate::listeners::{Inherited, ListenerTable, Rebind};
 use crate::metrics;
 use crate::snapshot::Snapshot;
 use crate::wasm::Runtime;
@@ -37,7 +37,8 @@ pub struct App {
     /// The proxy-wasm runtime (engine, module cache).
     pub runtime: Runtime,
     conf_dir: PathBuf,
-    /// Worker threads, fixed at start (a reload that changes `workers` needs a restart).
+    /// Worker threads, fixed at start: a reload that changes `workers` is refused (a
+    /// new process applies it; see [`crate::handover`]).
     workers: usize,
     status: Mutex<ReloadStatus>,
     /// Serialises reloads: two concurrent loads must not race to the swap.
@@ -51,12 +52,18 @@ pub struct App {
 }
 
 impl App {
-    /// Loads, builds and binds the configuration in `conf_dir` as generation 1.
-    pub fn start(conf_dir: &Path, runtime: Runtime) -> Result<Arc<App>, ConfigErrors> {
+    /// Loads, builds and binds the configuration in `conf_dir` as generation 1,
+    /// accepting on the `inherited` sockets of the listeners that match one (those it
+    /// claims are marked there).
+    pub fn start(
+        conf_dir: &Path,
+        runtime: Runtime,
+        inherited: &mut Inherited,
+    ) -> Result<Arc<App>, ConfigErrors> {
         let config = Arc::new(config::load(conf_dir)?);
         let snapshot = Snapshot::build(Arc::clone(&config), &runtime, 1, None)?;
         let workers = config.workers.max(1);
-        let rebind = ListenerTable::default().rebind(&config, workers)?;
+        let rebind = ListenerTable::default().rebind(&config, workers, inherited)?;
         for l in &rebind.added {
             tracing::info!(listener = %l.name, address = %l.bound, "listening");
         }
@@ -120,11 +127,11 @@ impl App {
         let config = Arc::new(config::load(&self.conf_dir)?);
         let previous = self.snapshot.load_full();
         if config.workers.max(1) != self.workers {
-            tracing::warn!(
-                running = self.workers,
-                configured = config.workers,
-                "a change of `workers` takes effect at the next restart"
-            );
+            return Err(ConfigErrors(vec![workers_changed(
+                &config,
+                self.workers,
+                &self.conf_dir,
+            )]));
         }
         let generation = previous.generation + 1;
         let snapshot = Snapshot::build(
@@ -137,7 +144,10 @@ impl App {
             table,
             removed,
             added,
-        } = self.listeners.borrow().rebind(&config, self.workers)?;
+        } = self
+            .listeners
+            .borrow()
+            .rebind(&config, self.workers, &mut Inherited::default())?;
         for l in &added {
             tracing::info!(listener = %l.name, address = %l.bound, "listening");
         }
@@ -218,6 +228,27 @@ impl App {
     /// Whether a configuration is serving and the process is not shutting down.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// The error of a reload that changes `workers`: the threads of a running process are
+/// fixed, and applying part of a configuration would make `/status` lie about it.
+fn workers_changed(config: &config::Config, running: usize, dir: &Path) -> ConfigError {
+    let message = format!(
+        "the process runs {running} worker(s), the configuration asks for {}: a change of \
+         workers needs a new process (restart, or upgrade without downtime with \
+         `portcullis run --upgrade-from`, see docs/operations.md)",
+        config.workers
+    );
+    match &config.workers_origin {
+        Some(origin) => ConfigError::at(origin, "workers", message),
+        // Unset: the default (the number of cores) differs from what runs.
+        None => ConfigError {
+            file: dir.display().to_string(),
+            line: 0,
+            path: "workers".into(),
+            message,
+        },
     }
 }
 

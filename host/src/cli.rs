@@ -13,6 +13,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::app::App;
 use crate::config::{self, ConfigErrors};
+use crate::handover::{self, Offer};
+use crate::listeners::Inherited;
 use crate::reload::{Trigger, Watcher};
 use crate::snapshot::Snapshot;
 use crate::{admin, extensions, server, wasm};
@@ -50,6 +52,14 @@ struct RunArgs {
     /// The log line format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
+    /// Offer the listening sockets on this Unix socket to a new process started
+    /// with `--upgrade-from` (a binary upgrade; docs/operations.md).
+    #[arg(long, value_name = "SOCKET")]
+    upgrade_socket: Option<PathBuf>,
+    /// Take the listening sockets over from the process offering them on SOCKET;
+    /// once serving, that process drains and exits.
+    #[arg(long, value_name = "SOCKET")]
+    upgrade_from: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -114,11 +124,16 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Run(args)) => {
             init_tracing(args.log_format, "info");
-            run(&args.conf)
+            run(&args)
         }
         None => {
             init_tracing(LogFormat::Plain, "info");
-            run(Path::new("conf"))
+            run(&RunArgs {
+                conf: PathBuf::from("conf"),
+                log_format: LogFormat::Plain,
+                upgrade_socket: None,
+                upgrade_from: None,
+            })
         }
     };
     match result {
@@ -178,7 +193,8 @@ fn check(conf: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run(conf: &Path) -> anyhow::Result<ExitCode> {
+fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let conf = args.conf.as_path();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -189,9 +205,31 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
         let _rt = rt.enter();
         Signals::new()?
     };
+    // A fresh start refuses a socket a live process offers on before binding anything.
+    let mut offer = match (&args.upgrade_socket, &args.upgrade_from) {
+        (Some(path), None) => Some(
+            Offer::bind(path, false)
+                .with_context(|| format!("cannot offer upgrades on {}", path.display()))?,
+        ),
+        _ => None,
+    };
+    let (takeover, mut inherited) = match &args.upgrade_from {
+        Some(path) => {
+            let (takeover, passed) = handover::take(path).with_context(|| {
+                format!("cannot take the listeners over from {}", path.display())
+            })?;
+            tracing::info!(
+                from = takeover.pid,
+                listeners = passed.len(),
+                "taking the listeners over"
+            );
+            (Some(takeover), Inherited::new(passed))
+        }
+        None => (None, Inherited::default()),
+    };
     wasm::disk_cache::use_defaults();
     let runtime = extensions::runtime().context("cannot start the wasm runtime")?;
-    let app = match App::start(conf, runtime) {
+    let app = match App::start(conf, runtime, &mut inherited) {
         Ok(app) => app,
         Err(errors) => {
             print_errors(&errors);
@@ -202,16 +240,42 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
     let watcher = watch_config(conf, &app);
     admin::start(&app).context("cannot start the admin listener")?;
     let server = server::start(&app).context("cannot start the workers")?;
+    if let Some(takeover) = takeover {
+        let from = takeover.pid;
+        rt.block_on(until_serving(&app));
+        // Unclaimed sockets are let go now; the old process closes its own copies.
+        let claimed = inherited.claimed();
+        drop(inherited);
+        // Serving already: whatever the old process answers, this one goes on.
+        match takeover.commit(claimed) {
+            Ok(()) => tracing::info!(from, "the old process hands over and drains"),
+            Err(e) => tracing::warn!(from, "the old process did not confirm the hand-over: {e}"),
+        }
+        if let Some(path) = &args.upgrade_socket {
+            offer = Some(
+                Offer::bind(path, true)
+                    .with_context(|| format!("cannot offer upgrades on {}", path.display()))?,
+            );
+        }
+    }
+    handover::notify_systemd();
+    let handed_over = Arc::new(tokio::sync::Notify::new());
+    let offered = offer.as_ref().map(|o| o.path().to_owned());
+    if let Some(offer) = offer {
+        let handed_over = Arc::clone(&handed_over);
+        offer.serve(Arc::clone(&app), move || handed_over.notify_one());
+    }
 
-    rt.block_on(async {
-        signals
-            .until_stop(&app, watcher.as_ref().map(Watcher::trigger))
+    let stopped = rt.block_on(async {
+        let stop = signals
+            .until_stop(&app, watcher.as_ref().map(Watcher::trigger), &handed_over)
             .await;
         // The settings of the configuration serving now, reloads included.
         let shutdown = app.snapshot.load().config.shutdown.clone();
         app.unready();
         let drained = async {
-            if !shutdown.accept_grace.is_zero() {
+            // After a hand-over the successor accepts: there is nothing to wait for.
+            if stop == Stop::Signal && !shutdown.accept_grace.is_zero() {
                 tracing::info!(
                     accept_grace_ms = shutdown.accept_grace.as_millis(),
                     "shutting down: /ready answers 503; still accepting for the grace period"
@@ -230,12 +294,25 @@ fn run(conf: &Path) -> anyhow::Result<ExitCode> {
             () = drained => tracing::info!("stopped"),
             () = signals.stop() => tracing::warn!("second signal: exiting without waiting"),
         }
-        anyhow::Ok(())
-    })?;
+        stop
+    });
     // The drain may still be running after a second signal: do not wait for it.
     rt.shutdown_background();
     drop(watcher);
+    // The socket file is the successor's once it took over.
+    if let Some(path) = offered
+        && stopped == Stop::Signal
+    {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Completes once every worker accepts on its sockets.
+async fn until_serving(app: &App) {
+    while !app.is_ready() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// Reloads whenever the configuration directory (or a file it names) changes. Without
@@ -260,6 +337,15 @@ fn watch_config(conf: &Path, app: &Arc<App>) -> Option<Watcher> {
     }
 }
 
+/// Why the process stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A new process took the listeners over (a binary upgrade).
+    HandedOver,
+}
+
 /// The signals the process answers to.
 struct Signals {
     hup: Signal,
@@ -277,8 +363,13 @@ impl Signals {
     }
 
     /// Reloads on SIGHUP (through the watcher's debounce when there is one); returns
-    /// on SIGTERM or SIGINT.
-    async fn until_stop(&mut self, app: &Arc<App>, trigger: Option<Trigger>) {
+    /// on SIGTERM or SIGINT, or once a new process took the listeners over.
+    async fn until_stop(
+        &mut self,
+        app: &Arc<App>,
+        trigger: Option<Trigger>,
+        handed_over: &tokio::sync::Notify,
+    ) -> Stop {
         loop {
             tokio::select! {
                 _ = self.hup.recv() => {
@@ -291,8 +382,9 @@ impl Signals {
                         let _ = tokio::task::spawn_blocking(move || app.reload()).await;
                     }
                 }
-                _ = self.term.recv() => return,
-                _ = self.int.recv() => return,
+                _ = self.term.recv() => return Stop::Signal,
+                _ = self.int.recv() => return Stop::Signal,
+                () = handed_over.notified() => return Stop::HandedOver,
             }
         }
     }

@@ -339,6 +339,7 @@ impl Merged {
         }
         Config {
             admin: self.admin,
+            workers_origin: self.workers.as_ref().map(|(_, o)| o.clone()),
             workers: self.workers.map_or_else(default_workers, |(n, _)| n),
             module_cache: self.module_cache,
             shutdown: self.shutdown.unwrap_or_default(),

@@ -40,6 +40,7 @@ pub mod extensions;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod grpc_status;
+pub mod handover;
 pub mod l4;
 pub mod listeners;
 pub mod metrics;

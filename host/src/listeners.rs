@@ -5,11 +5,16 @@
 //! (and the old configuration keeps serving). Each proxy listener is bound once per
 //! worker with `SO_REUSEPORT`, so the kernel spreads connections over the workers; the
 //! workers take their socket from the table when it changes.
+//!
+//! A listener's sockets can also come from the process this one replaces (a binary
+//! upgrade, `crate::handover`): [`Inherited`] holds them until the configuration
+//! claims them, and every bound listener keeps a duplicate of its sockets to pass on
+//! in turn.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -54,33 +59,58 @@ pub struct BoundListener {
     /// The `Alt-Svc` value its HTTP/1.1 and HTTP/2 responses carry, with `http3`:
     /// `h3=":PORT"; ma=86400`.
     pub alt_svc: Option<http::HeaderValue>,
-    /// One socket per worker (the admin listener has one), each taken once.
-    sockets: Mutex<Vec<Option<std::net::TcpListener>>>,
+    /// The sockets of each worker (usually one; more when inherited from a process
+    /// that ran more workers), each list taken once. The admin listener has one.
+    sockets: Mutex<Vec<Vec<std::net::TcpListener>>>,
     /// The same, for a `udp` listener, and the QUIC sockets of an `http3` one.
-    udp_sockets: Mutex<Vec<Option<std::net::UdpSocket>>>,
+    udp_sockets: Mutex<Vec<Vec<std::net::UdpSocket>>>,
+    /// Duplicates of every socket (stream, then datagram) for a successor to take
+    /// over; emptied when the listener stops, so that its port closes with the
+    /// workers' copies.
+    passable: Mutex<(Vec<Socket>, Vec<Socket>)>,
+    /// Set when a successor took the sockets over: the workers then just let go of
+    /// them, rather than closing them to new connections.
+    handed_over: AtomicBool,
     /// Set to true when a reload removes the listener: accept loops end and its
     /// connections finish their in-flight requests and close.
     stop: watch::Sender<bool>,
 }
 
 impl BoundListener {
-    /// Takes the socket of `worker`; `None` if already taken or out of range.
-    pub fn take_socket(&self, worker: usize) -> Option<std::net::TcpListener> {
-        let mut sockets = match self.sockets.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        sockets.get_mut(worker).and_then(Option::take)
+    /// Takes the sockets of `worker`; empty if already taken or out of range.
+    pub fn take_sockets(&self, worker: usize) -> Vec<std::net::TcpListener> {
+        lock(&self.sockets)
+            .get_mut(worker)
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
-    /// Takes the UDP socket of `worker` (a `udp` listener's, or the QUIC socket of an
-    /// `http3` one); `None` if already taken or out of range.
-    pub fn take_udp_socket(&self, worker: usize) -> Option<std::net::UdpSocket> {
-        let mut sockets = match self.udp_sockets.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        sockets.get_mut(worker).and_then(Option::take)
+    /// Takes the UDP sockets of `worker` (a `udp` listener's, or the QUIC sockets of
+    /// an `http3` one); empty if already taken or out of range.
+    pub fn take_udp_sockets(&self, worker: usize) -> Vec<std::net::UdpSocket> {
+        lock(&self.udp_sockets)
+            .get_mut(worker)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Duplicates of the listener's sockets for a successor, or `None` once it has
+    /// stopped.
+    pub fn to_pass(&self) -> io::Result<Option<Passed>> {
+        if *self.stop.borrow() {
+            return Ok(None);
+        }
+        let passable = lock(&self.passable);
+        let dup = |v: &[Socket]| v.iter().map(Socket::try_clone).collect::<io::Result<_>>();
+        Ok(Some(Passed {
+            kind: self.kind,
+            name: self.name.to_string(),
+            configured: self.configured,
+            bound: self.bound,
+            udp: self.udp,
+            stream: dup(&passable.0)?,
+            datagram: dup(&passable.1)?,
+        }))
     }
 
     /// A receiver that turns true once the listener is removed.
@@ -90,7 +120,21 @@ impl BoundListener {
 
     /// Stops the listener: accept loops end, its connections drain and close.
     pub fn stop(&self) {
+        *lock(&self.passable) = (Vec::new(), Vec::new());
         self.stop.send_replace(true);
+    }
+
+    /// Stops the listener because a successor took its sockets over: accept loops end
+    /// and let go of the sockets as they are (still open, in the successor); the
+    /// connections accepted here drain and close.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::SeqCst);
+        self.stop();
+    }
+
+    /// Whether a successor took the sockets over.
+    pub fn is_handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::SeqCst)
     }
 
     fn key(&self) -> (Kind, &str, SocketAddr, bool, bool, bool) {
@@ -122,6 +166,61 @@ pub struct ListenerTable {
     pub listeners: Vec<Arc<BoundListener>>,
 }
 
+/// One listener's sockets as a process passes them to its successor.
+#[derive(Debug)]
+pub struct Passed {
+    /// What it serves.
+    pub kind: Kind,
+    /// Its name in the passing process.
+    pub name: String,
+    /// The address as configured there (port may be 0).
+    pub configured: SocketAddr,
+    /// The address bound.
+    pub bound: SocketAddr,
+    /// Whether it is a `udp` listener.
+    pub udp: bool,
+    /// Its listening TCP sockets.
+    pub stream: Vec<Socket>,
+    /// Its UDP sockets (a `udp` listener's, or the QUIC ones of an `http3` one).
+    pub datagram: Vec<Socket>,
+}
+
+/// Sockets taken over from the process this one replaces, until the configuration
+/// claims them: a listener whose kind, configured address and protocol match one of
+/// them accepts on its sockets instead of binding new ones.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    /// Each passed listener, by its position in the hand-over; `None` once claimed.
+    listeners: Vec<Option<Passed>>,
+}
+
+impl Inherited {
+    /// Holds `listeners` for claiming.
+    pub fn new(listeners: Vec<Passed>) -> Self {
+        Self {
+            listeners: listeners.into_iter().map(Some).collect(),
+        }
+    }
+
+    /// The positions of the listeners claimed so far (the predecessor lets go of
+    /// those, and closes the others).
+    pub fn claimed(&self) -> Vec<usize> {
+        (0..self.listeners.len())
+            .filter(|&i| self.listeners[i].is_none())
+            .collect()
+    }
+
+    fn claim(&mut self, kind: Kind, configured: SocketAddr, udp: bool) -> Option<Passed> {
+        self.listeners
+            .iter_mut()
+            .find(|p| {
+                p.as_ref()
+                    .is_some_and(|p| p.kind == kind && p.configured == configured && p.udp == udp)
+            })
+            .and_then(Option::take)
+    }
+}
+
 /// A table ready to be published: built, but not yet in force.
 pub struct Rebind {
     /// The new table.
@@ -139,9 +238,15 @@ impl ListenerTable {
     }
 
     /// Builds the table `config` asks for, keeping every listener whose name, address
-    /// and TLS-ness did not change, and binding the others. Nothing is closed here:
-    /// the caller stops the removed ones once the new table is in force.
-    pub fn rebind(&self, config: &Config, workers: usize) -> Result<Rebind, ConfigErrors> {
+    /// and TLS-ness did not change, taking over the `inherited` sockets that match,
+    /// and binding the others. Nothing is closed here: the caller stops the removed
+    /// ones once the new table is in force.
+    pub fn rebind(
+        &self,
+        config: &Config,
+        workers: usize,
+        inherited: &mut Inherited,
+    ) -> Result<Rebind, ConfigErrors> {
         let mut old: HashMap<_, &Arc<BoundListener>> =
             self.listeners.iter().map(|l| (l.key(), l)).collect();
         let mut table = ListenerTable::default();
@@ -174,30 +279,22 @@ impl ListenerTable {
                 continue;
             }
             let (kind, name, address, tls, udp, http3) = key;
-            // Our own sockets may hold the address for a moment (a listener renamed,
-            // or turned to TLS, on the same port): those are meant to share it.
-            let ours = |udp: bool| {
-                self.listeners
-                    .iter()
-                    .any(|l| l.bound == address && (l.udp == udp || (udp && l.http3)))
+            let count = count.max(1);
+            let bound = match inherited.claim(kind, address, udp) {
+                Some(passed) => adopt(passed, count, udp, http3),
+                None => self.bind_new(address, count, udp, http3),
             };
-            let bound =
-                bind_all(address, count.max(1), !ours(udp), udp).and_then(|(bound, sockets)| {
-                    let sockets = sockets.into_iter();
-                    if udp {
-                        return Ok((bound, Vec::new(), sockets.map(Into::into).collect()));
-                    }
-                    // HTTP/3 on the port the TCP sockets took (port 0 included).
-                    let quic = if http3 {
-                        bind_all(bound, count.max(1), !ours(true), true)?.1
-                    } else {
-                        Vec::new()
-                    };
-                    let quic: Vec<std::net::UdpSocket> = quic.into_iter().map(Into::into).collect();
-                    Ok((bound, sockets.map(Into::into).collect(), quic))
-                });
             match bound {
                 Ok((bound, sockets, udp_sockets)) => {
+                    let dup = |v: &[Socket]| v.iter().map(Socket::try_clone).collect();
+                    let passable = match (dup(&sockets), dup(&udp_sockets)) {
+                        (Ok(s), Ok(u)) => (s, u),
+                        (Err(e), _) | (_, Err(e)) => {
+                            err.message = format!("cannot listen on {address}: {e}");
+                            errors.push(err);
+                            continue;
+                        }
+                    };
                     let l = Arc::new(BoundListener {
                         id: next_id(),
                         name: name.into(),
@@ -208,8 +305,10 @@ impl ListenerTable {
                         udp,
                         http3,
                         alt_svc: http3.then(|| alt_svc(bound.port())).flatten(),
-                        sockets: Mutex::new(sockets.into_iter().map(Some).collect()),
-                        udp_sockets: Mutex::new(udp_sockets.into_iter().map(Some).collect()),
+                        sockets: Mutex::new(per_worker(sockets, count)),
+                        udp_sockets: Mutex::new(per_worker(udp_sockets, count)),
+                        passable: Mutex::new(passable),
+                        handed_over: AtomicBool::new(false),
                         stop: watch::Sender::new(false),
                     });
                     added.push(Arc::clone(&l));
@@ -230,6 +329,83 @@ impl ListenerTable {
             removed,
             added,
         })
+    }
+}
+
+impl ListenerTable {
+    /// Binds `count` new sockets for `address`: stream ones, and datagram ones beside
+    /// them for `http3`; datagram ones only for `udp`.
+    fn bind_new(
+        &self,
+        address: SocketAddr,
+        count: usize,
+        udp: bool,
+        http3: bool,
+    ) -> io::Result<(SocketAddr, Vec<Socket>, Vec<Socket>)> {
+        // Our own sockets may hold the address for a moment (a listener renamed, or
+        // turned to TLS, on the same port): those are meant to share it.
+        let ours = |udp: bool| {
+            self.listeners
+                .iter()
+                .any(|l| l.bound == address && (l.udp == udp || (udp && l.http3)))
+        };
+        let (bound, sockets) = bind_all(address, count, !ours(udp), udp)?;
+        if udp {
+            return Ok((bound, Vec::new(), sockets));
+        }
+        // HTTP/3 on the port the TCP sockets took (port 0 included).
+        let quic = if http3 {
+            bind_all(bound, count, !ours(true), true)?.1
+        } else {
+            Vec::new()
+        };
+        Ok((bound, sockets, quic))
+    }
+}
+
+/// Takes over a predecessor's sockets of a listener for `count` workers: when it ran
+/// fewer, more join them (`SO_REUSEPORT`); when it ran more, some workers accept on
+/// several. QUIC sockets are bound beside them when HTTP/3 is new to the listener,
+/// and let go when it no longer asks for it.
+fn adopt(
+    passed: Passed,
+    count: usize,
+    udp: bool,
+    http3: bool,
+) -> io::Result<(SocketAddr, Vec<Socket>, Vec<Socket>)> {
+    let bound = passed.bound;
+    let top_up = |mut sockets: Vec<Socket>, udp: bool| -> io::Result<Vec<Socket>> {
+        while sockets.len() < count {
+            sockets.push(bind_one(bound, udp)?);
+        }
+        Ok(sockets)
+    };
+    if udp {
+        return Ok((bound, Vec::new(), top_up(passed.datagram, true)?));
+    }
+    let stream = top_up(passed.stream, false)?;
+    let datagram = match (http3, passed.datagram.is_empty()) {
+        (false, _) => Vec::new(),
+        (true, true) => bind_all(bound, count, true, true)?.1,
+        (true, false) => top_up(passed.datagram, true)?,
+    };
+    Ok((bound, stream, datagram))
+}
+
+/// Deals `sockets` out to `workers` in turn, as the sockets each worker accepts on.
+fn per_worker<T: From<Socket>>(sockets: Vec<Socket>, workers: usize) -> Vec<Vec<T>> {
+    let mut slots: Vec<Vec<T>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, s) in sockets.into_iter().enumerate() {
+        slots[i % workers].push(s.into());
+    }
+    slots
+}
+
+/// Locks `m`, recovering from poisoning: each value under these locks is replaced whole.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
@@ -313,51 +489,4 @@ fn bind_one(address: SocketAddr, udp: bool) -> io::Result<Socket> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_zero_binds_every_worker_to_the_same_port() {
-        let (bound, sockets) = match bind_all(
-            "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-            3,
-            true,
-            false,
-        ) {
-            Ok(v) => v,
-            Err(e) => panic!("binding 127.0.0.1:0 three times failed: {e}"),
-        };
-        assert_ne!(bound.port(), 0, "the kernel should have picked a port");
-        for s in &sockets {
-            let addr = s.local_addr().ok().and_then(|a| a.as_socket());
-            assert_eq!(
-                addr,
-                Some(bound),
-                "every worker socket should share the port"
-            );
-        }
-    }
-
-    #[test]
-    fn an_address_another_process_holds_is_refused_not_shared() {
-        let any = "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!());
-        for udp in [false, true] {
-            // What another `portcullis run` on the same port holds: SO_REUSEPORT sockets.
-            let (taken, _other) = match bind_all(any, 1, true, udp) {
-                Ok(v) => v,
-                Err(e) => panic!("binding 127.0.0.1:0 (udp: {udp}) failed: {e}"),
-            };
-            match bind_all(taken, 2, true, udp) {
-                Ok(_) => panic!("{taken} is held by another listener, yet binding it succeeded"),
-                Err(e) => assert!(
-                    e.to_string().contains("already in use by another process"),
-                    "expected an address-in-use error, got: {e}"
-                ),
-            }
-            // Our own sockets on that address are meant to share it (a renamed listener).
-            if let Err(e) = bind_all(taken, 2, false, udp) {
-                panic!("joining our own listener on {taken} (udp: {udp}) failed: {e}");
-            }
-        }
-    }
-}
+mod tests;

@@ -279,3 +279,106 @@ upstreams:
         .unwrap_or_else(|e| panic!("the in-flight request was dropped by the reload: {e}"));
     assert_eq!(resp.status(), 200, "the in-flight request should complete");
 }
+
+/// Waits until `/status` shows a failed reload; returns it.
+async fn failed_reload(proxy: &Proxy) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = proxy.status().await;
+        if status["last_reload"]["ok"] == false {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed reload never showed in /status: {status:#}\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_workers_is_refused_naming_the_field() {
+    let conf = basic_conf("", "workers: 2\n");
+    let proxy = Proxy::start(&conf);
+    conf.write(
+        "portcullis.yaml",
+        "admin: { address: 127.0.0.1:0 }
+listeners:
+  - { name: web, address: 127.0.0.1:0 }
+routes:
+  - { name: all, upstream: echo@internal }
+  - { name: new, match: { path_prefix: /new }, upstream: echo@internal }
+workers: 3
+",
+    );
+    proxy.reload();
+    let status = failed_reload(&proxy).await;
+    assert_eq!(status["generation"], 1, "{status:#}");
+    let errors = status["last_reload"]["errors"].to_string();
+    assert!(
+        errors.contains(
+            "portcullis.yaml:7: workers: the process runs 2 worker(s), the configuration asks for 3"
+        ) && errors.contains("--upgrade-from"),
+        "the error names file, line and field, and what applies it: {errors}"
+    );
+    // The last good configuration serves on: the new route is not there.
+    let resp = client()
+        .get(proxy.url("web", "/new"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET after the refused reload: {e}"));
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(body["route"], "all", "{body}");
+}
+
+#[tokio::test]
+async fn a_reload_moves_the_admin_listener() {
+    let conf = basic_conf("", "");
+    let proxy = Proxy::start(&conf);
+    let old = proxy.addr("admin");
+    conf.write(
+        "portcullis.yaml",
+        "admin: { address: 127.0.0.2:0 }
+listeners:
+  - { name: web, address: 127.0.0.1:0 }
+routes:
+  - { name: all, upstream: echo@internal }
+",
+    );
+    proxy.reload();
+    // (`Proxy::addr` would read the `stopped listening` line of the old address.)
+    let line = "listening listener=admin address=127.0.0.2:";
+    assert!(
+        proxy.wait_for_log(line, Duration::from_secs(10)),
+        "the admin listener was not rebound:\n{}",
+        proxy.logs()
+    );
+    let logs = proxy.logs();
+    let port = logs
+        .split(line)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    let new = format!("127.0.0.2:{port}");
+    let status: serde_json::Value = client()
+        .get(format!("http://{new}/status"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("/status on {new}: {e}\n{logs}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(status["generation"], 2, "{status:#}");
+    let ready = client().get(format!("http://{new}/ready")).send().await;
+    assert_eq!(ready.map(|r| r.status().as_u16()).ok(), Some(200));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The old address no longer answers.
+    while tokio::net::TcpStream::connect(old).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old admin address {old} still accepts connections"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

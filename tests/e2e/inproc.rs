@@ -36,6 +36,7 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
     Config {
         admin: None,
         workers: 1,
+        workers_origin: None,
         module_cache: None,
         shutdown: Default::default(),
         node: Default::default(),

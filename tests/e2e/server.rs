@@ -1,9 +1,10 @@
 //! Serving: protocols, logs, workers; limits and timeouts in [`limits`], slow bodies
 //! in [`slow_clients`], start and shutdown in [`lifecycle`], the drain under load in
-//! [`drain`], abusive clients in [`abuse`].
+//! [`drain`], abusive clients in [`abuse`], binary upgrades in [`handover`].
 
 mod abuse;
 mod drain;
+mod handover;
 mod lifecycle;
 mod limits;
 mod slow_clients;

@@ -24,6 +24,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Worker threads; defaults to the number of cores.
     pub workers: usize,
+    /// Where `workers` is set, if it is: a reload that changes it is refused there.
+    pub workers_origin: Option<Origin>,
     /// Where compiled modules are kept between runs, if the configuration says.
     pub module_cache: Option<ModuleCacheConfig>,
     /// How the process stops on SIGTERM / SIGINT.

@@ -96,6 +96,14 @@ pub(super) async fn serve(
             }
         }
     }
+    if listener.is_handed_over() {
+        // The successor reads this socket now, and datagrams of either process's
+        // connections may reach either: this endpoint would answer the successor's
+        // with stateless resets while draining its own. Its connections close at once
+        // instead, and their clients reconnect (to the successor).
+        endpoint.close(H3_NO_ERROR.into(), b"upgrade");
+        return;
+    }
     // New connections are refused from now on; the open ones drain on their own, and
     // the endpoint lives until their close has gone out.
     endpoint.set_server_config(None);

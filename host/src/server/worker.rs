@@ -52,11 +52,11 @@ async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
             if running.contains(&l.id) {
                 continue;
             }
+            running.insert(l.id);
             if l.udp {
-                if let Some(socket) = l.take_udp_socket(index) {
+                for socket in l.take_udp_sockets(index) {
                     match tokio::net::UdpSocket::from_std(socket) {
                         Ok(socket) => {
-                            running.insert(l.id);
                             let task = super::udp::serve(Arc::clone(&app), Arc::clone(l), socket);
                             tokio::task::spawn_local(task.instrument(span.clone()));
                         }
@@ -67,34 +67,32 @@ async fn serve(app: Arc<App>, index: usize, span: tracing::Span) {
                 }
                 continue;
             }
-            if l.http3
-                && let Some(socket) = l.take_udp_socket(index)
-            {
-                let task = super::http3::serve(
-                    Arc::clone(&app),
-                    Arc::clone(l),
-                    socket,
-                    Rc::clone(&tracker),
-                    span.clone(),
-                );
-                tokio::task::spawn_local(task.instrument(span.clone()));
-            }
-            let Some(socket) = l.take_socket(index) else {
-                continue;
-            };
-            match TcpListener::from_std(socket) {
-                Ok(socket) => {
-                    running.insert(l.id);
-                    tokio::task::spawn_local(accept_loop(
+            if l.http3 {
+                for socket in l.take_udp_sockets(index) {
+                    let task = super::http3::serve(
                         Arc::clone(&app),
                         Arc::clone(l),
                         socket,
                         Rc::clone(&tracker),
                         span.clone(),
-                    ));
+                    );
+                    tokio::task::spawn_local(task.instrument(span.clone()));
                 }
-                Err(e) => {
-                    tracing::error!(listener = %l.name, worker = index, "cannot accept: {e}");
+            }
+            for socket in l.take_sockets(index) {
+                match TcpListener::from_std(socket) {
+                    Ok(socket) => {
+                        tokio::task::spawn_local(accept_loop(
+                            Arc::clone(&app),
+                            Arc::clone(l),
+                            socket,
+                            Rc::clone(&tracker),
+                            span.clone(),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::error!(listener = %l.name, worker = index, "cannot accept: {e}");
+                    }
                 }
             }
         }
@@ -160,6 +158,11 @@ async fn accept_loop(
                 }
             }
         }
+    }
+    if listener.is_handed_over() {
+        // The socket lives on in the process that took it over, which accepts what
+        // is queued on it: closing it to new connections would close it for both.
+        return;
     }
     close_listener(socket, &listener.name, serve);
 }

@@ -401,6 +401,7 @@ fn test_config() -> Config {
     Config {
         admin: None,
         workers: 1,
+        workers_origin: None,
         module_cache: None,
         shutdown: Default::default(),
         node: Default::default(),

@@ -24,7 +24,8 @@ pub struct Tally {
     /// Connection attempts refused (the listener was closed).
     pub refused: AtomicU64,
     /// HTTP/2 requests hyper reports it never sent (`is_canceled`): a GOAWAY came
-    /// between the connection saying it was ready and the request going out.
+    /// between the connection saying it was ready and the request going out; or that
+    /// a GOAWAY says the server never processed.
     pub unsent: AtomicU64,
     /// Every failed request, described.
     pub failures: Mutex<Vec<String>>,
@@ -86,6 +87,13 @@ impl Load {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
+    }
+
+    /// Stops every client once its request in flight is answered; false if one did
+    /// not stop within `timeout`.
+    pub async fn stop(self, timeout: Duration) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        self.finish(timeout).await
     }
 
     /// Waits (up to `timeout`) for every client to end by itself (its connection
@@ -228,7 +236,7 @@ impl Client {
                 Ok(resp) => resp,
                 // The GOAWAY arrived between `ready` and the send: hyper never sent
                 // the request (it says so), and a client retries it elsewhere.
-                Err(e) if e.is_canceled() => {
+                Err(e) if e.is_canceled() || unprocessed(&e) => {
                     self.tally.unsent.fetch_add(1, Ordering::Relaxed);
                     return false;
                 }
@@ -262,4 +270,15 @@ impl Client {
             }
         }
     }
+}
+
+/// Whether `e` is a GOAWAY (NO_ERROR) that failed this stream: one numbered above the
+/// GOAWAY's last stream, which the server says it never processed (RFC 9113 §6.8), so
+/// a client retries it as it would an unsent one.
+fn unprocessed(e: &hyper::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| {
+            h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR)
+        })
 }
