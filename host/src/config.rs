@@ -14,6 +14,7 @@ mod matching;
 mod model;
 mod module_cache;
 mod node;
+pub mod redis;
 mod route;
 mod route_match;
 mod shutdown;
@@ -145,6 +146,7 @@ struct Merged {
     zone: Option<(String, Origin)>,
     module_cache: Option<ModuleCacheConfig>,
     shutdown: Option<ShutdownConfig>,
+    redis: Option<RedisConfig>,
     node: Option<NodeConfig>,
     listeners: Vec<ListenerConfig>,
     routes: Vec<RouteConfig>,
@@ -235,6 +237,16 @@ impl Merged {
                     None => self.shutdown = Some(shutdown),
                 }
             }
+            if let Some(v) = f.take("redis")
+                && let Some(r) = redis::redis(cx, &v)
+            {
+                match &self.redis {
+                    Some(first) => {
+                        v.error(cx, format!("redis is already set at {}", at(&first.origin)))
+                    }
+                    None => self.redis = Some(r),
+                }
+            }
             let sections = [
                 "listeners",
                 "routes",
@@ -286,6 +298,7 @@ impl Merged {
         self.check_service_names(errors);
         self.check_addresses(errors);
         self.check_references(errors);
+        redis::check_stores(&self.filters, self.redis.as_ref(), errors);
         l4::check(
             &self.listeners,
             &self.routes,
@@ -323,6 +336,7 @@ impl Merged {
             filters: self.filters,
             services: self.services,
             upstreams,
+            redis: self.redis,
             // Filled by the loader, which records every file it was named.
             external_files: Vec::new(),
         }

@@ -54,6 +54,7 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
         filters: vec![],
         services: vec![],
         upstreams,
+        redis: None,
         external_files: vec![],
     }
 }

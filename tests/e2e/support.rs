@@ -45,6 +45,9 @@
 //! - [`PyServer`] / [`py_client`]: peers written in Python (WebSocket, gRPC), run on
 //!   the test venv `.ci/install-toolchains` makes; a missing venv fails the test with
 //!   the command that makes it.
+//! - [`RedisServer`]: a real `redis-server` on a free loopback port (`url()`,
+//!   `stop()`, `restart()`, `cli(args)`); a missing binary fails the test saying
+//!   what to install.
 //! - [`client()`] is a reqwest client (HTTP/1.1, no system proxy); [`h2_client()`]
 //!   speaks HTTP/2 with prior knowledge.
 
@@ -55,12 +58,14 @@ pub mod h2raw;
 mod load;
 mod python;
 mod raw;
+mod redis;
 
 #[allow(unused_imports)]
 pub use backend::{Backend, Reply, Seen};
 pub use load::Load;
 pub use python::{PyServer, py_client};
 pub use raw::Raw;
+pub use redis::RedisServer;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
