@@ -132,7 +132,9 @@ fn check(rl: &RateLimits, rt: &tokio::runtime::Runtime, query: &[u8]) -> bool {
 
 fn global(c: &mut Criterion) {
     let Some(server) = redis_server() else {
-        eprintln!("ratelimit/redis: skipped: redis-server is not installed (apt-get install -y redis-server)");
+        eprintln!(
+            "ratelimit/redis: skipped: redis-server is not installed (apt-get install -y redis-server)"
+        );
         return;
     };
     let rl: Arc<RateLimits> = RateLimits::new_shared();

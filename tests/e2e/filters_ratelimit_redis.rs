@@ -3,14 +3,13 @@
 //! dies, and global limiting back without a restart when it returns; configuration
 //! errors naming file, line and field.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// One proxy of the fleet: a global limit of `rate`/s (burst `burst`) in `redis`.
-fn fleet_conf(redis: &str, rate: u32, burst: u32) -> String {
+/// One proxy of the fleet: a global limit of `rate`/s (burst `burst`) in `redis`,
+/// `budget` tokens leased at once.
+fn fleet_conf(redis: &str, rate: u32, burst: u32, budget: u32) -> String {
     format!(
         "admin: {{ address: 127.0.0.1:0 }}
 workers: 1
@@ -20,83 +19,29 @@ routes: [{{ name: r, filters: [limit], upstream: echo@internal }}]
 filters:
   - {{ name: limit, builtin: rate-limit,
       config: {{ rate: {rate}, per: 1s, burst: {burst}, key: global, store: redis,
-                local_budget: 4, on_store_error: deny }},
+                local_budget: {budget}, on_store_error: deny }},
       limits: {{ callback_timeout: 5s }} }}
 "
     )
 }
 
-/// What a steady offered load came to.
-struct Offered {
-    admitted: usize,
-    refused: usize,
-    unexpected: Vec<String>,
-    /// From the first request sent to the last.
-    elapsed: Duration,
-}
-
-/// Offers `per_url` requests per second to each of `urls` for `run_for`, spread over
-/// four clients per URL firing at a fixed interval.
-async fn offer(urls: &[String], per_url: u32, run_for: Duration) -> Offered {
-    const CLIENTS: u32 = 4;
-    let admitted = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
-    let unexpected = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let every = Duration::from_secs_f64(f64::from(CLIENTS) / f64::from(per_url));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for url in urls {
-        for _ in 0..CLIENTS {
-            let (url, admitted, refused) = (url.clone(), admitted.clone(), refused.clone());
-            let unexpected = unexpected.clone();
-            tasks.push(tokio::spawn(async move {
-                let c = client();
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    if start.elapsed() >= run_for {
-                        break;
-                    }
-                    match c.get(&url).send().await {
-                        Ok(r) if r.status() == 200 => {
-                            admitted.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) if r.status() == 429 => {
-                            refused.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => {
-                            let status = r.status();
-                            let body = r.text().await.unwrap_or_default();
-                            if let Ok(mut u) = unexpected.lock() {
-                                u.push(format!("{status}: {body}"));
-                            }
-                        }
-                        Err(e) => panic!("request failed: {e}"),
-                    }
-                }
-            }));
-        }
-    }
-    for t in tasks {
-        t.await.unwrap_or_else(|e| panic!("client task: {e}"));
-    }
-    let unexpected = unexpected.lock().map(|u| u.clone()).unwrap_or_default();
-    Offered {
-        admitted: admitted.load(Ordering::Relaxed),
-        refused: refused.load(Ordering::Relaxed),
-        unexpected,
-        elapsed: run_for.min(start.elapsed()),
-    }
-}
-
 /// Three instances, one Redis, a global limit of `rate`/s: an offered 3 × `rate`
 /// spread over them for `run_for` is admitted `rate × time + burst` within 2%.
-async fn three_instances_share_one_limit(rate: u32, burst: u32, run_for: Duration) {
+async fn three_instances_share_one_limit(rate: u32, burst: u32, budget: u32, run_for: Duration) {
     let redis = RedisServer::start();
-    let conf = ConfDir::with(&fleet_conf(&redis.url(), rate, burst));
+    let conf = ConfDir::with(&fleet_conf(&redis.url(), rate, burst, budget));
     let proxies: Vec<Proxy> = (0..3).map(|_| Proxy::start(&conf)).collect();
+    for p in &proxies {
+        // A proxy serves before its Redis connections are open (checks meanwhile go
+        // to on_store_error): measure once they are.
+        assert!(
+            p.wait_for_log("connected to Redis", Duration::from_secs(10)),
+            "no connection to Redis; log:\n{}",
+            p.logs()
+        );
+    }
     let urls: Vec<String> = proxies.iter().map(|p| p.url("web", "/")).collect();
-    let out = offer(&urls, rate, run_for).await;
+    let out = offer(&urls, 4, rate, run_for).await;
     let logs = || {
         proxies
             .iter()
@@ -141,7 +86,9 @@ async fn three_instances_share_one_limit(rate: u32, burst: u32, run_for: Duratio
 #[tokio::test]
 async fn three_instances_share_one_global_limit() {
     // Short for CI; the 10-second run the issue asks for is the ignored test below.
-    three_instances_share_one_limit(100, 20, Duration::from_secs(4)).await;
+    // Budget 2: the tokens leased and unspent when the run stops (at most one per
+    // instance) stay well inside the 2%.
+    three_instances_share_one_limit(100, 20, 2, Duration::from_secs(4)).await;
 }
 
 /// The issue's measurement: 200/s, 600/s offered, 10 s. Run with
@@ -149,7 +96,7 @@ async fn three_instances_share_one_global_limit() {
 #[tokio::test]
 #[ignore = "10 s of load at 600 req/s: a measurement, run by hand"]
 async fn three_instances_share_one_global_limit_for_ten_seconds() {
-    three_instances_share_one_limit(200, 200, Duration::from_secs(10)).await;
+    three_instances_share_one_limit(200, 200, 10, Duration::from_secs(10)).await;
 }
 
 /// A proxy with three global limits of 2 per hour, one per `on_store_error` policy,
@@ -202,6 +149,11 @@ async fn store_errors_follow_each_policy_and_redis_coming_back_restores_the_limi
     let mut redis = RedisServer::start();
     let conf = ConfDir::with(&policies_conf(&redis.url()));
     let proxy = Proxy::start(&conf);
+    assert!(
+        proxy.wait_for_log("connected to Redis", Duration::from_secs(10)),
+        "no connection to Redis; log:\n{}",
+        proxy.logs()
+    );
     // Redis up: the limit is Redis' (2 admitted, then 429), and its bucket is there.
     for p in ["allow", "deny", "local"] {
         let (got, _) = statuses(&proxy, &format!("/{p}"), "up", 3).await;
@@ -213,7 +165,11 @@ async fn store_errors_follow_each_policy_and_redis_coming_back_restores_the_limi
         );
     }
     let keys = redis.cli(&["KEYS", "portcullis:rl:*"]);
-    assert_eq!(keys.lines().count(), 3, "one bucket per filter in Redis: {keys}");
+    assert_eq!(
+        keys.lines().count(),
+        3,
+        "one bucket per filter in Redis: {keys}"
+    );
 
     redis.stop();
     // Each policy decides, within the timeout (100 ms; generous slack for a loaded
@@ -290,7 +246,9 @@ filters:
     let (code, _, err) = run_to_end(["check", "--conf", dir.as_str()]);
     assert_eq!(code, Some(1), "stderr: {err}");
     assert!(
-        err.contains("redis.yaml:2") && err.contains("redis.url") && err.contains("not a Redis URL"),
+        err.contains("redis.yaml:2")
+            && err.contains("redis.url")
+            && err.contains("not a Redis URL"),
         "expected redis.yaml:2 and redis.url, got: {err}"
     );
 }

@@ -404,9 +404,18 @@ mod tests {
             (r#"{"rate":5,"store":"etcd"}"#, "store"),
             (r#"{"rate":5,"on_store_error":"deny"}"#, "on_store_error"),
             (r#"{"rate":5,"local_budget":2}"#, "local_budget"),
-            (r#"{"rate":5,"store":"redis","on_store_error":"maybe"}"#, "on_store_error"),
-            (r#"{"rate":5,"store":"redis","local_budget":0}"#, "local_budget"),
-            (r#"{"rate":5,"store":"redis","local_budget":6}"#, "local_budget"),
+            (
+                r#"{"rate":5,"store":"redis","on_store_error":"maybe"}"#,
+                "on_store_error",
+            ),
+            (
+                r#"{"rate":5,"store":"redis","local_budget":0}"#,
+                "local_budget",
+            ),
+            (
+                r#"{"rate":5,"store":"redis","local_budget":6}"#,
+                "local_budget",
+            ),
         ] {
             assert_eq!(filter(json).unwrap_err().field, field, "{json}");
         }

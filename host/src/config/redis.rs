@@ -92,8 +92,9 @@ pub(crate) fn check_stores(
                 file: f.origin.file.clone(),
                 line: f.origin.line,
                 path: format!("filters.{}.config.store", f.name),
-                message: "`store: redis` needs a top-level `redis: { url: redis://HOST:PORT }` block"
-                    .into(),
+                message:
+                    "`store: redis` needs a top-level `redis: { url: redis://HOST:PORT }` block"
+                        .into(),
             });
         }
     }

@@ -27,8 +27,12 @@ use super::{DEFAULT_MAX_KEYS, Params, RateLimits, Verdict};
 use crate::config::RedisConfig;
 use crate::wasm::foreign::Answer;
 
-/// Bounds of a lease's lifetime: tokens not spent by then are given up.
-const LEASE_TTL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+/// Bounds of a lease's lifetime: tokens not spent by then are given up. Within them a
+/// lease lasts [`LEASE_INTERVALS`] refill intervals per token: long enough that a busy
+/// instance spends it (giving up tokens only loses admissions), short enough that an
+/// instance going quiet does not sit on them for long.
+const LEASE_TTL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+const LEASE_INTERVALS: u64 = 8;
 
 /// Client keys longer than this are hashed (SHA-256) into the Redis key.
 const RAW_KEY_MAX: usize = 64;
@@ -61,9 +65,11 @@ impl Globals {
     pub fn configure(&self, config: Option<&RedisConfig>) {
         let current = self.store.load();
         let same = match (current.as_deref(), config) {
-            (Some(s), Some(c)) => s.config().url == c.url
-                && s.config().timeout == c.timeout
-                && s.config().pool == c.pool,
+            (Some(s), Some(c)) => {
+                s.config().url == c.url
+                    && s.config().timeout == c.timeout
+                    && s.config().pool == c.pool
+            }
             (None, None) => true,
             _ => false,
         };
@@ -127,10 +133,20 @@ impl RateLimits {
         let interval_us = interval_ns.div_ceil(1000).max(1);
         let tau_us = interval_us.saturating_mul(u64::from(p.burst));
         let want = g.local_budget.max(q.cost);
-        let ttl = Duration::from_nanos(interval_ns.saturating_mul(u64::from(want)))
-            .clamp(LEASE_TTL.0, LEASE_TTL.1);
+        let ttl = Duration::from_nanos(
+            interval_ns
+                .saturating_mul(u64::from(want))
+                .saturating_mul(LEASE_INTERVALS),
+        )
+        .clamp(LEASE_TTL.0, LEASE_TTL.1);
         let ttl = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
-        let asked = store.take(redis_key(filter, p, q.key), interval_us, tau_us, want, q.cost);
+        let asked = store.take(
+            redis_key(filter, p, q.key),
+            interval_us,
+            tau_us,
+            want,
+            q.cost,
+        );
         let (filter, key, cost, params) = (filter.to_string(), q.key.to_vec(), q.cost, p);
         Answer::Later(Box::pin(async move {
             let v = match asked.await {
@@ -231,8 +247,11 @@ impl RateLimits {
 
 /// The Redis key of a bucket: readable for operators, the same on every instance.
 fn redis_key(filter: &str, p: Params, key: &[u8]) -> Vec<u8> {
-    let mut k = format!("portcullis:rl:{filter}:{}/{}/{}:", p.rate, p.per_ns, p.burst)
-        .into_bytes();
+    let mut k = format!(
+        "portcullis:rl:{filter}:{}/{}/{}:",
+        p.rate, p.per_ns, p.burst
+    )
+    .into_bytes();
     if key.len() <= RAW_KEY_MAX {
         k.extend_from_slice(key);
     } else {

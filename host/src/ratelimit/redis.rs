@@ -91,16 +91,16 @@ pub struct RedisStore {
     slots: Arc<[Slot]>,
     next: AtomicUsize,
     script: Arc<redis::Script>,
-    /// The connections' own runtime; dropping it closes them.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Dropped with the store: the connections' thread then stops, closing them.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl RedisStore {
     /// Starts connecting to `config.url` in the background (the proxy starts whether
     /// Redis is up or not: checks meanwhile go to `on_store_error`).
     pub fn start(config: &RedisConfig) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(config.url.as_str()).map_err(|e| StoreError::Failed(e.to_string()))?;
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| StoreError::Failed(e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("portcullis-redis")
@@ -112,21 +112,23 @@ impl RedisStore {
                 broken: Notify::new(),
             })
             .collect();
-        // One thread drives every connection's socket.
+        // One thread drives every connection's socket (a current-thread runtime's
+        // I/O is driven only by its own `block_on`).
         let keeper_slots = slots.clone();
         let url = redact(&config.url);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("portcullis-redis".into())
-            .spawn({
-                let handle = runtime.handle().clone();
-                move || {
-                    handle.block_on(async move {
-                        let keepers = (0..keeper_slots.len()).map(|i| {
-                            keep(client.clone(), keeper_slots.clone(), i, url.clone())
-                        });
-                        futures_util::future::join_all(keepers).await;
-                    })
-                }
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let keepers = (0..keeper_slots.len())
+                        .map(|i| keep(client.clone(), keeper_slots.clone(), i, url.clone()));
+                    tokio::select! {
+                        _ = futures_util::future::join_all(keepers) => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Dropping the runtime here closes the connections.
             })
             .map_err(|e| StoreError::Failed(format!("cannot start the Redis thread: {e}")))?;
         Ok(Self {
@@ -134,7 +136,7 @@ impl RedisStore {
             slots,
             next: AtomicUsize::new(0),
             script: Arc::new(redis::Script::new(GCRA)),
-            runtime: Some(runtime),
+            _stop: stop,
         })
     }
 
@@ -176,8 +178,7 @@ impl RedisStore {
                 Err(_) => Err(StoreError::Timeout(timeout)),
                 Ok(Ok(v)) => grant(&v),
                 Ok(Err(e)) => {
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
-                    {
+                    if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
                         if let Some(slot) = slots.get(i) {
                             slot.conn.store(None);
                             slot.broken.notify_one();
@@ -201,15 +202,6 @@ impl RedisStore {
     }
 }
 
-impl Drop for RedisStore {
-    fn drop(&mut self) {
-        // The keepers stop with their runtime, and the sockets close.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 /// Keeps slot `i` connected: opens it, waits until a check finds it broken, opens it
 /// again, backing off while Redis is away.
 async fn keep(client: redis::Client, slots: Arc<[Slot]>, i: usize, url: String) {
@@ -220,7 +212,10 @@ async fn keep(client: redis::Client, slots: Arc<[Slot]>, i: usize, url: String) 
     let mut down_since_logged = false;
     loop {
         let Some(slot) = slots.get(i) else { return };
-        match client.get_multiplexed_async_connection_with_config(&config).await {
+        match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
             Ok(conn) => {
                 if down_since_logged || i == 0 {
                     tracing::info!(redis = %url, connection = i, "connected to Redis");

@@ -50,9 +50,7 @@ pub struct Global {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
     /// Shorter than the fixed part, or another version: guest SDK and host disagree.
-    #[error(
-        "rate-limit query of {0} bytes is neither version 1 (at least 25 bytes) nor 2 (31)"
-    )]
+    #[error("rate-limit query of {0} bytes is neither version 1 (at least 25 bytes) nor 2 (31)")]
     Malformed(usize),
     /// A store or `on_store_error` code this host does not know.
     #[error("rate-limit query with an unknown store or on_store_error")]

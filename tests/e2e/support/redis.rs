@@ -76,7 +76,9 @@ impl RedisServer {
             .args(args)
             .output()
             .unwrap_or_else(|e| {
-                panic!("cannot run redis-cli ({e}): install it with `apt-get install -y redis-tools`")
+                panic!(
+                    "cannot run redis-cli ({e}): install it with `apt-get install -y redis-tools`"
+                )
             });
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
