@@ -81,10 +81,10 @@ impl<F: Filter> Context for Stream<F> {
         let mut req = Request::default();
         let result = filter.on_foreign_reply(&mut req, token, &reply);
         self.response_ops.extend(req.response_ops);
-        if let types::Action::Continue = self.decide(&filter, result) {
-            if let Err(status) = hostcalls::resume_http_request() {
-                log::error!("cannot resume the request: {status:?}");
-            }
+        if let types::Action::Continue = self.decide(&filter, result)
+            && let Err(status) = hostcalls::resume_http_request()
+        {
+            log::error!("cannot resume the request: {status:?}");
         }
     }
 }

@@ -66,6 +66,7 @@ mod redis;
 #[allow(unused_imports)]
 pub use backend::{Backend, Reply, Seen};
 pub use load::Load;
+#[allow(unused_imports)]
 pub use offer::{Offered, offer};
 pub use python::{PyServer, py_client};
 pub use raw::Raw;

@@ -178,11 +178,11 @@ impl RedisStore {
                 Err(_) => Err(StoreError::Timeout(timeout)),
                 Ok(Ok(v)) => grant(&v),
                 Ok(Err(e)) => {
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-                        if let Some(slot) = slots.get(i) {
-                            slot.conn.store(None);
-                            slot.broken.notify_one();
-                        }
+                    let broken =
+                        e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error();
+                    if broken && let Some(slot) = slots.get(i) {
+                        slot.conn.store(None);
+                        slot.broken.notify_one();
                     }
                     Err(StoreError::Failed(e.to_string()))
                 }
