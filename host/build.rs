@@ -76,6 +76,10 @@ fn main() {
     for name in &names {
         let file = format!("{}.wasm", name.replace('-', "_"));
         let dest = out_dir.join(&file);
+        // A new file, never a write into the old one: a target dir seeded with
+        // `cp -al` shares this file with other checkouts' builds, and writing through
+        // the hard link would swap their embedded filters for ours.
+        let _ = std::fs::remove_file(&dest);
         if let Err(e) = std::fs::copy(built.join(&file), &dest) {
             println!("cargo::error=filter {name} was not built ({file}: {e})");
             return;
@@ -86,6 +90,7 @@ fn main() {
         ));
     }
     table.push(']');
+    let _ = std::fs::remove_file(out_dir.join("builtin_modules.rs"));
     if let Err(e) = std::fs::write(out_dir.join("builtin_modules.rs"), table) {
         println!("cargo::error=cannot write builtin_modules.rs: {e}");
     }

@@ -174,6 +174,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         filters: vec![],
         services: vec![],
         upstreams: vec![],
+        redis: None,
         external_files: vec![],
     }
 }

@@ -15,6 +15,7 @@ mod matching;
 mod model;
 mod module_cache;
 mod node;
+pub mod redis;
 mod route;
 mod route_match;
 mod shutdown;
@@ -170,6 +171,7 @@ struct Merged {
     zone: Option<(String, Origin)>,
     module_cache: Option<ModuleCacheConfig>,
     shutdown: Option<ShutdownConfig>,
+    redis: Option<RedisConfig>,
     node: Option<NodeConfig>,
     listeners: Vec<ListenerConfig>,
     routes: Vec<RouteConfig>,
@@ -260,6 +262,16 @@ impl Merged {
                     None => self.shutdown = Some(shutdown),
                 }
             }
+            if let Some(v) = f.take("redis")
+                && let Some(r) = redis::redis(cx, &v)
+            {
+                match &self.redis {
+                    Some(first) => {
+                        v.error(cx, format!("redis is already set at {}", at(&first.origin)))
+                    }
+                    None => self.redis = Some(r),
+                }
+            }
             let sections = [
                 "listeners",
                 "routes",
@@ -312,6 +324,7 @@ impl Merged {
         self.check_addresses(errors);
         self.check_references(errors);
         acme::check(&self.listeners, errors);
+        redis::check_stores(&self.filters, self.redis.as_ref(), errors);
         l4::check(
             &self.listeners,
             &self.routes,
@@ -350,6 +363,7 @@ impl Merged {
             filters: self.filters,
             services: self.services,
             upstreams,
+            redis: self.redis,
             // Filled by the loader, which records every file it was named.
             external_files: Vec::new(),
         }

@@ -53,6 +53,8 @@ pub struct Metrics {
     connections: SeriesMap<AtomicI64>,
     /// `portcullis_filter_failures_total`, keyed `filter SEP kind`.
     filter_failures: SeriesMap<AtomicU64>,
+    /// `portcullis_ratelimit_store_errors_total`, keyed `filter SEP policy`.
+    store_errors: SeriesMap<AtomicU64>,
     /// `portcullis_client_limits_total`, keyed `listener SEP limit`.
     client_limits: SeriesMap<AtomicU64>,
     /// `portcullis_upgrades_total`, keyed by route.
@@ -140,6 +142,16 @@ impl Metrics {
     pub fn filter_failure(&self, filter: &str, kind: &str) {
         with_key(&[filter, kind], |key| {
             bump(&self.filter_failures, key, |c: &AtomicU64| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+        });
+    }
+
+    /// Counts a rate-limit check that its Redis store failed or did not answer in
+    /// time, decided by `policy` (`allow`, `deny` or `local`).
+    pub fn store_error(&self, filter: &str, policy: &str) {
+        with_key(&[filter, policy], |key| {
+            bump(&self.store_errors, key, |c: &AtomicU64| {
                 c.fetch_add(1, Ordering::Relaxed);
             })
         });

@@ -8,11 +8,13 @@
 //! map keyed by a keyed hash of the client key; see [`limiter`] for the bounds on
 //! memory.
 
+mod global;
 pub mod limiter;
+pub mod redis;
 pub mod wire;
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -48,6 +50,12 @@ pub struct RateLimits {
     limiters: DashMap<u64, Arc<Limiter>, limiter::PreHashed>,
     /// Two limiter ids with the same 64-bit hash: never expected, but kept exact.
     collided: Mutex<Vec<Arc<Limiter>>>,
+    /// Limits kept in Redis (`store: redis`).
+    globals: global::Globals,
+    /// This set, for the answers that come later (empty unless made by
+    /// [`RateLimits::new_shared`]: such a set decides global checks by
+    /// `on_store_error`).
+    me: Weak<RateLimits>,
 }
 
 impl Default for RateLimits {
@@ -66,13 +74,24 @@ impl RateLimits {
             hasher: foldhash::fast::RandomState::default(),
             limiters: DashMap::with_hasher(limiter::PreHashed::default()),
             collided: Mutex::new(Vec::new()),
+            globals: global::Globals::default(),
+            me: Weak::new(),
         }
+    }
+
+    /// An empty set that can answer global checks later (it hands its answers a
+    /// reference to itself).
+    pub fn new_shared() -> Arc<RateLimits> {
+        Arc::new_cyclic(|me| RateLimits {
+            me: me.clone(),
+            ..RateLimits::new()
+        })
     }
 
     /// The process-wide instance: the buckets outlive every Snapshot.
     pub fn shared() -> Arc<RateLimits> {
         static SHARED: OnceLock<Arc<RateLimits>> = OnceLock::new();
-        SHARED.get_or_init(|| Arc::new(RateLimits::new())).clone()
+        SHARED.get_or_init(RateLimits::new_shared).clone()
     }
 
     /// Nanoseconds since this set was created: the limiters' clock.
@@ -192,6 +211,22 @@ impl crate::wasm::ForeignFunction for RateLimits {
     fn call(&self, filter: &str, args: &[u8]) -> Result<Vec<u8>, crate::wasm::ForeignError> {
         RateLimits::call(self, filter, args)
             .map_err(|e| crate::wasm::ForeignError::BadArgument(e.to_string()))
+    }
+
+    fn answer(
+        &self,
+        filter: &str,
+        args: &[u8],
+    ) -> Result<crate::wasm::foreign::Answer, crate::wasm::ForeignError> {
+        let q = Query::decode(args)
+            .map_err(|e| crate::wasm::ForeignError::BadArgument(e.to_string()))?;
+        Ok(match q.global {
+            None => {
+                let v = self.check(filter, q.params, q.key, q.cost);
+                crate::wasm::foreign::Answer::Now(wire::encode_verdict(&v))
+            }
+            Some(g) => self.answer_global(filter, &q, g),
+        })
     }
 }
 

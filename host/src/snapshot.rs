@@ -298,6 +298,8 @@ impl Snapshot {
     /// it calling the upstreams it calls now.
     pub fn go_live(&self) {
         crate::wasm::set_node(Arc::new(self.config.node.clone()));
+        // Global rate limits follow the `redis:` block (kept open when unchanged).
+        crate::ratelimit::RateLimits::shared().set_redis(self.config.redis.as_ref());
         let caller: Arc<dyn HttpCaller> = Arc::new(UpstreamCaller::new(self.upstreams.clone()));
         for plugin in self.plugins.values().chain(self.services.values()) {
             plugin.set_http_caller(caller.clone());

@@ -65,7 +65,43 @@ struct Stream<F> {
     response_ops: Vec<HeaderOp>,
 }
 
-impl<F> Context for Stream<F> {}
+impl<F: Filter> Context for Stream<F> {
+    /// A foreign call answered later: the filter decides the paused request.
+    fn on_foreign_function(&mut self, token: u32, size: usize) {
+        let Some(filter) = self.filter.clone() else {
+            return;
+        };
+        let reply = match hostcalls::get_buffer(BufferType::CallData, 0, size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(status) => {
+                log::error!("cannot read a foreign function's answer: {status:?}");
+                Vec::new()
+            }
+        };
+        let mut req = Request::default();
+        let result = filter.on_foreign_reply(&mut req, token, &reply);
+        self.response_ops.extend(req.response_ops);
+        if let types::Action::Continue = self.decide(&filter, result)
+            && let Err(status) = hostcalls::resume_http_request()
+        {
+            log::error!("cannot resume the request: {status:?}");
+        }
+    }
+}
+
+impl<F: Filter> Stream<F> {
+    /// Carries out a request-phase decision; tells the host when the filter wants no
+    /// response phase (unless it still waits for an answer).
+    fn decide(&mut self, filter: &F, result: Result<Action, Error>) -> types::Action {
+        let waits = matches!(result, Ok(Action::Wait));
+        if !waits && !filter.wants_response() && self.response_ops.is_empty() {
+            // Nothing to do when the response comes: tell the host (other hosts do
+            // not know the function and answer NOT_FOUND, which changes nothing).
+            let _ = hostcalls::call_foreign_function(SKIP_RESPONSE_PHASE, None);
+        }
+        carry_out(result)
+    }
+}
 
 impl<F: Filter> HttpContext for Stream<F> {
     fn on_http_request_headers(&mut self, _: usize, _: bool) -> types::Action {
@@ -77,12 +113,7 @@ impl<F: Filter> HttpContext for Stream<F> {
         let mut req = Request::default();
         let result = filter.on_request(&mut req);
         self.response_ops = req.response_ops;
-        if !filter.wants_response() && self.response_ops.is_empty() {
-            // Nothing to do when the response comes: tell the host (other hosts do
-            // not know the function and answer NOT_FOUND, which changes nothing).
-            let _ = hostcalls::call_foreign_function(SKIP_RESPONSE_PHASE, None);
-        }
-        carry_out(result)
+        self.decide(&filter, result)
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> types::Action {
@@ -108,6 +139,7 @@ impl<F: Filter> HttpContext for Stream<F> {
 fn carry_out(result: Result<Action, Error>) -> types::Action {
     match result {
         Ok(Action::Continue) => types::Action::Continue,
+        Ok(Action::Wait) => types::Action::Pause,
         Ok(Action::Respond(local)) => match send(&local) {
             Ok(()) => types::Action::Pause,
             Err(status) => {

@@ -40,6 +40,20 @@ pub trait Filter: Sized + 'static {
         Ok(Action::Continue)
     }
 
+    /// A foreign function's answer that came later (see [`Action::Wait`]): `token` is
+    /// the one [`crate::foreign::Started::Later`] gave, `reply` the answer's bytes. The
+    /// request is still paused; what this returns decides it ([`Action::Continue`]
+    /// resumes it). Called only on Portcullis, only after a phase returned `Wait`.
+    fn on_foreign_reply(
+        &self,
+        req: &mut Request,
+        token: u32,
+        reply: &[u8],
+    ) -> Result<Action, Error> {
+        let _ = (req, token, reply);
+        Ok(Action::Continue)
+    }
+
     /// The response headers phase.
     fn on_response(&self, resp: &mut Response) -> Result<Action, Error> {
         let _ = resp;
@@ -55,6 +69,9 @@ pub enum Action {
     /// Answer the client with this response; the rest of the chain and the upstream
     /// are skipped.
     Respond(LocalResponse),
+    /// Keep the request paused until a foreign call answered later arrives: then
+    /// [`Filter::on_foreign_reply`] decides. Only in the request phase.
+    Wait,
 }
 
 impl Action {

@@ -57,6 +57,41 @@ pub struct RateLimitQuery<'a> {
     pub max_keys: u32,
     /// The client's key (an IP, a header value, ...); the host hashes it.
     pub key: &'a [u8],
+    /// Where the buckets live: this instance (`None`) or Redis, shared by every
+    /// instance (`Some`). A Redis check may be answered later: see [`rate_limit_start`].
+    pub global: Option<Global>,
+}
+
+/// A limit kept in Redis (the proxy's `redis:` block), shared by every instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Global {
+    /// What to decide when Redis does not answer within its timeout.
+    pub on_store_error: OnStoreError,
+    /// Tokens an instance takes from Redis at once and spends locally (≥ 1; 1 asks
+    /// Redis on every request).
+    pub local_budget: u32,
+}
+
+/// The decision when the Redis store fails or is too slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    /// Admit the request.
+    Allow,
+    /// Refuse it (as over the limit).
+    Deny,
+    /// Check it against this instance's own buckets instead.
+    Local,
+}
+
+/// How a [`rate_limit_start`] check went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// Decided at once.
+    Now(RateLimitVerdict),
+    /// The host asked Redis: return [`crate::Action::Wait`]; the verdict comes to
+    /// [`crate::Filter::on_foreign_reply`] with this token (decode it with
+    /// [`RateLimitVerdict::decode`]).
+    Later(u32),
 }
 
 /// The host's verdict on a [`RateLimitQuery`].
@@ -76,19 +111,37 @@ pub struct RateLimitVerdict {
 
 /// Version byte of the rate-limit encoding.
 const VERSION: u8 = 1;
+/// Version byte of a query that names its store (`global`).
+const VERSION_GLOBAL: u8 = 2;
+/// The first byte of a reply that comes later (the host's `foreign::DEFERRED`).
+const DEFERRED: u8 = 0xFF;
 
 impl RateLimitQuery<'_> {
     /// The compact binary argument: `[1][rate u32][per_ns u64][burst u32][cost u32]
-    /// [max_keys u32][key...]`, little-endian.
+    /// [max_keys u32][key...]`, little-endian; with a [`Global`] store, version 2 has
+    /// `[store u8 = 1][on_store_error u8 (0 allow, 1 deny, 2 local)][local_budget u32]`
+    /// before the key.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(25 + self.key.len());
-        out.push(VERSION);
+        let mut out = Vec::with_capacity(31 + self.key.len());
+        out.push(match self.global {
+            None => VERSION,
+            Some(_) => VERSION_GLOBAL,
+        });
         out.extend_from_slice(&self.rate.to_le_bytes());
         let per_ns = u64::try_from(self.per.as_nanos()).unwrap_or(u64::MAX);
         out.extend_from_slice(&per_ns.to_le_bytes());
         out.extend_from_slice(&self.burst.to_le_bytes());
         out.extend_from_slice(&self.cost.to_le_bytes());
         out.extend_from_slice(&self.max_keys.to_le_bytes());
+        if let Some(g) = self.global {
+            out.push(1);
+            out.push(match g.on_store_error {
+                OnStoreError::Allow => 0,
+                OnStoreError::Deny => 1,
+                OnStoreError::Local => 2,
+            });
+            out.extend_from_slice(&g.local_budget.to_le_bytes());
+        }
         out.extend_from_slice(self.key);
         out
     }
@@ -126,6 +179,25 @@ pub fn rate_limit(query: &RateLimitQuery) -> Result<RateLimitVerdict, ForeignErr
     }
 }
 
+/// Checks a rate limit that may live in Redis: decided at once (this instance's
+/// buckets, its local budget of a global limit, or a denial it already knows), or
+/// answered later when the host must ask Redis.
+pub fn rate_limit_start(query: &RateLimitQuery) -> Result<Started, ForeignError> {
+    match hostcalls::call_foreign_function(RATE_LIMIT, Some(&query.encode())) {
+        Ok(Some(reply)) => match reply.as_slice() {
+            [DEFERRED, t @ ..] => <[u8; 4]>::try_from(t)
+                .map(|t| Started::Later(u32::from_le_bytes(t)))
+                .map_err(|_| ForeignError::BadReply(RATE_LIMIT)),
+            _ => RateLimitVerdict::decode(&reply)
+                .map(Started::Now)
+                .ok_or(ForeignError::BadReply(RATE_LIMIT)),
+        },
+        Ok(None) => Err(ForeignError::BadReply(RATE_LIMIT)),
+        Err(Status::NotFound) => Err(ForeignError::Unavailable(RATE_LIMIT)),
+        Err(status) => Err(ForeignError::Failed(RATE_LIMIT, format!("{status:?}"))),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -140,6 +212,7 @@ mod tests {
             cost: 1,
             max_keys: 0,
             key: b"1.2.3.4",
+            global: None,
         };
         let b = q.encode();
         assert_eq!(b.len(), 25 + 7);
@@ -147,6 +220,18 @@ mod tests {
         assert_eq!(&b[1..5], &100u32.to_le_bytes());
         assert_eq!(&b[5..13], &1_000_000_000u64.to_le_bytes());
         assert_eq!(&b[25..], b"1.2.3.4");
+        let g = RateLimitQuery {
+            global: Some(Global {
+                on_store_error: OnStoreError::Local,
+                local_budget: 7,
+            }),
+            ..q
+        }
+        .encode();
+        assert_eq!(g[0], 2);
+        assert_eq!(&g[25..27], &[1, 2], "redis store, local fallback");
+        assert_eq!(&g[27..31], &7u32.to_le_bytes());
+        assert_eq!(&g[31..], b"1.2.3.4");
     }
 
     #[test]

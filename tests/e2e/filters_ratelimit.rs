@@ -2,9 +2,7 @@
 //! over two workers sharing the buckets; buckets kept across a reload that leaves the
 //! filter unchanged, and reset by one that changes it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -32,53 +30,15 @@ async fn admitted_requests_stay_within_rate_times_time_plus_burst() {
     let url = proxy.url("web", "/");
     // 8 connections (separate clients), each offering 20 req/s: 160 req/s in all, 4x
     // the limit, for 3 s. SO_REUSEPORT spreads the connections over both workers.
-    let admitted = Arc::new(AtomicUsize::new(0));
-    let refused = Arc::new(AtomicUsize::new(0));
-    let unexpected = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let start = Instant::now();
-    let run_for = Duration::from_secs(3);
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (url, admitted, refused) = (url.clone(), admitted.clone(), refused.clone());
-        let unexpected = unexpected.clone();
-        tasks.push(tokio::spawn(async move {
-            let c = client();
-            let mut tick = tokio::time::interval(Duration::from_millis(50));
-            while start.elapsed() < run_for {
-                tick.tick().await;
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        admitted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(r) if r.status() == 429 => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(r) => {
-                        let status = r.status();
-                        let body = r.text().await.unwrap_or_default();
-                        if let Ok(mut u) = unexpected.lock() {
-                            u.push(format!("{status}: {body}"));
-                        }
-                    }
-                    Err(e) => panic!("request failed: {e}"),
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap_or_else(|e| panic!("client task: {e}"));
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let unexpected = unexpected.lock().map(|u| u.clone()).unwrap_or_default();
+    let out = offer(&[url], 8, 160, Duration::from_secs(3)).await;
+    let elapsed = out.elapsed.as_secs_f64();
     assert!(
-        unexpected.is_empty(),
-        "expected only 200 and 429, got {unexpected:?}; proxy log:\n{}",
+        out.unexpected.is_empty(),
+        "expected only 200 and 429, got {:?}; proxy log:\n{}",
+        out.unexpected,
         proxy.logs()
     );
-    let (ok, no) = (
-        admitted.load(Ordering::Relaxed) as f64,
-        refused.load(Ordering::Relaxed) as f64,
-    );
+    let (ok, no) = (out.admitted as f64, out.refused as f64);
     let bound = RATE * elapsed + BURST;
     eprintln!(
         "rate-limit accuracy: admitted {ok}, refused {no}, in {elapsed:.2} s; bound {bound:.1}"

@@ -55,6 +55,7 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
         filters: vec![],
         services: vec![],
         upstreams,
+        redis: None,
         external_files: vec![],
     }
 }

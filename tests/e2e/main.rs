@@ -13,6 +13,7 @@ mod examples;
 mod filters_builtin;
 mod filters_check;
 mod filters_ratelimit;
+mod filters_ratelimit_redis;
 mod grpc;
 mod grpc_callouts;
 mod http3;

@@ -41,10 +41,15 @@
 //!   them. [`Raw`] is a plain TCP connection (malformed framing, slow heads).
 //! - [`Load`]: keep-alive, new-connection and HTTP/2 clients sending requests until
 //!   the proxy refuses their connection, every failure recorded (the drain tests).
+//! - [`offer`]: a steady request rate from several clients for a while, tallied as
+//!   200, 429 and anything else ([`Offered`]): the rate-limit tests' load.
 //! - [`h2raw::H2Raw`]: HTTP/2 frame by frame, for abusive clients.
 //! - [`PyServer`] / [`py_client`]: peers written in Python (WebSocket, gRPC), run on
 //!   the test venv `.ci/install-toolchains` makes; a missing venv fails the test with
 //!   the command that makes it.
+//! - [`RedisServer`]: a real `redis-server` on a free loopback port (`url()`,
+//!   `stop()`, `restart()`, `cli(args)`); a missing binary fails the test saying
+//!   what to install.
 //! - [`client()`] is a reqwest client (HTTP/1.1, no system proxy); [`h2_client()`]
 //!   speaks HTTP/2 with prior knowledge.
 
@@ -53,14 +58,19 @@
 mod backend;
 pub mod h2raw;
 mod load;
+mod offer;
 mod python;
 mod raw;
+mod redis;
 
 #[allow(unused_imports)]
 pub use backend::{Backend, Reply, Seen};
 pub use load::Load;
+#[allow(unused_imports)]
+pub use offer::{Offered, offer};
 pub use python::{PyServer, py_client};
 pub use raw::Raw;
+pub use redis::RedisServer;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -3,11 +3,15 @@
 //! The buckets live in Portcullis (foreign function `portcullis.rate_limit`), so every
 //! worker shares them and they survive a reload that keeps this filter's name, `rate`,
 //! `per` and `burst`. Over the limit: 429 with `Retry-After` and the `RateLimit-*`
-//! headers; with `headers: true` those headers are on allowed responses too. See
-//! `docs/filters/rate-limit.md`.
+//! headers; with `headers: true` those headers are on allowed responses too. With
+//! `store: redis` the buckets are in Redis, one limit across every instance: a check
+//! that must ask Redis pauses the request and is decided when the answer comes
+//! (`on_foreign_reply`). See `docs/filters/rate-limit.md`.
 
 use portcullis_sdk::config::Duration;
-use portcullis_sdk::foreign::{self, RateLimitQuery, RateLimitVerdict};
+use portcullis_sdk::foreign::{
+    self, Global, OnStoreError, RateLimitQuery, RateLimitVerdict, Started,
+};
 use portcullis_sdk::{Action, ConfigError, Error, Filter, LocalResponse, Request};
 use serde::Deserialize;
 
@@ -27,6 +31,21 @@ pub struct Config {
     max_keys: u32,
     #[serde(default = "too_many")]
     status: u32,
+    #[serde(default)]
+    store: Store,
+    on_store_error: Option<String>,
+    local_budget: Option<u32>,
+}
+
+/// Where the buckets live.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// In this Portcullis: a limit per instance.
+    #[default]
+    Local,
+    /// In Redis (the proxy's `redis:` block): one limit across every instance.
+    Redis,
 }
 
 fn second() -> Duration {
@@ -91,6 +110,25 @@ pub struct RateLimit {
     headers: bool,
     max_keys: u32,
     status: u32,
+    global: Option<Global>,
+}
+
+/// The default `local_budget`: 5% of the burst, 1 to 100 tokens. Small enough that
+/// tokens an idle instance holds barely dent the limit, large enough that a busy one
+/// asks Redis once per several requests.
+fn default_budget(burst: u32) -> u32 {
+    (burst / 20).clamp(1, 100)
+}
+
+fn on_store_error(text: &str) -> Result<OnStoreError, String> {
+    match text {
+        "allow" => Ok(OnStoreError::Allow),
+        "deny" => Ok(OnStoreError::Deny),
+        "local" => Ok(OnStoreError::Local),
+        _ => Err(format!(
+            "unknown policy `{text}`: expected allow, deny or local"
+        )),
+    }
 }
 
 /// Whole seconds, rounded up, so a client that waits that long is let through.
@@ -168,7 +206,45 @@ impl Filter for RateLimit {
                 "must be an HTTP status (100-599)",
             ));
         }
+        let global = match c.store {
+            Store::Local => {
+                if c.on_store_error.is_some() {
+                    return Err(ConfigError::new(
+                        "on_store_error",
+                        "applies only with `store: redis`",
+                    ));
+                }
+                if c.local_budget.is_some() {
+                    return Err(ConfigError::new(
+                        "local_budget",
+                        "applies only with `store: redis`",
+                    ));
+                }
+                None
+            }
+            Store::Redis => Some(Global {
+                on_store_error: on_store_error(c.on_store_error.as_deref().unwrap_or("local"))
+                    .map_err(|m| ConfigError::new("on_store_error", m))?,
+                local_budget: match c.local_budget {
+                    Some(0) => {
+                        return Err(ConfigError::new(
+                            "local_budget",
+                            "must be at least 1 (1 asks Redis on every request)",
+                        ));
+                    }
+                    Some(n) if n > burst => {
+                        return Err(ConfigError::new(
+                            "local_budget",
+                            format!("must not exceed the burst ({burst})"),
+                        ));
+                    }
+                    Some(n) => n,
+                    None => default_budget(burst),
+                },
+            }),
+        };
         Ok(Self {
+            global,
             rate: c.rate,
             per: c.per.0,
             burst,
@@ -205,23 +281,50 @@ impl Filter for RateLimit {
             }
             Key::Global => b"",
         };
-        let verdict = foreign::rate_limit(&RateLimitQuery {
+        let query = RateLimitQuery {
             rate: self.rate,
             per: self.per,
             burst: self.burst,
             cost: 1,
             max_keys: self.max_keys,
             key,
-        })?;
+            global: self.global,
+        };
+        let verdict = match self.global {
+            // The local store answers at once, by the same call as always.
+            None => foreign::rate_limit(&query)?,
+            Some(_) => match foreign::rate_limit_start(&query)? {
+                Started::Now(v) => v,
+                Started::Later(_) => return Ok(Action::Wait),
+            },
+        };
+        Ok(self.decide(req, &verdict))
+    }
+
+    fn on_foreign_reply(
+        &self,
+        req: &mut Request,
+        _token: u32,
+        reply: &[u8],
+    ) -> Result<Action, Error> {
+        let verdict = RateLimitVerdict::decode(reply)
+            .ok_or(foreign::ForeignError::BadReply(foreign::RATE_LIMIT))?;
+        Ok(self.decide(req, &verdict))
+    }
+}
+
+impl RateLimit {
+    /// Refuses the request, or lets it go on with the `RateLimit-*` headers if asked.
+    fn decide(&self, req: &mut Request, verdict: &RateLimitVerdict) -> Action {
         if !verdict.allowed {
-            return Ok(Action::Respond(denial(self.status, &verdict)));
+            return Action::Respond(denial(self.status, verdict));
         }
         if self.headers {
-            for (n, v) in limit_headers(&verdict) {
+            for (n, v) in limit_headers(verdict) {
                 req.add_response_header(n, v);
             }
         }
-        Ok(Action::Continue)
+        Action::Continue
     }
 }
 
@@ -275,6 +378,47 @@ mod tests {
         );
         assert_eq!(filter(r#"{"rate":"lots"}"#).unwrap_err().field, "rate");
         assert!(filter(r#"{}"#).unwrap_err().message.contains("rate"));
+    }
+
+    #[test]
+    fn stores() {
+        let f = filter(r#"{"rate":200,"store":"redis"}"#).unwrap();
+        assert_eq!(
+            f.global,
+            Some(Global {
+                on_store_error: OnStoreError::Local,
+                local_budget: 10
+            })
+        );
+        let f = filter(r#"{"rate":5,"store":"redis","on_store_error":"deny","local_budget":1}"#)
+            .unwrap();
+        assert_eq!(
+            f.global,
+            Some(Global {
+                on_store_error: OnStoreError::Deny,
+                local_budget: 1
+            })
+        );
+        assert_eq!(filter(r#"{"rate":5}"#).unwrap().global, None);
+        for (json, field) in [
+            (r#"{"rate":5,"store":"etcd"}"#, "store"),
+            (r#"{"rate":5,"on_store_error":"deny"}"#, "on_store_error"),
+            (r#"{"rate":5,"local_budget":2}"#, "local_budget"),
+            (
+                r#"{"rate":5,"store":"redis","on_store_error":"maybe"}"#,
+                "on_store_error",
+            ),
+            (
+                r#"{"rate":5,"store":"redis","local_budget":0}"#,
+                "local_budget",
+            ),
+            (
+                r#"{"rate":5,"store":"redis","local_budget":6}"#,
+                "local_budget",
+            ),
+        ] {
+            assert_eq!(filter(json).unwrap_err().field, field, "{json}");
+        }
     }
 
     #[test]

@@ -45,9 +45,37 @@ pub struct Config {
     pub services: Vec<FilterConfig>,
     /// Upstreams by declaration order.
     pub upstreams: Vec<UpstreamConfig>,
+    /// The Redis server of global rate limits (`redis:`), if configured.
+    pub redis: Option<RedisConfig>,
     /// Every file outside the config directory's own YAML that this configuration
     /// reads (wasm modules, certificates, keys): the watcher watches these too.
     pub external_files: Vec<PathBuf>,
+}
+
+/// `redis:` — where global rate limits (`rate-limit` with `store: redis`) keep their
+/// buckets.
+#[derive(Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for TLS.
+    pub url: String,
+    /// How long a check waits for Redis before the filter's `on_store_error` decides.
+    pub timeout: std::time::Duration,
+    /// Connections kept open (each multiplexed).
+    pub pool: usize,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    /// Without the URL's password: configurations are logged and shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &super::redis::redact(&self.url))
+            .field("timeout", &self.timeout)
+            .field("pool", &self.pool)
+            .field("origin", &self.origin)
+            .finish()
+    }
 }
 
 /// Metadata as filters read it: values by dotted path, a string as its bytes, any

@@ -157,6 +157,25 @@ pub(super) fn render(m: &Metrics) -> String {
 
     header(
         &mut out,
+        "portcullis_ratelimit_store_errors_total",
+        "counter",
+        "Rate-limit checks whose Redis store failed or timed out, by filter and the policy that decided them.",
+    );
+    for (key, c) in sorted(&m.store_errors) {
+        let mut parts = split_key(&key);
+        let filter = parts.next().unwrap_or_default();
+        let policy = parts.next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "portcullis_ratelimit_store_errors_total{{filter=\"{}\",policy=\"{}\"}} {}",
+            escape(filter),
+            escape(policy),
+            c.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
         "portcullis_client_limits_total",
         "counter",
         "Clients that met a limit of their listener, by listener and limit.",

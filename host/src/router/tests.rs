@@ -48,6 +48,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         filters: vec![],
         services: vec![],
         upstreams: vec![],
+        redis: None,
         external_files: vec![],
     }
 }

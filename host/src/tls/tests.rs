@@ -420,6 +420,7 @@ fn test_config() -> Config {
         filters: Vec::new(),
         services: Vec::new(),
         upstreams: Vec::new(),
+        redis: None,
         external_files: Vec::new(),
     }
 }

@@ -14,7 +14,8 @@ use wasmtime::{Caller, Linker};
 
 use super::memory::{self, decode_pairs, hand_back_with, read, read_str, slice, view, write_u32};
 use super::state::{
-    GET_HEADER_VALUES, HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, Status,
+    GET_HEADER_VALUES, HostState, LocalReply, PendingCall, PendingForeign, SKIP_RESPONSE_PHASE,
+    Status,
 };
 use super::{foreign, metrics, shared};
 use crate::wasm::grpc::HTTP_CALL;
@@ -171,11 +172,21 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(Status::NotFound.into());
             };
             let mut failure = None;
+            let mut later = None;
             let r = hand_back_with(&mut c, rp, rs, |s, mem, out| {
                 let args = slice(mem, ap, an)?;
-                match f.call(&s.plugin_name, args) {
-                    Ok(v) => {
+                match f.answer(&s.plugin_name, args) {
+                    Ok(foreign::Answer::Now(v)) => {
                         out.extend_from_slice(&v);
+                        Ok(())
+                    }
+                    Ok(foreign::Answer::Later(answer)) => {
+                        // The token is taken below, with the store writable; the
+                        // guest sees it in the reply, so it is reserved here.
+                        let token = s.upcoming_callout(HTTP_CALL);
+                        out.push(foreign::DEFERRED);
+                        out.extend_from_slice(&token.to_le_bytes());
+                        later = Some(answer);
                         Ok(())
                     }
                     Err(e) => {
@@ -188,6 +199,16 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     }
                 }
             });
+            if let Some(answer) = later {
+                let st = c.data_mut();
+                let token = st.next_callout(HTTP_CALL);
+                let context = st.running_context;
+                st.pending_foreign.push(PendingForeign {
+                    token,
+                    context,
+                    answer,
+                });
+            }
             if let Some(e) = failure {
                 let name = read_str(&c, np, nn).unwrap_or_default();
                 let filter = &c.data().plugin_name;
@@ -280,9 +301,9 @@ fn buffer(s: &HostState, ty: BufferType) -> Result<&[u8], Status> {
             .ok_or(Status::NotFound),
         BufferType::VmConfiguration => Ok(&[]),
         BufferType::PluginConfiguration => Ok(&s.plugin_config),
-        BufferType::DownstreamData | BufferType::UpstreamData | BufferType::CallData => {
-            Err(Status::NotFound)
-        }
+        // A deferred foreign call's answer, while it is delivered.
+        BufferType::CallData => s.call_data.as_deref().ok_or(Status::NotFound),
+        BufferType::DownstreamData | BufferType::UpstreamData => Err(Status::NotFound),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Callouts: the guest asks (`http_call`, `grpc_call`, `grpc_stream`), the host sends
+//! Callouts: the guest asks (`http_call`, `grpc_call`, `grpc_stream`, or a foreign
+//! function that answers later), the host sends
 //! the request to an upstream by its config name once the callback returns, and
 //! delivers what comes back to the root context, which owns every callout as on
 //! Envoy, without holding the VM while the callout is out. The stream that made a
@@ -71,6 +72,8 @@ pub(crate) enum Event {
     Http { token: u32, response: CallResponse },
     /// One event of a gRPC callout.
     Grpc { token: u32, event: GrpcEvent },
+    /// A deferred foreign call's answer (see [`super::foreign::Answer::Later`]).
+    Foreign { token: u32, answer: Vec<u8> },
 }
 
 /// A callout event on its way, boxed so that HTTP and gRPC ones wait together.
@@ -107,7 +110,7 @@ pub(crate) async fn dispatch(
         generation,
     };
     loop {
-        let (calls, opened) = {
+        let (calls, opened, foreign) = {
             let mut g = slot.lock().await;
             if g.generation != generation {
                 return Ok(());
@@ -119,8 +122,17 @@ pub(crate) async fn dispatch(
             (
                 take_mine(&mut st.pending_calls, |c| c.context == context),
                 take_mine(&mut st.pending_grpc, |c| c.context == context),
+                take_mine(&mut st.pending_foreign, |c| c.context == context),
             )
         };
+        for f in foreign {
+            inflight.push(Box::pin(async move {
+                Event::Foreign {
+                    token: f.token,
+                    answer: f.answer.await,
+                }
+            }));
+        }
         let caller = plugin.http_caller();
         for call in calls {
             let (caller, filter) = (caller.clone(), plugin.config.name.clone());
@@ -298,6 +310,21 @@ async fn deliver(
             return r.map(drop);
         }
         Event::Grpc { token, event } => (token, event),
+        Event::Foreign { token, answer } => {
+            // To the context that made the call, as Envoy delivers them.
+            let size = u32::try_from(answer.len()).unwrap_or(u32::MAX);
+            vm.store.data_mut().call_data = Some(answer);
+            let r = vm
+                .call_with(
+                    io,
+                    context,
+                    |c| &c.on_foreign_function,
+                    (context, token, size),
+                )
+                .await;
+            vm.store.data_mut().call_data = None;
+            return r.map(drop);
+        }
     };
     let st = vm.store.data_mut();
     // A cancelled callout says nothing more.

@@ -464,6 +464,10 @@ impl HttpFilters {
             {
                 return Box::pin(self.failed(i, generation, f, phase)).await;
             }
+            // A filter that decided from a callout's answer may opt out then.
+            if self.io.skip_response && matches!(phase, Phase::RequestHeaders) {
+                self.entries[i].no_response = true;
+            }
         }
         self.decided(i, phase, action)
     }

@@ -6,9 +6,32 @@
 //! (see `crate::extensions`), and every VM of every plugin of that runtime reaches them
 //! by name. A call to an unknown name returns `NOT_FOUND` to the guest; an error returns
 //! `BAD_ARGUMENT` or `INTERNAL_FAILURE` and is logged with the filter's name.
+//!
+//! A function whose answer needs the network (the rate limiter's Redis store) answers
+//! [later](Answer::Later): the guest gets [`DEFERRED`] and a token at once, returns
+//! `Pause`, and the host delivers the answer with `proxy_on_foreign_function(context,
+//! token, size)` once it arrives (readable as buffer `CallData`), as an `http_call`'s
+//! response is delivered. No guest call ever waits on the network.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+/// The first byte of the reply to a call answered later; four bytes follow, the token
+/// (little-endian u32) that `proxy_on_foreign_function` will carry.
+pub const DEFERRED: u8 = 0xFF;
+
+/// An answer on its way: its bytes, as [`ForeignFunction::call`] would have returned.
+pub type ForeignFuture = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+
+/// What a foreign function answered.
+pub enum Answer {
+    /// The reply, at once.
+    Now(Vec<u8>),
+    /// The reply once this future resolves: the stream waits for it, the guest does not.
+    Later(ForeignFuture),
+}
 
 /// Why a foreign function refused a call.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +50,12 @@ pub enum ForeignError {
 pub trait ForeignFunction: Send + Sync {
     /// Answers a call from `filter` (the filter's config name) with `args`.
     fn call(&self, filter: &str, args: &[u8]) -> Result<Vec<u8>, ForeignError>;
+
+    /// Answers a call that may need to wait (the network): at once, or later. By
+    /// default, [`ForeignFunction::call`] at once.
+    fn answer(&self, filter: &str, args: &[u8]) -> Result<Answer, ForeignError> {
+        self.call(filter, args).map(Answer::Now)
+    }
 }
 
 /// The host extensions of one runtime, by the name guests call them with. Fixed once

@@ -80,6 +80,16 @@ pub(crate) struct PendingCall {
     pub timeout: Duration,
 }
 
+/// A foreign function's answer still on its way (see [`super::foreign::Answer::Later`]),
+/// awaited once the callback returns and delivered to `context` with
+/// `proxy_on_foreign_function`.
+pub(crate) struct PendingForeign {
+    pub token: u32,
+    /// The context that made the call, which gets the answer.
+    pub context: u32,
+    pub answer: super::foreign::ForeignFuture,
+}
+
 /// What a callout answered, readable during the callback that delivers it: an
 /// `http_call`'s response (maps 6/7, buffer 4), or one event of a gRPC callout — its
 /// initial metadata (map 4), a message (buffer 5), its trailing metadata (map 5) or
@@ -240,6 +250,9 @@ pub(crate) struct HostState {
     /// gRPC calls and streams the guest started during a callback, opened once it
     /// returns (as `pending_calls`).
     pub pending_grpc: Vec<super::grpc::PendingGrpc>,
+    /// Foreign calls answered later, awaited once the callback returns (as
+    /// `pending_calls`).
+    pub pending_foreign: Vec<PendingForeign>,
     /// The gRPC callouts still live, by token: dropping one cancels it.
     pub grpc: HashMap<u32, super::grpc::Handle>,
     /// Counts callout tokens; the low two bits of a token say its kind, as on Envoy.
@@ -247,6 +260,9 @@ pub(crate) struct HostState {
     /// The upstreams callouts reach (the plugin's, shared with it).
     pub callers: super::calls::CallerCell,
     pub call_response: Option<CallResponse>,
+    /// A deferred foreign call's answer, during the `on_foreign_function` that
+    /// delivers it (buffer `CallData`).
+    pub call_data: Option<Vec<u8>>,
     /// Wakes this VM's root task (timers, queues).
     pub signal: Arc<VmSignal>,
     /// The guest's last error-level log line: why `on_configure` refused, if it says.
@@ -268,8 +284,14 @@ impl HostState {
     /// as on Envoy, the kind is in the low two bits, so tokens of different kinds
     /// never collide (the SDKs keep calls and streams apart by token).
     pub fn next_callout(&mut self, kind: u32) -> u32 {
-        self.next_token = self.next_token.wrapping_add(4).max(4);
-        (self.next_token & !3) | kind
+        let token = self.upcoming_callout(kind);
+        self.next_token = token & !3;
+        token
+    }
+
+    /// The token [`HostState::next_callout`] will give next, without taking it.
+    pub fn upcoming_callout(&self, kind: u32) -> u32 {
+        (self.next_token.wrapping_add(4).max(4) & !3) | kind
     }
 }
 

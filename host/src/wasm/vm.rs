@@ -105,6 +105,7 @@ pub(crate) struct Callbacks {
     pub on_grpc_receive: F3,
     pub on_grpc_receive_trailing_metadata: F3,
     pub on_grpc_close: F3,
+    pub on_foreign_function: F3,
 }
 
 impl Callbacks {
@@ -134,6 +135,7 @@ impl Callbacks {
             on_grpc_receive: f!("proxy_on_grpc_receive"),
             on_grpc_receive_trailing_metadata: f!("proxy_on_grpc_receive_trailing_metadata"),
             on_grpc_close: f!("proxy_on_grpc_close"),
+            on_foreign_function: f!("proxy_on_foreign_function"),
         };
         if headers_only {
             // Defaults that return Continue / true without a host call: entering the
@@ -188,10 +190,12 @@ impl Vm {
             tick_period: None,
             pending_calls: Vec::new(),
             pending_grpc: Vec::new(),
+            pending_foreign: Vec::new(),
             grpc: HashMap::new(),
             next_token: 0,
             callers: spec.callers.clone(),
             call_response: None,
+            call_data: None,
             signal,
             last_error_log: None,
             scratch: Vec::new(),
