@@ -80,6 +80,8 @@ fn stream() -> HostState {
         tick_period: None,
         pending_calls: Vec::new(),
         pending_grpc: Vec::new(),
+        pending_foreign: Vec::new(),
+        call_data: None,
         grpc: Default::default(),
         next_token: 0,
         callers: Default::default(),
