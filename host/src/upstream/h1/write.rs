@@ -56,10 +56,7 @@ impl Writer {
             if name == header::TRANSFER_ENCODING {
                 continue;
             }
-            wbuf.put_slice(name.as_str().as_bytes());
-            wbuf.put_slice(b": ");
-            wbuf.put_slice(value.as_bytes());
-            wbuf.put_slice(b"\r\n");
+            put_field(wbuf, name, value);
         }
         let (body, framing) = if body.is_end_stream() {
             // Sent with the headers it has: a `Content-Length: 0` stays, none is added.
@@ -175,16 +172,21 @@ impl Writer {
             Framing::Chunked => {
                 wbuf.put_slice(b"0\r\n");
                 for (name, value) in trailers.into_iter().flatten() {
-                    wbuf.put_slice(name.as_str().as_bytes());
-                    wbuf.put_slice(b": ");
-                    wbuf.put_slice(value.as_bytes());
-                    wbuf.put_slice(b"\r\n");
+                    put_field(wbuf, name, value);
                 }
                 wbuf.put_slice(b"\r\n");
                 Ok(())
             }
         }
     }
+}
+
+/// One `name: value` line, of the head or of the trailers.
+fn put_field(wbuf: &mut BytesMut, name: &http::HeaderName, value: &http::HeaderValue) {
+    wbuf.put_slice(name.as_str().as_bytes());
+    wbuf.put_slice(b": ");
+    wbuf.put_slice(value.as_bytes());
+    wbuf.put_slice(b"\r\n");
 }
 
 /// `n` in lower-case hexadecimal, as a chunk's size line has it.
