@@ -50,12 +50,17 @@
 //! - [`RedisServer`]: a real `redis-server` on a free loopback port (`url()`,
 //!   `stop()`, `restart()`, `cli(args)`); a missing binary fails the test saying
 //!   what to install.
+//! - [`EtcdServer`]: a real one-member `etcd` on free loopback ports with a temp data
+//!   dir (`endpoint()`, `put(key, value)`, `delete(key)`, `stop()`, `restart()`,
+//!   `restart_elsewhere()`: up on another port, cut off from the proxies); a missing
+//!   binary fails the test saying what to install.
 //! - [`client()`] is a reqwest client (HTTP/1.1, no system proxy); [`h2_client()`]
 //!   speaks HTTP/2 with prior knowledge.
 
 #![allow(dead_code)]
 
 mod backend;
+mod etcd;
 pub mod h2raw;
 mod load;
 mod offer;
@@ -65,6 +70,7 @@ mod redis;
 
 #[allow(unused_imports)]
 pub use backend::{Backend, Reply, Seen};
+pub use etcd::EtcdServer;
 pub use load::Load;
 #[allow(unused_imports)]
 pub use offer::{Offered, offer};
