@@ -344,6 +344,32 @@ async fn check_reads_an_etcd_prefix() {
     );
 }
 
+#[tokio::test]
+async fn an_etcd_with_authentication_is_read_as_its_user() {
+    let mut etcd = EtcdServer::start();
+    etcd.enable_auth("s3cret").await;
+    etcd.put(&key("routes.yaml"), &routes_doc("authed")).await;
+    let with_password = |password: &str| {
+        format!(
+            "{}    auth: {{ username: root, password: {password} }}\n",
+            dir_conf(&etcd)
+        )
+    };
+    let wrong = ConfDir::with(&with_password("wrong"));
+    let err = match Proxy::try_start(&wrong) {
+        Ok(_) => panic!("a wrong password must fail the start"),
+        Err(err) => err,
+    };
+    assert!(err.contains("cannot log in as `root`"), "{err}");
+    assert!(!err.contains("wrong"), "the password is not shown: {err}");
+
+    let conf = ConfDir::with(&with_password("s3cret"));
+    let proxy = Proxy::start(&conf);
+    assert_eq!(served_by(&proxy).await, "authed");
+    etcd.put(&key("routes.yaml"), &routes_doc("authed2")).await;
+    wait_served_by(&proxy, "authed2", Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_etcd_reloads_under_load_fail_no_request() {
     let (etcd, _conf, proxy) = set_up("r0").await;

@@ -16,6 +16,8 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
+    /// The token writes are made with, once auth is enabled.
+    token: Option<String>,
 }
 
 impl EtcdServer {
@@ -30,6 +32,7 @@ impl EtcdServer {
             client_port: 0,
             peer_port: 0,
             dir,
+            token: None,
         };
         // The ports are free when read; another process may take one before etcd
         // binds it, so try a few pairs.
@@ -84,19 +87,51 @@ impl EtcdServer {
     /// Writes `key` = `value` through `endpoint`; returns the store revision.
     pub async fn put_at(endpoint: &str, key: &str, value: &str) -> i64 {
         let body = serde_json::json!({ "key": B64.encode(key), "value": B64.encode(value) });
-        let json = post(endpoint, "/v3/kv/put", &body).await;
+        let json = post(endpoint, "/v3/kv/put", &body, None).await;
         revision(&json)
     }
 
     /// Writes `key` = `value`; returns the store revision.
     pub async fn put(&self, key: &str, value: &str) -> i64 {
-        Self::put_at(&self.endpoint(), key, value).await
+        let body = serde_json::json!({ "key": B64.encode(key), "value": B64.encode(value) });
+        let json = post(&self.endpoint(), "/v3/kv/put", &body, self.token.as_deref()).await;
+        revision(&json)
     }
 
     /// Deletes `key`; returns the store revision.
     pub async fn delete(&self, key: &str) -> i64 {
         let body = serde_json::json!({ "key": B64.encode(key) });
-        revision(&post(&self.endpoint(), "/v3/kv/deleterange", &body).await)
+        let json = post(
+            &self.endpoint(),
+            "/v3/kv/deleterange",
+            &body,
+            self.token.as_deref(),
+        )
+        .await;
+        revision(&json)
+    }
+
+    /// Turns etcd's authentication on with user `root` (password `password`), as
+    /// `etcdctl user add root && etcdctl auth enable` would; later writes here log in.
+    pub async fn enable_auth(&mut self, password: &str) {
+        let endpoint = self.endpoint();
+        let user = serde_json::json!({ "name": "root", "password": password });
+        post(&endpoint, "/v3/auth/user/add", &user, None).await;
+        post(
+            &endpoint,
+            "/v3/auth/role/add",
+            &serde_json::json!({ "name": "root" }),
+            None,
+        )
+        .await;
+        let grant = serde_json::json!({ "user": "root", "role": "root" });
+        post(&endpoint, "/v3/auth/user/grant", &grant, None).await;
+        post(&endpoint, "/v3/auth/enable", &serde_json::json!({}), None).await;
+        let login = post(&endpoint, "/v3/auth/authenticate", &user, None).await;
+        let token = login["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {login}"));
+        self.token = Some(token.to_string());
     }
 
     fn spawn_on(&mut self, client_port: u16) -> bool {
@@ -179,11 +214,18 @@ fn healthy(port: u16) -> bool {
     out.contains("\"health\":\"true\"")
 }
 
-async fn post(endpoint: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+async fn post(
+    endpoint: &str,
+    path: &str,
+    body: &serde_json::Value,
+    token: Option<&str>,
+) -> serde_json::Value {
     let url = format!("{endpoint}{path}");
-    let resp = super::client()
-        .post(&url)
-        .json(body)
+    let mut req = super::client().post(&url).json(body);
+    if let Some(token) = token {
+        req = req.header("authorization", token);
+    }
+    let resp = req
         .send()
         .await
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
