@@ -370,6 +370,59 @@ async fn an_etcd_with_authentication_is_read_as_its_user() {
     wait_served_by(&proxy, "authed2", Duration::from_secs(10)).await;
 }
 
+#[tokio::test]
+async fn an_etcd_over_tls_asking_for_client_certificates() {
+    use crate::tls::pki::{Alg, Ca};
+    let ca = Ca::new("etcd test CA");
+    // etcd's gateway dials its own gRPC port with its server certificate: with
+    // `--client-cert-auth` that certificate must be good for client auth too.
+    let server = ca.leaf(&["127.0.0.1"], Alg::Ecdsa, None, |p| {
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+    });
+    let client = ca.client("portcullis");
+    let conf = ConfDir::new();
+    let etcd = EtcdServer::start_tls(EtcdTls {
+        cert: conf.write("tls/etcd.crt", &server.chain_pem),
+        key: conf.write("tls/etcd.key", &server.key_pem),
+        client_ca: conf.write("tls/ca.pem", &ca.cert_pem),
+        server_ca_pem: ca.cert_pem.clone(),
+        client_identity_pem: format!("{}{}", client.chain_pem, client.key_pem),
+    });
+    conf.write("tls/client.crt", &client.chain_pem);
+    conf.write("tls/client.key", &client.key_pem);
+    etcd.put(&key("routes.yaml"), &routes_doc("tls1")).await;
+    assert!(etcd.endpoint().starts_with("https://"));
+
+    // Without a client certificate, etcd refuses the handshake: the start fails.
+    conf.write(
+        "portcullis.yaml",
+        format!("{}    tls: {{ ca: tls/ca.pem }}\n", dir_conf(&etcd)),
+    );
+    let err = match Proxy::try_start(&conf) {
+        Ok(_) => panic!("etcd must refuse a client without a certificate"),
+        Err(err) => err,
+    };
+    assert!(
+        err.contains("providers.etcd: cannot read the configuration"),
+        "{err}"
+    );
+
+    conf.write(
+        "portcullis.yaml",
+        format!(
+            "{}    tls: {{ ca: tls/ca.pem, cert: tls/client.crt, key: tls/client.key }}\n",
+            dir_conf(&etcd)
+        ),
+    );
+    let proxy = Proxy::start(&conf);
+    assert_eq!(served_by(&proxy).await, "tls1");
+    etcd.put(&key("routes.yaml"), &routes_doc("tls2")).await;
+    wait_served_by(&proxy, "tls2", Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_etcd_reloads_under_load_fail_no_request() {
     let (etcd, _conf, proxy) = set_up("r0").await;

@@ -70,7 +70,7 @@ mod redis;
 
 #[allow(unused_imports)]
 pub use backend::{Backend, Reply, Seen};
-pub use etcd::EtcdServer;
+pub use etcd::{EtcdServer, EtcdTls};
 pub use load::Load;
 #[allow(unused_imports)]
 pub use offer::{Offered, offer};
