@@ -38,20 +38,11 @@ fn key(name: &str) -> String {
     format!("{PREFIX}{name}")
 }
 
-/// The route that served `GET /`, from the echo's JSON; else the status.
-async fn served_by(proxy: &Proxy) -> String {
-    let url = proxy.url("web", "/");
-    let resp = client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url} failed: {e}\nstderr:\n{}", proxy.logs()));
-    let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
-    match serde_json::from_str::<serde_json::Value>(&body) {
-        Ok(json) if status == 200 => json["route"].as_str().unwrap_or("?").to_string(),
-        _ => status.to_string(),
-    }
+const TEN_SECONDS: Duration = Duration::from_secs(10);
+
+/// `last_reload.errors` of a `/status`, as one string.
+fn errors_of(status: &serde_json::Value) -> String {
+    status["last_reload"]["errors"].to_string()
 }
 
 /// Polls `GET /` until `route` serves it; returns how long that took. Panics after
@@ -59,7 +50,7 @@ async fn served_by(proxy: &Proxy) -> String {
 async fn wait_served_by(proxy: &Proxy, route: &str, within: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        let seen = served_by(proxy).await;
+        let seen = served_by(proxy, "/").await;
         if seen == route {
             return start.elapsed();
         }
@@ -86,7 +77,7 @@ async fn set_up(first: &str) -> (EtcdServer, ConfDir, Proxy) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_written_to_etcd_is_served_fast() {
     let (etcd, _conf, proxy) = set_up("r0").await;
-    assert_eq!(served_by(&proxy).await, "r0");
+    assert_eq!(served_by(&proxy, "/").await, "r0");
     let status = proxy.status().await;
     let at_start = &status["providers"]["etcd"];
     assert_eq!(at_start["connected"], true, "{status:#}");
@@ -131,19 +122,12 @@ async fn an_invalid_change_is_refused_naming_key_line_and_field() {
     let (etcd, _conf, proxy) = set_up("good").await;
     let bad = "routes:\n  - name: good\n    upstream: echo@internal\n    colour: red\n";
     let revision = etcd.put(&key("routes.yaml"), bad).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        let status = proxy.status().await;
-        if status["last_reload"]["ok"] == false {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the change was not refused: {status:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let errors = status["last_reload"]["errors"].to_string();
+    let status = proxy
+        .wait_for_status(TEN_SECONDS, "the change refused", |s| {
+            s["last_reload"]["ok"] == false
+        })
+        .await;
+    let errors = errors_of(&status);
     assert!(
         errors.contains("/portcullis/routes.yaml:4: routes.good.colour: unknown field"),
         "errors name key, line and field: {errors}"
@@ -156,7 +140,7 @@ async fn an_invalid_change_is_refused_naming_key_line_and_field() {
         "the revision serving is the old one: {status:#}"
     );
     assert_eq!(
-        served_by(&proxy).await,
+        served_by(&proxy, "/").await,
         "good",
         "the old configuration serves"
     );
@@ -168,20 +152,12 @@ async fn an_invalid_change_is_refused_naming_key_line_and_field() {
     )
     .await;
     etcd.put(&key("routes.yaml"), &routes_doc("fixed")).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = proxy.status().await;
-        let errors = status["last_reload"]["errors"].to_string();
-        if errors.contains("/portcullis/zz.yaml:2: providers:") {
-            assert!(errors.contains("directory only"), "{errors}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "zz.yaml was not refused: {status:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = proxy
+        .wait_for_status(TEN_SECONDS, "zz.yaml refused", |s| {
+            errors_of(s).contains("/portcullis/zz.yaml:2: providers:")
+        })
+        .await;
+    assert!(errors_of(&status).contains("directory only"), "{status:#}");
     etcd.delete(&key("zz.yaml")).await;
     wait_served_by(&proxy, "fixed", Duration::from_secs(10)).await;
 }
@@ -191,25 +167,20 @@ async fn etcd_down_the_proxy_serves_on_and_catches_up_once_back() {
     let (mut etcd, _conf, proxy) = set_up("before").await;
     etcd.stop();
     // Watch broken, retries failing: still serving the last good configuration.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = proxy.status().await;
-        if status["providers"]["etcd"]["connected"] == false
-            && status["providers"]["etcd"]["last_error"].is_string()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "etcd down not seen: {status:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    proxy
+        .wait_for_status(TEN_SECONDS, "etcd unreachable", |s| {
+            s["providers"]["etcd"]["connected"] == false
+                && s["providers"]["etcd"]["last_error"].is_string()
+        })
+        .await;
     for _ in 0..20 {
-        assert_eq!(served_by(&proxy).await, "before");
+        assert_eq!(served_by(&proxy, "/").await, "before");
     }
     // Up again, but where the proxy cannot reach it: a change made while it is cut off.
     let elsewhere = etcd.restart_elsewhere();
     let revision = EtcdServer::put_at(&elsewhere, &key("routes.yaml"), &routes_doc("after")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(served_by(&proxy).await, "before", "not reachable yet");
+    assert_eq!(served_by(&proxy, "/").await, "before", "not reachable yet");
     // Back where the proxy looks (same data dir): it reads the prefix again.
     etcd.restart();
     wait_served_by(&proxy, "after", Duration::from_secs(20)).await;
@@ -221,11 +192,11 @@ async fn etcd_down_the_proxy_serves_on_and_catches_up_once_back() {
     );
     assert_eq!(status["generation"], 2, "{status:#}");
     // The watch is back too: a change now is live as before.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.status().await["providers"]["etcd"]["connected"] != true {
-        assert!(Instant::now() < deadline, "the watch did not come back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    proxy
+        .wait_for_status(TEN_SECONDS, "the watch back", |s| {
+            s["providers"]["etcd"]["connected"] == true
+        })
+        .await;
     etcd.put(&key("routes.yaml"), &routes_doc("later")).await;
     wait_served_by(&proxy, "later", Duration::from_secs(10)).await;
 }
@@ -284,16 +255,12 @@ async fn directory_and_etcd_combine() {
         "routes:\n  - name: api3\n    filters: [nope]\n    upstream: echo@internal\n",
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let errors = proxy.status().await["last_reload"]["errors"].to_string();
-        if errors.contains("/portcullis/routes.yaml:3: routes.api3.filters: unknown filter `nope`")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not refused: {errors}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    proxy
+        .wait_for_status(TEN_SECONDS, "the unknown filter refused", |s| {
+            errors_of(s)
+                .contains("/portcullis/routes.yaml:3: routes.api3.filters: unknown filter `nope`")
+        })
+        .await;
     assert_eq!(get().await["route"], "api2");
 }
 
@@ -365,7 +332,7 @@ async fn an_etcd_with_authentication_is_read_as_its_user() {
 
     let conf = ConfDir::with(&with_password("s3cret"));
     let proxy = Proxy::start(&conf);
-    assert_eq!(served_by(&proxy).await, "authed");
+    assert_eq!(served_by(&proxy, "/").await, "authed");
     etcd.put(&key("routes.yaml"), &routes_doc("authed2")).await;
     wait_served_by(&proxy, "authed2", Duration::from_secs(10)).await;
 }
@@ -418,7 +385,7 @@ async fn an_etcd_over_tls_asking_for_client_certificates() {
         ),
     );
     let proxy = Proxy::start(&conf);
-    assert_eq!(served_by(&proxy).await, "tls1");
+    assert_eq!(served_by(&proxy, "/").await, "tls1");
     etcd.put(&key("routes.yaml"), &routes_doc("tls2")).await;
     wait_served_by(&proxy, "tls2", Duration::from_secs(10)).await;
 }
@@ -449,5 +416,5 @@ async fn a_hundred_etcd_reloads_under_load_fail_no_request() {
         &failures[..failures.len().min(10)]
     );
     eprintln!("100 etcd-driven reloads under load: {ok} requests, 0 failed");
-    assert_eq!(served_by(&proxy).await, "r100");
+    assert_eq!(served_by(&proxy, "/").await, "r100");
 }

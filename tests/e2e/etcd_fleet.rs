@@ -84,7 +84,7 @@ impl Fleet {
         while !pending.is_empty() {
             let mut still = Vec::new();
             for p in pending {
-                if route_of(p).await != route {
+                if served_by(p, "/").await != route {
                     still.push(p);
                 }
             }
@@ -101,22 +101,6 @@ impl Fleet {
             }
         }
         start.elapsed()
-    }
-}
-
-/// The route that served `GET /` (a 429 counts as the route's too: the limit is its).
-async fn route_of(proxy: &Proxy) -> String {
-    let url = proxy.url("web", "/");
-    let resp = client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
-    match serde_json::from_str::<serde_json::Value>(&body) {
-        Ok(json) if status == 200 => json["route"].as_str().unwrap_or("?").to_string(),
-        _ => status.to_string(),
     }
 }
 
@@ -155,17 +139,17 @@ async fn an_etcd_change_reaches_the_whole_fleet() {
         .await;
     let mut errors = Vec::new();
     for p in &fleet.proxies {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let status = p.status().await;
-            if status["last_reload"]["ok"] == false {
-                errors.push(status["last_reload"]["errors"].clone());
-                break;
-            }
-            assert!(Instant::now() < deadline, "not refused: {status:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(route_of(p).await, "v20", "the old configuration serves");
+        let status = p
+            .wait_for_status(Duration::from_secs(10), "the change refused", |s| {
+                s["last_reload"]["ok"] == false
+            })
+            .await;
+        errors.push(status["last_reload"]["errors"].clone());
+        assert_eq!(
+            served_by(p, "/").await,
+            "v20",
+            "the old configuration serves"
+        );
     }
     assert!(
         errors[0]
@@ -182,7 +166,7 @@ async fn an_etcd_change_reaches_the_whole_fleet() {
     fleet.etcd.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     for p in &fleet.proxies {
-        assert_eq!(route_of(p).await, "v20");
+        assert_eq!(served_by(p, "/").await, "v20");
     }
     let elsewhere = fleet.etcd.restart_elsewhere();
     EtcdServer::put_at(&elsewhere, ROUTES, &routes_doc("while-away")).await;

@@ -14,10 +14,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use crate::config::EtcdConfig;
+use crate::tls::https::{self, Connector};
 use crate::tls::{load, provider};
 
 /// Why a request to etcd failed.
@@ -99,8 +99,6 @@ pub enum WatchEvent {
     Canceled(String),
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
 /// A client for the endpoints of one `providers.etcd` block.
 pub struct EtcdClient {
     http: Client<Connector, Full<Bytes>>,
@@ -116,12 +114,8 @@ pub struct EtcdClient {
 impl EtcdClient {
     /// A client for `config`'s endpoints, TLS and credentials.
     pub fn new(config: &EtcdConfig) -> Result<Self, EtcdError> {
-        let roots = match &config.tls.ca {
-            Some(path) => load::roots(path).map_err(|e| EtcdError::Tls(e.to_string()))?,
-            None => std::sync::Arc::new(rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            }),
-        };
+        let roots =
+            https::roots(config.tls.ca.as_deref()).map_err(|e| EtcdError::Tls(e.to_string()))?;
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| EtcdError::Tls(e.to_string()))?
@@ -137,7 +131,6 @@ impl EtcdClient {
             _ => builder.with_no_client_auth(),
         };
         let mut http = HttpConnector::new();
-        http.enforce_http(false);
         http.set_connect_timeout(Some(config.timeout));
         http.set_nodelay(true);
         // A watch is one long response: keep-alive probes are what tell a dead peer
@@ -145,16 +138,8 @@ impl EtcdClient {
         http.set_keepalive(Some(Duration::from_secs(5)));
         http.set_keepalive_interval(Some(Duration::from_secs(2)));
         http.set_keepalive_retries(Some(3));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         Ok(Self {
-            http: client,
+            http: https::client(tls, http),
             endpoints: config.endpoints.clone(),
             current: AtomicUsize::new(0),
             timeout: config.timeout,

@@ -6,8 +6,8 @@
 //! to install.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -221,33 +221,11 @@ impl EtcdServer {
                 .arg("--trusted-ca-file")
                 .arg(&tls.client_ca);
         }
-        let spawned = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "etcd is not installed: run `apt-get install -y etcd-server` \
-                 (.ci/install-toolchains installs it)"
-            ),
-            Err(e) => panic!("cannot start etcd: {e}"),
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if healthy(self.metrics_port) {
-                return true;
-            }
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                return false; // exited: a port was taken
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.stop();
-        false
+        let metrics_port = self.metrics_port;
+        self.child = super::start_server(&mut cmd, "etcd-server", Duration::from_secs(20), || {
+            healthy(metrics_port)
+        });
+        self.child.is_some()
     }
 }
 
