@@ -145,6 +145,7 @@ impl Shared {
         }
         s.connected = true;
         s.failures = 0;
+        crate::metrics::global().etcd_connected(true);
     }
 
     fn down(&self, e: &EtcdError) {
@@ -155,6 +156,7 @@ impl Shared {
         s.connected = false;
         s.failures += 1;
         s.last_error = Some((SystemTime::now(), e.to_string()));
+        crate::metrics::global().etcd_failure();
     }
 }
 

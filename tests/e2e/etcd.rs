@@ -176,6 +176,12 @@ async fn etcd_down_the_proxy_serves_on_and_catches_up_once_back() {
     for _ in 0..20 {
         assert_eq!(served_by(&proxy, "/").await, "before");
     }
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains("portcullis_etcd_connected 0"), "{metrics}");
+    assert!(
+        !metrics.contains("portcullis_etcd_failures_total 0"),
+        "{metrics}"
+    );
     // Up again, but where the proxy cannot reach it: a change made while it is cut off.
     let elsewhere = etcd.restart_elsewhere();
     let revision = EtcdServer::put_at(&elsewhere, &key("routes.yaml"), &routes_doc("after")).await;
@@ -197,6 +203,8 @@ async fn etcd_down_the_proxy_serves_on_and_catches_up_once_back() {
             s["providers"]["etcd"]["connected"] == true
         })
         .await;
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains("portcullis_etcd_connected 1"), "{metrics}");
     etcd.put(&key("routes.yaml"), &routes_doc("later")).await;
     wait_served_by(&proxy, "later", Duration::from_secs(10)).await;
 }

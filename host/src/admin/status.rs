@@ -171,7 +171,8 @@ fn providers(app: &App) -> Value {
         "endpoints": config.endpoints,
         "prefix": config.prefix,
         // The revision the serving configuration was read at; `latest_revision` is
-        // the newest read, ahead of it while a change is refused or being applied.
+        // the newest the prefix was seen at, ahead of it while a change is refused or
+        // being applied (or after a reconnect that found nothing new).
         "revision": app.etcd_revision(),
         "latest_revision": held.revision,
         "keys": held.docs.keys().collect::<Vec<_>>(),
