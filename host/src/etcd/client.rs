@@ -1,6 +1,6 @@
 //! A small etcd v3 client over etcd's JSON gateway (`/v3/kv/range`, `/v3/watch`,
-//! `/v3/auth/authenticate` on the client port; keys and values base64): hyper-util's
-//! client over hyper-rustls, as the ACME client. Only what a configuration provider
+//! `/v3/auth/authenticate` on the client port; keys and values base64), over the
+//! HTTPS client the ACME client uses too (`tls::https`). Only what a configuration provider
 //! needs: read a prefix, watch it, log in.
 
 use std::sync::Mutex;
@@ -199,7 +199,10 @@ impl EtcdClient {
             let i = self.current.load(Ordering::Relaxed) % self.endpoints.len();
             let endpoint = self.endpoints[i].trim_end_matches('/').to_string();
             match self.call_on(&endpoint, path, body).await {
-                Err(e @ EtcdError::Unreachable { .. }) => {
+                // A member cut off from its cluster's quorum answers 503: another
+                // member may serve.
+                Err(e @ EtcdError::Unreachable { .. })
+                | Err(e @ EtcdError::Refused { status: 500.., .. }) => {
                     self.current.store(i + 1, Ordering::Relaxed);
                     last = Some(e);
                 }
@@ -229,10 +232,7 @@ impl EtcdClient {
                 return Ok(resp);
             }
             let status = resp.status().as_u16();
-            let bytes = read_body(endpoint, resp, self.timeout).await?;
-            let message = serde_json::from_slice::<ErrorJson>(&bytes)
-                .map(|e| e.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            let message = error_message(&read_body(endpoint, resp, self.timeout).await?);
             let expired = status == 401 || message.contains("invalid auth token");
             if !(expired && self.auth.is_some() && attempt == 0) {
                 return Err(EtcdError::Refused {
@@ -242,7 +242,11 @@ impl EtcdClient {
                 });
             }
         }
-        unreachable_after_retry(endpoint)
+        Err(EtcdError::Refused {
+            endpoint: endpoint.to_string(),
+            status: 401,
+            message: "the auth token was refused twice".into(),
+        })
     }
 
     /// The auth token, logging in when there is none (or `renew`).
@@ -260,9 +264,7 @@ impl EtcdClient {
         let status = resp.status().as_u16();
         let bytes = read_body(endpoint, resp, self.timeout).await?;
         if status != 200 {
-            let message = serde_json::from_slice::<ErrorJson>(&bytes)
-                .map(|e| e.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            let message = error_message(&bytes);
             return Err(EtcdError::Refused {
                 endpoint: endpoint.to_string(),
                 status,
@@ -300,14 +302,6 @@ impl EtcdClient {
             Err(_) => Err(unreachable(format!("no answer within {:?}", self.timeout))),
         }
     }
-}
-
-fn unreachable_after_retry<T>(endpoint: &str) -> Result<T, EtcdError> {
-    Err(EtcdError::Refused {
-        endpoint: endpoint.to_string(),
-        status: 401,
-        message: "the auth token was refused twice".into(),
-    })
 }
 
 /// A watch stream: etcd's gateway writes one JSON message per change batch.
@@ -388,6 +382,13 @@ async fn read_body(
             reason: format!("the answer did not arrive within {timeout:?}"),
         }),
     }
+}
+
+/// etcd's message in an error answer, else the answer as text.
+fn error_message(bytes: &[u8]) -> String {
+    serde_json::from_slice::<ErrorJson>(bytes)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())
 }
 
 fn parse<'a, T: Deserialize<'a>>(endpoint: &str, bytes: &'a [u8]) -> Result<T, EtcdError> {
