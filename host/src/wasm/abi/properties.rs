@@ -370,7 +370,9 @@ mod tests {
             "[2001:db8::7]:10000",
         ];
         for a in addrs {
-            let addr: std::net::SocketAddr = a.parse().unwrap();
+            let Ok(addr) = a.parse::<std::net::SocketAddr>() else {
+                panic!("{a} is not an address");
+            };
             let mut out = b"x".to_vec();
             assert!(socket_addr_into(&mut out, &addr).is_ok());
             assert_eq!(out, format!("x{addr}").into_bytes(), "{a}");
