@@ -9,6 +9,7 @@
 pub(crate) mod acme;
 mod error;
 pub(crate) mod filter;
+pub(crate) mod integrity;
 mod l4;
 mod listener;
 mod matching;
@@ -123,7 +124,12 @@ fn merge(
             }
         }
     }
+    let signatures = merged.require_signature.take();
     let mut config = merged.finish(dir_name, &mut errors);
+    if let Some(policy) = &signatures {
+        integrity::apply(policy, &mut config.filters, named);
+        integrity::apply(policy, &mut config.services, named);
+    }
     let mut seen = std::collections::HashSet::new();
     config.external_files = named.iter().filter(|p| seen.insert(*p)).cloned().collect();
     // Decoding visits a file's fields roughly in order; sorting makes the report read
@@ -172,6 +178,8 @@ struct Merged {
     module_cache: Option<ModuleCacheConfig>,
     shutdown: Option<ShutdownConfig>,
     redis: Option<RedisConfig>,
+    /// `require_signature`, handed to every module from disk once all files are read.
+    require_signature: Option<std::sync::Arc<SignaturePolicy>>,
     node: Option<NodeConfig>,
     listeners: Vec<ListenerConfig>,
     routes: Vec<RouteConfig>,
@@ -270,6 +278,17 @@ impl Merged {
                         v.error(cx, format!("redis is already set at {}", at(&first.origin)))
                     }
                     None => self.redis = Some(r),
+                }
+            }
+            if let Some(v) = f.take("require_signature")
+                && let Some(policy) = integrity::require_signature(cx, &v)
+            {
+                match &self.require_signature {
+                    Some(first) => v.error(
+                        cx,
+                        format!("require_signature is already set at {}", at(&first.origin)),
+                    ),
+                    None => self.require_signature = Some(std::sync::Arc::new(policy)),
                 }
             }
             let sections = [

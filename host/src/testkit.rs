@@ -234,6 +234,7 @@ fn base_config(name: &str, source: FilterSource) -> FilterConfig {
         on_error: OnError::Deny,
         limits: FilterLimits::default(),
         asynchronous: false,
+        integrity: Default::default(),
         origin: Origin {
             file: "testkit".into(),
             line: 0,

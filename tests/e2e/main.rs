@@ -18,6 +18,7 @@ mod grpc;
 mod grpc_callouts;
 mod http3;
 mod inproc;
+mod integrity;
 mod l4;
 mod module_cache;
 mod reload;

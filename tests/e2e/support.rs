@@ -325,6 +325,32 @@ impl Proxy {
         }
     }
 
+    /// Polls `/status` until a reload after `since` (an earlier `last_reload.at`, or
+    /// null) failed with an error containing `needle` (20 s); returns the status.
+    pub async fn wait_for_reload_error(
+        &self,
+        needle: &str,
+        since: &serde_json::Value,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = self.status().await;
+            let last = &status["last_reload"];
+            if last["ok"] == false
+                && last["at"] != *since
+                && last["errors"].to_string().contains(needle)
+            {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected a refused reload saying {needle:?}; last /status: {status:#}\nstderr:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -25,6 +25,7 @@ fn probe(name: &str, mode: &str) -> FilterConfig {
             ..FilterLimits::default()
         },
         asynchronous: false,
+        integrity: Default::default(),
         origin: Origin {
             file: "filters.yaml".into(),
             line: 3,

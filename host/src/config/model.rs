@@ -376,6 +376,32 @@ pub struct FilterConfig {
     /// run while they compute, for filters whose callbacks legitimately run long. Off
     /// by default: a synchronous call costs far less (docs/performance.md).
     pub asynchronous: bool,
+    /// What the module's bytes must be before they are compiled (`sha256`,
+    /// `require_signature`); nothing for a standard filter, which is the binary's own.
+    pub integrity: ModuleIntegrity,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// What a module from disk must be for the proxy to load it: the digest its filter
+/// entry pins, and a signature by a trusted key when the configuration requires one.
+/// Checked on the bytes that are then compiled, on every load and reload.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModuleIntegrity {
+    /// `sha256:` the module's digest as lower-case hex, and where it was written.
+    pub sha256: Option<(String, Origin)>,
+    /// Where `wasm:` was written: a missing or bad signature is reported there.
+    pub wasm_origin: Option<Origin>,
+    /// `require_signature`: the keys one of which must have signed the module.
+    pub signers: Option<std::sync::Arc<SignaturePolicy>>,
+}
+
+/// `require_signature:` — every module from disk must carry an ed25519 signature
+/// (`MODULE.sig` beside it) by one of these keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignaturePolicy {
+    /// The trusted public keys, each with the file it was read from.
+    pub keys: Vec<(PathBuf, ed25519_dalek::VerifyingKey)>,
     /// Where it was declared.
     pub origin: Origin,
 }
@@ -393,6 +419,8 @@ impl FilterConfig {
             on_error,
             limits,
             asynchronous,
+            // Checked on the module's bytes before any reuse, on every build.
+            integrity: _,
             origin: _,
         } = self;
         *name == other.name

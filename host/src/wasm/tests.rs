@@ -41,6 +41,7 @@ pub(crate) fn filter(name: &str, mode: &str) -> FilterConfig {
             ..FilterLimits::default()
         },
         asynchronous: false,
+        integrity: Default::default(),
         origin: Origin {
             file: "filters.yaml".into(),
             line: 7,
