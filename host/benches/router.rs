@@ -59,6 +59,7 @@ fn route(name: String, matcher: RouteMatch) -> RouteConfig {
         matcher,
         priority: None,
         filters: vec![],
+        shadow: vec![],
         upstream: ECHO_UPSTREAM.into(),
         max_request_body: None,
         upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,

@@ -173,6 +173,9 @@ where
             tls_version: conn.tls_version,
         },
     );
+    if !route.shadow.is_empty() {
+        filters.set_shadow(&route.shadow);
+    }
     filters.set_upstream_and_peer(route.upstream_name.clone(), conn.client_subject.clone());
     if let Some(metadata) = route.upstream.metadata() {
         filters.set_cluster_metadata(metadata);

@@ -71,6 +71,9 @@ pub struct Route<U = RouteUpstream> {
     pub name: Arc<str>,
     /// The filter chain, in request order.
     pub filters: Vec<Arc<Plugin>>,
+    /// Which of `filters` run in shadow mode (recorded, not enforced), by index; empty
+    /// when none does. Shorter than `filters` when the last ones do not.
+    pub shadow: Vec<bool>,
     /// Where requests go.
     pub upstream: U,
     /// `upstream`'s name, as filters read it (`cluster_name`): made once here, not
@@ -225,9 +228,16 @@ impl Snapshot {
         let mut routes = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
             let mut filters = Vec::with_capacity(rc.filters.len());
+            let mut shadow = Vec::new();
             for name in &rc.filters {
                 match plugins.get(name.as_str()) {
-                    Some(p) => filters.push(p.clone()),
+                    Some(p) => {
+                        if !rc.shadow.is_empty() {
+                            shadow.resize(filters.len(), false);
+                            shadow.push(rc.shadow.contains(name));
+                        }
+                        filters.push(p.clone());
+                    }
                     // A filter that failed to build already has its error.
                     None if config.filters.iter().any(|f| &f.name == name) => {}
                     None => errors.push(ConfigError::at(
@@ -261,6 +271,7 @@ impl Snapshot {
                 routes.push(Route {
                     name,
                     filters,
+                    shadow,
                     upstream_name: upstream.name().into(),
                     upstream,
                     max_request_body: rc.max_request_body,

@@ -37,7 +37,7 @@ use crate::config::{ConfigError, FilterConfig, FilterSource};
 pub use abi::properties::set_node;
 pub use body::{FilteredBody, LocalSlot, SharedFilters};
 pub use calls::{CallFuture, HttpCaller, StreamFuture};
-pub use chain::HttpFilters;
+pub use chain::{HttpFilters, ShadowDecision};
 pub use engine::ModuleOrigin;
 pub use foreign::{Extensions, ForeignError, ForeignFunction};
 pub use metrics::failures;

@@ -68,6 +68,7 @@ pub fn route(name: &str, matcher: RouteMatch, upstream: &str) -> RouteConfig {
         matcher,
         priority: None,
         filters: vec![],
+        shadow: vec![],
         upstream: upstream.into(),
         max_request_body: None,
         upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,

@@ -27,6 +27,7 @@ mod reload_rollback;
 mod routing;
 mod server;
 mod services;
+mod shadow;
 mod tls;
 mod upgrade;
 mod upstream;

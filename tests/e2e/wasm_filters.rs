@@ -36,6 +36,7 @@ fn probe(name: &str, mode: &str) -> FilterConfig {
 fn routed(name: &str, prefix: &str, filters: &[&str]) -> RouteConfig {
     RouteConfig {
         filters: filters.iter().map(|f| f.to_string()).collect(),
+        shadow: vec![],
         ..route(name, matching(None, Some(prefix)), "echo@internal")
     }
 }

@@ -292,6 +292,9 @@ pub struct RouteConfig {
     pub priority: Option<i64>,
     /// Filter names, run in this order (responses in reverse).
     pub filters: Vec<String>,
+    /// Those of `filters` in shadow mode (`{ filter: NAME, shadow: true }`): they run
+    /// on every request, but what they decide is recorded, not applied.
+    pub shadow: Vec<String>,
     /// Where requests go: one upstream (or `echo@internal`), or a weighted split with
     /// canaries (`upstreams:`).
     pub upstream: super::RouteDestination,

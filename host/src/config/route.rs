@@ -49,8 +49,9 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
         .map(|v| super::route_match::route_match(cx, &v));
     let priority = f.take("priority").map(|v| v.int(cx, i64::MIN, i64::MAX));
     let filters_field = f.take("filters");
+    let mut shadow = Vec::new();
     let filters = filters_field.as_ref().map(|v| {
-        let names = v.string_list(cx)?;
+        let names = chain(cx, v, &mut shadow)?;
         for (i, (n, line)) in names.iter().enumerate() {
             if names[..i].iter().any(|(m, _)| m == n) {
                 cx.error(*line, &v.path, format!("filter `{n}` is listed twice"));
@@ -89,6 +90,7 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
             .into_iter()
             .map(|(n, _)| n)
             .collect(),
+        shadow,
         upstream: upstream?,
         max_request_body: match max_request_body {
             Some(m) => Some(m?),
@@ -101,6 +103,32 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
         },
         origin: cx.origin(item.line),
     })
+}
+
+/// A route's `filters:`, each item a filter's name or `{ filter: NAME, shadow: true }`;
+/// the names with their lines, those in shadow mode also in `shadow`. Invalid items
+/// are reported and left out.
+fn chain(cx: &mut Cx, field: &Field, shadow: &mut Vec<String>) -> Option<Vec<(String, usize)>> {
+    let items = field.list(cx)?;
+    let mut names = Vec::with_capacity(items.len());
+    for item in items {
+        if !matches!(item.node.kind, super::yaml::Kind::Map(_)) {
+            names.extend(item.string(cx).map(|n| (n, item.line)));
+            continue;
+        }
+        let Some(mut f) = Fields::new(cx, &item) else {
+            continue;
+        };
+        let name = f.require(cx, "filter").and_then(|v| v.string(cx));
+        let shadowed = f.take("shadow").map(|v| v.bool(cx));
+        f.finish(cx);
+        let Some(name) = name else { continue };
+        if shadowed.flatten() == Some(true) {
+            shadow.push(name.clone());
+        }
+        names.push((name, item.line));
+    }
+    Some(names)
 }
 
 /// `upstream: NAME`, or `upstreams: [...]` (exactly one of them); every name goes to

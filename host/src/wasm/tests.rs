@@ -6,6 +6,7 @@ mod abi_versions;
 mod attributes;
 mod chain;
 mod limits;
+mod shadow;
 // One recipe for building the test filters, shared with the e2e tests and benches.
 #[path = "../../../tests/e2e/wasm_build.rs"]
 mod wasm_build;
