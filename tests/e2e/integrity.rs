@@ -38,6 +38,12 @@ fn sign(key: &Path, module: &Path) {
     assert!(out.contains("signed"), "{out}");
 }
 
+/// The probe filter's module, built from tests/filters.
+fn probe_module() -> Vec<u8> {
+    std::fs::read(crate::wasm_build::filter("probe"))
+        .unwrap_or_else(|e| panic!("the probe filter: {e}"))
+}
+
 /// The probe filter's module, with a custom section appended: still a valid module
 /// that would load, but not the bytes that were pinned or signed.
 fn tampered(module: &[u8]) -> Vec<u8> {
@@ -91,8 +97,7 @@ fn check(conf: &ConfDir) -> (Option<i32>, String) {
 
 #[test]
 fn a_tampered_or_wrongly_signed_module_is_refused_at_start() {
-    let module = std::fs::read(crate::wasm_build::filter("probe"))
-        .unwrap_or_else(|e| panic!("the probe filter: {e}"));
+    let module = probe_module();
     let conf = ConfDir::new();
     let path = conf.write("modules/probe.wasm", &module);
     let trusted = key_pair(&conf, "trusted", 1);
@@ -164,8 +169,7 @@ fn a_tampered_or_wrongly_signed_module_is_refused_at_start() {
 
 #[tokio::test]
 async fn a_tampered_or_wrongly_signed_module_is_refused_on_reload() {
-    let module = std::fs::read(crate::wasm_build::filter("probe"))
-        .unwrap_or_else(|e| panic!("the probe filter: {e}"));
+    let module = probe_module();
     let conf = ConfDir::new();
     let path = conf.write("modules/probe.wasm", &module);
     let trusted = key_pair(&conf, "trusted", 1);
@@ -216,8 +220,7 @@ async fn a_tampered_or_wrongly_signed_module_is_refused_on_reload() {
 /// signature (`openssl pkeyutl -sign -rawin`), the proxy verifies it.
 #[test]
 fn a_module_signed_with_openssl_loads() {
-    let module = std::fs::read(crate::wasm_build::filter("probe"))
-        .unwrap_or_else(|e| panic!("the probe filter: {e}"));
+    let module = probe_module();
     let conf = ConfDir::new();
     let path = conf.write("modules/probe.wasm", &module);
     let key = conf.path().join("keys/trusted.pem");

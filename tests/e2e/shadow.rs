@@ -77,6 +77,18 @@ async fn all_served(proxy: &Proxy, path: &str) -> (serde_json::Value, reqwest::h
 async fn a_deny_everything_shadow_filter_lets_all_through_and_counts_all_as_would_deny() {
     let conf = ConfDir::with(&conf_text(&crate::wasm_build::filter("probe")));
     let proxy = Proxy::start(&conf);
+    let status = proxy.status().await;
+    let custom = status["routes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "custom-deny"));
+    assert_eq!(
+        custom.map(|r| (r["filters"].clone(), r["shadow_filters"].clone())),
+        Some((
+            serde_json::json!(["probe-deny", "tag-enforced"]),
+            serde_json::json!(["probe-deny"])
+        )),
+        "/status shows which filters run in shadow mode: {status:#}"
+    );
     let (echo, _) = all_served(&proxy, "/builtin/x").await;
     assert!(echo["headers"].is_object(), "{echo}");
     let (echo, _) = all_served(&proxy, "/custom/x").await;
