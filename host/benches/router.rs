@@ -60,6 +60,7 @@ fn route(name: String, matcher: RouteMatch) -> RouteConfig {
         priority: None,
         filters: vec![],
         shadow: vec![],
+        canaries: vec![],
         upstream: ECHO_UPSTREAM.into(),
         max_request_body: None,
         upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,

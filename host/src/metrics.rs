@@ -200,6 +200,13 @@ impl Metrics {
         });
     }
 
+    /// Counts a request of route `route`'s chain entry `filter`, which has a canary:
+    /// `portcullis_filter_canary_requests_total{filter,route,version}`, `version` being
+    /// the filter that ran (the entry's own, or its canary).
+    pub fn canary_request(&self, route: &str, filter: &str, version: &str) {
+        self.shadow.canary(route, filter, version);
+    }
+
     /// Counts a request a shadow filter ran on:
     /// `portcullis_filter_shadow_requests_total{filter,route}`.
     pub fn shadow_request(&self, filter: &str, route: &str) {

@@ -74,6 +74,9 @@ pub struct Route<U = RouteUpstream> {
     /// Which of `filters` run in shadow mode (recorded, not enforced), by index; empty
     /// when none does. Shorter than `filters` when the last ones do not.
     pub shadow: Vec<bool>,
+    /// Chain entries with a canary version: the entry's index, the canary's filter,
+    /// and the share of requests (percent) it runs on instead.
+    pub canaries: Vec<(usize, Arc<Plugin>, u32)>,
     /// Where requests go.
     pub upstream: U,
     /// `upstream`'s name, as filters read it (`cluster_name`): made once here, not
@@ -247,6 +250,16 @@ impl Snapshot {
                     )),
                 }
             }
+            let canaries = rc
+                .canaries
+                .iter()
+                .filter_map(|c| {
+                    // A filter missing here already has its error.
+                    let at = rc.filters.iter().position(|f| *f == c.filter)?;
+                    let canary = plugins.get(&c.canary)?;
+                    (at < filters.len()).then(|| (at, canary.clone(), c.weight))
+                })
+                .collect();
             let upstream = destination(&rc.upstream, &upstreams, |name, field| {
                 // A name declared nowhere was reported by the loader; one that failed to
                 // build has its own error. Anything else is a gap between the two.
@@ -272,6 +285,7 @@ impl Snapshot {
                     name,
                     filters,
                     shadow,
+                    canaries,
                     upstream_name: upstream.name().into(),
                     upstream,
                     max_request_body: rc.max_request_body,

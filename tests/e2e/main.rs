@@ -7,6 +7,7 @@ mod support;
 
 mod acme;
 mod admin;
+mod canary;
 mod check;
 mod echo;
 mod examples;

@@ -37,6 +37,7 @@ fn routed(name: &str, prefix: &str, filters: &[&str]) -> RouteConfig {
     RouteConfig {
         filters: filters.iter().map(|f| f.to_string()).collect(),
         shadow: vec![],
+        canaries: vec![],
         ..route(name, matching(None, Some(prefix)), "echo@internal")
     }
 }

@@ -295,6 +295,9 @@ pub struct RouteConfig {
     /// Those of `filters` in shadow mode (`{ filter: NAME, shadow: true }`): they run
     /// on every request, but what they decide is recorded, not applied.
     pub shadow: Vec<String>,
+    /// The entries of `filters` with a canary version
+    /// (`{ filter: NAME, canary: { filter: NEW, weight: N } }`).
+    pub canaries: Vec<FilterCanary>,
     /// Where requests go: one upstream (or `echo@internal`), or a weighted split with
     /// canaries (`upstreams:`).
     pub upstream: super::RouteDestination,
@@ -358,6 +361,18 @@ pub const ECHO_UPSTREAM: &str = "echo@internal";
 /// `routes[].upgrade_idle_timeout` when not given: nginx's `proxy_read_timeout`
 /// default, and three times the 20 s ping interval of common WebSocket libraries.
 pub const UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A chain entry's canary: `canary` runs instead of `filter` on `weight`% of the
+/// route's requests, drawn per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterCanary {
+    /// The entry's filter: the version in force.
+    pub filter: String,
+    /// The filter run instead on the canary's share.
+    pub canary: String,
+    /// The share, in percent (0–100).
+    pub weight: u32,
+}
 
 /// `filters[]`.
 #[derive(Debug, Clone, PartialEq)]

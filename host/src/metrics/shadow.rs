@@ -1,5 +1,7 @@
-//! The series of shadow filters (`{ filter: NAME, shadow: true }` on a route): the
-//! requests each saw, and what it would have done to them had it been enforced.
+//! The series of filters on trial: shadow filters (`{ filter: NAME, shadow: true }`
+//! on a route), the requests each saw and what it would have done to them had it been
+//! enforced; and canaries (`canary: { filter: NEW, weight: N }`), the requests each
+//! version ran on.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +18,8 @@ pub(super) struct ShadowSeries {
     would_deny: SeriesMap<AtomicU64>,
     /// `portcullis_filter_shadow_would_modify_total`.
     would_modify: SeriesMap<AtomicU64>,
+    /// `portcullis_filter_canary_requests_total`, keyed `filter SEP route SEP version`.
+    canary: SeriesMap<AtomicU64>,
 }
 
 /// Adds one to the series `parts` of `map`; returns its new count.
@@ -43,6 +47,10 @@ impl ShadowSeries {
         count(&self.would_modify, &[filter, route])
     }
 
+    pub(super) fn canary(&self, route: &str, filter: &str, version: &str) {
+        count(&self.canary, &[filter, route, version]);
+    }
+
     pub(super) fn render(&self, out: &mut String) {
         let series = [
             (
@@ -60,6 +68,11 @@ impl ShadowSeries {
                 &self.would_modify,
                 "Requests whose head, trailers or body (or response's) a shadow filter changed without effect, by filter and route.",
             ),
+            (
+                "portcullis_filter_canary_requests_total",
+                &self.canary,
+                "Requests of a chain entry with a canary, by the entry's filter, route and the version (filter) that ran.",
+            ),
         ];
         for (name, map, help) in series {
             header(out, name, "counter", help);
@@ -67,9 +80,14 @@ impl ShadowSeries {
                 let mut parts = split_key(&key);
                 let filter = parts.next().unwrap_or_default();
                 let route = parts.next().unwrap_or_default();
+                let label = if name.contains("canary") {
+                    "version"
+                } else {
+                    "status"
+                };
                 let status = parts
                     .next()
-                    .map(|s| format!(",status=\"{}\"", escape(s)))
+                    .map(|s| format!(",{label}=\"{}\"", escape(s)))
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,

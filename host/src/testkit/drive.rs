@@ -53,6 +53,7 @@ pub(super) async fn run(
         name: request.route.as_str().into(),
         filters: h.plugins.clone(),
         shadow: h.shadow.clone(),
+        canaries: Vec::new(),
         upstream_name: "test".into(),
         upstream: Described {
             answer,

@@ -121,6 +121,15 @@ impl HttpFilters {
         }
     }
 
+    /// Runs `plugin` in place of the chain's filter `i` for this request (a canary
+    /// drawn for it); before any phase.
+    pub fn run_instead(&mut self, i: usize, plugin: Arc<Plugin>) {
+        if let Some(e) = self.entries.get_mut(i) {
+            self.bodies |= !plugin.headers_only();
+            e.plugin = plugin;
+        }
+    }
+
     /// What properties `cluster_name`, `connection.mtls` and
     /// `connection.subject_peer_certificate` read: the route's upstream and the
     /// verified client certificate's subject, if any.
