@@ -40,14 +40,6 @@ async fn version(client: &reqwest::Client, url: &str) -> Result<String, String> 
         .ok_or_else(|| format!("no x-version: {echo}"))
 }
 
-/// The value of the `/metrics` line starting with `series` (0 when absent).
-fn metric(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_five_percent_canary_gets_five_percent_and_a_reload_to_all_fails_nothing() {
     let conf = ConfDir::with(&conf_text(5));
@@ -82,7 +74,7 @@ async fn a_five_percent_canary_gets_five_percent_and_a_reload_to_all_fails_nothi
     let metrics = proxy.metrics().await;
     let series = |v: &str| {
         let labels = format!("filter=\"v1\",route=\"r\",version=\"{v}\"");
-        metric(
+        sample(
             &metrics,
             &format!("portcullis_filter_canary_requests_total{{{labels}}}"),
         )

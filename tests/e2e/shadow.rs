@@ -42,14 +42,6 @@ filters:
     )
 }
 
-/// The value of the `/metrics` line starting with `series` (0 when absent).
-fn metric(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Sends `N` requests to `path`; every one must be served by the upstream (200);
 /// returns the last one's echo and response headers.
 async fn all_served(proxy: &Proxy, path: &str) -> (serde_json::Value, reqwest::header::HeaderMap) {
@@ -106,11 +98,11 @@ async fn a_deny_everything_shadow_filter_lets_all_through_and_counts_all_as_woul
         ("probe-deny", "custom-deny"),
     ] {
         let labels = format!("filter=\"{filter}\",route=\"{route}\"");
-        let seen = metric(
+        let seen = sample(
             &metrics,
             &format!("portcullis_filter_shadow_requests_total{{{labels}}}"),
         );
-        let denied = metric(
+        let denied = sample(
             &metrics,
             &format!("portcullis_filter_shadow_would_deny_total{{{labels},status=\"403\"}}"),
         );
@@ -147,7 +139,7 @@ async fn a_header_setting_shadow_filter_leaves_the_request_untouched() {
     );
     let metrics = proxy.metrics().await;
     let labels = "filter=\"tag\",route=\"set\"";
-    let modified = metric(
+    let modified = sample(
         &metrics,
         &format!("portcullis_filter_shadow_would_modify_total{{{labels}}}"),
     );

@@ -462,6 +462,13 @@ where
     )
 }
 
+/// The value of the sample `name{labels}` on a Prometheus page, 0 when absent.
+pub fn sample(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// An HTTP/1.1 client that ignores any system proxy settings.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
