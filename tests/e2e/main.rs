@@ -10,6 +10,8 @@ mod admin;
 mod canary;
 mod check;
 mod echo;
+mod etcd;
+mod etcd_fleet;
 mod examples;
 mod filters_builtin;
 mod filters_check;

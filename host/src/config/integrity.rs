@@ -60,6 +60,20 @@ fn trusted_key(
     }
 }
 
+/// Whether `require_signature` came from a provider (etcd), where it is refused: who
+/// may sign the modules is the local operator's decision, and a provider able to
+/// write it could trust its own key. Says so at `field` when it did.
+pub(crate) fn not_from_provider(cx: &mut Cx, field: &Field, from_provider: bool) -> bool {
+    if from_provider {
+        field.error(
+            cx,
+            "`require_signature` is read from the configuration directory only (who may \
+             sign modules is not for a provider to say)",
+        );
+    }
+    from_provider
+}
+
 /// Decodes a filter's `sha256:`, 64 hex digits (as `sha256sum` prints them), into
 /// lower case. Only a module from disk can be pinned: a standard filter is part of
 /// the binary, and changes with it.
