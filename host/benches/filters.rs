@@ -26,6 +26,7 @@ fn plugin(name: &str, builtin: &str, json: &str) -> Arc<Plugin> {
         on_error: OnError::Deny,
         limits: FilterLimits::default(),
         asynchronous: false,
+        integrity: Default::default(),
         origin: Origin::default(),
     };
     let rt = portcullis::extensions::runtime().unwrap_or_else(|e| panic!("runtime: {e}"));

@@ -59,6 +59,8 @@ fn route(name: String, matcher: RouteMatch) -> RouteConfig {
         matcher,
         priority: None,
         filters: vec![],
+        shadow: vec![],
+        canaries: vec![],
         upstream: ECHO_UPSTREAM.into(),
         max_request_body: None,
         upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,

@@ -28,6 +28,7 @@ fn plugin(rt: &Runtime, wasm: &[u8], name: &str) -> Arc<Plugin> {
         on_error: OnError::Deny,
         limits: FilterLimits::default(),
         asynchronous: false,
+        integrity: Default::default(),
         origin: Origin::default(),
     };
     rt.plugin_from_bytes(&f, wasm)
@@ -85,6 +86,7 @@ fn builtin_chain(rt: &Runtime) -> Vec<Arc<Plugin>> {
                 on_error: OnError::Deny,
                 limits: FilterLimits::default(),
                 asynchronous: false,
+                integrity: Default::default(),
                 origin: Origin::default(),
             };
             rt.plugin(&f)

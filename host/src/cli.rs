@@ -1,5 +1,5 @@
-//! The command line: `portcullis run`, `portcullis check`, `portcullis compile` and
-//! `portcullis filter-test`.
+//! The command line: `portcullis run`, `portcullis check`, `portcullis compile`,
+//! `portcullis filter-test` and `portcullis sign`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,19 @@ enum Command {
     /// read (see docs/operations.md): one line per module saying what was written
     /// where; exit 1 when one is not a proxy-wasm module or cannot be stored.
     Compile(CompileArgs),
+    /// Sign modules for `require_signature`: writes MODULE.sig beside each, an
+    /// ed25519 signature of its bytes (see docs/operations.md, "Signed modules").
+    Sign(SignArgs),
+}
+
+#[derive(Args, Debug)]
+struct SignArgs {
+    /// The ed25519 private key, PKCS#8 PEM (`openssl genpkey -algorithm ed25519`).
+    #[arg(long, value_name = "KEY.pem")]
+    key: PathBuf,
+    /// Modules to sign.
+    #[arg(required = true, value_name = "MODULE.wasm")]
+    modules: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -133,6 +146,7 @@ pub fn main() -> ExitCode {
                 args.cache_dir.as_deref(),
             ))
         }
+        Some(Command::Sign(args)) => Ok(crate::integrity::sign(&args.key, &args.modules)),
         Some(Command::Run(args)) => {
             init_tracing(args.log_format, "info");
             run(&args)

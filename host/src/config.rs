@@ -9,6 +9,7 @@
 pub(crate) mod acme;
 mod error;
 pub(crate) mod filter;
+pub(crate) mod integrity;
 mod l4;
 mod listener;
 mod matching;
@@ -150,7 +151,12 @@ fn merge(
             }
         }
     }
+    let signatures = merged.require_signature.take();
     let mut config = merged.finish(dir_name, &mut errors);
+    if let Some(policy) = &signatures {
+        integrity::apply(policy, &mut config.filters, named);
+        integrity::apply(policy, &mut config.services, named);
+    }
     let mut seen = std::collections::HashSet::new();
     config.external_files = named.iter().filter(|p| seen.insert(*p)).cloned().collect();
     // Decoding visits a file's fields roughly in order; sorting makes the report read
@@ -199,6 +205,8 @@ struct Merged {
     module_cache: Option<ModuleCacheConfig>,
     shutdown: Option<ShutdownConfig>,
     redis: Option<RedisConfig>,
+    /// `require_signature`, handed to every module from disk once all files are read.
+    require_signature: Option<std::sync::Arc<SignaturePolicy>>,
     providers: Option<(Providers, Origin)>,
     node: Option<NodeConfig>,
     listeners: Vec<ListenerConfig>,
@@ -300,6 +308,18 @@ impl Merged {
                         v.error(cx, format!("redis is already set at {}", at(&first.origin)))
                     }
                     None => self.redis = Some(r),
+                }
+            }
+            if let Some(v) = f.take("require_signature")
+                && !integrity::not_from_provider(cx, &v, from_provider)
+                && let Some(policy) = integrity::require_signature(cx, &v)
+            {
+                match &self.require_signature {
+                    Some(first) => v.error(
+                        cx,
+                        format!("require_signature is already set at {}", at(&first.origin)),
+                    ),
+                    None => self.require_signature = Some(std::sync::Arc::new(policy)),
                 }
             }
             if let Some(v) = f.take("providers") {

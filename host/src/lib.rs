@@ -43,6 +43,7 @@ pub mod extensions;
 pub mod fuzzing;
 pub mod grpc_status;
 pub mod handover;
+pub mod integrity;
 pub mod l4;
 pub mod listeners;
 pub mod metrics;

@@ -11,6 +11,7 @@
 mod custom;
 mod l4;
 mod render;
+mod shadow;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -65,6 +66,8 @@ pub struct Metrics {
     upgrades_closed: SeriesMap<AtomicU64>,
     /// The series of `tcp_routes` and `udp_routes`.
     l4: l4::L4Series,
+    /// The series of shadow filters.
+    shadow: shadow::ShadowSeries,
     /// `portcullis_config_generation`.
     generation: AtomicU64,
     /// `portcullis_reloads_total{result="ok"}`.
@@ -206,6 +209,33 @@ impl Metrics {
                 c.fetch_add(1, Ordering::Relaxed);
             })
         });
+    }
+
+    /// Counts a request of route `route`'s chain entry `filter`, which has a canary:
+    /// `portcullis_filter_canary_requests_total{filter,route,version}`, `version` being
+    /// the filter that ran (the entry's own, or its canary).
+    pub fn canary_request(&self, route: &str, filter: &str, version: &str) {
+        self.shadow.canary(route, filter, version);
+    }
+
+    /// Counts a request a shadow filter ran on:
+    /// `portcullis_filter_shadow_requests_total{filter,route}`.
+    pub fn shadow_request(&self, filter: &str, route: &str) {
+        self.shadow.request(filter, route);
+    }
+
+    /// Counts a local reply a shadow filter made and the proxy did not send:
+    /// `portcullis_filter_shadow_would_deny_total{filter,route,status}`; returns the
+    /// series' new count.
+    pub fn shadow_would_deny(&self, filter: &str, route: &str, status: u16) -> u64 {
+        self.shadow.would_deny(filter, route, status)
+    }
+
+    /// Counts a request a shadow filter changed without effect:
+    /// `portcullis_filter_shadow_would_modify_total{filter,route}`; returns the
+    /// series' new count.
+    pub fn shadow_would_modify(&self, filter: &str, route: &str) -> u64 {
+        self.shadow.would_modify(filter, route)
     }
 
     /// Counts an L4 connection (a UDP session) of `route` relayed to its upstream.

@@ -173,6 +173,18 @@ where
             tls_version: conn.tls_version,
         },
     );
+    if !route.shadow.is_empty() {
+        filters.set_shadow(&route.shadow);
+    }
+    for (i, canary, weight) in &route.canaries {
+        let chosen = rand::random_range(0..100) < *weight;
+        let entry = &route.filters[*i].config.name;
+        let version = if chosen { &canary.config.name } else { entry };
+        crate::metrics::global().canary_request(&route.name, entry, version);
+        if chosen {
+            filters.run_instead(*i, canary.clone());
+        }
+    }
     filters.set_upstream_and_peer(route.upstream_name.clone(), conn.client_subject.clone());
     if let Some(metadata) = route.upstream.metadata() {
         filters.set_cluster_metadata(metadata);

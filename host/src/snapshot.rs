@@ -71,6 +71,12 @@ pub struct Route<U = RouteUpstream> {
     pub name: Arc<str>,
     /// The filter chain, in request order.
     pub filters: Vec<Arc<Plugin>>,
+    /// Which of `filters` run in shadow mode (recorded, not enforced), by index; empty
+    /// when none does. Shorter than `filters` when the last ones do not.
+    pub shadow: Vec<bool>,
+    /// Chain entries with a canary version: the entry's index, the canary's filter,
+    /// and the share of requests (percent) it runs on instead.
+    pub canaries: Vec<(usize, Arc<Plugin>, u32)>,
     /// Where requests go.
     pub upstream: U,
     /// `upstream`'s name, as filters read it (`cluster_name`): made once here, not
@@ -225,9 +231,16 @@ impl Snapshot {
         let mut routes = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
             let mut filters = Vec::with_capacity(rc.filters.len());
+            let mut shadow = Vec::new();
             for name in &rc.filters {
                 match plugins.get(name.as_str()) {
-                    Some(p) => filters.push(p.clone()),
+                    Some(p) => {
+                        if !rc.shadow.is_empty() {
+                            shadow.resize(filters.len(), false);
+                            shadow.push(rc.shadow.contains(name));
+                        }
+                        filters.push(p.clone());
+                    }
                     // A filter that failed to build already has its error.
                     None if config.filters.iter().any(|f| &f.name == name) => {}
                     None => errors.push(ConfigError::at(
@@ -237,6 +250,16 @@ impl Snapshot {
                     )),
                 }
             }
+            let canaries = rc
+                .canaries
+                .iter()
+                .filter_map(|c| {
+                    // A filter missing here already has its error.
+                    let at = rc.filters.iter().position(|f| *f == c.filter)?;
+                    let canary = plugins.get(&c.canary)?;
+                    (at < filters.len()).then(|| (at, canary.clone(), c.weight))
+                })
+                .collect();
             let upstream = destination(&rc.upstream, &upstreams, |name, field| {
                 // A name declared nowhere was reported by the loader; one that failed to
                 // build has its own error. Anything else is a gap between the two.
@@ -261,6 +284,8 @@ impl Snapshot {
                 routes.push(Route {
                     name,
                     filters,
+                    shadow,
+                    canaries,
                     upstream_name: upstream.name().into(),
                     upstream,
                     max_request_body: rc.max_request_body,

@@ -97,6 +97,7 @@ pub struct Filter {
     config: FilterConfig,
     bytes: Option<Vec<u8>>,
     calls: Vec<(String, UpstreamResponse)>,
+    shadow: bool,
 }
 
 impl Filter {
@@ -132,7 +133,15 @@ impl Filter {
             config,
             bytes: None,
             calls: Vec::new(),
+            shadow: false,
         }
+    }
+
+    /// Runs the filter in shadow mode, as `{ filter: NAME, shadow: true }` on a route
+    /// does: what it would do is in [`Outcome::shadow`], and nothing of it is applied.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
     }
 
     /// The plugin configuration handed to `on_configure`, as raw bytes (JSON for
@@ -218,6 +227,7 @@ impl Filter {
         plugin.set_http_caller(caller.clone());
         Ok(Harness {
             plugins: vec![plugin],
+            shadow: if self.shadow { vec![true] } else { Vec::new() },
             caller,
             configure_logs: capture.take().logs,
             blocking: Mutex::new(None),
@@ -234,6 +244,7 @@ fn base_config(name: &str, source: FilterSource) -> FilterConfig {
         on_error: OnError::Deny,
         limits: FilterLimits::default(),
         asynchronous: false,
+        integrity: Default::default(),
         origin: Origin {
             file: "testkit".into(),
             line: 0,
@@ -244,6 +255,8 @@ fn base_config(name: &str, source: FilterSource) -> FilterConfig {
 /// A configured filter, ready to run requests through.
 pub struct Harness {
     plugins: Vec<Arc<Plugin>>,
+    /// Which of `plugins` run in shadow mode (as a route's `shadow`).
+    shadow: Vec<bool>,
     caller: Arc<calls::CannedCalls>,
     configure_logs: Vec<LogLine>,
     /// The runtime of [`Harness::run`], made on first use.
@@ -266,6 +279,7 @@ impl Harness {
     pub fn from_plugins(plugins: Vec<Arc<Plugin>>) -> Self {
         Self {
             plugins,
+            shadow: Vec::new(),
             caller: Arc::new(calls::CannedCalls::new(Vec::new())),
             configure_logs: Vec::new(),
             blocking: Mutex::new(None),

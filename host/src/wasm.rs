@@ -37,7 +37,7 @@ use crate::config::{ConfigError, FilterConfig, FilterSource};
 pub use abi::properties::set_node;
 pub use body::{FilteredBody, LocalSlot, SharedFilters};
 pub use calls::{CallFuture, HttpCaller, StreamFuture};
-pub use chain::HttpFilters;
+pub use chain::{HttpFilters, ShadowDecision};
 pub use engine::ModuleOrigin;
 pub use foreign::{Extensions, ForeignError, ForeignFunction};
 pub use metrics::failures;
@@ -93,9 +93,13 @@ impl Runtime {
         let err =
             |msg: String| ConfigError::at(&filter.origin, format!("filters.{}", filter.name), msg);
         let bytes: std::borrow::Cow<'_, [u8]> = match &filter.source {
-            FilterSource::Wasm(path) => std::fs::read(path)
-                .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?
-                .into(),
+            FilterSource::Wasm(path) => {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+                // The bytes checked are the bytes compiled: the file may change after.
+                crate::integrity::check(filter, path, &bytes)?;
+                bytes.into()
+            }
             FilterSource::Builtin(name) => builtin_module(name)
                 .ok_or_else(|| {
                     let known = crate::builtin::names().join(", ");

@@ -69,6 +69,8 @@ pub fn route(name: &str, matcher: RouteMatch, upstream: &str) -> RouteConfig {
         matcher,
         priority: None,
         filters: vec![],
+        shadow: vec![],
+        canaries: vec![],
         upstream: upstream.into(),
         max_request_body: None,
         upgrade_idle_timeout: portcullis::config::UPGRADE_IDLE_TIMEOUT,

@@ -357,6 +357,23 @@ impl Proxy {
         }
     }
 
+    /// Polls `/status` until a reload after `since` (an earlier `last_reload.at`, or
+    /// null) failed with an error containing `needle` (20 s); returns the status.
+    pub async fn wait_for_reload_error(
+        &self,
+        needle: &str,
+        since: &serde_json::Value,
+    ) -> serde_json::Value {
+        let what = format!("a refused reload saying {needle:?}");
+        self.wait_for_status(Duration::from_secs(20), &what, |status| {
+            let last = &status["last_reload"];
+            last["ok"] == false
+                && last["at"] != *since
+                && last["errors"].to_string().contains(needle)
+        })
+        .await
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -525,6 +542,13 @@ pub async fn served_by(proxy: &Proxy, path: &str) -> String {
             .to_string(),
         _ => status.to_string(),
     }
+}
+
+/// The value of the sample `name{labels}` on a Prometheus page, 0 when absent.
+pub fn sample(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// An HTTP/1.1 client that ignores any system proxy settings.

@@ -6,20 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Proxy, client};
+use crate::support::{Proxy, client, sample};
 use crate::wasm_binary::conf;
 
 /// How long the load runs: long enough for the back-off to double three times.
 const LOAD: Duration = Duration::from_secs(10);
 /// The spinning filter's deadline.
 const DEADLINE_MS: u64 = 50;
-
-/// The value of the sample `name{labels}` on a Prometheus page, 0 when absent.
-fn sample(page: &str, series: &str) -> u64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_breaker_bounds_a_filter_that_spins_on_every_request() {

@@ -25,6 +25,7 @@ fn probe(name: &str, mode: &str) -> FilterConfig {
             ..FilterLimits::default()
         },
         asynchronous: false,
+        integrity: Default::default(),
         origin: Origin {
             file: "filters.yaml".into(),
             line: 3,
@@ -35,6 +36,8 @@ fn probe(name: &str, mode: &str) -> FilterConfig {
 fn routed(name: &str, prefix: &str, filters: &[&str]) -> RouteConfig {
     RouteConfig {
         filters: filters.iter().map(|f| f.to_string()).collect(),
+        shadow: vec![],
+        canaries: vec![],
         ..route(name, matching(None, Some(prefix)), "echo@internal")
     }
 }

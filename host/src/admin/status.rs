@@ -51,6 +51,7 @@ pub(super) fn status(app: &App) -> Value {
                 "listeners": r.listeners,
                 "priority": r.priority,
                 "filters": r.filters,
+                "shadow_filters": r.shadow,
                 "upstream": r.upstream.names().join(","),
             })
         })

@@ -28,6 +28,7 @@ fn config(name: &str, builtin: &str, json: &str) -> FilterConfig {
             ..FilterLimits::default()
         },
         asynchronous: false,
+        integrity: Default::default(),
         origin: Origin {
             file: "filters.yaml".into(),
             line: 3,

@@ -4,7 +4,7 @@
 
 use super::walk::{Cx, Field, Fields};
 use super::yaml::Kind;
-use super::{FilterConfig, FilterLimits, FilterSource, OnError};
+use super::{FilterConfig, FilterLimits, FilterSource, ModuleIntegrity, OnError};
 
 /// Decodes one `filters[]` item.
 pub(crate) fn filter(cx: &mut Cx, item: &Field) -> Option<FilterConfig> {
@@ -38,6 +38,9 @@ fn module(cx: &mut Cx, item: &Field, section: &str) -> Option<FilterConfig> {
             None
         }
     };
+    let sha256 = f.take("sha256").map(|v| {
+        super::integrity::sha256(cx, &v, builtin.is_some()).map(|h| (h, cx.origin(v.line)))
+    });
     let root_id = f.take("root_id").map(|v| v.string(cx));
     let config = f.take("config").map(|v| raw_config(&v));
     // Left to `finish` for a service, which reports them as unknown keys.
@@ -59,6 +62,15 @@ fn module(cx: &mut Cx, item: &Field, section: &str) -> Option<FilterConfig> {
         on_error: on_error.unwrap_or(Some(OnError::Deny))?,
         limits: limits.unwrap_or(Some(FilterLimits::default()))?,
         asynchronous: asynchronous.unwrap_or(Some(false))?,
+        integrity: ModuleIntegrity {
+            sha256: match sha256 {
+                Some(pin) => Some(pin?),
+                None => None,
+            },
+            wasm_origin: wasm.map(|w| cx.origin(w.line)),
+            // Set once every file is read: `require_signature` may be in another.
+            signers: None,
+        },
         origin: cx.origin(item.line),
     })
 }

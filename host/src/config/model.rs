@@ -353,6 +353,12 @@ pub struct RouteConfig {
     pub priority: Option<i64>,
     /// Filter names, run in this order (responses in reverse).
     pub filters: Vec<String>,
+    /// Those of `filters` in shadow mode (`{ filter: NAME, shadow: true }`): they run
+    /// on every request, but what they decide is recorded, not applied.
+    pub shadow: Vec<String>,
+    /// The entries of `filters` with a canary version
+    /// (`{ filter: NAME, canary: { filter: NEW, weight: N } }`).
+    pub canaries: Vec<FilterCanary>,
     /// Where requests go: one upstream (or `echo@internal`), or a weighted split with
     /// canaries (`upstreams:`).
     pub upstream: super::RouteDestination,
@@ -417,6 +423,18 @@ pub const ECHO_UPSTREAM: &str = "echo@internal";
 /// default, and three times the 20 s ping interval of common WebSocket libraries.
 pub const UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A chain entry's canary: `canary` runs instead of `filter` on `weight`% of the
+/// route's requests, drawn per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterCanary {
+    /// The entry's filter: the version in force.
+    pub filter: String,
+    /// The filter run instead on the canary's share.
+    pub canary: String,
+    /// The share, in percent (0–100).
+    pub weight: u32,
+}
+
 /// `filters[]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilterConfig {
@@ -437,6 +455,32 @@ pub struct FilterConfig {
     /// run while they compute, for filters whose callbacks legitimately run long. Off
     /// by default: a synchronous call costs far less (docs/performance.md).
     pub asynchronous: bool,
+    /// What the module's bytes must be before they are compiled (`sha256`,
+    /// `require_signature`); nothing for a standard filter, which is the binary's own.
+    pub integrity: ModuleIntegrity,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// What a module from disk must be for the proxy to load it: the digest its filter
+/// entry pins, and a signature by a trusted key when the configuration requires one.
+/// Checked on the bytes that are then compiled, on every load and reload.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModuleIntegrity {
+    /// `sha256:` the module's digest as lower-case hex, and where it was written.
+    pub sha256: Option<(String, Origin)>,
+    /// Where `wasm:` was written: a missing or bad signature is reported there.
+    pub wasm_origin: Option<Origin>,
+    /// `require_signature`: the keys one of which must have signed the module.
+    pub signers: Option<std::sync::Arc<SignaturePolicy>>,
+}
+
+/// `require_signature:` — every module from disk must carry an ed25519 signature
+/// (`MODULE.sig` beside it) by one of these keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignaturePolicy {
+    /// The trusted public keys, each with the file it was read from.
+    pub keys: Vec<(PathBuf, ed25519_dalek::VerifyingKey)>,
     /// Where it was declared.
     pub origin: Origin,
 }
@@ -454,6 +498,8 @@ impl FilterConfig {
             on_error,
             limits,
             asynchronous,
+            // Checked on the module's bytes before any reuse, on every build.
+            integrity: _,
             origin: _,
         } = self;
         *name == other.name

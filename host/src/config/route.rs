@@ -2,8 +2,8 @@
 
 use super::walk::{Cx, Field, Fields};
 use super::{
-    CanaryMatch, ECHO_UPSTREAM, HostMatch, MirrorConfig, RouteConfig, RouteDestination, RouteMatch,
-    SplitEntry,
+    CanaryMatch, ECHO_UPSTREAM, FilterCanary, HostMatch, MirrorConfig, RouteConfig,
+    RouteDestination, RouteMatch, SplitEntry,
 };
 
 /// The most of a request body a mirror copies when `max_body` is not given.
@@ -49,8 +49,9 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
         .map(|v| super::route_match::route_match(cx, &v));
     let priority = f.take("priority").map(|v| v.int(cx, i64::MIN, i64::MAX));
     let filters_field = f.take("filters");
+    let mut trials = Trials::default();
     let filters = filters_field.as_ref().map(|v| {
-        let names = v.string_list(cx)?;
+        let names = chain(cx, v, &mut trials)?;
         for (i, (n, line)) in names.iter().enumerate() {
             if names[..i].iter().any(|(m, _)| m == n) {
                 cx.error(*line, &v.path, format!("filter `{n}` is listed twice"));
@@ -70,7 +71,13 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
         file: cx.file.clone(),
         path,
         listeners: listeners.clone().flatten().unwrap_or_default(),
-        filters: filters.clone().flatten().unwrap_or_default(),
+        filters: filters
+            .clone()
+            .flatten()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(trials.canary_refs)
+            .collect(),
         upstreams: upstream_refs,
     });
     Some(RouteConfig {
@@ -89,6 +96,8 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
             .into_iter()
             .map(|(n, _)| n)
             .collect(),
+        shadow: trials.shadow,
+        canaries: trials.canaries,
         upstream: upstream?,
         max_request_body: match max_request_body {
             Some(m) => Some(m?),
@@ -101,6 +110,73 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
         },
         origin: cx.origin(item.line),
     })
+}
+
+/// What a route's chain entries say beyond their filters' names.
+#[derive(Default)]
+struct Trials {
+    /// The entries in shadow mode.
+    shadow: Vec<String>,
+    /// The entries with a canary.
+    canaries: Vec<FilterCanary>,
+    /// The canaries' filters, with their lines, to check that they exist.
+    canary_refs: Vec<(String, usize)>,
+}
+
+/// A route's `filters:`, each item a filter's name or `{ filter: NAME, shadow: true }`
+/// or `{ filter: NAME, canary: { filter: NEW, weight: N } }`; the names with their
+/// lines, the rest in `trials`. Invalid items are reported and left out.
+fn chain(cx: &mut Cx, field: &Field, trials: &mut Trials) -> Option<Vec<(String, usize)>> {
+    let items = field.list(cx)?;
+    let mut names = Vec::with_capacity(items.len());
+    for item in items {
+        if !matches!(item.node.kind, super::yaml::Kind::Map(_)) {
+            names.extend(item.string(cx).map(|n| (n, item.line)));
+            continue;
+        }
+        let Some(mut f) = Fields::new(cx, &item) else {
+            continue;
+        };
+        let name = f.require(cx, "filter").and_then(|v| v.string(cx));
+        let shadowed = f.take("shadow").map(|v| v.bool(cx));
+        let canary = f
+            .take("canary")
+            .and_then(|v| filter_canary(cx, &v, shadowed.is_some()));
+        f.finish(cx);
+        let Some(name) = name else { continue };
+        if shadowed.flatten() == Some(true) {
+            trials.shadow.push(name.clone());
+        }
+        if let Some((canary, weight, line)) = canary {
+            trials.canary_refs.push((canary.clone(), line));
+            trials.canaries.push(FilterCanary {
+                filter: name.clone(),
+                canary,
+                weight,
+            });
+        }
+        names.push((name, item.line));
+    }
+    Some(names)
+}
+
+/// `canary: { filter: NEW, weight: N }` (N in percent): the name, the weight and the
+/// name's line.
+fn filter_canary(cx: &mut Cx, field: &Field, shadow: bool) -> Option<(String, u32, usize)> {
+    if shadow {
+        field.error(cx, "give either shadow or canary, not both");
+        return None;
+    }
+    let mut f = Fields::new(cx, field)?;
+    let name = f
+        .require(cx, "filter")
+        .and_then(|v| v.string(cx).map(|n| (n, v.line)));
+    let weight = f
+        .require(cx, "weight")
+        .and_then(|v| super::upstream::percent(cx, &v));
+    f.finish(cx);
+    let (name, line) = name?;
+    Some((name, weight?, line))
 }
 
 /// `upstream: NAME`, or `upstreams: [...]` (exactly one of them); every name goes to

@@ -492,6 +492,7 @@ mod etcd_documents;
 mod fuzzed;
 mod hardening;
 mod services;
+mod trials;
 
 #[test]
 fn protocols_and_upgrade_timeouts_load_and_bad_ones_are_errors() {

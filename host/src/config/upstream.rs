@@ -298,7 +298,7 @@ fn retry_on(cx: &mut Cx, field: &Field) -> Option<Vec<RetryOn>> {
 }
 
 /// `20%` (or `20`): a whole percentage, 0–100.
-fn percent(cx: &mut Cx, field: &Field) -> Option<u32> {
+pub(crate) fn percent(cx: &mut Cx, field: &Field) -> Option<u32> {
     let text = field.string(cx)?;
     match text
         .strip_suffix('%')

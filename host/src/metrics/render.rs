@@ -243,6 +243,7 @@ pub(super) fn render(m: &Metrics) -> String {
     }
 
     m.l4.render(&mut out);
+    m.shadow.render(&mut out);
 
     header(
         &mut out,

@@ -17,6 +17,8 @@ fn route(name: &str, matcher: RouteMatch, priority: Option<i64>) -> RouteConfig 
         matcher,
         priority,
         filters: vec![],
+        shadow: vec![],
+        canaries: vec![],
         upstream: crate::config::ECHO_UPSTREAM.into(),
         max_request_body: None,
         upgrade_idle_timeout: crate::config::UPGRADE_IDLE_TIMEOUT,

@@ -13,6 +13,7 @@ use tracing::{Dispatch, Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
 
 use super::outcome::{FailureReport, LogLevel, LogLine};
+use crate::wasm::ShadowDecision;
 
 /// What one run logged.
 #[derive(Debug, Default)]
@@ -20,6 +21,7 @@ pub(crate) struct Captured {
     pub logs: Vec<LogLine>,
     pub failures: Vec<FailureReport>,
     pub warnings: Vec<String>,
+    pub shadow: Vec<ShadowDecision>,
 }
 
 /// A tracing layer filling a shared [`Captured`].
@@ -51,6 +53,14 @@ impl<S: Subscriber> Layer<S> for Capture {
                 filter: fields.filter.unwrap_or_default(),
                 message: fields.message,
             });
+        } else if meta.target() == "portcullis::shadow" {
+            let filter = fields.filter.unwrap_or_default();
+            let status = fields.rest.iter().find(|(k, _)| *k == "status");
+            c.shadow
+                .push(match status.and_then(|(_, v)| v.parse().ok()) {
+                    Some(status) => ShadowDecision::WouldDeny { filter, status },
+                    None => ShadowDecision::WouldModify { filter },
+                });
         } else if !meta.target().starts_with("portcullis") {
             // wasmtime's and others' chatter is not about the filter.
         } else if let (Level::ERROR, Some(kind)) = (level, fields.kind.clone()) {

@@ -52,6 +52,8 @@ pub(super) async fn run(
     let route = Route {
         name: request.route.as_str().into(),
         filters: h.plugins.clone(),
+        shadow: h.shadow.clone(),
+        canaries: Vec::new(),
         upstream_name: "test".into(),
         upstream: Described {
             answer,
@@ -77,6 +79,7 @@ pub(super) async fn run(
         failure: captured.failures.into_iter().next(),
         http_calls: h.caller.take(),
         host_warnings: captured.warnings,
+        shadow: captured.shadow,
     })
 }
 

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::outcome::{Outcome, show_headers};
+use crate::wasm::ShadowDecision;
 
 /// What a run should have done.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,6 +38,10 @@ pub struct Expect {
     pub metrics_delta: Vec<(String, i64)>,
     /// The failure (`trap`, `timeout`, `memory`), or `none`.
     pub failure: Option<String>,
+    /// A shadow filter's reply that was not sent: its status, or `None` for no reply.
+    pub would_deny: Option<Option<u16>>,
+    /// Whether a shadow filter changed the request or response without effect.
+    pub would_modify: Option<bool>,
 }
 
 /// One expectation that did not hold: what was expected, what came back.
@@ -188,6 +193,7 @@ impl Expect {
                 );
             }
         }
+        self.check_shadow(out, &mut miss);
         if let Some(want) = &self.failure {
             let got = out.failure.as_ref().map_or("none", |f| f.kind.as_str());
             if want != got {
@@ -199,6 +205,35 @@ impl Expect {
             }
         }
         m
+    }
+}
+
+impl Expect {
+    /// `would_deny` and `would_modify`: what the shadow filter would have done.
+    fn check_shadow(&self, out: &Outcome, miss: &mut impl FnMut(String, String, String)) {
+        let denied = out.shadow.iter().find_map(|d| match d {
+            ShadowDecision::WouldDeny { status, .. } => Some(*status),
+            ShadowDecision::WouldModify { .. } => None,
+        });
+        let say = |s: Option<u16>| s.map_or_else(|| "no reply".to_string(), |s| s.to_string());
+        if let Some(want) = self.would_deny
+            && want != denied
+        {
+            miss("would_deny".into(), say(want), say(denied));
+        }
+        let modified = out
+            .shadow
+            .iter()
+            .any(|d| matches!(d, ShadowDecision::WouldModify { .. }));
+        if let Some(want) = self.would_modify
+            && want != modified
+        {
+            miss(
+                "would_modify".into(),
+                want.to_string(),
+                modified.to_string(),
+            );
+        }
     }
 }
 

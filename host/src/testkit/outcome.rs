@@ -29,6 +29,9 @@ pub struct Outcome {
     /// What the host itself warned about during the run (e.g. an `http_call` to an
     /// upstream the test gave no answer for, a failing foreign function).
     pub host_warnings: Vec<String>,
+    /// What the filter, run in shadow mode, would have done: its replies and changes,
+    /// recorded and not applied. Empty when not in shadow mode.
+    pub shadow: Vec<crate::wasm::ShadowDecision>,
 }
 
 /// The request as forwarded upstream.

@@ -6,6 +6,8 @@
 //!   name: path-guard
 //!   wasm: filter.wasm           # relative to this file
 //!   config: /admin
+//! shadow: false                 # optional: run it as a route's shadow filter; cases
+//!                               # then expect `would_deny: STATUS` / `would_modify`
 //! http_calls:                   # optional: answers to the filter's http_call, by upstream
 //!   auth: { status: 200, headers: { x-user: alice }, body: "ok" }
 //! cases:
@@ -139,6 +141,7 @@ fn decode(cx: &mut Cx, doc: &yaml::Node, file: &str) -> Option<Spec> {
         .require(cx, "filter")
         .and_then(|v| crate::config::filter::filter(cx, &v));
     let calls = f.take("http_calls").map(|v| http_calls(cx, &v));
+    let shadow = f.take("shadow").map(|v| v.bool(cx));
     let cases = f.require(cx, "cases").and_then(|v| {
         let items = v.list(cx)?;
         if items.is_empty() {
@@ -147,7 +150,7 @@ fn decode(cx: &mut Cx, doc: &yaml::Node, file: &str) -> Option<Spec> {
         Some(items.iter().filter_map(|i| case(cx, i)).collect::<Vec<_>>())
     });
     f.finish(cx);
-    let mut filter = Filter::from_config(filter?);
+    let mut filter = Filter::from_config(filter?).shadow(shadow.unwrap_or(Some(false))?);
     for (upstream, response) in calls.unwrap_or(Some(Vec::new()))? {
         filter = filter.http_call_response(&upstream, response);
     }
@@ -275,6 +278,19 @@ fn expect(cx: &mut Cx, field: &Field) -> Option<Expect> {
     }
     if let Some(v) = f.take("metrics_delta") {
         ok &= set(&mut e.metrics_delta, metrics(cx, &v));
+    }
+    if let Some(v) = f.take("would_deny") {
+        // `false`: no reply; a status: a reply with it.
+        let none = matches!(&v.node.kind, Kind::Scalar { text, plain: true } if text == "false");
+        let want = if none {
+            Some(None)
+        } else {
+            status(cx, &v).map(Some)
+        };
+        ok &= set(&mut e.would_deny, want.map(Some));
+    }
+    if let Some(v) = f.take("would_modify") {
+        ok &= set(&mut e.would_modify, v.bool(cx).map(Some));
     }
     if let Some(v) = f.take("failure") {
         let kinds = [

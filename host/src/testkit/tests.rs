@@ -303,3 +303,44 @@ cases:
         assert!(errors.contains(want), "expected {want:?} in:\n{errors}");
     }
 }
+
+#[test]
+fn a_spec_asserts_what_a_shadow_filter_would_have_done() {
+    let (_dir, path) = spec_dir(
+        "filter:
+  name: tk-shadow
+  wasm: probe.wasm
+  config: local:tks
+shadow: true
+cases:
+  - name: denied in shadow, served for real
+    request: { path: /admin }
+    expect: { upstream: true, status: 200, would_deny: 403, would_modify: true,
+              upstream_headers_absent: [x-seen-tks] }
+  - name: wrongly expected
+    expect: { would_deny: false }
+",
+    );
+    let spec = spec::load(&path).unwrap_or_else(|e| panic!("spec should load: {e}"));
+    let reports = spec::run(&spec).unwrap_or_else(|e| panic!("run: {e}"));
+    let first = &reports[0];
+    assert!(first.mismatches.is_empty(), "{:?}", first.mismatches);
+    assert_eq!(
+        first.outcome.shadow,
+        [
+            crate::wasm::ShadowDecision::WouldModify {
+                filter: "tk-shadow".into()
+            },
+            crate::wasm::ShadowDecision::WouldDeny {
+                filter: "tk-shadow".into(),
+                status: 403
+            }
+        ]
+    );
+    let wrong: Vec<String> = reports[1]
+        .mismatches
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    assert_eq!(wrong, ["would_deny: expected no reply, got 403"]);
+}

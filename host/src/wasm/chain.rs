@@ -17,9 +17,11 @@ use crate::config::OnError;
 #[macro_use]
 mod call;
 mod body_phase;
+mod shadow;
 
 pub use body_phase::Flow;
 use call::{Called, call, call_now, needs_finish};
+pub use shadow::ShadowDecision;
 
 #[derive(Clone, Copy, Debug)]
 enum Phase {
@@ -63,6 +65,8 @@ struct Entry {
     no_response: bool,
     /// Body bytes held while this filter pauses a body phase: [request, response].
     held: [BodyBuf; 2],
+    /// In shadow mode: what it decided so far for this stream.
+    shadow: Option<shadow::Shadow>,
 }
 
 /// The filter chain of one request: the per-stream contexts of each filter of its
@@ -78,6 +82,10 @@ pub struct HttpFilters {
     bodies: bool,
     /// The request is a gRPC call: a filter's local reply is shaped as one.
     grpc: bool,
+    /// What the running shadow filter's callback may change, as it was before.
+    saved: Option<shadow::Saved>,
+    /// The request's `x-request-id`, for shadow filters' log lines (when one runs).
+    request_id: Option<http::HeaderValue>,
 }
 
 impl HttpFilters {
@@ -93,6 +101,7 @@ impl HttpFilters {
                 skipped: false,
                 no_response: false,
                 held: Default::default(),
+                shadow: None,
             })
             .collect::<Vec<_>>();
         // Filled in place: the stream's data is large, and building it on the stack
@@ -107,6 +116,17 @@ impl HttpFilters {
             io,
             finished: false,
             grpc: false,
+            saved: None,
+            request_id: None,
+        }
+    }
+
+    /// Runs `plugin` in place of the chain's filter `i` for this request (a canary
+    /// drawn for it); before any phase.
+    pub fn run_instead(&mut self, i: usize, plugin: Arc<Plugin>) {
+        if let Some(e) = self.entries.get_mut(i) {
+            self.bodies |= !plugin.headers_only();
+            e.plugin = plugin;
         }
     }
 
@@ -300,7 +320,11 @@ impl HttpFilters {
     async fn request_walk(&mut self, phase: Phase, eos: bool) -> Decision {
         for i in 0..self.seen {
             let n = count(&self.io, phase);
-            match self.step(i, phase, n, eos).await {
+            let mut step = self.step(i, phase, n, eos).await;
+            if self.entries[i].shadow.is_some() {
+                step = self.shadow_settle(i, step);
+            }
+            match step {
                 Step::Continue | Step::Pause => {}
                 Step::Local => {
                     self.seen = i + 1;
@@ -322,7 +346,11 @@ impl HttpFilters {
     async fn response_walk(&mut self, phase: Phase, eos: bool) -> Decision {
         for i in (0..self.seen).rev() {
             let n = count(&self.io, phase);
-            match self.step(i, phase, n, eos).await {
+            let mut step = self.step(i, phase, n, eos).await;
+            if self.entries[i].shadow.is_some() {
+                step = self.shadow_settle(i, step);
+            }
+            match step {
                 Step::Continue | Step::Pause => {}
                 Step::Local => {
                     // A reply made while responding replaces the response as it is.
@@ -396,9 +424,14 @@ impl HttpFilters {
         if e.skipped
             || (e.plugin.headers_only() && !phase.is_headers())
             || (e.no_response && phase.is_response())
+            || e.shadow.as_ref().is_some_and(|s| s.decided)
         {
             return Ok(Step::Continue);
         }
+        if e.shadow.is_some() && !matches!(phase, Phase::RequestBody | Phase::ResponseBody) {
+            self.shadow_save(i, phase);
+        }
+        let e = &mut self.entries[i];
         let called = call_now(e, &mut self.io, phase, n, eos).ok_or(None)?;
         self.settle(i, phase, called).map_err(Some)
     }
@@ -529,6 +562,8 @@ impl Drop for HttpFilters {
             seen: self.seen,
             bodies: self.bodies,
             grpc: self.grpc,
+            saved: None,
+            request_id: self.request_id.take(),
             // If the task never runs (the worker is shutting down), do not respawn.
             finished: true,
         };

@@ -106,7 +106,7 @@ pub(crate) struct CallResponse {
 /// The body bytes a callback sees: the chunk as it arrived, shared and not copied,
 /// until a filter writes to it or bytes a filter held are joined to it. Most filters
 /// never look at a body they are called for, so most chunks are never copied.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum BodyBuf {
     /// The bytes as they came.
     Shared(Bytes),

@@ -6,6 +6,7 @@ mod abi_versions;
 mod attributes;
 mod chain;
 mod limits;
+mod shadow;
 // One recipe for building the test filters, shared with the e2e tests and benches.
 #[path = "../../../tests/e2e/wasm_build.rs"]
 mod wasm_build;
@@ -41,6 +42,7 @@ pub(crate) fn filter(name: &str, mode: &str) -> FilterConfig {
             ..FilterLimits::default()
         },
         asynchronous: false,
+        integrity: Default::default(),
         origin: Origin {
             file: "filters.yaml".into(),
             line: 7,

@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use super::shadow::Saved;
 use super::{Called, HttpFilters, Phase, Step};
 use crate::config::OnError;
 use crate::wasm::BodyDecision;
@@ -31,7 +32,7 @@ impl Flow {
     }
 
     /// Which of a filter's two held buffers (`Entry::held`) is this body's.
-    fn held(self) -> usize {
+    pub(super) fn held(self) -> usize {
         self as usize
     }
 
@@ -67,6 +68,16 @@ enum Why {
 }
 
 impl BodyWalk {
+    /// Which body the walk is on.
+    pub(super) fn flow(&self) -> Flow {
+        self.flow
+    }
+
+    /// Whether the chunk ends the body.
+    pub(super) fn eos(&self) -> bool {
+        self.eos
+    }
+
     /// The chain index of the walk's next filter.
     fn index(&self, seen: usize) -> usize {
         match self.flow {
@@ -109,13 +120,23 @@ impl HttpFilters {
         while walk.done < self.seen {
             let i = walk.index(self.seen);
             let e = &mut self.entries[i];
-            if e.plugin.headers_only() || (walk.flow == Flow::Response && e.no_response) {
+            if e.plugin.headers_only()
+                || (walk.flow == Flow::Response && e.no_response)
+                || e.shadow.as_ref().is_some_and(|s| s.decided)
+            {
                 walk.done += 1;
                 continue;
             }
             let held = std::mem::take(&mut e.held[walk.flow.held()]);
             let body = walk.flow.body(&mut self.io);
-            *body = held.join(std::mem::take(&mut walk.data));
+            if e.shadow.is_some() {
+                // A shadow filter works on a copy (a shared chunk is not copied until
+                // it writes); the chunk itself goes on as it came.
+                *body = held.join(walk.data.clone());
+                self.saved = Some(Saved::Body(body.clone()));
+            } else {
+                *body = held.join(std::mem::take(&mut walk.data));
+            }
             let n = body.len() as u32;
             let step = self
                 .step_now(i, walk.flow.phase(), n, walk.eos)
@@ -170,6 +191,10 @@ impl HttpFilters {
     ) -> Result<Option<BodyDecision>, Halt> {
         walk.done += 1;
         let body = std::mem::take(walk.flow.body(&mut self.io));
+        if self.entries[i].shadow.is_some() {
+            self.shadow_body(i, walk, body, step);
+            return Ok(None);
+        }
         match step {
             Step::Continue => walk.data = body,
             Step::Pause if !walk.eos => {

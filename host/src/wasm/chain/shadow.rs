@@ -1,0 +1,218 @@
+//! Shadow filters (`{ filter: NAME, shadow: true }` in a route's chain): they run on
+//! live traffic, but what they decide is recorded, not applied.
+//!
+//! Before a shadow filter's callback, what it may change in that phase (the request or
+//! response head, the trailers) is copied aside; after it, the copy is put back, so
+//! that its writes go nowhere, and a difference counts as `would_modify`. A local
+//! reply (a deny, a redirect, a closed stream) is taken back and counted as
+//! `would_deny{status}`; the filter then gets no more callbacks for that request but
+//! still its `on_log`. A pause goes on at once, and a failure never fails the
+//! request, whatever `on_error` says. The body phases are in `body_phase`: the
+//! filter sees and may hold a copy of the bytes, and the original goes on.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, StatusCode, Uri};
+
+use super::body_phase::BodyWalk;
+use super::{HttpFilters, Phase, Step};
+use crate::metrics::global;
+use crate::wasm::state::{BodyBuf, StreamIo};
+
+/// After how many decisions of one filter the log samples them: the first ones are
+/// all logged, then one in [`LOG_EVERY`].
+const LOG_FIRST: u64 = 10;
+/// One logged decision in this many, past the first [`LOG_FIRST`].
+const LOG_EVERY: u64 = 100;
+
+/// A shadow filter's part of one stream.
+#[derive(Debug, Default)]
+pub(super) struct Shadow {
+    /// It answered locally: recorded, and no more callbacks but the last ones.
+    pub decided: bool,
+    /// Its writes were counted for this request (once per request).
+    pub modified: bool,
+}
+
+/// What a shadow filter may change in the phase it is called for, as it was before.
+pub(super) enum Saved {
+    Request(Method, Uri, HeaderMap),
+    Response(StatusCode, HeaderMap),
+    RequestTrailers(HeaderMap),
+    ResponseTrailers(HeaderMap),
+    /// A body phase: the bytes the filter was given (its held bytes and the chunk).
+    Body(BodyBuf),
+    /// Nothing to put back.
+    Nothing,
+}
+
+/// What a shadow filter would have done to a request, as the test kit reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShadowDecision {
+    /// It answered locally with this status (a deny, a redirect; 502 for a closed
+    /// stream) in the named phase.
+    WouldDeny {
+        /// The filter.
+        filter: String,
+        /// The status of its reply.
+        status: u16,
+    },
+    /// It changed the request or the response (head, trailers or body).
+    WouldModify {
+        /// The filter.
+        filter: String,
+    },
+}
+
+impl HttpFilters {
+    /// Puts the filters at the `true` indexes of `shadow` in shadow mode.
+    pub fn set_shadow(&mut self, shadow: &[bool]) {
+        for (e, &s) in self.entries.iter_mut().zip(shadow) {
+            if s {
+                e.shadow = Some(Shadow::default());
+            }
+        }
+    }
+
+    /// Copies aside what shadow filter `i`'s callback for `phase` may change.
+    pub(super) fn shadow_save(&mut self, i: usize, phase: Phase) {
+        let io = &self.io;
+        let saved = match phase {
+            Phase::RequestHeaders => io
+                .request
+                .as_ref()
+                .map(|r| Saved::Request(r.method.clone(), r.uri.clone(), r.headers.clone())),
+            Phase::ResponseHeaders => io
+                .response
+                .as_ref()
+                .map(|r| Saved::Response(r.status, r.headers.clone())),
+            Phase::RequestTrailers => io.request_trailers.clone().map(Saved::RequestTrailers),
+            Phase::ResponseTrailers => io.response_trailers.clone().map(Saved::ResponseTrailers),
+            Phase::RequestBody | Phase::ResponseBody => None,
+        };
+        self.saved = Some(saved.unwrap_or(Saved::Nothing));
+        if let (Phase::RequestHeaders, Some(r)) = (phase, io.request.as_ref()) {
+            // Kept for the log lines of the later phases, when the head has gone on.
+            self.request_id = r.headers.get("x-request-id").cloned();
+            global().shadow_request(&self.entries[i].plugin.config.name, route(io));
+        }
+    }
+
+    /// What shadow filter `i`'s `step` comes to once recorded: its writes undone, a
+    /// local reply recorded and taken back, a pause or a failure gone on from.
+    pub(super) fn shadow_settle(&mut self, i: usize, step: Step) -> Step {
+        let mut modified = false;
+        let io = &mut self.io;
+        match self.saved.take().unwrap_or(Saved::Nothing) {
+            Saved::Request(method, uri, headers) => {
+                if let Some(r) = io.request.as_mut() {
+                    modified = r.method != method || r.uri != uri || r.headers != headers;
+                    (r.method, r.uri, r.headers) = (method, uri, headers);
+                }
+            }
+            Saved::Response(status, headers) => {
+                if let Some(r) = io.response.as_mut() {
+                    modified = r.status != status || r.headers != headers;
+                    (r.status, r.headers) = (status, headers);
+                }
+            }
+            Saved::RequestTrailers(t) => {
+                modified = io.request_trailers.as_ref() != Some(&t);
+                io.request_trailers = Some(t);
+            }
+            Saved::ResponseTrailers(t) => {
+                modified = io.response_trailers.as_ref() != Some(&t);
+                io.response_trailers = Some(t);
+            }
+            Saved::Body(_) | Saved::Nothing => {}
+        }
+        if modified {
+            self.shadow_modified(i);
+        }
+        let io = &mut self.io;
+        if let Some(reply) = io.local_reply.take() {
+            io.closed = false;
+            self.shadow_denied(i, reply.status);
+        }
+        match step {
+            Step::Pause => Step::Pause,
+            _ => Step::Continue,
+        }
+    }
+
+    /// Shadow filter `i`'s body `step`, `body` being what it left of the bytes it was
+    /// given: a change or a reply is recorded; bytes it holds stay its own (it gets
+    /// them again with the next chunk), and the walk's chunk goes on untouched.
+    pub(super) fn shadow_body(&mut self, i: usize, walk: &BodyWalk, body: BodyBuf, step: Step) {
+        if let Some(Saved::Body(given)) = self.saved.take()
+            && given.as_slice() != body.as_slice()
+        {
+            self.shadow_modified(i);
+        }
+        if let Some(reply) = self.io.local_reply.take() {
+            self.io.closed = false;
+            self.shadow_denied(i, reply.status);
+        } else if matches!(step, Step::Pause) && !walk.eos() {
+            self.entries[i].held[walk.flow().held()] = body;
+        }
+    }
+
+    /// Records that shadow filter `i` changed the request or response (once a request).
+    pub(super) fn shadow_modified(&mut self, i: usize) {
+        let e = &mut self.entries[i];
+        let Some(shadow) = e.shadow.as_mut() else {
+            return;
+        };
+        if std::mem::replace(&mut shadow.modified, true) {
+            return;
+        }
+        let plugin = Arc::clone(&e.plugin);
+        let filter = &plugin.config.name;
+        let n = global().shadow_would_modify(filter, route(&self.io));
+        record(self, filter, n, None);
+    }
+
+    /// Records that shadow filter `i` answered with `status`; it is done for this
+    /// request.
+    pub(super) fn shadow_denied(&mut self, i: usize, status: u16) {
+        let e = &mut self.entries[i];
+        if let Some(shadow) = e.shadow.as_mut() {
+            shadow.decided = true;
+        }
+        let plugin = Arc::clone(&e.plugin);
+        let filter = &plugin.config.name;
+        let n = global().shadow_would_deny(filter, route(&self.io), status);
+        record(self, filter, n, Some(status));
+    }
+}
+
+fn route(io: &StreamIo) -> &str {
+    io.info.as_ref().map_or("", |i| &i.route)
+}
+
+/// Logs one decision with the request's id: every one at debug (the test kit reads
+/// them there), the first [`LOG_FIRST`] of a filter and then one in [`LOG_EVERY`] at
+/// info. `n` is how many of this kind the filter has made (this one included).
+fn record(chain: &HttpFilters, filter: &str, n: u64, status: Option<u16>) {
+    let request_id = chain
+        .request_id
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let route = route(&chain.io);
+    let sampled = n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY);
+    match status {
+        Some(status) if sampled => {
+            tracing::info!(target: "portcullis::shadow", filter, route, request_id, status, "shadow filter {filter} would have answered {status} (not enforced)")
+        }
+        Some(status) => {
+            tracing::debug!(target: "portcullis::shadow", filter, route, request_id, status, "shadow filter {filter} would have answered {status} (not enforced)")
+        }
+        None if sampled => {
+            tracing::info!(target: "portcullis::shadow", filter, route, request_id, "shadow filter {filter} would have changed the request or its response (not applied)")
+        }
+        None => {
+            tracing::debug!(target: "portcullis::shadow", filter, route, request_id, "shadow filter {filter} would have changed the request or its response (not applied)")
+        }
+    }
+}
