@@ -105,7 +105,6 @@ impl App {
         match &result {
             Ok(generation) => {
                 tracing::info!(generation, "configuration reloaded");
-                metrics::global().set_generation(*generation);
                 metrics::global().reload(true);
             }
             Err(errors) => {
@@ -124,7 +123,9 @@ impl App {
     }
 
     fn try_reload(&self) -> Result<u64, ConfigErrors> {
-        let config = Arc::new(config::load(&self.conf_dir)?);
+        // The parsed files are freed on the way out, once the new generation is live.
+        let (config, _parsed) = config::load_keeping_parsed(&self.conf_dir);
+        let config = Arc::new(config?);
         let previous = self.snapshot.load_full();
         if config.workers.max(1) != self.workers {
             return Err(ConfigErrors(vec![workers_changed(
@@ -161,6 +162,9 @@ impl App {
             errors: Vec::new(),
         };
         self.snapshot.store(Arc::new(snapshot));
+        // Live from here: say so before the rest (freeing the previous generation, a
+        // large routing table's included, happens on the way out).
+        metrics::global().set_generation(generation);
         self.listeners.send_replace(Arc::new(table));
         crate::acme::apply(&config);
         for l in &removed {
