@@ -176,6 +176,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         services: vec![],
         upstreams: vec![],
         redis: None,
+        providers: Default::default(),
         external_files: vec![],
     }
 }

@@ -6,14 +6,15 @@
 //! failure leaves everything as it was.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{self, ConfigError, ConfigErrors};
+use crate::config::{self, ConfigError, ConfigErrors, Providers};
+use crate::etcd::EtcdProvider;
 use crate::listeners::{Inherited, ListenerTable, Rebind};
 use crate::metrics;
 use crate::snapshot::Snapshot;
@@ -37,6 +38,11 @@ pub struct App {
     /// The proxy-wasm runtime (engine, module cache).
     pub runtime: Runtime,
     conf_dir: PathBuf,
+    /// The etcd prefix whose documents are merged with the directory's, if
+    /// `providers.etcd` says.
+    etcd: Option<EtcdProvider>,
+    /// The etcd store revision the serving configuration's documents were read at.
+    etcd_revision: AtomicI64,
     /// Worker threads, fixed at start: a reload that changes `workers` is refused (a
     /// new process applies it; see [`crate::handover`]).
     workers: usize,
@@ -52,15 +58,18 @@ pub struct App {
 }
 
 impl App {
-    /// Loads, builds and binds the configuration in `conf_dir` as generation 1,
+    /// Loads, builds and binds the configuration in `conf_dir` (with the documents of
+    /// `etcd`, when the directory's `providers.etcd` started one) as generation 1,
     /// accepting on the `inherited` sockets of the listeners that match one (those it
     /// claims are marked there).
     pub fn start(
         conf_dir: &Path,
+        etcd: Option<EtcdProvider>,
         runtime: Runtime,
         inherited: &mut Inherited,
     ) -> Result<Arc<App>, ConfigErrors> {
-        let config = Arc::new(config::load(conf_dir)?);
+        let (config, etcd_revision) = load(conf_dir, etcd.as_ref()).0?;
+        let config = Arc::new(config);
         let snapshot = Snapshot::build(Arc::clone(&config), &runtime, 1, None)?;
         let workers = config.workers.max(1);
         let rebind = ListenerTable::default().rebind(&config, workers, inherited)?;
@@ -73,6 +82,8 @@ impl App {
         let app = App {
             runtime,
             conf_dir: conf_dir.to_owned(),
+            etcd,
+            etcd_revision: AtomicI64::new(etcd_revision),
             workers,
             status: Mutex::new(ReloadStatus {
                 ok: true,
@@ -124,8 +135,15 @@ impl App {
 
     fn try_reload(&self) -> Result<u64, ConfigErrors> {
         // The parsed files are freed on the way out, once the new generation is live.
-        let (config, _parsed) = config::load_keeping_parsed(&self.conf_dir);
-        let config = Arc::new(config?);
+        let (loaded, _parsed) = load(&self.conf_dir, self.etcd.as_ref());
+        let (config, etcd_revision) = loaded?;
+        let running = Providers {
+            etcd: self.etcd.as_ref().map(|e| e.config().clone()),
+        };
+        if let Some(e) = config::providers::changed(&running, &config.providers, &self.conf_dir) {
+            return Err(ConfigErrors(vec![e]));
+        }
+        let config = Arc::new(config);
         let previous = self.snapshot.load_full();
         if config.workers.max(1) != self.workers {
             return Err(ConfigErrors(vec![workers_changed(
@@ -162,6 +180,7 @@ impl App {
             errors: Vec::new(),
         };
         self.snapshot.store(Arc::new(snapshot));
+        self.etcd_revision.store(etcd_revision, Ordering::SeqCst);
         // Live from here: say so before the rest (freeing the previous generation, a
         // large routing table's included, happens on the way out).
         metrics::global().set_generation(generation);
@@ -177,6 +196,17 @@ impl App {
     /// The configuration directory this process serves.
     pub fn conf_dir(&self) -> &Path {
         &self.conf_dir
+    }
+
+    /// The etcd provider, when the configuration has `providers.etcd`.
+    pub fn etcd(&self) -> Option<&EtcdProvider> {
+        self.etcd.as_ref()
+    }
+
+    /// The etcd store revision the serving configuration's documents were read at
+    /// (0 without etcd).
+    pub fn etcd_revision(&self) -> i64 {
+        self.etcd_revision.load(Ordering::SeqCst)
     }
 
     /// The number of worker threads.
@@ -232,6 +262,25 @@ impl App {
     /// Whether a configuration is serving and the process is not shutting down.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// The directory's files and `etcd`'s documents (as held now: no network), merged;
+/// with the etcd revision they were read at, and the parsed trees (to free once live).
+fn load(
+    dir: &Path,
+    etcd: Option<&EtcdProvider>,
+) -> (Result<(config::Config, i64), ConfigErrors>, config::Parsed) {
+    match etcd {
+        None => {
+            let (config, parsed) = config::load_keeping_parsed(Some(dir), &[]);
+            (config.map(|c| (c, 0)), parsed)
+        }
+        Some(etcd) => {
+            let documents = etcd.documents();
+            let (config, parsed) = config::load_keeping_parsed(Some(dir), &documents.texts());
+            (config.map(|c| (c, documents.revision)), parsed)
+        }
     }
 }
 

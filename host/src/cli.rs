@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::app::App;
 use crate::config::{self, ConfigErrors};
+use crate::etcd::EtcdProvider;
 use crate::handover::{self, Offer};
 use crate::listeners::Inherited;
 use crate::reload::{Trigger, Watcher};
@@ -64,9 +65,19 @@ struct RunArgs {
 
 #[derive(Args, Debug)]
 struct CheckArgs {
-    /// The configuration directory.
-    #[arg(long, value_name = "DIR", default_value = "conf")]
-    conf: PathBuf,
+    /// The configuration directory (default: `conf`, unless `--etcd` is given: then
+    /// the etcd prefix alone is checked).
+    #[arg(long, value_name = "DIR")]
+    conf: Option<PathBuf>,
+    /// Check the documents under an etcd prefix too, read from these client URLs
+    /// (comma-separated `http(s)://HOST:PORT`): they stand for the directory's
+    /// `providers.etcd.endpoints`, or for a `providers.etcd` block of their own.
+    #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// The etcd prefix to check (default: the directory's `providers.etcd.prefix`,
+    /// else /portcullis/): e.g. a staging prefix, before the fleet is pointed at it.
+    #[arg(long, value_name = "PREFIX")]
+    etcd_prefix: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -107,7 +118,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Check(args)) => {
             init_tracing(LogFormat::Plain, "warn");
-            check(&args.conf)
+            check(&args)
         }
         Some(Command::FilterTest(args)) => {
             init_tracing(LogFormat::Plain, "warn");
@@ -168,17 +179,47 @@ fn print_errors(errors: &ConfigErrors) {
     }
 }
 
-fn check(conf: &Path) -> anyhow::Result<ExitCode> {
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let default_dir = args.etcd.is_empty().then(|| PathBuf::from("conf"));
+    let dir = args.conf.clone().or(default_dir);
+    let from_dir = match dir.as_deref().map(config::providers::from_dir).transpose() {
+        Ok(p) => p.and_then(|p| p.etcd),
+        Err(errors) => {
+            print_errors(&errors);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let etcd = config::providers::from_flags(&args.etcd, args.etcd_prefix.as_deref(), from_dir)
+        .map_err(anyhow::Error::msg)?;
+    let documents = match &etcd {
+        Some(etcd) => match crate::etcd::read_once(etcd) {
+            Ok(docs) => Some(docs),
+            Err(e) => {
+                eprintln!("{}: cannot read the configuration: {e}", etcd_origin(etcd));
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        None => None,
+    };
     // Compiling every module anyway, check leaves them in the cache for `run`.
     wasm::disk_cache::use_defaults();
     let runtime = extensions::runtime().context("cannot start the wasm runtime")?;
-    let built = config::load(conf).and_then(|c| Snapshot::build(Arc::new(c), &runtime, 1, None));
+    let texts = documents.as_ref().map(|d| d.texts()).unwrap_or_default();
+    let built = config::load_with(dir.as_deref(), &texts)
+        .and_then(|c| Snapshot::build(Arc::new(c), &runtime, 1, None));
+    let mut what = dir.map(|d| d.display().to_string()).unwrap_or_default();
+    if let (Some(etcd), Some(docs)) = (&etcd, &documents) {
+        let sep = if what.is_empty() { "" } else { " + " };
+        what = format!(
+            "{what}{sep}etcd {} at revision {}",
+            etcd.prefix, docs.revision
+        );
+    }
     match built {
         Ok(snapshot) => {
             let c = &snapshot.config;
             println!(
-                "{}: configuration OK: {} listener(s), {} route(s), {} filter(s), {} upstream(s)",
-                conf.display(),
+                "{what}: configuration OK: {} listener(s), {} route(s), {} filter(s), {} upstream(s)",
                 c.listeners.len(),
                 c.routes.len(),
                 c.filters.len(),
@@ -189,6 +230,32 @@ fn check(conf: &Path) -> anyhow::Result<ExitCode> {
         Err(errors) => {
             print_errors(&errors);
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Where a `providers.etcd` block was written, as an error's `FILE:LINE: FIELD`.
+fn etcd_origin(etcd: &config::EtcdConfig) -> String {
+    format!("{}:{}: providers.etcd", etcd.origin.file, etcd.origin.line)
+}
+
+/// Starts the etcd provider the directory's `providers.etcd` asks for (reading the
+/// prefix once: with nothing served yet, an unreachable etcd fails the start).
+fn start_etcd(conf: &Path) -> Result<Option<EtcdProvider>, ExitCode> {
+    let etcd = match config::providers::from_dir(conf) {
+        Ok(p) => p.etcd,
+        Err(errors) => {
+            print_errors(&errors);
+            return Err(ExitCode::FAILURE);
+        }
+    };
+    let Some(etcd) = etcd else { return Ok(None) };
+    let origin = etcd_origin(&etcd);
+    match EtcdProvider::start(etcd) {
+        Ok(provider) => Ok(Some(provider)),
+        Err(e) => {
+            eprintln!("{origin}: cannot read the configuration: {e}");
+            Err(ExitCode::FAILURE)
         }
     }
 }
@@ -229,7 +296,11 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     wasm::disk_cache::use_defaults();
     let runtime = extensions::runtime().context("cannot start the wasm runtime")?;
-    let app = match App::start(conf, runtime, &mut inherited) {
+    let etcd = match start_etcd(conf) {
+        Ok(etcd) => etcd,
+        Err(code) => return Ok(code),
+    };
+    let app = match App::start(conf, etcd, runtime, &mut inherited) {
         Ok(app) => app,
         Err(errors) => {
             print_errors(&errors);
@@ -238,6 +309,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     // Watching starts before serving, so no change made once serving is missed.
     let watcher = watch_config(conf, &app);
+    follow_etcd(&app, watcher.as_ref().map(Watcher::trigger));
     admin::start(&app).context("cannot start the admin listener")?;
     let server = server::start(&app).context("cannot start the workers")?;
     if let Some(takeover) = takeover {
@@ -333,6 +405,27 @@ fn watch_config(conf: &Path, app: &Arc<App>) -> Option<Watcher> {
         Err(e) => {
             tracing::warn!("{e}; reload with SIGHUP instead");
             None
+        }
+    }
+}
+
+/// Reloads whenever the etcd documents change, through the watcher's debounce (a
+/// change written as several keys, one `put` each, is applied once), or directly
+/// without a watcher.
+fn follow_etcd(app: &Arc<App>, trigger: Option<Trigger>) {
+    let Some(etcd) = app.etcd() else { return };
+    let loaded = app.etcd_revision();
+    match trigger {
+        Some(trigger) => etcd.on_change(loaded, move || trigger.reload()),
+        None => {
+            // Weak: the provider belongs to the app.
+            let app = Arc::downgrade(app);
+            etcd.on_change(loaded, move || {
+                if let Some(app) = app.upgrade() {
+                    // Errors are logged and recorded by reload itself.
+                    let _ = app.reload();
+                }
+            });
         }
     }
 }

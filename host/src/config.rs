@@ -15,6 +15,7 @@ mod matching;
 mod model;
 mod module_cache;
 mod node;
+pub mod providers;
 pub mod redis;
 mod route;
 mod route_match;
@@ -53,7 +54,18 @@ type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 /// starting with `.` ignored, in name order), merges and validates them.
 /// On failure, returns every error found, each naming file, line and field.
 pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
-    load_into(dir, &mut Vec::new(), &mut Vec::new())
+    load_into(Some(dir), &[], &mut Vec::new(), &mut Vec::new())
+}
+
+/// [`load`], with `documents` read from a provider (etcd) merged in after the files:
+/// each is `(key, text)`, the key standing for a file name in every error. Without a
+/// directory, the documents are the whole configuration (relative paths then resolve
+/// against the working directory).
+pub fn load_with(
+    dir: Option<&Path>,
+    documents: &[(String, String)],
+) -> Result<Config, ConfigErrors> {
+    load_into(dir, documents, &mut Vec::new(), &mut Vec::new())
 }
 
 /// The YAML trees a load parsed, handed to its caller to free when it suits: a large
@@ -61,11 +73,14 @@ pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
 /// the configuration going live.
 pub struct Parsed(#[expect(dead_code, reason = "held only to be dropped later")] Vec<Vec<Node>>);
 
-/// [`load`], keeping the parsed files' trees alive in [`Parsed`] rather than freeing
-/// them before returning.
-pub fn load_keeping_parsed(dir: &Path) -> (Result<Config, ConfigErrors>, Parsed) {
+/// [`load_with`], keeping the parsed trees alive in [`Parsed`] rather than freeing them
+/// before returning.
+pub fn load_keeping_parsed(
+    dir: Option<&Path>,
+    documents: &[(String, String)],
+) -> (Result<Config, ConfigErrors>, Parsed) {
     let mut parsed = Vec::new();
-    let config = load_into(dir, &mut Vec::new(), &mut parsed);
+    let config = load_into(dir, documents, &mut Vec::new(), &mut parsed);
     (config, Parsed(parsed))
 }
 
@@ -75,20 +90,21 @@ pub fn load_keeping_parsed(dir: &Path) -> (Result<Config, ConfigErrors>, Parsed)
 /// appear so that it can retry).
 pub fn named_files(dir: &Path) -> Vec<PathBuf> {
     let mut named = Vec::new();
-    let _ = load_into(dir, &mut named, &mut Vec::new());
+    let _ = load_into(Some(dir), &[], &mut named, &mut Vec::new());
     named.sort();
     named.dedup();
     named
 }
 
-/// [`load`], recording in `named` every file a field names, in the order met, and in
-/// `parsed` the trees of the files.
+/// [`load_with`], recording in `named` every file a field names, in the order met, and
+/// in `parsed` the trees of the files.
 fn load_into(
-    dir: &Path,
+    dir: Option<&Path>,
+    documents: &[(String, String)],
     named: &mut Vec<PathBuf>,
     parsed: &mut Vec<Vec<Node>>,
 ) -> Result<Config, ConfigErrors> {
-    let dir_name = dir.display().to_string();
+    let dir_name = dir.map_or_else(|| "etcd".to_string(), |d| d.display().to_string());
     let fail = |message: String| {
         ConfigErrors(vec![ConfigError {
             file: dir_name.clone(),
@@ -97,17 +113,27 @@ fn load_into(
             message,
         }])
     };
-    let base = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let files = config_files(dir)
-        .map_err(|e| fail(format!("cannot read the configuration directory: {e}")))?;
-    if files.is_empty() {
-        return Err(fail(
-            "no *.yaml or *.yml files in the configuration directory".into(),
-        ));
+    let here = Path::new(".");
+    let base = std::path::absolute(dir.unwrap_or(here)).unwrap_or_else(|_| here.to_path_buf());
+    let files = match dir {
+        Some(dir) => config_files(dir)
+            .map_err(|e| fail(format!("cannot read the configuration directory: {e}")))?,
+        None => Vec::new(),
+    };
+    if files.is_empty() && documents.is_empty() {
+        return Err(fail(match dir {
+            Some(_) => "no *.yaml or *.yml files in the configuration directory".into(),
+            None => "no documents (*.yaml or *.yml keys) under the etcd prefix".into(),
+        }));
     }
     let texts = files
         .into_iter()
-        .map(|(name, path)| (name, std::fs::read_to_string(path)));
+        .map(|(name, path)| (name, std::fs::read_to_string(path), false))
+        .chain(
+            documents
+                .iter()
+                .map(|(key, text)| (key.clone(), Ok(text.clone()), true)),
+        );
     merge(&dir_name, &base, texts, named, parsed)
 }
 
@@ -116,22 +142,23 @@ fn load_into(
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn load_text(name: &str, text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let dir_name = base.display().to_string();
-    let texts = std::iter::once((name.to_string(), Ok(text.to_string())));
+    let texts = std::iter::once((name.to_string(), Ok(text.to_string()), false));
     merge(&dir_name, base, texts, &mut Vec::new(), &mut Vec::new())
 }
 
-/// Decodes, merges and validates the files `texts` (each by name, as read), relative
-/// paths resolved against `base`.
+/// Decodes, merges and validates the files `texts` (each by name, as read, and whether
+/// a provider rather than the directory gave it), relative paths resolved against
+/// `base`.
 fn merge(
     dir_name: &str,
     base: &Path,
-    texts: impl Iterator<Item = (String, std::io::Result<String>)>,
+    texts: impl Iterator<Item = (String, std::io::Result<String>, bool)>,
     named: &mut Vec<PathBuf>,
     parsed: &mut Vec<Vec<Node>>,
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut merged = Merged::default();
-    for (name, text) in texts {
+    for (name, text, from_provider) in texts {
         let mut cx = Cx {
             file: name,
             base: base.to_path_buf(),
@@ -139,7 +166,7 @@ fn merge(
             files: named,
         };
         match text {
-            Ok(text) => parsed.push(merged.add_file(&mut cx, &text)),
+            Ok(text) => parsed.push(merged.add_file(&mut cx, &text, from_provider)),
             Err(e) => {
                 merged.unreadable = true;
                 cx.error(0, "", format!("cannot read: {e}"));
@@ -195,6 +222,7 @@ struct Merged {
     module_cache: Option<ModuleCacheConfig>,
     shutdown: Option<ShutdownConfig>,
     redis: Option<RedisConfig>,
+    providers: Option<(Providers, Origin)>,
     node: Option<NodeConfig>,
     listeners: Vec<ListenerConfig>,
     routes: Vec<RouteConfig>,
@@ -212,8 +240,9 @@ struct Merged {
 }
 
 impl Merged {
-    /// Decodes one file's `text`; returns its parsed documents.
-    fn add_file(&mut self, cx: &mut Cx, text: &str) -> Vec<Node> {
+    /// Decodes one document's text (`from_provider` when it was read from a provider,
+    /// etcd, rather than the directory); returns its parsed documents.
+    fn add_file(&mut self, cx: &mut Cx, text: &str, from_provider: bool) -> Vec<Node> {
         let docs = match yaml::parse(text) {
             Ok(docs) => docs,
             Err(e) => {
@@ -295,6 +324,18 @@ impl Merged {
                         v.error(cx, format!("redis is already set at {}", at(&first.origin)))
                     }
                     None => self.redis = Some(r),
+                }
+            }
+            if let Some(v) = f.take("providers") {
+                if from_provider {
+                    providers::not_from_provider(cx, &v);
+                } else if let Some(p) = providers::providers(cx, &v) {
+                    match &self.providers {
+                        Some((_, first)) => {
+                            v.error(cx, format!("providers is already set at {}", at(first)))
+                        }
+                        None => self.providers = Some((p, cx.origin(v.line))),
+                    }
                 }
             }
             let sections = [
@@ -400,6 +441,7 @@ impl Merged {
             services: self.services,
             upstreams,
             redis: self.redis,
+            providers: self.providers.map(|(p, _)| p).unwrap_or_default(),
             // Filled by the loader, which records every file it was named.
             external_files: Vec::new(),
         }

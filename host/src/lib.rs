@@ -3,7 +3,8 @@
 //! A tour of the core pieces, in the order a request meets them:
 //!
 //! - [`config`] turns a directory of YAML files into a validated [`config::Config`],
-//!   or into every error found, each naming file, line and field.
+//!   or into every error found, each naming file, line and field; [`etcd`] adds the
+//!   documents under an etcd prefix, watched.
 //! - [`snapshot`] builds an immutable [`snapshot::Snapshot`] from a config: the
 //!   router, the upstreams and a configured VM of every filter. [`reload`] builds a new
 //!   one on every change and swaps it in atomically; a bad one is never applied.
@@ -35,6 +36,7 @@ pub mod body;
 pub mod builtin;
 pub mod cli;
 pub mod config;
+pub mod etcd;
 pub mod extensions;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

@@ -71,6 +71,9 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     /// `portcullis_reloads_total{result="error"}`.
     reloads_error: AtomicU64,
+    /// `portcullis_etcd_connected` and `portcullis_etcd_failures_total`, once a
+    /// `providers.etcd` is followed.
+    etcd: EtcdLink,
     /// Metrics defined by proxy-wasm guests.
     custom: CustomRegistry,
 }
@@ -79,6 +82,14 @@ pub struct Metrics {
 pub fn global() -> &'static Metrics {
     static GLOBAL: OnceLock<Metrics> = OnceLock::new();
     GLOBAL.get_or_init(Metrics::default)
+}
+
+/// The etcd provider's link, rendered only once there is one.
+#[derive(Default)]
+struct EtcdLink {
+    followed: std::sync::atomic::AtomicBool,
+    connected: std::sync::atomic::AtomicBool,
+    failures: AtomicU64,
 }
 
 // === impl Metrics ===
@@ -216,6 +227,18 @@ impl Metrics {
     /// Records the generation now serving.
     pub fn set_generation(&self, generation: u64) {
         self.generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// Records that the etcd provider's watch is established (or lost, `false`).
+    pub fn etcd_connected(&self, connected: bool) {
+        self.etcd.followed.store(true, Ordering::Relaxed);
+        self.etcd.connected.store(connected, Ordering::Relaxed);
+    }
+
+    /// Counts one failed attempt to read or watch etcd (and the link as down).
+    pub fn etcd_failure(&self) {
+        self.etcd_connected(false);
+        self.etcd.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one reload attempt.
@@ -401,6 +424,12 @@ mod tests {
         m.upgrade_opened("chat");
         m.upgrade_opened("chat");
         m.upgrade_closed("chat", "idle_timeout");
+        assert!(
+            !m.render().contains("portcullis_etcd"),
+            "no etcd, no series"
+        );
+        m.etcd_failure();
+        m.etcd_connected(true);
         let text = m.render();
         for want in [
             "# TYPE portcullis_requests_total counter",
@@ -414,6 +443,8 @@ mod tests {
             r#"portcullis_upgrades_total{route="chat"} 2"#,
             r#"portcullis_upgrades_active{route="chat"} 1"#,
             r#"portcullis_upgrades_closed_total{route="chat",reason="idle_timeout"} 1"#,
+            "portcullis_etcd_connected 1",
+            "portcullis_etcd_failures_total 1",
         ] {
             assert!(text.contains(want), "expected {want:?} in:\n{text}");
         }

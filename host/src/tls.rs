@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod connector;
+pub mod https;
 pub mod info;
 pub mod issued;
 pub mod load;

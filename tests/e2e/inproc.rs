@@ -57,6 +57,7 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
         services: vec![],
         upstreams,
         redis: None,
+        providers: Default::default(),
         external_files: vec![],
     }
 }

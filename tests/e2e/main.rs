@@ -9,6 +9,8 @@ mod acme;
 mod admin;
 mod check;
 mod echo;
+mod etcd;
+mod etcd_fleet;
 mod examples;
 mod filters_builtin;
 mod filters_check;

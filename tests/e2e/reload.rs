@@ -24,26 +24,6 @@ routes:
     )
 }
 
-/// The route that served `GET path`, from the echo's JSON; or the status if it was
-/// not an echo answer (e.g. `404`).
-async fn served_by(proxy: &Proxy, path: &str) -> String {
-    let url = proxy.url("web", path);
-    let resp = client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url} failed: {e}\nstderr:\n{}", proxy.logs()));
-    let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
-    match serde_json::from_str::<serde_json::Value>(&body) {
-        Ok(json) if status == 200 => json["route"]
-            .as_str()
-            .unwrap_or("<no route field>")
-            .to_string(),
-        _ => status.to_string(),
-    }
-}
-
 /// Polls until `GET path` is served by `route` (20 s).
 async fn wait_served_by(proxy: &Proxy, path: &str, route: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);

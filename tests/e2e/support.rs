@@ -30,7 +30,8 @@
 //!   instead (for configs that must fail). `addr("web")` / `url("web", "/p")` /
 //!   `admin_url("/status")` use the addresses the proxy logged (`listening
 //!   listener=NAME address=IP:PORT`), so always configure `127.0.0.1:0`.
-//!   `status().await` is `/status` as JSON; `wait_for_generation(n).await` polls it;
+//!   `status().await` is `/status` as JSON; `wait_for_generation(n).await` polls it,
+//!   as `wait_for_status(within, what, |status| …)` does for any condition;
 //!   `reload()` sends SIGHUP; `signal(libc::SIGTERM)`, `wait_exit(timeout)`, `pid()`,
 //!   `rss_kib()`; `logs()` is stderr so far, `wait_for_log(needle, timeout)` waits for
 //!   a line. Dropping a `Proxy` kills it.
@@ -50,12 +51,18 @@
 //! - [`RedisServer`]: a real `redis-server` on a free loopback port (`url()`,
 //!   `stop()`, `restart()`, `cli(args)`); a missing binary fails the test saying
 //!   what to install.
+//! - [`EtcdServer`]: a real one-member `etcd` on free loopback ports with a temp data
+//!   dir (`endpoint()`, `put(key, value)`, `delete(key)`, `stop()`, `restart()`,
+//!   `restart_elsewhere()`: up on another port, cut off from the proxies); a missing
+//!   binary fails the test saying what to install.
+//! - [`served_by`]`(proxy, path)`: the route an `echo@internal` answer names.
 //! - [`client()`] is a reqwest client (HTTP/1.1, no system proxy); [`h2_client()`]
 //!   speaks HTTP/2 with prior knowledge.
 
 #![allow(dead_code)]
 
 mod backend;
+mod etcd;
 pub mod h2raw;
 mod load;
 mod offer;
@@ -65,6 +72,7 @@ mod redis;
 
 #[allow(unused_imports)]
 pub use backend::{Backend, Reply, Seen};
+pub use etcd::{EtcdServer, EtcdTls};
 pub use load::Load;
 #[allow(unused_imports)]
 pub use offer::{Offered, offer};
@@ -325,6 +333,30 @@ impl Proxy {
         }
     }
 
+    /// Polls `/status` (every 20 ms, up to `within`) until `holds` is true of it;
+    /// returns it. Panics saying what was awaited (`what`), with the last status.
+    pub async fn wait_for_status(
+        &self,
+        within: Duration,
+        what: &str,
+        holds: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.status().await;
+            if holds(&status) {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "/status did not show {what} within {within:?}; last: {status:#}\nstderr:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -411,6 +443,45 @@ pub fn portcullis() -> (Command, tempfile::TempDir) {
     (cmd, home)
 }
 
+/// Starts a server a test needs (`cmd`, output discarded) and waits up to `within`
+/// until `ready` says it serves. `None` when it exited first (its port was taken, say)
+/// or never got ready (it is killed then). A missing binary fails the test with the
+/// Debian `package` to install.
+pub fn start_server(
+    cmd: &mut Command,
+    package: &str,
+    within: Duration,
+    ready: impl Fn() -> bool,
+) -> Option<Child> {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let spawned = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{name} is not installed: run `apt-get install -y {package}` \
+             (.ci/install-toolchains installs it)"
+        ),
+        Err(e) => panic!("cannot start {name}: {e}"),
+    };
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if ready() {
+            return Some(child);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 /// Runs the `portcullis` binary with `args` (access log off) to completion: exit code,
 /// stdout, stderr.
 pub fn run_to_end<I, S>(args: I) -> (Option<i32>, String, String)
@@ -434,6 +505,26 @@ where
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The route that served `GET path` on listener `web`, from the `echo@internal`
+/// answer's JSON; or the status if it was not an echo answer (e.g. `404`).
+pub async fn served_by(proxy: &Proxy, path: &str) -> String {
+    let url = proxy.url("web", path);
+    let resp = client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url} failed: {e}\nstderr:\n{}", proxy.logs()));
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(json) if status == 200 => json["route"]
+            .as_str()
+            .unwrap_or("<no route field>")
+            .to_string(),
+        _ => status.to_string(),
+    }
 }
 
 /// An HTTP/1.1 client that ignores any system proxy settings.

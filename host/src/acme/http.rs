@@ -11,16 +11,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 
-use crate::tls::{load, provider};
+use crate::tls::https::{self, Connector};
+use crate::tls::provider;
 
 /// How long one request to the CA may take, connect to last byte: an unreachable CA
 /// must end the attempt (and be retried later), not hang the issuer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A client for the CA's directory.
 pub struct AcmeHttp {
@@ -30,29 +28,17 @@ pub struct AcmeHttp {
 impl AcmeHttp {
     /// A client trusting `ca_roots` (PEM) when given, else the Mozilla roots.
     pub fn new(ca_roots: Option<&Path>) -> Result<Self, String> {
-        let roots = match ca_roots {
-            Some(path) => load::roots(path).map_err(|e| e.to_string())?,
-            None => std::sync::Arc::new(rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            }),
-        };
+        let roots = https::roots(ca_roots).map_err(|e| e.to_string())?;
         let config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
         let mut http = HttpConnector::new();
-        http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Ok(Self { client })
+        Ok(Self {
+            client: https::client(config, http),
+        })
     }
 }
 

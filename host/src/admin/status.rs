@@ -155,7 +155,32 @@ pub(super) fn status(app: &App) -> Value {
         "udp_routes": l4_routes(ListenerProtocol::Udp),
         "filters": filters,
         "upstreams": upstreams,
+        "providers": providers(app),
     })
+}
+
+/// The providers besides the directory: `{}` when there are none.
+fn providers(app: &App) -> Value {
+    let Some(etcd) = app.etcd() else {
+        return json!({});
+    };
+    let config = etcd.config();
+    let link = etcd.status();
+    let held = etcd.documents();
+    json!({ "etcd": {
+        "endpoints": config.endpoints,
+        "prefix": config.prefix,
+        // The revision the serving configuration was read at; `latest_revision` is
+        // the newest the prefix was seen at, ahead of it while a change is refused or
+        // being applied (or after a reconnect that found nothing new).
+        "revision": app.etcd_revision(),
+        "latest_revision": held.revision,
+        "keys": held.docs.keys().collect::<Vec<_>>(),
+        "connected": link.connected,
+        "failures": link.failures,
+        "last_error": link.last_error.as_ref().map(|(_, e)| e),
+        "last_error_at": link.last_error.as_ref().map(|(at, _)| rfc3339(*at)),
+    }})
 }
 
 /// The ACME state of listener `l`'s names: `null` without `acme`.

@@ -47,6 +47,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// The Redis server of global rate limits (`redis:`), if configured.
     pub redis: Option<RedisConfig>,
+    /// Where documents come from besides the directory (`providers:`).
+    pub providers: Providers,
     /// Every file outside the config directory's own YAML that this configuration
     /// reads (wasm modules, certificates, keys): the watcher watches these too.
     pub external_files: Vec<PathBuf>,
@@ -76,6 +78,65 @@ impl std::fmt::Debug for RedisConfig {
             .field("origin", &self.origin)
             .finish()
     }
+}
+
+/// `providers:` — sources of configuration documents besides the directory.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Providers {
+    /// `providers.etcd`: documents read from, and watched under, an etcd prefix.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// `providers.etcd` — an etcd prefix whose keys hold configuration documents, one key
+/// per file (`PREFIX/routes.yaml` holds what `routes.yaml` would).
+#[derive(Clone, PartialEq)]
+pub struct EtcdConfig {
+    /// Client URLs (`http://HOST:2379`, `https://…`), tried in turn.
+    pub endpoints: Vec<String>,
+    /// The prefix the documents are under; always ends with `/`.
+    pub prefix: String,
+    /// How long one request (connect included) may take before etcd counts as down.
+    pub timeout: Duration,
+    /// TLS to etcd (`https://` endpoints): a private CA, a client certificate.
+    pub tls: EtcdTls,
+    /// etcd's user authentication, if enabled on the cluster.
+    pub auth: Option<EtcdAuth>,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+impl std::fmt::Debug for EtcdConfig {
+    /// Without the password: configurations are logged and shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls)
+            .field("auth", &self.auth.as_ref().map(|a| &a.username))
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// `providers.etcd.tls`: what `https://` endpoints are checked against and shown.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EtcdTls {
+    /// PEM roots the server's certificate must chain to (default: the Mozilla roots).
+    pub ca: Option<PathBuf>,
+    /// A PEM client certificate, for a cluster with `--client-cert-auth`.
+    pub cert: Option<PathBuf>,
+    /// Its PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `providers.etcd.auth`: an etcd user (the cluster's `auth enable`).
+#[derive(Clone, PartialEq)]
+pub struct EtcdAuth {
+    /// The user name.
+    pub username: String,
+    /// Its password.
+    pub password: String,
 }
 
 /// Metadata as filters read it: values by dotted path, a string as its bytes, any

@@ -488,6 +488,7 @@ fn module_cache_errors() {
 }
 
 mod acme;
+mod etcd_documents;
 mod fuzzed;
 mod hardening;
 mod services;

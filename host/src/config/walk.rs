@@ -86,6 +86,13 @@ impl<'n> FieldPath<'n> {
     }
 }
 
+/// A top-level key's path: the key itself.
+impl<'n> From<&'n str> for FieldPath<'n> {
+    fn from(key: &'n str) -> Self {
+        Self::new(&Rc::from(""), PathKey::Key(key))
+    }
+}
+
 impl Deref for FieldPath<'_> {
     type Target = str;
 

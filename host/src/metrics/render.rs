@@ -273,6 +273,25 @@ pub(super) fn render(m: &Metrics) -> String {
         m.reloads_error.load(Ordering::Relaxed)
     );
 
+    if m.etcd.followed.load(Ordering::Relaxed) {
+        header(
+            &mut out,
+            "portcullis_etcd_connected",
+            "gauge",
+            "1 while the watch on the providers.etcd prefix is established, else 0.",
+        );
+        let connected = m.etcd.connected.load(Ordering::Relaxed);
+        let _ = writeln!(out, "portcullis_etcd_connected {}", u8::from(connected));
+        header(
+            &mut out,
+            "portcullis_etcd_failures_total",
+            "counter",
+            "Failed attempts to read or watch the providers.etcd prefix (each retried).",
+        );
+        let failures = m.etcd.failures.load(Ordering::Relaxed);
+        let _ = writeln!(out, "portcullis_etcd_failures_total {failures}");
+    }
+
     header(
         &mut out,
         "portcullis_filter_failures_total",

@@ -45,14 +45,19 @@ impl Interest {
         if self.external.contains(path) {
             return true;
         }
-        // The watch may be on another spelling of the same directory (a symlink).
-        match (
-            path.parent().and_then(|p| p.canonicalize().ok()),
-            path.file_name(),
-        ) {
-            (Some(parent), Some(name)) => self.external.contains(&parent.join(name)),
-            _ => false,
+        // The watch may be on another spelling of the same directory (a symlink). Only
+        // a name we read is worth resolving: the watched directories also see every
+        // unrelated write (a log file beside `conf/`), and canonicalizing is a syscall
+        // per path component.
+        let Some(name) = path.file_name() else {
+            return false;
+        };
+        if !self.external.iter().any(|e| e.file_name() == Some(name)) {
+            return false;
         }
+        path.parent()
+            .and_then(|p| p.canonicalize().ok())
+            .is_some_and(|parent| self.external.contains(&parent.join(name)))
     }
 }
 

@@ -50,6 +50,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         services: vec![],
         upstreams: vec![],
         redis: None,
+        providers: Default::default(),
         external_files: vec![],
     }
 }

@@ -422,6 +422,7 @@ fn test_config() -> Config {
         services: Vec::new(),
         upstreams: Vec::new(),
         redis: None,
+        providers: Default::default(),
         external_files: Vec::new(),
     }
 }

@@ -14,8 +14,8 @@ use wasmtime::{Caller, Linker};
 
 use super::memory::{self, decode_pairs, hand_back_with, read, read_str, slice, view, write_u32};
 use super::state::{
-    GET_HEADER_VALUES, HostState, LocalReply, PendingCall, PendingForeign, SKIP_RESPONSE_PHASE,
-    Status,
+    GET_HEADER_VALUES, HostState, LocalReply, PendingCall, PendingForeign, SHA256,
+    SKIP_RESPONSE_PHASE, Status,
 };
 use super::{foreign, metrics, shared};
 use crate::wasm::grpc::HTTP_CALL;
@@ -163,6 +163,13 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             if name == GET_HEADER_VALUES.as_bytes() {
                 return hand_back_with(&mut c, rp, rs, |s, mem, out| {
                     headers::values_into(s, slice(mem, ap, an)?, out)
+                });
+            }
+            if name == SHA256.as_bytes() {
+                return hand_back_with(&mut c, rp, rs, |_, mem, out| {
+                    use sha2::Digest;
+                    out.extend_from_slice(&sha2::Sha256::digest(slice(mem, ap, an)?));
+                    Ok(())
                 });
             }
             let Some(f) = std::str::from_utf8(name)

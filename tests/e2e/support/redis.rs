@@ -4,8 +4,8 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 /// A running `redis-server`; killed on drop.
 pub struct RedisServer {
@@ -93,38 +93,17 @@ impl RedisServer {
     }
 
     fn restart_on_port(&mut self) -> bool {
-        let spawned = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let port = self.port;
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no", "--loglevel", "warning"])
             .arg("--dir")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "redis-server is not installed: run `apt-get install -y redis-server` \
-                 (.ci/install-toolchains installs it)"
-            ),
-            Err(e) => panic!("cannot start redis-server: {e}"),
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if ping(self.port) {
-                return true;
-            }
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                return false; // exited: the port was taken
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.stop();
-        false
+            .arg(self.dir.path());
+        self.child = super::start_server(&mut cmd, "redis-server", Duration::from_secs(10), || {
+            ping(port)
+        });
+        self.child.is_some()
     }
 }
 

@@ -98,13 +98,10 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), Status> {
         out.extend_from_slice(&v.to_le_bytes());
         Ok(())
     };
-    let display = |out: &mut Vec<u8>, v: &dyn std::fmt::Display| {
-        write!(out, "{v}").map_err(|_| Status::InternalFailure)
-    };
     match name {
         "source.address" => {
             let i = info.ok_or(Status::NotFound)?;
-            return display(out, &i.client);
+            return socket_addr_into(out, &i.client);
         }
         "source.port" => {
             let i = info.ok_or(Status::NotFound)?;
@@ -112,7 +109,7 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), Status> {
         }
         "destination.address" => {
             let i = info.ok_or(Status::NotFound)?;
-            return display(out, &i.local);
+            return socket_addr_into(out, &i.local);
         }
         "destination.port" => {
             let i = info.ok_or(Status::NotFound)?;
@@ -256,7 +253,7 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), Status> {
         "request.id" => header(out, "x-request-id"),
         "request.referer" => header(out, "referer"),
         "request.useragent" => header(out, "user-agent"),
-        "request.protocol" => display(out, &format_args!("{:?}", r.version)),
+        "request.protocol" => write!(out, "{:?}", r.version).map_err(|_| Status::InternalFailure),
 
         n => match n.strip_prefix("request.headers.") {
             // `get` folds the name's case itself.
@@ -264,6 +261,40 @@ fn lookup(s: &HostState, name: &str, out: &mut Vec<u8>) -> Result<(), Status> {
             None => Err(Status::NotFound),
         },
     }
+}
+
+/// Writes `addr` as `Display` does (`1.2.3.4:80`, `[::1]:80`). The filters that
+/// limit or allow by client read `source.address` on every request, and the
+/// formatting machinery took ~700 instructions a read for an IPv4 address; digits
+/// are written directly for those.
+fn socket_addr_into(out: &mut Vec<u8>, addr: &std::net::SocketAddr) -> Result<(), Status> {
+    let std::net::SocketAddr::V4(v4) = addr else {
+        return write!(out, "{addr}").map_err(|_| Status::InternalFailure);
+    };
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        decimal_into(out, u16::from(octet));
+    }
+    out.push(b':');
+    decimal_into(out, v4.port());
+    Ok(())
+}
+
+/// Appends `n` in decimal, without leading zeros.
+fn decimal_into(out: &mut Vec<u8>, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// A request head's `content-length`, and its bytes as Envoy counts them: the
@@ -327,6 +358,24 @@ fn join(path: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_addresses_are_written_as_display_writes_them() {
+        let addrs = [
+            "0.0.0.0:0",
+            "127.0.0.1:8080",
+            "255.255.255.255:65535",
+            "10.20.3.100:9",
+            "[::1]:443",
+            "[2001:db8::7]:10000",
+        ];
+        for a in addrs {
+            let addr: std::net::SocketAddr = a.parse().unwrap();
+            let mut out = b"x".to_vec();
+            assert!(socket_addr_into(&mut out, &addr).is_ok());
+            assert_eq!(out, format!("x{addr}").into_bytes(), "{a}");
+        }
+    }
 
     #[test]
     fn paths_join_on_the_stack_as_on_the_heap() {
