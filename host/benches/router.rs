@@ -167,6 +167,7 @@ fn config(routes: Vec<RouteConfig>) -> Config {
             protocol: Default::default(),
             tls: None,
             limits: Default::default(),
+            http2: Default::default(),
             proxy_protocol: None,
             http3: false,
             origin: Default::default(),

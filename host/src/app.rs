@@ -68,7 +68,7 @@ impl App {
         runtime: Runtime,
         inherited: &mut Inherited,
     ) -> Result<Arc<App>, ConfigErrors> {
-        let (config, etcd_revision) = load(conf_dir, etcd.as_ref())?;
+        let (config, etcd_revision) = load(conf_dir, etcd.as_ref()).0?;
         let config = Arc::new(config);
         let snapshot = Snapshot::build(Arc::clone(&config), &runtime, 1, None)?;
         let workers = config.workers.max(1);
@@ -116,7 +116,6 @@ impl App {
         match &result {
             Ok(generation) => {
                 tracing::info!(generation, "configuration reloaded");
-                metrics::global().set_generation(*generation);
                 metrics::global().reload(true);
             }
             Err(errors) => {
@@ -135,7 +134,9 @@ impl App {
     }
 
     fn try_reload(&self) -> Result<u64, ConfigErrors> {
-        let (config, etcd_revision) = load(&self.conf_dir, self.etcd.as_ref())?;
+        // The parsed files are freed on the way out, once the new generation is live.
+        let (loaded, _parsed) = load(&self.conf_dir, self.etcd.as_ref());
+        let (config, etcd_revision) = loaded?;
         let running = Providers {
             etcd: self.etcd.as_ref().map(|e| e.config().clone()),
         };
@@ -180,6 +181,9 @@ impl App {
         };
         self.snapshot.store(Arc::new(snapshot));
         self.etcd_revision.store(etcd_revision, Ordering::SeqCst);
+        // Live from here: say so before the rest (freeing the previous generation, a
+        // large routing table's included, happens on the way out).
+        metrics::global().set_generation(generation);
         self.listeners.send_replace(Arc::new(table));
         crate::acme::apply(&config);
         for l in &removed {
@@ -262,14 +266,20 @@ impl App {
 }
 
 /// The directory's files and `etcd`'s documents (as held now: no network), merged;
-/// with the etcd revision they were read at.
-fn load(dir: &Path, etcd: Option<&EtcdProvider>) -> Result<(config::Config, i64), ConfigErrors> {
+/// with the etcd revision they were read at, and the parsed trees (to free once live).
+fn load(
+    dir: &Path,
+    etcd: Option<&EtcdProvider>,
+) -> (Result<(config::Config, i64), ConfigErrors>, config::Parsed) {
     match etcd {
-        None => Ok((config::load(dir)?, 0)),
+        None => {
+            let (config, parsed) = config::load_keeping_parsed(Some(dir), &[]);
+            (config.map(|c| (c, 0)), parsed)
+        }
         Some(etcd) => {
             let documents = etcd.documents();
-            let config = config::load_with(Some(dir), &documents.texts())?;
-            Ok((config, documents.revision))
+            let (config, parsed) = config::load_keeping_parsed(Some(dir), &documents.texts());
+            (config.map(|c| (c, documents.revision)), parsed)
         }
     }
 }

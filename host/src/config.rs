@@ -46,12 +46,16 @@ use std::path::{Path, PathBuf};
 
 use route::RouteRefs;
 use walk::{Cx, Field, Fields};
+use yaml::Node;
+
+/// A set hashed with foldhash: the reference checks look up one name per route.
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
 /// Loads every `*.yaml` / `*.yml` file directly in `dir` (symlinks followed, names
 /// starting with `.` ignored, in name order), merges and validates them.
 /// On failure, returns every error found, each naming file, line and field.
 pub fn load(dir: &Path) -> Result<Config, ConfigErrors> {
-    load_into(Some(dir), &[], &mut Vec::new())
+    load_into(Some(dir), &[], &mut Vec::new(), &mut Vec::new())
 }
 
 /// [`load`], with `documents` read from a provider (etcd) merged in after the files:
@@ -62,7 +66,23 @@ pub fn load_with(
     dir: Option<&Path>,
     documents: &[(String, String)],
 ) -> Result<Config, ConfigErrors> {
-    load_into(dir, documents, &mut Vec::new())
+    load_into(dir, documents, &mut Vec::new(), &mut Vec::new())
+}
+
+/// The YAML trees a load parsed, handed to its caller to free when it suits: a large
+/// routes file's tree is a million small allocations, and freeing them need not delay
+/// the configuration going live.
+pub struct Parsed(#[expect(dead_code, reason = "held only to be dropped later")] Vec<Vec<Node>>);
+
+/// [`load_with`], keeping the parsed trees alive in [`Parsed`] rather than freeing them
+/// before returning.
+pub fn load_keeping_parsed(
+    dir: Option<&Path>,
+    documents: &[(String, String)],
+) -> (Result<Config, ConfigErrors>, Parsed) {
+    let mut parsed = Vec::new();
+    let config = load_into(dir, documents, &mut Vec::new(), &mut parsed);
+    (config, Parsed(parsed))
 }
 
 /// Every file the YAML in `dir` names (`wasm`, `cert`, `key`, `ca`, `client_ca`),
@@ -71,17 +91,19 @@ pub fn load_with(
 /// appear so that it can retry).
 pub fn named_files(dir: &Path) -> Vec<PathBuf> {
     let mut named = Vec::new();
-    let _ = load_into(Some(dir), &[], &mut named);
+    let _ = load_into(Some(dir), &[], &mut named, &mut Vec::new());
     named.sort();
     named.dedup();
     named
 }
 
-/// [`load_with`], recording in `named` every file a field names, in the order met.
+/// [`load_with`], recording in `named` every file a field names, in the order met, and
+/// in `parsed` the trees of the files.
 fn load_into(
     dir: Option<&Path>,
     documents: &[(String, String)],
     named: &mut Vec<PathBuf>,
+    parsed: &mut Vec<Vec<Node>>,
 ) -> Result<Config, ConfigErrors> {
     let dir_name = dir.map_or_else(|| "etcd".to_string(), |d| d.display().to_string());
     let fail = |message: String| {
@@ -113,7 +135,7 @@ fn load_into(
                 .iter()
                 .map(|(key, text)| (key.clone(), Ok(text.clone()), true)),
         );
-    merge(&dir_name, &base, texts, named)
+    merge(&dir_name, &base, texts, named, parsed)
 }
 
 /// Loads one file's `text` as if it were the only file in `base` (named `name`): what
@@ -122,7 +144,7 @@ fn load_into(
 pub(crate) fn load_text(name: &str, text: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let dir_name = base.display().to_string();
     let texts = std::iter::once((name.to_string(), Ok(text.to_string()), false));
-    merge(&dir_name, base, texts, &mut Vec::new())
+    merge(&dir_name, base, texts, &mut Vec::new(), &mut Vec::new())
 }
 
 /// Decodes, merges and validates the files `texts` (each by name, as read, and whether
@@ -133,6 +155,7 @@ fn merge(
     base: &Path,
     texts: impl Iterator<Item = (String, std::io::Result<String>, bool)>,
     named: &mut Vec<PathBuf>,
+    parsed: &mut Vec<Vec<Node>>,
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut merged = Merged::default();
@@ -144,7 +167,7 @@ fn merge(
             files: named,
         };
         match text {
-            Ok(text) => merged.add_file(&mut cx, &text, from_provider),
+            Ok(text) => parsed.push(merged.add_file(&mut cx, &text, from_provider)),
             Err(e) => {
                 merged.unreadable = true;
                 cx.error(0, "", format!("cannot read: {e}"));
@@ -225,14 +248,15 @@ struct Merged {
 }
 
 impl Merged {
-    /// Decodes one document's text; `from_provider` when it was read from a provider
-    /// (etcd) rather than the directory.
-    fn add_file(&mut self, cx: &mut Cx, text: &str, from_provider: bool) {
+    /// Decodes one document's text (`from_provider` when it was read from a provider,
+    /// etcd, rather than the directory); returns its parsed documents.
+    fn add_file(&mut self, cx: &mut Cx, text: &str, from_provider: bool) -> Vec<Node> {
         let docs = match yaml::parse(text) {
             Ok(docs) => docs,
             Err(e) => {
                 self.unreadable = true;
-                return cx.error(e.line, "", format!("invalid YAML: {}", e.message));
+                cx.error(e.line, "", format!("invalid YAML: {}", e.message));
+                return Vec::new();
             }
         };
         for doc in &docs {
@@ -347,6 +371,16 @@ impl Merged {
                 let Some(items) = f.take(section).and_then(|v| v.list(cx)) else {
                     continue;
                 };
+                // Sized once: with 50,000 routes, growing these by doubling copied
+                // tens of MiB and faulted in fresh pages for each copy.
+                self.declared
+                    .entry(section)
+                    .or_default()
+                    .reserve(items.len());
+                if section == "routes" {
+                    self.routes.reserve(items.len());
+                    self.refs.reserve(items.len());
+                }
                 for item in &items {
                     if let Some(name) = walk::name_of(item.node) {
                         let origin = cx.origin(item.line);
@@ -374,6 +408,7 @@ impl Merged {
             }
             f.finish(cx);
         }
+        docs
     }
 
     /// Checks what only the whole can tell (unique names, references, listeners at
@@ -489,7 +524,7 @@ impl Merged {
         upstreams.push(ECHO_UPSTREAM);
         // Sets for the lookups: a configuration of one upstream per tenant has as many
         // upstreams as routes, and a scan per route would grow with their product.
-        let set = |names: &[&'a str]| -> HashSet<&'a str> { names.iter().copied().collect() };
+        let set = |names: &[&'a str]| -> FastSet<&'a str> { names.iter().copied().collect() };
         let (listener_set, filter_set, upstream_set) =
             (set(&listeners), set(&filters), set(&upstreams));
         for refs in &self.refs {
@@ -522,7 +557,8 @@ impl Merged {
 
 /// Reports every name declared twice in `section`, at the second declaration.
 fn unique(errors: &mut Vec<ConfigError>, section: &str, names: &[(String, Origin)]) {
-    let mut first: HashMap<&str, &Origin> = HashMap::new();
+    let mut first: HashMap<&str, &Origin, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(names.len(), Default::default());
     for (name, origin) in names {
         match first.get(name.as_str()) {
             Some(prev) => errors.push(ConfigError::at(

@@ -84,7 +84,7 @@ upstreams:
         })
         .collect();
     let expected = [
-        "a.yaml:4: listeners.web.colour: unknown field (expected one of: name, address, protocol, tls, proxy_protocol, limits, http3)",
+        "a.yaml:4: listeners.web.colour: unknown field (expected one of: name, address, protocol, tls, proxy_protocol, limits, http3, http2)",
         "a.yaml:7: routes.api.matchh: unknown field (expected one of: name, listeners, match, priority, filters, upstream, upstreams, max_request_body, upgrade_idle_timeout, mirror)",
         "a.yaml:8: routes.api.upstream: unknown upstream `nowhere` (defined: backend, echo@internal)",
         "a.yaml:10: routes.bad-path.match.path_prefix: `api` must start with /",

@@ -46,6 +46,7 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
             protocol: Default::default(),
             tls: None,
             limits: Default::default(),
+            http2: Default::default(),
             proxy_protocol: None,
             http3: false,
             origin: Default::default(),

@@ -1,10 +1,12 @@
 //! Serving: protocols, logs, workers; limits and timeouts in [`limits`], slow bodies
 //! in [`slow_clients`], start and shutdown in [`lifecycle`], the drain under load in
-//! [`drain`], abusive clients in [`abuse`], binary upgrades in [`handover`].
+//! [`drain`], abusive clients in [`abuse`], binary upgrades in [`handover`], the
+//! HTTP/2 settings a listener announces in [`http2`].
 
 mod abuse;
 mod drain;
 mod handover;
+mod http2;
 mod lifecycle;
 mod limits;
 mod slow_clients;

@@ -6,7 +6,8 @@ Each row is a fresh server (nginx as a reverse proxy with `worker_connections` r
 to hold them, or Portcullis with one worker) in front of a backend of its own (sized
 for a burst). The client is this harness: plain sockets, and the `ssl` module for TLS
 (HTTP/2 by ALPN, with a hand-made request: the preface, an empty SETTINGS, one HEADERS
-frame). *Sequential*: each connection is opened, sends its request and reads the
+frame; the same over plain TCP for HTTP/2 with prior knowledge, h2c, which shows what
+HTTP/2 costs without TLS's share). *Sequential*: each connection is opened, sends its request and reads the
 answer before the next one opens (a crowd of clients arriving over time). *Burst*
 (plain HTTP/1.1): every connection opens first, then all send their request, then
 all answers are read (the requests arrive at once, and the proxy has them all in
@@ -31,6 +32,7 @@ from .setup import say
 MODES = [
     ("h1", "HTTP/1.1", False, None),
     ("h1_tls", "HTTP/1.1 over TLS", True, "http/1.1"),
+    ("h2c", "HTTP/2 (h2c, prior knowledge)", False, "h2c"),
     ("h2_tls", "HTTP/2 over TLS", True, "h2"),
 ]
 PATTERNS = [("sequential", "one after the other"), ("burst", "all at once")]
@@ -53,10 +55,10 @@ def _raise_nofile(need):
         raise RuntimeError(f"needs {need} open files (ulimit -n is {soft}); lower --idle-connections")
 
 
-def _start(row, work, backend_port, certs, n):
+def _start(row, work, backend_port, certs, alpn, n):
     if row == "nginx":
         return servers.start_nginx_proxy(work, PROXY_CPU, backend_port, certs=certs,
-                                         connections=2 * n + 256)
+                                         connections=2 * n + 256, h2c=alpn == "h2c")
     # nginx's keepalive_timeout here (servers.py): opening thousands of TLS
     # connections one by one takes most of a minute, Portcullis's default.
     return servers.start_portcullis(_start.binary, work, PROXY_CPU, backend_port, workers=1,
@@ -96,9 +98,13 @@ def run(opts):
         nginx_stock_kib = rss_kib(stock.proc.pids())
         stock.stop()
         for mode, label, use_tls, alpn in MODES:
+            if opts.idle_modes and mode not in opts.idle_modes:
+                continue
             for pattern, _ in PATTERNS:
-                if pattern == "burst" and use_tls:
-                    continue  # handshakes are too slow here to all arrive at once
+                if pattern == "burst" and (use_tls or alpn):
+                    continue  # handshakes are too slow here to all arrive at once; an
+                    # HTTP/2 client's requests are all in flight together in the
+                    # sequential pattern already
                 for row, _ in ROWS:
                     key = f"{row}/{mode}/{pattern}"
                     say(f"idle {key}: {n:,} connections")
@@ -116,7 +122,7 @@ def run(opts):
 
 
 def _measure(row, work, backend_port, certs, alpn, pattern, n):
-    server = _start(row, work, backend_port, certs, n)
+    server = _start(row, work, backend_port, certs, alpn, n)
     conns = []
     # HTTP/2 connections answer the server's PINGs while they idle, as a client's
     # HTTP/2 stack does (Portcullis closes a connection whose PING goes unanswered).
@@ -194,7 +200,7 @@ class _Client:
             s = ctx.wrap_socket(s, server_hostname="localhost")
             if s.selected_alpn_protocol() != alpn:
                 raise RuntimeError(f"negotiated {s.selected_alpn_protocol()}, wanted {alpn}")
-        self.sock, self.h2, self.host = s, alpn == "h2", f"{host}:{port}"
+        self.sock, self.h2, self.host = s, alpn in ("h2", "h2c"), f"{host}:{port}"
         self.buf = b""
 
     def send_request(self):
@@ -206,7 +212,8 @@ class _Client:
         key = servers.API_KEY.encode()
         # :method GET, :scheme https, :path / (static table); :authority and x-api-key
         # as literals without indexing.
-        block = (b"\x82\x87\x84" + b"\x01" + bytes([len(auth)]) + auth
+        scheme = b"\x87" if isinstance(self.sock, ssl.SSLSocket) else b"\x86"
+        block = (b"\x82" + scheme + b"\x84" + b"\x01" + bytes([len(auth)]) + auth
                  + b"\x00\x09x-api-key" + bytes([len(key)]) + key)
         self.sock.sendall(PREFACE + _frame(4, 0, 0) + _frame(1, 0x5, 1, block))
 
@@ -316,11 +323,11 @@ def section(res):
 def targets(res):
     """[(target, measured, verdict)]."""
     runs, out = res["runs"], []
-    for mode, limit in (("h1", TARGET_H1_KIB), ("h2_tls", TARGET_H2_KIB)):
+    what = {"h1": "HTTP/1.1", "h2c": "HTTP/2 (h2c)", "h2_tls": "HTTP/2 over TLS"}
+    for mode, limit in (("h1", TARGET_H1_KIB), ("h2c", TARGET_H2_KIB), ("h2_tls", TARGET_H2_KIB)):
         r = runs.get(f"portcullis/{mode}/sequential") or {}
         if "per_conn_kib" in r:
-            what = "HTTP/1.1" if mode == "h1" else "HTTP/2 over TLS"
-            out.append((f"idle {what} connection ≤ {limit:.0f} KiB (sequential)",
+            out.append((f"idle {what[mode]} connection ≤ {limit:.0f} KiB (sequential)",
                         f"{r['per_conn_kib']:.1f} KiB", "PASS" if r["per_conn_kib"] <= limit else "MISS"))
     pc, ng = runs.get("portcullis/h1/sequential") or {}, res.get("nginx_stock_kib")
     if "base_kib" in pc and ng:

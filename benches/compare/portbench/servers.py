@@ -75,12 +75,14 @@ def start_backend(workdir, cpu, connections=4096):
     return Server("backend", proc, url)
 
 
-def start_nginx_proxy(workdir, cpu, backend_port, certs=None, connections=4096):
+def start_nginx_proxy(workdir, cpu, backend_port, certs=None, connections=4096, h2c=False):
     """nginx as a reverse proxy: one worker, upstream keep-alive, no access log. With
     `certs` (see `tls_certs`) it terminates TLS 1.2/1.3 (and HTTP/2 by ALPN) with its
     default ciphers, and keeps no session cache and issues no reusable ticket, so that
     every handshake is a full one. Its worker holds up to `connections` connections
-    (client and upstream ones together)."""
+    (client and upstream ones together). With `h2c` its port speaks HTTP/2 with prior
+    knowledge only (nginx 1.22 tells no HTTP/1.1 apart there), and a second, HTTP/1.1
+    port answers the readiness check."""
     port = free_port()
     tls = ""
     if certs:
@@ -91,11 +93,13 @@ def start_nginx_proxy(workdir, cpu, backend_port, certs=None, connections=4096):
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_cache off;
         ssl_session_tickets off;"""
-    listen = f"127.0.0.1:{port}" + (" ssl http2" if certs else "")
+    listen = f"127.0.0.1:{port}" + (" ssl http2" if certs else " http2" if h2c else "")
+    ready_port = free_port() if h2c else port
+    ready_listen = f"\n        listen 127.0.0.1:{ready_port};" if h2c else ""
     proc = _nginx("nginx", workdir, cpu, f"""
     upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 128; }}
     server {{
-        listen {listen} backlog=4096;{tls}
+        listen {listen} backlog=4096;{ready_listen}{tls}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -104,7 +108,7 @@ def start_nginx_proxy(workdir, cpu, backend_port, certs=None, connections=4096):
         }}
     }}""", connections)
     url = f"{'https' if certs else 'http'}://127.0.0.1:{port}/"
-    wait_ready(proc, url, cafile=certs and certs["ca"])
+    wait_ready(proc, url.replace(f":{port}/", f":{ready_port}/"), cafile=certs and certs["ca"])
     return Server("nginx", proc, url)
 
 

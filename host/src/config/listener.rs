@@ -2,8 +2,8 @@
 
 use super::walk::{Cx, Field, Fields};
 use super::{
-    AdminConfig, CertificatePair, ClientAuth, ListenerConfig, ListenerLimits, ListenerProtocol,
-    TlsConfig, TlsVersion,
+    AdminConfig, CertificatePair, ClientAuth, Http2Settings, ListenerConfig, ListenerLimits,
+    ListenerProtocol, TlsConfig, TlsVersion,
 };
 
 /// Decodes `admin: { address, reload }`.
@@ -32,6 +32,7 @@ pub(crate) fn listener(cx: &mut Cx, item: &Field) -> Option<ListenerConfig> {
         .map(|v| (super::l4::proxy_protocol_in(cx, &v), v));
     let limits = f.take("limits").map(|v| limits(cx, &v));
     let http3 = f.take("http3").map(|v| (v.bool(cx), v));
+    let http2 = f.take("http2").map(|v| (http2(cx, &v), v));
     f.finish(cx);
     let protocol = match protocol {
         Some((p, v)) => {
@@ -74,6 +75,20 @@ pub(crate) fn listener(cx: &mut Cx, item: &Field) -> Option<ListenerConfig> {
         }
         None => false,
     };
+    let http2 = match http2 {
+        Some((settings, v)) => {
+            let settings = settings?;
+            if protocol != ListenerProtocol::Http {
+                v.error(
+                    cx,
+                    "HTTP/2 settings are for http listeners; leave http2 out",
+                );
+                return None;
+            }
+            settings
+        }
+        None => Http2Settings::default(),
+    };
     Some(ListenerConfig {
         name: name?,
         address: address?,
@@ -88,6 +103,7 @@ pub(crate) fn listener(cx: &mut Cx, item: &Field) -> Option<ListenerConfig> {
             Some(l) => l?,
             None => ListenerLimits::default(),
         },
+        http2,
         origin: cx.origin(item.line),
     })
 }
@@ -134,6 +150,49 @@ fn limits(cx: &mut Cx, field: &Field) -> Option<ListenerLimits> {
             None => None,
         },
     })
+}
+
+/// The largest flow-control window HTTP/2 allows (RFC 9113 6.9.1).
+const MAX_WINDOW: u64 = (1 << 31) - 1;
+/// HTTP/2's own initial connection window: the connection starts with it whatever the
+/// settings say, and a window is only ever raised (RFC 9113 6.9.2).
+const MIN_CONNECTION_WINDOW: u64 = 65_535;
+
+/// Decodes `http2: { initial_stream_window, initial_connection_window }`.
+fn http2(cx: &mut Cx, field: &Field) -> Option<Http2Settings> {
+    let mut f = Fields::new(cx, field)?;
+    let d = Http2Settings::default();
+    let stream = bytes_in(cx, &mut f, "initial_stream_window", 1024..=MAX_WINDOW);
+    let connection = bytes_in(
+        cx,
+        &mut f,
+        "initial_connection_window",
+        MIN_CONNECTION_WINDOW..=MAX_WINDOW,
+    );
+    f.finish(cx);
+    Some(Http2Settings {
+        initial_stream_window: stream.unwrap_or(Some(d.initial_stream_window))?,
+        initial_connection_window: connection.unwrap_or(Some(d.initial_connection_window))?,
+    })
+}
+
+/// Takes `key`, a size within `range` (`None` inside: a bad value, recorded).
+fn bytes_in(
+    cx: &mut Cx,
+    f: &mut Fields,
+    key: &'static str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Option<Option<u32>> {
+    let v = f.take(key)?;
+    Some(v.size(cx).and_then(|n| {
+        if range.contains(&n) {
+            u32::try_from(n).ok()
+        } else {
+            let (min, max) = (range.start(), range.end());
+            v.error(cx, format!("must be between {min} and {max} bytes"));
+            None
+        }
+    }))
 }
 
 fn tls(cx: &mut Cx, field: &Field) -> Option<TlsConfig> {

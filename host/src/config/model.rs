@@ -236,8 +236,35 @@ pub struct ListenerConfig {
     pub http3: bool,
     /// Limits a client meets on this listener.
     pub limits: ListenerLimits,
+    /// The HTTP/2 settings it announces to its clients.
+    pub http2: Http2Settings,
     /// Where it was declared.
     pub origin: Origin,
+}
+
+/// `listeners[].http2`: what an HTTP/2 client of the listener may send before the proxy
+/// has read it. Nothing is allocated for a window: it bounds what a connection may
+/// come to buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// Request body bytes a client may send on one stream ahead of the proxy's reading
+    /// (SETTINGS_INITIAL_WINDOW_SIZE).
+    pub initial_stream_window: u32,
+    /// The same for all the streams of a connection together.
+    pub initial_connection_window: u32,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Self {
+            // An upload of one stream runs at up to a window per round trip: 1 MiB is
+            // ~80 Mbit/s at 100 ms. The connection's window is the same, so that one
+            // stream can use all of it, and bounds what a client can make the proxy
+            // buffer when the upstream reads slowly.
+            initial_stream_window: 1024 * 1024,
+            initial_connection_window: 1024 * 1024,
+        }
+    }
 }
 
 /// Per-listener client limits (docs/configuration.md, `listeners[].limits`).

@@ -20,7 +20,7 @@ const MAX_SPLIT_WEIGHT: i64 = 1_000_000;
 /// a dangling one can be reported once every file has been read.
 pub(crate) struct RouteRefs {
     pub file: String,
-    pub path: String,
+    pub path: std::rc::Rc<str>,
     pub listeners: Vec<(String, usize)>,
     pub filters: Vec<(String, usize)>,
     /// Every upstream named, with its line and its field under the route (`upstream`,
@@ -64,7 +64,7 @@ pub(crate) fn route(cx: &mut Cx, item: &Field, refs: &mut Vec<RouteRefs>) -> Opt
     let max_request_body = f.take("max_request_body").map(|v| v.size(cx));
     let upgrade_idle_timeout = f.take("upgrade_idle_timeout").map(|v| v.duration(cx));
     let mirror = f.take("mirror").map(|v| mirror(cx, &v, &mut upstream_refs));
-    let path = f.path().to_string();
+    let path = f.shared_path();
     f.finish(cx);
 
     refs.push(RouteRefs {

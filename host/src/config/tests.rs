@@ -199,7 +199,7 @@ fn every_error_of_every_file_is_reported_with_its_line() {
         errors(dir.path()),
         [
             "a.yaml:3: listeners.web.address: `nowhere` is not an IP:port address (e.g. 127.0.0.1:8080 or [::1]:8080)",
-            "a.yaml:4: listeners.web.colour: unknown field (expected one of: name, address, protocol, tls, proxy_protocol, limits, http3)",
+            "a.yaml:4: listeners.web.colour: unknown field (expected one of: name, address, protocol, tls, proxy_protocol, limits, http3, http2)",
             "b.yaml:3: routes.api.matchh: unknown field (expected one of: name, listeners, match, priority, filters, upstream, upstreams, max_request_body, upgrade_idle_timeout, mirror)",
             "b.yaml:4: routes.api.upstream: unknown upstream `missing` (defined: echo@internal)",
             "b.yaml:6: routes.two.match.path: `x` must start with /",

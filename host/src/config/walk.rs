@@ -2,8 +2,11 @@
 //! converts values, and records every problem (with file, line and field path) instead
 //! of stopping at the first, so one load reports everything that is wrong.
 
+use std::cell::OnceCell;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::yaml::{Kind, Node};
@@ -49,12 +52,68 @@ impl Cx<'_> {
 pub(crate) struct Field<'n> {
     pub node: &'n Node,
     pub line: usize,
-    pub path: String,
+    pub path: FieldPath<'n>,
+}
+
+/// A field's dotted path, put together the first time something reads it (an error,
+/// a mapping opened under it). Most fields of a file are read and never fail, and a
+/// large routes file has hundreds of thousands of them: formatting each one's path
+/// up front was a tenth of its load.
+#[derive(Clone)]
+pub(crate) struct FieldPath<'n> {
+    /// The path of the mapping or list the field is in.
+    parent: Rc<str>,
+    /// What the field is within it.
+    key: PathKey<'n>,
+    text: OnceCell<String>,
+}
+
+#[derive(Clone, Copy)]
+enum PathKey<'n> {
+    /// The parent's path is the field's (a document's root).
+    Same,
+    Key(&'n str),
+    Index(usize),
+}
+
+impl<'n> FieldPath<'n> {
+    fn new(parent: &Rc<str>, key: PathKey<'n>) -> Self {
+        Self {
+            parent: Rc::clone(parent),
+            key,
+            text: OnceCell::new(),
+        }
+    }
+}
+
+/// A top-level key's path: the key itself.
+impl<'n> From<&'n str> for FieldPath<'n> {
+    fn from(key: &'n str) -> Self {
+        Self::new(&Rc::from(""), PathKey::Key(key))
+    }
+}
+
+impl Deref for FieldPath<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.text.get_or_init(|| match self.key {
+            PathKey::Same => self.parent.to_string(),
+            PathKey::Key(key) => join(&self.parent, key),
+            PathKey::Index(i) => join(&self.parent, &i.to_string()),
+        })
+    }
+}
+
+impl std::fmt::Display for FieldPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
 }
 
 /// The keys of one mapping, taken one by one; whatever is left over is an unknown field.
 pub(crate) struct Fields<'n> {
-    path: String,
+    path: Rc<str>,
     line: usize,
     entries: Vec<(Field<'n>, &'n str, bool)>,
     known: Vec<&'static str>,
@@ -76,9 +135,10 @@ impl<'n> Fields<'n> {
                 return None;
             }
         };
+        let own: Rc<str> = Rc::from(&*field.path);
         let mut out: Vec<(Field<'n>, &'n str, bool)> = Vec::with_capacity(entries.len());
         for (key, node) in entries {
-            let path = join(&field.path, &key.text);
+            let path = FieldPath::new(&own, PathKey::Key(&key.text));
             if let Some((first, _, _)) = out.iter().find(|(_, k, _)| *k == key.text) {
                 let first_line = first.line;
                 cx.error(
@@ -99,7 +159,7 @@ impl<'n> Fields<'n> {
             ));
         }
         Some(Self {
-            path: field.path.clone(),
+            path: own,
             line: field.line,
             entries: out,
             known: Vec::new(),
@@ -166,7 +226,7 @@ impl<'n> Field<'n> {
         Self {
             node,
             line: node.line,
-            path: String::new(),
+            path: FieldPath::new(&Rc::from(""), PathKey::Same),
         }
     }
 
@@ -315,17 +375,20 @@ impl<'n> Field<'n> {
     /// A list; each item comes with its index path (`PATH.0`, `PATH.1`, …).
     pub fn list(&self, cx: &mut Cx) -> Option<Vec<Field<'n>>> {
         match &self.node.kind {
-            Kind::Seq(items) => Some(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, node)| Field {
-                        node,
-                        line: node.line,
-                        path: join(&self.path, &i.to_string()),
-                    })
-                    .collect(),
-            ),
+            Kind::Seq(items) => {
+                let own: Rc<str> = Rc::from(&*self.path);
+                Some(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, node)| Field {
+                            node,
+                            line: node.line,
+                            path: FieldPath::new(&own, PathKey::Index(i)),
+                        })
+                        .collect(),
+                )
+            }
             _ => {
                 cx.error(
                     self.line,
@@ -353,21 +416,24 @@ impl<'n> Field<'n> {
     /// A mapping's entries as fields, in order (for free-form maps such as headers).
     pub fn entries(&self, cx: &mut Cx) -> Option<Vec<(String, Field<'n>)>> {
         match &self.node.kind {
-            Kind::Map(entries) => Some(
-                entries
-                    .iter()
-                    .map(|(k, node)| {
-                        (
-                            k.text.clone(),
-                            Field {
-                                node,
-                                line: k.line,
-                                path: join(&self.path, &k.text),
-                            },
-                        )
-                    })
-                    .collect(),
-            ),
+            Kind::Map(entries) => {
+                let own: Rc<str> = Rc::from(&*self.path);
+                Some(
+                    entries
+                        .iter()
+                        .map(|(k, node)| {
+                            (
+                                k.text.clone(),
+                                Field {
+                                    node,
+                                    line: k.line,
+                                    path: FieldPath::new(&own, PathKey::Key(&k.text)),
+                                },
+                            )
+                        })
+                        .collect(),
+                )
+            }
             _ => {
                 cx.error(
                     self.line,
@@ -387,7 +453,7 @@ impl<'n> Fields<'n> {
     pub fn named(cx: &mut Cx, item: &Field<'n>, section: &str) -> Option<(Self, Option<String>)> {
         let mut item = item.clone();
         if let Some(name) = name_of(item.node) {
-            item.path = join(section, name);
+            item.path = FieldPath::new(&Rc::from(section), PathKey::Key(name));
         }
         let mut fields = Self::new(cx, &item)?;
         let name = fields.require(cx, "name").and_then(|f| f.string(cx));
@@ -397,6 +463,11 @@ impl<'n> Fields<'n> {
     /// This mapping's path.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// This mapping's path, shared rather than copied.
+    pub fn shared_path(&self) -> Rc<str> {
+        Rc::clone(&self.path)
     }
 
     /// This mapping's line (its key's, or its list item's).

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use super::conn::{OpenConnection, serve_io, serve_tls};
 use super::{peek, per_ip};
 use crate::app::App;
-use crate::config::{ListenerLimits, ListenerProtocol, ProxyProtocolIn};
+use crate::config::{Http2Settings, ListenerLimits, ListenerProtocol, ProxyProtocolIn};
 use crate::listeners::BoundListener;
 use crate::metrics;
 use crate::proxy::ConnInfo;
@@ -32,6 +32,7 @@ pub async fn serve_tcp(
     // connections without rebinding.
     let Accepting {
         limits,
+        http2,
         protocol,
         proxy_protocol,
     } = accepting(&app.snapshot.load(), &listener.name);
@@ -66,16 +67,17 @@ pub async fn serve_tcp(
         return Box::pin(super::tcp::serve(&app, &listener, tcp, info, &limits)).await;
     }
     if !listener.tls {
-        return serve_io(app, &listener, tcp, info, limits).await;
+        return serve_io(app, &listener, tcp, info, limits, http2).await;
     }
     // Boxed: inline, the handshake's state and a TLS stream would make every
     // connection's future (plain TCP too) as large as theirs.
-    Box::pin(serve_tls(app, listener, tcp, info, limits)).await;
+    Box::pin(serve_tls(app, listener, tcp, info, limits, http2)).await;
 }
 
 /// What a new connection needs of its listener's configuration.
 struct Accepting {
     limits: ListenerLimits,
+    http2: Http2Settings,
     protocol: ListenerProtocol,
     proxy_protocol: Option<ProxyProtocolIn>,
 }
@@ -85,11 +87,13 @@ fn accepting(snapshot: &Snapshot, name: &str) -> Accepting {
     match snapshot.config.listeners.iter().find(|l| l.name == name) {
         Some(l) => Accepting {
             limits: l.limits.clone(),
+            http2: l.http2,
             protocol: l.protocol,
             proxy_protocol: l.proxy_protocol.clone(),
         },
         None => Accepting {
             limits: ListenerLimits::default(),
+            http2: Http2Settings::default(),
             protocol: ListenerProtocol::Http,
             proxy_protocol: None,
         },

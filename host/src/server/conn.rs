@@ -25,7 +25,7 @@ use super::worker::stopping;
 use crate::access_log::{self, AccessRecord};
 use crate::app::App;
 use crate::body::ProxyBody;
-use crate::config::ListenerLimits;
+use crate::config::{Http2Settings, ListenerLimits};
 use crate::listeners::BoundListener;
 use crate::metrics;
 use crate::proxy::{self, ConnInfo};
@@ -43,6 +43,7 @@ pub(super) async fn serve_tls(
     tcp: TcpStream,
     mut info: ConnInfo,
     limits: ListenerLimits,
+    http2: Http2Settings,
 ) {
     let acceptor = app.snapshot.load().tls().acceptor(&listener.name);
     let timeout = limits.header_timeout;
@@ -61,7 +62,7 @@ pub(super) async fn serve_tls(
         Ok((stream, session)) => {
             info.tls_version = session.version;
             info.client_subject = session.client_subject;
-            serve_io(app, &listener, stream, info, limits).await;
+            serve_io(app, &listener, stream, info, limits, http2).await;
         }
         Err(e) => tracing::debug!(client = %info.client, listener = %listener.name, "{e}"),
     }
@@ -69,7 +70,8 @@ pub(super) async fn serve_tls(
 
 /// Serves HTTP on `io` (a TCP stream, or the plaintext side of a TLS stream) under the
 /// listener's `limits` until the client closes, a limit closes it, or the
-/// listener/process stops and it drains.
+/// listener/process stops and it drains. `http2` is what an HTTP/2 client is told
+/// in SETTINGS.
 ///
 /// An HTTP/1 connection that rests between requests for [`state::PARK_AFTER`] parks:
 /// hyper's connection (its read and write buffers, its state) and the guard's buffers
@@ -83,6 +85,7 @@ pub async fn serve_io<I>(
     io: I,
     info: ConnInfo,
     limits: ListenerLimits,
+    http2: Http2Settings,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + 'static,
 {
@@ -95,7 +98,7 @@ pub async fn serve_io<I>(
     let park: ParkSlot<I> = Rc::new(RefCell::new(Some(io)));
     // The bytes that woke a parked connection (`None` for a new one).
     let mut input: Option<BytesMut> = None;
-    let builder = builder(state.limits());
+    let builder = builder(state.limits(), http2);
     let (watch, mut stopped) = watch_stop(&app, listener);
     let mut stop_watch = Some(watch);
     let mut draining = false;

@@ -11,7 +11,7 @@ use super::conn::{TrackedBody, handle};
 use super::state::ConnState;
 use super::tunnel::Tunnels;
 use crate::app::App;
-use crate::config::ListenerLimits;
+use crate::config::{Http2Settings, ListenerLimits};
 use crate::proxy::ConnInfo;
 
 /// Streams a client may reset before the server accepts them, per connection.
@@ -21,8 +21,9 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// Interval of HTTP/2 keep-alive pings on a connection, and how long one may go
 /// unanswered.
 const H2_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(20);
-/// The hyper connection builder for a connection under `limits`.
-pub(super) fn builder(limits: &ListenerLimits) -> auto::Builder<LocalExec> {
+/// The hyper connection builder for a connection under `limits`, announcing `http2`
+/// to an HTTP/2 client.
+pub(super) fn builder(limits: &ListenerLimits, http2: Http2Settings) -> auto::Builder<LocalExec> {
     let mut builder = auto::Builder::new(LocalExec);
     builder
         .http1()
@@ -37,6 +38,8 @@ pub(super) fn builder(limits: &ListenerLimits) -> auto::Builder<LocalExec> {
         .timer(hyper_util::rt::TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.max_concurrent_streams)
+        .initial_stream_window_size(http2.initial_stream_window)
+        .initial_connection_window_size(http2.initial_connection_window)
         // Streams a client resets before they are even accepted (the rapid-reset
         // attack, CVE-2023-44487): past this many at once the connection is closed
         // with ENHANCE_YOUR_CALM.

@@ -411,6 +411,7 @@ fn test_config() -> Config {
             protocol: Default::default(),
             tls: None,
             limits: Default::default(),
+            http2: Default::default(),
             proxy_protocol: None,
             http3: false,
             origin: origin(),

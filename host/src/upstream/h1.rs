@@ -6,9 +6,9 @@
 //! the largest single cost left above nginx: ~14k instructions a request, of ~50k, in
 //! the hand-offs, the extra task wake-ups and the response parse. Here the request's
 //! own task writes the head, streams the body, reads and parses the response head
-//! (`httparse`, the values shared with the read buffer, no copy), and the response
-//! body reads straight from the socket; the connection goes back to the pool when that
-//! body ends.
+//! (`httparse`; the head copied out of the read buffer once, the values sharing that
+//! copy), and the response body reads straight from the socket; the connection goes
+//! back to the pool when that body ends.
 //!
 //! What stays on hyper: HTTP/2 (its multiplexing is worth a task), and a request that
 //! asks to switch protocols (`Upgrade`): its connection becomes the tunnel's, which

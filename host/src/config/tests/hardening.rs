@@ -97,3 +97,54 @@ fn listener_hardening_limits_errors() {
         "got {errors:#?}"
     );
 }
+
+#[test]
+fn listener_http2_settings_defaults_and_values() {
+    let dir = dir_with(&[("a.yaml", LISTENER)]);
+    let h = loaded(dir.path()).listeners[0].http2;
+    assert_eq!(h, Http2Settings::default());
+    assert_eq!(
+        (h.initial_stream_window, h.initial_connection_window),
+        (1 << 20, 1 << 20)
+    );
+
+    let dir = dir_with(&[(
+        "a.yaml",
+        "listeners:
+  - name: web
+    address: 127.0.0.1:0
+    http2: { initial_stream_window: 256KiB, initial_connection_window: 4MiB }
+",
+    )]);
+    let h = loaded(dir.path()).listeners[0].http2;
+    assert_eq!(h.initial_stream_window, 256 * 1024);
+    assert_eq!(h.initial_connection_window, 4 << 20);
+}
+
+#[test]
+fn listener_http2_settings_errors() {
+    let dir = dir_with(&[(
+        "a.yaml",
+        "listeners:
+  - name: web
+    address: 127.0.0.1:0
+    http2: { initial_stream_window: 100, initial_connection_window: 4GiB,
+             max_frame_size: 16KiB }
+  - name: raw
+    address: 127.0.0.1:0
+    protocol: tcp
+    http2: { initial_stream_window: 64KiB }
+",
+    )]);
+    let errors = errors(dir.path());
+    assert_eq!(
+        errors,
+        [
+            "a.yaml:4: listeners.web.http2.initial_stream_window: must be between 1024 and 2147483647 bytes",
+            "a.yaml:4: listeners.web.http2.initial_connection_window: must be between 65535 and 2147483647 bytes",
+            "a.yaml:5: listeners.web.http2.max_frame_size: unknown field (expected one of: initial_stream_window, initial_connection_window)",
+            "a.yaml:9: listeners.raw.http2: HTTP/2 settings are for http listeners; leave http2 out",
+        ],
+        "got {errors:#?}"
+    );
+}

@@ -60,7 +60,7 @@ pub fn parse_head(rbuf: &mut BytesMut, no_body: bool) -> Result<Option<Head>, H1
         return Ok(None);
     }
     // Field positions in the head, to take the names and values from its bytes once
-    // they are split off the buffer (no copy of the values).
+    // they are copied out of the buffer (one copy of the head, none per value).
     // Offsets fit in `u32` (the head is at most `MAX_HEAD`): a smaller array to zero.
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let (len, code, version, reason, count) = {
@@ -107,7 +107,14 @@ pub fn parse_head(rbuf: &mut BytesMut, no_body: bool) -> Result<Option<Head>, H1
             count,
         )
     };
-    let bytes = rbuf.split_to(len).freeze();
+    // The head in an allocation of its own, not a slice of the read buffer: the
+    // header values share it, and they may outlive the exchange by far. An HTTP/2
+    // client connection's HPACK table keeps the values it indexes (`date`, `server`,
+    // `content-type`, ...) for as long as the connection is open, and a slice would
+    // keep the whole 16 KiB buffer it was read into (and every response after it in
+    // that buffer) alive with them, idle connection after idle connection.
+    let bytes = Bytes::copy_from_slice(rbuf.get(..len).unwrap_or_default());
+    rbuf.advance(len);
     let status = StatusCode::from_u16(code).map_err(|_| H1Error::Head("invalid status"))?;
     let mut headers = HeaderMap::with_capacity(count);
     for &(ns, ne, vs, ve) in spans.get(..count).unwrap_or_default() {

@@ -498,3 +498,29 @@ async fn an_idle_connection_the_upstream_closed_is_not_used() {
     let (second, _) = up.seen.recv().await.unwrap();
     assert_ne!(first, second);
 }
+
+/// The header values of a parsed head do not point into the read buffer: an HTTP/2
+/// client connection's HPACK table keeps values for as long as the connection is open,
+/// and a slice of the buffer would keep all 16 KiB of it (and whatever else it holds)
+/// alive with them.
+#[test]
+fn a_parsed_head_does_not_keep_the_read_buffer() {
+    let head =
+        b"HTTP/1.1 200 OK\r\nserver: up\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n";
+    let mut rbuf = bytes::BytesMut::with_capacity(super::read::READ_SIZE);
+    rbuf.extend_from_slice(head);
+    rbuf.extend_from_slice(b"hello");
+    let buffer = rbuf.as_ptr() as usize..rbuf.as_ptr() as usize + rbuf.capacity();
+    let super::read::Head(parts, _, _) = super::read::parse_head(&mut rbuf, false)
+        .unwrap()
+        .expect("a whole head");
+    assert_eq!(parts.headers.len(), 3);
+    for (name, value) in &parts.headers {
+        let at = value.as_bytes().as_ptr() as usize;
+        assert!(
+            !buffer.contains(&at),
+            "{name}: {value:?} is a slice of the read buffer"
+        );
+    }
+    assert_eq!(&rbuf[..], b"hello", "the body stays in the buffer");
+}
