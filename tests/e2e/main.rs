@@ -8,6 +8,7 @@ mod support;
 mod acme;
 mod admin;
 mod check;
+mod dashboard;
 mod echo;
 mod examples;
 mod filters_builtin;

@@ -50,12 +50,16 @@
 //! - [`RedisServer`]: a real `redis-server` on a free loopback port (`url()`,
 //!   `stop()`, `restart()`, `cli(args)`); a missing binary fails the test saying
 //!   what to install.
+//! - [`browser::Browser`]: a headless Chromium driven over the DevTools protocol
+//!   (`goto`, `eval`, `wait_for`, `viewport`, `screenshot`); a missing `chromium`
+//!   fails the test saying `apt-get install chromium`.
 //! - [`client()`] is a reqwest client (HTTP/1.1, no system proxy); [`h2_client()`]
 //!   speaks HTTP/2 with prior knowledge.
 
 #![allow(dead_code)]
 
 mod backend;
+pub mod browser;
 pub mod h2raw;
 mod load;
 mod offer;
