@@ -42,11 +42,7 @@ upstreams:
 
 async fn dashboard_json(proxy: &Proxy) -> Value {
     let url = proxy.admin_url("/dashboard.json");
-    let resp = client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = get_with(&url, &[]).await;
     assert_eq!(resp.status(), 200, "GET {url}");
     resp.json()
         .await
@@ -58,12 +54,7 @@ async fn traffic(proxy: &Proxy, path: &str, n: usize) -> Vec<u16> {
     let url = proxy.url("web", path);
     let mut statuses = Vec::new();
     for _ in 0..n {
-        let resp = client()
-            .get(&url)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        statuses.push(resp.status().as_u16());
+        statuses.push(get_with(&url, &[]).await.status().as_u16());
     }
     statuses
 }
