@@ -5,7 +5,7 @@
 //! the driver's [`Outcome`](crate::proxy::Outcome) (route, upstream target) for the
 //! requests it hands on, and for the ones it answers itself (400, 431).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the access log and the request metrics need to know of one finished request.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +26,8 @@ pub struct AccessRecord<'a> {
     pub upstream: &'a str,
     /// Time from receiving the request head to sending the response head (or its end).
     pub duration: Duration,
+    /// When that was (the clock read `duration` came from).
+    pub ended: Instant,
     /// The client's `IP:port`.
     pub client: &'a str,
 }
@@ -39,7 +41,7 @@ pub fn enabled() -> bool {
 
 /// Logs one line for `rec` and counts it in the metrics.
 pub fn record(rec: &AccessRecord<'_>) {
-    crate::metrics::global().request(rec.listener, rec.route, rec.status, rec.duration);
+    crate::metrics::global().request(rec.listener, rec.route, rec.status, rec.duration, rec.ended);
     tracing::info!(
         target: "access",
         listener = rec.listener,
@@ -70,6 +72,7 @@ mod tests {
             route: "r",
             upstream: "echo@internal",
             duration: Duration::from_millis(1),
+            ended: Instant::now(),
             client: "127.0.0.1:1234",
         });
         let text = crate::metrics::global().render();

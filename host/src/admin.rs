@@ -1,7 +1,9 @@
-//! The admin listener: `GET /ready`, `GET /status`, `GET /metrics`, and `POST /reload`
-//! when `admin.reload: true`. It runs on its own thread and runtime, so a busy worker
-//! never delays a health check.
+//! The admin listener: `GET /ready`, `GET /status`, `GET /metrics`, the dashboard
+//! (`GET /` and its data, `GET /dashboard.json`), and `POST /reload` when
+//! `admin.reload: true`. It runs on its own thread and runtime, so a busy worker never
+//! delays a health check.
 
+mod dashboard;
 mod status;
 
 use std::collections::HashSet;
@@ -112,8 +114,34 @@ async fn route(app: &Arc<App>, req: http::Request<hyper::body::Incoming>) -> Adm
             );
             resp
         }
+        (&Method::GET | &Method::HEAD, "/") => {
+            let mut resp =
+                http::Response::new(Full::new(Bytes::from_static(dashboard::PAGE.as_bytes())));
+            let headers = resp.headers_mut();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            // The page runs only its own inline script and style, and loads nothing.
+            headers.insert(
+                http::header::CONTENT_SECURITY_POLICY,
+                http::HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                     connect-src 'self'; img-src data:",
+                ),
+            );
+            resp
+        }
+        (&Method::GET | &Method::HEAD, "/dashboard.json") => {
+            let mut resp = json(http::StatusCode::OK, &dashboard::data(app));
+            resp.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
         (&Method::POST, "/reload") => reload(app).await,
-        (_, "/ready" | "/status" | "/metrics" | "/reload") => text(
+        (_, "/" | "/dashboard.json" | "/ready" | "/status" | "/metrics" | "/reload") => text(
             http::StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed\n".into(),
         ),

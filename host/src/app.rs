@@ -5,6 +5,7 @@
 //! (which compiles and configures every filter) → bind any new listener → swap. Any
 //! failure leaves everything as it was.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,9 +21,15 @@ use crate::metrics;
 use crate::snapshot::Snapshot;
 use crate::wasm::Runtime;
 
-/// The outcome of the latest load attempt, as `/status` shows it.
+/// How many load attempts the reload history keeps.
+pub const RELOAD_HISTORY: usize = 20;
+
+/// The outcome of a load attempt, as `/status` (the latest) and the dashboard (the
+/// last [`RELOAD_HISTORY`]) show it.
 #[derive(Debug, Clone)]
 pub struct ReloadStatus {
+    /// The generation serving after it: the new one when it was applied.
+    pub generation: u64,
     /// Whether it was applied.
     pub ok: bool,
     /// When it was attempted.
@@ -46,7 +53,8 @@ pub struct App {
     /// Worker threads, fixed at start: a reload that changes `workers` is refused (a
     /// new process applies it; see [`crate::handover`]).
     workers: usize,
-    status: Mutex<ReloadStatus>,
+    /// The last load attempts, the latest at the back; never empty.
+    history: Mutex<VecDeque<ReloadStatus>>,
     /// Serialises reloads: two concurrent loads must not race to the swap.
     reload_lock: Mutex<()>,
     listeners: watch::Sender<Arc<ListenerTable>>,
@@ -85,11 +93,12 @@ impl App {
             etcd,
             etcd_revision: AtomicI64::new(etcd_revision),
             workers,
-            status: Mutex::new(ReloadStatus {
+            history: Mutex::new(VecDeque::from([ReloadStatus {
+                generation: 1,
                 ok: true,
                 at: snapshot.loaded_at,
                 errors: Vec::new(),
-            }),
+            }])),
             snapshot: ArcSwap::from_pointee(snapshot),
             reload_lock: Mutex::new(()),
             listeners: watch::Sender::new(Arc::new(rebind.table)),
@@ -117,17 +126,21 @@ impl App {
             Ok(generation) => {
                 tracing::info!(generation, "configuration reloaded");
                 metrics::global().reload(true);
+                let config = &self.snapshot.load().config;
+                metrics::global()
+                    .forget_filter_windows(|name| config.filters.iter().any(|f| f.name == name));
             }
             Err(errors) => {
                 for e in &errors.0 {
                     tracing::error!("reload failed: {e}");
                 }
                 metrics::global().reload(false);
-                *lock(&self.status) = ReloadStatus {
+                self.note(ReloadStatus {
+                    generation: self.snapshot.load().generation,
                     ok: false,
                     at: SystemTime::now(),
                     errors: errors.0.iter().map(ToString::to_string).collect(),
-                };
+                });
             }
         }
         result
@@ -174,11 +187,12 @@ impl App {
         // with the serving one call its upstreams.
         snapshot.go_live();
         // The status first: whoever sees the new generation also sees that it loaded.
-        *lock(&self.status) = ReloadStatus {
+        self.note(ReloadStatus {
+            generation,
             ok: true,
             at: snapshot.loaded_at,
             errors: Vec::new(),
-        };
+        });
         self.snapshot.store(Arc::new(snapshot));
         self.etcd_revision.store(etcd_revision, Ordering::SeqCst);
         // Live from here: say so before the rest (freeing the previous generation, a
@@ -216,7 +230,27 @@ impl App {
 
     /// The outcome of the latest load attempt.
     pub fn last_reload(&self) -> ReloadStatus {
-        lock(&self.status).clone()
+        let history = lock(&self.history);
+        // Never empty: the first load is its first entry.
+        history.back().cloned().unwrap_or(ReloadStatus {
+            generation: 0,
+            ok: false,
+            at: SystemTime::UNIX_EPOCH,
+            errors: Vec::new(),
+        })
+    }
+
+    /// The last [`RELOAD_HISTORY`] load attempts, the latest first.
+    pub fn reload_history(&self) -> Vec<ReloadStatus> {
+        lock(&self.history).iter().rev().cloned().collect()
+    }
+
+    fn note(&self, status: ReloadStatus) {
+        let mut history = lock(&self.history);
+        if history.len() == RELOAD_HISTORY {
+            history.pop_front();
+        }
+        history.push_back(status);
     }
 
     /// The listeners in force; changes whenever a reload adds, moves or removes one.

@@ -7,21 +7,26 @@
 //!
 //! Guest metrics defined by proxy-wasm filters live here too ([`Metrics::define_custom`]
 //! and friends), rendered under their own (sanitised) names with a `filter` label.
+//!
+//! So does the recent activity the dashboard shows ([`Window`]): per route, beside the
+//! route's duration histogram, and per filter, held by each filter's plugin.
 
 mod custom;
 mod l4;
 mod render;
 mod shadow;
+mod window;
 
 use std::cell::RefCell;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
 pub use custom::CustomKind;
 use custom::CustomRegistry;
+pub use window::{SPAN_SECS, Summary, Window, last_instant};
 
 /// Upper bounds (seconds) of the request-duration histogram buckets.
 const DURATION_BUCKETS: [f64; 11] = [
@@ -40,8 +45,10 @@ const KEY_SEP: char = '\u{1f}';
 pub struct Metrics {
     /// `portcullis_requests_total`, keyed `listener SEP route`.
     requests: SeriesMap<RequestCounts>,
-    /// `portcullis_request_duration_seconds`, keyed by route.
-    durations: SeriesMap<Histogram>,
+    /// `portcullis_request_duration_seconds` and the recent window, keyed by route.
+    durations: SeriesMap<RouteSeries>,
+    /// The recent window of each filter, by name (its plugins hold it).
+    filter_windows: SeriesMap<Arc<Window>>,
     /// `portcullis_upstream_errors_total`, keyed `upstream SEP kind`.
     upstream_errors: SeriesMap<AtomicU64>,
     /// `portcullis_upstream_retries_total`, keyed `upstream SEP reason`.
@@ -98,9 +105,18 @@ struct EtcdLink {
 // === impl Metrics ===
 
 impl Metrics {
-    /// Counts one finished request: `portcullis_requests_total{listener,route,code}` and
-    /// `portcullis_request_duration_seconds{route}`. `route` is empty when none matched.
-    pub fn request(&self, listener: &str, route: &str, status: u16, duration: Duration) {
+    /// Counts one finished request: `portcullis_requests_total{listener,route,code}`,
+    /// `portcullis_request_duration_seconds{route}` and the route's recent window (a
+    /// 5xx an error), the request having ended at `at`. `route` is empty when none
+    /// matched.
+    pub fn request(
+        &self,
+        listener: &str,
+        route: &str,
+        status: u16,
+        duration: Duration,
+        at: Instant,
+    ) {
         let class = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -113,7 +129,42 @@ impl Metrics {
                 c.0[class].fetch_add(1, Ordering::Relaxed);
             })
         });
-        bump(&self.durations, route, |h: &Histogram| h.observe(duration));
+        bump(&self.durations, route, |s: &RouteSeries| {
+            s.total.observe(duration);
+            s.recent.record(at, Some(duration), class == 4);
+        });
+    }
+
+    /// What route `route` did over the `secs` seconds up to `now`, and its rate per
+    /// `step` seconds over the last `points` steps; `None` if it has had no request.
+    pub fn route_recent(
+        &self,
+        route: &str,
+        now: Instant,
+        secs: u64,
+        (step, points): (u64, u64),
+    ) -> Option<(Summary, Vec<f64>)> {
+        let s = self.durations.get(route)?;
+        Some((
+            s.recent.summary(now, secs),
+            s.recent.rates(now, step, points),
+        ))
+    }
+
+    /// The recent window of filter `name`, shared by every plugin of that name so that
+    /// its counts carry over reloads.
+    pub fn filter_window(&self, name: &str) -> Arc<Window> {
+        if let Some(w) = self.filter_windows.get(name) {
+            return Arc::clone(&w);
+        }
+        Arc::clone(&self.filter_windows.entry(name.to_owned()).or_default())
+    }
+
+    /// Forgets the recent windows of the filters `keep` refuses (those a reload
+    /// removed), so that renamed filters do not pile up; a plugin still draining
+    /// requests keeps its own.
+    pub fn forget_filter_windows(&self, keep: impl Fn(&str) -> bool) {
+        self.filter_windows.retain(|name, _| keep(name));
     }
 
     /// Counts an upstream failure; `kind` is e.g. `connect`, `timeout`, `protocol`.
@@ -383,6 +434,14 @@ fn split_key(key: &str) -> impl Iterator<Item = &str> {
 #[derive(Default)]
 struct RequestCounts([AtomicU64; 5]);
 
+/// What is counted per route of the requests' durations: since start, for
+/// Prometheus, and over the last minutes, for the dashboard.
+#[derive(Default)]
+struct RouteSeries {
+    total: Histogram,
+    recent: Window,
+}
+
 /// A fixed-bucket histogram of durations.
 #[derive(Default)]
 struct Histogram {
@@ -414,9 +473,10 @@ mod tests {
     #[test]
     fn request_counts_render_by_class() {
         let m = Metrics::default();
-        m.request("web", "api", 200, Duration::from_millis(3));
-        m.request("web", "api", 204, Duration::from_millis(30));
-        m.request("web", "api", 503, Duration::from_secs(20));
+        let now = Instant::now();
+        m.request("web", "api", 200, Duration::from_millis(3), now);
+        m.request("web", "api", 204, Duration::from_millis(30), now);
+        m.request("web", "api", 503, Duration::from_secs(20), now);
         let text = m.render();
         assert!(
             text.contains(r#"portcullis_requests_total{listener="web",route="api",code="2xx"} 2"#),
@@ -440,6 +500,9 @@ mod tests {
             text.contains(r#"portcullis_request_duration_seconds_count{route="api"} 3"#),
             "count:\n{text}"
         );
+        let (recent, rates) = m.route_recent("api", now, 60, (10, 6)).unwrap_or_default();
+        assert_eq!((recent.requests, recent.errors), (3, 1), "{recent:?}");
+        assert_eq!(rates.last(), Some(&0.3), "{rates:?}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ use tokio_rustls::server::TlsStream;
 use crate::config::{
     Config, ConfigError, ListenerProtocol, TlsConfig, UpstreamConfig, UpstreamTlsConfig,
 };
+pub use info::CertificateInfo;
 pub use server::ListenerTls;
 
 /// ALPN id of HTTP/2.
@@ -174,6 +175,27 @@ impl TlsSet {
         self.upstreams.get(upstream)
     }
 
+    /// Every served certificate (files, then ACME-issued ones by stored file), with
+    /// its listener, listeners by name.
+    pub fn certificates(&self) -> Vec<(String, CertificateInfo)> {
+        let mut names: Vec<&String> = self.listeners.keys().collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(listener) = self.listeners.get(name) else {
+                continue;
+            };
+            let issued = listener.issued.as_ref().map(|i| i.all());
+            let mut issued: Vec<_> = issued.iter().flat_map(|m| m.values()).collect();
+            issued.sort_by(|a, b| a.info.path.cmp(&b.info.path));
+            let certs = listener.certificates.iter();
+            for cert in certs.chain(issued.into_iter().map(|c| &c.info)) {
+                out.push((name.clone(), cert.clone()));
+            }
+        }
+        out
+    }
+
     /// Appends `portcullis_tls_certificate_expiry_days{listener,cert}` (days until
     /// each served certificate expires, negative once it has) in the Prometheus text
     /// format.
@@ -185,26 +207,15 @@ impl TlsSet {
             "# HELP portcullis_tls_certificate_expiry_days Days until the certificate expires (negative: expired).\n\
              # TYPE portcullis_tls_certificate_expiry_days gauge\n",
         );
-        let mut names: Vec<&String> = self.listeners.keys().collect();
-        names.sort();
-        for name in names {
-            let Some(listener) = self.listeners.get(name) else {
-                continue;
-            };
-            // ACME certificates are labelled with their stored file, like files are.
-            let issued = listener.issued.as_ref().map(|i| i.all());
-            let mut issued: Vec<_> = issued.iter().flat_map(|m| m.values()).collect();
-            issued.sort_by(|a, b| a.info.path.cmp(&b.info.path));
-            let certs = listener.certificates.iter();
-            for cert in certs.chain(issued.into_iter().map(|c| &c.info)) {
-                let _ = writeln!(
-                    out,
-                    "portcullis_tls_certificate_expiry_days{{listener=\"{}\",cert=\"{}\"}} {:.3}",
-                    escape(name),
-                    escape(&cert.path.display().to_string()),
-                    cert.days_left(now)
-                );
-            }
+        // ACME certificates are labelled with their stored file, like files are.
+        for (name, cert) in self.certificates() {
+            let _ = writeln!(
+                out,
+                "portcullis_tls_certificate_expiry_days{{listener=\"{}\",cert=\"{}\"}} {:.3}",
+                escape(&name),
+                escape(&cert.path.display().to_string()),
+                cert.days_left(now)
+            );
         }
     }
 }

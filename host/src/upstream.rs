@@ -242,7 +242,8 @@ impl Upstream {
         self.limits.as_ref().map(|l| l.open())
     }
 
-    /// The targets and their health, for `/status`.
+    /// The targets with their health, requests in flight, ejections in a row (outlier
+    /// detection) and the time left of a passive back-off, for the dashboard.
     pub fn status(&self) -> serde_json::Value {
         let now = now_ms();
         let targets: Vec<serde_json::Value> = self
@@ -250,11 +251,14 @@ impl Upstream {
             .list
             .iter()
             .map(|t| {
+                let back_off = t.back_off_until().filter(|&u| u > now);
                 serde_json::json!({
                     "address": t.address.as_str(),
                     "weight": t.weight,
                     "healthy": t.is_available(now),
                     "active": t.active(),
+                    "ejections": t.ejections.load(std::sync::atomic::Ordering::Relaxed),
+                    "back_off_ms": back_off.map(|u| u - now),
                 })
             })
             .collect();

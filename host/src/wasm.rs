@@ -148,6 +148,7 @@ impl Runtime {
             first_vm: Mutex::new(Some(first)),
             http: callers,
             ticks,
+            recent: crate::metrics::global().filter_window(&filter.name),
         }))
     }
 }
@@ -173,6 +174,8 @@ pub struct Plugin {
     /// Its root context set a tick period while configuring: every worker starts its
     /// VM when the snapshot goes live, so ticks run before any request arrives.
     ticks: bool,
+    /// The filter's requests of the last minutes, for the dashboard.
+    recent: Arc<crate::metrics::Window>,
 }
 
 impl Plugin {
@@ -190,6 +193,12 @@ impl Plugin {
     pub fn start_fresh_vm(&self) -> Result<(), String> {
         let signal = Arc::new(worker::VmSignal::default());
         vm::block_on(vm::Vm::start(&self.compiled, &self.spec, signal)).map(drop)
+    }
+
+    /// The requests this filter saw over the last minutes (shared with every plugin of
+    /// the same name, so they carry over reloads).
+    pub fn recent(&self) -> &crate::metrics::Window {
+        &self.recent
     }
 
     /// The hex sha256 of the filter's module.

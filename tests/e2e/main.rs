@@ -9,6 +9,7 @@ mod acme;
 mod admin;
 mod canary;
 mod check;
+mod dashboard;
 mod echo;
 mod etcd;
 mod etcd_fleet;

@@ -56,6 +56,9 @@
 //!   `restart_elsewhere()`: up on another port, cut off from the proxies); a missing
 //!   binary fails the test saying what to install.
 //! - [`served_by`]`(proxy, path)`: the route an `echo@internal` answer names.
+//! - [`browser::Browser`]: a headless Chromium driven over the DevTools protocol
+//!   (`goto`, `eval`, `wait_for`, `viewport`, `screenshot`); a missing `chromium`
+//!   fails the test saying `apt-get install chromium`.
 //! - [`client()`] is a reqwest client (HTTP/1.1, no system proxy); [`h2_client()`]
 //!   speaks HTTP/2 with prior knowledge.
 
@@ -63,6 +66,7 @@
 
 mod backend;
 mod etcd;
+pub mod browser;
 pub mod h2raw;
 mod load;
 mod offer;

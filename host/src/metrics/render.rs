@@ -41,8 +41,9 @@ pub(super) fn render(m: &Metrics) -> String {
         "histogram",
         "Time from request to response headers, by route.",
     );
-    for (route, h) in sorted(&m.durations) {
+    for (route, series) in sorted(&m.durations) {
         let route = escape(&route);
+        let h = &series.total;
         let mut cumulative = 0;
         for (i, b) in h.buckets.iter().enumerate() {
             cumulative += b.load(Ordering::Relaxed);

@@ -312,6 +312,7 @@ pub(super) async fn handle(
     if let Some(reject) = reject {
         metrics::global().client_limit(&info.listener, reject.limit());
         let resp = reject_response(reject);
+        let ended = Instant::now();
         access_log::record(&AccessRecord {
             listener: &info.listener,
             method: req.method().as_str(),
@@ -320,7 +321,8 @@ pub(super) async fn handle(
             status: resp.status().as_u16(),
             route: "",
             upstream: "",
-            duration: started.elapsed(),
+            duration: ended.duration_since(started),
+            ended,
             client: &info.client.to_string(),
         });
         return resp.map(|body| TrackedBody {
@@ -448,6 +450,7 @@ impl AccessLine {
         outcome: &proxy::Outcome,
         started: Instant,
     ) {
+        let ended = Instant::now();
         access_log::record(&AccessRecord {
             listener: &info.listener,
             method: method.as_str(),
@@ -460,7 +463,8 @@ impl AccessLine {
                 .as_deref()
                 .or(outcome.upstream.as_deref())
                 .unwrap_or_default(),
-            duration: started.elapsed(),
+            duration: ended.duration_since(started),
+            ended,
             client: &self.client,
         });
     }

@@ -4,6 +4,7 @@
 //! request (docs/phases.md).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -67,6 +68,13 @@ struct Entry {
     held: [BodyBuf; 2],
     /// In shadow mode: what it decided so far for this stream.
     shadow: Option<shadow::Shadow>,
+    /// Time in its header and trailer callbacks (their callouts included), for the
+    /// dashboard, when the chain is timed.
+    spent: Duration,
+    /// A callback of it ran (or was passed over) on this request: it counts.
+    ran: bool,
+    /// It failed (a trap, a deadline, memory) on this request.
+    failed: bool,
 }
 
 /// The filter chain of one request: the per-stream contexts of each filter of its
@@ -86,6 +94,28 @@ pub struct HttpFilters {
     saved: Option<shadow::Saved>,
     /// The request's `x-request-id`, for shadow filters' log lines (when one runs).
     request_id: Option<http::HeaderValue>,
+    /// Whether this request times its filters (one in [`TIME_EVERY`] per worker).
+    timed: bool,
+    /// The last clock read of a timed walk: when the filters were last done with.
+    clock: Option<Instant>,
+}
+
+/// One request in this many (per worker) times its filters' callbacks for the
+/// dashboard's latency quantiles; every request is counted. The clock reads were
+/// most of what the dashboard added to a filter's cost.
+const TIME_EVERY: u32 = 8;
+
+thread_local! {
+    static UNTIMED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether the next request on this thread times its filters.
+fn take_sample() -> bool {
+    UNTIMED.with(|n| {
+        let left = n.get();
+        n.set(if left == 0 { TIME_EVERY - 1 } else { left - 1 });
+        left == 0
+    })
 }
 
 impl HttpFilters {
@@ -102,6 +132,9 @@ impl HttpFilters {
                 no_response: false,
                 held: Default::default(),
                 shadow: None,
+                spent: Duration::ZERO,
+                ran: false,
+                failed: false,
             })
             .collect::<Vec<_>>();
         // Filled in place: the stream's data is large, and building it on the stack
@@ -116,6 +149,8 @@ impl HttpFilters {
             io,
             finished: false,
             grpc: false,
+            timed: take_sample(),
+            clock: None,
             saved: None,
             request_id: None,
         }
@@ -288,6 +323,7 @@ impl HttpFilters {
     /// nearly always), so that the common end of a request needs no future and no
     /// task; the rest is left to [`HttpFilters::finish`].
     fn finish_now(&mut self) {
+        self.record_recent();
         self.finished = true;
         self.io.completed = true;
         for i in 0..self.entries.len() {
@@ -318,9 +354,13 @@ impl HttpFilters {
     }
 
     async fn request_walk(&mut self, phase: Phase, eos: bool) -> Decision {
+        // Timed, one clock read per filter and one more per walk: each filter is
+        // charged the time from the previous read to its own.
+        let mut clock = self.timed.then(Instant::now);
         for i in 0..self.seen {
             let n = count(&self.io, phase);
             let mut step = self.step(i, phase, n, eos).await;
+            clock = self.charge(i, clock, &step);
             if self.entries[i].shadow.is_some() {
                 step = self.shadow_settle(i, step);
             }
@@ -344,9 +384,11 @@ impl HttpFilters {
     }
 
     async fn response_walk(&mut self, phase: Phase, eos: bool) -> Decision {
+        let mut clock = self.timed.then(Instant::now);
         for i in (0..self.seen).rev() {
             let n = count(&self.io, phase);
             let mut step = self.step(i, phase, n, eos).await;
+            clock = self.charge(i, clock, &step);
             if self.entries[i].shadow.is_some() {
                 step = self.shadow_settle(i, step);
             }
@@ -395,6 +437,37 @@ impl HttpFilters {
             }
         }
         Ok(http::Response::from_parts(head, out))
+    }
+
+    /// Counts filter `i` in (with its failure), and when timed charges it the time
+    /// since `since`; returns the clock read.
+    #[inline]
+    fn charge(&mut self, i: usize, since: Option<Instant>, step: &Step) -> Option<Instant> {
+        let e = &mut self.entries[i];
+        e.ran = true;
+        e.failed |= matches!(step, Step::Failed(_));
+        let since = since?;
+        let now = Instant::now();
+        e.spent += now.duration_since(since);
+        self.clock = Some(now);
+        Some(now)
+    }
+
+    /// Counts the request in the recent window of every filter that ran on it, once.
+    fn record_recent(&mut self) {
+        if !self.entries.iter().any(|e| e.ran) {
+            return;
+        }
+        let at = self
+            .clock
+            .or_else(crate::metrics::last_instant)
+            .unwrap_or_else(Instant::now);
+        for e in &mut self.entries {
+            if std::mem::take(&mut e.ran) {
+                let spent = self.timed.then_some(e.spent);
+                e.plugin.recent().record(at, spent, e.failed);
+            }
+        }
     }
 
     fn failure(&self, i: usize, f: Failure) -> FilterFailure {
@@ -564,6 +637,8 @@ impl Drop for HttpFilters {
             grpc: self.grpc,
             saved: None,
             request_id: self.request_id.take(),
+            timed: self.timed,
+            clock: self.clock,
             // If the task never runs (the worker is shutting down), do not respawn.
             finished: true,
         };
