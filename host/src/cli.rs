@@ -1,5 +1,5 @@
-//! The command line: `portcullis run`, `portcullis check`, `portcullis compile` and
-//! `portcullis filter-test`.
+//! The command line: `portcullis run`, `portcullis check`, `portcullis compile`,
+//! `portcullis filter-test` and `portcullis completions`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -42,6 +42,16 @@ enum Command {
     /// read (see docs/operations.md): one line per module saying what was written
     /// where; exit 1 when one is not a proxy-wasm module or cannot be stored.
     Compile(CompileArgs),
+    /// Print the completion script of SHELL on stdout (e.g. `portcullis completions
+    /// bash > /etc/bash_completion.d/portcullis`).
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args, Debug)]
+struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +131,15 @@ pub fn main() -> ExitCode {
                 args.builtins,
                 args.cache_dir.as_deref(),
             ))
+        }
+        Some(Command::Completions(args)) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "portcullis",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::Run(args)) => {
             init_tracing(args.log_format, "info");

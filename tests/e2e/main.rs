@@ -7,6 +7,7 @@ mod support;
 
 mod acme;
 mod admin;
+mod admin_access;
 mod check;
 mod echo;
 mod examples;
@@ -20,6 +21,7 @@ mod http3;
 mod inproc;
 mod l4;
 mod module_cache;
+mod packaging;
 mod reload;
 mod reload_memory;
 mod reload_rollback;

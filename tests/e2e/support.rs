@@ -68,7 +68,7 @@ pub use backend::{Backend, Reply, Seen};
 pub use load::Load;
 #[allow(unused_imports)]
 pub use offer::{Offered, offer};
-pub use python::{PyServer, py_client};
+pub use python::{PyServer, py_client, python};
 pub use raw::Raw;
 pub use redis::RedisServer;
 
