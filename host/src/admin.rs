@@ -131,7 +131,7 @@ async fn admit(
             req.extensions_mut().insert(access);
             route(app, req).await
         }
-        Err(refused) => refused,
+        Err(refused) => refused.response(),
     }
 }
 

@@ -36,8 +36,12 @@ routes: [{{ name: all, upstream: echo@internal }}]
 /// Starts a proxy on `conf` with the operator token in its environment, logging at
 /// debug (so that a token logged anywhere is found).
 fn start_with_tokens(conf: &ConfDir) -> Proxy {
-    Proxy::try_start_with(conf, &[], &[(OPERATOR_ENV, OPERATOR), ("RUST_LOG", "debug")])
-        .unwrap_or_else(|e| panic!("{e}"))
+    Proxy::try_start_with(
+        conf,
+        &[],
+        &[(OPERATOR_ENV, OPERATOR), ("RUST_LOG", "debug")],
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `METHOD ADMIN/path` with `token` as a bearer token: status, `WWW-Authenticate`,
@@ -63,13 +67,21 @@ async fn admin(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    (resp.status(), challenge, resp.text().await.unwrap_or_default())
+    (
+        resp.status(),
+        challenge,
+        resp.text().await.unwrap_or_default(),
+    )
 }
 
 /// `/status` read with `token`.
 async fn status_with(proxy: &Proxy, token: &str) -> Value {
     let (code, _, body) = admin(proxy, reqwest::Method::GET, "/status", Some(token)).await;
-    assert_eq!(code, StatusCode::OK, "GET /status with a viewer token: {body}");
+    assert_eq!(
+        code,
+        StatusCode::OK,
+        "GET /status with a viewer token: {body}"
+    );
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON: {e}: {body}"))
 }
 
@@ -105,17 +117,31 @@ async fn tokens_gate_every_endpoint_by_role_and_the_probes_stay_open() {
     // No token, or a token that is not configured: 401 with a Bearer challenge.
     for path in ["/status", "/metrics", "/", "/no-such-endpoint"] {
         let (code, challenge, body) = admin(&proxy, Method::GET, path, None).await;
-        assert_eq!(code, StatusCode::UNAUTHORIZED, "GET {path} without a token: {body}");
-        assert_eq!(challenge, r#"Bearer realm="portcullis-admin""#, "GET {path}");
+        assert_eq!(
+            code,
+            StatusCode::UNAUTHORIZED,
+            "GET {path} without a token: {body}"
+        );
+        assert_eq!(
+            challenge, r#"Bearer realm="portcullis-admin""#,
+            "GET {path}"
+        );
         assert!(body.contains("Authorization: Bearer"), "GET {path}: {body}");
     }
     let (code, challenge, body) = admin(&proxy, Method::POST, "/reload", None).await;
-    assert_eq!(code, StatusCode::UNAUTHORIZED, "POST /reload without a token: {body}");
+    assert_eq!(
+        code,
+        StatusCode::UNAUTHORIZED,
+        "POST /reload without a token: {body}"
+    );
     assert!(challenge.starts_with("Bearer"), "{challenge}");
     let wrong = "viewer-0000000000000000";
     let (code, challenge, body) = admin(&proxy, Method::GET, "/status", Some(wrong)).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED, "an unknown token: {body}");
-    assert!(challenge.contains(r#"error="invalid_token""#), "{challenge}");
+    assert!(
+        challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
     assert!(body.contains("not one of admin.tokens"), "{body}");
 
     // The viewer reads, and may not reload.
@@ -125,14 +151,22 @@ async fn tokens_gate_every_endpoint_by_role_and_the_probes_stay_open() {
     let status = status_with(&proxy, VIEWER).await;
     assert_eq!(status["generation"], 1, "{status:#}");
     let (code, challenge, body) = admin(&proxy, Method::POST, "/reload", Some(VIEWER)).await;
-    assert_eq!(code, StatusCode::FORBIDDEN, "POST /reload as viewer: {body}");
+    assert_eq!(
+        code,
+        StatusCode::FORBIDDEN,
+        "POST /reload as viewer: {body}"
+    );
     assert!(challenge.contains("insufficient_scope"), "{challenge}");
     assert_eq!(
         body.trim(),
         "forbidden: token `dashboards` has the viewer role; POST /reload needs the operator role"
     );
     let (code, _, _) = admin(&proxy, Method::GET, "/no-such-endpoint", Some(VIEWER)).await;
-    assert_eq!(code, StatusCode::NOT_FOUND, "an authorised request to no endpoint");
+    assert_eq!(
+        code,
+        StatusCode::NOT_FOUND,
+        "an authorised request to no endpoint"
+    );
 
     // The operator (its token from the environment) reloads.
     let (code, _, body) = admin(&proxy, Method::POST, "/reload", Some(OPERATOR)).await;
@@ -184,7 +218,11 @@ async fn a_token_change_applies_on_reload_and_a_bad_one_is_refused_naming_the_fi
     conf.write("secrets/viewer.token", rotated);
     status_until(&proxy, OPERATOR, |s| s["generation"] == 2).await;
     let (code, _, body) = admin(&proxy, reqwest::Method::GET, "/status", Some(VIEWER)).await;
-    assert_eq!(code, StatusCode::UNAUTHORIZED, "the old token after rotation: {body}");
+    assert_eq!(
+        code,
+        StatusCode::UNAUTHORIZED,
+        "the old token after rotation: {body}"
+    );
     status_with(&proxy, rotated).await;
 
     // Too short: refused, naming file, line and field; the last good tokens go on.
@@ -197,7 +235,10 @@ async fn a_token_change_applies_on_reload_and_a_bad_one_is_refused_naming_the_fi
             && errors.contains("is 5 characters long; at least 16"),
         "{errors}"
     );
-    assert!(!errors.contains("short"), "the error quotes the token: {errors}");
+    assert!(
+        !errors.contains("short"),
+        "the error quotes the token: {errors}"
+    );
 }
 
 #[tokio::test]
@@ -246,14 +287,21 @@ routes: [{ name: all, upstream: echo@internal }]
         "expected the exposure warning:\n{}",
         proxy.logs()
     );
-    assert!(proxy.logs().contains("and can POST /reload"), "{}", proxy.logs());
+    assert!(
+        proxy.logs().contains("and can POST /reload"),
+        "{}",
+        proxy.logs()
+    );
     drop(proxy);
 
     let guarded = tokens_conf();
     let yaml = std::fs::read_to_string(guarded.path().join("portcullis.yaml")).unwrap_or_default();
     guarded.write(
         "portcullis.yaml",
-        yaml.replace("address: 127.0.0.1:0\n  reload", "address: 0.0.0.0:0\n  reload"),
+        yaml.replace(
+            "address: 127.0.0.1:0\n  reload",
+            "address: 0.0.0.0:0\n  reload",
+        ),
     );
     let proxy = start_with_tokens(&guarded);
     assert!(
@@ -326,7 +374,9 @@ routes: [{ name: all, upstream: echo@internal }]
     );
     let plain = client().get(format!("http://{addr}/ready")).send().await;
     assert!(
-        plain.as_ref().map_or(true, |r| r.status() != StatusCode::OK),
+        plain
+            .as_ref()
+            .map_or(true, |r| r.status() != StatusCode::OK),
         "plain HTTP must not be served on a TLS admin listener, got {plain:?}"
     );
 
@@ -335,7 +385,12 @@ routes: [{ name: all, upstream: echo@internal }]
         .get(&url)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("alice's certificate must be accepted: {e}\n{}", proxy.logs()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "alice's certificate must be accepted: {e}\n{}",
+                proxy.logs()
+            )
+        });
     assert_eq!(resp.status(), StatusCode::OK);
     let status: Value = resp.json().await.unwrap_or_default();
     assert_eq!(status["admin"]["tls"], true, "{status:#}");
@@ -390,7 +445,10 @@ filters:
     let status = proxy.status().await;
     let text = status.to_string();
     for secret in ["clear-api-key-3141", "hs256-secret-2718", "CCCCCCCC"] {
-        assert!(!text.contains(secret), "/status shows `{secret}`: {status:#}");
+        assert!(
+            !text.contains(secret),
+            "/status shows `{secret}`: {status:#}"
+        );
     }
     let config = |name: &str| {
         status["filters"]

@@ -28,7 +28,14 @@ fn read(path: &Path) -> String {
 fn bash_completions_parse_and_register() {
     let (code, script, stderr) = run_to_end(["completions", "bash"]);
     assert_eq!(code, Some(0), "portcullis completions bash: {stderr}");
-    for word in ["run", "check", "compile", "filter-test", "completions", "--conf"] {
+    for word in [
+        "run",
+        "check",
+        "compile",
+        "filter-test",
+        "completions",
+        "--conf",
+    ] {
         assert!(script.contains(word), "the bash completion lacks `{word}`");
     }
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
@@ -44,7 +51,10 @@ fn bash_completions_parse_and_register() {
     // Sourced, it registers a completion for `portcullis`.
     let sourced = Command::new("bash")
         .arg("-c")
-        .arg(format!("source {} && complete -p portcullis", file.display()))
+        .arg(format!(
+            "source {} && complete -p portcullis",
+            file.display()
+        ))
         .output()
         .unwrap_or_else(|e| panic!("cannot run bash: {e}"));
     let registered = String::from_utf8_lossy(&sourced.stdout);
@@ -106,7 +116,12 @@ fn port_of(address: &str) -> u64 {
 #[test]
 fn kubernetes_manifests_validate_and_agree_with_their_configuration() {
     let dir = repo("deploy/kubernetes");
-    let files = ["configmap.yaml", "deployment.yaml", "service.yaml", "secret.yaml"];
+    let files = [
+        "configmap.yaml",
+        "deployment.yaml",
+        "service.yaml",
+        "secret.yaml",
+    ];
     let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
 
     // Against the Kubernetes schemas (strict: unknown fields are errors).
@@ -136,10 +151,16 @@ fn kubernetes_manifests_validate_and_agree_with_their_configuration() {
         let selector = selector.as_object().cloned().unwrap_or_default();
         assert!(!selector.is_empty(), "{what} selects nothing");
         for (k, v) in selector {
-            assert_eq!(labels[&k], v, "{what} selects {k}={v}, the pods are {labels}");
+            assert_eq!(
+                labels[&k], v,
+                "{what} selects {k}={v}, the pods are {labels}"
+            );
         }
     };
-    selects(&deployment["spec"]["selector"]["matchLabels"], "the Deployment");
+    selects(
+        &deployment["spec"]["selector"]["matchLabels"],
+        "the Deployment",
+    );
     selects(&service["spec"]["selector"], "the Service");
     let container = &pod["spec"]["containers"][0];
     let ports = container["ports"].as_array().cloned().unwrap_or_default();
@@ -188,20 +209,36 @@ fn kubernetes_manifests_validate_and_agree_with_their_configuration() {
             l["name"]
         );
     }
-    for p in service["spec"]["ports"].as_array().cloned().unwrap_or_default() {
+    for p in service["spec"]["ports"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         let target = container_port(&p["targetPort"]);
-        assert!(target != admin_port, "the admin port is not for the Service");
+        assert!(
+            target != admin_port,
+            "the admin port is not for the Service"
+        );
     }
     for what in ["requests", "limits"] {
         let r = &container["resources"][what];
-        assert!(r["cpu"].is_string() && r["memory"].is_string(), "resources.{what}: {r}");
+        assert!(
+            r["cpu"].is_string() && r["memory"].is_string(),
+            "resources.{what}: {r}"
+        );
     }
     assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
 
     // Volumes: the ConfigMap at the directory `run --conf` reads, the TLS Secret where
     // the configuration's certificates are.
-    let volumes = pod["spec"]["volumes"].as_array().cloned().unwrap_or_default();
-    let mounts = container["volumeMounts"].as_array().cloned().unwrap_or_default();
+    let volumes = pod["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mounts = container["volumeMounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mount_of = |volume: &Value| -> String {
         mounts
             .iter()
@@ -245,7 +282,11 @@ fn kubernetes_manifests_validate_and_agree_with_their_configuration() {
             .unwrap_or_default()
     };
     let mut token_env = Vec::new();
-    for t in conf["admin"]["tokens"].as_array().cloned().unwrap_or_default() {
+    for t in conf["admin"]["tokens"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         let var = t["token_env"].as_str().unwrap_or_default().to_owned();
         let from = env
             .iter()
@@ -270,7 +311,9 @@ fn kubernetes_manifests_validate_and_agree_with_their_configuration() {
             .unwrap_or(0)
     };
     let needed = secs(&conf["shutdown"]["accept_grace"]) + secs(&conf["shutdown"]["drain_timeout"]);
-    let grace = pod["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(30);
     assert!(
         grace > needed,
         "terminationGracePeriodSeconds {grace} must exceed accept_grace + drain_timeout ({needed} s)"
@@ -293,7 +336,9 @@ fn kubernetes_manifests_validate_and_agree_with_their_configuration() {
     for (i, var) in token_env.iter().enumerate() {
         cmd.env(var, format!("{i}-0123456789abcdef0123456789abcdef"));
     }
-    let out = cmd.output().unwrap_or_else(|e| panic!("portcullis check: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("portcullis check: {e}"));
     assert!(
         out.status.success(),
         "the ConfigMap's configuration does not load:\n{}",
@@ -306,17 +351,21 @@ fn kubernetes_manifests_validate_and_agree_with_their_configuration() {
 #[test]
 fn the_dockerfile_builds_in_stages_and_serves_a_configuration_that_loads() {
     let dockerfile = read(&repo("Dockerfile"));
-    let stages: Vec<&str> = dockerfile
-        .split("\nFROM ")
-        .skip(1)
-        .collect::<Vec<_>>();
-    assert!(stages.len() >= 2, "a multi-stage build: {} FROM", stages.len());
+    let stages: Vec<&str> = dockerfile.split("\nFROM ").skip(1).collect::<Vec<_>>();
+    assert!(
+        stages.len() >= 2,
+        "a multi-stage build: {} FROM",
+        stages.len()
+    );
     let (build, runtime) = (stages[0], stages[stages.len() - 1]);
     assert!(
         build.contains("rustup target add wasm32-wasip1"),
         "the build stage must add the wasm target"
     );
-    assert!(build.contains("cargo build --release"), "the build stage builds");
+    assert!(
+        build.contains("cargo build --release"),
+        "the build stage builds"
+    );
     let user = runtime
         .lines()
         .find_map(|l| l.strip_prefix("USER "))
@@ -325,7 +374,10 @@ fn the_dockerfile_builds_in_stages_and_serves_a_configuration_that_loads() {
         !matches!(user.split(':').next(), Some("root" | "0")),
         "the final stage runs as {user}"
     );
-    assert!(runtime.contains("VOLUME [\"/etc/portcullis\"]"), "conf as a volume");
+    assert!(
+        runtime.contains("VOLUME [\"/etc/portcullis\"]"),
+        "conf as a volume"
+    );
     assert!(
         runtime.contains("CMD [\"run\", \"--conf\", \"/etc/portcullis\"]"),
         "serves /etc/portcullis"
@@ -335,17 +387,20 @@ fn the_dockerfile_builds_in_stages_and_serves_a_configuration_that_loads() {
         "the final stage carries no toolchain"
     );
     let ignore = read(&repo(".dockerignore"));
-    assert!(ignore.lines().any(|l| l == "target/"), "target/ stays out of the context");
+    assert!(
+        ignore.lines().any(|l| l == "target/"),
+        "target/ stays out of the context"
+    );
 
     // The configuration the image serves by default loads, admin on loopback.
     let conf = repo("deploy/docker/conf");
     let text = read(&conf.join("portcullis.yaml"));
-    assert!(text.contains("address: 127.0.0.1:9901"), "admin stays on loopback");
-    let (code, stdout, stderr) = run_to_end([
-        "check".into(),
-        "--conf".into(),
-        conf.into_os_string(),
-    ]);
+    assert!(
+        text.contains("address: 127.0.0.1:9901"),
+        "admin stays on loopback"
+    );
+    let (code, stdout, stderr) =
+        run_to_end(["check".into(), "--conf".into(), conf.into_os_string()]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
 }
 
@@ -356,14 +411,20 @@ fn the_systemd_unit_verifies_with_reload_and_drain_wired() {
     let unit = read(&repo("deploy/systemd/portcullis.service"));
     let has = |line: &str| unit.lines().any(|l| l == line);
     assert!(has("Type=notify"), "the proxy says READY=1 once serving");
-    assert!(has("ExecReload=/bin/kill -HUP $MAINPID"), "reload is SIGHUP");
+    assert!(
+        has("ExecReload=/bin/kill -HUP $MAINPID"),
+        "reload is SIGHUP"
+    );
     assert!(has("KillSignal=SIGTERM"), "stop is SIGTERM, the drain");
     let stop = unit
         .lines()
         .find_map(|l| l.strip_prefix("TimeoutStopSec="))
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0);
-    assert!(stop > 30, "TimeoutStopSec={stop} must exceed the 30 s drain_timeout");
+    assert!(
+        stop > 30,
+        "TimeoutStopSec={stop} must exceed the 30 s drain_timeout"
+    );
     let socket = "--upgrade-socket /run/portcullis/upgrade.sock";
     assert!(unit.contains(socket), "ExecStart offers upgrades");
     let upgrade = read(&repo("deploy/systemd/upgrade.conf"));

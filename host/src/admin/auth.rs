@@ -58,12 +58,49 @@ pub fn role_needed(method: &Method) -> AdminRole {
     }
 }
 
-/// Lets `req` in, saying as whom, or answers it with 401 or 403.
+/// Why a request was refused; [`Refusal::response`] is what its client gets.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// No bearer token: 401.
+    NoToken,
+    /// A token that is not configured: 401.
+    UnknownToken,
+    /// The token's role does not allow the method: 403, with this body.
+    Forbidden(String),
+}
+
+impl Refusal {
+    /// 401 or 403 with a `WWW-Authenticate: Bearer` challenge (RFC 6750 §3) and a
+    /// body that says what is missing.
+    pub(super) fn response(self) -> AdminResponse {
+        let (status, error, body) = match self {
+            Refusal::NoToken => (
+                StatusCode::UNAUTHORIZED,
+                None,
+                "unauthorized: this admin endpoint needs a token: send `Authorization: Bearer \
+                 TOKEN` with a token of admin.tokens\n"
+                    .to_string(),
+            ),
+            Refusal::UnknownToken => (
+                StatusCode::UNAUTHORIZED,
+                Some("invalid_token"),
+                "unauthorized: the token is not one of admin.tokens\n".to_string(),
+            ),
+            Refusal::Forbidden(body) => (StatusCode::FORBIDDEN, Some("insufficient_scope"), body),
+        };
+        let mut resp = super::text(status, body);
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge(error));
+        resp
+    }
+}
+
+/// Lets `req` in, saying as whom, or says why not.
 pub(super) fn check<B>(
     admin: Option<&AdminConfig>,
     req: &http::Request<B>,
     peer: SocketAddr,
-) -> Result<Access, AdminResponse> {
+) -> Result<Access, Refusal> {
     let tokens = admin.map(|a| a.tokens.as_slice()).unwrap_or_default();
     let path = req.uri().path();
     if is_probe(path) {
@@ -74,11 +111,7 @@ pub(super) fn check<B>(
     }
     let Some(presented) = bearer(req.headers()) else {
         tracing::debug!(%peer, path, "admin: request without a bearer token refused");
-        return Err(unauthorized(
-            None,
-            "unauthorized: this admin endpoint needs a token: send `Authorization: Bearer TOKEN` \
-             with a token of admin.tokens\n",
-        ));
+        return Err(Refusal::NoToken);
     };
     let presented = TokenDigest::of(presented);
     // Every token is compared, each in constant time: neither the time taken nor
@@ -92,10 +125,7 @@ pub(super) fn check<B>(
     }
     let Some(token) = found else {
         tracing::info!(%peer, path, "admin: request with an unknown token refused");
-        return Err(unauthorized(
-            Some("invalid_token"),
-            "unauthorized: the token is not one of admin.tokens\n",
-        ));
+        return Err(Refusal::UnknownToken);
     };
     let needed = role_needed(req.method());
     if token.role < needed {
@@ -108,12 +138,7 @@ pub(super) fn check<B>(
             req.method(),
             needed.name()
         );
-        let mut resp = super::text(StatusCode::FORBIDDEN, body);
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            challenge(Some("insufficient_scope")),
-        );
-        return Err(resp);
+        return Err(Refusal::Forbidden(body));
     }
     if needed == AdminRole::Operator {
         // What changed the proxy, and on whose token.
@@ -135,13 +160,6 @@ fn bearer(headers: &http::HeaderMap) -> Option<&[u8]> {
     }
     let token = rest.trim_ascii();
     (!token.is_empty()).then_some(token)
-}
-
-fn unauthorized(error: Option<&str>, body: &str) -> AdminResponse {
-    let mut resp = super::text(StatusCode::UNAUTHORIZED, body.to_string());
-    resp.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, challenge(error));
-    resp
 }
 
 /// `Bearer realm="…"[, error="…"]` (RFC 6750 §3).
@@ -179,7 +197,13 @@ mod tests {
     fn reading_is_a_viewers_and_the_rest_an_operators() {
         assert_eq!(role_needed(&Method::GET), AdminRole::Viewer);
         assert_eq!(role_needed(&Method::HEAD), AdminRole::Viewer);
-        for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS] {
+        for m in [
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ] {
             assert_eq!(role_needed(&m), AdminRole::Operator, "{m}");
         }
     }

@@ -2,8 +2,8 @@
 
 use super::walk::{Cx, Field, Fields};
 use super::{
-    CertificatePair, ClientAuth, ListenerConfig, ListenerLimits, ListenerProtocol,
-    TlsConfig, TlsVersion,
+    CertificatePair, ClientAuth, ListenerConfig, ListenerLimits, ListenerProtocol, TlsConfig,
+    TlsVersion,
 };
 
 /// Decodes one `listeners[]` item.

@@ -128,7 +128,11 @@ impl AdminConfig {
              (nor admin.tls.client_ca): whoever can connect reads /status and /metrics{}; \
              add tokens (docs/operations.md, \"Admin access\") or bind it to 127.0.0.1",
             self.address,
-            if self.reload { " and can POST /reload" } else { "" }
+            if self.reload {
+                " and can POST /reload"
+            } else {
+                ""
+            }
         ))
     }
 }

@@ -172,7 +172,10 @@ pub fn build_for(owner: Owner, tls: &TlsConfig) -> Result<ListenerTls, Vec<Confi
     })
 }
 
-fn client_verifier(owner: Owner, tls: &TlsConfig) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
+fn client_verifier(
+    owner: Owner,
+    tls: &TlsConfig,
+) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
     let field = owner.field("client_ca");
     let ca = match (tls.client_auth, &tls.client_ca) {
         (ClientAuth::Off, _) => return Ok(WebPkiClientVerifier::no_client_auth()),
