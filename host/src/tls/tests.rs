@@ -312,6 +312,25 @@ fn a_key_that_does_not_match_its_certificate_is_a_config_error() {
 }
 
 #[test]
+fn the_admin_listeners_errors_name_admin_tls() {
+    let ca = Ca::new("Root");
+    let files = Files::new();
+    let a = ca.server(&["a.test"], Alg::Ecdsa);
+    let b = ca.server(&["b.test"], Alg::Ecdsa);
+    let cert = files.write("a.crt", &a.chain_pem);
+    let wrong_key = files.write("b.key", &b.key_pem);
+    let mut tls = tls_config(vec![pair(cert, wrong_key)]);
+    tls.client_ca = Some(files.write("ca.crt", "not PEM"));
+    tls.client_auth = ClientAuth::Required;
+    let errors = match server::build_for(server::Owner::Admin, &tls) {
+        Ok(_) => panic!("expected config errors, the admin TLS built"),
+        Err(e) => e,
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["admin.tls", "admin.tls.client_ca"], "{errors:?}");
+}
+
+#[test]
 fn unreadable_and_malformed_files_name_their_field() {
     let ca = Ca::new("Root");
     let files = Files::new();
