@@ -44,8 +44,8 @@ fn start_with_tokens(conf: &ConfDir) -> Proxy {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `METHOD ADMIN/path` with `token` as a bearer token: status, `WWW-Authenticate`,
-/// body.
+/// `METHOD ADMIN/path` with `token` as a bearer token: status, the
+/// `WWW-Authenticate` challenges (joined by ` | `), body.
 async fn admin(
     proxy: &Proxy,
     method: reqwest::Method,
@@ -63,10 +63,11 @@ async fn admin(
         .unwrap_or_else(|e| panic!("{method} {url}: {e}\n{}", proxy.logs()));
     let challenge = resp
         .headers()
-        .get("www-authenticate")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(" | ");
     (
         resp.status(),
         challenge,
@@ -123,8 +124,9 @@ async fn tokens_gate_every_endpoint_by_role_and_the_probes_stay_open() {
             "GET {path} without a token: {body}"
         );
         assert_eq!(
-            challenge, r#"Bearer realm="portcullis-admin""#,
-            "GET {path}"
+            challenge,
+            r#"Bearer realm="portcullis-admin" | Basic realm="portcullis-admin", charset="UTF-8""#,
+            "GET {path}: a bearer challenge, and a basic one for browsers"
         );
         assert!(body.contains("Authorization: Bearer"), "GET {path}: {body}");
     }
@@ -156,7 +158,10 @@ async fn tokens_gate_every_endpoint_by_role_and_the_probes_stay_open() {
         StatusCode::FORBIDDEN,
         "POST /reload as viewer: {body}"
     );
-    assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    assert_eq!(
+        challenge, r#"Bearer realm="portcullis-admin", error="insufficient_scope""#,
+        "a 403 asks for no other credentials"
+    );
     assert_eq!(
         body.trim(),
         "forbidden: token `dashboards` has the viewer role; POST /reload needs the operator role"
@@ -166,6 +171,30 @@ async fn tokens_gate_every_endpoint_by_role_and_the_probes_stay_open() {
         code,
         StatusCode::NOT_FOUND,
         "an authorised request to no endpoint"
+    );
+
+    // A browser sends the token as a Basic password (any user name).
+    let resp = client()
+        .get(proxy.admin_url("/status"))
+        .basic_auth("anyone", Some(VIEWER))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /status with basic auth: {e}"));
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the viewer token as a Basic password"
+    );
+    let resp = client()
+        .post(proxy.admin_url("/reload"))
+        .basic_auth("anyone", Some(VIEWER))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST /reload with basic auth: {e}"));
+    assert_eq!(
+        resp.status(),
+        StatusCode::FORBIDDEN,
+        "roles hold for Basic too"
     );
 
     // The operator (its token from the environment) reloads.

@@ -3,7 +3,8 @@
 //! without a line of its own. Reading (`GET`, `HEAD`) needs a `viewer` token, any other
 //! method an `operator` one; the probes (`/ready`, `/live`) need none, since load
 //! balancers and kubelets call them without credentials. With no tokens configured
-//! everything is open, as before tokens existed.
+//! everything is open, as before tokens existed. A token comes as a bearer token, or
+//! from a browser as the password of HTTP Basic.
 
 use std::net::SocketAddr;
 
@@ -89,8 +90,16 @@ impl Refusal {
             Refusal::Forbidden(body) => (StatusCode::FORBIDDEN, Some("insufficient_scope"), body),
         };
         let mut resp = super::text(status, body);
-        resp.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, challenge(error));
+        let headers = resp.headers_mut();
+        headers.insert(header::WWW_AUTHENTICATE, challenge(error));
+        if status == StatusCode::UNAUTHORIZED {
+            // Second, so that API clients read the bearer challenge first; a browser
+            // picks the one it can answer and asks for a user name and password.
+            headers.append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"portcullis-admin\", charset=\"UTF-8\""),
+            );
+        }
         resp
     }
 }
@@ -109,11 +118,11 @@ pub(super) fn check<B>(
     if tokens.is_empty() {
         return Ok(Access::Open);
     }
-    let Some(presented) = bearer(req.headers()) else {
+    let Some(presented) = presented(req.headers()) else {
         tracing::debug!(%peer, path, "admin: request without a bearer token refused");
         return Err(Refusal::NoToken);
     };
-    let presented = TokenDigest::of(presented);
+    let presented = TokenDigest::of(&presented);
     // Every token is compared, each in constant time: neither the time taken nor
     // where the loop stops tells anything about a configured token.
     let mut found = None;
@@ -150,15 +159,27 @@ pub(super) fn check<B>(
     })
 }
 
-/// The token of an `Authorization: Bearer TOKEN` header (the scheme in any case).
-fn bearer(headers: &http::HeaderMap) -> Option<&[u8]> {
+/// The token a request presents: `Authorization: Bearer TOKEN`, or, for browsers
+/// (the dashboard), HTTP Basic with the token as the password and any user name: a
+/// browser asks for those on a `Basic` challenge and then sends them with every
+/// request, page and data alike, where it cannot be made to send a bearer token.
+fn presented(headers: &http::HeaderMap) -> Option<Vec<u8>> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let space = value.iter().position(|b| *b == b' ')?;
     let (scheme, rest) = value.split_at(space);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
+    let rest = rest.trim_ascii();
+    let token = if scheme.eq_ignore_ascii_case(b"bearer") {
+        rest.to_vec()
+    } else if scheme.eq_ignore_ascii_case(b"basic") {
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let colon = decoded.iter().position(|b| *b == b':')?;
+        decoded[colon + 1..].to_vec()
+    } else {
         return None;
-    }
-    let token = rest.trim_ascii();
+    };
     (!token.is_empty()).then_some(token)
 }
 
@@ -184,13 +205,19 @@ mod tests {
     }
 
     #[test]
-    fn the_bearer_token_is_read_in_any_case_of_the_scheme() {
-        assert_eq!(bearer(&headers("Bearer abc")), Some(&b"abc"[..]));
-        assert_eq!(bearer(&headers("bearer   abc ")), Some(&b"abc"[..]));
-        assert_eq!(bearer(&headers("Basic YWxpY2U6eA==")), None);
-        assert_eq!(bearer(&headers("Bearer ")), None);
-        assert_eq!(bearer(&headers("Bearer")), None);
-        assert_eq!(bearer(&http::HeaderMap::new()), None);
+    fn the_token_is_read_from_bearer_or_a_basic_password() {
+        let token = |v: &str| presented(&headers(v));
+        assert_eq!(token("Bearer abc"), Some(b"abc".to_vec()));
+        assert_eq!(token("bearer   abc "), Some(b"abc".to_vec()));
+        // `alice:x:y`: the password is everything after the first colon.
+        assert_eq!(token("Basic YWxpY2U6eDp5"), Some(b"x:y".to_vec()));
+        assert_eq!(token("basic OnRvaw=="), Some(b"tok".to_vec()));
+        assert_eq!(token("Basic YWxpY2U6"), None, "an empty password");
+        assert_eq!(token("Basic not-base64!"), None);
+        assert_eq!(token("Digest abc"), None);
+        assert_eq!(token("Bearer "), None);
+        assert_eq!(token("Bearer"), None);
+        assert_eq!(presented(&http::HeaderMap::new()), None);
     }
 
     #[test]
