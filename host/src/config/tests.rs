@@ -22,6 +22,12 @@ fn errors(dir: &Path) -> Vec<String> {
     }
 }
 
+/// [`errors`], one a line, with the directory's absolute path written `DIR`.
+fn errors_in_dir(dir: &Path) -> String {
+    let absolute = std::path::absolute(dir).unwrap().display().to_string();
+    errors(dir).join("\n").replace(&absolute, "DIR")
+}
+
 fn loaded(dir: &Path) -> Config {
     load(dir).unwrap_or_else(|e| panic!("expected the config to load, got:\n{e}"))
 }
@@ -301,13 +307,7 @@ upstreams:
     health_check: { path: healthz }
 "#,
     )]);
-    let errs = errors(dir.path()).join("\n").replace(
-        &std::path::absolute(dir.path())
-            .unwrap()
-            .display()
-            .to_string(),
-        "DIR",
-    );
+    let errs = errors_in_dir(dir.path());
     let errs: Vec<&str> = errs.lines().collect();
     let expected = [
         "a.yaml:1: workers: must be at least 1, found 0",
@@ -547,13 +547,7 @@ listeners:
 "#,
         ),
     ]);
-    let errs = errors(dir.path()).join("\n").replace(
-        &std::path::absolute(dir.path())
-            .unwrap()
-            .display()
-            .to_string(),
-        "DIR",
-    );
+    let errs = errors_in_dir(dir.path());
     let expected = [
         "a.yaml:5: admin.tokens.same: the same token as admin.tokens.a (line 4): give each holder a token of its own",
         "a.yaml:6: admin.tokens.short: the token in DIR/secrets/short.token is 6 characters long; at least 16 are needed (e.g. `openssl rand -hex 32`)",
