@@ -1,13 +1,21 @@
-//! The admin listener: `GET /ready`, `GET /status`, `GET /metrics`, the dashboard
-//! (`GET /` and its data, `GET /dashboard.json`), and `POST /reload` when
+//! The admin listener: `GET /ready`, `GET /live`, `GET /status`, `GET /metrics`, the
+//! dashboard (`GET /` and its data, `GET /dashboard.json`), and `POST /reload` when
 //! `admin.reload: true`. It runs on its own thread and runtime, so a busy worker never
 //! delays a health check.
+//!
+//! Every request passes [`auth`] before the router: an endpoint added to [`route`] is
+//! covered by the tokens' roles without a line of its own (reading needs `viewer`,
+//! anything else `operator`). With `admin.tls` each connection is TLS first, with the
+//! certificate of the configuration in force when it connects.
 
+pub mod auth;
 mod dashboard;
+pub mod redact;
 mod status;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,12 +23,16 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::listeners::{BoundListener, Kind};
 
 type AdminResponse = http::Response<Full<Bytes>>;
+
+/// How long a client has to finish the TLS handshake on the admin listener.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the admin thread. It serves the admin listener of the configuration in
 /// force (following reloads that add, move or remove it) until the process exits.
@@ -67,17 +79,8 @@ async fn accept_loop(app: Arc<App>, listener: Arc<BoundListener>, socket: TcpLis
         tokio::select! {
             () = async { let _ = stop.wait_for(|s| *s).await; } => return,
             accepted = socket.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    let app = Arc::clone(&app);
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            let app = Arc::clone(&app);
-                            async move { Ok::<_, Infallible>(route(&app, req).await) }
-                        });
-                        let _ = auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(tcp), service)
-                            .await;
-                    });
+                Ok((tcp, peer)) => {
+                    tokio::spawn(connection(Arc::clone(&app), tcp, peer));
                 }
                 Err(e) => {
                     tracing::warn!("admin accept failed: {e}");
@@ -88,9 +91,58 @@ async fn accept_loop(app: Arc<App>, listener: Arc<BoundListener>, socket: TcpLis
     }
 }
 
+/// Serves one admin connection: TLS first when `admin.tls` is configured (a client
+/// without a certificate the client CA signed is refused in the handshake).
+async fn connection(app: Arc<App>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    let acceptor = app.snapshot.load().tls().admin_acceptor();
+    match acceptor {
+        None => serve_connection(app, tcp, peer).await,
+        Some(acceptor) => match crate::tls::accept(&acceptor, tcp, HANDSHAKE_TIMEOUT).await {
+            Ok((tls, _)) => serve_connection(app, tls, peer).await,
+            Err(e) => tracing::debug!(%peer, "admin: {e}"),
+        },
+    }
+}
+
+async fn serve_connection<IO>(app: Arc<App>, io: IO, peer: SocketAddr)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(admit(&app, req, peer).await) }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// The access check in front of every endpoint; the caller's [`auth::Access`] goes
+/// into the request's extensions for the endpoint to read.
+async fn admit(
+    app: &Arc<App>,
+    mut req: http::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> AdminResponse {
+    let access = {
+        let snapshot = app.snapshot.load();
+        auth::check(snapshot.config.admin.as_ref(), &req, peer)
+    };
+    match access {
+        Ok(access) => {
+            req.extensions_mut().insert(access);
+            route(app, req).await
+        }
+        Err(refused) => refused.response(),
+    }
+}
+
 async fn route(app: &Arc<App>, req: http::Request<hyper::body::Incoming>) -> AdminResponse {
     use http::Method;
     match (req.method(), req.uri().path()) {
+        // The process answers: for liveness probes, which must not fail while a
+        // drain makes `/ready` answer 503.
+        (&Method::GET | &Method::HEAD, "/live") => text(http::StatusCode::OK, "live\n".into()),
         (&Method::GET | &Method::HEAD, "/ready") => {
             if app.is_ready() {
                 text(http::StatusCode::OK, "ready\n".into())
@@ -141,10 +193,12 @@ async fn route(app: &Arc<App>, req: http::Request<hyper::body::Incoming>) -> Adm
             resp
         }
         (&Method::POST, "/reload") => reload(app).await,
-        (_, "/" | "/dashboard.json" | "/ready" | "/status" | "/metrics" | "/reload") => text(
-            http::StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed\n".into(),
-        ),
+        (_, "/" | "/dashboard.json" | "/ready" | "/live" | "/status" | "/metrics" | "/reload") => {
+            text(
+                http::StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n".into(),
+            )
+        }
         _ => text(http::StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

@@ -84,6 +84,7 @@ impl App {
         for l in &rebind.added {
             tracing::info!(listener = %l.name, address = %l.bound, "listening");
         }
+        warn_if_exposed(&config);
         metrics::global().set_generation(1);
         metrics::global().reload(true);
         crate::acme::apply(&config);
@@ -200,6 +201,9 @@ impl App {
         metrics::global().set_generation(generation);
         self.listeners.send_replace(Arc::new(table));
         crate::acme::apply(&config);
+        if config.admin != previous.config.admin {
+            warn_if_exposed(&config);
+        }
         for l in &removed {
             l.stop();
             tracing::info!(listener = %l.name, address = %l.bound, "stopped listening");
@@ -336,6 +340,17 @@ fn workers_changed(config: &config::Config, running: usize, dir: &Path) -> Confi
             path: "workers".into(),
             message,
         },
+    }
+}
+
+/// Warns when the admin listener is open to whoever can reach it beyond this host.
+fn warn_if_exposed(config: &config::Config) {
+    if let Some(warning) = config
+        .admin
+        .as_ref()
+        .and_then(config::AdminConfig::exposure_warning)
+    {
+        tracing::warn!("{warning}");
     }
 }
 

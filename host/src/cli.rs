@@ -1,5 +1,5 @@
 //! The command line: `portcullis run`, `portcullis check`, `portcullis compile`,
-//! `portcullis filter-test` and `portcullis sign`.
+//! `portcullis filter-test`, `portcullis sign` and `portcullis completions`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -46,6 +46,9 @@ enum Command {
     /// Sign modules for `require_signature`: writes MODULE.sig beside each, an
     /// ed25519 signature of its bytes (see docs/operations.md, "Signed modules").
     Sign(SignArgs),
+    /// Print the completion script of SHELL on stdout (e.g. `portcullis completions
+    /// bash > /etc/bash_completion.d/portcullis`).
+    Completions(CompletionsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +59,13 @@ struct SignArgs {
     /// Modules to sign.
     #[arg(required = true, value_name = "MODULE.wasm")]
     modules: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +157,15 @@ pub fn main() -> ExitCode {
             ))
         }
         Some(Command::Sign(args)) => Ok(crate::integrity::sign(&args.key, &args.modules)),
+        Some(Command::Completions(args)) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "portcullis",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Run(args)) => {
             init_tracing(args.log_format, "info");
             run(&args)

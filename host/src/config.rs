@@ -7,6 +7,7 @@
 //! helpers; then the files are merged and cross-checked (unique names, references).
 
 pub(crate) mod acme;
+mod admin;
 mod error;
 pub(crate) mod filter;
 pub(crate) mod integrity;
@@ -32,6 +33,7 @@ pub(crate) mod yaml;
 mod tests;
 
 pub use acme::{AcmeChallenge, AcmeConfig, AcmeDomains, DEFAULT_RENEW_BEFORE};
+pub use admin::{AdminRole, AdminToken, MIN_TOKEN_LEN, TokenDigest, TokenSource};
 pub use error::{ConfigError, ConfigErrors};
 pub use l4::{
     L4RouteConfig, ListenerProtocol, ProxyProtocolIn, ProxyProtocolVersion, TCP_IDLE_TIMEOUT,
@@ -268,7 +270,7 @@ impl Merged {
                 continue;
             };
             if let Some(v) = f.take("admin")
-                && let Some(admin) = listener::admin(cx, &v)
+                && let Some(admin) = admin::admin(cx, &v)
             {
                 match &self.admin {
                     Some(first) => {

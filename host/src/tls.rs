@@ -121,6 +121,8 @@ pub fn upstream_server_name(tls: &UpstreamTlsConfig, target: &str) -> Option<Ser
 pub struct TlsSet {
     listeners: HashMap<String, ListenerTls>,
     upstreams: HashMap<String, UpstreamTls>,
+    /// The admin listener's (`admin.tls`).
+    admin: Option<ListenerTls>,
 }
 
 impl TlsSet {
@@ -144,6 +146,12 @@ impl TlsSet {
                 }
             }
         }
+        if let Some(tls) = config.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+            match server::build_for(server::Owner::Admin, tls) {
+                Ok(built) => set.admin = Some(built),
+                Err(e) => errors.extend(e),
+            }
+        }
         for u in &config.upstreams {
             match upstream_tls(u) {
                 Ok(Some(c)) => drop(set.upstreams.insert(u.name.clone(), c)),
@@ -162,6 +170,13 @@ impl TlsSet {
     pub fn acceptor(&self, listener: &str) -> Option<tokio_rustls::TlsAcceptor> {
         self.listeners
             .get(listener)
+            .map(|l| tokio_rustls::TlsAcceptor::from(Arc::clone(&l.config)))
+    }
+
+    /// The admin listener's acceptor, `None` when it serves plain text.
+    pub fn admin_acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.admin
+            .as_ref()
             .map(|l| tokio_rustls::TlsAcceptor::from(Arc::clone(&l.config)))
     }
 
@@ -197,10 +212,10 @@ impl TlsSet {
     }
 
     /// Appends `portcullis_tls_certificate_expiry_days{listener,cert}` (days until
-    /// each served certificate expires, negative once it has) in the Prometheus text
-    /// format.
+    /// each served certificate expires, negative once it has; the admin listener's as
+    /// `listener="admin"`) in the Prometheus text format.
     pub fn render_metrics(&self, out: &mut String, now: SystemTime) {
-        if self.listeners.is_empty() {
+        if self.listeners.is_empty() && self.admin.is_none() {
             return;
         }
         out.push_str(
@@ -213,6 +228,14 @@ impl TlsSet {
                 out,
                 "portcullis_tls_certificate_expiry_days{{listener=\"{}\",cert=\"{}\"}} {:.3}",
                 escape(&name),
+                escape(&cert.path.display().to_string()),
+                cert.days_left(now)
+            );
+        }
+        for cert in self.admin.iter().flat_map(|a| &a.certificates) {
+            let _ = writeln!(
+                out,
+                "portcullis_tls_certificate_expiry_days{{listener=\"admin\",cert=\"{}\"}} {:.3}",
                 escape(&cert.path.display().to_string()),
                 cert.days_left(now)
             );

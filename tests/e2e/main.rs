@@ -7,6 +7,7 @@ mod support;
 
 mod acme;
 mod admin;
+mod admin_access;
 mod canary;
 mod check;
 mod dashboard;
@@ -25,6 +26,7 @@ mod inproc;
 mod integrity;
 mod l4;
 mod module_cache;
+mod packaging;
 mod reload;
 mod reload_memory;
 mod reload_rollback;

@@ -65,8 +65,8 @@
 #![allow(dead_code)]
 
 mod backend;
-mod etcd;
 pub mod browser;
+mod etcd;
 pub mod h2raw;
 mod load;
 mod offer;
@@ -80,7 +80,7 @@ pub use etcd::{EtcdServer, EtcdTls};
 pub use load::Load;
 #[allow(unused_imports)]
 pub use offer::{Offered, offer};
-pub use python::{PyServer, py_client};
+pub use python::{PyServer, py_client, python};
 pub use raw::Raw;
 pub use redis::RedisServer;
 

@@ -5,7 +5,9 @@ use std::time::SystemTime;
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::config::{FilterSource, HostMatch, ListenerConfig, ListenerProtocol, OnError};
+use crate::config::{
+    AdminToken, FilterSource, HostMatch, ListenerConfig, ListenerProtocol, OnError, TokenSource,
+};
 use crate::listeners::Kind;
 use crate::wasm::ModuleOrigin;
 
@@ -37,10 +39,22 @@ pub(super) fn status(app: &App) -> Value {
             })
         })
         .collect();
-    let admin =
-        table.listeners.iter().find(|b| b.kind == Kind::Admin).map(
-            |b| json!({ "address": b.configured.to_string(), "bound": [b.bound.to_string()] }),
-        );
+    let admin = table
+        .listeners
+        .iter()
+        .find(|b| b.kind == Kind::Admin)
+        .map(|b| {
+            let mut admin =
+                json!({ "address": b.configured.to_string(), "bound": [b.bound.to_string()] });
+            if let Some(a) = &config.admin {
+                admin["reload"] = a.reload.into();
+                admin["tokens"] = a.tokens.iter().map(token).collect();
+                admin["tls"] = a.tls.is_some().into();
+                admin["client_certificates"] =
+                    a.tls.as_ref().is_some_and(|t| t.client_ca.is_some()).into();
+            }
+            admin
+        });
 
     let routes: Vec<Value> = config
         .routes
@@ -101,6 +115,7 @@ pub(super) fn status(app: &App) -> Value {
                 "root_id": f.root_id,
                 "on_error": match f.on_error { OnError::Deny => "deny", OnError::Allow => "allow" },
                 "module": module,
+                "config": super::redact::filter_config(&f.source, &f.config),
             })
         })
         .collect();
@@ -182,6 +197,16 @@ fn providers(app: &App) -> Value {
         "last_error": link.last_error.as_ref().map(|(_, e)| e),
         "last_error_at": link.last_error.as_ref().map(|(at, _)| rfc3339(*at)),
     }})
+}
+
+/// An admin token as `/status` shows it: who holds it, its role and where it is read
+/// from, never the token.
+fn token(t: &AdminToken) -> Value {
+    let from = match &t.source {
+        TokenSource::File(path) => json!({ "file": path.display().to_string() }),
+        TokenSource::Env(var) => json!({ "env": var }),
+    };
+    json!({ "name": t.name, "role": t.role.name(), "from": from })
 }
 
 /// The ACME state of listener `l`'s names: `null` without `acme`.

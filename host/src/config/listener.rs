@@ -1,23 +1,10 @@
-//! `admin:` and `listeners:`: addresses to bind, TLS termination and client limits.
+//! `listeners:`: addresses to bind, TLS termination and client limits.
 
 use super::walk::{Cx, Field, Fields};
 use super::{
-    AdminConfig, CertificatePair, ClientAuth, Http2Settings, ListenerConfig, ListenerLimits,
-    ListenerProtocol, TlsConfig, TlsVersion,
+    CertificatePair, ClientAuth, Http2Settings, ListenerConfig, ListenerLimits, ListenerProtocol,
+    TlsConfig, TlsVersion,
 };
-
-/// Decodes `admin: { address, reload }`.
-pub(crate) fn admin(cx: &mut Cx, field: &Field) -> Option<AdminConfig> {
-    let mut f = Fields::new(cx, field)?;
-    let address = f.require(cx, "address").and_then(|v| v.socket_addr(cx));
-    let reload = f.take("reload").and_then(|v| v.bool(cx)).unwrap_or(false);
-    f.finish(cx);
-    Some(AdminConfig {
-        address: address?,
-        reload,
-        origin: cx.origin(field.line),
-    })
-}
 
 /// Decodes one `listeners[]` item.
 pub(crate) fn listener(cx: &mut Cx, item: &Field) -> Option<ListenerConfig> {

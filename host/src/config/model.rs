@@ -165,8 +165,37 @@ pub struct AdminConfig {
     pub address: SocketAddr,
     /// Whether `POST /reload` is served.
     pub reload: bool,
+    /// Bearer tokens and their roles; empty: every endpoint is open to whoever can
+    /// connect (docs/operations.md, "Admin access").
+    pub tokens: Vec<super::AdminToken>,
+    /// TLS on the admin listener (one certificate; with a client CA, client
+    /// certificates are required).
+    pub tls: Option<TlsConfig>,
     /// Where it was declared.
     pub origin: Origin,
+}
+
+impl AdminConfig {
+    /// The warning to log when anyone who can reach the admin listener can read the
+    /// configuration and reload it: bound beyond loopback, without tokens or client
+    /// certificates.
+    pub fn exposure_warning(&self) -> Option<String> {
+        let verified_clients = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if self.address.ip().is_loopback() || !self.tokens.is_empty() || verified_clients {
+            return None;
+        }
+        Some(format!(
+            "the admin listener on {} is reachable beyond this host and has no admin.tokens \
+             (nor admin.tls.client_ca): whoever can connect reads /status and /metrics{}; \
+             add tokens (docs/operations.md, \"Admin access\") or bind it to 127.0.0.1",
+            self.address,
+            if self.reload {
+                " and can POST /reload"
+            } else {
+                ""
+            }
+        ))
+    }
 }
 
 /// `module_cache:` — where compiled filter modules are kept on disk, so that a start

@@ -22,6 +22,12 @@ fn errors(dir: &Path) -> Vec<String> {
     }
 }
 
+/// [`errors`], one a line, with the directory's absolute path written `DIR`.
+fn errors_in_dir(dir: &Path) -> String {
+    let absolute = std::path::absolute(dir).unwrap().display().to_string();
+    errors(dir).join("\n").replace(&absolute, "DIR")
+}
+
 fn loaded(dir: &Path) -> Config {
     load(dir).unwrap_or_else(|e| panic!("expected the config to load, got:\n{e}"))
 }
@@ -301,13 +307,7 @@ upstreams:
     health_check: { path: healthz }
 "#,
     )]);
-    let errs = errors(dir.path()).join("\n").replace(
-        &std::path::absolute(dir.path())
-            .unwrap()
-            .display()
-            .to_string(),
-        "DIR",
-    );
+    let errs = errors_in_dir(dir.path());
     let errs: Vec<&str> = errs.lines().collect();
     let expected = [
         "a.yaml:1: workers: must be at least 1, found 0",
@@ -522,5 +522,70 @@ fn protocols_and_upgrade_timeouts_load_and_bad_ones_are_errors() {
             "a.yaml:6: upstreams.g.protocol: `h3` is not a protocol (expected auto or h2c)",
             "a.yaml:7: upstreams.t.protocol: h2c is HTTP/2 without TLS; over TLS, HTTP/2 is picked by ALPN (leave protocol out)",
         ]
+    );
+}
+
+#[test]
+fn admin_tokens_and_tls_errors_name_their_fields_and_never_the_token() {
+    let dir = dir_with(&[
+        ("secrets/a.token", "0123456789abcdef\n"),
+        ("secrets/same.token", "  0123456789abcdef  "),
+        ("secrets/short.token", "s3cret"),
+        (
+            "a.yaml",
+            r#"admin:
+  address: 127.0.0.1:9901
+  tokens:
+    - { name: a, role: viewer, token_file: secrets/a.token }
+    - { name: same, role: operator, token_file: secrets/same.token }
+    - { name: short, role: viewer, token_file: secrets/short.token }
+    - { name: none, role: viewer }
+    - { name: both, role: root, token_file: secrets/a.token, token_env: X }
+    - { name: gone, role: viewer, token_file: secrets/gone.token }
+    - { name: a, role: viewer, token_env: PORTCULLIS_TEST_NEVER_SET_VARIABLE }
+  tls: { cert: certs/admin.crt, key: certs/admin.key, client_auth: required }
+listeners:
+  - { name: web, address: 127.0.0.1:0 }
+"#,
+        ),
+    ]);
+    let errs = errors_in_dir(dir.path());
+    let expected = [
+        "a.yaml:5: admin.tokens.same: the same token as admin.tokens.a (line 4): give each holder a token of its own",
+        "a.yaml:6: admin.tokens.short: the token in DIR/secrets/short.token is 6 characters long; at least 16 are needed (e.g. `openssl rand -hex 32`)",
+        "a.yaml:7: admin.tokens.none: needs its token: `token_file: FILE` or `token_env: VARIABLE` (a token is never written in the configuration itself)",
+        "a.yaml:8: admin.tokens.both.role: `root` is not one of: viewer, operator",
+        "a.yaml:8: admin.tokens.both.token_env: give either token_file or token_env, not both",
+        "a.yaml:9: admin.tokens.gone.token_file: file not found: `secrets/gone.token` (DIR/secrets/gone.token)",
+        "a.yaml:10: admin.tokens.a.token_env: the environment variable `PORTCULLIS_TEST_NEVER_SET_VARIABLE` is not set",
+        "a.yaml:11: admin.tls.cert: file not found: `certs/admin.crt` (DIR/certs/admin.crt)",
+        "a.yaml:11: admin.tls.key: file not found: `certs/admin.key` (DIR/certs/admin.key)",
+        "a.yaml:11: admin.tls.client_auth: unknown field (expected one of: cert, key, client_ca, min_version)",
+    ];
+    for e in expected {
+        assert!(errs.contains(e), "expected {e:?} among:\n{errs}");
+    }
+    for secret in ["0123456789abcdef", "s3cret"] {
+        assert!(!errs.contains(secret), "an error quotes a token:\n{errs}");
+    }
+
+    // The same token file twice under different names is refused; once, it loads,
+    // keeping only the token's digest.
+    let ok = dir_with(&[
+        ("t", "0123456789abcdef\n"),
+        (
+            "a.yaml",
+            "admin:\n  address: 127.0.0.1:9901\n  tokens: [{ name: a, role: operator, token_file: t }]\n\
+             listeners:\n  - { name: web, address: 127.0.0.1:0 }\n",
+        ),
+    ]);
+    let config = loaded(ok.path());
+    let admin = config.admin.unwrap();
+    assert_eq!(admin.tokens[0].role, AdminRole::Operator);
+    assert_eq!(admin.tokens[0].digest, TokenDigest::of(b"0123456789abcdef"));
+    assert!(!format!("{admin:?}").contains("0123456789abcdef"));
+    assert!(
+        config.external_files.iter().any(|f| f.ends_with("t")),
+        "the token file is watched"
     );
 }

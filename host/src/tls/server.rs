@@ -29,9 +29,49 @@ pub struct ListenerTls {
     pub warnings: Vec<String>,
 }
 
+/// Whose TLS is built: what its log lines and the field paths of its errors name.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    /// `listeners[NAME].tls`.
+    Listener(&'a str),
+    /// `admin.tls` (one `cert` and `key`, no list).
+    Admin,
+}
+
+impl Owner<'_> {
+    fn name(&self) -> &str {
+        match self {
+            Owner::Listener(name) => name,
+            Owner::Admin => "admin",
+        }
+    }
+
+    /// The path of `field` of the TLS block.
+    fn field(&self, field: &str) -> String {
+        match self {
+            Owner::Listener(name) => format!("listeners.{name}.tls.{field}"),
+            Owner::Admin => format!("admin.tls.{field}"),
+        }
+    }
+
+    /// The path of certificate pair `i`'s `which` (`""`, `.cert` or `.key`).
+    fn pair_field(&self, i: usize, which: &str) -> String {
+        match self {
+            Owner::Listener(name) => format!("listeners.{name}.tls.certificates.{i}{which}"),
+            Owner::Admin => format!("admin.tls{which}"),
+        }
+    }
+}
+
 /// Builds the TLS of listener `listener`; every unreadable, malformed or mismatched
 /// file is a config error at `listeners.NAME.tls.…`.
 pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigError>> {
+    build_for(Owner::Listener(listener), tls)
+}
+
+/// [`build`] for any `owner`: errors name its fields.
+pub fn build_for(owner: Owner, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigError>> {
+    let listener = owner.name();
     let mut errors = Vec::new();
     let mut entries = Vec::new();
     let mut certificates = Vec::new();
@@ -39,7 +79,7 @@ pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigE
     let now = SystemTime::now();
 
     for (i, pair) in tls.certificates.iter().enumerate() {
-        let field = |f: &str| format!("listeners.{listener}.tls.certificates.{i}{f}");
+        let field = |f: &str| owner.pair_field(i, f);
         let key = match load::certified_key(&pair.cert, &pair.key) {
             Ok(key) => key,
             Err((which, e)) => {
@@ -78,7 +118,7 @@ pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigE
         certificates.push(info);
     }
 
-    let verifier = match client_verifier(listener, tls) {
+    let verifier = match client_verifier(owner, tls) {
         Ok(v) => Some(v),
         Err(e) => {
             errors.push(e);
@@ -98,7 +138,7 @@ pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigE
         let msg = "needs at least one { cert, key } pair";
         errors.push(ConfigError::at(
             &tls.origin,
-            format!("listeners.{listener}.tls.certificates"),
+            owner.field("certificates"),
             msg,
         ));
     }
@@ -114,7 +154,7 @@ pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigE
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .map_err(|e| {
-            let path = format!("listeners.{listener}.tls.min_version");
+            let path = owner.field("min_version");
             vec![ConfigError::at(&tls.origin, path, e.to_string())]
         })?
         .with_client_cert_verifier(verifier)
@@ -133,10 +173,10 @@ pub fn build(listener: &str, tls: &TlsConfig) -> Result<ListenerTls, Vec<ConfigE
 }
 
 fn client_verifier(
-    listener: &str,
+    owner: Owner,
     tls: &TlsConfig,
 ) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
-    let field = format!("listeners.{listener}.tls.client_ca");
+    let field = owner.field("client_ca");
     let ca = match (tls.client_auth, &tls.client_ca) {
         (ClientAuth::Off, _) => return Ok(WebPkiClientVerifier::no_client_auth()),
         (_, Some(ca)) => ca,

@@ -47,6 +47,16 @@ fn tls_config(certificates: Vec<CertificatePair>) -> TlsConfig {
     }
 }
 
+/// A certificate and the key of another, written to `files`.
+fn mismatched_pair(files: &Files) -> CertificatePair {
+    let ca = Ca::new("Root");
+    let a = ca.server(&["a.test"], Alg::Ecdsa);
+    let b = ca.server(&["b.test"], Alg::Ecdsa);
+    let cert = files.write("a.crt", &a.chain_pem);
+    let wrong_key = files.write("b.key", &b.key_pem);
+    pair(cert, wrong_key)
+}
+
 fn build_ok(tls: &TlsConfig) -> ListenerTls {
     server::build("web", tls)
         .unwrap_or_else(|e| panic!("expected the TLS config to build, got {e:?}"))
@@ -293,13 +303,8 @@ async fn min_version_13_refuses_a_tls12_client() {
 
 #[test]
 fn a_key_that_does_not_match_its_certificate_is_a_config_error() {
-    let ca = Ca::new("Root");
     let files = Files::new();
-    let a = ca.server(&["a.test"], Alg::Ecdsa);
-    let b = ca.server(&["b.test"], Alg::Ecdsa);
-    let cert = files.write("a.crt", &a.chain_pem);
-    let wrong_key = files.write("b.key", &b.key_pem);
-    let errors = build_err(&tls_config(vec![pair(cert, wrong_key)]));
+    let errors = build_err(&tls_config(vec![mismatched_pair(&files)]));
     assert_eq!(errors.len(), 1, "one error expected, got {errors:?}");
     let e = &errors[0];
     assert_eq!(e.path, "listeners.web.tls.certificates.0");
@@ -309,6 +314,20 @@ fn a_key_that_does_not_match_its_certificate_is_a_config_error() {
         "message: {}",
         e.message
     );
+}
+
+#[test]
+fn the_admin_listeners_errors_name_admin_tls() {
+    let files = Files::new();
+    let mut tls = tls_config(vec![mismatched_pair(&files)]);
+    tls.client_ca = Some(files.write("ca.crt", "not PEM"));
+    tls.client_auth = ClientAuth::Required;
+    let errors = match server::build_for(server::Owner::Admin, &tls) {
+        Ok(_) => panic!("expected config errors, the admin TLS built"),
+        Err(e) => e,
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["admin.tls", "admin.tls.client_ca"], "{errors:?}");
 }
 
 #[test]

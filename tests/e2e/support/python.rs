@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 /// What `.ci/install-toolchains` puts in the test venv, as pip names them.
-pub const TEST_VENV_PACKAGES: &str = "websockets==17.4 grpcio==1.85.1";
+pub const TEST_VENV_PACKAGES: &str = "websockets==17.4 grpcio==1.85.1 kubernetes-validate==1.37.0";
 
 /// The test venv's Python (`$PORTCULLIS_TEST_VENV`, by default
 /// `~/.cache/portcullis/test-venv`), checked to import `module`. Panics, saying how to
