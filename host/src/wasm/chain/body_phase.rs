@@ -133,7 +133,7 @@ impl HttpFilters {
                 // A shadow filter works on a copy (a shared chunk is not copied until
                 // it writes); the chunk itself goes on as it came.
                 *body = held.join(walk.data.clone());
-                self.saved = Some(Saved::Body(body.clone()));
+                self.saved = Some(Box::new(Saved::Body(body.clone())));
             } else {
                 *body = held.join(std::mem::take(&mut walk.data));
             }

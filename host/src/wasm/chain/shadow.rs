@@ -90,7 +90,7 @@ impl HttpFilters {
             Phase::ResponseTrailers => io.response_trailers.clone().map(Saved::ResponseTrailers),
             Phase::RequestBody | Phase::ResponseBody => None,
         };
-        self.saved = Some(saved.unwrap_or(Saved::Nothing));
+        self.saved = Some(Box::new(saved.unwrap_or(Saved::Nothing)));
         if let (Phase::RequestHeaders, Some(r)) = (phase, io.request.as_ref()) {
             // Kept for the log lines of the later phases, when the head has gone on.
             self.request_id = r.headers.get("x-request-id").cloned();
@@ -103,7 +103,7 @@ impl HttpFilters {
     pub(super) fn shadow_settle(&mut self, i: usize, step: Step) -> Step {
         let mut modified = false;
         let io = &mut self.io;
-        match self.saved.take().unwrap_or(Saved::Nothing) {
+        match self.saved.take().map_or(Saved::Nothing, |s| *s) {
             Saved::Request(method, uri, headers) => {
                 if let Some(r) = io.request.as_mut() {
                     modified = r.method != method || r.uri != uri || r.headers != headers;
@@ -144,7 +144,7 @@ impl HttpFilters {
     /// given: a change or a reply is recorded; bytes it holds stay its own (it gets
     /// them again with the next chunk), and the walk's chunk goes on untouched.
     pub(super) fn shadow_body(&mut self, i: usize, walk: &BodyWalk, body: BodyBuf, step: Step) {
-        if let Some(Saved::Body(given)) = self.saved.take()
+        if let Some(Saved::Body(given)) = self.saved.take().map(|s| *s)
             && given.as_slice() != body.as_slice()
         {
             self.shadow_modified(i);
