@@ -17,6 +17,7 @@ mod chain;
 pub mod disk_cache;
 mod engine;
 pub mod foreign;
+mod fuse;
 mod grpc;
 mod memory;
 mod metrics;

@@ -183,8 +183,15 @@ impl Shared {
             return Ok((module, ModuleOrigin::DiskCache));
         }
         let started = Instant::now();
-        let module = Module::new(&self.engine, bytes)
-            .map_err(|e| format!("not a valid wasm module: {}", root_cause(&e)))?;
+        let module = match super::fuse::fuse(bytes) {
+            // A fused module wasmtime refuses would be our bug, not the module's: the
+            // module as it came still serves, callback by callback.
+            Some(fused) => {
+                Module::new(&self.engine, &fused).or_else(|_| Module::new(&self.engine, bytes))
+            }
+            None => Module::new(&self.engine, bytes),
+        }
+        .map_err(|e| format!("not a valid wasm module: {}", root_cause(&e)))?;
         tracing::info!(
             module = %hex::encode(digest),
             ms = started.elapsed().as_millis() as u64,

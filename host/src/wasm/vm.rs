@@ -82,6 +82,7 @@ type F2 = Option<TypedFunc<(u32, u32), ()>>;
 type F2R = Option<TypedFunc<(u32, u32), u32>>;
 type F3 = Option<TypedFunc<(u32, u32, u32), ()>>;
 type F3R = Option<TypedFunc<(u32, u32, u32), u32>>;
+type F4R = Option<TypedFunc<(u32, u32, u32, u32), u32>>;
 type F5 = Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>;
 
 /// The guest's exported callbacks; absent ones are skipped.
@@ -106,6 +107,11 @@ pub(crate) struct Callbacks {
     pub on_grpc_receive_trailing_metadata: F3,
     pub on_grpc_close: F3,
     pub on_foreign_function: F3,
+    /// Context create then request headers, in one entry (`fuse.rs`).
+    pub begin: F4R,
+    /// Done, log and delete, in one entry (`fuse.rs`); absent where done and log are
+    /// skipped.
+    pub finish: F1,
 }
 
 impl Callbacks {
@@ -136,6 +142,12 @@ impl Callbacks {
             on_grpc_receive_trailing_metadata: f!("proxy_on_grpc_receive_trailing_metadata"),
             on_grpc_close: f!("proxy_on_grpc_close"),
             on_foreign_function: f!("proxy_on_foreign_function"),
+            begin: instance
+                .get_typed_func(&mut *store, super::fuse::BEGIN)
+                .ok(),
+            finish: instance
+                .get_typed_func(&mut *store, super::fuse::FINISH)
+                .ok(),
         };
         if headers_only {
             // Defaults that return Continue / true without a host call: entering the
@@ -146,6 +158,7 @@ impl Callbacks {
             cb.on_response_trailers = None;
             cb.on_done = None;
             cb.on_log = None;
+            cb.finish = None;
         }
         cb
     }
@@ -358,6 +371,18 @@ impl Vm {
         let r = self.call(pick, params).await;
         swap_stream(&mut self.store, io, context);
         r
+    }
+
+    /// Whether the module has the fused context create + request headers entry.
+    #[inline]
+    pub fn fused_begin(&self) -> bool {
+        self.cb.begin.is_some()
+    }
+
+    /// Whether the module has the fused done + log + delete entry (and needs them).
+    #[inline]
+    pub fn fused_finish(&self) -> bool {
+        self.cb.finish.is_some()
     }
 
     /// A fresh stream context id in this VM.

@@ -26,22 +26,27 @@ macro_rules! invoke {
 macro_rules! finish_callbacks {
     ($how:ident, $vm:expr, $io:expr, $e:ident, $reached:expr) => {{
         let (vm, io) = ($vm, $io);
-        let mut r = Ok(());
-        let ctx = if $reached {
-            r = $how!(vm, io, $e.ctx, |c| &c.on_done, $e.ctx).map(drop);
-            $e.ctx
+        if $reached && vm.fused_finish() {
+            $how!(vm, io, $e.ctx, |c| &c.finish, $e.ctx).map(drop)
         } else {
-            let ctx = vm.new_context();
-            r = r.and($how!(vm, io, ctx, |c| &c.on_context_create, (ctx, ROOT_CONTEXT)).map(drop));
-            ctx
-        };
-        if r.is_ok() {
-            r = $how!(vm, io, ctx, |c| &c.on_log, ctx).map(drop);
+            let mut r = Ok(());
+            let ctx = if $reached {
+                r = $how!(vm, io, $e.ctx, |c| &c.on_done, $e.ctx).map(drop);
+                $e.ctx
+            } else {
+                let ctx = vm.new_context();
+                let create = (ctx, ROOT_CONTEXT);
+                r = r.and($how!(vm, io, ctx, |c| &c.on_context_create, create).map(drop));
+                ctx
+            };
+            if r.is_ok() {
+                r = $how!(vm, io, ctx, |c| &c.on_log, ctx).map(drop);
+            }
+            if r.is_ok() {
+                r = $how!(vm, io, ctx, |c| &c.on_delete, ctx).map(drop);
+            }
+            r
         }
-        if r.is_ok() {
-            r = $how!(vm, io, ctx, |c| &c.on_delete, ctx).map(drop);
-        }
-        r
     }};
 }
 
@@ -52,19 +57,26 @@ macro_rules! callback {
     ($how:ident, $vm:expr, $e:ident, $io:expr, $generation:expr, $phase:expr, $n:expr, $eos:expr) => {{
         let (vm, io, n) = ($vm, $io, $n);
         let mut created: Result<(), Failure> = Ok(());
-        if $e.generation != $generation {
-            $e.ctx = vm.new_context();
-            $e.generation = $generation;
-            let create = ($e.ctx, ROOT_CONTEXT);
-            created = $how!(vm, io, $e.ctx, |c| &c.on_context_create, create).map(drop);
-        }
-        let ctx = $e.ctx;
+        let mut begun = None;
         let eos = u32::from($eos);
         io.resumed = false;
         io.skip_response = false;
-        let r = match created {
-            Err(f) => Err(f),
-            Ok(()) => match $phase {
+        if $e.generation != $generation {
+            $e.ctx = vm.new_context();
+            $e.generation = $generation;
+            if matches!($phase, Phase::RequestHeaders) && vm.fused_begin() {
+                let begin = ($e.ctx, ROOT_CONTEXT, n, eos);
+                begun = Some($how!(vm, io, $e.ctx, |c| &c.begin, begin));
+            } else {
+                let create = ($e.ctx, ROOT_CONTEXT);
+                created = $how!(vm, io, $e.ctx, |c| &c.on_context_create, create).map(drop);
+            }
+        }
+        let ctx = $e.ctx;
+        let r = match (begun, created) {
+            (Some(r), _) => r,
+            (None, Err(f)) => Err(f),
+            (None, Ok(())) => match $phase {
                 Phase::RequestHeaders => {
                     $how!(vm, io, ctx, |c| &c.on_request_headers, (ctx, n, eos))
                 }

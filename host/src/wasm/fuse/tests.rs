@@ -1,0 +1,139 @@
+use super::*;
+use wasmtime::{Engine, Instance, Module, Store};
+
+/// A module whose callbacks record their order (one digit each) and arguments.
+fn recorder(request_headers: &str) -> String {
+    format!(
+        r#"(module
+  (global $log (export "log") (mut i64) (i64.const 0))
+  (global $args (export "args") (mut i64) (i64.const 0))
+  (func $rec (param i32)
+    global.get $log i64.const 10 i64.mul local.get 0 i64.extend_i32_u i64.add global.set $log)
+  (func $arg (param i32)
+    global.get $args i64.const 100 i64.mul local.get 0 i64.extend_i32_u i64.add global.set $args)
+  (func (export "proxy_on_context_create") (param i32 i32)
+    (call $rec (i32.const 1)) (call $arg (local.get 0)) (call $arg (local.get 1)))
+  {request_headers}
+  (func (export "proxy_on_done") (param i32) (result i32)
+    (call $rec (i32.const 3)) (call $arg (local.get 0)) (i32.const 1))
+  (func (export "proxy_on_log") (param i32) (call $rec (i32.const 4)))
+  (func (export "proxy_on_delete") (param i32) (call $rec (i32.const 5)) (call $arg (local.get 0))))"#
+    )
+}
+
+const HEADERS: &str = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $rec (i32.const 2)) (call $arg (local.get 1)) (call $arg (local.get 2)) (i32.const 7))"#;
+
+fn instance(bytes: &[u8]) -> (Store<()>, Instance) {
+    let engine = Engine::default();
+    let module = Module::new(&engine, bytes).unwrap();
+    let mut store = Store::new(&engine, ());
+    let instance = Instance::new(&mut store, &module, &[]).unwrap();
+    (store, instance)
+}
+
+fn global(store: &mut Store<()>, instance: &Instance, name: &str) -> i64 {
+    let g = instance.get_global(&mut *store, name).unwrap();
+    g.get(&mut *store).i64().unwrap()
+}
+
+#[test]
+fn begin_and_finish_run_the_callbacks_in_order_with_their_arguments() {
+    let wasm = wat::parse_str(recorder(HEADERS)).unwrap();
+    let fused = fuse(&wasm).expect("a plain proxy-wasm module is fused");
+    let (mut store, instance) = instance(&fused);
+    let begin = instance
+        .get_typed_func::<(u32, u32, u32, u32), u32>(&mut store, BEGIN)
+        .unwrap();
+    assert_eq!(begin.call(&mut store, (9, 1, 3, 1)).unwrap(), 7);
+    assert_eq!(global(&mut store, &instance, "log"), 12);
+    assert_eq!(global(&mut store, &instance, "args"), 9_01_03_01);
+    let finish = instance
+        .get_typed_func::<u32, ()>(&mut store, FINISH)
+        .unwrap();
+    finish.call(&mut store, 9).unwrap();
+    assert_eq!(global(&mut store, &instance, "log"), 12345);
+    assert_eq!(global(&mut store, &instance, "args"), 9_01_03_01_09_09);
+    // The module's own exports are still there.
+    assert!(instance.get_func(&mut store, "proxy_on_log").is_some());
+}
+
+#[test]
+fn the_module_s_own_code_keeps_its_offsets() {
+    /// The code section's payload start and each body's range relative to it.
+    fn bodies(bytes: &[u8]) -> Vec<(usize, usize)> {
+        let mut start = 0;
+        let mut out = Vec::new();
+        for p in Parser::new(0).parse_all(bytes) {
+            match p.unwrap() {
+                Payload::CodeSectionStart { range, .. } => start = range.start,
+                Payload::CodeSectionEntry(body) => {
+                    let r = body.range();
+                    out.push((r.start - start, r.end - start));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+    let wasm = wat::parse_str(recorder(HEADERS)).unwrap();
+    let fused = fuse(&wasm).unwrap();
+    let (before, after) = (bodies(&wasm), bodies(&fused));
+    assert_eq!(after.len(), before.len() + 2);
+    assert_eq!(&after[..before.len()], &before[..]);
+}
+
+#[test]
+fn an_older_abi_s_request_headers_gets_no_begin_but_still_a_finish() {
+    let v010 = r#"(func (export "proxy_on_request_headers") (param i32 i32) (result i32)
+    (i32.const 0))"#;
+    let fused = fuse(&wat::parse_str(recorder(v010)).unwrap()).unwrap();
+    let (mut store, instance) = instance(&fused);
+    assert!(instance.get_func(&mut store, BEGIN).is_none());
+    assert!(instance.get_func(&mut store, FINISH).is_some());
+}
+
+#[test]
+fn modules_it_cannot_fuse_are_left_alone() {
+    // No callbacks to fuse.
+    let bare = wat::parse_str(r#"(module (func (export "f")))"#).unwrap();
+    assert!(fuse(&bare).is_none());
+    // A name already taken.
+    let taken = recorder(HEADERS).replace("(export \"log\")", "(export \"__portcullis_begin\")");
+    assert!(fuse(&wat::parse_str(taken).unwrap()).is_none());
+    // Not wasm at all, and a truncated module.
+    assert!(fuse(b"not wasm").is_none());
+    let wasm = wat::parse_str(recorder(HEADERS)).unwrap();
+    assert!(fuse(&wasm[..wasm.len() - 3]).is_none());
+}
+
+#[test]
+fn imported_functions_shift_the_indices_the_fused_bodies_call() {
+    let with_import = recorder(HEADERS).replacen(
+        "(module",
+        r#"(module (import "env" "proxy_log" (func (param i32 i32 i32) (result i32)))"#,
+        1,
+    );
+    let wasm = wat::parse_str(with_import).unwrap();
+    let fused = fuse(&wasm).unwrap();
+    let engine = Engine::default();
+    let module = Module::new(&engine, &fused).unwrap();
+    let mut store = Store::new(&engine, ());
+    let log = wasmtime::Func::wrap(&mut store, |_: u32, _: u32, _: u32| -> u32 { 0 });
+    let instance = Instance::new(&mut store, &module, &[log.into()]).unwrap();
+    let begin = instance
+        .get_typed_func::<(u32, u32, u32, u32), u32>(&mut store, BEGIN)
+        .unwrap();
+    assert_eq!(begin.call(&mut store, (4, 1, 2, 0)).unwrap(), 7);
+    assert_eq!(global(&mut store, &instance, "log"), 12);
+}
+
+#[test]
+fn leb128_widths() {
+    assert_eq!(push_leb(Vec::new(), 300), vec![0xac, 0x02]);
+    assert_eq!(leb(&[0xac, 0x02]), Some((300, 2)));
+    assert_eq!(padded_leb(5, 2), Some(vec![0x85, 0x00]));
+    assert_eq!(leb(&[0x85, 0x00]), Some((5, 2)));
+    assert_eq!(padded_leb(130, 1), None);
+    assert_eq!(leb(&[0x80, 0x80]), None);
+}
