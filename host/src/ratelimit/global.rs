@@ -69,6 +69,7 @@ impl Globals {
                 s.config().url == c.url
                     && s.config().timeout == c.timeout
                     && s.config().pool == c.pool
+                    && s.config().name == c.name
             }
             (None, None) => true,
             _ => false,
@@ -84,6 +85,11 @@ impl Globals {
             }
         });
         self.store.store(next);
+    }
+
+    /// The store of the live `redis:` block, if there is one.
+    pub fn store(&self) -> Option<Arc<RedisStore>> {
+        self.store.load_full()
     }
 }
 

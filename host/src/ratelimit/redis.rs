@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use tokio::sync::Notify;
 
 use crate::config::RedisConfig;
@@ -161,11 +161,8 @@ impl RedisStore {
         want: u32,
         need: u32,
     ) -> impl Future<Output = Result<Grant, StoreError>> + Send + 'static {
-        let timeout = self.config.timeout;
-        let picked = self.pick();
-        let (slots, script) = (self.slots.clone(), self.script.clone());
-        async move {
-            let (i, mut conn) = picked.ok_or(StoreError::Down)?;
+        let script = self.script.clone();
+        let call = self.request(self.config.timeout, move |mut conn| async move {
             let mut invocation = script.prepare_invoke();
             invocation
                 .key(key)
@@ -173,10 +170,51 @@ impl RedisStore {
                 .arg(tau_us)
                 .arg(want)
                 .arg(need);
-            let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
-            match tokio::time::timeout(timeout, call).await {
+            invocation.invoke_async::<Vec<i64>>(&mut conn).await
+        });
+        async move { grant(&call.await?) }
+    }
+
+    /// Sends `cmd` (a filter's, see [`super::filter_calls`]) and returns Redis' reply:
+    /// a value, or the error Redis answered with (`CODE detail`).
+    pub fn command(
+        &self,
+        cmd: redis::Cmd,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Result<redis::Value, String>, StoreError>> + Send + 'static
+    {
+        self.request(timeout, move |mut conn| async move {
+            match conn.req_packed_command(&cmd).await {
+                Ok(redis::Value::ServerError(e)) => Ok(Err(server_error(e.code(), e.details()))),
+                Ok(v) => Ok(Ok(v)),
+                // Redis' own answer, not a failure to reach it.
+                Err(e) if e.code().is_some() => {
+                    Ok(Err(server_error(e.code().unwrap_or("ERR"), e.detail())))
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// Runs `call` on the next open connection within `timeout`; a connection found
+    /// broken is marked down and handed to its keeper.
+    fn request<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        call: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut + Send + 'static,
+        Fut: Future<Output = redis::RedisResult<T>> + Send,
+        T: Send,
+    {
+        let picked = self.pick();
+        let slots = self.slots.clone();
+        async move {
+            let (i, conn) = picked.ok_or(StoreError::Down)?;
+            match tokio::time::timeout(timeout, call(conn)).await {
                 Err(_) => Err(StoreError::Timeout(timeout)),
-                Ok(Ok(v)) => grant(&v),
+                Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) => {
                     let broken =
                         e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error();
@@ -235,6 +273,14 @@ async fn keep(client: redis::Client, slots: Arc<[Slot]>, i: usize, url: String) 
                 wait = (wait * 2).min(BACKOFF.1);
             }
         }
+    }
+}
+
+/// An error reply as Redis words it: `CODE detail`.
+fn server_error(code: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(d) => format!("{code} {d}"),
+        None => code.to_string(),
     }
 }
 

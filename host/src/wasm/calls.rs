@@ -1,5 +1,5 @@
-//! Callouts: the guest asks (`http_call`, `grpc_call`, `grpc_stream`, or a foreign
-//! function that answers later), the host sends
+//! Callouts: the guest asks (`http_call`, `grpc_call`, `grpc_stream`, `redis_call`,
+//! or a foreign function that answers later), the host sends
 //! the request to an upstream by its config name once the callback returns, and
 //! delivers what comes back to the root context, which owns every callout as on
 //! Envoy, without holding the VM while the callout is out. The stream that made a
@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 
 use super::Plugin;
 use super::grpc::{self, GrpcEvent};
-use super::state::{CallResponse, PendingCall, StreamIo};
+use super::redis::{self, Reply};
+use super::state::{CallResponse, Deferred, PendingCall, StreamIo};
 use super::vm::{Failure, Pick, ROOT_CONTEXT, Vm};
 use super::worker::{self, Slot, SlotRef};
 use crate::body::ProxyBody;
@@ -74,6 +75,8 @@ pub(crate) enum Event {
     Grpc { token: u32, event: GrpcEvent },
     /// A deferred foreign call's answer (see [`super::foreign::Answer::Later`]).
     Foreign { token: u32, answer: Vec<u8> },
+    /// A Redis call's reply (see [`super::redis`]).
+    Redis { token: u32, reply: Reply },
 }
 
 /// A callout event on its way, boxed so that HTTP and gRPC ones wait together.
@@ -126,12 +129,21 @@ pub(crate) async fn dispatch(
             )
         };
         for f in foreign {
-            inflight.push(Box::pin(async move {
-                Event::Foreign {
-                    token: f.token,
-                    answer: f.answer.await,
-                }
-            }));
+            let token = f.token;
+            inflight.push(match f.answer {
+                Deferred::Foreign(answer) => Box::pin(async move {
+                    Event::Foreign {
+                        token,
+                        answer: answer.await,
+                    }
+                }),
+                Deferred::Redis(reply) => Box::pin(async move {
+                    Event::Redis {
+                        token,
+                        reply: reply.await,
+                    }
+                }),
+            });
         }
         let caller = plugin.http_caller();
         for call in calls {
@@ -320,6 +332,26 @@ async fn deliver(
                     context,
                     |c| &c.on_foreign_function,
                     (context, token, size),
+                )
+                .await;
+            vm.store.data_mut().call_data = None;
+            return r.map(drop);
+        }
+        Event::Redis { token, reply } => {
+            // To the root context, which owns every callout, as Higress delivers them;
+            // a failure carries its reason where the reply would be.
+            let (status, data) = match reply {
+                Ok(reply) => (0, reply),
+                Err(why) => (redis::FAILED, why.into_bytes()),
+            };
+            let size = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            vm.store.data_mut().call_data = Some(data);
+            let r = vm
+                .call_with(
+                    io,
+                    context,
+                    |c| &c.on_redis_call_response,
+                    (ROOT_CONTEXT, token, status, size),
                 )
                 .await;
             vm.store.data_mut().call_data = None;

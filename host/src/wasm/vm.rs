@@ -82,6 +82,7 @@ type F2 = Option<TypedFunc<(u32, u32), ()>>;
 type F2R = Option<TypedFunc<(u32, u32), u32>>;
 type F3 = Option<TypedFunc<(u32, u32, u32), ()>>;
 type F3R = Option<TypedFunc<(u32, u32, u32), u32>>;
+type F4 = Option<TypedFunc<(u32, u32, u32, u32), ()>>;
 type F5 = Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>;
 
 /// The guest's exported callbacks; absent ones are skipped.
@@ -106,6 +107,8 @@ pub(crate) struct Callbacks {
     pub on_grpc_receive_trailing_metadata: F3,
     pub on_grpc_close: F3,
     pub on_foreign_function: F3,
+    /// Higress's: a Redis reply (`proxy_on_redis_call_response`).
+    pub on_redis_call_response: F4,
 }
 
 impl Callbacks {
@@ -136,6 +139,7 @@ impl Callbacks {
             on_grpc_receive_trailing_metadata: f!("proxy_on_grpc_receive_trailing_metadata"),
             on_grpc_close: f!("proxy_on_grpc_close"),
             on_foreign_function: f!("proxy_on_foreign_function"),
+            on_redis_call_response: f!("proxy_on_redis_call_response"),
         };
         if headers_only {
             // Defaults that return Continue / true without a host call: entering the
@@ -196,6 +200,7 @@ impl Vm {
             callers: spec.callers.clone(),
             call_response: None,
             call_data: None,
+            redis_timeouts: HashMap::new(),
             signal,
             last_error_log: None,
             scratch: Vec::new(),
