@@ -77,6 +77,12 @@ async fn two_proxies_count_together_in_one_redis() {
         );
     }
     assert_eq!(redis.cli(&["GET", KEY]).trim(), "20", "the count in Redis");
+    let status = proxies[0].status().await;
+    let r = &status["redis"];
+    assert_eq!(r["name"], "redis", "/status redis: {r}");
+    assert_eq!(r["connected"], true, "/status redis: {r}");
+    assert_eq!(r["pool"]["size"], 2, "/status redis: {r}");
+    assert_eq!(r["failures"], 0, "/status redis: {r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,6 +128,17 @@ async fn redis_down_or_frozen_gives_the_filter_an_error_within_its_timeout() {
         );
         assert!(took < Duration::from_millis(1500), "took {took:?}");
     }
+    let status = proxy.status().await;
+    let r = &status["redis"];
+    assert_eq!(r["connected"], false, "/status redis with Redis down: {r}");
+    assert!(
+        r["failures"].as_u64().unwrap_or_default() >= 4,
+        "the frozen call and three down ones are failures: {r}"
+    );
+    assert!(
+        r["last_error"].as_str().is_some_and(|e| !e.is_empty()) && r["last_error_at"].is_string(),
+        "/status redis: {r}"
+    );
 
     // Back: counting resumes with no restart (the new Redis is empty).
     redis.restart();
@@ -139,4 +156,5 @@ async fn redis_down_or_frozen_gives_the_filter_an_error_within_its_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(proxy.status().await["redis"]["connected"], true);
 }

@@ -94,6 +94,11 @@ impl Globals {
 }
 
 impl RateLimits {
+    /// The store of the live `redis:` block, if there is one (for `/status`).
+    pub fn redis(&self) -> Option<Arc<RedisStore>> {
+        self.globals.store()
+    }
+
     /// Connects global limits to `redis` (see [`Globals::configure`]).
     pub fn set_redis(&self, redis: Option<&RedisConfig>) {
         self.globals.configure(redis);
