@@ -14,8 +14,7 @@ use wasmtime::{Caller, Linker};
 
 use super::memory::{self, decode_pairs, hand_back_with, read, read_str, slice, view, write_u32};
 use super::state::{
-    Deferred, GET_HEADER_VALUES, HostState, LocalReply, PendingCall, PendingForeign,
-    SKIP_RESPONSE_PHASE, Status,
+    Deferred, GET_HEADER_VALUES, HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, Status,
 };
 use super::{foreign, metrics, shared};
 use crate::wasm::grpc::HTTP_CALL;
@@ -202,14 +201,8 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 }
             });
             if let Some(answer) = later {
-                let st = c.data_mut();
-                let token = st.next_callout(HTTP_CALL);
-                let context = st.running_context;
-                st.pending_foreign.push(PendingForeign {
-                    token,
-                    context,
-                    answer: Deferred::Foreign(answer),
-                });
+                // The token reserved above.
+                c.data_mut().defer(Deferred::Foreign(answer));
             }
             if let Some(e) = failure {
                 let name = read_str(&c, np, nn).unwrap_or_default();

@@ -325,17 +325,8 @@ async fn deliver(
         Event::Foreign { token, answer } => {
             // To the context that made the call, as Envoy delivers them.
             let size = u32::try_from(answer.len()).unwrap_or(u32::MAX);
-            vm.store.data_mut().call_data = Some(answer);
-            let r = vm
-                .call_with(
-                    io,
-                    context,
-                    |c| &c.on_foreign_function,
-                    (context, token, size),
-                )
-                .await;
-            vm.store.data_mut().call_data = None;
-            return r.map(drop);
+            let pick: Pick<_, ()> = |c| &c.on_foreign_function;
+            return with_call_data(vm, io, context, answer, pick, (context, token, size)).await;
         }
         Event::Redis { token, reply } => {
             // To the root context, which owns every callout, as Higress delivers them;
@@ -345,17 +336,9 @@ async fn deliver(
                 Err(why) => (redis::FAILED, why.into_bytes()),
             };
             let size = u32::try_from(data.len()).unwrap_or(u32::MAX);
-            vm.store.data_mut().call_data = Some(data);
-            let r = vm
-                .call_with(
-                    io,
-                    context,
-                    |c| &c.on_redis_call_response,
-                    (ROOT_CONTEXT, token, status, size),
-                )
-                .await;
-            vm.store.data_mut().call_data = None;
-            return r.map(drop);
+            let pick: Pick<_, ()> = |c| &c.on_redis_call_response;
+            let params = (ROOT_CONTEXT, token, status, size);
+            return with_call_data(vm, io, context, data, pick, params).await;
         }
     };
     let st = vm.store.data_mut();
@@ -395,6 +378,22 @@ async fn deliver(
         .call_with(io, context, pick, (ROOT_CONTEXT, token, n))
         .await;
     vm.store.data_mut().call_response = None;
+    r.map(drop)
+}
+
+/// Calls the guest's `pick` with `data` readable as a buffer (`CallData`, or
+/// `RedisCallResponse`) for the length of the call.
+async fn with_call_data<P: wasmtime::WasmParams + Sync>(
+    vm: &mut Vm,
+    io: &mut Box<StreamIo>,
+    context: u32,
+    data: Vec<u8>,
+    pick: Pick<P, ()>,
+    params: P,
+) -> Result<(), Failure> {
+    vm.store.data_mut().call_data = Some(data);
+    let r = vm.call_with(io, context, pick, params).await;
+    vm.store.data_mut().call_data = None;
     r.map(drop)
 }
 

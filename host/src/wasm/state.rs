@@ -300,6 +300,19 @@ impl HostState {
         token
     }
 
+    /// Queues a deferred answer for the running context (delivered once the callback
+    /// returns, see `calls::dispatch`); returns its token.
+    pub fn defer(&mut self, answer: Deferred) -> u32 {
+        let token = self.next_callout(super::grpc::HTTP_CALL);
+        let context = self.running_context;
+        self.pending_foreign.push(PendingForeign {
+            token,
+            context,
+            answer,
+        });
+        token
+    }
+
     /// The token [`HostState::next_callout`] will give next, without taking it.
     pub fn upcoming_callout(&self, kind: u32) -> u32 {
         (self.next_token.wrapping_add(4).max(4) & !3) | kind

@@ -7,9 +7,8 @@ use std::time::Duration;
 use wasmtime::Linker;
 
 use super::C;
-use crate::wasm::grpc::HTTP_CALL;
 use crate::wasm::memory::{read, read_str, write_u32};
-use crate::wasm::state::{Deferred, HostState, PendingForeign, Status};
+use crate::wasm::state::{Deferred, HostState, Status};
 
 /// Links `proxy_redis_init` and `proxy_redis_call`.
 pub(super) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -53,14 +52,7 @@ pub(super) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     return Status::BadArgument.into();
                 }
             };
-            let st = c.data_mut();
-            let token = st.next_callout(HTTP_CALL);
-            let context = st.running_context;
-            st.pending_foreign.push(PendingForeign {
-                token,
-                context,
-                answer: Deferred::Redis(answer),
-            });
+            let token = c.data_mut().defer(Deferred::Redis(answer));
             s!(write_u32(&mut c, rt, token));
             Status::Ok.into()
         },
