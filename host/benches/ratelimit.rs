@@ -142,6 +142,7 @@ fn global(c: &mut Criterion) {
         url: format!("redis://127.0.0.1:{}", server.1),
         timeout: Duration::from_secs(1),
         pool: 2,
+        name: "redis".into(),
         origin: Origin {
             file: "bench".into(),
             line: 0,

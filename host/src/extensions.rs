@@ -7,7 +7,10 @@ use crate::ratelimit::{self, RateLimits};
 use crate::wasm::Runtime;
 
 /// The wasm runtime with every host extension of the proxy: the rate limiter's shared
-/// buckets ([`ratelimit::FOREIGN_NAME`]).
+/// buckets ([`ratelimit::FOREIGN_NAME`]) and filters' Redis calls, on the connections
+/// of the `redis:` block.
 pub fn runtime() -> anyhow::Result<Runtime> {
-    Ok(Runtime::new()?.with_extension(ratelimit::FOREIGN_NAME, RateLimits::shared()))
+    Ok(Runtime::new()?
+        .with_extension(ratelimit::FOREIGN_NAME, RateLimits::shared())
+        .with_redis(RateLimits::shared()))
 }

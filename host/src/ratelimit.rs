@@ -8,6 +8,7 @@
 //! map keyed by a keyed hash of the client key; see [`limiter`] for the bounds on
 //! memory.
 
+mod filter_calls;
 mod global;
 pub mod limiter;
 pub mod redis;

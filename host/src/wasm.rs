@@ -22,6 +22,7 @@ mod grpc;
 mod memory;
 mod metrics;
 pub mod precompile;
+pub mod redis;
 mod shared;
 mod state;
 mod vm;
@@ -71,6 +72,13 @@ impl Runtime {
     /// extensions they were made with.
     pub fn with_extension(mut self, name: &str, f: Arc<dyn ForeignFunction>) -> Self {
         self.extensions = self.extensions.with(name, f);
+        self
+    }
+
+    /// This runtime, with `redis` answering its filters' `proxy_redis_call`s (see
+    /// [`redis`]). Without it every such call is refused.
+    pub fn with_redis(mut self, redis: Arc<dyn redis::RedisCalls>) -> Self {
+        self.extensions = self.extensions.with_redis(redis);
         self
     }
 

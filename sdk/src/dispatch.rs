@@ -2,6 +2,8 @@
 //! parses and validates the configuration, and an HTTP context per request that calls
 //! the filter's phases and carries out their [`Action`]s.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -13,6 +15,55 @@ use crate::{Action, Error, Filter, LocalResponse, Request, Response, config};
 
 /// Portcullis' foreign function for "this context needs no response phase".
 const SKIP_RESPONSE_PHASE: &str = "portcullis_skip_response_phase";
+
+thread_local! {
+    /// The stream context whose phase is running: a Redis call made now belongs to it.
+    static RUNNING: Cell<u32> = const { Cell::new(0) };
+    /// Redis calls on their way: token → the stream context that made them.
+    static CALLS: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
+    /// The live stream contexts' queued response-header changes, by context id: where
+    /// a Redis reply, delivered outside the context's own callbacks, adds to them.
+    static STREAMS: RefCell<HashMap<u32, Ops>> = RefCell::new(HashMap::new());
+    /// Hands a Redis reply to the filter (set once it is configured).
+    static ON_REDIS: RefCell<Option<Rc<RedisHandler>>> = const { RefCell::new(None) };
+}
+
+type Ops = Rc<RefCell<Vec<HeaderOp>>>;
+type RedisHandler = dyn Fn(u32, Ops, u32, Result<crate::redis::Value, crate::redis::RedisError>);
+
+/// Notes that the Redis call `token` belongs to the running stream context.
+pub(crate) fn waits_for(token: u32) {
+    let context = RUNNING.with(Cell::get);
+    CALLS.with(|c| c.borrow_mut().insert(token, context));
+}
+
+/// Higress's callback for a Redis reply: to the root context, as the reply to a call
+/// of the stream context that made it (looked up by token). Exported on wasm32 only;
+/// native builds (unit tests of filter logic) have no host to call it.
+#[cfg_attr(target_arch = "wasm32", unsafe(no_mangle))]
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+extern "C" fn proxy_on_redis_call_response(_root: u32, token: u32, status: u32, size: usize) {
+    on_redis_reply(token, status, size);
+}
+
+fn on_redis_reply(token: u32, status: u32, size: usize) {
+    let Some(context) = CALLS.with(|c| c.borrow_mut().remove(&token)) else {
+        return;
+    };
+    let reply = crate::redis::reply(status, size);
+    // The stream may be gone (the client left): nothing to decide then.
+    let Some(ops) = STREAMS.with(|s| s.borrow().get(&context).cloned()) else {
+        return;
+    };
+    let Some(handler) = ON_REDIS.with(|h| h.borrow().clone()) else {
+        return;
+    };
+    if let Err(status) = hostcalls::set_effective_context(context) {
+        log::error!("cannot return to the request of a Redis reply: {status:?}");
+        return;
+    }
+    handler(context, ops, token, reply);
+}
 
 /// Installs the root context of filter `F`: called from the module's `_initialize`.
 pub fn start<F: Filter>() {
@@ -37,7 +88,21 @@ impl<F: Filter> RootContext for Root<F> {
         };
         match config::parse::<F::Config>(&bytes).and_then(F::new) {
             Ok(filter) => {
-                self.filter = Some(Rc::new(filter));
+                let filter = Rc::new(filter);
+                let f = filter.clone();
+                let handler: Rc<RedisHandler> = Rc::new(move |context, ops, token, reply| {
+                    RUNNING.set(context);
+                    let mut req = Request::default();
+                    let result = f.on_redis_reply(&mut req, token, reply);
+                    ops.borrow_mut().extend(req.response_ops);
+                    if let types::Action::Continue = decide(&*f, &ops, result)
+                        && let Err(status) = hostcalls::resume_http_request()
+                    {
+                        log::error!("cannot resume the request: {status:?}");
+                    }
+                });
+                ON_REDIS.with(|h| *h.borrow_mut() = Some(handler));
+                self.filter = Some(filter);
                 true
             }
             Err(e) => {
@@ -48,10 +113,13 @@ impl<F: Filter> RootContext for Root<F> {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let response_ops = Ops::default();
+        STREAMS.with(|s| s.borrow_mut().insert(context_id, response_ops.clone()));
         Some(Box::new(Stream {
+            id: context_id,
             filter: self.filter.clone(),
-            response_ops: Vec::new(),
+            response_ops,
         }))
     }
 
@@ -61,8 +129,15 @@ impl<F: Filter> RootContext for Root<F> {
 }
 
 struct Stream<F> {
+    id: u32,
     filter: Option<Rc<F>>,
-    response_ops: Vec<HeaderOp>,
+    response_ops: Ops,
+}
+
+impl<F> Drop for Stream<F> {
+    fn drop(&mut self) {
+        STREAMS.with(|s| s.borrow_mut().remove(&self.id));
+    }
 }
 
 impl<F: Filter> Context for Stream<F> {
@@ -78,10 +153,11 @@ impl<F: Filter> Context for Stream<F> {
                 Vec::new()
             }
         };
+        RUNNING.set(self.id);
         let mut req = Request::default();
         let result = filter.on_foreign_reply(&mut req, token, &reply);
-        self.response_ops.extend(req.response_ops);
-        if let types::Action::Continue = self.decide(&filter, result)
+        self.response_ops.borrow_mut().extend(req.response_ops);
+        if let types::Action::Continue = decide(&*filter, &self.response_ops, result)
             && let Err(status) = hostcalls::resume_http_request()
         {
             log::error!("cannot resume the request: {status:?}");
@@ -89,18 +165,16 @@ impl<F: Filter> Context for Stream<F> {
     }
 }
 
-impl<F: Filter> Stream<F> {
-    /// Carries out a request-phase decision; tells the host when the filter wants no
-    /// response phase (unless it still waits for an answer).
-    fn decide(&mut self, filter: &F, result: Result<Action, Error>) -> types::Action {
-        let waits = matches!(result, Ok(Action::Wait));
-        if !waits && !filter.wants_response() && self.response_ops.is_empty() {
-            // Nothing to do when the response comes: tell the host (other hosts do
-            // not know the function and answer NOT_FOUND, which changes nothing).
-            let _ = hostcalls::call_foreign_function(SKIP_RESPONSE_PHASE, None);
-        }
-        carry_out(result)
+/// Carries out a request-phase decision; tells the host when the filter wants no
+/// response phase (unless it still waits for an answer).
+fn decide<F: Filter>(filter: &F, ops: &Ops, result: Result<Action, Error>) -> types::Action {
+    let waits = matches!(result, Ok(Action::Wait));
+    if !waits && !filter.wants_response() && ops.borrow().is_empty() {
+        // Nothing to do when the response comes: tell the host (other hosts do
+        // not know the function and answer NOT_FOUND, which changes nothing).
+        let _ = hostcalls::call_foreign_function(SKIP_RESPONSE_PHASE, None);
     }
+    carry_out(result)
 }
 
 impl<F: Filter> HttpContext for Stream<F> {
@@ -110,17 +184,19 @@ impl<F: Filter> HttpContext for Stream<F> {
                 "the filter has no valid configuration".into(),
             ));
         };
+        RUNNING.set(self.id);
         let mut req = Request::default();
         let result = filter.on_request(&mut req);
-        self.response_ops = req.response_ops;
-        self.decide(&filter, result)
+        *self.response_ops.borrow_mut() = req.response_ops;
+        decide(&*filter, &self.response_ops, result)
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> types::Action {
         let Some(filter) = self.filter.clone() else {
             return types::Action::Continue;
         };
-        for op in std::mem::take(&mut self.response_ops) {
+        let ops = std::mem::take(&mut *self.response_ops.borrow_mut());
+        for op in ops {
             let map = MapType::HttpResponseHeaders;
             let (name, result) = match &op {
                 HeaderOp::Set(n, v) => (n, hostcalls::set_map_value(map, n, Some(v))),

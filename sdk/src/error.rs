@@ -1,6 +1,7 @@
 //! The error a filter phase may return instead of an [`crate::Action`].
 
 use crate::foreign::ForeignError;
+use crate::redis::RedisError;
 
 /// Why a phase could not decide. The SDK logs it and answers the request with 500
 /// (the filter failed; the proxy's `on_error` policy is for traps, not for this).
@@ -15,6 +16,8 @@ pub enum Error {
     },
     /// A foreign function failed.
     Foreign(ForeignError),
+    /// A Redis call failed.
+    Redis(RedisError),
     /// Anything else the filter wants logged.
     Other(String),
 }
@@ -30,6 +33,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Host { what, status } => write!(f, "host call {what} failed: {status:?}"),
             Error::Foreign(e) => write!(f, "{e}"),
+            Error::Redis(e) => write!(f, "{e}"),
             Error::Other(msg) => f.write_str(msg),
         }
     }
@@ -40,5 +44,11 @@ impl std::error::Error for Error {}
 impl From<ForeignError> for Error {
     fn from(e: ForeignError) -> Self {
         Error::Foreign(e)
+    }
+}
+
+impl From<RedisError> for Error {
+    fn from(e: RedisError) -> Self {
+        Error::Redis(e)
     }
 }

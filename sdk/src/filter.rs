@@ -54,6 +54,19 @@ pub trait Filter: Sized + 'static {
         Ok(Action::Continue)
     }
 
+    /// A Redis reply (see [`crate::redis::call`]): `token` is the one `call` returned,
+    /// `reply` Redis' value, or why none came within the timeout. The request is still
+    /// paused; what this returns decides it ([`Action::Continue`] resumes it).
+    fn on_redis_reply(
+        &self,
+        req: &mut Request,
+        token: u32,
+        reply: Result<crate::redis::Value, crate::redis::RedisError>,
+    ) -> Result<Action, Error> {
+        let _ = (req, token, reply);
+        Ok(Action::Continue)
+    }
+
     /// The response headers phase.
     fn on_response(&self, resp: &mut Response) -> Result<Action, Error> {
         let _ = resp;
@@ -69,8 +82,9 @@ pub enum Action {
     /// Answer the client with this response; the rest of the chain and the upstream
     /// are skipped.
     Respond(LocalResponse),
-    /// Keep the request paused until a foreign call answered later arrives: then
-    /// [`Filter::on_foreign_reply`] decides. Only in the request phase.
+    /// Keep the request paused until a foreign call answered later arrives (then
+    /// [`Filter::on_foreign_reply`] decides) or a Redis reply ([`Filter::on_redis_reply`]).
+    /// Only in the request phase.
     Wait,
 }
 

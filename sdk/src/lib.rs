@@ -41,7 +41,7 @@
 //! built with this SDK runs there unchanged. We use only its `hostcalls` layer, whose
 //! calls return `Result`, instead of its context traits' helpers, which panic when
 //! the host refuses a call (a panic traps the filter). Nothing here is
-//! Portcullis-only except the [`foreign`] functions, which fail with a clear
+//! Portcullis-only except the [`foreign`] functions (and [`redis`], Higress's), which fail with a clear
 //! [`ForeignError::Unavailable`] on another host.
 //!
 //! ## The pieces
@@ -52,6 +52,8 @@
 //! - [`config`]: configuration parsing with errors that name the field, and
 //!   [`config::Duration`] for values such as `30s`.
 //! - [`foreign`]: typed wrappers around Portcullis' host extensions.
+//! - [`redis`]: commands to the Redis the proxy names, shared by every instance
+//!   (Higress's Redis calls, so they run on Higress too).
 //! - [`query`]: query parameters and cookies.
 
 #![deny(missing_docs)]
@@ -64,6 +66,7 @@ mod http;
 pub mod config;
 pub mod foreign;
 pub mod query;
+pub mod redis;
 
 pub use config::ConfigError;
 pub use error::Error;

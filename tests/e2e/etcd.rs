@@ -338,7 +338,25 @@ async fn an_etcd_with_authentication_is_read_as_its_user() {
     assert!(err.contains("cannot log in as `root`"), "{err}");
     assert!(!err.contains("wrong"), "the password is not shown: {err}");
 
-    let conf = ConfDir::with(&with_password("s3cret"));
+    let inline = ConfDir::with(&with_password("s3cret"));
+    assert_eq!(served_by(&Proxy::start(&inline), "/").await, "authed");
+
+    // The secret in a file beside the configuration, as admin tokens are.
+    let with_file = format!(
+        "{}    auth: {{ username: root, password_file: etcd-password }}\n",
+        dir_conf(&etcd)
+    );
+    let conf = ConfDir::with(&with_file);
+    conf.write("etcd-password", "");
+    let err = match Proxy::try_start(&conf) {
+        Ok(_) => panic!("an empty password_file must fail the start"),
+        Err(err) => err,
+    };
+    assert!(
+        err.contains("providers.etcd.auth.password_file") && err.contains("is empty"),
+        "{err}"
+    );
+    conf.write("etcd-password", "s3cret\n");
     let proxy = Proxy::start(&conf);
     assert_eq!(served_by(&proxy, "/").await, "authed");
     etcd.put(&key("routes.yaml"), &routes_doc("authed2")).await;

@@ -343,14 +343,14 @@ fn filter_test(spec: &Path) -> (Option<i32>, String, String) {
 // === Toolchains ===
 
 /// What an example's build needs, how to tell it is there, and how to install it.
-struct Toolchain {
+pub(crate) struct Toolchain {
     name: &'static str,
     /// Commands that must run (exit 0) for the build to have a chance.
     probes: &'static [&'static [&'static str]],
     install: &'static str,
 }
 
-const RUST: Toolchain = Toolchain {
+pub(crate) const RUST: Toolchain = Toolchain {
     name: "Rust for wasm32-wasip1",
     probes: &[&["cargo", "--version"]],
     install: "rustup target add wasm32-wasip1",
@@ -393,7 +393,7 @@ fn repo_root() -> PathBuf {
 /// Builds the example in `dir` (relative to the repository) with its own `build.sh`,
 /// and returns the module it wrote. Panics, naming the install command, when the
 /// toolchain is missing or the build fails.
-fn build(toolchain: &Toolchain, dir: &str) -> PathBuf {
+pub(crate) fn build(toolchain: &Toolchain, dir: &str) -> PathBuf {
     // Tests run in parallel and some share an example: build each one once, and never
     // read a module while its build script rewrites it.
     static BUILT: Mutex<BTreeMap<String, Arc<Mutex<Option<PathBuf>>>>> =

@@ -19,6 +19,7 @@ mod filters_builtin;
 mod filters_check;
 mod filters_ratelimit;
 mod filters_ratelimit_redis;
+mod filters_redis_calls;
 mod grpc;
 mod grpc_callouts;
 mod http3;

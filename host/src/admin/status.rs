@@ -172,6 +172,26 @@ pub(super) fn status(app: &App) -> Value {
         "filters": filters,
         "upstreams": upstreams,
         "providers": providers(app),
+        "redis": redis(),
+    })
+}
+
+/// The `redis:` block's connections: `null` without one.
+fn redis() -> Value {
+    let Some(store) = crate::ratelimit::RateLimits::shared().redis() else {
+        return Value::Null;
+    };
+    let config = store.config();
+    let health = store.health();
+    json!({
+        "url": crate::config::redis::redact(&config.url),
+        "name": config.name,
+        "connected": health.open > 0,
+        "pool": { "size": health.pool, "open": health.open },
+        "timeout_ms": config.timeout.as_millis() as u64,
+        "failures": health.failures,
+        "last_error": health.last_error.as_ref().map(|(_, e)| e),
+        "last_error_at": health.last_error.as_ref().map(|(at, _)| rfc3339(*at)),
     })
 }
 

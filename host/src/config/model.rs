@@ -64,6 +64,8 @@ pub struct RedisConfig {
     pub timeout: std::time::Duration,
     /// Connections kept open (each multiplexed).
     pub pool: usize,
+    /// The name filters' `proxy_redis_call` gives it (default `redis`).
+    pub name: String,
     /// Where it was declared.
     pub origin: Origin,
 }
@@ -75,6 +77,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("url", &super::redis::redact(&self.url))
             .field("timeout", &self.timeout)
             .field("pool", &self.pool)
+            .field("name", &self.name)
             .field("origin", &self.origin)
             .finish()
     }

@@ -100,8 +100,35 @@ fn tls(cx: &mut Cx, field: &Field) -> Option<EtcdTls> {
 fn auth(cx: &mut Cx, field: &Field) -> Option<Option<EtcdAuth>> {
     let mut f = Fields::new(cx, field)?;
     let username = f.require(cx, "username").and_then(|v| v.string(cx));
-    let password = f.require(cx, "password").and_then(|v| v.string(cx));
+    let inline = f.take("password");
+    let file = f.take("password_file");
+    let (path, line) = (f.path().to_string(), f.line());
     f.finish(cx);
+    let password = match (inline, file) {
+        (Some(v), None) => v.string(cx),
+        // Read at each load: a rotated password is picked up by the next reload.
+        (None, Some(v)) => v
+            .existing_file(cx)
+            .and_then(|p| match std::fs::read_to_string(&p) {
+                Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
+                Ok(_) => {
+                    v.error(cx, format!("{} is empty", p.display()));
+                    None
+                }
+                Err(e) => {
+                    v.error(cx, format!("cannot read {}: {e}", p.display()));
+                    None
+                }
+            }),
+        (Some(_), Some(v)) => {
+            v.error(cx, "give either password or password_file, not both");
+            None
+        }
+        (None, None) => {
+            cx.error(line, &path, "needs `password_file: FILE` (or `password`)");
+            None
+        }
+    };
     Some(Some(EtcdAuth {
         username: username?,
         password: password?,

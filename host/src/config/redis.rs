@@ -1,5 +1,6 @@
 //! `redis:`: the Redis server that global rate limits (`rate-limit` with
-//! `store: redis`) keep their buckets in, shared by every Portcullis that names it.
+//! `store: redis`) keep their buckets in, shared by every Portcullis that names it, and
+//! that filters' own Redis calls reach by its `name`.
 
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_millis(5);
 /// worker's checks pipeline on it), so a few carry a whole proxy's load.
 pub const REDIS_POOL: usize = 2;
 
-/// Decodes `redis: { url, timeout, pool }`.
+/// The name filters reach the `redis:` block by when `redis.name` does not say.
+pub const REDIS_NAME: &str = "redis";
+
+/// Decodes `redis: { url, timeout, pool, name }`.
 pub(crate) fn redis(cx: &mut Cx, field: &Field) -> Option<RedisConfig> {
     let mut f = Fields::new(cx, field)?;
     let url = f.require(cx, "url").and_then(|v| {
@@ -36,11 +40,20 @@ pub(crate) fn redis(cx: &mut Cx, field: &Field) -> Option<RedisConfig> {
         Some(d)
     });
     let pool = f.take("pool").map(|v| v.int(cx, 1, 64));
+    let name = f.take("name").map(|v| {
+        let name = v.string(cx)?;
+        if name.is_empty() {
+            v.error(cx, "must not be empty");
+            return None;
+        }
+        Some(name)
+    });
     f.finish(cx);
     Some(RedisConfig {
         url: url?,
         timeout: timeout.unwrap_or(Some(REDIS_TIMEOUT))?,
         pool: pool.unwrap_or(Some(REDIS_POOL as i64))? as usize,
+        name: name.unwrap_or_else(|| Some(REDIS_NAME.into()))?,
         origin: cx.origin(field.line),
     })
 }

@@ -69,6 +69,7 @@ impl Globals {
                 s.config().url == c.url
                     && s.config().timeout == c.timeout
                     && s.config().pool == c.pool
+                    && s.config().name == c.name
             }
             (None, None) => true,
             _ => false,
@@ -85,9 +86,19 @@ impl Globals {
         });
         self.store.store(next);
     }
+
+    /// The store of the live `redis:` block, if there is one.
+    pub fn store(&self) -> Option<Arc<RedisStore>> {
+        self.store.load_full()
+    }
 }
 
 impl RateLimits {
+    /// The store of the live `redis:` block, if there is one (for `/status`).
+    pub fn redis(&self) -> Option<Arc<RedisStore>> {
+        self.globals.store()
+    }
+
     /// Connects global limits to `redis` (see [`Globals::configure`]).
     pub fn set_redis(&self, redis: Option<&RedisConfig>) {
         self.globals.configure(redis);

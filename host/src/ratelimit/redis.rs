@@ -9,12 +9,12 @@
 //! for the timeout) and reopened in the background, every 100 ms to 1 s, until Redis
 //! is back.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use tokio::sync::Notify;
 
 use crate::config::RedisConfig;
@@ -78,6 +78,40 @@ pub struct Grant {
     pub retry_after: Duration,
 }
 
+/// What `/status` shows of a store.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// Connections open now, of `pool`.
+    pub open: usize,
+    /// Connections kept (the `redis.pool`).
+    pub pool: usize,
+    /// Calls that got no answer (down, timed out, connection broke) since the store
+    /// started: rate-limit checks and filters' calls alike.
+    pub failures: u64,
+    /// The last failure, or the last failed connection attempt, and when.
+    pub last_error: Option<(SystemTime, String)>,
+}
+
+/// A store's failure counts, shared with its calls and its keepers.
+#[derive(Default)]
+struct Failures {
+    calls: AtomicU64,
+    last: Mutex<Option<(SystemTime, String)>>,
+}
+
+impl Failures {
+    fn note(&self, e: &dyn std::fmt::Display) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((SystemTime::now(), e.to_string()));
+        }
+    }
+
+    fn call_failed(&self, e: &StoreError) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.note(e);
+    }
+}
+
 /// One pooled connection: `None` while down.
 struct Slot {
     conn: ArcSwapOption<MultiplexedConnection>,
@@ -91,6 +125,7 @@ pub struct RedisStore {
     slots: Arc<[Slot]>,
     next: AtomicUsize,
     script: Arc<redis::Script>,
+    failures: Arc<Failures>,
     /// Dropped with the store: the connections' thread then stops, closing them.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -116,13 +151,22 @@ impl RedisStore {
         // I/O is driven only by its own `block_on`).
         let keeper_slots = slots.clone();
         let url = redact(&config.url);
+        let failures = Arc::new(Failures::default());
+        let keeper_failures = failures.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("portcullis-redis".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let keepers = (0..keeper_slots.len())
-                        .map(|i| keep(client.clone(), keeper_slots.clone(), i, url.clone()));
+                    let keepers = (0..keeper_slots.len()).map(|i| {
+                        keep(
+                            client.clone(),
+                            keeper_slots.clone(),
+                            i,
+                            url.clone(),
+                            keeper_failures.clone(),
+                        )
+                    });
                     tokio::select! {
                         _ = futures_util::future::join_all(keepers) => {}
                         _ = stopped => {}
@@ -136,6 +180,7 @@ impl RedisStore {
             slots,
             next: AtomicUsize::new(0),
             script: Arc::new(redis::Script::new(GCRA)),
+            failures,
             _stop: stop,
         })
     }
@@ -143,6 +188,20 @@ impl RedisStore {
     /// The configuration this store was started with.
     pub fn config(&self) -> &RedisConfig {
         &self.config
+    }
+
+    /// The connections' state and the failures so far.
+    pub fn health(&self) -> Health {
+        Health {
+            open: self
+                .slots
+                .iter()
+                .filter(|s| s.conn.load().is_some())
+                .count(),
+            pool: self.slots.len(),
+            failures: self.failures.calls.load(Ordering::Relaxed),
+            last_error: self.failures.last.lock().ok().and_then(|l| l.clone()),
+        }
     }
 
     /// Whether a connection is open: when none is, a check fails at once.
@@ -161,11 +220,8 @@ impl RedisStore {
         want: u32,
         need: u32,
     ) -> impl Future<Output = Result<Grant, StoreError>> + Send + 'static {
-        let timeout = self.config.timeout;
-        let picked = self.pick();
-        let (slots, script) = (self.slots.clone(), self.script.clone());
-        async move {
-            let (i, mut conn) = picked.ok_or(StoreError::Down)?;
+        let script = self.script.clone();
+        let call = self.request(self.config.timeout, move |mut conn| async move {
             let mut invocation = script.prepare_invoke();
             invocation
                 .key(key)
@@ -173,20 +229,56 @@ impl RedisStore {
                 .arg(tau_us)
                 .arg(want)
                 .arg(need);
-            let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
-            match tokio::time::timeout(timeout, call).await {
-                Err(_) => Err(StoreError::Timeout(timeout)),
-                Ok(Ok(v)) => grant(&v),
-                Ok(Err(e)) => {
-                    let broken =
-                        e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error();
-                    if broken && let Some(slot) = slots.get(i) {
-                        slot.conn.store(None);
-                        slot.broken.notify_one();
-                    }
-                    Err(StoreError::Failed(e.to_string()))
+            invocation.invoke_async::<Vec<i64>>(&mut conn).await
+        });
+        async move { grant(&call.await?) }
+    }
+
+    /// Sends `cmd` (a filter's, see [`super::filter_calls`]) and returns Redis' reply:
+    /// a value, or the error Redis answered with (`CODE detail`).
+    pub fn command(
+        &self,
+        cmd: redis::Cmd,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Result<redis::Value, String>, StoreError>> + Send + 'static
+    {
+        self.request(timeout, move |mut conn| async move {
+            match conn.req_packed_command(&cmd).await {
+                Ok(redis::Value::ServerError(e)) => Ok(Err(server_error(e.code(), e.details()))),
+                Ok(v) => Ok(Ok(v)),
+                // Redis' own answer, not a failure to reach it.
+                Err(e) if e.code().is_some() => {
+                    Ok(Err(server_error(e.code().unwrap_or("ERR"), e.detail())))
                 }
+                Err(e) => Err(e),
             }
+        })
+    }
+
+    /// Runs `call` on the next open connection within `timeout`; a connection found
+    /// broken is marked down and handed to its keeper.
+    fn request<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        call: F,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut + Send + 'static,
+        Fut: Future<Output = redis::RedisResult<T>> + Send,
+        T: Send,
+    {
+        let picked = self.pick();
+        let (slots, failures) = (self.slots.clone(), self.failures.clone());
+        async move {
+            let result = async {
+                let (i, conn) = picked.ok_or(StoreError::Down)?;
+                run(&slots, i, timeout, call(conn)).await
+            }
+            .await;
+            if let Err(e) = &result {
+                failures.call_failed(e);
+            }
+            result
         }
     }
 
@@ -202,9 +294,37 @@ impl RedisStore {
     }
 }
 
+/// Awaits `call` on connection `i` within `timeout`; a connection found broken is
+/// marked down and handed to its keeper.
+async fn run<T>(
+    slots: &[Slot],
+    i: usize,
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(StoreError::Timeout(timeout)),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            let broken = e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error();
+            if broken && let Some(slot) = slots.get(i) {
+                slot.conn.store(None);
+                slot.broken.notify_one();
+            }
+            Err(StoreError::Failed(e.to_string()))
+        }
+    }
+}
+
 /// Keeps slot `i` connected: opens it, waits until a check finds it broken, opens it
 /// again, backing off while Redis is away.
-async fn keep(client: redis::Client, slots: Arc<[Slot]>, i: usize, url: String) {
+async fn keep(
+    client: redis::Client,
+    slots: Arc<[Slot]>,
+    i: usize,
+    url: String,
+    failures: Arc<Failures>,
+) {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(None);
@@ -227,6 +347,7 @@ async fn keep(client: redis::Client, slots: Arc<[Slot]>, i: usize, url: String) 
                 tracing::warn!(redis = %url, connection = i, "connection to Redis lost; reconnecting");
             }
             Err(e) => {
+                failures.note(&format_args!("cannot connect: {e}"));
                 if !down_since_logged {
                     tracing::warn!(redis = %url, connection = i, "cannot connect to Redis: {e}; retrying");
                     down_since_logged = true;
@@ -235,6 +356,14 @@ async fn keep(client: redis::Client, slots: Arc<[Slot]>, i: usize, url: String) 
                 wait = (wait * 2).min(BACKOFF.1);
             }
         }
+    }
+}
+
+/// An error reply as Redis words it: `CODE detail`.
+fn server_error(code: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(d) => format!("{code} {d}"),
+        None => code.to_string(),
     }
 }
 

@@ -14,8 +14,7 @@ use wasmtime::{Caller, Linker};
 
 use super::memory::{self, decode_pairs, hand_back_with, read, read_str, slice, view, write_u32};
 use super::state::{
-    GET_HEADER_VALUES, HostState, LocalReply, PendingCall, PendingForeign, SKIP_RESPONSE_PHASE,
-    Status,
+    Deferred, GET_HEADER_VALUES, HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, Status,
 };
 use super::{foreign, metrics, shared};
 use crate::wasm::grpc::HTTP_CALL;
@@ -45,6 +44,7 @@ macro_rules! s {
 }
 
 mod grpc;
+mod redis;
 
 /// Links every proxy-wasm host function into `l` under module `env`.
 pub(crate) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -53,6 +53,7 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     link_buffers(l)?;
     link_stream(l)?;
     grpc::link(l)?;
+    redis::link(l)?;
     link_shared(l)?;
     link_metrics(l)?;
     Ok(())
@@ -200,14 +201,8 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 }
             });
             if let Some(answer) = later {
-                let st = c.data_mut();
-                let token = st.next_callout(HTTP_CALL);
-                let context = st.running_context;
-                st.pending_foreign.push(PendingForeign {
-                    token,
-                    context,
-                    answer,
-                });
+                // The token reserved above.
+                c.data_mut().defer(Deferred::Foreign(answer));
             }
             if let Some(e) = failure {
                 let name = read_str(&c, np, nn).unwrap_or_default();
@@ -301,8 +296,10 @@ fn buffer(s: &HostState, ty: BufferType) -> Result<&[u8], Status> {
             .ok_or(Status::NotFound),
         BufferType::VmConfiguration => Ok(&[]),
         BufferType::PluginConfiguration => Ok(&s.plugin_config),
-        // A deferred foreign call's answer, while it is delivered.
-        BufferType::CallData => s.call_data.as_deref().ok_or(Status::NotFound),
+        // A deferred foreign call's answer or a Redis reply, while it is delivered.
+        BufferType::CallData | BufferType::RedisCallResponse => {
+            s.call_data.as_deref().ok_or(Status::NotFound)
+        }
         BufferType::DownstreamData | BufferType::UpstreamData => Err(Status::NotFound),
     }
 }
@@ -337,7 +334,8 @@ fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 BufferType::CallResponseBody
                 | BufferType::GrpcReceive
                 | BufferType::VmConfiguration
-                | BufferType::PluginConfiguration => return Status::BadArgument.into(),
+                | BufferType::PluginConfiguration
+                | BufferType::RedisCallResponse => return Status::BadArgument.into(),
                 BufferType::DownstreamData | BufferType::UpstreamData | BufferType::CallData => {
                     return Status::NotFound.into();
                 }

@@ -1,5 +1,5 @@
-//! Callouts: the guest asks (`http_call`, `grpc_call`, `grpc_stream`, or a foreign
-//! function that answers later), the host sends
+//! Callouts: the guest asks (`http_call`, `grpc_call`, `grpc_stream`, `redis_call`,
+//! or a foreign function that answers later), the host sends
 //! the request to an upstream by its config name once the callback returns, and
 //! delivers what comes back to the root context, which owns every callout as on
 //! Envoy, without holding the VM while the callout is out. The stream that made a
@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 
 use super::Plugin;
 use super::grpc::{self, GrpcEvent};
-use super::state::{CallResponse, PendingCall, StreamIo};
+use super::redis::{self, Reply};
+use super::state::{CallResponse, Deferred, PendingCall, StreamIo};
 use super::vm::{Failure, Pick, ROOT_CONTEXT, Vm};
 use super::worker::{self, Slot, SlotRef};
 use crate::body::ProxyBody;
@@ -74,6 +75,8 @@ pub(crate) enum Event {
     Grpc { token: u32, event: GrpcEvent },
     /// A deferred foreign call's answer (see [`super::foreign::Answer::Later`]).
     Foreign { token: u32, answer: Vec<u8> },
+    /// A Redis call's reply (see [`super::redis`]).
+    Redis { token: u32, reply: Reply },
 }
 
 /// A callout event on its way, boxed so that HTTP and gRPC ones wait together.
@@ -126,12 +129,21 @@ pub(crate) async fn dispatch(
             )
         };
         for f in foreign {
-            inflight.push(Box::pin(async move {
-                Event::Foreign {
-                    token: f.token,
-                    answer: f.answer.await,
-                }
-            }));
+            let token = f.token;
+            inflight.push(match f.answer {
+                Deferred::Foreign(answer) => Box::pin(async move {
+                    Event::Foreign {
+                        token,
+                        answer: answer.await,
+                    }
+                }),
+                Deferred::Redis(reply) => Box::pin(async move {
+                    Event::Redis {
+                        token,
+                        reply: reply.await,
+                    }
+                }),
+            });
         }
         let caller = plugin.http_caller();
         for call in calls {
@@ -313,17 +325,20 @@ async fn deliver(
         Event::Foreign { token, answer } => {
             // To the context that made the call, as Envoy delivers them.
             let size = u32::try_from(answer.len()).unwrap_or(u32::MAX);
-            vm.store.data_mut().call_data = Some(answer);
-            let r = vm
-                .call_with(
-                    io,
-                    context,
-                    |c| &c.on_foreign_function,
-                    (context, token, size),
-                )
-                .await;
-            vm.store.data_mut().call_data = None;
-            return r.map(drop);
+            let pick: Pick<_, ()> = |c| &c.on_foreign_function;
+            return with_call_data(vm, io, context, answer, pick, (context, token, size)).await;
+        }
+        Event::Redis { token, reply } => {
+            // To the root context, which owns every callout, as Higress delivers them;
+            // a failure carries its reason where the reply would be.
+            let (status, data) = match reply {
+                Ok(reply) => (0, reply),
+                Err(why) => (redis::FAILED, why.into_bytes()),
+            };
+            let size = u32::try_from(data.len()).unwrap_or(u32::MAX);
+            let pick: Pick<_, ()> = |c| &c.on_redis_call_response;
+            let params = (ROOT_CONTEXT, token, status, size);
+            return with_call_data(vm, io, context, data, pick, params).await;
         }
     };
     let st = vm.store.data_mut();
@@ -363,6 +378,22 @@ async fn deliver(
         .call_with(io, context, pick, (ROOT_CONTEXT, token, n))
         .await;
     vm.store.data_mut().call_response = None;
+    r.map(drop)
+}
+
+/// Calls the guest's `pick` with `data` readable as a buffer (`CallData`, or
+/// `RedisCallResponse`) for the length of the call.
+async fn with_call_data<P: wasmtime::WasmParams + Sync>(
+    vm: &mut Vm,
+    io: &mut Box<StreamIo>,
+    context: u32,
+    data: Vec<u8>,
+    pick: Pick<P, ()>,
+    params: P,
+) -> Result<(), Failure> {
+    vm.store.data_mut().call_data = Some(data);
+    let r = vm.call_with(io, context, pick, params).await;
+    vm.store.data_mut().call_data = None;
     r.map(drop)
 }
 

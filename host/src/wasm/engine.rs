@@ -318,14 +318,6 @@ fn abi_version(module: &Module) -> Result<AbiVersion, String> {
 /// a module importing one is refused, naming it, rather than loaded to misbehave.
 const REFUSED_IMPORTS: &[(&str, &str)] = &[
     (
-        "proxy_redis_init",
-        "Higress's Redis client; Portcullis has no Redis upstreams",
-    ),
-    (
-        "proxy_redis_call",
-        "Higress's Redis client; Portcullis has no Redis upstreams",
-    ),
-    (
         "proxy_inject_encoded_data_to_filter_chain",
         "Higress's body injection; filters here change bodies in their own body callbacks",
     ),

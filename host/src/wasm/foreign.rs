@@ -18,6 +18,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::redis::RedisCalls;
+
 /// The first byte of the reply to a call answered later; four bytes follow, the token
 /// (little-endian u32) that `proxy_on_foreign_function` will carry.
 pub const DEFERRED: u8 = 0xFF;
@@ -58,26 +60,41 @@ pub trait ForeignFunction: Send + Sync {
     }
 }
 
-/// The host extensions of one runtime, by the name guests call them with. Fixed once
-/// the runtime is made; each VM holds a handle (an `Arc` clone).
+/// The host extensions of one runtime: foreign functions by the name guests call them
+/// with, and the Redis servers `proxy_redis_call` reaches. Fixed once the runtime is
+/// made; each VM holds a handle (`Arc` clones).
 #[derive(Clone, Default)]
-pub struct Extensions(Arc<HashMap<String, Arc<dyn ForeignFunction>>>);
+pub struct Extensions {
+    functions: Arc<HashMap<String, Arc<dyn ForeignFunction>>>,
+    redis: Option<Arc<dyn RedisCalls>>,
+}
 
 impl Extensions {
     /// These extensions and `f` under `name` (replacing one of the same name).
     pub fn with(mut self, name: &str, f: Arc<dyn ForeignFunction>) -> Self {
-        Arc::make_mut(&mut self.0).insert(name.to_string(), f);
+        Arc::make_mut(&mut self.functions).insert(name.to_string(), f);
+        self
+    }
+
+    /// These extensions, with `redis` answering filters' Redis calls.
+    pub fn with_redis(mut self, redis: Arc<dyn RedisCalls>) -> Self {
+        self.redis = Some(redis);
         self
     }
 
     /// The extension registered under `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn ForeignFunction>> {
-        self.0.get(name)
+        self.functions.get(name)
+    }
+
+    /// What answers filters' Redis calls, if anything does.
+    pub fn redis(&self) -> Option<&Arc<dyn RedisCalls>> {
+        self.redis.as_ref()
     }
 
     /// The names registered, sorted.
     pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = self.functions.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
     }

@@ -81,13 +81,21 @@ pub(crate) struct PendingCall {
 }
 
 /// A foreign function's answer still on its way (see [`super::foreign::Answer::Later`]),
-/// awaited once the callback returns and delivered to `context` with
-/// `proxy_on_foreign_function`.
+/// or a Redis call's, awaited once the callback returns and delivered to `context`
+/// with `proxy_on_foreign_function` (a Redis reply: `proxy_on_redis_call_response`).
 pub(crate) struct PendingForeign {
     pub token: u32,
     /// The context that made the call, which gets the answer.
     pub context: u32,
-    pub answer: super::foreign::ForeignFuture,
+    pub answer: Deferred,
+}
+
+/// What a [`PendingForeign`] waits for.
+pub(crate) enum Deferred {
+    /// A foreign function's answer.
+    Foreign(super::foreign::ForeignFuture),
+    /// A Redis reply (see [`super::redis`]).
+    Redis(super::redis::RedisFuture),
 }
 
 /// What a callout answered, readable during the callback that delivers it: an
@@ -261,8 +269,11 @@ pub(crate) struct HostState {
     pub callers: super::calls::CallerCell,
     pub call_response: Option<CallResponse>,
     /// A deferred foreign call's answer, during the `on_foreign_function` that
-    /// delivers it (buffer `CallData`).
+    /// delivers it (buffer `CallData`), or a Redis reply during the
+    /// `on_redis_call_response` that delivers it (buffer `RedisCallResponse`).
     pub call_data: Option<Vec<u8>>,
+    /// The timeout each Redis cluster's `proxy_redis_init` gave, by name.
+    pub redis_timeouts: HashMap<String, Duration>,
     /// Wakes this VM's root task (timers, queues).
     pub signal: Arc<VmSignal>,
     /// The guest's last error-level log line: why `on_configure` refused, if it says.
@@ -286,6 +297,19 @@ impl HostState {
     pub fn next_callout(&mut self, kind: u32) -> u32 {
         let token = self.upcoming_callout(kind);
         self.next_token = token & !3;
+        token
+    }
+
+    /// Queues a deferred answer for the running context (delivered once the callback
+    /// returns, see `calls::dispatch`); returns its token.
+    pub fn defer(&mut self, answer: Deferred) -> u32 {
+        let token = self.next_callout(super::grpc::HTTP_CALL);
+        let context = self.running_context;
+        self.pending_foreign.push(PendingForeign {
+            token,
+            context,
+            answer,
+        });
         token
     }
 

@@ -83,6 +83,7 @@ type F2R = Option<TypedFunc<(u32, u32), u32>>;
 type F3 = Option<TypedFunc<(u32, u32, u32), ()>>;
 type F3R = Option<TypedFunc<(u32, u32, u32), u32>>;
 type F4R = Option<TypedFunc<(u32, u32, u32, u32), u32>>;
+type F4 = Option<TypedFunc<(u32, u32, u32, u32), ()>>;
 type F5 = Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>;
 
 /// The guest's exported callbacks; absent ones are skipped.
@@ -112,6 +113,8 @@ pub(crate) struct Callbacks {
     /// Done, log and delete, in one entry (`fuse.rs`); absent where done and log are
     /// skipped.
     pub finish: F1,
+    /// Higress's: a Redis reply (`proxy_on_redis_call_response`).
+    pub on_redis_call_response: F4,
 }
 
 impl Callbacks {
@@ -148,6 +151,7 @@ impl Callbacks {
             finish: instance
                 .get_typed_func(&mut *store, super::fuse::FINISH)
                 .ok(),
+            on_redis_call_response: f!("proxy_on_redis_call_response"),
         };
         if headers_only {
             // Defaults that return Continue / true without a host call: entering the
@@ -209,6 +213,7 @@ impl Vm {
             callers: spec.callers.clone(),
             call_response: None,
             call_data: None,
+            redis_timeouts: HashMap::new(),
             signal,
             last_error_log: None,
             scratch: Vec::new(),

@@ -82,7 +82,7 @@ providers:
         "p.yaml:6: providers.etcd.timeout:",
         "p.yaml:7: providers.etcd.tls.cert: file not found",
         "p.yaml:7: providers.etcd.tls: `cert` and `key` go together",
-        "p.yaml:8: providers.etcd.auth.password: missing required field",
+        "p.yaml:8: providers.etcd.auth: needs `password_file: FILE` (or `password`)",
         "p.yaml:9: providers.etcd.color: unknown field",
     ] {
         assert!(

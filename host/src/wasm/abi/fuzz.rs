@@ -82,6 +82,7 @@ fn stream() -> HostState {
         pending_grpc: Vec::new(),
         pending_foreign: Vec::new(),
         call_data: None,
+        redis_timeouts: Default::default(),
         grpc: Default::default(),
         next_token: 0,
         callers: Default::default(),

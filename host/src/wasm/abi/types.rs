@@ -61,8 +61,10 @@ pub(crate) enum BufferType {
     VmConfiguration,
     /// The plugin configuration `on_configure` reads.
     PluginConfiguration,
-    /// Foreign call data (not used by the ABI's 0.2 functions).
+    /// A deferred foreign call's answer, during `on_foreign_function`.
     CallData,
+    /// Higress's: the Redis reply being delivered (`on_redis_call_response`).
+    RedisCallResponse,
 }
 
 impl BufferType {
@@ -78,6 +80,7 @@ impl BufferType {
             6 => Self::VmConfiguration,
             7 => Self::PluginConfiguration,
             8 => Self::CallData,
+            9 => Self::RedisCallResponse,
             _ => return Err(Status::BadArgument),
         })
     }
@@ -93,6 +96,7 @@ mod tests {
         assert_eq!(MapType::from_raw(7), Ok(MapType::CallTrailers));
         assert_eq!(MapType::from_raw(8), Err(Status::BadArgument));
         assert_eq!(BufferType::from_raw(7), Ok(BufferType::PluginConfiguration));
-        assert_eq!(BufferType::from_raw(9), Err(Status::BadArgument));
+        assert_eq!(BufferType::from_raw(9), Ok(BufferType::RedisCallResponse));
+        assert_eq!(BufferType::from_raw(10), Err(Status::BadArgument));
     }
 }

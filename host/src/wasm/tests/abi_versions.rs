@@ -35,8 +35,6 @@ fn higress_modules_load_as_their_own_abi() {
 #[test]
 fn host_functions_we_cannot_offer_are_refused_by_name() {
     for name in [
-        "proxy_redis_call",
-        "proxy_redis_init",
         "proxy_set_upstream_override_host",
         "proxy_inject_encoded_data_to_filter_chain",
     ] {
