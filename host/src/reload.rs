@@ -187,8 +187,15 @@ impl State {
                         writers.note(&effect, &event);
                         pending = Some(Instant::now());
                         swapped = events::swapped_volume(&event).or(swapped);
+                        // Only the swap's own events (the rename, the kubelet's links)
+                        // skip the debounce: a write elsewhere still waits for its burst.
                         settle = match &swapped {
-                            Some(volume) if events::volume_whole(volume) => SWAP_SETTLE,
+                            Some(volume)
+                                if event.paths.iter().all(|p| p.parent() == Some(volume))
+                                    && events::volume_whole(volume) =>
+                            {
+                                SWAP_SETTLE
+                            }
                             _ => DEBOUNCE,
                         };
                         print_at_event = Fingerprint::take(&self.interest);
