@@ -92,7 +92,7 @@ def targets(results):
 
 _LAYOUT_WORDS = {
     "inplace": "in place",
-    "rename": "beside itself and renamed over itself",
+    "rename": "written beside it and renamed over it",
     "configmap": "as the kubelet updates a ConfigMap (new timestamped directory, `..data` swapped)",
 }
 
