@@ -12,7 +12,10 @@
 //! for [`DEBOUNCE`], every file written in place has been closed by its writer
 //! (inotify's `IN_CLOSE_WRITE`), and their sizes and modification times have not moved
 //! since the last event. A single write therefore goes live about [`DEBOUNCE`] after
-//! it is closed, plus the time to build the new configuration.
+//! it is closed, plus the time to build the new configuration. A Kubernetes `..data`
+//! swap is the exception: the kubelet writes every key into a new directory before the
+//! swap, so once the volume is whole (every key linked, no link dangling) the reload
+//! waits only [`SWAP_SETTLE`].
 //! What the callback does (load, build, swap, record status) is the caller's business;
 //! the watcher only decides when.
 
@@ -33,6 +36,11 @@ use watches::{Fingerprint, Watches};
 
 /// How long the files must be quiet before a reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// How long a `..data` swap that left its volume whole settles before the reload: the
+/// swap is the kubelet's commit, so there is no writer to wait for, only the other
+/// events of the same rename to take in.
+pub const SWAP_SETTLE: Duration = Duration::from_millis(5);
 
 /// How long to wait for a writer that keeps a file open without writing to it before
 /// reloading anyway.
@@ -149,21 +157,26 @@ impl State {
         yield_to_workers();
         // Time of the last relevant event, while a change is pending.
         let mut pending: Option<Instant> = None;
+        // How long the files must then stay quiet, and the volume whose `..data` was
+        // swapped since the last reload, if any.
+        let mut settle = DEBOUNCE;
+        let mut swapped: Option<PathBuf> = None;
         let mut writers = OpenWriters::default();
         // The files as they were at the last relevant event: if they still look the
         // same once the burst has been quiet for DEBOUNCE, nobody is writing.
         let mut print_at_event = Fingerprint::default();
         loop {
             let wait = match pending {
-                Some(at) => DEBOUNCE
+                Some(at) => settle
                     .saturating_sub(at.elapsed())
-                    .max(Duration::from_millis(5)),
+                    .max(Duration::from_millis(1)),
                 None => Duration::from_secs(3600),
             };
             match rx.recv_timeout(wait) {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Ok(Msg::Trigger) => {
                     pending = Some(Instant::now());
+                    settle = DEBOUNCE;
                     print_at_event = Fingerprint::take(&self.interest);
                 }
                 Ok(Msg::Fs(Ok(event))) => {
@@ -173,6 +186,18 @@ impl State {
                     {
                         writers.note(&effect, &event);
                         pending = Some(Instant::now());
+                        swapped = events::swapped_volume(&event).or(swapped);
+                        // Only the swap's own events (the rename, the kubelet's links)
+                        // skip the debounce: a write elsewhere still waits for its burst.
+                        settle = match &swapped {
+                            Some(volume)
+                                if event.paths.iter().all(|p| p.parent() == Some(volume))
+                                    && events::volume_whole(volume) =>
+                            {
+                                SWAP_SETTLE
+                            }
+                            _ => DEBOUNCE,
+                        };
                         print_at_event = Fingerprint::take(&self.interest);
                         if event.paths.contains(&self.interest.dir) {
                             // The directory itself was replaced: watch the new one now,
@@ -184,11 +209,12 @@ impl State {
                 Ok(Msg::Fs(Err(e))) => {
                     tracing::warn!("config watcher: {e}; reloading to be safe");
                     pending = Some(Instant::now());
+                    settle = DEBOUNCE;
                     print_at_event = Fingerprint::default();
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let Some(at) = pending else { continue };
-                    if at.elapsed() < DEBOUNCE {
+                    if at.elapsed() < settle {
                         continue;
                     }
                     if !writers.all_closed() {
@@ -206,9 +232,12 @@ impl State {
                         // still moving, one more quiet round.
                         print_at_event = print;
                         pending = Some(Instant::now());
+                        settle = DEBOUNCE;
                         continue;
                     }
                     pending = None;
+                    swapped = None;
+                    settle = DEBOUNCE;
                     self.refresh();
                     tracing::info!("configuration changed; reloading");
                     (self.on_change)();

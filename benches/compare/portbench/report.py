@@ -90,6 +90,13 @@ def targets(results):
     return out
 
 
+_LAYOUT_WORDS = {
+    "inplace": "in place",
+    "rename": "written beside it and renamed over it",
+    "configmap": "as the kubelet updates a ConfigMap (new timestamped directory, `..data` swapped)",
+}
+
+
 def _reload_failures(fx):
     # h2load's "failed" already counts non-2xx/3xx answers as well as errors and
     # timeouts; without it (no summary line), fall back on the log's non-2xx.
@@ -152,7 +159,8 @@ def markdown(results):
         b, d, wl = rl["before"], rl["during"], rl["write_to_live"]
         lines += ["## Hot reload under load", "",
                   f"Portcullis, 1 worker, fixed rate {b['rate']:,} req/s; `routes.yaml` rewritten "
-                  f"in place every 100 ms, alternating a 5-filter and a 3-filter chain.", "",
+                  f"{_LAYOUT_WORDS[rl.get('layout', 'inplace')]} every 100 ms, alternating a "
+                  f"5-filter and a 3-filter chain.", "",
                   "| | value |", "|---|---|",
                   f"| reloads done (missed: never went live within 5 s) | {rl['reloads']} ({rl['missed']}) |",
                   f"| failed requests during (incl. connection errors, non-2xx) | {_reload_failures(d)} of {d['requests']:,} |",

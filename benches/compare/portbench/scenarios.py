@@ -2,6 +2,7 @@
 Each returns plain dicts that report.py turns into markdown."""
 
 import os
+import shutil
 import time
 
 from . import load, profile, servers
@@ -144,18 +145,52 @@ def _generation(admin):
     return get_json(admin + "/status").get("generation")
 
 
-def _rewrite_routes(conf_dir, chain):
-    # Written in place (open, truncate, write, close), as an editor or `cat >` does.
-    with open(os.path.join(conf_dir, "routes.yaml"), "w") as f:
-        f.write(servers.routes_yaml(chain))
+# How `routes.yaml` is rewritten for a reload (`--reload-layout`): the ways a file
+# reaches a config directory in production.
+LAYOUTS = ("inplace", "rename", "configmap")
 
 
-def _reload_once(server, chain, timeout=5.0):
+def _configmap_update(conf_dir, name, text):
+    """What the kubelet's atomic writer does for an update: every key written into a
+    new timestamped directory, a `..data_tmp` symlink to it renamed over `..data`, the
+    old directory removed."""
+    old = os.readlink(os.path.join(conf_dir, "..data"))
+    stamp = time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}"
+    new = os.path.join(conf_dir, ".." + stamp)
+    os.makedirs(new)
+    for key in os.listdir(os.path.join(conf_dir, old)):
+        with open(os.path.join(conf_dir, old, key)) as f:
+            body = text if key == name else f.read()
+        with open(os.path.join(new, key), "w") as f:
+            f.write(body)
+    tmp = os.path.join(conf_dir, "..data_tmp")
+    os.symlink(".." + stamp, tmp)
+    os.rename(tmp, os.path.join(conf_dir, "..data"))
+    shutil.rmtree(os.path.join(conf_dir, old))
+
+
+def _rewrite_routes(conf_dir, chain, layout="inplace"):
+    text = servers.routes_yaml(chain)
+    path = os.path.join(conf_dir, "routes.yaml")
+    if layout == "inplace":
+        # Open, truncate, write, close, as an editor or `cat >` does.
+        with open(path, "w") as f:
+            f.write(text)
+    elif layout == "rename":
+        # Written beside it and renamed over it, as `mv`, Ansible or a careful editor do.
+        with open(os.path.join(conf_dir, ".routes.yaml.tmp"), "w") as f:
+            f.write(text)
+        os.rename(os.path.join(conf_dir, ".routes.yaml.tmp"), path)
+    else:
+        _configmap_update(conf_dir, "routes.yaml", text)
+
+
+def _reload_once(server, chain, timeout=5.0, layout="inplace"):
     """Rewrites routes.yaml; returns seconds until /status shows the next generation,
     or None if it never did."""
     g0 = _generation(server.admin)
     t0 = time.monotonic()
-    _rewrite_routes(server.conf_dir, chain)
+    _rewrite_routes(server.conf_dir, chain, layout)
     while time.monotonic() - t0 < timeout:
         g = _generation(server.admin)
         if g is not None and g0 is not None and g > g0:
@@ -169,8 +204,10 @@ def reload(opts, backend, rate):
     filter chains every 100 ms by rewriting routes.yaml."""
     backend_port = int(backend.url.rsplit(":", 1)[1].strip("/"))
     work = os.path.join(opts.workdir, "reload")
+    layout = getattr(opts, "reload_layout", "inplace")
     s = servers.start_portcullis(opts.portcullis, work, PROXY_CPU, backend_port, workers=1,
-                                 chain=servers.CHAIN_FIVE)
+                                 chain=servers.CHAIN_FIVE,
+                                 layout=layout)
     hdrs = servers.REQUEST_HEADERS
     try:
         say(f"reload: fixed rate {rate} req/s for {opts.duration}s before reloading")
@@ -179,7 +216,7 @@ def reload(opts, backend, rate):
                                         opts.rate_clients, hdrs, tag="before")
         # Size the loaded window to the reloads: a reload slower than the interval
         # spaces them out, and every one of them should happen under load.
-        probe = [t for t in (_reload_once(s, c) for c in (servers.CHAIN_ALT, servers.CHAIN_FIVE))
+        probe = [t for t in (_reload_once(s, c, layout=layout) for c in (servers.CHAIN_ALT, servers.CHAIN_FIVE))
                  if t is not None]
         interval = 0.1
         step = max(interval, 1.3 * max(probe)) if probe else interval
@@ -194,7 +231,7 @@ def reload(opts, backend, rate):
             if t0 > deadline:
                 break
             chain = servers.CHAIN_ALT if i % 2 == 0 else servers.CHAIN_FIVE
-            took = _reload_once(s, chain)
+            took = _reload_once(s, chain, layout=layout)
             if took is None:
                 missed += 1
             else:
@@ -203,7 +240,7 @@ def reload(opts, backend, rate):
         during = bg.result()
         status = get_json(s.admin + "/status")
         return {"before": before, "during": during, "reloads": len(lives) + missed,
-                "missed": missed, "write_to_live": sorted(lives),
+                "missed": missed, "write_to_live": sorted(lives), "layout": layout,
                 "generation": status.get("generation"),
                 "last_reload_ok": (status.get("last_reload") or {}).get("ok")}
     finally:

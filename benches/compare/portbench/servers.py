@@ -208,11 +208,13 @@ def routes_yaml(chain, upstream="backend"):
 
 
 def spawn_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
-                     certs=None, cache=None, filters_yaml=None, limits=None, upstream="backend"):
+                     certs=None, cache=None, filters_yaml=None, limits=None, upstream="backend",
+                     layout=None):
     """`portcullis run --conf DIR` with the access log silenced (nginx's is off too),
     started and not waited for: (proc, port, admin_port, conf dir). Its module cache is
     `cache`, by default a directory of `workdir` (never the user's own); `filters_yaml`
-    as in `portcullis_files`."""
+    as in `portcullis_files`; `layout="configmap"` lays the directory out as a mounted
+    Kubernetes ConfigMap."""
     if not binary or not os.path.exists(binary):
         raise RuntimeError(f"no Portcullis binary at {binary}")
     port, admin_port = free_port(), free_port()
@@ -221,12 +223,28 @@ def spawn_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, 
                              filters_yaml=filters_yaml, limits=limits, upstream=upstream)
     for name, text in files.items():
         _write(os.path.join(conf, name), text)
+    if layout == "configmap":
+        to_configmap(conf)
     penv = dict(os.environ, RUST_LOG="warn",
                 PORTCULLIS_MODULE_CACHE=cache or os.path.join(workdir, "module-cache"))
     penv.update(env or {})
     proc = Proc("portcullis", [binary, "run", "--conf", conf], cpu=cpu,
                 log=os.path.join(workdir, "stdout.log"), env=penv)
     return proc, port, admin_port, conf
+
+
+def to_configmap(conf_dir):
+    """Turns a flat config dir into the layout the kubelet mounts a ConfigMap as: the
+    files in a timestamped directory, `..data` pointing at it, each key a symlink
+    through `..data`. Done before the proxy starts."""
+    first = "..2026_01_01_00_00_00.000000000"
+    os.makedirs(os.path.join(conf_dir, first))
+    for name in sorted(os.listdir(conf_dir)):
+        if name.startswith("."):
+            continue
+        os.rename(os.path.join(conf_dir, name), os.path.join(conf_dir, first, name))
+        os.symlink(os.path.join("..data", name), os.path.join(conf_dir, name))
+    os.symlink(first, os.path.join(conf_dir, "..data"))
 
 
 def compile_builtins(binary, cache):
@@ -236,12 +254,13 @@ def compile_builtins(binary, cache):
 
 
 def start_portcullis(binary, workdir, cpu, backend_port, workers=1, chain=None, env=None,
-                     certs=None, cache=None, filters_yaml=None, limits=None, upstream="backend"):
+                     certs=None, cache=None, filters_yaml=None, limits=None, upstream="backend",
+                     layout=None):
     """`spawn_portcullis`, waited for until it serves; with `certs` (see `tls_certs`),
     its listener terminates TLS."""
     proc, port, admin_port, conf = spawn_portcullis(binary, workdir, cpu, backend_port,
                                                     workers, chain, env, certs, cache,
-                                                    filters_yaml, limits, upstream)
+                                                    filters_yaml, limits, upstream, layout)
     admin = f"http://127.0.0.1:{admin_port}"
     wait_ready(proc, admin + "/ready", timeout=60)
     url = f"{'https' if certs else 'http'}://127.0.0.1:{port}/"

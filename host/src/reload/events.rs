@@ -61,6 +61,51 @@ impl Interest {
     }
 }
 
+/// The directory whose `..data` link an event renamed or created: a volume the kubelet
+/// just updated (a ConfigMap or Secret mount).
+pub(crate) fn swapped_volume(event: &Event) -> Option<PathBuf> {
+    event
+        .paths
+        .iter()
+        .find(|p| p.file_name() == Some(OsStr::new(K8S_DATA)))
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+}
+
+/// Whether a volume the kubelet updates is whole after a `..data` swap: every key in
+/// the data directory has its link beside `..data`, and no link through `..data`
+/// dangles. The kubelet adds the links of new keys and removes those of dropped keys
+/// after the swap; until it has, the files are still moving.
+pub(crate) fn volume_whole(volume: &Path) -> bool {
+    let Ok(keys) = std::fs::read_dir(volume.join(K8S_DATA)) else {
+        return false;
+    };
+    for key in keys {
+        let Ok(key) = key else { return false };
+        let name = key.file_name();
+        // `..`-names are the kubelet's own; every other key has a link.
+        if name.as_encoded_bytes().starts_with(b"..") {
+            continue;
+        }
+        if std::fs::metadata(volume.join(&name)).is_err() {
+            return false;
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(volume) else {
+        return false;
+    };
+    for entry in entries {
+        let Ok(entry) = entry else { return false };
+        let path = entry.path();
+        let through_data =
+            std::fs::read_link(&path).is_ok_and(|target| target.starts_with(K8S_DATA));
+        if through_data && std::fs::metadata(&path).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// A file the loader reads.
 fn is_config_file(name: &str) -> bool {
     name.ends_with(".yaml") || name.ends_with(".yml")
@@ -139,8 +184,30 @@ impl OpenWriters {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_volume_is_whole_once_every_key_is_linked_and_no_link_dangles() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path();
+        std::fs::create_dir(v.join("..2026_1")).unwrap();
+        std::fs::write(v.join("..2026_1/a.yaml"), "a: 1\n").unwrap();
+        std::fs::write(v.join("..2026_1/b.yaml"), "b: 1\n").unwrap();
+        symlink("..2026_1", v.join("..data")).unwrap();
+        assert!(!volume_whole(v), "b.yaml and a.yaml have no link yet");
+        symlink("..data/a.yaml", v.join("a.yaml")).unwrap();
+        symlink("..data/b.yaml", v.join("b.yaml")).unwrap();
+        assert!(volume_whole(v));
+        // b.yaml dropped from the ConfigMap: its link dangles until the kubelet removes it.
+        std::fs::remove_file(v.join("..2026_1/b.yaml")).unwrap();
+        assert!(!volume_whole(v), "b.yaml's link dangles");
+        std::fs::remove_file(v.join("b.yaml")).unwrap();
+        assert!(volume_whole(v));
+        assert!(!volume_whole(&v.join("nowhere")));
+    }
 
     #[test]
     fn droppings_and_unrelated_files_do_not_matter() {
