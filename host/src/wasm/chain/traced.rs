@@ -54,7 +54,11 @@ impl HttpFilters {
         begin: Option<([u8; 8], u64)>,
     ) {
         let e = &mut self.entries[i];
-        e.outcome = Some(step.name());
+        // An answer or a failure sticks: the response phase of a filter that answered
+        // runs on its own answer, and must not make it a `continue`.
+        if !matches!(e.outcome, Some("local" | "failed")) {
+            e.outcome = Some(step.name());
+        }
         let (Some(trace), Some(begin)) = (&self.trace, begin) else {
             return;
         };
@@ -76,8 +80,9 @@ impl HttpFilters {
         );
     }
 
-    /// `NAME:OUTCOME` of each filter that ran, in chain order, comma-separated: its
-    /// last header-phase decision (`continue`, `pause`, `local`, `failed`).
+    /// `NAME:OUTCOME` of each filter that ran, in chain order, comma-separated: `local`
+    /// if it answered, `failed` if it failed, else its last header-phase decision
+    /// (`continue`, `pause`).
     pub fn outcomes(&self) -> String {
         let mut out = String::new();
         for e in &self.entries {
