@@ -86,7 +86,11 @@ fn otlp(cx: &mut Cx, field: &Field) -> Option<Otlp> {
                 http::HeaderName::from_bytes(name.as_bytes()),
                 http::HeaderValue::from_str(&text),
             ) {
-                (Ok(n), Ok(v)) => headers.push((n, v)),
+                (Ok(n), Ok(mut v)) => {
+                    // Often a key: never shown by a logged or printed configuration.
+                    v.set_sensitive(true);
+                    headers.push((n, v));
+                }
                 (Err(_), _) => {
                     field.error(cx, "not a valid header name");
                     ok = false;
