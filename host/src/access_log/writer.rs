@@ -141,24 +141,33 @@ fn open(path: &Path) -> std::io::Result<File> {
 }
 
 /// The writer thread: until the queue closes, writes each line, flushing whenever
-/// the queue is empty, so a line is on disk as soon as the writer is idle.
+/// the queue is empty, so a line is on disk as soon as the writer is idle. The file
+/// is opened with the first line after a start or a reopen (`portcullis check`
+/// builds a writer too, and must not create the file).
 fn run(config: &AccessLogConfig, rx: &Receiver<Msg>) {
     let format: AccessLogFormat = config.format;
-    let mut out = Out::open(config);
+    let mut out: Option<Out> = None;
     while let Ok(msg) = rx.recv() {
         let mut next = Some(msg);
         while let Some(msg) = next {
             match msg {
-                Msg::Line(line) => out.write(&line.format(format)),
+                Msg::Line(line) => out
+                    .get_or_insert_with(|| Out::open(config))
+                    .write(&line.format(format)),
                 Msg::Reopen => {
-                    out.flush();
-                    out = Out::open(config);
+                    if let Some(mut old) = out.take() {
+                        old.flush();
+                    }
                     tracing::info!("access log reopened");
                 }
             }
             next = rx.try_recv().ok();
         }
+        if let Some(out) = &mut out {
+            out.flush();
+        }
+    }
+    if let Some(out) = &mut out {
         out.flush();
     }
-    out.flush();
 }
