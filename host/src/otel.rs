@@ -11,7 +11,8 @@
 //! dead collector) spans are dropped and counted, never waited for.
 //!
 //! The [`Tracer`] belongs to the snapshot: `None` (no `tracing:`) costs a request one
-//! branch; an unsampled request one random draw and, without a `traceparent`, a header.
+//! branch (and a look in its extensions before the filters and the upstream); an
+//! unsampled request one random draw and, without a `traceparent`, a header.
 
 mod context;
 mod export;

@@ -111,7 +111,8 @@ where
     B::Error: Into<body::BoxError>,
 {
     let mut req = req.map(body::boxed);
-    // No `tracing:`: this one branch is all tracing costs a request.
+    // No `tracing:`: this branch, and a look in the extensions before the filters and
+    // the upstream, is all tracing costs a request.
     let (trace_id, span) = match snapshot.tracer() {
         Some(tracer) => {
             let (id, span) = tracer.start(req.headers_mut());
