@@ -1,11 +1,26 @@
-//! The access log: one line per request on the tracing target `access` at info (so
-//! `RUST_LOG=warn` silences it), plus the request metrics.
+//! The access log: one line per request, plus the request metrics.
 //!
-//! The server calls [`record`] once per request, when the response head is ready: with
-//! the driver's [`Outcome`](crate::proxy::Outcome) (route, upstream target) for the
-//! requests it hands on, and for the ones it answers itself (400, 431).
+//! Without `access_log:` in the configuration, the line is an event on the tracing
+//! target `access` at info (so `RUST_LOG=warn` silences it), written with the process
+//! log when the response head is ready. With it, the proxy writes the lines itself
+//! ([`writer`]), as JSON or text, to standard output or a file it reopens on SIGUSR1,
+//! once the response has been sent: with the bytes sent, the trace id, what each
+//! filter decided and where the time went ([`Line`]).
+//!
+//! The server calls [`record`] once per request, when the response head is ready:
+//! with the driver's [`Outcome`](crate::proxy::Outcome) (route, upstream target) for
+//! the requests it hands on, and for the ones it answers itself (400, 431).
 
+mod line;
+mod writer;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+pub use line::Line;
+
+use crate::config::AccessLogConfig;
+use crate::otel::TraceId;
 
 /// What the access log and the request metrics need to know of one finished request.
 #[derive(Debug, Clone, Copy)]
@@ -30,18 +45,48 @@ pub struct AccessRecord<'a> {
     pub ended: Instant,
     /// The client's `IP:port`.
     pub client: &'a str,
+    /// The request's trace, when `tracing:` is configured.
+    pub trace_id: Option<TraceId>,
 }
 
-/// Whether access lines are written at all (the `access` target at info). When they
-/// are not, the caller may leave the fields only the line uses (`host`, `path`,
-/// `client`) empty instead of formatting them for every request.
+/// Set while `access_log:` is configured: lines go to [`writer`], and the driver
+/// measures what only they show (filter outcomes, the timing breakdown).
+static DETAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether access lines are written at all. When they are not, the caller may leave
+/// the fields only the line uses (`host`, `path`, `client`) empty instead of
+/// formatting them for every request.
 pub fn enabled() -> bool {
-    tracing::enabled!(target: "access", tracing::Level::INFO)
+    detailed() || tracing::enabled!(target: "access", tracing::Level::INFO)
 }
 
-/// Logs one line for `rec` and counts it in the metrics.
+/// Whether `access_log:` is configured: the proxy writes the lines itself, with
+/// [`Line`]'s fields, once the response is sent.
+pub fn detailed() -> bool {
+    DETAILED.load(Ordering::Relaxed)
+}
+
+/// Follows the configuration's `access_log:` (at start and on every reload): an
+/// unchanged one keeps its writer; a new one starts its own, and the old writer
+/// finishes what it was given.
+pub fn configure(config: Option<&AccessLogConfig>) {
+    writer::configure(config);
+    DETAILED.store(config.is_some(), Ordering::Relaxed);
+}
+
+/// Reopens the access log file (SIGUSR1): after a rotation renamed it, the lines
+/// written from now on go to a new file at the configured path; none is lost.
+pub fn reopen() {
+    writer::reopen();
+}
+
+/// Counts `rec` in the metrics and, unless [`detailed`] (whose line the caller
+/// writes with [`Line::write`] once the response is sent), logs its line.
 pub fn record(rec: &AccessRecord<'_>) {
     crate::metrics::global().request(rec.listener, rec.route, rec.status, rec.duration, rec.ended);
+    if detailed() {
+        return;
+    }
     tracing::info!(
         target: "access",
         listener = rec.listener,
@@ -53,6 +98,7 @@ pub fn record(rec: &AccessRecord<'_>) {
         route = rec.route,
         upstream = rec.upstream,
         duration_ms = rec.duration.as_secs_f64() * 1000.0,
+        trace_id = rec.trace_id.map(tracing::field::display),
         "request"
     );
 }
@@ -74,6 +120,7 @@ mod tests {
             duration: Duration::from_millis(1),
             ended: Instant::now(),
             client: "127.0.0.1:1234",
+            trace_id: None,
         });
         let text = crate::metrics::global().render();
         assert!(

@@ -475,6 +475,8 @@ enum Stop {
 /// The signals the process answers to.
 struct Signals {
     hup: Signal,
+    /// Reopens the access log file (after a rotation).
+    usr1: Signal,
     term: Signal,
     int: Signal,
 }
@@ -483,12 +485,14 @@ impl Signals {
     fn new() -> anyhow::Result<Self> {
         Ok(Self {
             hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+            usr1: signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?,
             term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
             int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
         })
     }
 
-    /// Reloads on SIGHUP (through the watcher's debounce when there is one); returns
+    /// Reloads on SIGHUP (through the watcher's debounce when there is one), reopens
+    /// the access log on SIGUSR1; returns
     /// on SIGTERM or SIGINT, or once a new process took the listeners over.
     async fn until_stop(
         &mut self,
@@ -508,6 +512,7 @@ impl Signals {
                         let _ = tokio::task::spawn_blocking(move || app.reload()).await;
                     }
                 }
+                _ = self.usr1.recv() => crate::access_log::reopen(),
                 _ = self.term.recv() => return Stop::Signal,
                 _ = self.int.recv() => return Stop::Signal,
                 () = handed_over.notified() => return Stop::HandedOver,

@@ -6,6 +6,7 @@
 //! ([`listener`], [`route`], [`filter`], [`upstream`]) walk it with [`walk`]'s typed
 //! helpers; then the files are merged and cross-checked (unique names, references).
 
+mod access_log;
 pub(crate) mod acme;
 mod admin;
 mod error;
@@ -17,6 +18,7 @@ mod matching;
 mod model;
 mod module_cache;
 mod node;
+mod otel;
 pub mod providers;
 pub mod redis;
 mod route;
@@ -32,6 +34,7 @@ pub(crate) mod yaml;
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;
 
+pub use access_log::{AccessLogConfig, AccessLogFormat};
 pub use acme::{AcmeChallenge, AcmeConfig, AcmeDomains, DEFAULT_RENEW_BEFORE};
 pub use admin::{AdminRole, AdminToken, MIN_TOKEN_LEN, TokenDigest, TokenSource};
 pub use error::{ConfigError, ConfigErrors};
@@ -41,6 +44,7 @@ pub use l4::{
 };
 pub use matching::{Cidr, ClientIpMatch, Logic, Pattern, ValueMatch};
 pub use model::*;
+pub use otel::{OTLP_TIMEOUT, TracingConfig};
 pub use traffic::*;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -230,6 +234,8 @@ struct Merged {
     module_cache: Option<ModuleCacheConfig>,
     shutdown: Option<ShutdownConfig>,
     redis: Option<RedisConfig>,
+    tracing: Option<TracingConfig>,
+    access_log: Option<AccessLogConfig>,
     /// `require_signature`, handed to every module from disk once all files are read.
     require_signature: Option<std::sync::Arc<SignaturePolicy>>,
     providers: Option<(Providers, Origin)>,
@@ -334,6 +340,28 @@ impl Merged {
                         v.error(cx, format!("redis is already set at {}", at(&first.origin)))
                     }
                     None => self.redis = Some(r),
+                }
+            }
+            if let Some(v) = f.take("tracing")
+                && let Some(t) = otel::tracing(cx, &v)
+            {
+                match &self.tracing {
+                    Some(first) => v.error(
+                        cx,
+                        format!("tracing is already set at {}", at(&first.origin)),
+                    ),
+                    None => self.tracing = Some(t),
+                }
+            }
+            if let Some(v) = f.take("access_log")
+                && let Some(a) = access_log::access_log(cx, &v)
+            {
+                match &self.access_log {
+                    Some(first) => v.error(
+                        cx,
+                        format!("access_log is already set at {}", at(&first.origin)),
+                    ),
+                    None => self.access_log = Some(a),
                 }
             }
             if let Some(v) = f.take("require_signature")
@@ -463,6 +491,8 @@ impl Merged {
             services: self.services,
             upstreams,
             redis: self.redis,
+            tracing: self.tracing,
+            access_log: self.access_log,
             providers: self.providers.map(|(p, _)| p).unwrap_or_default(),
             // Filled by the loader, which records every file it was named.
             external_files: Vec::new(),

@@ -47,6 +47,7 @@ pub mod integrity;
 pub mod l4;
 pub mod listeners;
 pub mod metrics;
+pub mod otel;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

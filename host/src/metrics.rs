@@ -86,6 +86,19 @@ pub struct Metrics {
     etcd: EtcdLink,
     /// Metrics defined by proxy-wasm guests.
     custom: CustomRegistry,
+    /// `portcullis_trace_spans_total` and `portcullis_trace_spans_dropped_total`.
+    pub(crate) spans: SpanCounts,
+    /// `portcullis_access_log_dropped_total`: lines the access log writer could not
+    /// keep up with.
+    pub(crate) access_log_dropped: AtomicU64,
+}
+
+/// What became of the spans of traced requests.
+#[derive(Default)]
+pub(crate) struct SpanCounts {
+    pub(crate) exported: AtomicU64,
+    pub(crate) queue_full: AtomicU64,
+    pub(crate) export_failed: AtomicU64,
 }
 
 /// The process-wide registry.
@@ -320,6 +333,26 @@ impl Metrics {
     pub fn etcd_failure(&self) {
         self.etcd_connected(false);
         self.etcd.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` spans the collector took.
+    pub fn trace_spans_exported(&self, n: u64) {
+        self.spans.exported.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` spans dropped: `queue_full` (the exporter is behind: a slow or dead
+    /// collector) or `export_failed` (the collector refused them or did not answer).
+    pub fn trace_spans_dropped(&self, reason: &str, n: u64) {
+        let counter = match reason {
+            "queue_full" => &self.spans.queue_full,
+            _ => &self.spans.export_failed,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts an access log line dropped because its writer was behind.
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one reload attempt.

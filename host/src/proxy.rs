@@ -34,15 +34,17 @@ mod forward;
 mod grpc;
 mod limit;
 mod observe;
+mod trace;
 
 pub use error::{ErrorSource, ProxyError, error_response};
 pub use exchange::Exchange;
 pub use forward::requested_upgrade;
 pub use grpc::{answer_errors_as_grpc, is_grpc};
-pub use observe::Outcome;
+pub use observe::{Outcome, Timing};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{Request, Response, request};
 use http_body::Body;
@@ -108,12 +110,29 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<body::BoxError>,
 {
-    let req = req.map(body::boxed);
+    let mut req = req.map(body::boxed);
+    // No `tracing:`: this branch, and a look in the extensions before the filters and
+    // the upstream, is all tracing costs a request.
+    let (trace_id, span) = match snapshot.tracer() {
+        Some(tracer) => {
+            let (id, span) = tracer.start(req.headers_mut());
+            (Some(id), span)
+        }
+        None => (None, None),
+    };
+    let traced = span.map(|span| {
+        req.extensions_mut().insert(span.clone());
+        (span, trace::RequestAttrs::of(&req, conn))
+    });
     let routes = |head: &request::Parts| {
         let candidate = Candidate::from_parts(head).with_client(conn.client.ip());
         snapshot.route(&conn.listener, &candidate)
     };
-    let driven = drive(routes, conn, req).await;
+    let mut driven = drive(routes, conn, req).await;
+    driven.outcome.trace_id = trace_id;
+    if let Some((span, attrs)) = traced {
+        trace::finish(&span, attrs, &driven.response, &driven.outcome);
+    }
     (driven.response, driven.outcome)
 }
 
@@ -128,6 +147,8 @@ where
 {
     let (mut head, body) = req.into_parts();
     let mut outcome = Outcome::default();
+    // The access log's timing breakdown and filter outcomes, only when it writes them.
+    let mut timing = crate::access_log::detailed().then(Timing::default);
     crate::tls::set_client_subject(&mut head.headers, conn.client_subject.as_deref());
 
     let Some(route) = route(&head) else {
@@ -156,7 +177,9 @@ where
         // No filter to run: no chain, no shared state, no response phase to wait for.
         forward::prepare_request(&mut head, conn);
         let req = Request::from_parts(head, body);
+        let started = timing.map(|_| Instant::now());
         let result = exchange(route, req, conn, &mut outcome).await;
+        outcome.timing = timed(timing, started, |t, d| t.upstream = d);
         let (resp, error) = match too_large(result, over_limit.as_deref()) {
             Ok(resp) => (resp, None),
             Err(e) => (e.to_response(), Some(e)),
@@ -186,14 +209,23 @@ where
         }
     }
     filters.set_upstream_and_peer(route.upstream_name.clone(), conn.client_subject.clone());
+    if let Some(trace) = head.extensions.get::<Arc<crate::otel::RequestTrace>>() {
+        filters.set_trace(trace.clone());
+    }
     if let Some(metadata) = route.upstream.metadata() {
         filters.set_cluster_metadata(metadata);
     }
 
+    let started = timing.map(|_| Instant::now());
     let decision = filters
         .request_headers(&mut head, body.is_end_stream())
         .await;
+    timing = timed(timing, started, |t, d| t.filters = d);
     if let Some((resp, error)) = stopped(decision, &mut outcome) {
+        if timing.is_some() {
+            outcome.timing = timing;
+            outcome.filters = Some(filters.outcomes());
+        }
         filters.finish().await;
         return observe::done(resp, error.as_ref(), outcome, conn, None);
     }
@@ -209,12 +241,18 @@ where
         None => body,
     };
     forward::prepare_request(&mut head, conn);
+    let started = timing.map(|_| Instant::now());
     let result = exchange(route, Request::from_parts(head, body), conn, &mut outcome).await;
+    timing = timed(timing, started, |t, d| t.upstream = d);
     let result = too_large(result, over_limit.as_deref());
     // A filter that answered (or failed) while the request body streamed aborted the
     // exchange; the chain already ran the response phase on an answer.
     let answer = local.and_then(|l| l.lock().ok().and_then(|mut l| l.take()));
     if let Some((resp, error)) = answer.and_then(|a| stopped(a, &mut outcome)) {
+        if timing.is_some() {
+            outcome.timing = timing;
+            outcome.filters = filters.try_lock().map(|chain| chain.outcomes());
+        }
         return observe::done(resp, error.as_ref(), outcome, conn, Some(filters));
     }
     let (resp, error) = match result {
@@ -231,9 +269,16 @@ where
         };
         let flags = error.as_ref().map_or(0, ProxyError::envoy_response_flags);
         chain.set_upstream_result(outcome.target.clone(), flags);
-        chain
+        let started = timing.map(|_| Instant::now());
+        let decision = chain
             .response_headers(&mut head, body.is_end_stream())
-            .await
+            .await;
+        if let (Some(t), Some(started)) = (&mut timing, started) {
+            t.filters += started.elapsed();
+            outcome.filters = Some(chain.outcomes());
+        }
+        outcome.timing = timing;
+        decision
     };
     let (resp, error) = match stopped(decision, &mut outcome) {
         Some(stop) => stop,
@@ -243,6 +288,20 @@ where
         }
     };
     observe::done(resp, error.as_ref(), outcome, conn, Some(filters))
+}
+
+/// `timing` with the time since `started` set by `set` (both `None` when the access
+/// log does not want it).
+fn timed(
+    timing: Option<Timing>,
+    started: Option<Instant>,
+    set: impl FnOnce(&mut Timing, std::time::Duration),
+) -> Option<Timing> {
+    let mut timing = timing?;
+    if let Some(started) = started {
+        set(&mut timing, started.elapsed());
+    }
+    Some(timing)
 }
 
 /// Sends the prepared request to the route's upstream and prepares the response head

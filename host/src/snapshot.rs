@@ -39,6 +39,8 @@ pub struct Snapshot {
     tls: TlsSet,
     /// The `tcp_routes` and `udp_routes`, by listener.
     l4: L4Routes,
+    /// The tracer of `tracing:`, if configured.
+    tracer: Option<Arc<crate::otel::Tracer>>,
 }
 
 /// Configures a plugin of each of `modules` (filters or services), sharing those
@@ -298,6 +300,11 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        // Kept from `previous` when unchanged: its queue and export thread go on.
+        let config_tracer = config
+            .tracing
+            .as_ref()
+            .map(|t| crate::otel::Tracer::new(t, previous.and_then(|p| p.tracer.as_ref())));
         let snapshot = Snapshot {
             generation,
             loaded_at: SystemTime::now(),
@@ -309,6 +316,7 @@ impl Snapshot {
             plugins,
             services,
             tls,
+            tracer: config_tracer,
         };
         if previous.is_none() {
             snapshot.go_live();
@@ -325,6 +333,7 @@ impl Snapshot {
         crate::wasm::set_node(Arc::new(self.config.node.clone()));
         // Global rate limits follow the `redis:` block (kept open when unchanged).
         crate::ratelimit::RateLimits::shared().set_redis(self.config.redis.as_ref());
+        crate::access_log::configure(self.config.access_log.as_ref());
         let caller: Arc<dyn HttpCaller> = Arc::new(UpstreamCaller::new(self.upstreams.clone()));
         for plugin in self.plugins.values().chain(self.services.values()) {
             plugin.set_http_caller(caller.clone());
@@ -339,6 +348,11 @@ impl Snapshot {
     /// The route serving a request on `listener`, if any.
     pub fn route(&self, listener: &str, req: &Candidate<'_>) -> Option<&Route> {
         self.routes.get(self.router.route(listener, req)?)
+    }
+
+    /// The tracer requests are traced with, if `tracing:` is configured.
+    pub fn tracer(&self) -> Option<&Arc<crate::otel::Tracer>> {
+        self.tracer.as_ref()
     }
 
     /// The `tcp_routes` and `udp_routes`.

@@ -29,6 +29,7 @@ mod sticky;
 mod stream;
 mod target;
 mod tiers;
+mod traced;
 mod worker;
 
 use std::net::IpAddr;
@@ -116,6 +117,21 @@ pub enum UpstreamError {
     /// The upstream has no target to pick (cannot happen with a validated config).
     #[error("upstream has no targets")]
     NoTarget,
+}
+
+impl UpstreamError {
+    /// What kind of failure it is: the `kind` label of
+    /// `portcullis_upstream_errors_total` and a failed attempt's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { .. } => "connect",
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Exchange { .. } | UpstreamError::Body { .. } => "protocol",
+            UpstreamError::NoTarget => "no_target",
+            UpstreamError::RequestBody { .. } => "request_body",
+            UpstreamError::Overloaded { .. } => "overflow",
+        }
+    }
 }
 
 /// A configured upstream: its targets, their health, and its health-check task.
@@ -290,6 +306,7 @@ impl Upstream {
         if let Some(e) = self.over_max_requests() {
             return (None, Err(e));
         }
+        let trace = traced::trace_of(&req);
         let (mut once, replay) = match self.replayable(req).await {
             Ok(r) => r,
             Err(e) => return (None, Err(e)),
@@ -331,7 +348,15 @@ impl Upstream {
                 return (None, Err(UpstreamError::NoTarget));
             };
             let flight = InFlight::start(&self.targets, i);
+            let mut this = this;
+            let span = trace
+                .as_deref()
+                .map(|t| traced::Attempt::begin(t, &mut this));
             let result = self.send(&pool, i, target, this).await;
+            if let Some(span) = span {
+                let address = target.address.as_str();
+                span.end(&self.config.name, address, attempt, &result);
+            }
             let failure = Failure::of(&result);
             if let Some(config) = &self.config.outlier_detection {
                 outlier::record(config, &self.targets, target, failure, now_ms);

@@ -57,6 +57,8 @@ pub fn config(routes: Vec<RouteConfig>, upstreams: Vec<UpstreamConfig>) -> Confi
         services: vec![],
         upstreams,
         redis: None,
+        tracing: None,
+        access_log: None,
         providers: Default::default(),
         external_files: vec![],
     }

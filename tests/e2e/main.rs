@@ -5,6 +5,7 @@
 
 mod support;
 
+mod access_log;
 mod acme;
 mod admin;
 mod admin_access;
@@ -27,6 +28,7 @@ mod inproc;
 mod integrity;
 mod l4;
 mod module_cache;
+mod otel;
 mod packaging;
 mod reload;
 mod reload_memory;

@@ -47,6 +47,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// The Redis server of global rate limits (`redis:`), if configured.
     pub redis: Option<RedisConfig>,
+    /// Where spans go and which requests are traced (`tracing:`), if anywhere.
+    pub tracing: Option<super::TracingConfig>,
+    /// The proxy's own access log (`access_log:`); `None`: lines go to the process log.
+    pub access_log: Option<super::AccessLogConfig>,
     /// Where documents come from besides the directory (`providers:`).
     pub providers: Providers,
     /// Every file outside the config directory's own YAML that this configuration

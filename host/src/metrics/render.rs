@@ -275,6 +275,46 @@ pub(super) fn render(m: &Metrics) -> String {
         m.reloads_error.load(Ordering::Relaxed)
     );
 
+    header(
+        &mut out,
+        "portcullis_trace_spans_total",
+        "counter",
+        "Spans of traced requests the OTLP collector took.",
+    );
+    let spans = &m.spans;
+    let _ = writeln!(
+        out,
+        "portcullis_trace_spans_total {}",
+        spans.exported.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "portcullis_trace_spans_dropped_total",
+        "counter",
+        "Spans dropped: the export queue was full (a slow or dead collector), or the collector failed the export.",
+    );
+    for (reason, counter) in [
+        ("queue_full", &spans.queue_full),
+        ("export_failed", &spans.export_failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "portcullis_trace_spans_dropped_total{{reason=\"{reason}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
+    header(
+        &mut out,
+        "portcullis_access_log_dropped_total",
+        "counter",
+        "Access log lines dropped because the writer was behind (a stalled disk).",
+    );
+    let _ = writeln!(
+        out,
+        "portcullis_access_log_dropped_total {}",
+        m.access_log_dropped.load(Ordering::Relaxed)
+    );
+
     if m.etcd.followed.load(Ordering::Relaxed) {
         header(
             &mut out,

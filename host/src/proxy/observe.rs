@@ -7,7 +7,6 @@ use http::Response;
 
 use super::{ConnInfo, Driven, ErrorSource, ProxyError};
 use crate::body::ProxyBody;
-use crate::upstream::UpstreamError;
 use crate::wasm::SharedFilters;
 
 /// What the driver did with a request, handed back with the response so the server's
@@ -24,6 +23,23 @@ pub struct Outcome {
     pub local: bool,
     /// The matched route's `upgrade_idle_timeout`, for a switch its answer starts.
     pub upgrade_idle_timeout: Option<std::time::Duration>,
+    /// The request's trace, when `tracing:` is configured (sampled or not).
+    pub trace_id: Option<crate::otel::TraceId>,
+    /// What each filter that ran decided (`auth:continue,limit:local`), when the
+    /// access log writes it.
+    pub filters: Option<String>,
+    /// Time in the header phases of the filters and waiting for the upstream's
+    /// response head (every attempt), when the access log writes them.
+    pub timing: Option<Timing>,
+}
+
+/// Where a request's time went before its response head, for the access log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    /// In the filters' request and response header phases.
+    pub filters: std::time::Duration,
+    /// From sending upstream to the upstream's response head, retries included.
+    pub upstream: std::time::Duration,
 }
 
 /// Logs a proxy error, counts an upstream failure, and hands `resp` back with the
@@ -63,24 +79,12 @@ pub fn done(
         None => {}
     }
     if let (Some(ProxyError::Upstream(e)), Some(upstream)) = (error, &outcome.upstream) {
-        crate::metrics::global().upstream_error(upstream, upstream_error_kind(e));
+        crate::metrics::global().upstream_error(upstream, e.kind());
     }
     // The server writes the access line (and counts the request) from `outcome`.
     Driven {
         response: resp,
         outcome,
         chain,
-    }
-}
-
-/// The `kind` label of `portcullis_upstream_errors_total`.
-fn upstream_error_kind(e: &UpstreamError) -> &'static str {
-    match e {
-        UpstreamError::Connect { .. } => "connect",
-        UpstreamError::Timeout { .. } => "timeout",
-        UpstreamError::Exchange { .. } | UpstreamError::Body { .. } => "protocol",
-        UpstreamError::NoTarget => "no_target",
-        UpstreamError::RequestBody { .. } => "request_body",
-        UpstreamError::Overloaded { .. } => "overflow",
     }
 }

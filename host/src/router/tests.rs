@@ -52,6 +52,8 @@ fn config(routes: Vec<RouteConfig>) -> Config {
         services: vec![],
         upstreams: vec![],
         redis: None,
+        tracing: None,
+        access_log: None,
         providers: Default::default(),
         external_files: vec![],
     }

@@ -324,10 +324,18 @@ pub(super) async fn handle(
             duration: ended.duration_since(started),
             ended,
             client: &info.client.to_string(),
+            trace_id: None,
         });
+        if access_log::detailed() {
+            let line = AccessLine::of(&req, &info);
+            let mut line = line.into_line(&info, req.method(), resp.status(), started);
+            line.total = Some(line.duration);
+            line.write();
+        }
         return resp.map(|body| TrackedBody {
             inner: body,
             _active: Some(active),
+            line: None,
         });
     }
 
@@ -343,6 +351,7 @@ pub(super) async fn handle(
         return resp.map(|body| TrackedBody {
             inner: body,
             _active: Some(active),
+            line: None,
         });
     }
 
@@ -395,7 +404,16 @@ pub(super) async fn handle(
         );
     }
     let line = line.unwrap_or_default();
-    line.record(&info, &method, resp.status(), &outcome, started);
+    // With `access_log:`, the line waits for the response's end (bytes sent, total).
+    let line = line
+        .record(&info, &method, resp.status(), &outcome, started)
+        .map(|line| {
+            Box::new(PendingLine {
+                line,
+                started,
+                sent: 0,
+            })
+        });
     if grpc {
         // After the access line, which keeps the error's HTTP status.
         proxy::answer_errors_as_grpc(&mut resp);
@@ -403,6 +421,7 @@ pub(super) async fn handle(
     resp.map(|body| TrackedBody {
         inner: body,
         _active: active,
+        line,
     })
 }
 
@@ -413,6 +432,7 @@ pub(super) struct AccessLine {
     host: String,
     path: String,
     client: String,
+    request_bytes: Option<u64>,
 }
 
 impl AccessLine {
@@ -437,20 +457,23 @@ impl AccessLine {
             host,
             path,
             client: info.client.to_string(),
+            request_bytes: crate::body::declared_length(req.headers()),
         }
     }
 
     /// Writes the access line (and counts the request in the metrics) of a request
-    /// the proxy answered with `status`.
+    /// the proxy answered with `status`; with `access_log:` configured, returns the
+    /// line instead, for the caller to write once the response is sent.
     pub(super) fn record(
-        &self,
+        self,
         info: &ConnInfo,
         method: &http::Method,
         status: http::StatusCode,
         outcome: &proxy::Outcome,
         started: Instant,
-    ) {
+    ) -> Option<access_log::Line> {
         let ended = Instant::now();
+        let upstream = outcome.target.as_ref().or(outcome.upstream.as_ref());
         access_log::record(&AccessRecord {
             listener: &info.listener,
             method: method.as_str(),
@@ -458,16 +481,55 @@ impl AccessLine {
             path: &self.path,
             status: status.as_u16(),
             route: outcome.route.as_deref().unwrap_or_default(),
-            upstream: outcome
-                .target
-                .as_deref()
-                .or(outcome.upstream.as_deref())
-                .unwrap_or_default(),
+            upstream: upstream.map(|u| &**u).unwrap_or_default(),
             duration: ended.duration_since(started),
             ended,
             client: &self.client,
+            trace_id: outcome.trace_id,
         });
+        if !access_log::detailed() {
+            return None;
+        }
+        let mut line = self.into_line(info, method, status, started);
+        line.duration = ended.duration_since(started);
+        line.route.clone_from(&outcome.route);
+        line.upstream = upstream.cloned();
+        line.trace_id = outcome.trace_id;
+        line.filters.clone_from(&outcome.filters);
+        line.filters_time = outcome.timing.map(|t| t.filters);
+        line.upstream_time = outcome.timing.map(|t| t.upstream);
+        Some(line)
     }
+
+    /// The configured access log's line of what was copied, for a request answered
+    /// with `status`.
+    pub(super) fn into_line(
+        self,
+        info: &ConnInfo,
+        method: &http::Method,
+        status: http::StatusCode,
+        started: Instant,
+    ) -> access_log::Line {
+        access_log::Line {
+            listener: info.listener.clone(),
+            client: self.client,
+            method: method.to_string(),
+            host: self.host,
+            path: self.path,
+            status: status.as_u16(),
+            request_bytes: self.request_bytes,
+            duration: started.elapsed(),
+            ..Default::default()
+        }
+    }
+}
+
+/// An access line waiting for its response to be sent: the body counts the bytes it
+/// passes, and writes the line when it is dropped (sent, or given up).
+pub(super) struct PendingLine {
+    line: access_log::Line,
+    started: Instant,
+    sent: u64,
 }
 
 /// The response to a request whose head the guard rejected; always closes.
@@ -500,6 +562,23 @@ pub struct TrackedBody {
     inner: ProxyBody,
     /// `None` once a switched connection's tunnel holds it instead.
     _active: Option<Active>,
+    /// The configured access log's line, written when the body is done with.
+    line: Option<Box<PendingLine>>,
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if let Some(pending) = self.line.take() {
+            let PendingLine {
+                mut line,
+                started,
+                sent,
+            } = *pending;
+            line.bytes_sent = Some(sent);
+            line.total = Some(started.elapsed());
+            line.write();
+        }
+    }
 }
 
 impl Body for TrackedBody {
@@ -510,7 +589,13 @@ impl Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Some(pending), Poll::Ready(Some(Ok(frame)))) = (&mut self.line, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            pending.sent += data.len() as u64;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

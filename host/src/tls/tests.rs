@@ -441,6 +441,8 @@ fn test_config() -> Config {
         services: Vec::new(),
         upstreams: Vec::new(),
         redis: None,
+        tracing: None,
+        access_log: None,
         providers: Default::default(),
         external_files: Vec::new(),
     }

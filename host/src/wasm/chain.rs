@@ -19,6 +19,7 @@ use crate::config::OnError;
 mod call;
 mod body_phase;
 mod shadow;
+mod traced;
 
 pub use body_phase::Flow;
 use call::{Called, call, call_now, needs_finish};
@@ -75,6 +76,8 @@ struct Entry {
     ran: bool,
     /// It failed (a trap, a deadline, memory) on this request.
     failed: bool,
+    /// What it last decided in a header or trailer phase, for the access log.
+    outcome: Option<&'static str>,
 }
 
 /// The filter chain of one request: the per-stream contexts of each filter of its
@@ -99,6 +102,8 @@ pub struct HttpFilters {
     timed: bool,
     /// The last clock read of a timed walk: when the filters were last done with.
     clock: Option<Instant>,
+    /// The request's span, when it is traced: each filter callback gets a child span.
+    trace: Option<Arc<crate::otel::RequestTrace>>,
 }
 
 /// One request in this many (per worker) times its filters' callbacks for the
@@ -136,6 +141,7 @@ impl HttpFilters {
                 spent: Duration::ZERO,
                 ran: false,
                 failed: false,
+                outcome: None,
             })
             .collect::<Vec<_>>();
         // Filled in place: the stream's data is large, and building it on the stack
@@ -154,6 +160,7 @@ impl HttpFilters {
             clock: None,
             saved: None,
             request_id: None,
+            trace: None,
         }
     }
 
@@ -360,11 +367,13 @@ impl HttpFilters {
         let mut clock = self.timed.then(Instant::now);
         for i in 0..self.seen {
             let n = count(&self.io, phase);
+            let begin = self.span_begin();
             let mut step = self.step(i, phase, n, eos).await;
             clock = self.charge(i, clock, &step);
             if self.entries[i].shadow.is_some() {
                 step = self.shadow_settle(i, step);
             }
+            self.traced(i, phase, &step, begin);
             match step {
                 Step::Continue | Step::Pause => {}
                 Step::Local => {
@@ -388,11 +397,13 @@ impl HttpFilters {
         let mut clock = self.timed.then(Instant::now);
         for i in (0..self.seen).rev() {
             let n = count(&self.io, phase);
+            let begin = self.span_begin();
             let mut step = self.step(i, phase, n, eos).await;
             clock = self.charge(i, clock, &step);
             if self.entries[i].shadow.is_some() {
                 step = self.shadow_settle(i, step);
             }
+            self.traced(i, phase, &step, begin);
             match step {
                 Step::Continue | Step::Pause => {}
                 Step::Local => {
@@ -640,6 +651,7 @@ impl Drop for HttpFilters {
             request_id: self.request_id.take(),
             timed: self.timed,
             clock: self.clock,
+            trace: None,
             // If the task never runs (the worker is shutting down), do not respawn.
             finished: true,
         };

@@ -1,6 +1,6 @@
 //! Peers written in Python (the WebSocket and gRPC servers and clients of
-//! tests/e2e/upgrade and tests/e2e/grpc), run on the test venv's Python, which
-//! `.ci/install-toolchains` makes.
+//! tests/e2e/upgrade and tests/e2e/grpc, the OTLP receiver of tests/e2e/otel), run on
+//! the test venv's Python, which `.ci/install-toolchains` makes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 
 /// What `.ci/install-toolchains` puts in the test venv, as pip names them.
-pub const TEST_VENV_PACKAGES: &str = "websockets==17.4 grpcio==1.85.1 kubernetes-validate==1.37.0";
+pub const TEST_VENV_PACKAGES: &str =
+    "websockets==17.4 grpcio==1.85.1 kubernetes-validate==1.37.0 opentelemetry-proto==1.45.2";
 
 /// The test venv's Python (`$PORTCULLIS_TEST_VENV`, by default
 /// `~/.cache/portcullis/test-venv`), checked to import `module`. Panics, saying how to

@@ -76,8 +76,13 @@ pub(super) async fn serve(
         }
         (resp, outcome)
     };
-    line.unwrap_or_default()
-        .record(&info, &method, resp.status(), &outcome, started);
+    // HTTP/3 bodies are not counted: the configured line goes with the head.
+    if let Some(line) =
+        line.unwrap_or_default()
+            .record(&info, &method, resp.status(), &outcome, started)
+    {
+        line.write();
+    }
     remove_connection_headers(resp.headers_mut());
     if let Err(e) = respond(&mut send, resp).await {
         tracing::debug!(client = %info.client, "HTTP/3 response not sent: {e}");
