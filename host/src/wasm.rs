@@ -19,6 +19,7 @@ mod engine;
 pub mod foreign;
 mod fuse;
 mod grpc;
+mod httpwasm;
 mod memory;
 mod metrics;
 pub mod precompile;
@@ -140,6 +141,7 @@ impl Runtime {
         let signal = Arc::new(worker::VmSignal::default());
         let first = vm::block_on(vm::Vm::start(&compiled, &spec, signal))?;
         let ticks = first.store.data().tick_period.is_some();
+        let http_features = first.store.data().http_features;
         let callers = spec.callers.clone();
         tracing::debug!(filter = %filter.name, module = %compiled.hash, abi = ?compiled.abi, "filter configured");
         Ok(Arc::new(Plugin {
@@ -149,6 +151,7 @@ impl Runtime {
             first_vm: Mutex::new(Some(first)),
             http: callers,
             ticks,
+            http_features,
             recent: crate::metrics::global().filter_window(&filter.name),
         }))
     }
@@ -175,6 +178,9 @@ pub struct Plugin {
     /// Its root context set a tick period while configuring: every worker starts its
     /// VM when the snapshot goes live, so ticks run before any request arrives.
     ticks: bool,
+    /// An http-wasm guest's features enabled while it started: which bodies the
+    /// proxy collects whole for it.
+    http_features: u32,
     /// The filter's requests of the last minutes, for the dashboard.
     recent: Arc<crate::metrics::Window>,
 }
@@ -216,6 +222,12 @@ impl Plugin {
     /// exports `portcullis_headers_only`, as every `portcullis-sdk` filter does).
     pub fn headers_only(&self) -> bool {
         self.compiled.headers_only
+    }
+
+    /// Which bodies an http-wasm filter wants whole: a bit set of
+    /// `httpwasm::BUFFER_REQUEST` and `BUFFER_RESPONSE` (none for proxy-wasm).
+    pub(crate) fn buffers(&self) -> u32 {
+        self.http_features
     }
 
     fn http_caller(&self) -> Option<Arc<dyn HttpCaller>> {
