@@ -22,6 +22,7 @@ mod filters_ratelimit_redis;
 mod grpc;
 mod grpc_callouts;
 mod http3;
+mod httpwasm;
 mod inproc;
 mod integrity;
 mod l4;
