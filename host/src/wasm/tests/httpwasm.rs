@@ -6,7 +6,8 @@ use std::time::Duration;
 use super::*;
 use crate::wasm::state::AbiVersion;
 
-fn guest_wasm() -> &'static [u8] {
+/// The http-wasm guest's module (`tests/filters/httpwasm`), built once per test run.
+pub(crate) fn guest_wasm() -> &'static [u8] {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();
     WASM.get_or_init(|| {
         let path = wasm_build::filter("httpwasm");
