@@ -224,6 +224,11 @@ impl Plugin {
         self.compiled.headers_only
     }
 
+    /// Whether the module speaks http-wasm rather than proxy-wasm.
+    pub fn is_http_wasm(&self) -> bool {
+        self.compiled.abi == state::AbiVersion::HttpWasm
+    }
+
     /// Which bodies an http-wasm filter wants whole: a bit set of
     /// `httpwasm::BUFFER_REQUEST` and `BUFFER_RESPONSE` (none for proxy-wasm).
     pub(crate) fn buffers(&self) -> u32 {

@@ -33,7 +33,7 @@ pub(crate) const BUFFER_RESPONSE: u32 = 2;
 pub(crate) const SUPPORTED: u32 = BUFFER_REQUEST | BUFFER_RESPONSE;
 
 /// What one stream keeps for its http-wasm filters between their calls.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Pending {
     /// The status a guest set while handling the request (its reply's, if it answers).
     status: Option<u16>,
@@ -53,6 +53,22 @@ pub(crate) struct Pending {
     /// Whether the running guest wrote the body yet, per body: its first write
     /// replaces the body, the next ones append (as the ABI says).
     wrote: [bool; 2],
+}
+
+fn body(b: &Option<BodyBuf>) -> Option<&[u8]> {
+    b.as_ref().map(BodyBuf::as_slice)
+}
+
+/// Whether a call changed what the stream keeps (`now` against `before`): what a
+/// shadow http-wasm filter would have modified.
+pub(crate) fn differs(now: Option<&Pending>, before: Option<&Pending>) -> bool {
+    let empty = Pending::default();
+    let (a, b) = (now.unwrap_or(&empty), before.unwrap_or(&empty));
+    a.status != b.status
+        || a.headers != b.headers
+        || a.reply_body != b.reply_body
+        || body(&a.request_body) != body(&b.request_body)
+        || body(&a.response_body) != body(&b.response_body)
 }
 
 /// The stream's [`Pending`], made on first use.

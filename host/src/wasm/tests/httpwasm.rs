@@ -136,3 +136,34 @@ async fn a_trapping_or_spinning_http_wasm_guest_fails_its_request_only() {
         chain.finish().await;
     }
 }
+
+#[tokio::test]
+async fn a_shadow_http_wasm_guest_changes_nothing_and_is_counted() {
+    use crate::metrics::global;
+    let metric = |series: &str| {
+        global()
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let headers = guest("hw-shadow-headers", "headers");
+    let deny = guest("hw-shadow-deny", "deny");
+    let mut chain = HttpFilters::new(&[deny, headers], info());
+    chain.set_shadow(&[true, true]);
+    let mut req = request("/", &[("x-user", "ada")]);
+    cont(chain.request_headers(&mut req, true).await);
+    assert!(req.headers.get("x-hw-user").is_none(), "{:?}", req.headers);
+    let mut resp = response(200);
+    cont(chain.response_headers(&mut resp, true).await);
+    assert!(
+        resp.headers.get("x-hw-seen").is_none() && resp.headers.get("x-hw-status").is_none(),
+        "a shadow guest's response headers went out: {:?}",
+        resp.headers
+    );
+    chain.finish().await;
+    let deny = r#"portcullis_filter_shadow_would_deny_total{filter="hw-shadow-deny",route="api",status="403"}"#;
+    assert_eq!(metric(deny), 1, "{}", global().render());
+    let modify = r#"portcullis_filter_shadow_would_modify_total{filter="hw-shadow-headers",route="api"}"#;
+    assert_eq!(metric(modify), 1, "{}", global().render());
+}
