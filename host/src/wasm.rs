@@ -8,6 +8,8 @@
 //! contexts of its route's filters (`chain`). Host functions live in `abi/` (proxy-wasm
 //! 0.2.x) and `wasi` (WASI preview 1, nothing granted). A guest that traps, runs past
 //! its deadline or grows past its memory limit fails its request and loses its VM.
+//! Modules of the other ABI, http-wasm (Traefik's plugins), run in the same chains,
+//! slots and sandbox (`httpwasm`).
 
 mod abi;
 pub mod body;
