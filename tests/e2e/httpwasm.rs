@@ -67,11 +67,21 @@ async fn an_http_wasm_plugin_reads_and_sets_request_and_response_headers() {
     .await;
     assert_eq!(resp.status(), 200);
     let h = resp.headers().clone();
-    assert_eq!(h.get("x-hw-seen").map(|v| v.as_bytes()), Some(&b"yes"[..]), "{h:?}");
-    assert_eq!(h.get("x-hw-status").map(|v| v.as_bytes()), Some(&b"200"[..]), "{h:?}");
+    assert_eq!(
+        h.get("x-hw-seen").map(|v| v.as_bytes()),
+        Some(&b"yes"[..]),
+        "{h:?}"
+    );
+    assert_eq!(
+        h.get("x-hw-status").map(|v| v.as_bytes()),
+        Some(&b"200"[..]),
+        "{h:?}"
+    );
     assert_eq!(resp.text().await.unwrap_or_default(), "upstream says hi");
     let seen = backend.seen();
-    let seen = seen.last().unwrap_or_else(|| panic!("the upstream saw nothing"));
+    let seen = seen
+        .last()
+        .unwrap_or_else(|| panic!("the upstream saw nothing"));
     assert_eq!(seen_header(seen, "x-hw-user").as_deref(), Some("ada"));
     assert_eq!(seen_header(seen, "x-remove-me"), None);
     let info = seen_header(seen, "x-hw-info").unwrap_or_default();
@@ -80,7 +90,10 @@ async fn an_http_wasm_plugin_reads_and_sets_request_and_response_headers() {
         "method, URI, protocol and source address: {info:?}"
     );
     assert!(
-        proxy.wait_for_log("http-wasm headers: request seen", std::time::Duration::from_secs(5)),
+        proxy.wait_for_log(
+            "http-wasm headers: request seen",
+            std::time::Duration::from_secs(5)
+        ),
         "the guest's log line: {}",
         proxy.logs()
     );
@@ -90,7 +103,11 @@ async fn an_http_wasm_plugin_reads_and_sets_request_and_response_headers() {
 async fn an_http_wasm_plugin_rewrites_the_uri_and_the_method() {
     let backend = upstream();
     let (_conf, proxy) = start(&backend);
-    let resp = get_with(&proxy.url("web", "/old/thing?q=1"), &[("x-hw-method", "PUT")]).await;
+    let resp = get_with(
+        &proxy.url("web", "/old/thing?q=1"),
+        &[("x-hw-method", "PUT")],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers().get("x-upstream-path").map(|v| v.as_bytes()),
@@ -121,7 +138,9 @@ async fn an_http_wasm_plugin_rewrites_request_and_response_bodies() {
     assert_eq!(body, "THE DOG SAT ON THE DOG MAT");
     assert_eq!(length.as_ref().map(|v| v.as_bytes()), Some(&b"26"[..]));
     let seen = backend.seen();
-    let seen = seen.last().unwrap_or_else(|| panic!("the upstream saw nothing"));
+    let seen = seen
+        .last()
+        .unwrap_or_else(|| panic!("the upstream saw nothing"));
     assert_eq!(&seen.body[..], b"the dog sat on the dog mat");
     assert_eq!(seen_header(seen, "content-length").as_deref(), Some("26"));
 }
@@ -136,14 +155,23 @@ async fn an_http_wasm_plugin_that_does_not_call_next_denies() {
         resp.headers().get("content-type").map(|v| v.as_bytes()),
         Some(&b"text/plain"[..])
     );
-    assert_eq!(resp.text().await.unwrap_or_default(), "denied by http-wasm\n");
-    assert_eq!(backend.requests(), 0, "a denied request reached the upstream");
+    assert_eq!(
+        resp.text().await.unwrap_or_default(),
+        "denied by http-wasm\n"
+    );
+    assert_eq!(
+        backend.requests(),
+        0,
+        "a denied request reached the upstream"
+    );
     let resp = get_with(&proxy.url("web", "/deny"), &[("x-token", "secret")]).await;
     assert_eq!(resp.status(), 200);
     let seen = backend.seen();
     // The proxy-wasm filter before it in the chain ran too.
     assert_eq!(
-        seen.last().and_then(|s| seen_header(s, "x-chain")).as_deref(),
+        seen.last()
+            .and_then(|s| seen_header(s, "x-chain"))
+            .as_deref(),
         Some("tag")
     );
 }
@@ -163,7 +191,8 @@ async fn a_trapping_or_spinning_http_wasm_plugin_fails_only_its_own_request() {
         let resp = get_with(&proxy.url("web", "/headers"), &[]).await;
         assert_eq!(resp.status(), 200, "another route after a {kind}");
         let metrics = proxy.metrics().await;
-        let series = format!("portcullis_filter_failures_total{{filter=\"hw-hostile\",kind=\"{kind}\"}}");
+        let series =
+            format!("portcullis_filter_failures_total{{filter=\"hw-hostile\",kind=\"{kind}\"}}");
         assert_eq!(sample(&metrics, &series), 1, "{series}:\n{metrics}");
     }
 }

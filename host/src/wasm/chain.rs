@@ -126,13 +126,12 @@ impl HttpFilters {
     /// Starts a stream through `plugins` (the route's chain, in order).
     pub fn new(plugins: &[Arc<Plugin>], info: StreamInfo) -> Self {
         let (mut bodies, mut buffers) = (false, 0);
+        for p in plugins {
+            bodies |= !p.headers_only();
+            buffers |= p.buffers();
+        }
         let entries = plugins
             .iter()
-            .map(|p| {
-                bodies |= !p.headers_only();
-                buffers |= p.buffers();
-                p
-            })
             .map(|p| Entry {
                 plugin: p.clone(),
                 slot: None,

@@ -53,8 +53,7 @@ fn hand_out_list<'v, I: Iterator<Item = &'v [u8]>>(
     limit: u32,
     items: impl Fn() -> I,
 ) -> R<u64> {
-    let (count, len) = items()
-        .fold((0u64, 0usize), |(n, l), v| (n + 1, l + v.len() + 1));
+    let (count, len) = items().fold((0u64, 0usize), |(n, l), v| (n + 1, l + v.len() + 1));
     let len32 = u32::try_from(len).map_err(|_| out_of_bounds())?;
     if len32 <= limit {
         let out = mem.get_mut(range(buf, len32)?).ok_or_else(out_of_bounds)?;
@@ -274,21 +273,35 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(h) = headers(&mut s.io, kind) else {
                 return Ok(0);
             };
-            hand_out_list(mem, buf, limit, || h.get_all(&name).iter().map(HeaderValue::as_bytes))
+            hand_out_list(mem, buf, limit, || {
+                h.get_all(&name).iter().map(HeaderValue::as_bytes)
+            })
         },
     )?;
     l.func_wrap(
         IMPORT_MODULE,
         "set_header_value",
         |mut c: C<'_>, kind: u32, name: u32, name_len: u32, value: u32, value_len: u32| -> R<()> {
-            edit(&mut c, kind, (name, name_len), Some((value, value_len)), false)
+            edit(
+                &mut c,
+                kind,
+                (name, name_len),
+                Some((value, value_len)),
+                false,
+            )
         },
     )?;
     l.func_wrap(
         IMPORT_MODULE,
         "add_header_value",
         |mut c: C<'_>, kind: u32, name: u32, name_len: u32, value: u32, value_len: u32| -> R<()> {
-            edit(&mut c, kind, (name, name_len), Some((value, value_len)), true)
+            edit(
+                &mut c,
+                kind,
+                (name, name_len),
+                Some((value, value_len)),
+                true,
+            )
         },
     )?;
     l.func_wrap(
@@ -303,13 +316,7 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 /// Sets (or with `add`, appends) the header at `name` to `value`, or removes it.
 /// Names and values `http` refuses are ignored, as a header a client could not send.
-fn edit(
-    c: &mut C<'_>,
-    kind: u32,
-    name: (u32, u32),
-    value: Option<(u32, u32)>,
-    add: bool,
-) -> R<()> {
+fn edit(c: &mut C<'_>, kind: u32, name: (u32, u32), value: Option<(u32, u32)>, add: bool) -> R<()> {
     let (mem, s) = split(c)?;
     let name = HeaderName::from_bytes(view(mem, name.0, name.1)?);
     let value = match value {

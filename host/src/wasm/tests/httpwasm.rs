@@ -48,7 +48,11 @@ async fn an_http_wasm_guest_is_recognised_and_reads_and_sets_headers() {
     cont(chain.response_headers(&mut resp, true).await);
     assert_eq!(header(&resp.headers, "x-hw-seen"), "yes");
     assert_eq!(header(&resp.headers, "x-hw-status"), "201");
-    assert_eq!(header(&resp.headers, "x-hw-ctx"), "7", "handle_request's context");
+    assert_eq!(
+        header(&resp.headers, "x-hw-ctx"),
+        "7",
+        "handle_request's context"
+    );
     chain.finish().await;
 }
 
@@ -164,6 +168,7 @@ async fn a_shadow_http_wasm_guest_changes_nothing_and_is_counted() {
     chain.finish().await;
     let deny = r#"portcullis_filter_shadow_would_deny_total{filter="hw-shadow-deny",route="api",status="403"}"#;
     assert_eq!(metric(deny), 1, "{}", global().render());
-    let modify = r#"portcullis_filter_shadow_would_modify_total{filter="hw-shadow-headers",route="api"}"#;
+    let modify =
+        r#"portcullis_filter_shadow_would_modify_total{filter="hw-shadow-headers",route="api"}"#;
     assert_eq!(metric(modify), 1, "{}", global().render());
 }
