@@ -35,6 +35,7 @@ mod grpc;
 mod limit;
 mod observe;
 mod trace;
+mod whole;
 
 pub use error::{ErrorSource, ProxyError, error_response};
 pub use exchange::Exchange;
@@ -216,10 +217,27 @@ where
         filters.set_cluster_metadata(metadata);
     }
 
+    let mut head_ends = body.is_end_stream();
+    if filters.buffers_request() {
+        match whole::collect(std::mem::replace(&mut body, body::empty())).await {
+            Ok(bytes) => {
+                head_ends = bytes.is_empty();
+                filters.set_request_body(bytes);
+            }
+            Err(e) => {
+                let e = match over_limit.as_deref() {
+                    Some(f) if f.load(std::sync::atomic::Ordering::Relaxed) => {
+                        ProxyError::BodyTooLarge
+                    }
+                    _ => ProxyError::DownstreamBody(e),
+                };
+                filters.finish().await;
+                return observe::done(e.to_response(), Some(&e), outcome, conn, None);
+            }
+        }
+    }
     let started = timing.map(|_| Instant::now());
-    let decision = filters
-        .request_headers(&mut head, body.is_end_stream())
-        .await;
+    let decision = filters.request_headers(&mut head, head_ends).await;
     timing = timed(timing, started, |t, d| t.filters = d);
     if let Some((resp, error)) = stopped(decision, &mut outcome) {
         if timing.is_some() {
@@ -229,6 +247,13 @@ where
         filters.finish().await;
         return observe::done(resp, error.as_ref(), outcome, conn, None);
     }
+    if let Some((bytes, changed)) = filters.take_request_body() {
+        if changed {
+            whole::set_length(&mut head.headers, bytes.len());
+        }
+        body = body::full(bytes);
+    }
+    let buffers_response = filters.buffers_response();
 
     // Body phases run as the bodies stream; the chain finishes (on_log) when the last
     // of the driver and the body wrappers lets go of it.
@@ -260,7 +285,22 @@ where
         Err(e) => (e.to_response(), Some(e)),
     };
 
-    let (mut head, body) = resp.into_parts();
+    let (mut head, mut body) = resp.into_parts();
+    let mut error = error;
+    let mut whole_body = None;
+    if buffers_response {
+        match whole::collect(std::mem::replace(&mut body, body::empty())).await {
+            Ok(bytes) => whole_body = Some(bytes),
+            Err(source) => {
+                let e = ProxyError::Upstream(crate::upstream::UpstreamError::Body {
+                    target: outcome.target.as_deref().unwrap_or_default().to_string(),
+                    source,
+                });
+                let (h, b) = e.to_response().into_parts();
+                (head, body, error) = (h, b, Some(e));
+            }
+        }
+    }
     let decision = {
         // Free unless a body wrapper is mid-step: no lock future on the common path.
         let mut chain = match filters.try_lock() {
@@ -269,15 +309,27 @@ where
         };
         let flags = error.as_ref().map_or(0, ProxyError::envoy_response_flags);
         chain.set_upstream_result(outcome.target.clone(), flags);
+        let ends = match whole_body {
+            Some(bytes) => {
+                let ends = bytes.is_empty();
+                chain.set_response_body(bytes);
+                ends
+            }
+            None => body.is_end_stream(),
+        };
         let started = timing.map(|_| Instant::now());
-        let decision = chain
-            .response_headers(&mut head, body.is_end_stream())
-            .await;
+        let decision = chain.response_headers(&mut head, ends).await;
         if let (Some(t), Some(started)) = (&mut timing, started) {
             t.filters += started.elapsed();
             outcome.filters = Some(chain.outcomes());
         }
         outcome.timing = timing;
+        if let Some((bytes, changed)) = chain.take_response_body() {
+            if changed {
+                whole::set_length(&mut head.headers, bytes.len());
+            }
+            body = body::full(bytes);
+        }
         decision
     };
     let (resp, error) = match stopped(decision, &mut outcome) {

@@ -1,4 +1,5 @@
-//! The filter test kit: unit-test a proxy-wasm filter without a running proxy.
+//! The filter test kit: unit-test a proxy-wasm (or http-wasm) filter without a running
+//! proxy.
 //!
 //! A [`Filter`] names a module (a `.wasm` file, bytes, or a standard filter) and its
 //! plugin configuration; [`Filter::load`] configures it with the proxy's own runtime

@@ -8,6 +8,8 @@
 //! contexts of its route's filters (`chain`). Host functions live in `abi/` (proxy-wasm
 //! 0.2.x) and `wasi` (WASI preview 1, nothing granted). A guest that traps, runs past
 //! its deadline or grows past its memory limit fails its request and loses its VM.
+//! Modules of the other ABI, http-wasm (Traefik's plugins), run in the same chains,
+//! slots and sandbox (`httpwasm`).
 
 mod abi;
 pub mod body;
@@ -19,6 +21,7 @@ mod engine;
 pub mod foreign;
 mod fuse;
 mod grpc;
+mod httpwasm;
 mod memory;
 mod metrics;
 pub mod precompile;
@@ -148,6 +151,7 @@ impl Runtime {
         let signal = Arc::new(worker::VmSignal::default());
         let first = vm::block_on(vm::Vm::start(&compiled, &spec, signal))?;
         let ticks = first.store.data().tick_period.is_some();
+        let http_features = first.store.data().http_features;
         let callers = spec.callers.clone();
         tracing::debug!(filter = %filter.name, module = %compiled.hash, abi = ?compiled.abi, "filter configured");
         Ok(Arc::new(Plugin {
@@ -157,6 +161,7 @@ impl Runtime {
             first_vm: Mutex::new(Some(first)),
             http: callers,
             ticks,
+            http_features,
             recent: crate::metrics::global().filter_window(&filter.name),
         }))
     }
@@ -183,6 +188,9 @@ pub struct Plugin {
     /// Its root context set a tick period while configuring: every worker starts its
     /// VM when the snapshot goes live, so ticks run before any request arrives.
     ticks: bool,
+    /// An http-wasm guest's features enabled while it started: which bodies the
+    /// proxy collects whole for it.
+    http_features: u32,
     /// The filter's requests of the last minutes, for the dashboard.
     recent: Arc<crate::metrics::Window>,
 }
@@ -224,6 +232,17 @@ impl Plugin {
     /// exports `portcullis_headers_only`, as every `portcullis-sdk` filter does).
     pub fn headers_only(&self) -> bool {
         self.compiled.headers_only
+    }
+
+    /// Whether the module speaks http-wasm rather than proxy-wasm.
+    pub fn is_http_wasm(&self) -> bool {
+        self.compiled.abi == state::AbiVersion::HttpWasm
+    }
+
+    /// Which bodies an http-wasm filter wants whole: a bit set of
+    /// `httpwasm::BUFFER_REQUEST` and `BUFFER_RESPONSE` (none for proxy-wasm).
+    pub(crate) fn buffers(&self) -> u32 {
+        self.http_features
     }
 
     fn http_caller(&self) -> Option<Arc<dyn HttpCaller>> {

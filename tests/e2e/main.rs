@@ -24,6 +24,7 @@ mod filters_redis_calls;
 mod grpc;
 mod grpc_callouts;
 mod http3;
+mod httpwasm;
 mod inproc;
 mod integrity;
 mod l4;

@@ -344,3 +344,33 @@ cases:
         .collect();
     assert_eq!(wrong, ["would_deny: expected no reply, got 403"]);
 }
+
+#[tokio::test]
+async fn an_http_wasm_module_runs_in_the_kit_with_its_bodies() {
+    let guest = crate::wasm::tests::httpwasm::guest_wasm();
+    let deny = load(
+        Filter::wasm_bytes(guest)
+            .name("tk-hw-deny")
+            .config(r#"{"mode":"deny"}"#)
+            .callback_timeout(Duration::from_secs(5)),
+    );
+    let out = run(&deny, Request::get("/")).await;
+    assert!(out.local && out.upstream_request.is_none(), "{out}");
+    assert_eq!(out.response.status, 403);
+    assert_eq!(&out.response.body[..], b"denied by http-wasm\n");
+    let body = load(
+        Filter::wasm_bytes(guest)
+            .name("tk-hw-body")
+            .config(r#"{"mode":"body"}"#)
+            .callback_timeout(Duration::from_secs(5)),
+    );
+    let out = body
+        .run_async(
+            &Request::post("/", "a cat"),
+            &UpstreamResponse::ok().body("from upstream"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    assert_eq!(&forwarded(&out).body[..], b"a dog");
+    assert_eq!(&out.response.body[..], b"FROM UPSTREAM");
+}

@@ -91,6 +91,9 @@ pub struct HttpFilters {
     finished: bool,
     /// Some filter has body or trailer callbacks (is not headers-only).
     bodies: bool,
+    /// Which bodies some http-wasm filter of the chain wants whole (`httpwasm`'s
+    /// `BUFFER_*` bits).
+    buffers: u32,
     /// The request is a gRPC call: a filter's local reply is shaped as one.
     grpc: bool,
     /// What the running shadow filter's callback may change, as it was before. Boxed:
@@ -127,6 +130,11 @@ fn take_sample() -> bool {
 impl HttpFilters {
     /// Starts a stream through `plugins` (the route's chain, in order).
     pub fn new(plugins: &[Arc<Plugin>], info: StreamInfo) -> Self {
+        let (mut bodies, mut buffers) = (false, 0);
+        for p in plugins {
+            bodies |= !p.headers_only();
+            buffers |= p.buffers();
+        }
         let entries = plugins
             .iter()
             .map(|p| Entry {
@@ -151,7 +159,8 @@ impl HttpFilters {
         io.started = Some(std::time::SystemTime::now());
         Self {
             seen: entries.len(),
-            bodies: plugins.iter().any(|p| !p.headers_only()),
+            bodies,
+            buffers,
             entries,
             io,
             finished: false,
@@ -169,6 +178,7 @@ impl HttpFilters {
     pub fn run_instead(&mut self, i: usize, plugin: Arc<Plugin>) {
         if let Some(e) = self.entries.get_mut(i) {
             self.bodies |= !plugin.headers_only();
+            self.buffers |= plugin.buffers();
             e.plugin = plugin;
         }
     }
@@ -207,6 +217,42 @@ impl HttpFilters {
     /// none does, bodies may stream past the chain untouched.
     pub fn takes_bodies(&self) -> bool {
         self.bodies
+    }
+
+    /// Whether an http-wasm filter of the chain reads the whole request body: the
+    /// proxy then collects it before the request phase ([`HttpFilters::set_request_body`]).
+    pub fn buffers_request(&self) -> bool {
+        self.buffers & super::httpwasm::BUFFER_REQUEST != 0
+    }
+
+    /// Whether an http-wasm filter of the chain reads the whole response body: the
+    /// proxy then collects it before the response phase.
+    pub fn buffers_response(&self) -> bool {
+        self.buffers & super::httpwasm::BUFFER_RESPONSE != 0
+    }
+
+    /// The whole request body, collected for the chain's http-wasm filters; before
+    /// [`HttpFilters::request_headers`].
+    pub fn set_request_body(&mut self, body: Bytes) {
+        super::httpwasm::set_request_body(&mut self.io, body);
+    }
+
+    /// The request body to send on after the request phase (the collected one, as a
+    /// filter may have rewritten it), and whether a filter changed it.
+    pub fn take_request_body(&mut self) -> Option<(Bytes, bool)> {
+        super::httpwasm::take_request_body(&mut self.io)
+    }
+
+    /// The whole response body, collected for the chain's http-wasm filters; before
+    /// [`HttpFilters::response_headers`].
+    pub fn set_response_body(&mut self, body: Bytes) {
+        super::httpwasm::set_response_body(&mut self.io, body);
+    }
+
+    /// The response body to send on after the response phase, and whether a filter
+    /// changed it.
+    pub fn take_response_body(&mut self) -> Option<(Bytes, bool)> {
+        super::httpwasm::take_response_body(&mut self.io)
     }
 
     /// Shares the chain between the driver and the body wrappers
@@ -264,6 +310,7 @@ impl HttpFilters {
     ) -> Decision {
         let empty = http::Response::new(()).into_parts().0;
         self.io.response = Some(std::mem::replace(head, empty));
+        super::httpwasm::response_arrived(&mut self.io);
         let d = self
             .response_walk(Phase::ResponseHeaders, end_of_stream)
             .await;
@@ -646,6 +693,7 @@ impl Drop for HttpFilters {
             io: std::mem::take(&mut self.io),
             seen: self.seen,
             bodies: self.bodies,
+            buffers: self.buffers,
             grpc: self.grpc,
             saved: None,
             request_id: self.request_id.take(),

@@ -14,7 +14,7 @@ use wasmtime::{
 
 use super::disk_cache::{self, DiskCache};
 use super::state::{AbiVersion, HostState, Status};
-use super::{abi, wasi};
+use super::{abi, httpwasm, wasi};
 
 /// How often the epoch advances: the granularity of callback deadlines and of the
 /// yields that let a long callback share its worker.
@@ -94,6 +94,7 @@ fn make() -> Result<Shared, String> {
     };
     let mut linker = Linker::new(&engine);
     abi::link(&mut linker).map_err(|e| format!("wasm linker: {e}"))?;
+    httpwasm::link(&mut linker).map_err(|e| format!("wasm linker: {e}"))?;
     wasi::link(&mut linker).map_err(|e| format!("wasm linker: {e}"))?;
     let weak = engine.weak();
     std::thread::Builder::new()
@@ -207,11 +208,21 @@ impl Shared {
         origin: ModuleOrigin,
         digest: [u8; 32],
     ) -> Result<Compiled, String> {
-        let abi = abi_version(&module)?;
+        let http_wasm = module
+            .imports()
+            .any(|i| i.module() == httpwasm::IMPORT_MODULE);
+        let abi = if http_wasm {
+            AbiVersion::HttpWasm
+        } else {
+            abi_version(&module)?
+        };
         refuse_unsupported(&module)?;
-        let headers_only = module
-            .exports()
-            .any(|e| e.name() == HEADERS_ONLY && matches!(e.ty(), ExternType::Func(_)));
+        // To the chain an http-wasm filter is headers-only: it never enters the
+        // guest for body or trailer phases (bodies are collected whole for it).
+        let headers_only = http_wasm
+            || module
+                .exports()
+                .any(|e| e.name() == HEADERS_ONLY && matches!(e.ty(), ExternType::Func(_)));
         let pre = self.link(&module)?;
         Ok(Compiled {
             pre,
@@ -310,7 +321,9 @@ fn abi_version(module: &Module) -> Result<AbiVersion, String> {
             "unsupported proxy-wasm ABI: the module exports {name}; Portcullis hosts \
              proxy_abi_version_0_1_0, 0_2_0, 0_2_1 and 0_2_100 (Higress)"
         ),
-        None => "not a proxy-wasm module: it exports no proxy_abi_version_* function".into(),
+        None => "not a proxy-wasm module: it exports no proxy_abi_version_* function (nor \
+                 an http-wasm module: it imports nothing from http_handler)"
+            .into(),
     })
 }
 

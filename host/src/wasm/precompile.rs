@@ -71,6 +71,7 @@ fn compile_one(shared: &Shared, disk: &DiskCache, bytes: &[u8]) -> Result<String
         AbiVersion::V0_2_0 => "0.2.0",
         AbiVersion::V0_2_1 => "0.2.1",
         AbiVersion::V0_2_100 => "0.2.100 (Higress)",
+        AbiVersion::HttpWasm => "http-wasm (http_handler)",
     };
     let path = match origin {
         ModuleOrigin::DiskCache => {

@@ -54,6 +54,9 @@ pub enum AbiVersion {
     /// `proxy_abi_version_0_2_100`: Higress's variant, 0.2.1 plus host functions of
     /// its own (docs/filters-abi.md says which are offered).
     V0_2_100,
+    /// Not proxy-wasm: the module imports `http_handler`, the http-wasm ABI
+    /// (`super::httpwasm`).
+    HttpWasm,
 }
 
 /// A response a filter asked the host to send instead of going on.
@@ -227,6 +230,8 @@ pub(crate) struct StreamIo {
     pub response_head_bytes: u64,
     /// Why a filter answered locally (its `send_local_response` details).
     pub code_details: Option<String>,
+    /// What the stream's http-wasm filters keep between calls; made by the first.
+    pub httpwasm: Option<Box<super::httpwasm::Pending>>,
 }
 
 /// The store data of one VM.
@@ -288,6 +293,8 @@ pub(crate) struct HostState {
     pub header_names: super::abi::headers::NameCache,
     /// The host extensions `proxy_call_foreign_function` reaches.
     pub extensions: super::Extensions,
+    /// The http-wasm features the guest enabled (`enable_features`).
+    pub http_features: u32,
 }
 
 impl HostState {

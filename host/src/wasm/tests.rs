@@ -5,6 +5,7 @@ mod abi;
 mod abi_versions;
 mod attributes;
 mod chain;
+pub(crate) mod httpwasm;
 mod limits;
 mod shadow;
 // One recipe for building the test filters, shared with the e2e tests and benches.

@@ -115,6 +115,9 @@ pub(crate) struct Callbacks {
     pub finish: F1,
     /// Higress's: a Redis reply (`proxy_on_redis_call_response`).
     pub on_redis_call_response: F4,
+    /// http-wasm's two exports (`super::httpwasm`); `None` in a proxy-wasm module.
+    pub handle_request: Option<TypedFunc<(), u64>>,
+    pub handle_response: F2,
 }
 
 impl Callbacks {
@@ -152,6 +155,8 @@ impl Callbacks {
                 .get_typed_func(&mut *store, super::fuse::FINISH)
                 .ok(),
             on_redis_call_response: f!("proxy_on_redis_call_response"),
+            handle_request: f!("handle_request"),
+            handle_response: f!("handle_response"),
         };
         if headers_only {
             // Defaults that return Continue / true without a host call: entering the
@@ -178,6 +183,9 @@ pub(crate) struct Vm {
     cb: Callbacks,
     /// The tick budget of one callback.
     ticks: u64,
+    /// The module speaks http-wasm: its header phases are `handle_request` and
+    /// `handle_response`.
+    pub http_wasm: bool,
 }
 
 impl Vm {
@@ -220,6 +228,7 @@ impl Vm {
             header_names: Default::default(),
             on_fiber: spec.on_fiber,
             extensions: spec.extensions.clone(),
+            http_features: 0,
         };
         let mut store = Store::new(compiled.pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -260,16 +269,22 @@ impl Vm {
             .get_typed_func::<u32, u32>(&mut store, "proxy_on_memory_allocate")
             .or_else(|_| instance.get_typed_func::<u32, u32>(&mut store, "malloc"))
             .ok();
-        if store.data().malloc.is_none() {
+        let http_wasm = compiled.abi == super::state::AbiVersion::HttpWasm;
+        // An http-wasm host writes only into buffers the guest hands it.
+        if store.data().malloc.is_none() && !http_wasm {
             return Err("the module exports neither proxy_on_memory_allocate nor malloc".into());
         }
         let cb = Callbacks::find(&instance, &mut store, compiled.headers_only);
+        if http_wasm && cb.handle_request.is_none() {
+            return Err("the http-wasm module exports no handle_request".into());
+        }
         // Starting a VM (compiling caches, parsing config) may legitimately take
         // longer than a request callback; it is still bounded.
         let mut vm = Vm {
             store,
             cb,
             ticks: 0,
+            http_wasm,
         };
         vm.set_timeout(start);
         // Reactors export _initialize; commands (TinyGo) export _start.

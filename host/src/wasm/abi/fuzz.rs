@@ -98,6 +98,7 @@ fn stream() -> HostState {
         on_fiber: false,
         header_names: Default::default(),
         extensions: Default::default(),
+        http_features: 0,
     }
 }
 

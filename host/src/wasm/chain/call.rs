@@ -77,6 +77,21 @@ macro_rules! callback {
             (Some(r), _) => r,
             (None, Err(f)) => Err(f),
             (None, Ok(())) => match $phase {
+                Phase::RequestHeaders if vm.http_wasm => {
+                    crate::wasm::httpwasm::before_call(io);
+                    let r = $how!(vm, io, ctx, |c| &c.handle_request, ());
+                    r.map(|v| {
+                        v.map(|v| {
+                            $e.ctx = crate::wasm::httpwasm::request_context(v);
+                            crate::wasm::httpwasm::request_handled(io, v)
+                        })
+                    })
+                }
+                Phase::ResponseHeaders if vm.http_wasm => {
+                    crate::wasm::httpwasm::before_call(io);
+                    let args = (ctx, crate::wasm::httpwasm::is_error(io));
+                    $how!(vm, io, ctx, |c| &c.handle_response, args).map(|v| v.map(|()| 0))
+                }
                 Phase::RequestHeaders => {
                     $how!(vm, io, ctx, |c| &c.on_request_headers, (ctx, n, eos))
                 }

@@ -44,6 +44,9 @@ pub(super) enum Saved {
     Body(BodyBuf),
     /// Nothing to put back.
     Nothing,
+    /// An http-wasm filter's: the above, and what the stream kept for http-wasm
+    /// filters (response headers set before the response, bodies collected whole).
+    HttpWasm(Box<Saved>, Option<Box<crate::wasm::httpwasm::Pending>>),
 }
 
 /// What a shadow filter would have done to a request, as the test kit reports it.
@@ -90,7 +93,11 @@ impl HttpFilters {
             Phase::ResponseTrailers => io.response_trailers.clone().map(Saved::ResponseTrailers),
             Phase::RequestBody | Phase::ResponseBody => None,
         };
-        self.saved = Some(Box::new(saved.unwrap_or(Saved::Nothing)));
+        let mut saved = saved.unwrap_or(Saved::Nothing);
+        if self.entries[i].plugin.is_http_wasm() {
+            saved = Saved::HttpWasm(Box::new(saved), io.httpwasm.clone());
+        }
+        self.saved = Some(Box::new(saved));
         if let (Phase::RequestHeaders, Some(r)) = (phase, io.request.as_ref()) {
             // Kept for the log lines of the later phases, when the head has gone on.
             self.request_id = r.headers.get("x-request-id").cloned();
@@ -103,28 +110,34 @@ impl HttpFilters {
     pub(super) fn shadow_settle(&mut self, i: usize, step: Step) -> Step {
         let mut modified = false;
         let io = &mut self.io;
-        match self.saved.take().map_or(Saved::Nothing, |s| *s) {
+        let mut saved = self.saved.take().map_or(Saved::Nothing, |s| *s);
+        if let Saved::HttpWasm(inner, pending) = saved {
+            let now = std::mem::replace(&mut io.httpwasm, pending);
+            modified = crate::wasm::httpwasm::differs(now.as_deref(), io.httpwasm.as_deref());
+            saved = *inner;
+        }
+        match saved {
             Saved::Request(method, uri, headers) => {
                 if let Some(r) = io.request.as_mut() {
-                    modified = r.method != method || r.uri != uri || r.headers != headers;
+                    modified |= r.method != method || r.uri != uri || r.headers != headers;
                     (r.method, r.uri, r.headers) = (method, uri, headers);
                 }
             }
             Saved::Response(status, headers) => {
                 if let Some(r) = io.response.as_mut() {
-                    modified = r.status != status || r.headers != headers;
+                    modified |= r.status != status || r.headers != headers;
                     (r.status, r.headers) = (status, headers);
                 }
             }
             Saved::RequestTrailers(t) => {
-                modified = io.request_trailers.as_ref() != Some(&t);
+                modified |= io.request_trailers.as_ref() != Some(&t);
                 io.request_trailers = Some(t);
             }
             Saved::ResponseTrailers(t) => {
-                modified = io.response_trailers.as_ref() != Some(&t);
+                modified |= io.response_trailers.as_ref() != Some(&t);
                 io.response_trailers = Some(t);
             }
-            Saved::Body(_) | Saved::Nothing => {}
+            Saved::Body(_) | Saved::Nothing | Saved::HttpWasm(..) => {}
         }
         if modified {
             self.shadow_modified(i);
