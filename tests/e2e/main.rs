@@ -15,6 +15,7 @@ mod echo;
 mod etcd;
 mod etcd_fleet;
 mod examples;
+mod filter_debug;
 mod filters_builtin;
 mod filters_check;
 mod filters_ratelimit;
