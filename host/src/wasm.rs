@@ -24,6 +24,7 @@ mod metrics;
 pub mod precompile;
 mod shared;
 mod state;
+pub(crate) mod trace;
 mod vm;
 mod wasi;
 mod worker;

@@ -237,7 +237,7 @@ async fn rust_template_builds_and_filters() {
 
 /// The WAT example's filter, plus a log line and a counter per request: what a spec's
 /// `logs_contain` and `metrics_delta` check. Portcullis loads the text as it is.
-const LOGGING_WAT: &str = r#"(module
+pub(crate) const LOGGING_WAT: &str = r#"(module
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))

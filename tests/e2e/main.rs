@@ -16,6 +16,7 @@ mod etcd;
 mod etcd_fleet;
 mod examples;
 mod filter_debug;
+mod filter_trace;
 mod filters_builtin;
 mod filters_check;
 mod filters_ratelimit;
