@@ -220,7 +220,10 @@ impl Filter {
             match (&self.bytes, &self.config.source) {
                 (Some(bytes), _) => runtime.plugin_from_bytes(&self.config, bytes),
                 (None, FilterSource::Wasm(path)) => match std::fs::read(path) {
-                    Ok(bytes) => runtime.plugin_from_bytes(&self.config, &bytes),
+                    // A `sha256:` pin holds here as in the proxy.
+                    Ok(bytes) => crate::integrity::check(&self.config, path, &bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| runtime.plugin_from_bytes(&self.config, &bytes)),
                     Err(e) => {
                         return Err(TestkitError::Read {
                             path: path.clone(),
