@@ -11,20 +11,20 @@ const TOKEN: &str = "operator-5d1c7e0a9b3f2468";
 const VIEWER: &str = "viewer-2b9e4f7a1c6d3058";
 
 fn conf() -> ConfDir {
-    let conf = ConfDir::with(&format!(
+    let conf = ConfDir::with(
         "admin:
   address: 127.0.0.1:0
   tokens:
-    - {{ name: ops, role: operator, token_file: secrets/op.token }}
-    - {{ name: eyes, role: viewer, token_file: secrets/viewer.token }}
-listeners: [{{ name: web, address: 127.0.0.1:0 }}]
+    - { name: ops, role: operator, token_file: secrets/op.token }
+    - { name: eyes, role: viewer, token_file: secrets/viewer.token }
+listeners: [{ name: web, address: 127.0.0.1:0 }]
 routes:
-  - {{ name: traced, match: {{ path_prefix: /t }}, filters: [wat], upstream: echo@internal }}
-  - {{ name: other, match: {{ path_prefix: /o }}, filters: [wat], upstream: echo@internal }}
+  - { name: traced, match: { path_prefix: /t }, filters: [wat], upstream: echo@internal }
+  - { name: other, match: { path_prefix: /o }, filters: [wat], upstream: echo@internal }
 filters:
-  - {{ name: wat, wasm: filter.wat }}
-"
-    ));
+  - { name: wat, wasm: filter.wat }
+",
+    );
     conf.write("filter.wat", LOGGING_WAT);
     conf.write("secrets/op.token", format!("{TOKEN}\n"));
     conf.write("secrets/viewer.token", format!("{VIEWER}\n"));
