@@ -33,6 +33,15 @@ filters:
     )
 }
 
+/// How many requests of entry `v1` on route `r` ran version `v`, by `metrics`.
+fn requests_of(metrics: &str, v: &str) -> u64 {
+    let labels = format!("filter=\"v1\",route=\"r\",version=\"{v}\"");
+    sample(
+        metrics,
+        &format!("portcullis_filter_canary_requests_total{{{labels}}}"),
+    )
+}
+
 /// The `x-version` the upstream got, or why there is none.
 async fn version(client: &reqwest::Client, url: &str) -> Result<String, String> {
     version_with(client, url, &[]).await
@@ -91,13 +100,7 @@ async fn a_five_percent_canary_gets_five_percent_and_a_reload_to_all_fails_nothi
         share * 100.0
     );
     let metrics = proxy.metrics().await;
-    let series = |v: &str| {
-        let labels = format!("filter=\"v1\",route=\"r\",version=\"{v}\"");
-        sample(
-            &metrics,
-            &format!("portcullis_filter_canary_requests_total{{{labels}}}"),
-        )
-    };
+    let series = |v: &str| requests_of(&metrics, v);
     assert_eq!((series("v1"), series("v2")), (N - v2, v2), "{metrics}");
 
     // Under load, the canary goes to 100%: no request may fail on the way.
@@ -165,12 +168,6 @@ async fn a_canary_by_header_or_cookie_takes_exactly_the_requests_that_carry_it()
         }
     }
     let metrics = proxy.metrics().await;
-    let series = |v: &str| {
-        let labels = format!("filter=\"v1\",route=\"r\",version=\"{v}\"");
-        sample(
-            &metrics,
-            &format!("portcullis_filter_canary_requests_total{{{labels}}}"),
-        )
-    };
+    let series = |v: &str| requests_of(&metrics, v);
     assert_eq!((series("v1"), series("v2")), (30, 30), "{metrics}");
 }

@@ -123,7 +123,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             c.data_mut().last_error_log = Some(msg.to_string());
         }
         Status::Ok.into()
-    },)?;
+    })?;
     host!(l, "proxy_get_log_level", |mut c: C<'_>, ret: u32| -> i32 {
         use tracing::level_filters::LevelFilter;
         let level = match LevelFilter::current() {
@@ -136,7 +136,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         };
         s!(write_u32(&mut c, ret, level));
         Status::Ok.into()
-    },)?;
+    })?;
     host!(l, "proxy_get_current_time_nanoseconds", |mut c: C<'_>,
                                                     ret: u32|
      -> i32 {
@@ -145,14 +145,14 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             .map_or(0, |d| d.as_nanos() as u64);
         s!(memory::write(&mut c, ret, &now.to_le_bytes()));
         Status::Ok.into()
-    },)?;
+    })?;
     host!(l, "proxy_set_tick_period_milliseconds", |mut c: C<'_>,
                                                     ms: u32|
      -> i32 {
         c.data_mut().tick_period = (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
         c.data().signal.notify.notify_one();
         Status::Ok.into()
-    },)?;
+    })?;
     host!(
         l,
         "proxy_set_effective_context", // Host calls act on the stream whose callback runs (its data is in the store),
@@ -179,7 +179,7 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         let v = s!(read(&c, vp, vn));
         let path = s!(view(&c, p, n)).to_vec();
         properties::set(c.data_mut(), &path, v).into()
-    },)?;
+    })?;
     host!(
         l,
         "proxy_call_foreign_function",
@@ -272,7 +272,7 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             return Status::BadArgument.into();
         };
         headers::set_pairs(c.data_mut(), ty, pairs).into()
-    },)?;
+    })?;
     host!(
         l,
         "proxy_get_header_map_value",
@@ -383,7 +383,7 @@ fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         let end = start.saturating_add(size as usize).min(buf.len());
         buf.splice(start..end, data);
         Status::Ok.into()
-    },)?;
+    })?;
     Ok(())
 }
 
@@ -393,7 +393,7 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
      -> i32 {
         c.data_mut().io.resumed = true;
         Status::Ok.into()
-    },)?;
+    })?;
     host!(l, "proxy_close_stream", |mut c: C<'_>, _ty: u32| -> i32 {
         let io = &mut c.data_mut().io;
         io.closed = true;
@@ -408,7 +408,7 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             });
         }
         Status::Ok.into()
-    },)?;
+    })?;
     // 0.1.0 names for the same thing.
     for name in ["proxy_continue_request", "proxy_continue_response"] {
         host!(l, name, |mut c: C<'_>| -> i32 {
@@ -443,7 +443,7 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             grpc_status: grpc,
         });
         Status::Ok.into()
-    },)?;
+    })?;
     host!(l, "proxy_http_call", |mut c: C<'_>,
                                  up: u32,
                                  un: u32,
@@ -481,7 +481,7 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         });
         s!(write_u32(&mut c, rt, token));
         Status::Ok.into()
-    },)?;
+    })?;
     host!(
         l,
         "proxy_get_status",
@@ -527,7 +527,7 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         let key = s!(read_str(&c, kp, kn));
         let v = s!(read(&c, vp, vn));
         shared::set(&key, v, cas).into()
-    },)?;
+    })?;
     host!(l, "proxy_register_shared_queue", |mut c: C<'_>,
                                              np: u32,
                                              nn: u32,
@@ -537,7 +537,7 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         let id = shared::register(&name, std::sync::Arc::downgrade(&c.data().signal));
         s!(write_u32(&mut c, rt, id));
         Status::Ok.into()
-    },)?;
+    })?;
     host!(l, "proxy_resolve_shared_queue", |mut c: C<'_>,
                                             _vp: u32,
                                             _vn: u32,
@@ -551,7 +551,7 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         };
         s!(write_u32(&mut c, rt, id));
         Status::Ok.into()
-    },)?;
+    })?;
     host!(l, "proxy_enqueue_shared_queue", |c: C<'_>,
                                             id: u32,
                                             vp: u32,
@@ -559,7 +559,7 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
      -> i32 {
         let v = s!(read(&c, vp, vn));
         shared::enqueue(id, v).into()
-    },)?;
+    })?;
     host!(
         l,
         "proxy_dequeue_shared_queue",
@@ -600,19 +600,19 @@ fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         let id = metrics::define(&c.data().plugin_name, &name, kind);
         s!(write_u32(&mut c, rt, id));
         Status::Ok.into()
-    },)?;
+    })?;
     host!(l, "proxy_increment_metric", |_: C<'_>,
                                         id: u32,
                                         delta: i64|
      -> i32 {
         found(metrics::add(id, delta))
-    },)?;
+    })?;
     host!(l, "proxy_record_metric", |_: C<'_>,
                                      id: u32,
                                      v: u64|
      -> i32 {
         found(metrics::record(id, v))
-    },)?;
+    })?;
     host!(l, "proxy_get_metric", |mut c: C<'_>,
                                   id: u32,
                                   rt: u32|
@@ -622,7 +622,7 @@ fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         };
         s!(memory::write(&mut c, rt, &(v as u64).to_le_bytes()));
         Status::Ok.into()
-    },)?;
+    })?;
     Ok(())
 }
 

@@ -39,7 +39,7 @@ pub(super) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             timeout,
         };
         start(&mut c, target, kind, None, rt).into()
-    },)?;
+    })?;
     host!(l, "proxy_grpc_stream", |mut c: C<'_>,
                                    up: u32,
                                    un: u32,
@@ -54,7 +54,7 @@ pub(super) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         let target = s!(target(&c, [up, un, sp, sn, mp, mn, hp, hn]));
         let (tx, outgoing) = mpsc::unbounded_channel();
         start(&mut c, target, Kind::Stream { outgoing }, Some(tx), rt).into()
-    },)?;
+    })?;
     host!(l, "proxy_grpc_send", |mut c: C<'_>,
                                  token: u32,
                                  mp: u32,
@@ -78,10 +78,10 @@ pub(super) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             h.outgoing = None;
         }
         Status::Ok.into()
-    },)?;
+    })?;
     host!(l, "proxy_grpc_cancel", |mut c: C<'_>, token: u32| -> i32 {
         cancel(c.data_mut(), token).into()
-    },)?;
+    })?;
     host!(l, "proxy_grpc_close", |mut c: C<'_>, token: u32| -> i32 {
         let st = c.data_mut();
         match st.grpc.get_mut(&token) {
@@ -94,7 +94,7 @@ pub(super) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             // Closing a call cancels it.
             Some(_) => cancel(st, token).into(),
         }
-    },)?;
+    })?;
     Ok(())
 }
 
