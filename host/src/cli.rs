@@ -126,7 +126,7 @@ struct FilterTestArgs {
     #[arg(long, short)]
     verbose: bool,
     /// Compile the filter with its debug info for a debugger, without callback
-    /// deadlines: `gdb -ex 'set breakpoint pending on' -ex 'break lib.rs:42' -ex run
+    /// deadlines: `gdb -ex 'set breakpoint pending on' -ex 'break src/lib.rs:42' -ex run
     /// --args portcullis filter-test --debug SPEC.yaml` stops on the filter's own
     /// source line (see docs/writing-filters.md, "Debugging a filter").
     #[arg(long)]

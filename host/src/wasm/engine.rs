@@ -87,11 +87,11 @@ static DEBUG: AtomicBool = AtomicBool::new(false);
 /// source lines. Fails when the engine already exists. Never called by `portcullis
 /// run`: the proxy's engine pays nothing for it.
 pub fn debug_engine() -> Result<(), String> {
-    DEBUG.store(true, Ordering::Relaxed);
-    match SHARED.get() {
-        None => Ok(()),
-        Some(_) => Err("the wasm engine was made before debugging was asked for".into()),
+    if SHARED.get().is_some() {
+        return Err("the wasm engine was made before debugging was asked for".into());
     }
+    DEBUG.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 /// The process's engine, made on first use (with its ticker thread).
