@@ -1,7 +1,7 @@
 //! The admin listener: `GET /ready`, `GET /live`, `GET /status`, `GET /metrics`, the
-//! dashboard (`GET /` and its data, `GET /dashboard.json`), and `POST /reload` when
-//! `admin.reload: true`. It runs on its own thread and runtime, so a busy worker never
-//! delays a health check.
+//! dashboard (`GET /` and its data, `GET /dashboard.json`), `POST /reload` when
+//! `admin.reload: true`, and `POST /filters/trace` (a log of one route's ABI calls).
+//! It runs on its own thread and runtime, so a busy worker never delays a health check.
 //!
 //! Every request passes [`auth`] before the router: an endpoint added to [`route`] is
 //! covered by the tokens' roles without a line of its own (reading needs `viewer`,
@@ -12,6 +12,7 @@ pub mod auth;
 mod dashboard;
 pub mod redact;
 mod status;
+mod trace;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -193,12 +194,15 @@ async fn route(app: &Arc<App>, req: http::Request<hyper::body::Incoming>) -> Adm
             resp
         }
         (&Method::POST, "/reload") => reload(app).await,
-        (_, "/" | "/dashboard.json" | "/ready" | "/live" | "/status" | "/metrics" | "/reload") => {
-            text(
-                http::StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed\n".into(),
-            )
-        }
+        (&Method::POST, "/filters/trace") => trace::arm(app, req.uri().query().unwrap_or("")),
+        (
+            _,
+            "/" | "/dashboard.json" | "/ready" | "/live" | "/status" | "/metrics" | "/reload"
+            | "/filters/trace",
+        ) => text(
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        ),
         _ => text(http::StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

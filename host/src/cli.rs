@@ -125,6 +125,12 @@ struct FilterTestArgs {
     /// Print every case's outcome and the filter's log lines, not only failures'.
     #[arg(long, short)]
     verbose: bool,
+    /// Compile the filter with its debug info for a debugger, without callback
+    /// deadlines: `gdb -ex 'set breakpoint pending on' -ex 'break src/lib.rs:42' -ex run
+    /// --args portcullis filter-test --debug SPEC.yaml` stops on the filter's own
+    /// source line (see docs/writing-filters.md, "Debugging a filter").
+    #[arg(long)]
+    debug: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,8 +151,13 @@ pub fn main() -> ExitCode {
         }
         Some(Command::FilterTest(args)) => {
             init_tracing(LogFormat::Plain, "warn");
-            let verdict = crate::testkit::run_files(&args.specs, args.verbose);
-            Ok(ExitCode::from(verdict.code()))
+            match args.debug.then(crate::testkit::debug).transpose() {
+                Ok(_) => {
+                    let verdict = crate::testkit::run_files(&args.specs, args.verbose);
+                    Ok(ExitCode::from(verdict.code()))
+                }
+                Err(e) => Err(anyhow::Error::msg(e)),
+            }
         }
         Some(Command::Compile(args)) => {
             init_tracing(LogFormat::Plain, "warn");

@@ -200,13 +200,17 @@ where
     if !route.shadow.is_empty() {
         filters.set_shadow(&route.shadow);
     }
-    for (i, canary, weight) in &route.canaries {
-        let chosen = rand::random_range(0..100) < *weight;
-        let entry = &route.filters[*i].config.name;
-        let version = if chosen { &canary.config.name } else { entry };
+    for canary in &route.canaries {
+        let chosen = canary.runs(&head.headers);
+        let entry = &route.filters[canary.at].config.name;
+        let version = if chosen {
+            &canary.plugin.config.name
+        } else {
+            entry
+        };
         crate::metrics::global().canary_request(&route.name, entry, version);
         if chosen {
-            filters.run_instead(*i, canary.clone());
+            filters.run_instead(canary.at, canary.plugin.clone());
         }
     }
     filters.set_upstream_and_peer(route.upstream_name.clone(), conn.client_subject.clone());

@@ -65,6 +65,37 @@ fn build_plugins(
     plugins
 }
 
+/// A chain entry's canary version, as a request draws it ([`RouteCanary::runs`]).
+pub struct RouteCanary {
+    /// The entry's index in the chain.
+    pub at: usize,
+    /// The filter run instead.
+    pub plugin: Arc<Plugin>,
+    /// The share of the requests that did not opt in (percent).
+    pub weight: u32,
+    /// A request with this header value opts in.
+    pub header: Option<(http::HeaderName, String)>,
+    /// A request with this cookie value opts in.
+    pub cookie: Option<(String, String)>,
+}
+
+impl RouteCanary {
+    /// Whether a request with `headers` runs the canary: it opts in by header or
+    /// cookie, or else draws it with the weight.
+    pub fn runs(&self, headers: &http::HeaderMap) -> bool {
+        let by_header = self.header.as_ref().is_some_and(|(name, value)| {
+            headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.as_bytes() == value.as_bytes())
+        });
+        let by_cookie = self.cookie.as_ref().is_some_and(|(name, value)| {
+            crate::upstream::balance::cookie(headers, name) == Some(value.as_str())
+        });
+        by_header || by_cookie || (self.weight > 0 && rand::random_range(0..100) < self.weight)
+    }
+}
+
 /// A route resolved against its snapshot: everything serving a request needs. `U` is
 /// where its requests go: a [`RouteUpstream`] when serving; the test kit's routes
 /// answer with what the test describes.
@@ -76,9 +107,8 @@ pub struct Route<U = RouteUpstream> {
     /// Which of `filters` run in shadow mode (recorded, not enforced), by index; empty
     /// when none does. Shorter than `filters` when the last ones do not.
     pub shadow: Vec<bool>,
-    /// Chain entries with a canary version: the entry's index, the canary's filter,
-    /// and the share of requests (percent) it runs on instead.
-    pub canaries: Vec<(usize, Arc<Plugin>, u32)>,
+    /// Chain entries with a canary version.
+    pub canaries: Vec<RouteCanary>,
     /// Where requests go.
     pub upstream: U,
     /// `upstream`'s name, as filters read it (`cluster_name`): made once here, not
@@ -259,7 +289,13 @@ impl Snapshot {
                     // A filter missing here already has its error.
                     let at = rc.filters.iter().position(|f| *f == c.filter)?;
                     let canary = plugins.get(&c.canary)?;
-                    (at < filters.len()).then(|| (at, canary.clone(), c.weight))
+                    (at < filters.len()).then(|| RouteCanary {
+                        at,
+                        plugin: canary.clone(),
+                        weight: c.weight,
+                        header: c.header.clone(),
+                        cookie: c.cookie.clone(),
+                    })
                 })
                 .collect();
             let upstream = destination(&rc.upstream, &upstreams, |name, field| {

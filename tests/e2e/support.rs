@@ -585,3 +585,11 @@ pub fn h2_client() -> reqwest::Client {
         .build()
         .unwrap_or_else(|e| panic!("cannot build an h2 client: {e}"))
 }
+
+/// The repository's root (host/ is the package; the repository is its parent).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}

@@ -486,16 +486,20 @@ pub const ECHO_UPSTREAM: &str = "echo@internal";
 /// default, and three times the 20 s ping interval of common WebSocket libraries.
 pub const UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A chain entry's canary: `canary` runs instead of `filter` on `weight`% of the
-/// route's requests, drawn per request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A chain entry's canary: `canary` runs instead of `filter` on the requests that
+/// opt in (by `header` or `cookie`) and on `weight`% of the others, drawn per request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FilterCanary {
     /// The entry's filter: the version in force.
     pub filter: String,
     /// The filter run instead on the canary's share.
     pub canary: String,
-    /// The share, in percent (0–100).
+    /// The share, in percent (0–100), of the requests that did not opt in.
     pub weight: u32,
+    /// A request with this header (one of its values exactly this) runs the canary.
+    pub header: Option<(http::HeaderName, String)>,
+    /// A request with this cookie (exactly this value) runs the canary.
+    pub cookie: Option<(String, String)>,
 }
 
 /// `filters[]`.

@@ -147,12 +147,11 @@ fn chain(cx: &mut Cx, field: &Field, trials: &mut Trials) -> Option<Vec<(String,
         if shadowed.flatten() == Some(true) {
             trials.shadow.push(name.clone());
         }
-        if let Some((canary, weight, line)) = canary {
-            trials.canary_refs.push((canary.clone(), line));
+        if let Some((canary, line)) = canary {
+            trials.canary_refs.push((canary.canary.clone(), line));
             trials.canaries.push(FilterCanary {
                 filter: name.clone(),
-                canary,
-                weight,
+                ..canary
             });
         }
         names.push((name, item.line));
@@ -160,9 +159,10 @@ fn chain(cx: &mut Cx, field: &Field, trials: &mut Trials) -> Option<Vec<(String,
     Some(names)
 }
 
-/// `canary: { filter: NEW, weight: N }` (N in percent): the name, the weight and the
-/// name's line.
-fn filter_canary(cx: &mut Cx, field: &Field, shadow: bool) -> Option<(String, u32, usize)> {
+/// `canary: { filter: NEW, weight: N, header: { name, value }, cookie: { name, value } }`
+/// (N in percent; at least one of the three): the canary (its `filter` left empty)
+/// and the line of NEW's name.
+fn filter_canary(cx: &mut Cx, field: &Field, shadow: bool) -> Option<(FilterCanary, usize)> {
     if shadow {
         field.error(cx, "give either shadow or canary, not both");
         return None;
@@ -171,12 +171,75 @@ fn filter_canary(cx: &mut Cx, field: &Field, shadow: bool) -> Option<(String, u3
     let name = f
         .require(cx, "filter")
         .and_then(|v| v.string(cx).map(|n| (n, v.line)));
-    let weight = f
-        .require(cx, "weight")
-        .and_then(|v| super::upstream::percent(cx, &v));
+    let weight = f.take("weight").map(|v| super::upstream::percent(cx, &v));
+    let header = f.take("header").map(|v| opt_in(cx, &v, OptIn::Header));
+    let cookie = f.take("cookie").map(|v| opt_in(cx, &v, OptIn::Cookie));
     f.finish(cx);
-    let (name, line) = name?;
-    Some((name, weight?, line))
+    if weight.is_none() && header.is_none() && cookie.is_none() {
+        field.error(
+            cx,
+            "needs a weight, a header or a cookie: which requests run the canary",
+        );
+        return None;
+    }
+    let (canary, line) = name?;
+    let weight = match weight {
+        None => 0,
+        Some(w) => w?,
+    };
+    let header = match header {
+        None => None,
+        // The name was checked by opt_in.
+        Some(h) => {
+            let (name, value) = h?;
+            Some((http::HeaderName::from_bytes(name.as_bytes()).ok()?, value))
+        }
+    };
+    let cookie = match cookie {
+        None => None,
+        Some(c) => Some(c?),
+    };
+    let canary = FilterCanary {
+        filter: String::new(),
+        canary,
+        weight,
+        header,
+        cookie,
+    };
+    Some((canary, line))
+}
+
+/// What a canary's `header` or `cookie` names.
+#[derive(Clone, Copy)]
+enum OptIn {
+    Header,
+    Cookie,
+}
+
+/// A canary's `header: { name, value }` or `cookie: { name, value }`, both checked.
+fn opt_in(cx: &mut Cx, field: &Field, kind: OptIn) -> Option<(String, String)> {
+    let mut f = Fields::new(cx, field)?;
+    let name = f.require(cx, "name");
+    let value = f.require(cx, "value");
+    f.finish(cx);
+    let (name_field, value_field) = (name?, value?);
+    let (name, value) = (name_field.string(cx), value_field.string(cx));
+    let (name, value) = (name?, value?);
+    match kind {
+        OptIn::Header if http::HeaderName::from_bytes(name.as_bytes()).is_err() => {
+            name_field.error(cx, format!("`{name}` is not a valid header name"));
+            None
+        }
+        OptIn::Header if http::HeaderValue::from_str(&value).is_err() => {
+            value_field.error(cx, format!("`{value}` is not a valid header value"));
+            None
+        }
+        OptIn::Cookie if !cookie_name_ok(&name) => {
+            name_field.error(cx, format!("`{name}` is not a cookie name"));
+            None
+        }
+        _ => Some((name, value)),
+    }
 }
 
 /// `upstream: NAME`, or `upstreams: [...]` (exactly one of them); every name goes to

@@ -6,6 +6,7 @@
 //!   name: path-guard
 //!   wasm: filter.wasm           # relative to this file
 //!   config: /admin
+//!   sha256: 9f86d0...           # optional: checked before the module is compiled
 //! shadow: false                 # optional: run it as a route's shadow filter; cases
 //!                               # then expect `would_deny: STATUS` / `would_modify`
 //! http_calls:                   # optional: answers to the filter's http_call, by upstream

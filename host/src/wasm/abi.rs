@@ -43,6 +43,36 @@ macro_rules! s {
     };
 }
 
+/// Links host function `$name` (module `env`), written as a closure taking the
+/// caller first, so that [`super::trace`] sees each call of a traced request: its
+/// arguments, result and time. Off, a call pays one test of the stream's trace.
+macro_rules! host {
+    ($l:ident, $name:expr, |mut $c:ident : C<'_> $(, $a:ident : $at:ty)*| -> $r:ty $body:block $(,)?) => {
+        host!(@wrap $l, $name, [mut $c], [$($a : $at),*], [-> $r], $body)
+    };
+    ($l:ident, $name:expr, |mut $c:ident : C<'_> $(, $a:ident : $at:ty)*| $body:expr $(,)?) => {
+        host!(@wrap $l, $name, [mut $c], [$($a : $at),*], [], $body)
+    };
+    ($l:ident, $name:expr, |$c:tt : C<'_> $(, $a:ident : $at:ty)*| -> $r:ty $body:block $(,)?) => {
+        host!(@wrap $l, $name, [$c], [$($a : $at),*], [-> $r], $body)
+    };
+    ($l:ident, $name:expr, |$c:tt : C<'_> $(, $a:ident : $at:ty)*| $body:expr $(,)?) => {
+        host!(@wrap $l, $name, [$c], [$($a : $at),*], [], $body)
+    };
+    (@wrap $l:ident, $name:expr, [$($c:tt)+], [$($a:ident : $at:ty),*], [$($ret:tt)*], $body:expr) => {{
+        let name: &'static str = $name;
+        $l.func_wrap("env", name, move |caller: C<'_> $(, $a: $at)*| {
+            let traced = crate::wasm::trace::Call::begin(caller.data());
+            #[allow(clippy::redundant_closure_call)]
+            let r = (|$($c)+: C<'_> $(, $a: $at)*| $($ret)* { $body })(caller $(, $a)*);
+            if let Some(call) = traced {
+                call.end(name, &[$(&$a as &dyn std::fmt::Display),*], &r);
+            }
+            r
+        })
+    }};
+}
+
 mod grpc;
 mod redis;
 
@@ -59,80 +89,81 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// The header carrying a request's id, which filters' log lines repeat.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_log",
-        |mut c: C<'_>, level: u32, ptr: u32, len: u32| -> i32 {
-            // The message is checked as Envoy does, but a line the log filter drops
-            // costs no copy. (Error lines are kept: they say why on_configure refused.)
-            let msg = s!(view(&c, ptr, len));
-            if level < 4 && !log_enabled(level) {
-                return Status::Ok.into();
-            }
-            let msg = String::from_utf8_lossy(msg).into_owned();
-            let f = &*c.data().plugin_name;
-            match level {
-                0 => tracing::trace!(target: "filter", filter = f, "{msg}"),
-                1 => tracing::debug!(target: "filter", filter = f, "{msg}"),
-                2 => tracing::info!(target: "filter", filter = f, "{msg}"),
-                3 => tracing::warn!(target: "filter", filter = f, "{msg}"),
-                _ => tracing::error!(target: "filter", filter = f, "{msg}"),
-            }
-            if level >= 4 {
-                c.data_mut().last_error_log = Some(msg.to_string());
-            }
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_log_level",
-        |mut c: C<'_>, ret: u32| -> i32 {
-            use tracing::level_filters::LevelFilter;
-            let level = match LevelFilter::current() {
-                LevelFilter::TRACE => 0,
-                LevelFilter::DEBUG => 1,
-                LevelFilter::INFO => 2,
-                LevelFilter::WARN => 3,
-                LevelFilter::ERROR => 4,
-                _ => 5,
-            };
-            s!(write_u32(&mut c, ret, level));
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_current_time_nanoseconds",
-        |mut c: C<'_>, ret: u32| -> i32 {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            s!(memory::write(&mut c, ret, &now.to_le_bytes()));
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_tick_period_milliseconds",
-        |mut c: C<'_>, ms: u32| -> i32 {
-            c.data_mut().tick_period = (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
-            c.data().signal.notify.notify_one();
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_effective_context",
-        // Host calls act on the stream whose callback runs (its data is in the store),
+    host!(l, "proxy_log", |mut c: C<'_>,
+                           level: u32,
+                           ptr: u32,
+                           len: u32|
+     -> i32 {
+        // The message is checked as Envoy does, but a line the log filter drops
+        // costs no copy. (Error lines are kept: they say why on_configure refused.)
+        let msg = s!(view(&c, ptr, len));
+        if level < 4 && !log_enabled(level) {
+            return Status::Ok.into();
+        }
+        let msg = String::from_utf8_lossy(msg).into_owned();
+        let f = &*c.data().plugin_name;
+        // The stream's id as it stands when the filter logs (the client's, or the
+        // one a `headers` filter earlier in the chain generated); none outside a
+        // stream's callbacks. Borrowed from the headers: no copy.
+        let id = c.data().io.request.as_ref().and_then(|r| {
+            let v = r.headers.get(REQUEST_ID)?;
+            v.to_str().ok()
+        });
+        match level {
+            0 => tracing::trace!(target: "filter", filter = f, request_id = id, "{msg}"),
+            1 => tracing::debug!(target: "filter", filter = f, request_id = id, "{msg}"),
+            2 => tracing::info!(target: "filter", filter = f, request_id = id, "{msg}"),
+            3 => tracing::warn!(target: "filter", filter = f, request_id = id, "{msg}"),
+            _ => tracing::error!(target: "filter", filter = f, request_id = id, "{msg}"),
+        }
+        if level >= 4 {
+            c.data_mut().last_error_log = Some(msg.to_string());
+        }
+        Status::Ok.into()
+    })?;
+    host!(l, "proxy_get_log_level", |mut c: C<'_>, ret: u32| -> i32 {
+        use tracing::level_filters::LevelFilter;
+        let level = match LevelFilter::current() {
+            LevelFilter::TRACE => 0,
+            LevelFilter::DEBUG => 1,
+            LevelFilter::INFO => 2,
+            LevelFilter::WARN => 3,
+            LevelFilter::ERROR => 4,
+            _ => 5,
+        };
+        s!(write_u32(&mut c, ret, level));
+        Status::Ok.into()
+    })?;
+    host!(l, "proxy_get_current_time_nanoseconds", |mut c: C<'_>,
+                                                    ret: u32|
+     -> i32 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        s!(memory::write(&mut c, ret, &now.to_le_bytes()));
+        Status::Ok.into()
+    })?;
+    host!(l, "proxy_set_tick_period_milliseconds", |mut c: C<'_>,
+                                                    ms: u32|
+     -> i32 {
+        c.data_mut().tick_period = (ms > 0).then(|| Duration::from_millis(u64::from(ms)));
+        c.data().signal.notify.notify_one();
+        Status::Ok.into()
+    })?;
+    host!(
+        l,
+        "proxy_set_effective_context", // Host calls act on the stream whose callback runs (its data is in the store),
         // which is where SDKs point the effective context: during
         // `on_http_call_response` (run on the root context) that is the calling stream.
         |_: C<'_>, _ctx: u32| -> i32 { Status::Ok.into() },
     )?;
-    l.func_wrap("env", "proxy_done", |_: C<'_>| -> i32 { Status::Ok.into() })?;
-    l.func_wrap(
-        "env",
+    host!(l, "proxy_done", |_: C<'_>| -> i32 { Status::Ok.into() })?;
+    host!(
+        l,
         "proxy_get_property",
         |mut c: C<'_>, p: u32, n: u32, rp: u32, rs: u32| {
             hand_back_with(&mut c, rp, rs, |s, mem, out| {
@@ -140,17 +171,18 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_property",
-        |mut c: C<'_>, p: u32, n: u32, vp: u32, vn: u32| -> i32 {
-            let v = s!(read(&c, vp, vn));
-            let path = s!(view(&c, p, n)).to_vec();
-            properties::set(c.data_mut(), &path, v).into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
+    host!(l, "proxy_set_property", |mut c: C<'_>,
+                                    p: u32,
+                                    n: u32,
+                                    vp: u32,
+                                    vn: u32|
+     -> i32 {
+        let v = s!(read(&c, vp, vn));
+        let path = s!(view(&c, p, n)).to_vec();
+        properties::set(c.data_mut(), &path, v).into()
+    })?;
+    host!(
+        l,
         "proxy_call_foreign_function",
         |mut c: C<'_>, np: u32, nn: u32, ap: u32, an: u32, rp: u32, rs: u32| {
             let name = t!(view(&c, np, nn));
@@ -216,28 +248,28 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap(
-        "env",
+    host!(
+        l,
         "proxy_get_header_map_pairs",
         |mut c: C<'_>, ty: u32, rp: u32, rs: u32| {
             let ty = t!(MapType::from_raw(ty));
             hand_back_with(&mut c, rp, rs, |s, _, out| headers::pairs_into(s, ty, out))
         },
     )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_header_map_pairs",
-        |mut c: C<'_>, ty: u32, p: u32, n: u32| -> i32 {
-            let ty = s!(MapType::from_raw(ty));
-            let data = s!(read(&c, p, n));
-            let Some(pairs) = decode_pairs(&data) else {
-                return Status::BadArgument.into();
-            };
-            headers::set_pairs(c.data_mut(), ty, pairs).into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
+    host!(l, "proxy_set_header_map_pairs", |mut c: C<'_>,
+                                            ty: u32,
+                                            p: u32,
+                                            n: u32|
+     -> i32 {
+        let ty = s!(MapType::from_raw(ty));
+        let data = s!(read(&c, p, n));
+        let Some(pairs) = decode_pairs(&data) else {
+            return Status::BadArgument.into();
+        };
+        headers::set_pairs(c.data_mut(), ty, pairs).into()
+    })?;
+    host!(
+        l,
         "proxy_get_header_map_value",
         |mut c: C<'_>, ty: u32, kp: u32, kn: u32, rp: u32, rs: u32| {
             let ty = t!(MapType::from_raw(ty));
@@ -262,22 +294,22 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         };
         headers::edit(state, ty, key, value, how).into()
     }
-    l.func_wrap(
-        "env",
+    host!(
+        l,
         "proxy_add_header_map_value",
         |c: C<'_>, ty: u32, kp: u32, kn: u32, vp: u32, vn: u32| {
             edit(c, ty, kp, kn, vp, vn, Edit::Add)
         },
     )?;
-    l.func_wrap(
-        "env",
+    host!(
+        l,
         "proxy_replace_header_map_value",
         |c: C<'_>, ty: u32, kp: u32, kn: u32, vp: u32, vn: u32| {
             edit(c, ty, kp, kn, vp, vn, Edit::Replace)
         },
     )?;
-    l.func_wrap(
-        "env",
+    host!(
+        l,
         "proxy_remove_header_map_value",
         |c: C<'_>, ty: u32, kp: u32, kn: u32| edit(c, ty, kp, kn, 0, 0, Edit::Remove),
     )?;
@@ -305,8 +337,8 @@ fn buffer(s: &HostState, ty: BufferType) -> Result<&[u8], Status> {
 }
 
 fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap(
-        "env",
+    host!(
+        l,
         "proxy_get_buffer_bytes",
         |mut c: C<'_>, ty: u32, start: u32, max: u32, rp: u32, rs: u32| {
             let ty = t!(BufferType::from_raw(ty));
@@ -320,148 +352,136 @@ fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_buffer_bytes",
-        |mut c: C<'_>, ty: u32, start: u32, size: u32, p: u32, n: u32| -> i32 {
-            let ty = s!(BufferType::from_raw(ty));
-            let data = s!(read(&c, p, n));
-            let io = &mut c.data_mut().io;
-            let buf = match ty {
-                BufferType::RequestBody => io.request_body.to_mut(),
-                BufferType::ResponseBody => io.response_body.to_mut(),
-                // Read-only here.
-                BufferType::CallResponseBody
-                | BufferType::GrpcReceive
-                | BufferType::VmConfiguration
-                | BufferType::PluginConfiguration
-                | BufferType::RedisCallResponse => return Status::BadArgument.into(),
-                BufferType::DownstreamData | BufferType::UpstreamData | BufferType::CallData => {
-                    return Status::NotFound.into();
-                }
-            };
-            // Replace buf[start..start+size] (clamped): covers replace-all, append
-            // (start = len) and prepend (0, 0) as the SDKs use them.
-            let start = (start as usize).min(buf.len());
-            let end = start.saturating_add(size as usize).min(buf.len());
-            buf.splice(start..end, data);
-            Status::Ok.into()
-        },
-    )?;
+    host!(l, "proxy_set_buffer_bytes", |mut c: C<'_>,
+                                        ty: u32,
+                                        start: u32,
+                                        size: u32,
+                                        p: u32,
+                                        n: u32|
+     -> i32 {
+        let ty = s!(BufferType::from_raw(ty));
+        let data = s!(read(&c, p, n));
+        let io = &mut c.data_mut().io;
+        let buf = match ty {
+            BufferType::RequestBody => io.request_body.to_mut(),
+            BufferType::ResponseBody => io.response_body.to_mut(),
+            // Read-only here.
+            BufferType::CallResponseBody
+            | BufferType::GrpcReceive
+            | BufferType::VmConfiguration
+            | BufferType::PluginConfiguration
+            | BufferType::RedisCallResponse => return Status::BadArgument.into(),
+            BufferType::DownstreamData | BufferType::UpstreamData | BufferType::CallData => {
+                return Status::NotFound.into();
+            }
+        };
+        // Replace buf[start..start+size] (clamped): covers replace-all, append
+        // (start = len) and prepend (0, 0) as the SDKs use them.
+        let start = (start as usize).min(buf.len());
+        let end = start.saturating_add(size as usize).min(buf.len());
+        buf.splice(start..end, data);
+        Status::Ok.into()
+    })?;
     Ok(())
 }
 
 fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_continue_stream",
-        |mut c: C<'_>, _ty: u32| -> i32 {
-            c.data_mut().io.resumed = true;
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_close_stream",
-        |mut c: C<'_>, _ty: u32| -> i32 {
-            let io = &mut c.data_mut().io;
-            io.closed = true;
-            if io.local_reply.is_none() {
-                // Closing a stream the proxy cannot half-close: answer for it.
-                io.local_reply = Some(LocalReply {
-                    status: 502,
-                    details: "closed by filter".into(),
-                    body: Bytes::from_static(b"stream closed by filter\n"),
-                    headers: Vec::new(),
-                    grpc_status: -1,
-                });
-            }
-            Status::Ok.into()
-        },
-    )?;
+    host!(l, "proxy_continue_stream", |mut c: C<'_>,
+                                       _ty: u32|
+     -> i32 {
+        c.data_mut().io.resumed = true;
+        Status::Ok.into()
+    })?;
+    host!(l, "proxy_close_stream", |mut c: C<'_>, _ty: u32| -> i32 {
+        let io = &mut c.data_mut().io;
+        io.closed = true;
+        if io.local_reply.is_none() {
+            // Closing a stream the proxy cannot half-close: answer for it.
+            io.local_reply = Some(LocalReply {
+                status: 502,
+                details: "closed by filter".into(),
+                body: Bytes::from_static(b"stream closed by filter\n"),
+                headers: Vec::new(),
+                grpc_status: -1,
+            });
+        }
+        Status::Ok.into()
+    })?;
     // 0.1.0 names for the same thing.
     for name in ["proxy_continue_request", "proxy_continue_response"] {
-        l.func_wrap("env", name, |mut c: C<'_>| -> i32 {
+        host!(l, name, |mut c: C<'_>| -> i32 {
             c.data_mut().io.resumed = true;
             Status::Ok.into()
         })?;
     }
-    l.func_wrap(
-        "env",
-        "proxy_send_local_response",
-        |mut c: C<'_>,
-         code: u32,
-         dp: u32,
-         dn: u32,
-         bp: u32,
-         bn: u32,
-         hp: u32,
-         hn: u32,
-         grpc: i32|
-         -> i32 {
-            let details = s!(read_str(&c, dp, dn));
-            let body = s!(read(&c, bp, bn));
-            let hdrs = s!(read(&c, hp, hn));
-            // The SDKs treat any status but OK as fatal: answer something sane instead.
-            let headers = decode_pairs(&hdrs).unwrap_or_default();
-            let status = u16::try_from(code)
-                .ok()
-                .filter(|c| (100..=999).contains(c))
-                .unwrap_or(500);
-            c.data_mut().io.local_reply = Some(LocalReply {
-                status,
-                details,
-                body: body.into(),
-                headers,
-                grpc_status: grpc,
-            });
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_http_call",
-        |mut c: C<'_>,
-         up: u32,
-         un: u32,
-         hp: u32,
-         hn: u32,
-         bp: u32,
-         bn: u32,
-         tp: u32,
-         tn: u32,
-         timeout: u32,
-         rt: u32|
-         -> i32 {
-            let upstream = s!(read_str(&c, up, un));
-            let hdrs = s!(read(&c, hp, hn));
-            let body = s!(read(&c, bp, bn));
-            let trl = s!(read(&c, tp, tn));
-            let (Some(headers), Some(_trailers)) = (decode_pairs(&hdrs), decode_pairs(&trl)) else {
-                return Status::BadArgument.into();
-            };
-            if !headers.iter().any(|(k, _)| k == ":path")
-                || !headers.iter().any(|(k, _)| k == ":method")
-            {
-                return Status::BadArgument.into();
-            }
-            let st = c.data_mut();
-            let token = st.next_callout(HTTP_CALL);
-            let context = st.running_context;
-            st.pending_calls.push(PendingCall {
-                token,
-                context,
-                upstream,
-                headers,
-                body: body.into(),
-                timeout: Duration::from_millis(u64::from(timeout.max(1))),
-            });
-            s!(write_u32(&mut c, rt, token));
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
+    host!(l, "proxy_send_local_response", |mut c: C<'_>,
+                                           code: u32,
+                                           dp: u32,
+                                           dn: u32,
+                                           bp: u32,
+                                           bn: u32,
+                                           hp: u32,
+                                           hn: u32,
+                                           grpc: i32|
+     -> i32 {
+        let details = s!(read_str(&c, dp, dn));
+        let body = s!(read(&c, bp, bn));
+        let hdrs = s!(read(&c, hp, hn));
+        // The SDKs treat any status but OK as fatal: answer something sane instead.
+        let headers = decode_pairs(&hdrs).unwrap_or_default();
+        let status = u16::try_from(code)
+            .ok()
+            .filter(|c| (100..=999).contains(c))
+            .unwrap_or(500);
+        c.data_mut().io.local_reply = Some(LocalReply {
+            status,
+            details,
+            body: body.into(),
+            headers,
+            grpc_status: grpc,
+        });
+        Status::Ok.into()
+    })?;
+    host!(l, "proxy_http_call", |mut c: C<'_>,
+                                 up: u32,
+                                 un: u32,
+                                 hp: u32,
+                                 hn: u32,
+                                 bp: u32,
+                                 bn: u32,
+                                 tp: u32,
+                                 tn: u32,
+                                 timeout: u32,
+                                 rt: u32|
+     -> i32 {
+        let upstream = s!(read_str(&c, up, un));
+        let hdrs = s!(read(&c, hp, hn));
+        let body = s!(read(&c, bp, bn));
+        let trl = s!(read(&c, tp, tn));
+        let (Some(headers), Some(_trailers)) = (decode_pairs(&hdrs), decode_pairs(&trl)) else {
+            return Status::BadArgument.into();
+        };
+        if !headers.iter().any(|(k, _)| k == ":path")
+            || !headers.iter().any(|(k, _)| k == ":method")
+        {
+            return Status::BadArgument.into();
+        }
+        let st = c.data_mut();
+        let token = st.next_callout(HTTP_CALL);
+        let context = st.running_context;
+        st.pending_calls.push(PendingCall {
+            token,
+            context,
+            upstream,
+            headers,
+            body: body.into(),
+            timeout: Duration::from_millis(u64::from(timeout.max(1))),
+        });
+        s!(write_u32(&mut c, rt, token));
+        Status::Ok.into()
+    })?;
+    host!(
+        l,
         "proxy_get_status",
         |mut c: C<'_>, code: u32, rp: u32, rs: u32| {
             // A gRPC callout's status during its on_grpc_close; OK otherwise.
@@ -480,8 +500,8 @@ fn link_stream(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap(
-        "env",
+    host!(
+        l,
         "proxy_get_shared_data",
         |mut c: C<'_>, kp: u32, kn: u32, rp: u32, rs: u32, cas: u32| {
             let key = t!(read_str(&c, kp, kn));
@@ -495,47 +515,51 @@ fn link_shared(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    l.func_wrap(
-        "env",
-        "proxy_set_shared_data",
-        |c: C<'_>, kp: u32, kn: u32, vp: u32, vn: u32, cas: u32| -> i32 {
-            let key = s!(read_str(&c, kp, kn));
-            let v = s!(read(&c, vp, vn));
-            shared::set(&key, v, cas).into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_register_shared_queue",
-        |mut c: C<'_>, np: u32, nn: u32, rt: u32| -> i32 {
-            let name = s!(read_str(&c, np, nn));
-            let id = shared::register(&name, std::sync::Arc::downgrade(&c.data().signal));
-            s!(write_u32(&mut c, rt, id));
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_resolve_shared_queue",
-        |mut c: C<'_>, _vp: u32, _vn: u32, np: u32, nn: u32, rt: u32| -> i32 {
-            let name = s!(read_str(&c, np, nn));
-            let Some(id) = shared::resolve(&name) else {
-                return Status::NotFound.into();
-            };
-            s!(write_u32(&mut c, rt, id));
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_enqueue_shared_queue",
-        |c: C<'_>, id: u32, vp: u32, vn: u32| -> i32 {
-            let v = s!(read(&c, vp, vn));
-            shared::enqueue(id, v).into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
+    host!(l, "proxy_set_shared_data", |c: C<'_>,
+                                       kp: u32,
+                                       kn: u32,
+                                       vp: u32,
+                                       vn: u32,
+                                       cas: u32|
+     -> i32 {
+        let key = s!(read_str(&c, kp, kn));
+        let v = s!(read(&c, vp, vn));
+        shared::set(&key, v, cas).into()
+    })?;
+    host!(l, "proxy_register_shared_queue", |mut c: C<'_>,
+                                             np: u32,
+                                             nn: u32,
+                                             rt: u32|
+     -> i32 {
+        let name = s!(read_str(&c, np, nn));
+        let id = shared::register(&name, std::sync::Arc::downgrade(&c.data().signal));
+        s!(write_u32(&mut c, rt, id));
+        Status::Ok.into()
+    })?;
+    host!(l, "proxy_resolve_shared_queue", |mut c: C<'_>,
+                                            _vp: u32,
+                                            _vn: u32,
+                                            np: u32,
+                                            nn: u32,
+                                            rt: u32|
+     -> i32 {
+        let name = s!(read_str(&c, np, nn));
+        let Some(id) = shared::resolve(&name) else {
+            return Status::NotFound.into();
+        };
+        s!(write_u32(&mut c, rt, id));
+        Status::Ok.into()
+    })?;
+    host!(l, "proxy_enqueue_shared_queue", |c: C<'_>,
+                                            id: u32,
+                                            vp: u32,
+                                            vn: u32|
+     -> i32 {
+        let v = s!(read(&c, vp, vn));
+        shared::enqueue(id, v).into()
+    })?;
+    host!(
+        l,
         "proxy_dequeue_shared_queue",
         |mut c: C<'_>, id: u32, rp: u32, rs: u32| {
             let v = t!(shared::dequeue(id));
@@ -558,43 +582,45 @@ fn found(exists: bool) -> i32 {
 }
 
 fn link_metrics(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_define_metric",
-        |mut c: C<'_>, ty: u32, np: u32, nn: u32, rt: u32| -> i32 {
-            let name = s!(read_str(&c, np, nn));
-            let kind = match ty {
-                0 => metrics::Kind::Counter,
-                1 => metrics::Kind::Gauge,
-                2 => metrics::Kind::Histogram,
-                _ => return Status::BadArgument.into(),
-            };
-            let id = metrics::define(&c.data().plugin_name, &name, kind);
-            s!(write_u32(&mut c, rt, id));
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_increment_metric",
-        |_: C<'_>, id: u32, delta: i64| -> i32 { found(metrics::add(id, delta)) },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_record_metric",
-        |_: C<'_>, id: u32, v: u64| -> i32 { found(metrics::record(id, v)) },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_get_metric",
-        |mut c: C<'_>, id: u32, rt: u32| -> i32 {
-            let Some(v) = metrics::get(id) else {
-                return Status::NotFound.into();
-            };
-            s!(memory::write(&mut c, rt, &(v as u64).to_le_bytes()));
-            Status::Ok.into()
-        },
-    )?;
+    host!(l, "proxy_define_metric", |mut c: C<'_>,
+                                     ty: u32,
+                                     np: u32,
+                                     nn: u32,
+                                     rt: u32|
+     -> i32 {
+        let name = s!(read_str(&c, np, nn));
+        let kind = match ty {
+            0 => metrics::Kind::Counter,
+            1 => metrics::Kind::Gauge,
+            2 => metrics::Kind::Histogram,
+            _ => return Status::BadArgument.into(),
+        };
+        let id = metrics::define(&c.data().plugin_name, &name, kind);
+        s!(write_u32(&mut c, rt, id));
+        Status::Ok.into()
+    })?;
+    host!(l, "proxy_increment_metric", |_: C<'_>,
+                                        id: u32,
+                                        delta: i64|
+     -> i32 {
+        found(metrics::add(id, delta))
+    })?;
+    host!(l, "proxy_record_metric", |_: C<'_>,
+                                     id: u32,
+                                     v: u64|
+     -> i32 {
+        found(metrics::record(id, v))
+    })?;
+    host!(l, "proxy_get_metric", |mut c: C<'_>,
+                                  id: u32,
+                                  rt: u32|
+     -> i32 {
+        let Some(v) = metrics::get(id) else {
+            return Status::NotFound.into();
+        };
+        s!(memory::write(&mut c, rt, &(v as u64).to_le_bytes()));
+        Status::Ok.into()
+    })?;
     Ok(())
 }
 

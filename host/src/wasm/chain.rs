@@ -155,6 +155,9 @@ impl HttpFilters {
         // Filled in place: the stream's data is large, and building it on the stack
         // first copied it whole into the box.
         let mut io = Box::<StreamIo>::default();
+        if super::trace::armed() {
+            io.trace = super::trace::take(&info.route);
+        }
         io.info = Some(info);
         io.started = Some(std::time::SystemTime::now());
         Self {
@@ -275,6 +278,9 @@ impl HttpFilters {
         end_of_stream: bool,
     ) -> Decision {
         self.grpc = crate::grpc_status::is_grpc(&head.headers);
+        if let Some(trace) = &self.io.trace {
+            trace.set_request_id(head.headers.get("x-request-id"));
+        }
         let empty = http::Request::new(()).into_parts().0;
         self.io.request = Some(std::mem::replace(head, empty));
         let decision = self

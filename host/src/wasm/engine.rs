@@ -2,6 +2,7 @@
 //! the module cache (compiled once per content hash; in memory, in front of the
 //! [`disk_cache`](super::disk_cache)).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -77,9 +78,30 @@ pub enum ModuleOrigin {
 
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
 
+/// Set by [`debug_engine`] before the engine is made; read once, when it is.
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+/// Makes the process's engine one a debugger can step through (`filter-test --debug`):
+/// modules are compiled unoptimised with their DWARF translated to native code and
+/// announced through the GDB JIT interface, so `gdb`/`lldb` break on the filter's own
+/// source lines. Fails when the engine already exists. Never called by `portcullis
+/// run`: the proxy's engine pays nothing for it.
+pub fn debug_engine() -> Result<(), String> {
+    if SHARED.get().is_some() {
+        return Err("the wasm engine was made before debugging was asked for".into());
+    }
+    DEBUG.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
 /// The process's engine, made on first use (with its ticker thread).
 pub(crate) fn shared() -> Result<&'static Shared, String> {
     SHARED.get_or_init(make).as_ref().map_err(Clone::clone)
+}
+
+/// Whether the engine is (or will be) made for a debugger, by [`debug_engine`].
+pub(crate) fn debugging() -> bool {
+    DEBUG.load(Ordering::Relaxed)
 }
 
 fn make() -> Result<Shared, String> {
@@ -116,6 +138,12 @@ fn make() -> Result<Shared, String> {
 
 fn config(pooling: bool) -> Config {
     let mut cfg = Config::new();
+    if debugging() {
+        cfg.debug_info(true);
+        // Optimised code keeps few variables and reorders lines: unoptimised steps
+        // line by line as the source reads.
+        cfg.cranelift_opt_level(wasmtime::OptLevel::None);
+    }
     cfg.epoch_interruption(true);
     cfg.memory_init_cow(true);
     // Modules compile on the thread that builds the configuration: at startup, and on

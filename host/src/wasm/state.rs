@@ -187,6 +187,8 @@ impl BodyBuf {
 #[derive(Default)]
 pub(crate) struct StreamIo {
     pub info: Option<StreamInfo>,
+    /// The stream's ABI trace, when `POST /filters/trace` asked for one.
+    pub trace: Option<Arc<super::trace::StreamTrace>>,
     pub request: Option<http::request::Parts>,
     pub response: Option<http::response::Parts>,
     pub request_trailers: Option<HeaderMap>,

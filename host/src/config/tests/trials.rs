@@ -27,7 +27,8 @@ filters:
         [FilterCanary {
             filter: "c".into(),
             canary: "d".into(),
-            weight: 5
+            weight: 5,
+            ..FilterCanary::default()
         }]
     );
 }
@@ -65,6 +66,66 @@ require_signature: { trusted_keys: [k.pub] }
         "a.yaml:11: filters.a.sha256: a standard filter (`builtin`) is part of the binary",
         "a.yaml:12: filters.b.sha256: expected 64 hex digits",
         "a.yaml:14: require_signature.trusted_keys.0:",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "expected {want:?} in:\n{}",
+            errors.join("\n")
+        );
+    }
+}
+
+#[test]
+fn a_canary_opted_into_by_header_or_cookie_loads_and_its_mistakes_are_named() {
+    let dir = dir_with(&[(
+        "a.yaml",
+        "listeners: [{ name: web, address: 127.0.0.1:0 }]
+routes:
+  - name: r
+    filters:
+      - { filter: a, canary: { filter: b, header: { name: x-canary, value: \"1\" }, cookie: { name: beta, value: on } } }
+    upstream: echo@internal
+filters:
+  - { name: a, builtin: headers }
+  - { name: b, builtin: headers }
+",
+    )]);
+    let r = &loaded(dir.path()).routes[0];
+    assert_eq!(
+        r.canaries,
+        [FilterCanary {
+            filter: "a".into(),
+            canary: "b".into(),
+            weight: 0,
+            header: Some((http::HeaderName::from_static("x-canary"), "1".into())),
+            cookie: Some(("beta".into(), "on".into())),
+        }]
+    );
+
+    let dir = dir_with(&[(
+        "a.yaml",
+        "listeners: [{ name: web, address: 127.0.0.1:0 }]
+routes:
+  - name: r
+    filters:
+      - { filter: a, canary: { filter: b } }
+      - { filter: b, canary: { filter: a, header: { name: \"bad name\", value: x } } }
+      - { filter: c, canary: { filter: a, cookie: { name: \"a;b\", value: x } } }
+      - { filter: d, canary: { filter: a, header: { name: x-c } } }
+    upstream: echo@internal
+filters:
+  - { name: a, builtin: headers }
+  - { name: b, builtin: headers }
+  - { name: c, builtin: headers }
+  - { name: d, builtin: headers }
+",
+    )]);
+    let errors = errors(dir.path());
+    for want in [
+        "a.yaml:5: routes.r.filters.0.canary: needs a weight, a header or a cookie",
+        "a.yaml:6: routes.r.filters.1.canary.header.name: `bad name` is not a valid header name",
+        "a.yaml:7: routes.r.filters.2.canary.cookie.name: `a;b` is not a cookie name",
+        "a.yaml:8: routes.r.filters.3.canary.header.value: missing required field",
     ] {
         assert!(
             errors.iter().any(|e| e.starts_with(want)),

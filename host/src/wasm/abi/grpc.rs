@@ -17,97 +17,84 @@ use crate::wasm::state::{HostState, Status};
 
 /// Links `proxy_grpc_call`, `_stream`, `_send`, `_cancel` and `_close`.
 pub(super) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    l.func_wrap(
-        "env",
-        "proxy_grpc_call",
-        |mut c: C<'_>,
-         up: u32,
-         un: u32,
-         sp: u32,
-         sn: u32,
-         mp: u32,
-         mn: u32,
-         hp: u32,
-         hn: u32,
-         bp: u32,
-         bn: u32,
-         timeout: u32,
-         rt: u32|
-         -> i32 {
-            let target = s!(target(&c, [up, un, sp, sn, mp, mn, hp, hn]));
-            let message = s!(read(&c, bp, bn));
-            let timeout = Duration::from_millis(u64::from(timeout.max(1)));
-            let kind = Kind::Call {
-                message: message.into(),
-                timeout,
-            };
-            start(&mut c, target, kind, None, rt).into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_stream",
-        |mut c: C<'_>,
-         up: u32,
-         un: u32,
-         sp: u32,
-         sn: u32,
-         mp: u32,
-         mn: u32,
-         hp: u32,
-         hn: u32,
-         rt: u32|
-         -> i32 {
-            let target = s!(target(&c, [up, un, sp, sn, mp, mn, hp, hn]));
-            let (tx, outgoing) = mpsc::unbounded_channel();
-            start(&mut c, target, Kind::Stream { outgoing }, Some(tx), rt).into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_send",
-        |mut c: C<'_>, token: u32, mp: u32, mn: u32, end: u32| -> i32 {
-            let message = s!(read(&c, mp, mn));
-            let Some(h) = c.data_mut().grpc.get_mut(&token) else {
-                return Status::NotFound.into();
-            };
-            if !h.stream {
-                return Status::BadArgument.into();
-            }
-            // A side the guest closed takes nothing more.
-            let Some(out) = &h.outgoing else {
-                return Status::NotFound.into();
-            };
-            // The exchange may have ended meanwhile: its close is on its way.
-            let _ = out.send(grpc::frame(&message));
-            if end != 0 {
+    host!(l, "proxy_grpc_call", |mut c: C<'_>,
+                                 up: u32,
+                                 un: u32,
+                                 sp: u32,
+                                 sn: u32,
+                                 mp: u32,
+                                 mn: u32,
+                                 hp: u32,
+                                 hn: u32,
+                                 bp: u32,
+                                 bn: u32,
+                                 timeout: u32,
+                                 rt: u32|
+     -> i32 {
+        let target = s!(target(&c, [up, un, sp, sn, mp, mn, hp, hn]));
+        let message = s!(read(&c, bp, bn));
+        let timeout = Duration::from_millis(u64::from(timeout.max(1)));
+        let kind = Kind::Call {
+            message: message.into(),
+            timeout,
+        };
+        start(&mut c, target, kind, None, rt).into()
+    })?;
+    host!(l, "proxy_grpc_stream", |mut c: C<'_>,
+                                   up: u32,
+                                   un: u32,
+                                   sp: u32,
+                                   sn: u32,
+                                   mp: u32,
+                                   mn: u32,
+                                   hp: u32,
+                                   hn: u32,
+                                   rt: u32|
+     -> i32 {
+        let target = s!(target(&c, [up, un, sp, sn, mp, mn, hp, hn]));
+        let (tx, outgoing) = mpsc::unbounded_channel();
+        start(&mut c, target, Kind::Stream { outgoing }, Some(tx), rt).into()
+    })?;
+    host!(l, "proxy_grpc_send", |mut c: C<'_>,
+                                 token: u32,
+                                 mp: u32,
+                                 mn: u32,
+                                 end: u32|
+     -> i32 {
+        let message = s!(read(&c, mp, mn));
+        let Some(h) = c.data_mut().grpc.get_mut(&token) else {
+            return Status::NotFound.into();
+        };
+        if !h.stream {
+            return Status::BadArgument.into();
+        }
+        // A side the guest closed takes nothing more.
+        let Some(out) = &h.outgoing else {
+            return Status::NotFound.into();
+        };
+        // The exchange may have ended meanwhile: its close is on its way.
+        let _ = out.send(grpc::frame(&message));
+        if end != 0 {
+            h.outgoing = None;
+        }
+        Status::Ok.into()
+    })?;
+    host!(l, "proxy_grpc_cancel", |mut c: C<'_>, token: u32| -> i32 {
+        cancel(c.data_mut(), token).into()
+    })?;
+    host!(l, "proxy_grpc_close", |mut c: C<'_>, token: u32| -> i32 {
+        let st = c.data_mut();
+        match st.grpc.get_mut(&token) {
+            None => Status::NotFound.into(),
+            // Closing a stream ends the guest's side; answers may still come.
+            Some(h) if h.stream => {
                 h.outgoing = None;
+                Status::Ok.into()
             }
-            Status::Ok.into()
-        },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_cancel",
-        |mut c: C<'_>, token: u32| -> i32 { cancel(c.data_mut(), token).into() },
-    )?;
-    l.func_wrap(
-        "env",
-        "proxy_grpc_close",
-        |mut c: C<'_>, token: u32| -> i32 {
-            let st = c.data_mut();
-            match st.grpc.get_mut(&token) {
-                None => Status::NotFound.into(),
-                // Closing a stream ends the guest's side; answers may still come.
-                Some(h) if h.stream => {
-                    h.outgoing = None;
-                    Status::Ok.into()
-                }
-                // Closing a call cancels it.
-                Some(_) => cancel(st, token).into(),
-            }
-        },
-    )?;
+            // Closing a call cancels it.
+            Some(_) => cancel(st, token).into(),
+        }
+    })?;
     Ok(())
 }
 
