@@ -4,7 +4,8 @@
 # (docs/operations.md, "Packaging"). Two stages: the build, with the Rust toolchain of
 # rust-toolchain.toml and its wasm32-wasip1 target (the standard filters are built for
 # it and embedded in the binary); and a small runtime with the binary, the standard
-# filters compiled ahead of time, and a user without privileges.
+# filters compiled ahead of time, and a user without privileges. The binary is the `dist`
+# profile's (fat LTO, one codegen unit, no symbols: ~27 MB against ~40 MB for `release`).
 
 # --- build ---
 FROM rust:1.95-slim-bookworm AS build
@@ -15,8 +16,8 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p portcullis \
- && install -D -m 0755 target/release/portcullis /out/portcullis
+    cargo build --profile dist --locked -p portcullis \
+ && install -D -m 0755 target/dist/portcullis /out/portcullis
 # The standard filters compiled into a module cache the image ships: the first start
 # loads them (about 0.1 s) instead of compiling them (seconds of CPU). An entry made
 # for another CPU is not used, only compiled again (docs/operations.md).
