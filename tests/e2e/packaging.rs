@@ -363,9 +363,19 @@ fn the_dockerfile_builds_in_stages_and_serves_a_configuration_that_loads() {
         "the build stage must add the wasm target"
     );
     assert!(
-        build.contains("cargo build --release"),
-        "the build stage builds"
+        build.contains("cargo build --profile dist"),
+        "the build stage builds the shipped (dist) binary"
     );
+    // The dist profile is the small one: whole-program LTO and no symbols.
+    let manifest = read(&repo("Cargo.toml"));
+    let dist = manifest
+        .split("[profile.dist]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap_or_else(|| panic!("Cargo.toml has no [profile.dist]"));
+    for want in ["lto = \"fat\"", "codegen-units = 1", "strip = \"symbols\""] {
+        assert!(dist.contains(want), "[profile.dist] lacks {want}");
+    }
     let user = runtime
         .lines()
         .find_map(|l| l.strip_prefix("USER "))
