@@ -62,11 +62,15 @@ macro_rules! host {
     (@wrap $l:ident, $name:expr, [$($c:tt)+], [$($a:ident : $at:ty),*], [$($ret:tt)*], $body:expr) => {{
         let name: &'static str = $name;
         $l.func_wrap("env", name, move |caller: C<'_> $(, $a: $at)*| {
+            let call = |$($c)+: C<'_> $(, $a: $at)*| $($ret)* { $body };
+            if caller.data().io.trace.is_none() {
+                return call(caller $(, $a)*);
+            }
+            // A traced request: rare, so kept out of the common path's way.
             let traced = crate::wasm::trace::Call::begin(caller.data());
-            #[allow(clippy::redundant_closure_call)]
-            let r = (|$($c)+: C<'_> $(, $a: $at)*| $($ret)* { $body })(caller $(, $a)*);
-            if let Some(call) = traced {
-                call.end(name, &[$(&$a as &dyn std::fmt::Display),*], &r);
+            let r = call(caller $(, $a)*);
+            if let Some(traced) = traced {
+                traced.end(name, &[$(&$a as &dyn std::fmt::Display),*], &r);
             }
             r
         })

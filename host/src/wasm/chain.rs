@@ -77,7 +77,7 @@ struct Entry {
     /// It failed (a trap, a deadline, memory) on this request.
     failed: bool,
     /// What it last decided in a header or trailer phase, for the access log.
-    outcome: Option<&'static str>,
+    outcome: Option<traced::Decided>,
 }
 
 /// The filter chain of one request: the per-stream contexts of each filter of its

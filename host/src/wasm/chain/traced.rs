@@ -21,14 +21,34 @@ impl Phase {
     }
 }
 
-impl Step {
-    /// What the filter decided, as spans and the access log name it.
-    fn name(&self) -> &'static str {
+/// What a filter last decided, as the access log names it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decided {
+    Continue,
+    Pause,
+    Local,
+    Failed,
+}
+
+impl Decided {
+    fn name(self) -> &'static str {
         match self {
-            Step::Continue => "continue",
-            Step::Pause => "pause",
-            Step::Local => "local",
-            Step::Failed(_) => "failed",
+            Decided::Continue => "continue",
+            Decided::Pause => "pause",
+            Decided::Local => "local",
+            Decided::Failed => "failed",
+        }
+    }
+}
+
+impl Step {
+    /// What the filter decided.
+    fn decided(&self) -> Decided {
+        match self {
+            Step::Continue => Decided::Continue,
+            Step::Pause => Decided::Pause,
+            Step::Local => Decided::Local,
+            Step::Failed(_) => Decided::Failed,
         }
     }
 }
@@ -45,7 +65,9 @@ impl HttpFilters {
     }
 
     /// Records what filter `i` decided in `phase` and, for a traced request, its span
-    /// since `begin`.
+    /// since `begin`. On every callback of every request: kept to a compare and a store
+    /// unless the request is traced.
+    #[inline]
     pub(super) fn traced(
         &mut self,
         i: usize,
@@ -56,17 +78,26 @@ impl HttpFilters {
         let e = &mut self.entries[i];
         // An answer or a failure sticks: the response phase of a filter that answered
         // runs on its own answer, and must not make it a `continue`.
-        if !matches!(e.outcome, Some("local" | "failed")) {
-            e.outcome = Some(step.name());
+        if !matches!(e.outcome, Some(Decided::Local | Decided::Failed)) {
+            e.outcome = Some(step.decided());
         }
-        let (Some(trace), Some(begin)) = (&self.trace, begin) else {
+        if let Some(begin) = begin {
+            self.span(i, phase, step, begin);
+        }
+    }
+
+    /// Filter `i`'s span of a traced request, since `begin`.
+    #[cold]
+    fn span(&self, i: usize, phase: Phase, step: &Step, begin: ([u8; 8], u64)) {
+        let Some(trace) = &self.trace else {
             return;
         };
-        let name = &e.plugin.config.name;
+        let name = &self.entries[i].plugin.config.name;
         let error = match step {
             Step::Failed(f) => Some(f.to_string()),
             _ => None,
         };
+        let outcome = step.decided().name();
         trace.child(
             begin,
             format!("filter {name}"),
@@ -74,7 +105,7 @@ impl HttpFilters {
             vec![
                 ("portcullis.filter.name", name.as_str().into()),
                 ("portcullis.filter.phase", phase.name().into()),
-                ("portcullis.filter.outcome", step.name().into()),
+                ("portcullis.filter.outcome", outcome.into()),
             ],
             error,
         );
@@ -92,7 +123,7 @@ impl HttpFilters {
                 }
                 out.push_str(&e.plugin.config.name);
                 out.push(':');
-                out.push_str(outcome);
+                out.push_str(outcome.name());
             }
         }
         out
