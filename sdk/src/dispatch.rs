@@ -21,15 +21,15 @@ thread_local! {
     static RUNNING: Cell<u32> = const { Cell::new(0) };
     /// Redis calls on their way: token → the stream context that made them.
     static CALLS: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
-    /// The live stream contexts' queued response-header changes, by context id: where
-    /// a Redis reply, delivered outside the context's own callbacks, adds to them.
-    static STREAMS: RefCell<HashMap<u32, Ops>> = RefCell::new(HashMap::new());
+    /// Response-header changes a Redis reply queued for a stream context, delivered
+    /// outside that context's own callbacks; it takes them in its response phase.
+    /// Empty unless a filter uses Redis, so that no other request pays for it.
+    static LATE_OPS: RefCell<HashMap<u32, Vec<HeaderOp>>> = RefCell::new(HashMap::new());
     /// Hands a Redis reply to the filter (set once it is configured).
     static ON_REDIS: RefCell<Option<Rc<RedisHandler>>> = const { RefCell::new(None) };
 }
 
-type Ops = Rc<RefCell<Vec<HeaderOp>>>;
-type RedisHandler = dyn Fn(u32, Ops, u32, Result<crate::redis::Value, crate::redis::RedisError>);
+type RedisHandler = dyn Fn(u32, u32, Result<crate::redis::Value, crate::redis::RedisError>);
 
 /// Notes that the Redis call `token` belongs to the running stream context.
 pub(crate) fn waits_for(token: u32) {
@@ -51,18 +51,28 @@ fn on_redis_reply(token: u32, status: u32, size: usize) {
         return;
     };
     let reply = crate::redis::reply(status, size);
-    // The stream may be gone (the client left): nothing to decide then.
-    let Some(ops) = STREAMS.with(|s| s.borrow().get(&context).cloned()) else {
-        return;
-    };
     let Some(handler) = ON_REDIS.with(|h| h.borrow().clone()) else {
         return;
     };
+    // The stream may be gone (the client left): the host refuses it then.
     if let Err(status) = hostcalls::set_effective_context(context) {
-        log::error!("cannot return to the request of a Redis reply: {status:?}");
+        log::debug!("cannot return to the request of a Redis reply: {status:?}");
         return;
     }
-    handler(context, ops, token, reply);
+    handler(context, token, reply);
+}
+
+/// The response-header changes Redis replies queued for stream `context`: one look at
+/// an empty map for a filter that does not use Redis.
+fn take_late_ops(context: u32) -> Option<Vec<HeaderOp>> {
+    LATE_OPS.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.is_empty() {
+            None
+        } else {
+            l.remove(&context)
+        }
+    })
 }
 
 /// Installs the root context of filter `F`: called from the module's `_initialize`.
@@ -90,12 +100,19 @@ impl<F: Filter> RootContext for Root<F> {
             Ok(filter) => {
                 let filter = Rc::new(filter);
                 let f = filter.clone();
-                let handler: Rc<RedisHandler> = Rc::new(move |context, ops, token, reply| {
+                let handler: Rc<RedisHandler> = Rc::new(move |context, token, reply| {
                     RUNNING.set(context);
                     let mut req = Request::default();
                     let result = f.on_redis_reply(&mut req, token, reply);
-                    ops.borrow_mut().extend(req.response_ops);
-                    if let types::Action::Continue = decide(&*f, &ops, result)
+                    if !req.response_ops.is_empty() {
+                        LATE_OPS.with(|l| {
+                            let mut l = l.borrow_mut();
+                            l.entry(context).or_default().extend(req.response_ops);
+                        });
+                    }
+                    // The stream's own changes are not known here: keep its response
+                    // phase (one guest entry more, for requests that used Redis).
+                    if let types::Action::Continue = decide(&*f, true, result)
                         && let Err(status) = hostcalls::resume_http_request()
                     {
                         log::error!("cannot resume the request: {status:?}");
@@ -114,12 +131,10 @@ impl<F: Filter> RootContext for Root<F> {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let response_ops = Ops::default();
-        STREAMS.with(|s| s.borrow_mut().insert(context_id, response_ops.clone()));
         Some(Box::new(Stream {
             id: context_id,
             filter: self.filter.clone(),
-            response_ops,
+            response_ops: Vec::new(),
         }))
     }
 
@@ -131,12 +146,13 @@ impl<F: Filter> RootContext for Root<F> {
 struct Stream<F> {
     id: u32,
     filter: Option<Rc<F>>,
-    response_ops: Ops,
+    response_ops: Vec<HeaderOp>,
 }
 
 impl<F> Drop for Stream<F> {
     fn drop(&mut self) {
-        STREAMS.with(|s| s.borrow_mut().remove(&self.id));
+        // A stream that ended before its response phase leaves nothing behind.
+        take_late_ops(self.id);
     }
 }
 
@@ -156,8 +172,9 @@ impl<F: Filter> Context for Stream<F> {
         RUNNING.set(self.id);
         let mut req = Request::default();
         let result = filter.on_foreign_reply(&mut req, token, &reply);
-        self.response_ops.borrow_mut().extend(req.response_ops);
-        if let types::Action::Continue = decide(&*filter, &self.response_ops, result)
+        self.response_ops.extend(req.response_ops);
+        let has_ops = !self.response_ops.is_empty();
+        if let types::Action::Continue = decide(&*filter, has_ops, result)
             && let Err(status) = hostcalls::resume_http_request()
         {
             log::error!("cannot resume the request: {status:?}");
@@ -167,9 +184,9 @@ impl<F: Filter> Context for Stream<F> {
 
 /// Carries out a request-phase decision; tells the host when the filter wants no
 /// response phase (unless it still waits for an answer).
-fn decide<F: Filter>(filter: &F, ops: &Ops, result: Result<Action, Error>) -> types::Action {
+fn decide<F: Filter>(filter: &F, has_ops: bool, result: Result<Action, Error>) -> types::Action {
     let waits = matches!(result, Ok(Action::Wait));
-    if !waits && !filter.wants_response() && ops.borrow().is_empty() {
+    if !waits && !filter.wants_response() && !has_ops {
         // Nothing to do when the response comes: tell the host (other hosts do
         // not know the function and answer NOT_FOUND, which changes nothing).
         let _ = hostcalls::call_foreign_function(SKIP_RESPONSE_PHASE, None);
@@ -187,15 +204,18 @@ impl<F: Filter> HttpContext for Stream<F> {
         RUNNING.set(self.id);
         let mut req = Request::default();
         let result = filter.on_request(&mut req);
-        *self.response_ops.borrow_mut() = req.response_ops;
-        decide(&*filter, &self.response_ops, result)
+        self.response_ops = req.response_ops;
+        decide(&*filter, !self.response_ops.is_empty(), result)
     }
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> types::Action {
         let Some(filter) = self.filter.clone() else {
             return types::Action::Continue;
         };
-        let ops = std::mem::take(&mut *self.response_ops.borrow_mut());
+        let mut ops = std::mem::take(&mut self.response_ops);
+        if let Some(late) = take_late_ops(self.id) {
+            ops.extend(late);
+        }
         for op in ops {
             let map = MapType::HttpResponseHeaders;
             let (name, result) = match &op {
