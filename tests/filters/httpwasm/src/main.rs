@@ -113,12 +113,20 @@ impl Guest for Plugin {
         }
     }
 
-    fn handle_response(&self, req_ctx: i32, _request: &Request, response: &Response, _is_error: bool) {
+    fn handle_response(
+        &self,
+        req_ctx: i32,
+        _request: &Request,
+        response: &Response,
+        _is_error: bool,
+    ) {
         match self.0 {
             Mode::Headers => {
                 let status = response.status().to_string();
                 response.header.set(b"x-hw-status", status.as_bytes());
-                response.header.set(b"x-hw-ctx", req_ctx.to_string().as_bytes());
+                response
+                    .header
+                    .set(b"x-hw-ctx", req_ctx.to_string().as_bytes());
             }
             Mode::Body => {
                 let body = response.body.read();
