@@ -19,11 +19,16 @@ MANIFEST = os.path.join(GUESTS, "httpwasm-header", "traefik", ".traefik.yml")
 SEEN = "x-bench-seen"
 
 # (row, label, proxy, chain length, kind): kind "plain" is the bench guest, "std" the
-# standard filters of the load comparison (one: `headers`; five: its whole chain).
+# standard filters of the load comparison (one: `headers`; five: its whole chain), "hw"
+# the http-wasm guest Traefik runs, run by Portcullis's http-wasm host.
 ROWS = [
     ("portcullis", "Portcullis, no filters", "portcullis", 0, "plain"),
     ("portcullis-pw1", "Portcullis, 1 proxy-wasm filter", "portcullis", 1, "plain"),
     ("portcullis-pw5", "Portcullis, 5 proxy-wasm filters", "portcullis", 5, "plain"),
+    ("portcullis-hw1", "Portcullis, 1 http-wasm filter (Traefik's module)", "portcullis", 1,
+     "hw"),
+    ("portcullis-hw5", "Portcullis, 5 http-wasm filters (Traefik's module)", "portcullis", 5,
+     "hw"),
     ("portcullis-std1", "Portcullis, 1 standard filter (headers)", "portcullis", 1, "std"),
     ("portcullis-std5", "Portcullis, 5 standard filters", "portcullis", 5, "std"),
     ("traefik", "Traefik, no filters", "traefik", 0, "plain"),
@@ -57,7 +62,7 @@ def _start(row, proxy, n, kind, opts, backend_port, guests, traefik):
     if n == 0:
         return servers.start_portcullis(opts.portcullis, work, PROXY_CPU, backend_port,
                                         workers=1, upstream=upstream)
-    names, yaml = _plain_filters(guests["proxywasm"], n)
+    names, yaml = _plain_filters(guests["httpwasm" if kind == "hw" else "proxywasm"], n)
     return servers.start_portcullis(opts.portcullis, work, PROXY_CPU, backend_port, workers=1,
                                     chain=names, filters_yaml=yaml, upstream=upstream)
 
