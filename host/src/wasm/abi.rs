@@ -94,7 +94,7 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
 }
 
 /// The header carrying a request's id, which filters' log lines repeat.
-const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host!(l, "proxy_log", |mut c: C<'_>,

@@ -279,7 +279,7 @@ impl HttpFilters {
     ) -> Decision {
         self.grpc = crate::grpc_status::is_grpc(&head.headers);
         if let Some(trace) = &self.io.trace {
-            trace.set_request_id(head.headers.get("x-request-id"));
+            trace.set_request_id(head.headers.get(super::abi::REQUEST_ID));
         }
         let empty = http::Request::new(()).into_parts().0;
         self.io.request = Some(std::mem::replace(head, empty));

@@ -100,7 +100,7 @@ impl HttpFilters {
         self.saved = Some(Box::new(saved));
         if let (Phase::RequestHeaders, Some(r)) = (phase, io.request.as_ref()) {
             // Kept for the log lines of the later phases, when the head has gone on.
-            self.request_id = r.headers.get("x-request-id").cloned();
+            self.request_id = r.headers.get(crate::wasm::abi::REQUEST_ID).cloned();
             global().shadow_request(&self.entries[i].plugin.config.name, route(io));
         }
     }
