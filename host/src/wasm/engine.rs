@@ -215,9 +215,14 @@ impl Shared {
         let module = match super::fuse::fuse(bytes) {
             // A fused module wasmtime refuses would be our bug, not the module's: the
             // module as it came still serves, callback by callback.
-            Some(fused) => {
-                Module::new(&self.engine, &fused).or_else(|_| Module::new(&self.engine, bytes))
-            }
+            Some(fused) => Module::new(&self.engine, &fused).or_else(|e| {
+                tracing::warn!(
+                    module = %hex::encode(digest),
+                    "wasm: the module with fused entries was refused ({}); compiling it as it is",
+                    root_cause(&e)
+                );
+                Module::new(&self.engine, bytes)
+            }),
             None => Module::new(&self.engine, bytes),
         }
         .map_err(|e| format!("not a valid wasm module: {}", root_cause(&e)))?;
