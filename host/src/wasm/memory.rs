@@ -49,6 +49,7 @@ pub(crate) fn slice(data: &[u8], ptr: u32, len: u32) -> Result<&[u8], Status> {
 }
 
 /// Writes `bytes` at `ptr`, bounds-checked.
+#[inline]
 pub(crate) fn write(
     caller: &mut Caller<'_, HostState>,
     ptr: u32,
@@ -68,7 +69,9 @@ pub(crate) fn write(
     Ok(())
 }
 
-/// Writes a little-endian u32 at `ptr`.
+/// Writes a little-endian u32 at `ptr` (a host call's out-parameter: inlined, so that
+/// the call writes four bytes rather than calling twice to do it).
+#[inline]
 pub(crate) fn write_u32(
     caller: &mut Caller<'_, HostState>,
     ptr: u32,
