@@ -48,6 +48,14 @@ pub(crate) fn slice(data: &[u8], ptr: u32, len: u32) -> Result<&[u8], Status> {
     data.get(start..end).ok_or(Status::InvalidMemoryAccess)
 }
 
+/// A bounds-checked mutable view of `data[ptr..ptr+len]`.
+#[inline]
+pub(crate) fn slice_mut(data: &mut [u8], ptr: u32, len: usize) -> Result<&mut [u8], Status> {
+    let start = ptr as usize;
+    let end = start.checked_add(len).ok_or(Status::InvalidMemoryAccess)?;
+    data.get_mut(start..end).ok_or(Status::InvalidMemoryAccess)
+}
+
 /// Writes `bytes` at `ptr`, bounds-checked.
 #[inline]
 pub(crate) fn write(
@@ -58,14 +66,7 @@ pub(crate) fn write(
     let Some(mem) = caller.data().memory else {
         return Err(Status::InvalidMemoryAccess);
     };
-    let data = mem.data_mut(caller);
-    let start = ptr as usize;
-    let end = start
-        .checked_add(bytes.len())
-        .ok_or(Status::InvalidMemoryAccess)?;
-    data.get_mut(start..end)
-        .ok_or(Status::InvalidMemoryAccess)?
-        .copy_from_slice(bytes);
+    slice_mut(mem.data_mut(caller), ptr, bytes.len())?.copy_from_slice(bytes);
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use wasmtime::{Caller, Linker};
 
 use super::{BUFFER_REQUEST, BUFFER_RESPONSE, IMPORT_MODULE, SUPPORTED, pending};
+use crate::wasm::memory;
 use crate::wasm::state::{HostState, StreamIo};
 
 type C<'a> = Caller<'a, HostState>;
@@ -24,24 +25,21 @@ fn split<'a>(c: &'a mut C<'_>) -> R<(&'a mut [u8], &'a mut HostState)> {
     Ok(mem.data_and_store_mut(c))
 }
 
-fn range(ptr: u32, len: u32) -> R<std::ops::Range<usize>> {
-    let start = ptr as usize;
-    let end = start.checked_add(len as usize).ok_or_else(out_of_bounds)?;
-    Ok(start..end)
-}
-
 /// The guest's bytes at `ptr..ptr+len`.
 fn view(mem: &[u8], ptr: u32, len: u32) -> R<&[u8]> {
-    mem.get(range(ptr, len)?).ok_or_else(out_of_bounds)
+    memory::slice(mem, ptr, len).map_err(|_| out_of_bounds())
+}
+
+/// The guest's bytes at `ptr..ptr+len`, to write.
+fn view_mut(mem: &mut [u8], ptr: u32, len: u32) -> R<&mut [u8]> {
+    memory::slice_mut(mem, ptr, len as usize).map_err(|_| out_of_bounds())
 }
 
 /// Writes `value` at `buf` when it fits `limit`; its length either way.
 fn hand_out(mem: &mut [u8], buf: u32, limit: u32, value: &[u8]) -> R<u32> {
     let len = u32::try_from(value.len()).map_err(|_| out_of_bounds())?;
     if len <= limit {
-        mem.get_mut(range(buf, len)?)
-            .ok_or_else(out_of_bounds)?
-            .copy_from_slice(value);
+        view_mut(mem, buf, len)?.copy_from_slice(value);
     }
     Ok(len)
 }
@@ -56,7 +54,7 @@ fn hand_out_list<'v, I: Iterator<Item = &'v [u8]>>(
     let (count, len) = items().fold((0u64, 0usize), |(n, l), v| (n + 1, l + v.len() + 1));
     let len32 = u32::try_from(len).map_err(|_| out_of_bounds())?;
     if len32 <= limit {
-        let out = mem.get_mut(range(buf, len32)?).ok_or_else(out_of_bounds)?;
+        let out = view_mut(mem, buf, len32)?;
         let mut at = 0;
         for v in items() {
             out[at..at + v.len()].copy_from_slice(v);
