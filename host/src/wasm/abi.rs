@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
+use super::fuse::MARK;
 use super::memory::{self, decode_pairs, hand_back_with, read, read_str, slice, view, write_u32};
 use super::state::{
     Deferred, GET_HEADER_VALUES, HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, Status,
@@ -93,6 +94,20 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// A fused response entry's mark, passed as the first argument of one of the host
+/// calls in `fuse::MARKERS` between its headers and its body callback: the body
+/// callback begins (0), or is not made (1) when the headers callback answered locally.
+#[cold]
+fn mark(c: &mut C<'_>) -> i32 {
+    let io = &mut c.data_mut().io;
+    if io.local_reply.is_some() {
+        io.respond_reply_in_headers = true;
+        return 1;
+    }
+    io.enter_body_part();
+    Status::Ok.into()
+}
+
 /// The header carrying a request's id, which filters' log lines repeat.
 pub(crate) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
@@ -102,6 +117,9 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                            ptr: u32,
                            len: u32|
      -> i32 {
+        if level == MARK {
+            return mark(&mut c);
+        }
         // The message is checked as Envoy does, but a line the log filter drops
         // costs no copy. (Error lines are kept: they say why on_configure refused.)
         let msg = s!(view(&c, ptr, len));
@@ -276,6 +294,9 @@ fn link_headers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         l,
         "proxy_get_header_map_value",
         |mut c: C<'_>, ty: u32, kp: u32, kn: u32, rp: u32, rs: u32| {
+            if ty == MARK {
+                return Ok(mark(&mut c));
+            }
             let ty = t!(MapType::from_raw(ty));
             hand_back_with(&mut c, rp, rs, |s, mem, out| {
                 out.extend_from_slice(headers::value(s, ty, slice(mem, kp, kn)?)?);
@@ -345,6 +366,9 @@ fn link_buffers(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
         l,
         "proxy_get_buffer_bytes",
         |mut c: C<'_>, ty: u32, start: u32, max: u32, rp: u32, rs: u32| {
+            if ty == MARK {
+                return Ok(mark(&mut c));
+            }
             let ty = t!(BufferType::from_raw(ty));
             hand_back_with(&mut c, rp, rs, |s, _, out| {
                 let buf = buffer(s, ty)?;

@@ -38,8 +38,8 @@ pub use location::{ENV, configure, for_compile, use_defaults};
 
 const MAGIC: &[u8; 16] = b"portcullis-cwasm";
 /// Bumped whenever the header or the payload's meaning changes (2: modules are compiled
-/// with their fused entries, `fuse.rs`).
-const FORMAT: u32 = 2;
+/// with their fused entries, `fuse.rs`; 3: with the fused response entry too).
+const FORMAT: u32 = 3;
 /// magic, format, reserved, module sha256, engine key, payload length, payload sha256.
 const HEADER_LEN: usize = 16 + 4 + 4 + 32 + 32 + 8 + 32;
 const SUFFIX: &str = ".cwasm";

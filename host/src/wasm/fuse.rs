@@ -10,7 +10,16 @@
 //! - `__portcullis_begin(ctx, root, headers, eos) -> action`: `proxy_on_context_create`
 //!   then `proxy_on_request_headers`;
 //! - `__portcullis_finish(ctx)`: `proxy_on_done` (its result dropped, as the host drops
-//!   it), `proxy_on_log`, `proxy_on_delete`,
+//!   it), `proxy_on_log`, `proxy_on_delete`;
+//! - `__portcullis_respond(ctx, headers, body) -> (headers action, body action)`:
+//!   `proxy_on_response_headers` (not the end of the stream) and, if it continued,
+//!   `proxy_on_response_body` with the whole body (the end of the stream), for a
+//!   response whose body is in hand when its head is. Between the two it calls one of
+//!   the module's own host imports (`proxy_log`, `proxy_get_header_map_value` or
+//!   `proxy_get_buffer_bytes`) with [`MARK`] as its first argument, which no call
+//!   passes otherwise: the host then shows the guest what it shows a body callback (the
+//!   head gone downstream, the body in its buffer), or answers non-zero when the
+//!   headers callback sent a local reply, and the body callback is not made;
 //!
 //! appended after its own functions, so that no function index or code offset of the
 //! module moves (its DWARF stays true for a debugger). The guest sees the same callbacks
@@ -25,6 +34,19 @@ use wasmparser::{ExternalKind, FuncType, Parser, Payload, TypeRef, ValType};
 pub(crate) const BEGIN: &str = "__portcullis_begin";
 /// The export that runs done, log and delete.
 pub(crate) const FINISH: &str = "__portcullis_finish";
+/// The export that runs response headers and, if they continued, the whole body.
+pub(crate) const RESPOND: &str = "__portcullis_respond";
+/// The first argument of the host call [`RESPOND`] makes between the headers and the
+/// body callback (a log level, map or buffer type no call uses).
+pub(crate) const MARK: u32 = 0x7fff_0b0d;
+
+/// The imports the mark can go through: name and number of `i32` parameters (each
+/// returns an `i32` status). Every SDK's modules import one of them.
+const MARKERS: [(&str, u8); 3] = [
+    ("proxy_log", 3),
+    ("proxy_get_header_map_value", 5),
+    ("proxy_get_buffer_bytes", 5),
+];
 
 /// `bytes` with the fused entries its callbacks allow, or `None` when it gets none
 /// (compile `bytes` as they are).
@@ -57,8 +79,26 @@ pub(crate) fn fuse(bytes: &[u8]) -> Option<Vec<u8>> {
             body: finish_body(done, log, delete),
         })
     })();
-    let added: Vec<Added> = [begin, finish].into_iter().flatten().collect();
-    if added.is_empty() || m.exports.iter().any(|(n, _)| n == BEGIN || n == FINISH) {
+    let marker = MARKERS.iter().find_map(|&(name, params)| {
+        let &(_, idx) = m.imports.iter().find(|(n, _)| n == name)?;
+        let ty = m.types.get(*m.imported_types.get(idx as usize)? as usize)?;
+        let all_i32 = ty.params().iter().all(|t| *t == I32);
+        (ty.params().len() == usize::from(params) && all_i32 && ty.results() == [I32])
+            .then_some((idx, params))
+    });
+    let respond = marker.and_then(|marker| {
+        let headers = func("proxy_on_response_headers", &[I32, I32, I32], &[I32])?;
+        let body = func("proxy_on_response_body", &[I32, I32, I32], &[I32])?;
+        Some(Added {
+            name: RESPOND,
+            params: 3,
+            results: 2,
+            body: respond_body(headers, body, marker),
+        })
+    });
+    let added: Vec<Added> = [begin, finish, respond].into_iter().flatten().collect();
+    let taken = [BEGIN, FINISH, RESPOND];
+    if added.is_empty() || m.exports.iter().any(|(n, _)| taken.contains(&n.as_str())) {
         return None;
     }
     m.rewrite(bytes, &added)
@@ -76,6 +116,10 @@ struct Added {
 struct Scan {
     types: Vec<FuncType>,
     imported_funcs: u32,
+    /// The type of each imported function, by function index.
+    imported_types: Vec<u32>,
+    /// The module's function imports (`env` ones by name) and their indices.
+    imports: Vec<(String, u32)>,
     /// The type of each function the module defines.
     defined: Vec<u32>,
     exports: Vec<(String, u32)>,
@@ -91,6 +135,8 @@ impl Scan {
         let mut s = Scan {
             types: Vec::new(),
             imported_funcs: 0,
+            imported_types: Vec::new(),
+            imports: Vec::new(),
             defined: Vec::new(),
             exports: Vec::new(),
             type_at: None,
@@ -111,7 +157,12 @@ impl Scan {
                 }
                 Payload::ImportSection(r) => {
                     for import in r.into_imports() {
-                        if let TypeRef::Func(_) | TypeRef::FuncExact(_) = import.ok()?.ty {
+                        let import = import.ok()?;
+                        if let TypeRef::Func(ty) | TypeRef::FuncExact(ty) = import.ty {
+                            if import.module == "env" {
+                                s.imports.push((import.name.to_owned(), s.imported_funcs));
+                            }
+                            s.imported_types.push(ty);
                             s.imported_funcs += 1;
                         }
                     }
@@ -267,6 +318,53 @@ fn finish_body(done: u32, log: u32, delete: u32) -> Vec<u8> {
     b = call(b, delete);
     b.push(0x0b);
     b
+}
+
+/// `h = headers(ctx, n, 0); if h != 0 { return (h, 0) }; if marker(MARK, 0, …) != 0
+/// { return (0, 0) }; return (0, body(ctx, size, 1))`.
+fn respond_body(headers: u32, body: u32, (marker, params): (u32, u8)) -> Vec<u8> {
+    let mut b = vec![0x01, 0x01, 0x7f]; // one i32 local: the headers' action
+    get(&mut b, 0);
+    get(&mut b, 1);
+    b.extend_from_slice(&[0x41, 0x00]);
+    b = call(b, headers);
+    b.extend_from_slice(&[0x22, 0x03]); // local.tee 3
+    b.extend_from_slice(&[0x04, 0x40]); // if (no result)
+    b.extend_from_slice(&[0x20, 0x03, 0x41, 0x00, 0x0f]); // local.get 3, i32.const 0, return
+    b.push(0x0b); // end if
+    b.push(0x41); // i32.const MARK
+    b = push_sleb(b, MARK);
+    for _ in 1..params {
+        b.extend_from_slice(&[0x41, 0x00]);
+    }
+    b = call(b, marker);
+    // A status other than 0: the headers callback answered locally, the body
+    // callback is not made.
+    b.extend_from_slice(&[0x04, 0x40]); // if (no result)
+    b.extend_from_slice(&[0x41, 0x00, 0x41, 0x00, 0x0f]); // i32.const 0 (×2), return
+    b.push(0x0b); // end if
+    b.extend_from_slice(&[0x41, 0x00]);
+    get(&mut b, 0);
+    get(&mut b, 2);
+    b.extend_from_slice(&[0x41, 0x01]);
+    b = call(b, body);
+    b.push(0x0b);
+    b
+}
+
+/// `v` (as an `i32`) in signed LEB128, as `i32.const` takes it.
+fn push_sleb(mut out: Vec<u8>, v: u32) -> Vec<u8> {
+    let mut v = v as i32;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        let done = (v == 0 && byte & 0x40 == 0) || (v == -1 && byte & 0x40 != 0);
+        if done {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
 }
 
 /// An unsigned LEB128 at the start of `b`: its value and width.

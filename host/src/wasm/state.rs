@@ -234,6 +234,44 @@ pub(crate) struct StreamIo {
     pub code_details: Option<String>,
     /// What the stream's http-wasm filters keep between calls; made by the first.
     pub httpwasm: Option<Box<super::httpwasm::Pending>>,
+    /// A fused response entry (`fuse::RESPOND`) is running and its body callback has
+    /// not yet been shown what a body callback sees: the whole body, waiting here.
+    pub respond_body: Option<BodyBuf>,
+    /// The response head has gone downstream for the running body callback of a
+    /// response whose body came whole with it ([`StreamIo::response_head`]).
+    pub head_gone: bool,
+    /// The fused entry's headers callback sent a local reply: its body callback was
+    /// not made.
+    pub respond_reply_in_headers: bool,
+}
+
+impl StreamIo {
+    /// The response head as header callbacks see it: not in a body callback, for
+    /// which it has gone downstream (where the body came whole with the head, the
+    /// head stays in place for the next filter's header callback, hidden).
+    #[inline]
+    pub fn response_head(&self) -> Option<&http::response::Parts> {
+        self.response.as_ref().filter(|_| !self.head_gone)
+    }
+
+    /// [`StreamIo::response_head`], to change.
+    #[inline]
+    pub fn response_head_mut(&mut self) -> Option<&mut http::response::Parts> {
+        match self.head_gone {
+            true => None,
+            false => self.response.as_mut(),
+        }
+    }
+
+    /// Shows the running filter what its response body callback sees: the whole body
+    /// in its buffer, the head gone downstream. Once per fused entry (at its mark,
+    /// `fuse::MARK`); nothing when its body callback never ran.
+    pub fn enter_body_part(&mut self) {
+        if let Some(body) = self.respond_body.take() {
+            self.response_body = body;
+            self.head_gone = true;
+        }
+    }
 }
 
 /// The store data of one VM.

@@ -113,6 +113,9 @@ pub(crate) struct Callbacks {
     /// Done, log and delete, in one entry (`fuse.rs`); absent where done and log are
     /// skipped.
     pub finish: F1,
+    /// Response headers then the whole body, in one entry (`fuse.rs`): the two
+    /// actions. Absent for a headers-only module.
+    pub respond: Option<TypedFunc<(u32, u32, u32), (u32, u32)>>,
     /// Higress's: a Redis reply (`proxy_on_redis_call_response`).
     pub on_redis_call_response: F4,
     /// http-wasm's two exports (`super::httpwasm`); `None` in a proxy-wasm module.
@@ -154,6 +157,9 @@ impl Callbacks {
             finish: instance
                 .get_typed_func(&mut *store, super::fuse::FINISH)
                 .ok(),
+            respond: instance
+                .get_typed_func(&mut *store, super::fuse::RESPOND)
+                .ok(),
             on_redis_call_response: f!("proxy_on_redis_call_response"),
             handle_request: f!("handle_request"),
             handle_response: f!("handle_response"),
@@ -168,6 +174,7 @@ impl Callbacks {
             cb.on_done = None;
             cb.on_log = None;
             cb.finish = None;
+            cb.respond = None;
         }
         cb
     }
@@ -403,6 +410,23 @@ impl Vm {
     #[inline]
     pub fn fused_finish(&self) -> bool {
         self.cb.finish.is_some()
+    }
+
+    /// Whether context `ctx`'s last callback left callouts (http, gRPC, foreign) to
+    /// start.
+    #[inline]
+    pub fn has_calls(&self, ctx: u32) -> bool {
+        let st = self.store.data();
+        (!st.pending_calls.is_empty() && st.pending_calls.iter().any(|c| c.context == ctx))
+            || (!st.pending_grpc.is_empty() && st.pending_grpc.iter().any(|c| c.context == ctx))
+            || (!st.pending_foreign.is_empty()
+                && st.pending_foreign.iter().any(|c| c.context == ctx))
+    }
+
+    /// Whether the module has the fused response headers + body entry.
+    #[inline]
+    pub fn fused_respond(&self) -> bool {
+        self.cb.respond.is_some()
     }
 
     /// A fresh stream context id in this VM.

@@ -26,7 +26,7 @@ pub(crate) fn pairs_into(s: &HostState, ty: MapType, out: &mut Vec<u8>) -> Resul
             });
         }
         ResponseHeaders => {
-            let r = s.io.response.as_ref().ok_or(Status::NotFound)?;
+            let r = s.io.response_head().ok_or(Status::NotFound)?;
             encode_pairs_into(out, || {
                 let status = std::iter::once((&b":status"[..], r.status.as_str().as_bytes()));
                 status.chain(plain(&r.headers))
@@ -81,7 +81,7 @@ pub(crate) fn value<'s>(s: &'s HostState, ty: MapType, key: &[u8]) -> Result<&'s
             &r.headers
         }
         ResponseHeaders => {
-            let r = s.io.response.as_ref().ok_or(Status::NotFound)?;
+            let r = s.io.response_head().ok_or(Status::NotFound)?;
             if key.eq_ignore_ascii_case(b":status") {
                 return Ok(r.status.as_str().as_bytes());
             }
@@ -162,7 +162,7 @@ pub(crate) fn edit(s: &mut HostState, ty: MapType, key: &[u8], value: &[u8], how
     }
     let map = match ty {
         RequestHeaders => s.io.request.as_mut().map(|r| &mut r.headers),
-        ResponseHeaders => s.io.response.as_mut().map(|r| &mut r.headers),
+        ResponseHeaders => s.io.response_head_mut().map(|r| &mut r.headers),
         RequestTrailers => s.io.request_trailers.as_mut(),
         ResponseTrailers => s.io.response_trailers.as_mut(),
         // What a callout answered is read-only: writes are ignored.
@@ -200,7 +200,7 @@ pub(crate) fn edit(s: &mut HostState, ty: MapType, key: &[u8], value: &[u8], how
 pub(crate) fn set_pairs(s: &mut HostState, ty: MapType, pairs: Vec<(String, Vec<u8>)>) -> Status {
     let cleared = match ty {
         RequestHeaders => s.io.request.as_mut().map(|r| r.headers.clear()),
-        ResponseHeaders => s.io.response.as_mut().map(|r| r.headers.clear()),
+        ResponseHeaders => s.io.response_head_mut().map(|r| r.headers.clear()),
         RequestTrailers => s.io.request_trailers.as_mut().map(HeaderMap::clear),
         ResponseTrailers => s.io.response_trailers.as_mut().map(HeaderMap::clear),
         // What a callout answered is read-only: writes are ignored.
@@ -252,7 +252,7 @@ fn edit_pseudo(s: &mut HostState, ty: MapType, key: &str, value: &[u8], how: Edi
     }
     match ty {
         ResponseHeaders if key == ":status" => {
-            let Some(r) = s.io.response.as_mut() else {
+            let Some(r) = s.io.response_head_mut() else {
                 return Status::NotFound;
             };
             match http::StatusCode::from_bytes(value) {

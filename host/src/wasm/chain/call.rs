@@ -107,19 +107,10 @@ macro_rules! callback {
             },
         };
         match r {
-            Ok(action) => {
-                let st = vm.store.data();
-                let has_calls = (!st.pending_calls.is_empty()
-                    && st.pending_calls.iter().any(|c| c.context == ctx))
-                    || (!st.pending_grpc.is_empty()
-                        && st.pending_grpc.iter().any(|c| c.context == ctx))
-                    || (!st.pending_foreign.is_empty()
-                        && st.pending_foreign.iter().any(|c| c.context == ctx));
-                Called::Done {
-                    action: action.unwrap_or(0),
-                    has_calls,
-                }
-            }
+            Ok(action) => Called::Done {
+                action: action.unwrap_or(0),
+                has_calls: vm.has_calls(ctx),
+            },
             Err(f) => Called::Failed($generation, f),
         }
     }};

@@ -76,10 +76,15 @@ fn the_module_s_own_code_keeps_its_offsets() {
         }
         out
     }
-    let wasm = wat::parse_str(recorder(HEADERS)).unwrap();
+    let wat = recorder(&response(0)).replacen(
+        "(module",
+        r#"(module (import "env" "proxy_log" (func (param i32 i32 i32) (result i32)))"#,
+        1,
+    );
+    let wasm = wat::parse_str(wat).unwrap();
     let fused = fuse(&wasm).unwrap();
     let (before, after) = (bodies(&wasm), bodies(&fused));
-    assert_eq!(after.len(), before.len() + 2);
+    assert_eq!(after.len(), before.len() + 3);
     assert_eq!(&after[..before.len()], &before[..]);
 }
 
@@ -136,4 +141,123 @@ fn leb128_widths() {
     assert_eq!(leb(&[0x85, 0x00]), Some((5, 2)));
     assert_eq!(padded_leb(130, 1), None);
     assert_eq!(leb(&[0x80, 0x80]), None);
+}
+
+/// Response callbacks for [`recorder`]: headers (6) answers `headers`, body (7) 5.
+fn response(headers: u32) -> String {
+    format!(
+        r#"{HEADERS}
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (call $rec (i32.const 6)) (call $arg (local.get 1)) (call $arg (local.get 2)) (i32.const {headers}))
+  (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32)
+    (call $rec (i32.const 7)) (call $arg (local.get 1)) (call $arg (local.get 2)) (i32.const 5))"#
+    )
+}
+
+/// [`recorder`] with response callbacks and an import of `marker` (its parameter
+/// count), instantiated with that import noting its first argument in the call log as
+/// a digit 8 (the mark) or 9 (anything else), and answering `status`.
+fn with_marker(headers: u32, marker: &str, params: usize, status: i32) -> (Store<()>, Instance) {
+    let import = format!(
+        r#"(module (import "env" "{marker}" (func (param {}) (result i32)))"#,
+        vec!["i32"; params].join(" ")
+    );
+    let wat = recorder(&response(headers)).replacen("(module", &import, 1);
+    let fused = fuse(&wat::parse_str(wat).unwrap()).unwrap();
+    let engine = Engine::default();
+    let module = Module::new(&engine, &fused).unwrap();
+    let mut store = Store::new(&engine, ());
+    let ty = wasmtime::FuncType::new(
+        &engine,
+        vec![wasmtime::ValType::I32; params],
+        [wasmtime::ValType::I32],
+    );
+    let f = wasmtime::Func::new(&mut store, ty, |mut caller, args, results| {
+        let digit = if args[0].i32() == Some(MARK as i32) {
+            8
+        } else {
+            9
+        };
+        let log = caller.get_export("log").unwrap().into_global().unwrap();
+        let now = log.get(&mut caller).i64().unwrap();
+        log.set(&mut caller, wasmtime::Val::I64(now * 10 + digit))?;
+        results[0] = wasmtime::Val::I32(status);
+        Ok(())
+    });
+    let instance = Instance::new(&mut store, &module, &[f.into()]).unwrap();
+    (store, instance)
+}
+
+#[test]
+fn respond_marks_the_body_callback_only_after_headers_that_continue() {
+    for (marker, params) in [
+        ("proxy_log", 3),
+        ("proxy_get_header_map_value", 5),
+        ("proxy_get_buffer_bytes", 5),
+    ] {
+        let (mut store, inst) = with_marker(0, marker, params, 0);
+        let respond = inst
+            .get_typed_func::<(u32, u32, u32), (u32, u32)>(&mut store, RESPOND)
+            .unwrap();
+        // Headers (3 of them, not the end of the stream), the mark, then the 11-byte
+        // body (the end).
+        assert_eq!(respond.call(&mut store, (9, 3, 11)).unwrap(), (0, 5));
+        assert_eq!(global(&mut store, &inst, "log"), 687, "through {marker}");
+        assert_eq!(global(&mut store, &inst, "args"), 3_00_11_01);
+    }
+
+    // Headers that stop the iteration: no mark, no body callback, their action back.
+    let (mut store, inst) = with_marker(1, "proxy_log", 3, 0);
+    let respond = inst
+        .get_typed_func::<(u32, u32, u32), (u32, u32)>(&mut store, RESPOND)
+        .unwrap();
+    assert_eq!(respond.call(&mut store, (9, 3, 11)).unwrap(), (1, 0));
+    assert_eq!(global(&mut store, &inst, "log"), 6);
+
+    // A mark answered non-zero (the headers callback replied locally): no body callback.
+    let (mut store, inst) = with_marker(0, "proxy_log", 3, 1);
+    let respond = inst
+        .get_typed_func::<(u32, u32, u32), (u32, u32)>(&mut store, RESPOND)
+        .unwrap();
+    assert_eq!(respond.call(&mut store, (9, 3, 11)).unwrap(), (0, 0));
+    assert_eq!(global(&mut store, &inst, "log"), 68);
+}
+
+#[test]
+fn respond_needs_a_marker_import_and_the_response_callbacks() {
+    // No import to mark through.
+    let fused = fuse(&wat::parse_str(recorder(&response(0))).unwrap()).unwrap();
+    let (mut store, inst) = instance(&fused);
+    assert!(inst.get_func(&mut store, RESPOND).is_none());
+    assert!(inst.get_func(&mut store, BEGIN).is_some());
+    // An import of that name with another signature is no marker.
+    let odd = recorder(&response(0)).replacen(
+        "(module",
+        r#"(module (import "env" "proxy_log" (func (param i32) (result i32)))"#,
+        1,
+    );
+    let fused = fuse(&wat::parse_str(odd).unwrap()).unwrap();
+    let module = Module::new(&Engine::default(), &fused).unwrap();
+    assert!(module.get_export(RESPOND).is_none());
+    // No response callbacks.
+    let plain = recorder(HEADERS).replacen(
+        "(module",
+        r#"(module (import "env" "proxy_log" (func (param i32 i32 i32) (result i32)))"#,
+        1,
+    );
+    let fused = fuse(&wat::parse_str(plain).unwrap()).unwrap();
+    let module = Module::new(&Engine::default(), &fused).unwrap();
+    assert!(module.get_export(RESPOND).is_none());
+    assert!(module.get_export(BEGIN).is_some());
+}
+
+#[test]
+fn mark_is_an_i32_const_of_its_value() {
+    let mut b = push_sleb(Vec::new(), MARK);
+    b.push(0x0b);
+    let mut r = wasmparser::BinaryReader::new(&b, 0);
+    assert_eq!(r.read_var_i32().unwrap(), MARK as i32);
+    assert_eq!(push_sleb(Vec::new(), 0), vec![0x00]);
+    assert_eq!(push_sleb(Vec::new(), 64), vec![0xc0, 0x00]);
+    assert_eq!(push_sleb(Vec::new(), u32::MAX), vec![0x7f]);
 }
