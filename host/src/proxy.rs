@@ -292,6 +292,8 @@ where
     let (mut head, mut body) = resp.into_parts();
     let mut error = error;
     let mut whole_body = None;
+    // The body has been through the filters already.
+    let mut filtered = false;
     if buffers_response {
         match whole::collect(std::mem::replace(&mut body, body::empty())).await {
             Ok(bytes) => whole_body = Some(bytes),
@@ -313,6 +315,7 @@ where
         };
         let flags = error.as_ref().map_or(0, ProxyError::envoy_response_flags);
         chain.set_upstream_result(outcome.target.clone(), flags);
+        let collected = whole_body.is_some();
         let ends = match whole_body {
             Some(bytes) => {
                 let ends = bytes.is_empty();
@@ -321,8 +324,26 @@ where
             }
             None => body.is_end_stream(),
         };
+        // A body that came whole with the head goes through each filter with the
+        // head, in one guest entry per filter where it can (`wasm/chain/whole.rs`).
+        let in_hand = match collected || ends || !chain.takes_bodies() {
+            false => whole::in_hand(&mut body).await,
+            true => None,
+        };
         let started = timing.map(|_| Instant::now());
-        let decision = chain.response_headers(&mut head, ends).await;
+        let decision = match in_hand {
+            Some(bytes) => {
+                let came = bytes.len();
+                let (decision, bytes) = chain.response_whole(&mut head, bytes).await;
+                if bytes.len() != came {
+                    whole::set_length(&mut head.headers, bytes.len());
+                }
+                body = body::full(bytes);
+                filtered = true;
+                decision
+            }
+            None => chain.response_headers(&mut head, ends).await,
+        };
         if let (Some(t), Some(started)) = (&mut timing, started) {
             t.filters += started.elapsed();
             outcome.filters = Some(chain.outcomes());
@@ -338,6 +359,7 @@ where
     };
     let (resp, error) = match stopped(decision, &mut outcome) {
         Some(stop) => stop,
+        None if filtered => (Response::from_parts(head, body), error),
         None => {
             let body = FilteredBody::response(body, filters.clone()).boxed_unsync();
             (Response::from_parts(head, body), error)

@@ -20,6 +20,7 @@ mod call;
 mod body_phase;
 mod shadow;
 mod traced;
+mod whole;
 
 pub use body_phase::Flow;
 use call::{Called, call, call_now, needs_finish};
@@ -107,6 +108,8 @@ pub struct HttpFilters {
     clock: Option<Instant>,
     /// The request's span, when it is traced: each filter callback gets a child span.
     trace: Option<Arc<crate::otel::RequestTrace>>,
+    /// A filter's local reply, made in its response body callback, replaced the body.
+    body_replaced: bool,
 }
 
 /// One request in this many (per worker) times its filters' callbacks for the
@@ -173,6 +176,7 @@ impl HttpFilters {
             saved: None,
             request_id: None,
             trace: None,
+            body_replaced: false,
         }
     }
 
@@ -706,6 +710,7 @@ impl Drop for HttpFilters {
             timed: self.timed,
             clock: self.clock,
             trace: None,
+            body_replaced: false,
             // If the task never runs (the worker is shutting down), do not respawn.
             finished: true,
         };

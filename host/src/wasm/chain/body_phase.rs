@@ -50,6 +50,8 @@ pub struct BodyWalk {
     flow: Flow,
     /// How many of the walk's filters (in its order) are behind it.
     done: usize,
+    /// The walk ends once `done` reaches this (or the filters that saw the request).
+    until: usize,
     /// The bytes for the next filter (the running filter's are in the stream's data).
     data: BodyBuf,
     eos: bool,
@@ -68,6 +70,18 @@ enum Why {
 }
 
 impl BodyWalk {
+    /// A walk of the whole response body through filter `i` alone (of `seen`).
+    pub(super) fn response_one(seen: usize, i: usize, data: BodyBuf) -> BodyWalk {
+        let done = seen - 1 - i;
+        BodyWalk {
+            flow: Flow::Response,
+            done,
+            until: done + 1,
+            data,
+            eos: true,
+        }
+    }
+
     /// Which body the walk is on.
     pub(super) fn flow(&self) -> Flow {
         self.flow
@@ -107,6 +121,7 @@ impl HttpFilters {
         BodyWalk {
             flow,
             done: 0,
+            until: usize::MAX,
             data: BodyBuf::Shared(chunk),
             eos,
         }
@@ -117,7 +132,7 @@ impl HttpFilters {
     /// [`HttpFilters::body_resume`]. A filter that pauses holds the bytes (and gets
     /// them all again with the next chunk) until it continues or the body ends.
     pub fn body_now(&mut self, walk: &mut BodyWalk) -> Result<BodyDecision, Halt> {
-        while walk.done < self.seen {
+        while walk.done < self.seen.min(walk.until) {
             let i = walk.index(self.seen);
             let e = &mut self.entries[i];
             if e.plugin.headers_only()
@@ -209,6 +224,7 @@ impl HttpFilters {
                 }
                 Flow::Response => {
                     // Headers have gone downstream: the reply can only replace the body.
+                    self.body_replaced = true;
                     let reply = self.io.local_reply.take();
                     let body = reply.map(|r| r.body).unwrap_or_default();
                     return Ok(Some(BodyDecision::Forward(body)));

@@ -376,3 +376,84 @@ async fn guest_entries_per_request_are_the_callbacks_and_one_allocation_per_valu
     let n = entries_of_one_request(&[min.clone(), sdk.clone(), min, sdk], &[]).await;
     assert_eq!(n, 2 * plain + 2 * 2);
 }
+
+/// The response through `plugins` as a head and its whole body, taken together
+/// (`whole`: `HttpFilters::response_whole`) or as the head and then the body: the
+/// body that goes on, the `x-resp-chain` values and the guest entries it took.
+async fn through_response(plugins: &[Arc<Plugin>], whole: bool) -> (String, Vec<String>, u64) {
+    let before = vm::entries();
+    let mut chain = HttpFilters::new(plugins, info());
+    cont(chain.request_headers(&mut request("/", &[]), true).await);
+    let mut resp = response(200);
+    let body = Bytes::from_static(b"xyz");
+    let body = if whole {
+        let (d, body) = chain.response_whole(&mut resp, body).await;
+        cont(d);
+        body
+    } else {
+        cont(chain.response_headers(&mut resp, false).await);
+        match chain.response_body(body, true).await {
+            BodyDecision::Forward(b) => b,
+            BodyDecision::Respond(r) => panic!("unexpected {} response", r.status()),
+            BodyDecision::Fail(f) => panic!("unexpected failure: {f}"),
+        }
+    };
+    chain.finish().await;
+    let tags = resp
+        .headers
+        .get_all("x-resp-chain")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    (
+        String::from_utf8_lossy(&body).into_owned(),
+        tags,
+        vm::entries() - before,
+    )
+}
+
+#[tokio::test]
+async fn a_whole_response_reaches_each_filter_as_its_head_then_its_body() {
+    let a = plugin(&filter("whole-a", "late:wla"));
+    let b = plugin(&filter("whole-b", "body:wlb"));
+    let min = plugin(&filter("whole-min", "min:wm"));
+    let chain = [a, b, min.clone()];
+    through_response(&chain, true).await;
+    let apart = through_response(&chain, false).await;
+    let together = through_response(&chain, true).await;
+    // Every filter changed the body in turn, from the last one up, and none saw the
+    // head from its body callback, either way.
+    assert_eq!(apart.0, "xyz [probed] [late wla: head gone]");
+    assert_eq!(together.0, apart.0);
+    assert_eq!(together.1, ["wlb", "wla"]);
+    assert_eq!(together.1, apart.1);
+    // Headers and body in one entry per filter instead of two.
+    assert_eq!(
+        together.2 + 3,
+        apart.2,
+        "entries: {together:?} vs {apart:?}"
+    );
+    let (_, _, lone) = through_response(std::slice::from_ref(&min), true).await;
+    assert_eq!(lone, 3, "a plain filter: begin, respond, finish");
+}
+
+#[tokio::test]
+async fn a_whole_response_answered_by_a_headers_callback_gets_no_body_callback() {
+    let answer = plugin(&filter("whole-answer", "answer:wan"));
+    for whole in [false, true] {
+        let mut chain = HttpFilters::new(std::slice::from_ref(&answer), info());
+        cont(chain.request_headers(&mut request("/", &[]), true).await);
+        let mut resp = response(200);
+        let d = match whole {
+            true => chain.response_whole(&mut resp, Bytes::from_static(b"xyz")).await.0,
+            false => chain.response_headers(&mut resp, false).await,
+        };
+        let Decision::Respond(r) = d else {
+            panic!("the local reply should replace the response (whole: {whole})");
+        };
+        assert_eq!(r.status(), 502);
+        chain.finish().await;
+    }
+    assert_eq!(shared::get("answer:wan"), None, "no body callback after the reply");
+}
+

@@ -446,7 +446,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         self.add_http_response_header("x-resp-chain", &self.arg.clone());
-        if self.mode == "body" {
+        if self.mode == "body" || self.mode == "late" {
             self.set_http_response_header("content-length", None);
         }
         if self.mode == "status" {
@@ -456,10 +456,30 @@ impl HttpContext for Stream {
             let v = self.attrs();
             self.set_http_response_header("x-attrs", Some(&v));
         }
+        if self.mode == "answer" {
+            // A local reply that lets the iteration go on, as some filters write it.
+            self.send_http_response(502, vec![], Some(b"answered by probe\n"));
+        }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, _size: usize, eos: bool) -> Action {
+        if self.mode == "answer" {
+            let _ = self.set_shared_data(&format!("answer:{}", self.arg), Some(b"body"), None);
+        }
+        if self.mode == "late" && eos {
+            // The head has gone downstream: a body callback no longer sees it.
+            let head = self.get_http_response_header("x-resp-chain");
+            let body = self
+                .get_http_response_body(0, usize::MAX)
+                .unwrap_or_default();
+            let note = match head {
+                Some(v) => format!(" [late {}: head {v}]", self.arg),
+                None => format!(" [late {}: head gone]", self.arg),
+            };
+            self.set_http_response_body(body.len(), 0, note.as_bytes());
+            return Action::Continue;
+        }
         if self.mode != "body" {
             return Action::Continue;
         }
