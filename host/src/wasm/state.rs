@@ -234,6 +234,8 @@ pub(crate) struct StreamIo {
     pub code_details: Option<String>,
     /// What the stream's http-wasm filters keep between calls; made by the first.
     pub httpwasm: Option<Box<super::httpwasm::Pending>>,
+    /// What a shadow filter's header writes replaced, while its callback runs.
+    pub journal: super::abi::headers::journal::Journal,
 }
 
 /// The store data of one VM.
