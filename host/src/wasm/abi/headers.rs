@@ -164,11 +164,7 @@ pub(crate) fn edit(s: &mut HostState, ty: MapType, key: &[u8], value: &[u8], how
         };
         return edit_pseudo(s, ty, key, value, how);
     }
-    if matches!(
-        ty,
-        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata
-    ) {
-        // What a callout answered is read-only: writes are ignored.
+    if read_only(ty) {
         return Status::Ok;
     }
     let (Some(map), journal) = map_and_journal(&mut s.io, ty) else {
@@ -205,11 +201,7 @@ pub(crate) fn edit(s: &mut HostState, ty: MapType, key: &[u8], value: &[u8], how
 
 /// Replaces every pair of map `ty` with `pairs`.
 pub(crate) fn set_pairs(s: &mut HostState, ty: MapType, pairs: Vec<(String, Vec<u8>)>) -> Status {
-    if matches!(
-        ty,
-        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata
-    ) {
-        // What a callout answered is read-only: writes are ignored.
+    if read_only(ty) {
         return Status::Ok;
     }
     let (Some(map), journal) = map_and_journal(&mut s.io, ty) else {
@@ -227,6 +219,14 @@ pub(crate) fn set_pairs(s: &mut HostState, ty: MapType, pairs: Vec<(String, Vec<
         }
     }
     rc
+}
+
+/// Whether map `ty` is what a callout answered: read-only, writes to it are ignored.
+fn read_only(ty: MapType) -> bool {
+    matches!(
+        ty,
+        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata
+    )
 }
 
 /// Map `ty` of the stream (`None` for a callout's, or one the stream has not reached),

@@ -110,10 +110,13 @@ impl HttpFilters {
         let io = &mut self.io;
         let e = &self.entries[i];
         if let (Phase::RequestHeaders, Some(r)) = (phase, io.request.as_ref()) {
-            // Kept for the log lines of the later phases, when the head has gone on.
-            self.request_id = r.headers.get(crate::wasm::abi::REQUEST_ID).cloned();
             if let Some(s) = &e.shadow {
                 s.counters.request();
+            }
+            // Kept for the log lines of the later phases, when the head has gone on;
+            // with none to write (info is the least they log at), not kept.
+            if tracing::enabled!(target: "portcullis::shadow", tracing::Level::INFO) {
+                self.request_id = r.headers.get(crate::wasm::abi::REQUEST_ID).cloned();
             }
         }
         if !e.plugin.is_http_wasm() {
@@ -227,13 +230,21 @@ fn route(io: &StreamIo) -> &str {
 /// them there), the first [`LOG_FIRST`] of a filter and then one in [`LOG_EVERY`] at
 /// info. `n` is how many of this kind the filter has made (this one included).
 fn record(chain: &HttpFilters, filter: &str, n: u64, status: Option<u16>) {
+    let sampled = n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY);
+    let logged = if sampled {
+        tracing::enabled!(target: "portcullis::shadow", tracing::Level::INFO)
+    } else {
+        tracing::enabled!(target: "portcullis::shadow", tracing::Level::DEBUG)
+    };
+    if !logged {
+        return;
+    }
     let request_id = chain
         .request_id
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     let route = route(&chain.io);
-    let sampled = n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY);
     match status {
         Some(status) if sampled => {
             tracing::info!(target: "portcullis::shadow", filter, route, request_id, status, "shadow filter {filter} would have answered {status} (not enforced)")
