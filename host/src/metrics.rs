@@ -26,6 +26,7 @@ use dashmap::DashMap;
 
 pub use custom::CustomKind;
 use custom::CustomRegistry;
+pub use shadow::ShadowCounters;
 pub use window::{SPAN_SECS, Summary, Window, last_instant};
 
 /// Upper bounds (seconds) of the request-duration histogram buckets.
@@ -282,24 +283,10 @@ impl Metrics {
         self.shadow.canary(route, filter, version);
     }
 
-    /// Counts a request a shadow filter ran on:
-    /// `portcullis_filter_shadow_requests_total{filter,route}`.
-    pub fn shadow_request(&self, filter: &str, route: &str) {
-        self.shadow.request(filter, route);
-    }
-
-    /// Counts a local reply a shadow filter made and the proxy did not send:
-    /// `portcullis_filter_shadow_would_deny_total{filter,route,status}`; returns the
-    /// series' new count.
-    pub fn shadow_would_deny(&self, filter: &str, route: &str, status: u16) -> u64 {
-        self.shadow.would_deny(filter, route, status)
-    }
-
-    /// Counts a request a shadow filter changed without effect:
-    /// `portcullis_filter_shadow_would_modify_total{filter,route}`; returns the
-    /// series' new count.
-    pub fn shadow_would_modify(&self, filter: &str, route: &str) -> u64 {
-        self.shadow.would_modify(filter, route)
+    /// The counters of filter `filter` in shadow mode on route `route`
+    /// (`portcullis_filter_shadow_*_total{filter,route}`), for the route to hold.
+    pub fn shadow_counters(&self, filter: &str, route: &str) -> Arc<ShadowCounters> {
+        Arc::new(self.shadow.counters(filter, route))
     }
 
     /// Counts an L4 connection (a UDP session) of `route` relayed to its upstream.

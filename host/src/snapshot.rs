@@ -15,7 +15,7 @@ use crate::l4::L4Routes;
 use crate::router::{Candidate, Router};
 use crate::tls::TlsSet;
 use crate::upstream::Upstream;
-use crate::wasm::{HttpCaller, Plugin, Runtime};
+use crate::wasm::{HttpCaller, HttpFilters, Plugin, Runtime};
 use http_calls::UpstreamCaller;
 pub use split::Split;
 
@@ -104,9 +104,10 @@ pub struct Route<U = RouteUpstream> {
     pub name: Arc<str>,
     /// The filter chain, in request order.
     pub filters: Vec<Arc<Plugin>>,
-    /// Which of `filters` run in shadow mode (recorded, not enforced), by index; empty
-    /// when none does. Shorter than `filters` when the last ones do not.
-    pub shadow: Vec<bool>,
+    /// The counters of the `filters` that run in shadow mode (recorded, not enforced),
+    /// by index, `None` for the others; empty when none does. Shorter than `filters`
+    /// when the last ones do not.
+    pub shadow: Vec<Option<Arc<crate::metrics::ShadowCounters>>>,
     /// Chain entries with a canary version.
     pub canaries: Vec<RouteCanary>,
     /// Where requests go.
@@ -261,6 +262,9 @@ impl Snapshot {
         }
 
         let mut routes = Vec::with_capacity(config.routes.len());
+        // Each route's shadow entries, by index; their counters are found once the
+        // config is known good, so that a refused one leaves no series behind.
+        let mut shadows = Vec::with_capacity(config.routes.len());
         for rc in &config.routes {
             let mut filters = Vec::with_capacity(rc.filters.len());
             let mut shadow = Vec::new();
@@ -319,10 +323,11 @@ impl Snapshot {
                 ))
             });
             if let Some(upstream) = upstream {
+                shadows.push(shadow);
                 routes.push(Route {
                     name,
                     filters,
-                    shadow,
+                    shadow: Vec::new(),
                     canaries,
                     upstream_name: upstream.name().into(),
                     upstream,
@@ -335,6 +340,11 @@ impl Snapshot {
 
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
+        }
+        for (r, shadow) in routes.iter_mut().zip(shadows) {
+            if !shadow.is_empty() {
+                r.shadow = HttpFilters::shadow_counters(&r.filters, &shadow, &r.name);
+            }
         }
         // Kept from `previous` when unchanged: its queue and export thread go on.
         let config_tracer = config

@@ -1,8 +1,8 @@
-//! `portcullis filter-test --debug` under a real debugger: `gdb` in batch mode breaks on
-//! a source line of one of the repository's filters (Rust: the `ip-allowlist` standard
-//! filter built with its debug info; C: the `c-path-guard` example built with `-g`),
-//! and the backtrace names that file and line. Needs Debian's `gdb` (and, for C, the
-//! clang/wasi-libc toolchain): `.ci/install-toolchains` installs both.
+//! `portcullis filter-test --debug` under a real debugger: `gdb` or `lldb` in batch mode
+//! breaks on a source line of one of the repository's filters (Rust: the `ip-allowlist`
+//! standard filter built with its debug info; C: the `c-path-guard` example built with
+//! `-g`), and the backtrace names that file and line. Needs Debian's `gdb` and `lldb`
+//! (and, for C, the clang/wasi-libc toolchain): `.ci/install-toolchains` installs them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,20 +21,44 @@ struct Target {
 /// waits past the callback deadline of a filter run without `--debug` (10 ms, and a
 /// 2 s wall-clock backstop) before letting it finish. Returns gdb's whole output.
 fn under_gdb(target: &Target, dir: &Path) -> String {
-    require_gdb();
-    let out = Command::new("gdb")
-        .args(["-nx", "-batch"])
+    require("gdb");
+    let mut gdb = Command::new("gdb");
+    gdb.args(["-nx", "-batch"])
         .args(["-ex", "set breakpoint pending on"])
         .args(["-ex", &format!("break {}", target.location)])
         .args(["-ex", "run", "-ex", "bt", "-ex", "shell sleep 3"])
         .args(["-ex", "delete", "-ex", "continue"])
-        .arg("--args")
+        .arg("--args");
+    run(gdb, target, dir)
+}
+
+/// As [`under_gdb`], with lldb: it reads the filter's DWARF through the same GDB JIT
+/// interface wasmtime registers it with.
+fn under_lldb(target: &Target, dir: &Path) -> String {
+    require("lldb");
+    let (file, line) = target
+        .location
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("no line in {:?}", target.location));
+    let mut lldb = Command::new("lldb");
+    lldb.args(["--no-lldbinit", "--batch"])
+        .args(["-o", &format!("breakpoint set --file {file} --line {line}")])
+        .args(["-o", "run", "-o", "bt", "-o", "shell sleep 3"])
+        .args(["-o", "breakpoint delete --force", "-o", "continue"])
+        .arg("--");
+    run(lldb, target, dir)
+}
+
+/// `debugger` (its arguments given up to the program's) on `filter-test --debug` of
+/// the target's spec; its whole output.
+fn run(mut debugger: Command, target: &Target, dir: &Path) -> String {
+    let out = debugger
         .arg(lean_binary(dir))
         .args(["filter-test", "--debug"])
         .arg(&target.spec)
         .env("RUST_LOG", "warn")
         .output()
-        .unwrap_or_else(|e| panic!("cannot run gdb: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {debugger:?}: {e}"));
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -42,14 +66,14 @@ fn under_gdb(target: &Target, dir: &Path) -> String {
     )
 }
 
-fn require_gdb() {
-    let found = Command::new("gdb")
+fn require(debugger: &str) {
+    let found = Command::new(debugger)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(
         found,
-        "gdb not found: install Debian's `gdb` (apt-get install gdb, or .ci/install-toolchains)"
+        "{debugger} not found: install Debian's `{debugger}` (apt-get install {debugger}, or .ci/install-toolchains)"
     );
 }
 
@@ -149,12 +173,11 @@ fn gdb_breaks_on_a_rust_filters_source_line() {
     );
 }
 
-#[test]
-fn gdb_breaks_on_a_c_filters_source_line() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let example = repo_root().join("examples/c-path-guard");
-    let source = example.join("filter.c");
-    let module = dir.path().join("filter.wasm");
+/// The `c-path-guard` example built with `-g -O0`, a spec whose case it denies, and the
+/// line of its deny; the source file's path (clang records it absolute) and that line.
+fn c_target(dir: &Path) -> (Target, PathBuf, usize) {
+    let source = repo_root().join("examples/c-path-guard/filter.c");
+    let module = dir.join("filter.wasm");
     let out = Command::new("clang")
         .args(["--target=wasm32-wasi", "-O0", "-g", "-mexec-model=reactor", "-I"])
         .arg(repo_root().join("sdk/c"))
@@ -170,7 +193,7 @@ fn gdb_breaks_on_a_c_filters_source_line() {
         "clang failed (install clang lld wasi-libc libclang-rt-dev-wasm32):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let spec = dir.path().join("spec.yaml");
+    let spec = dir.join("spec.yaml");
     let yaml = "filter: { name: c-path-guard, wasm: filter.wasm, config: /admin }
 cases:
   - name: the guarded prefix is refused
@@ -183,8 +206,14 @@ cases:
         location: format!("filter.c:{line}"),
         spec,
     };
+    (target, source, line)
+}
+
+#[test]
+fn gdb_breaks_on_a_c_filters_source_line() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let (target, source, line) = c_target(dir.path());
     let out = under_gdb(&target, dir.path());
-    // clang records the source's absolute path.
     let at = format!(") at {}:{line}", source.display());
     assert!(
         out.contains("#0  on_request_headers (context_id=") && out.contains(&at),
@@ -198,10 +227,65 @@ cases:
     );
 }
 
-/// gdb's output without its warnings about the JIT image's sections, which drown it.
+#[test]
+fn lldb_breaks_on_a_rust_filters_source_line() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let target = rust_target(dir.path());
+    let out = under_lldb(&target, dir.path());
+    let line = target.location.rsplit(':').next().unwrap_or_default();
+    // lldb names the frame by its mangled symbol: the SDK's `Filter` impl of the filter.
+    let frame = "frame #0: ";
+    let function =
+        "ip_allowlist..IpAllowlist$u20$as$u20$portcullis_sdk..filter..Filter$GT$::on_request";
+    let at = format!(" at lib.rs:{line}:");
+    let stop = out
+        .lines()
+        .find(|l| l.contains(frame) && l.contains(function));
+    assert!(
+        out.contains("stop reason = breakpoint 1.1") && stop.is_some_and(|l| l.contains(&at)),
+        "expected lldb to stop in the filter's on_request at lib.rs:{line}:\n{}",
+        tail(&out)
+    );
+    assert!(
+        out.contains("ok an outsider is refused") && out.contains("filter-test: 1 passed"),
+        "expected the case to pass after the breakpoint:\n{}",
+        tail(&out)
+    );
+}
+
+#[test]
+fn lldb_breaks_on_a_c_filters_source_line() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let (target, _, line) = c_target(dir.path());
+    let out = under_lldb(&target, dir.path());
+    let function = "`on_request_headers(context_id=";
+    let stop = out
+        .lines()
+        .find(|l| l.contains("frame #0: ") && l.contains(function));
+    assert!(
+        stop.is_some_and(|l| l.contains(&format!(" at filter.c:{line}:"))),
+        "expected lldb to stop in on_request_headers at filter.c:{line}:\n{}",
+        tail(&out)
+    );
+    assert!(
+        out.contains("filter-test: 1 passed"),
+        "expected the case to pass after the breakpoint:\n{}",
+        tail(&out)
+    );
+}
+
+/// A debugger's output without what drowns it: gdb's warnings about the JIT image's
+/// sections, and the Python traceback Debian's lldb prints without `python3-lldb`.
 fn tail(out: &str) -> String {
+    let noise = [
+        "outside of ELF segments",
+        "in <in-memory@",
+        "embedded_interpreter",
+        "Traceback (most recent",
+        "File \"<string>\"",
+    ];
     out.lines()
-        .filter(|l| !l.contains("outside of ELF segments") && !l.contains("in <in-memory@"))
+        .filter(|l| !noise.iter().any(|n| l.contains(n)))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use super::render::{escape, header, sorted};
 use super::{SeriesMap, bump, split_key, with_key};
@@ -13,38 +14,92 @@ use super::{SeriesMap, bump, split_key, with_key};
 #[derive(Default)]
 pub(super) struct ShadowSeries {
     /// `portcullis_filter_shadow_requests_total`.
-    requests: SeriesMap<AtomicU64>,
+    requests: SeriesMap<Counter>,
     /// `portcullis_filter_shadow_would_deny_total`, keyed `filter SEP route SEP status`.
-    would_deny: SeriesMap<AtomicU64>,
+    would_deny: SeriesMap<Counter>,
     /// `portcullis_filter_shadow_would_modify_total`.
-    would_modify: SeriesMap<AtomicU64>,
+    would_modify: SeriesMap<Counter>,
     /// `portcullis_filter_canary_requests_total`, keyed `filter SEP route SEP version`.
-    canary: SeriesMap<AtomicU64>,
+    canary: SeriesMap<Counter>,
+}
+
+/// A series' count, shared with the routes that hold it.
+type Counter = Arc<AtomicU64>;
+
+/// Adds one to `c`; returns its new count.
+fn add(c: &AtomicU64) -> u64 {
+    c.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 /// Adds one to the series `parts` of `map`; returns its new count.
-fn count(map: &SeriesMap<AtomicU64>, parts: &[&str]) -> u64 {
+fn count(map: &SeriesMap<Counter>, parts: &[&str]) -> u64 {
+    add(&series(map, parts))
+}
+
+/// The series `parts` of `map`, made if it is new.
+fn series(map: &SeriesMap<Counter>, parts: &[&str]) -> Counter {
     with_key(parts, |key| {
-        let mut n = 0;
-        bump(map, key, |c: &AtomicU64| {
-            n = c.fetch_add(1, Ordering::Relaxed) + 1;
-        });
-        n
+        let mut c = None;
+        bump(map, key, |v: &Counter| c = Some(Arc::clone(v)));
+        c.unwrap_or_default()
     })
 }
 
-impl ShadowSeries {
-    pub(super) fn request(&self, filter: &str, route: &str) {
-        count(&self.requests, &[filter, route]);
+/// How many reply statuses of one shadow entry are counted without a look-up; past
+/// them (a filter answering with many), by name.
+const STATUSES: usize = 4;
+
+/// The counters of one shadow chain entry (a filter on a route), found when the route
+/// is built: a request counts with an atomic add, where a look-up by name (building
+/// the key, hashing it, the map's lock) cost more than the filter's header writes.
+#[derive(Debug)]
+pub struct ShadowCounters {
+    filter: Box<str>,
+    route: Box<str>,
+    requests: Counter,
+    would_modify: Counter,
+    /// `would_deny` by status, each found on the entry's first reply with it.
+    would_deny: [OnceLock<(u16, Counter)>; STATUSES],
+}
+
+impl ShadowCounters {
+    /// Counts a request the filter ran on.
+    pub fn request(&self) {
+        add(&self.requests);
     }
 
-    pub(super) fn would_deny(&self, filter: &str, route: &str, status: u16) -> u64 {
+    /// Counts a request the filter changed without effect; returns the new count.
+    pub fn would_modify(&self) -> u64 {
+        add(&self.would_modify)
+    }
+
+    /// Counts a reply with `status` the filter made and the proxy did not send;
+    /// returns the new count of that status.
+    pub fn would_deny(&self, status: u16) -> u64 {
         let mut buf = itoa::Buffer::new();
-        count(&self.would_deny, &[filter, route, buf.format(status)])
+        let mut name = || {
+            let parts = [&*self.filter, &*self.route, buf.format(status)];
+            series(&super::global().shadow.would_deny, &parts)
+        };
+        for slot in &self.would_deny {
+            let (s, c) = slot.get_or_init(|| (status, name()));
+            if *s == status {
+                return add(c);
+            }
+        }
+        add(&name())
     }
+}
 
-    pub(super) fn would_modify(&self, filter: &str, route: &str) -> u64 {
-        count(&self.would_modify, &[filter, route])
+impl ShadowSeries {
+    pub(super) fn counters(&self, filter: &str, route: &str) -> ShadowCounters {
+        ShadowCounters {
+            filter: filter.into(),
+            route: route.into(),
+            requests: series(&self.requests, &[filter, route]),
+            would_modify: series(&self.would_modify, &[filter, route]),
+            would_deny: Default::default(),
+        }
     }
 
     pub(super) fn canary(&self, route: &str, filter: &str, version: &str) {

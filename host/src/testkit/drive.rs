@@ -18,6 +18,7 @@ use crate::body::{self, ProxyBody};
 use crate::metrics::global;
 use crate::proxy::{self, ConnInfo, Exchange, ProxyError};
 use crate::snapshot::Route;
+use crate::wasm::HttpFilters;
 
 /// The address the test's requests arrive on.
 const LOCAL: SocketAddr =
@@ -52,7 +53,7 @@ pub(super) async fn run(
     let route = Route {
         name: request.route.as_str().into(),
         filters: h.plugins.clone(),
-        shadow: h.shadow.clone(),
+        shadow: HttpFilters::shadow_counters(&h.plugins, &h.shadow, &request.route),
         canaries: Vec::new(),
         upstream_name: "test".into(),
         upstream: Described {

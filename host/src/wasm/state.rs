@@ -243,6 +243,8 @@ pub(crate) struct StreamIo {
     /// The fused entry's headers callback sent a local reply: its body callback was
     /// not made.
     pub respond_reply_in_headers: bool,
+    /// What a shadow filter's header writes replaced, while its callback runs.
+    pub journal: super::abi::headers::journal::Journal,
 }
 
 impl StreamIo {

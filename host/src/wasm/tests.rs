@@ -73,6 +73,14 @@ pub(crate) fn info() -> StreamInfo {
     }
 }
 
+/// A chain of `plugins` on route `api` with those at the `true` indexes of `shadow`
+/// in shadow mode.
+pub(crate) fn shadowed(plugins: &[Arc<Plugin>], shadow: &[bool]) -> HttpFilters {
+    let mut chain = HttpFilters::new(plugins, info());
+    chain.set_shadow(&HttpFilters::shadow_counters(plugins, shadow, "api"));
+    chain
+}
+
 pub(crate) fn request(path: &str, headers: &[(&str, &str)]) -> http::request::Parts {
     request_with("GET", path, headers)
 }

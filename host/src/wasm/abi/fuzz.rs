@@ -1,13 +1,15 @@
 //! The fuzz target of what the ABI decodes from guest memory: header maps in the
 //! proxy-wasm pair format, header keys and values, `get_header_values` arguments and
 //! property paths. The fuzzer's bytes are a script of host calls on one stream; after
-//! each, what the guest would read back must agree with what was written.
+//! each, what the guest would read back must agree with what was written. The script
+//! runs again as a shadow filter's callback: once its journal is settled, the stream's
+//! head must be as it was, names in the same order.
 
 use std::sync::Arc;
 
 use http::{HeaderMap, Request, Response};
 
-use super::headers::{self, Edit};
+use super::headers::{self, Edit, journal};
 use super::properties;
 use super::types::MapType;
 use crate::wasm::memory::{decode_pairs, encode_pairs_into};
@@ -41,7 +43,7 @@ impl<'a> Script<'a> {
 
 /// A stream in the request phase with a response and trailers present, and an
 /// `http_call` answer being delivered: every map the ABI names exists.
-fn stream() -> HostState {
+pub(crate) fn stream() -> HostState {
     let (request, ()) = Request::get("http://example.com/a?b=c")
         .header("user-agent", "fuzz")
         .header("x-request-id", "1")
@@ -105,7 +107,38 @@ fn stream() -> HostState {
 /// Runs the script `data` of host calls on one stream (see the module docs); panics
 /// when a read disagrees with a write.
 pub(crate) fn host_calls(data: &[u8]) {
+    run(&mut stream(), data);
     let mut s = stream();
+    let before = head(&s.io);
+    s.io.journal.start();
+    run(&mut s, data);
+    journal::settle(&mut s.io);
+    assert_eq!(
+        head(&s.io),
+        before,
+        "a shadow filter's writes were not all put back"
+    );
+}
+
+/// Everything of the stream a filter's header writes can change, in iteration order.
+pub(crate) fn head(io: &StreamIo) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(r) = &io.request {
+        out.push(format!("{} {}", r.method, r.uri));
+        out.extend(r.headers.iter().map(|(k, v)| format!("{k}: {v:?}")));
+    }
+    if let Some(r) = &io.response {
+        out.push(r.status.to_string());
+        out.extend(r.headers.iter().map(|(k, v)| format!("{k}: {v:?}")));
+    }
+    for t in [&io.request_trailers, &io.response_trailers] {
+        out.push("--".into());
+        out.extend(t.iter().flatten().map(|(k, v)| format!("{k}: {v:?}")));
+    }
+    out
+}
+
+fn run(s: &mut HostState, data: &[u8]) {
     let mut script = Script(data);
     for _ in 0..MAX_CALLS {
         let Some(op) = script.byte() else {
@@ -120,7 +153,7 @@ pub(crate) fn host_calls(data: &[u8]) {
                 let encoded = script.bytes(true);
                 if let Some(pairs) = decode_pairs(encoded) {
                     round_trip(&pairs);
-                    headers::set_pairs(&mut s, ty, pairs);
+                    headers::set_pairs(s, ty, pairs);
                 }
             }
             1 | 2 => {
@@ -130,17 +163,17 @@ pub(crate) fn host_calls(data: &[u8]) {
                 } else {
                     Edit::Replace
                 };
-                let status = headers::edit(&mut s, ty, key, value, how);
+                let status = headers::edit(s, ty, key, value, how);
                 if status == Status::Ok && how == Edit::Replace && writable(ty, key) {
-                    let read = headers::value(&s, ty, key);
+                    let read = headers::value(s, ty, key);
                     assert_eq!(read, Ok(value), "replaced {key:?} in {ty:?}");
                 }
             }
             3 => {
                 let key = script.bytes(false);
-                let status = headers::edit(&mut s, ty, key, &[], Edit::Remove);
+                let status = headers::edit(s, ty, key, &[], Edit::Remove);
                 if status == Status::Ok && writable(ty, key) {
-                    let read = headers::value(&s, ty, key);
+                    let read = headers::value(s, ty, key);
                     assert_eq!(read, Err(Status::NotFound), "removed {key:?} in {ty:?}");
                 }
             }
@@ -149,12 +182,12 @@ pub(crate) fn host_calls(data: &[u8]) {
                 let mut args = raw_ty.to_le_bytes().to_vec();
                 args.extend_from_slice(names);
                 let mut out = Vec::new();
-                let _ = headers::values_into(&s, &args, &mut out);
+                let _ = headers::values_into(s, &args, &mut out);
             }
             5 => {
                 let path = script.bytes(false);
                 let mut out = Vec::new();
-                let read = properties::get_into(&s, path, &mut out).map(|()| out);
+                let read = properties::get_into(s, path, &mut out).map(|()| out);
                 // The SDKs join a path's segments with NUL (and may end it with one);
                 // Envoy's names use '.'.
                 let trimmed = path.strip_suffix(&[0]).unwrap_or(path);
@@ -163,14 +196,14 @@ pub(crate) fn host_calls(data: &[u8]) {
                     .map(|b| if *b == 0 { b'.' } else { *b })
                     .collect();
                 let mut out = Vec::new();
-                let again = properties::get_into(&s, &dotted, &mut out).map(|()| out);
+                let again = properties::get_into(s, &dotted, &mut out).map(|()| out);
                 assert_eq!(read, again, "property {path:?} read as {dotted:?}");
             }
             6 => {
                 let (path, value) = (script.bytes(false), script.bytes(false));
-                properties::set(&mut s, path, value.to_vec());
+                properties::set(s, path, value.to_vec());
                 let mut out = Vec::new();
-                let read = properties::get_into(&s, path, &mut out).map(|()| out);
+                let read = properties::get_into(s, path, &mut out).map(|()| out);
                 assert_eq!(read, Ok(value.to_vec()), "property {path:?} as set");
             }
             _ => {
@@ -178,11 +211,11 @@ pub(crate) fn host_calls(data: &[u8]) {
                 let count = usize::from(script.byte().unwrap_or(0)) * 128;
                 for i in 0..count {
                     let name = format!("x-fuzz-{i}");
-                    headers::edit(&mut s, ty, name.as_bytes(), b"v", Edit::Add);
+                    headers::edit(s, ty, name.as_bytes(), b"v", Edit::Add);
                 }
             }
         }
-        reads_back(&s, ty);
+        reads_back(s, ty);
     }
 }
 

@@ -8,7 +8,11 @@ use super::types::MapType::{
     RequestTrailers, ResponseHeaders, ResponseTrailers,
 };
 use crate::wasm::memory::encode_pairs_into;
-use crate::wasm::state::{HostState, Status};
+use crate::wasm::state::{HostState, Status, StreamIo};
+
+pub(crate) mod journal;
+
+use journal::Journal;
 
 /// The request's pseudo-headers, in the order Envoy hands them over.
 const REQUEST_PSEUDO: [&str; 4] = [":authority", ":path", ":method", ":scheme"];
@@ -160,29 +164,28 @@ pub(crate) fn edit(s: &mut HostState, ty: MapType, key: &[u8], value: &[u8], how
         };
         return edit_pseudo(s, ty, key, value, how);
     }
-    let map = match ty {
-        RequestHeaders => s.io.request.as_mut().map(|r| &mut r.headers),
-        ResponseHeaders => s.io.response_head_mut().map(|r| &mut r.headers),
-        RequestTrailers => s.io.request_trailers.as_mut(),
-        ResponseTrailers => s.io.response_trailers.as_mut(),
-        // What a callout answered is read-only: writes are ignored.
-        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata => {
-            return Status::Ok;
-        }
-    };
-    let Some(map) = map else {
+    if read_only(ty) {
+        return Status::Ok;
+    }
+    let (Some(map), journal) = map_and_journal(&mut s.io, ty) else {
         return Status::NotFound;
     };
     let Some(name) = s.header_names.get(key) else {
         return Status::BadArgument;
     };
     if how == Edit::Remove {
+        if journal.on() {
+            journal.header(ty, map, &name, true);
+        }
         map.remove(&name);
         return Status::Ok;
     }
     let Ok(v) = HeaderValue::from_bytes(value) else {
         return Status::BadArgument;
     };
+    if journal.on() {
+        journal.header(ty, map, &name, false);
+    }
     // A map holds at most `http`'s limit of distinct names (about 24,000): past it,
     // `append` and `insert` panic, and a guest adding names in a loop took its worker
     // down. Refused instead, as a value that cannot be a header is.
@@ -198,19 +201,16 @@ pub(crate) fn edit(s: &mut HostState, ty: MapType, key: &[u8], value: &[u8], how
 
 /// Replaces every pair of map `ty` with `pairs`.
 pub(crate) fn set_pairs(s: &mut HostState, ty: MapType, pairs: Vec<(String, Vec<u8>)>) -> Status {
-    let cleared = match ty {
-        RequestHeaders => s.io.request.as_mut().map(|r| r.headers.clear()),
-        ResponseHeaders => s.io.response_head_mut().map(|r| r.headers.clear()),
-        RequestTrailers => s.io.request_trailers.as_mut().map(HeaderMap::clear),
-        ResponseTrailers => s.io.response_trailers.as_mut().map(HeaderMap::clear),
-        // What a callout answered is read-only: writes are ignored.
-        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata => {
-            return Status::Ok;
-        }
-    };
-    if cleared.is_none() {
-        return Status::NotFound;
+    if read_only(ty) {
+        return Status::Ok;
     }
+    let (Some(map), journal) = map_and_journal(&mut s.io, ty) else {
+        return Status::NotFound;
+    };
+    if journal.on() {
+        journal.map(ty, map);
+    }
+    map.clear();
     let mut rc = Status::Ok;
     for (k, v) in pairs {
         let r = edit(s, ty, k.as_bytes(), &v, Edit::Add);
@@ -219,6 +219,34 @@ pub(crate) fn set_pairs(s: &mut HostState, ty: MapType, pairs: Vec<(String, Vec<
         }
     }
     rc
+}
+
+/// Whether map `ty` is what a callout answered: read-only, writes to it are ignored.
+fn read_only(ty: MapType) -> bool {
+    matches!(
+        ty,
+        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata
+    )
+}
+
+/// Map `ty` of the stream (`None` for a callout's, or one the stream has not reached),
+/// and the journal that writes to it go to.
+fn map_and_journal(io: &mut StreamIo, ty: MapType) -> (Option<&mut HeaderMap>, &mut Journal) {
+    let map = match ty {
+        RequestHeaders => io.request.as_mut().map(|r| &mut r.headers),
+        // Not from a body callback: the head has gone downstream (`StreamIo::head_gone`).
+        ResponseHeaders if io.head_gone => None,
+        ResponseHeaders => io.response.as_mut().map(|r| &mut r.headers),
+        RequestTrailers => io.request_trailers.as_mut(),
+        ResponseTrailers => io.response_trailers.as_mut(),
+        CallHeaders | CallTrailers | GrpcInitialMetadata | GrpcTrailingMetadata => None,
+    };
+    (map, &mut io.journal)
+}
+
+/// Map `ty` of the stream, to put back what a shadow filter wrote there.
+fn map_mut(io: &mut StreamIo, ty: MapType) -> Option<&mut HeaderMap> {
+    map_and_journal(io, ty).0
 }
 
 fn request_pseudo<'s>(
@@ -257,6 +285,9 @@ fn edit_pseudo(s: &mut HostState, ty: MapType, key: &str, value: &[u8], how: Edi
             };
             match http::StatusCode::from_bytes(value) {
                 Ok(code) => {
+                    if s.io.journal.on() {
+                        s.io.journal.status(r.status);
+                    }
                     r.status = code;
                     Status::Ok
                 }
@@ -264,9 +295,22 @@ fn edit_pseudo(s: &mut HostState, ty: MapType, key: &str, value: &[u8], how: Edi
             }
         }
         RequestHeaders => {
-            let Some(r) = s.io.request.as_mut() else {
+            let io = &mut *s.io;
+            let Some(r) = io.request.as_mut() else {
                 return Status::NotFound;
             };
+            if io.journal.on() {
+                let j = &mut io.journal;
+                match key {
+                    ":method" => j.method(&r.method),
+                    ":path" => j.uri(&r.uri),
+                    ":authority" => {
+                        j.header(ty, &r.headers, &http::header::HOST, false);
+                        j.uri(&r.uri);
+                    }
+                    _ => {}
+                }
+            }
             let ok = match key {
                 ":method" => http::Method::from_bytes(value)
                     .map(|m| r.method = m)

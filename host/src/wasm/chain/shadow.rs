@@ -1,22 +1,25 @@
 //! Shadow filters (`{ filter: NAME, shadow: true }` in a route's chain): they run on
 //! live traffic, but what they decide is recorded, not applied.
 //!
-//! Before a shadow filter's callback, what it may change in that phase (the request or
-//! response head, the trailers) is copied aside; after it, the copy is put back, so
-//! that its writes go nowhere, and a difference counts as `would_modify`. A local
-//! reply (a deny, a redirect, a closed stream) is taken back and counted as
-//! `would_deny{status}`; the filter then gets no more callbacks for that request but
-//! still its `on_log`. A pause goes on at once, and a failure never fails the
-//! request, whatever `on_error` says. The body phases are in `body_phase`: the
-//! filter sees and may hold a copy of the bytes, and the original goes on.
+//! A shadow filter's header and trailer writes go through the stream's journal
+//! (`abi/headers/journal.rs`), which keeps what each first write replaced; after its
+//! callback they are put back, and a difference counts as `would_modify`. An
+//! http-wasm guest's writes bypass the journal: for it the head is copied aside and
+//! put back. A local reply (a deny, a redirect, a closed stream) is taken back and
+//! counted as `would_deny{status}`; the filter then gets no more callbacks for that
+//! request but still its `on_log`. A pause goes on at once, and a failure never fails
+//! the request, whatever `on_error` says. The body phases are in `body_phase`: the
+//! filter sees and may hold a copy of the bytes, and the original goes on. Its
+//! counters were found when the route was built ([`ShadowCounters`]).
 
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 use super::body_phase::BodyWalk;
-use super::{HttpFilters, Phase, Step};
-use crate::metrics::global;
+use super::{HttpFilters, Phase, Plugin, Step};
+use crate::metrics::{ShadowCounters, global};
+use crate::wasm::abi::headers::journal;
 use crate::wasm::state::{BodyBuf, StreamIo};
 
 /// After how many decisions of one filter the log samples them: the first ones are
@@ -26,27 +29,32 @@ const LOG_FIRST: u64 = 10;
 const LOG_EVERY: u64 = 100;
 
 /// A shadow filter's part of one stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Shadow {
     /// It answered locally: recorded, and no more callbacks but the last ones.
     pub decided: bool,
     /// Its writes were counted for this request (once per request).
     pub modified: bool,
+    /// Its entry's series, found when the route was built.
+    counters: Arc<ShadowCounters>,
 }
 
-/// What a shadow filter may change in the phase it is called for, as it was before.
+/// What a shadow filter's callback may change and the journal does not keep, as it
+/// was before.
 pub(super) enum Saved {
-    Request(Method, Uri, HeaderMap),
-    Response(StatusCode, HeaderMap),
-    RequestTrailers(HeaderMap),
-    ResponseTrailers(HeaderMap),
     /// A body phase: the bytes the filter was given (its held bytes and the chunk).
     Body(BodyBuf),
-    /// Nothing to put back.
+    /// An http-wasm guest's header phase: the head it may change, and what the stream
+    /// kept for http-wasm filters (response headers set before the response, bodies
+    /// collected whole).
+    HttpWasm(Head, Option<Box<crate::wasm::httpwasm::Pending>>),
+}
+
+/// A head as it was before an http-wasm guest's callback.
+pub(super) enum Head {
+    Request(Method, Uri, HeaderMap),
+    Response(StatusCode, HeaderMap),
     Nothing,
-    /// An http-wasm filter's: the above, and what the stream kept for http-wasm
-    /// filters (response headers set before the response, bodies collected whole).
-    HttpWasm(Box<Saved>, Option<Box<crate::wasm::httpwasm::Pending>>),
 }
 
 /// What a shadow filter would have done to a request, as the test kit reports it.
@@ -68,76 +76,92 @@ pub enum ShadowDecision {
 }
 
 impl HttpFilters {
-    /// Puts the filters at the `true` indexes of `shadow` in shadow mode.
-    pub fn set_shadow(&mut self, shadow: &[bool]) {
-        for (e, &s) in self.entries.iter_mut().zip(shadow) {
-            if s {
-                e.shadow = Some(Shadow::default());
+    /// The counters of `plugins` (a route's chain) at the `true` indexes of `shadow`,
+    /// on route `route`: what [`HttpFilters::set_shadow`] takes, found once for the
+    /// route.
+    pub fn shadow_counters(
+        plugins: &[Arc<Plugin>],
+        shadow: &[bool],
+        route: &str,
+    ) -> Vec<Option<Arc<ShadowCounters>>> {
+        plugins
+            .iter()
+            .zip(shadow)
+            .map(|(p, &s)| s.then(|| global().shadow_counters(&p.config.name, route)))
+            .collect()
+    }
+
+    /// Puts the filters with counters in `shadow` (by index) in shadow mode.
+    pub fn set_shadow(&mut self, shadow: &[Option<Arc<ShadowCounters>>]) {
+        for (e, s) in self.entries.iter_mut().zip(shadow) {
+            if let Some(counters) = s {
+                e.shadow = Some(Shadow {
+                    decided: false,
+                    modified: false,
+                    counters: Arc::clone(counters),
+                });
             }
         }
     }
 
-    /// Copies aside what shadow filter `i`'s callback for `phase` may change.
+    /// Readies shadow filter `i`'s callback for `phase` (a header or trailer phase) to
+    /// have its writes taken back.
     pub(super) fn shadow_save(&mut self, i: usize, phase: Phase) {
-        let io = &self.io;
-        let saved = match phase {
+        let io = &mut self.io;
+        let e = &self.entries[i];
+        if let (Phase::RequestHeaders, Some(r)) = (phase, io.request.as_ref()) {
+            if let Some(s) = &e.shadow {
+                s.counters.request();
+            }
+            // Kept for the log lines of the later phases, when the head has gone on;
+            // with none to write (info is the least they log at), not kept.
+            if tracing::enabled!(target: "portcullis::shadow", tracing::Level::INFO) {
+                self.request_id = r.headers.get(crate::wasm::abi::REQUEST_ID).cloned();
+            }
+        }
+        if !e.plugin.is_http_wasm() {
+            io.journal.start();
+            return;
+        }
+        let head = match phase {
             Phase::RequestHeaders => io
                 .request
                 .as_ref()
-                .map(|r| Saved::Request(r.method.clone(), r.uri.clone(), r.headers.clone())),
+                .map(|r| Head::Request(r.method.clone(), r.uri.clone(), r.headers.clone())),
             Phase::ResponseHeaders => io
                 .response
                 .as_ref()
-                .map(|r| Saved::Response(r.status, r.headers.clone())),
-            Phase::RequestTrailers => io.request_trailers.clone().map(Saved::RequestTrailers),
-            Phase::ResponseTrailers => io.response_trailers.clone().map(Saved::ResponseTrailers),
-            Phase::RequestBody | Phase::ResponseBody => None,
+                .map(|r| Head::Response(r.status, r.headers.clone())),
+            // An http-wasm guest is called in the header phases only.
+            _ => None,
         };
-        let mut saved = saved.unwrap_or(Saved::Nothing);
-        if self.entries[i].plugin.is_http_wasm() {
-            saved = Saved::HttpWasm(Box::new(saved), io.httpwasm.clone());
-        }
+        let saved = Saved::HttpWasm(head.unwrap_or(Head::Nothing), io.httpwasm.clone());
         self.saved = Some(Box::new(saved));
-        if let (Phase::RequestHeaders, Some(r)) = (phase, io.request.as_ref()) {
-            // Kept for the log lines of the later phases, when the head has gone on.
-            self.request_id = r.headers.get(crate::wasm::abi::REQUEST_ID).cloned();
-            global().shadow_request(&self.entries[i].plugin.config.name, route(io));
-        }
     }
 
     /// What shadow filter `i`'s `step` comes to once recorded: its writes undone, a
     /// local reply recorded and taken back, a pause or a failure gone on from.
     pub(super) fn shadow_settle(&mut self, i: usize, step: Step) -> Step {
-        let mut modified = false;
         let io = &mut self.io;
-        let mut saved = self.saved.take().map_or(Saved::Nothing, |s| *s);
-        if let Saved::HttpWasm(inner, pending) = saved {
+        let mut modified = journal::settle(io);
+        if let Some(Saved::HttpWasm(head, pending)) = self.saved.take().map(|s| *s) {
             let now = std::mem::replace(&mut io.httpwasm, pending);
-            modified = crate::wasm::httpwasm::differs(now.as_deref(), io.httpwasm.as_deref());
-            saved = *inner;
-        }
-        match saved {
-            Saved::Request(method, uri, headers) => {
-                if let Some(r) = io.request.as_mut() {
-                    modified |= r.method != method || r.uri != uri || r.headers != headers;
-                    (r.method, r.uri, r.headers) = (method, uri, headers);
+            modified |= crate::wasm::httpwasm::differs(now.as_deref(), io.httpwasm.as_deref());
+            match head {
+                Head::Request(method, uri, headers) => {
+                    if let Some(r) = io.request.as_mut() {
+                        modified |= r.method != method || r.uri != uri || r.headers != headers;
+                        (r.method, r.uri, r.headers) = (method, uri, headers);
+                    }
                 }
-            }
-            Saved::Response(status, headers) => {
-                if let Some(r) = io.response.as_mut() {
-                    modified |= r.status != status || r.headers != headers;
-                    (r.status, r.headers) = (status, headers);
+                Head::Response(status, headers) => {
+                    if let Some(r) = io.response.as_mut() {
+                        modified |= r.status != status || r.headers != headers;
+                        (r.status, r.headers) = (status, headers);
+                    }
                 }
+                Head::Nothing => {}
             }
-            Saved::RequestTrailers(t) => {
-                modified |= io.request_trailers.as_ref() != Some(&t);
-                io.request_trailers = Some(t);
-            }
-            Saved::ResponseTrailers(t) => {
-                modified |= io.response_trailers.as_ref() != Some(&t);
-                io.response_trailers = Some(t);
-            }
-            Saved::Body(_) | Saved::Nothing | Saved::HttpWasm(..) => {}
         }
         if modified {
             self.shadow_modified(i);
@@ -179,23 +203,22 @@ impl HttpFilters {
         if std::mem::replace(&mut shadow.modified, true) {
             return;
         }
+        let n = shadow.counters.would_modify();
         let plugin = Arc::clone(&e.plugin);
-        let filter = &plugin.config.name;
-        let n = global().shadow_would_modify(filter, route(&self.io));
-        record(self, filter, n, None);
+        record(self, &plugin.config.name, n, None);
     }
 
     /// Records that shadow filter `i` answered with `status`; it is done for this
     /// request.
     pub(super) fn shadow_denied(&mut self, i: usize, status: u16) {
         let e = &mut self.entries[i];
-        if let Some(shadow) = e.shadow.as_mut() {
-            shadow.decided = true;
-        }
+        let Some(shadow) = e.shadow.as_mut() else {
+            return;
+        };
+        shadow.decided = true;
+        let n = shadow.counters.would_deny(status);
         let plugin = Arc::clone(&e.plugin);
-        let filter = &plugin.config.name;
-        let n = global().shadow_would_deny(filter, route(&self.io), status);
-        record(self, filter, n, Some(status));
+        record(self, &plugin.config.name, n, Some(status));
     }
 }
 
@@ -207,13 +230,21 @@ fn route(io: &StreamIo) -> &str {
 /// them there), the first [`LOG_FIRST`] of a filter and then one in [`LOG_EVERY`] at
 /// info. `n` is how many of this kind the filter has made (this one included).
 fn record(chain: &HttpFilters, filter: &str, n: u64, status: Option<u16>) {
+    let sampled = n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY);
+    let logged = if sampled {
+        tracing::enabled!(target: "portcullis::shadow", tracing::Level::INFO)
+    } else {
+        tracing::enabled!(target: "portcullis::shadow", tracing::Level::DEBUG)
+    };
+    if !logged {
+        return;
+    }
     let request_id = chain
         .request_id
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     let route = route(&chain.io);
-    let sampled = n <= LOG_FIRST || n.is_multiple_of(LOG_EVERY);
     match status {
         Some(status) if sampled => {
             tracing::info!(target: "portcullis::shadow", filter, route, request_id, status, "shadow filter {filter} would have answered {status} (not enforced)")

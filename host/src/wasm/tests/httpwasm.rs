@@ -153,8 +153,7 @@ async fn a_shadow_http_wasm_guest_changes_nothing_and_is_counted() {
     };
     let headers = guest("hw-shadow-headers", "headers");
     let deny = guest("hw-shadow-deny", "deny");
-    let mut chain = HttpFilters::new(&[deny, headers], info());
-    chain.set_shadow(&[true, true]);
+    let mut chain = shadowed(&[deny, headers], &[true, true]);
     let mut req = request("/", &[("x-user", "ada")]);
     cont(chain.request_headers(&mut req, true).await);
     assert!(req.headers.get("x-hw-user").is_none(), "{:?}", req.headers);

@@ -16,8 +16,7 @@ fn metric(series: &str) -> u64 {
 async fn a_denying_shadow_filter_lets_the_request_through_and_is_counted() {
     let deny = plugin(&filter("shadow-deny", "local:sd"));
     let after = plugin(&filter("shadow-deny-after", "headers:sda"));
-    let mut chain = HttpFilters::new(&[deny, after], info());
-    chain.set_shadow(&[true]);
+    let mut chain = shadowed(&[deny, after], &[true]);
     let mut req = request("/x", &[("x-in", "hello")]);
     cont(chain.request_headers(&mut req, true).await);
     assert!(
@@ -52,8 +51,7 @@ async fn a_denying_shadow_filter_lets_the_request_through_and_is_counted() {
 #[tokio::test]
 async fn a_header_setting_shadow_filter_leaves_request_and_response_untouched() {
     let set = plugin(&filter("shadow-set", "rewrite:ss"));
-    let mut chain = HttpFilters::new(&[set], info());
-    chain.set_shadow(&[true]);
+    let mut chain = shadowed(&[set], &[true]);
     let mut req = request("/a?q=1", &[("x-in", "hello")]);
     let before = req.clone();
     cont(chain.request_headers(&mut req, true).await);
@@ -71,8 +69,7 @@ async fn a_header_setting_shadow_filter_leaves_request_and_response_untouched() 
 #[tokio::test]
 async fn a_shadow_body_filter_neither_holds_nor_changes_the_body() {
     let body = plugin(&filter("shadow-body", "body:sb"));
-    let mut chain = HttpFilters::new(&[body], info());
-    chain.set_shadow(&[true]);
+    let mut chain = shadowed(&[body], &[true]);
     cont(chain.request_headers(&mut request("/", &[]), false).await);
     for (chunk, eos) in [(&b"hello "[..], false), (&b"world"[..], true)] {
         match chain.request_body(Bytes::from_static(chunk), eos).await {
@@ -88,8 +85,7 @@ async fn a_shadow_body_filter_neither_holds_nor_changes_the_body() {
 #[tokio::test]
 async fn a_failing_shadow_filter_never_fails_the_request() {
     let close = plugin(&filter("shadow-close", "close:sc"));
-    let mut chain = HttpFilters::new(&[close], info());
-    chain.set_shadow(&[true]);
+    let mut chain = shadowed(&[close], &[true]);
     let mut req = request("/", &[]);
     cont(chain.request_headers(&mut req, true).await);
     let mut resp = response(200);
