@@ -17,9 +17,13 @@
 //! swap, so once the volume is whole (every key linked, no link dangling) the reload
 //! waits only [`SWAP_SETTLE`].
 //! What the callback does (load, build, swap, record status) is the caller's business;
-//! the watcher only decides when.
+//! the watcher only decides when. The callback runs on a thread of its own, at the
+//! workers' priority for its first milliseconds of CPU and below them after
+//! (`priority.rs`): the usual reload goes live without waiting behind the load, a long
+//! one does not hold requests up.
 
 mod events;
+mod priority;
 mod watches;
 
 #[cfg(test)]
@@ -83,7 +87,8 @@ pub struct Watcher {
 impl Watcher {
     /// Starts watching `dir` and the files `external` returns (asked again after every
     /// reload, since the configuration names different files then), and calls
-    /// `on_change` on the watcher's own thread once a change is complete.
+    /// `on_change` once a change is complete, on a thread of its own (one reload at a
+    /// time).
     pub fn spawn<E, F>(dir: PathBuf, external: E, on_change: F) -> Result<Self, ReloadError>
     where
         E: Fn() -> Vec<PathBuf> + Send + 'static,
@@ -154,7 +159,6 @@ impl State {
     }
 
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        yield_to_workers();
         // Time of the last relevant event, while a change is pending.
         let mut pending: Option<Instant> = None;
         // How long the files must then stay quiet, and the volume whose `..data` was
@@ -238,38 +242,16 @@ impl State {
                     pending = None;
                     swapped = None;
                     settle = DEBOUNCE;
-                    self.refresh();
-                    tracing::info!("configuration changed; reloading");
-                    (self.on_change)();
-                    self.refresh();
+                    // On a thread of its own, at the workers' priority until it has
+                    // used its share (priority.rs).
+                    priority::run(|| {
+                        self.refresh();
+                        tracing::info!("configuration changed; reloading");
+                        (self.on_change)();
+                        self.refresh();
+                    });
                 }
             }
         }
     }
 }
-
-/// Gives this thread, which builds every new configuration, a lower priority than the
-/// workers (10 nice steps below the process's): a build shares the workers' cores, and
-/// requests arriving meanwhile should not queue behind it. On a saturated core a build
-/// still gets about a tenth of it.
-#[expect(
-    unsafe_code,
-    reason = "getpriority/setpriority have no safe wrapper in libc"
-)]
-fn yield_to_workers() {
-    // SAFETY: getpriority and setpriority only read their integer arguments; on Linux
-    // `who == 0` with PRIO_PROCESS names the calling thread.
-    let rc = unsafe {
-        let now = libc::getpriority(libc::PRIO_PROCESS, 0);
-        libc::setpriority(libc::PRIO_PROCESS, 0, (now + RELOAD_NICE_STEPS).min(19))
-    };
-    if rc != 0 {
-        tracing::debug!(
-            "cannot lower the reload thread's priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-/// How many nice steps the reload thread runs below the workers.
-const RELOAD_NICE_STEPS: libc::c_int = 10;

@@ -92,6 +92,7 @@ pub(crate) struct SyntaxError {
 
 /// Parses every document of `text`; an empty file has none.
 pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    forbidden_character(text)?;
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     // Event by event, not with `Parser::load`: that recurses once per level of nesting
@@ -115,6 +116,33 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
         Some(e) => Err(e),
         None => Ok(builder.docs),
     }
+}
+
+/// The first character YAML does not allow in a stream (outside its printable set:
+/// control characters other than tab and line breaks, DEL, the C1 controls but NEL,
+/// U+FFFE and U+FFFF), as an error naming its line and column. `yaml-rust2` takes a
+/// NUL for the end of its input: a file holding one was cut short without a word, or
+/// errors named lines past the file's end. libyaml refuses them the same way.
+fn forbidden_character(text: &str) -> Result<(), SyntaxError> {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}')
+            || (c >= '\u{a0}' && !matches!(c, '\u{fffe}' | '\u{ffff}'))
+    };
+    let Some((at, c)) = text.char_indices().find(|&(_, c)| !allowed(c)) else {
+        return Ok(());
+    };
+    let before = &text[..at];
+    // YAML breaks lines at CR LF, LF and a lone CR.
+    let line = before.replace("\r\n", "\n").split(['\n', '\r']).count();
+    let start = before.rfind(['\n', '\r']).map_or(0, |i| i + 1);
+    let column = before[start..].chars().count() + 1;
+    Err(SyntaxError {
+        line,
+        message: format!(
+            "character U+{:04X} (column {column}) is not allowed in YAML",
+            u32::from(c)
+        ),
+    })
 }
 
 /// How deep lists and mappings may nest. A configuration needs a handful of levels;

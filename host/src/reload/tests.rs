@@ -310,37 +310,29 @@ fn a_missing_module_is_seen_arriving() {
     f.expect_call("the missing module written");
 }
 
-/// The nice value of this process's thread named `name`, from /proc.
-fn thread_nice(name: &str) -> Option<i64> {
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
-        let (head, rest) = stat.rsplit_once(')')?;
-        if head.ends_with(&format!("({name}")) {
-            // Fields after the name: state is 3rd overall, nice the 19th.
-            return rest.split_whitespace().nth(16)?.parse().ok();
-        }
-    }
-    None
-}
-
 #[test]
-#[expect(unsafe_code, reason = "reads the process's priority with getpriority")]
-fn the_reload_thread_runs_below_the_workers_priority() {
-    let _f = Fixture::new();
-    let ours = thread_nice("config-watcher");
-    // SAFETY: getpriority only reads its arguments.
-    let process = i64::from(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) });
-    let expected = (process + 10).min(19);
-    // The thread lowers itself as it starts.
-    let deadline = std::time::Instant::now() + EXPECT;
-    let mut seen = ours;
-    while seen != Some(expected) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-        seen = thread_nice("config-watcher");
-    }
+#[expect(
+    unsafe_code,
+    reason = "reads the process's and the callback's priority with getpriority"
+)]
+fn a_reload_runs_on_its_own_thread_at_the_workers_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), "v: 0\n").unwrap();
+    let (tx, seen) = mpsc::channel();
+    let _watcher = Watcher::spawn(dir.path().to_path_buf(), Vec::new, move || {
+        let name = std::thread::current().name().map(str::to_owned);
+        // SAFETY: getpriority only reads its arguments; 0 names the calling thread.
+        let _ = tx.send((name, unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }));
+    })
+    .unwrap();
+    std::fs::write(dir.path().join("app.yaml"), "v: 1\n").unwrap();
+    let (name, nice) = seen.recv_timeout(EXPECT).expect("a reload");
+    // SAFETY: as above.
+    let process = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    assert_eq!(name.as_deref(), Some("config-reload"));
+    // A short reload must not wait behind busy workers (priority.rs).
     assert_eq!(
-        seen,
-        Some(expected),
-        "the config-watcher thread should run at nice {expected} (process: {process})"
+        nice, process,
+        "the reload should start at the process's priority"
     );
 }

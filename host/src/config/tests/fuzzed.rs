@@ -54,3 +54,33 @@ fn aliases_within_the_allowance_still_load() {
     let dir = dir_with(&[("a.yaml", &text)]);
     assert_eq!(loaded(dir.path()).routes.len(), 2000);
 }
+
+#[test]
+fn a_character_yaml_forbids_is_named_by_line_and_column() {
+    // The fuzzer's input: a tag holding NULs, on one line without a newline. yaml-rust2
+    // takes a NUL for the end of its input, and the error named line 2 of a 1-line file.
+    let fuzzed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/regressions/config/nul-in-a-tag.yaml"
+    ))
+    .unwrap();
+    let dir = dir_with(&[("a.yaml", std::str::from_utf8(&fuzzed).unwrap())]);
+    assert_eq!(
+        errors(dir.path()),
+        ["a.yaml:1: invalid YAML: character U+0000 (column 58) is not allowed in YAML"]
+    );
+
+    // Mid-file, after a CR LF and a lone CR. (`a: 1<NUL>` followed by more lines loaded
+    // as `a: 1` alone: the rest of the file was silently dropped.)
+    let text = format!("{LISTENER}a: 1\r\nb: 2\rc: \"x\u{7}\"\nroutes: []\n");
+    let dir = dir_with(&[("a.yaml", &text)]);
+    assert_eq!(
+        errors(dir.path()),
+        ["a.yaml:5: invalid YAML: character U+0007 (column 6) is not allowed in YAML"]
+    );
+
+    // Tabs, NEL and the rest of Unicode are allowed.
+    let text = format!("{LISTENER}# caf\u{e9}\u{85}\t\u{1f600}\n");
+    let dir = dir_with(&[("a.yaml", &text)]);
+    assert!(load(dir.path()).is_ok());
+}
