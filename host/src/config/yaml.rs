@@ -2,6 +2,8 @@
 //! `yaml-rust2`'s marked events. The schema decoder walks this tree so that every error
 //! can name its line; `yaml-rust2`'s own `Yaml` type forgets where things were.
 
+mod fast;
+
 use std::collections::HashMap;
 
 use yaml_rust2::Yaml;
@@ -93,6 +95,18 @@ pub(crate) struct SyntaxError {
 /// Parses every document of `text`; an empty file has none.
 pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut builder = Builder::default();
+    if fast::parse(text, &mut builder).is_ok() {
+        let read = builder.finish();
+        #[cfg(test)]
+        assert_eq!(read, parse_slowly(text), "the fast path read {text:?} differently");
+        return read;
+    }
+    parse_slowly(text)
+}
+
+/// [`parse`] with `yaml-rust2`, whatever the text holds.
+fn parse_slowly(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     // Event by event, not with `Parser::load`: that recurses once per level of nesting
     // (and would overflow the stack before the builder's depth limit could stop it).
@@ -111,10 +125,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
             }
         }
     }
-    match builder.error {
-        Some(e) => Err(e),
-        None => Ok(builder.docs),
-    }
+    builder.finish()
 }
 
 /// How deep lists and mappings may nest. A configuration needs a handful of levels;
@@ -159,6 +170,14 @@ struct Builder {
 }
 
 impl Builder {
+    /// The documents read, or the first error.
+    fn finish(self) -> Result<Vec<Node>, SyntaxError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.docs),
+        }
+    }
+
     fn fail(&mut self, line: usize, message: impl Into<String>) {
         if self.error.is_none() {
             self.error = Some(SyntaxError {
@@ -252,10 +271,16 @@ fn merge_error(line: usize) -> SyntaxError {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        self.event(ev, mark.line().max(1));
+    }
+}
+
+impl Builder {
+    /// Takes in one event that starts on `line`.
+    fn event(&mut self, ev: Event, line: usize) {
         if self.error.is_some() {
             return;
         }
-        let line = mark.line().max(1);
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 self.written += 1;

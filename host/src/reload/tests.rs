@@ -40,9 +40,16 @@ impl Fixture {
         let (tx, calls) = mpsc::channel();
         let ext = external.clone();
         let app = conf.join("app.yaml");
+        let dir = conf.clone();
         let watcher = Watcher::spawn(
             conf.clone(),
-            move || ext.lock().unwrap().clone(),
+            // What the app hands over: what it serves, and what its last load named
+            // (this callback loads nothing, so the files are read here).
+            move || {
+                let mut files = ext.lock().unwrap().clone();
+                files.extend(crate::config::named_files(&dir));
+                files
+            },
             move || {
                 let _ = tx.send(std::fs::read_to_string(&app).unwrap_or_else(|e| format!("<{e}>")));
             },
