@@ -3,12 +3,15 @@
 //! can name its line; `yaml-rust2`'s own `Yaml` type forgets where things were.
 
 mod fast;
+mod text;
 
 use std::collections::HashMap;
 
 use yaml_rust2::Yaml;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+pub(crate) use text::Text;
 
 /// One YAML node and the 1-based line it starts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +26,7 @@ pub(crate) struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Kind {
     /// A scalar's text; `plain` is false when quoted or a block scalar (always a string).
-    Scalar { text: String, plain: bool },
+    Scalar { text: Text, plain: bool },
     /// A sequence.
     Seq(Vec<Node>),
     /// A mapping, in document order; keys are scalars (with their own lines).
@@ -34,7 +37,7 @@ pub(crate) enum Kind {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Key {
     /// The key's text.
-    pub text: String,
+    pub text: Text,
     /// 1-based line of the key.
     pub line: usize,
 }
@@ -59,7 +62,7 @@ impl Node {
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value;
         match &self.kind {
-            Kind::Scalar { text, plain: false } => Value::String(text.clone()),
+            Kind::Scalar { text, plain: false } => Value::String(text.to_string()),
             Kind::Scalar { text, plain: true } => match Yaml::from_str(text) {
                 Yaml::Null => Value::Null,
                 Yaml::Boolean(b) => Value::Bool(b),
@@ -68,15 +71,15 @@ impl Node {
                 {
                     Some(n) => Value::Number(n),
                     // .inf and .nan have no JSON form; hand them over as written.
-                    None => Value::String(text.clone()),
+                    None => Value::String(text.to_string()),
                 },
-                _ => Value::String(text.clone()),
+                _ => Value::String(text.to_string()),
             },
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             Kind::Map(entries) => Value::Object(
                 entries
                     .iter()
-                    .map(|(k, v)| (k.text.clone(), v.to_json()))
+                    .map(|(k, v)| (k.text.to_string(), v.to_json()))
                     .collect(),
             ),
         }
@@ -276,6 +279,22 @@ impl MarkedEventReceiver for Builder {
 }
 
 impl Builder {
+    /// Takes in a scalar on `line` (`plain` unless quoted, a block scalar or `!!str`).
+    fn scalar(&mut self, text: Text, plain: bool, line: usize, anchor: usize) {
+        if self.error.is_some() {
+            return;
+        }
+        self.written += 1;
+        self.push(
+            Node {
+                line,
+                kind: Kind::Scalar { text, plain },
+            },
+            1,
+            anchor,
+        );
+    }
+
     /// Takes in one event that starts on `line`.
     fn event(&mut self, ev: Event, line: usize) {
         if self.error.is_some() {
@@ -283,7 +302,6 @@ impl Builder {
         }
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
-                self.written += 1;
                 let mut plain = style == TScalarStyle::Plain;
                 if let Some(tag) = tag {
                     // `!!str 123` is the one tag worth honouring: it forces a string.
@@ -297,14 +315,7 @@ impl Builder {
                         return;
                     }
                 }
-                self.push(
-                    Node {
-                        line,
-                        kind: Kind::Scalar { text, plain },
-                    },
-                    1,
-                    anchor,
-                );
+                self.scalar(Text::from(text), plain, line, anchor);
             }
             Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
                 self.fail(

@@ -11,9 +11,8 @@
 //! understand reads (or fails, with the parser's message and line) exactly as before.
 
 use yaml_rust2::parser::Event;
-use yaml_rust2::scanner::TScalarStyle;
 
-use super::{Builder, MAX_DEPTH};
+use super::{Builder, MAX_DEPTH, Text};
 
 /// The text holds something this reader leaves to `yaml-rust2`.
 #[derive(Debug)]
@@ -33,7 +32,10 @@ pub(super) fn parse(text: &str, out: &mut Builder) -> Read<()> {
         next: 0,
         next_no: 1,
         cur: None,
-        end_line: 1 + text.bytes().filter(|&b| b == b'\n').count(),
+        // The parser ends the text with a line break if it has none.
+        end_line: 1
+            + text.bytes().filter(|&b| b == b'\n').count()
+            + usize::from(!text.is_empty() && !text.ends_with('\n')),
         depth: 0,
         out,
     };
@@ -80,6 +82,10 @@ struct Reader<'t, 'b> {
 impl<'t> Reader<'t, '_> {
     fn emit(&mut self, event: Event, line: usize) {
         self.out.event(event, line);
+    }
+
+    fn scalar(&mut self, (text, plain): (Text, bool), line: usize) {
+        self.out.scalar(text, plain, line, 0);
     }
 
     /// Moves `cur` to the next line with content (comments and blank lines skipped).
@@ -184,8 +190,8 @@ impl<'t> Reader<'t, '_> {
             if line.col != col {
                 break;
             }
-            let (key, style, after) = block_key(line.s)?;
-            self.emit(Event::Scalar(key, style, 0, None), line.no);
+            let (key, after) = block_key(line.s)?;
+            self.scalar(key, line.no);
             let body = after.trim_start_matches(' ');
             if body.is_empty() || body.starts_with('#') {
                 self.advance()?;
@@ -227,7 +233,7 @@ impl<'t> Reader<'t, '_> {
             }
             _ => {
                 let no = self.next_token_line();
-                self.emit(plain(""), no);
+                self.scalar(plain(""), no);
                 Ok(())
             }
         }
@@ -248,14 +254,15 @@ impl<'t> Reader<'t, '_> {
                 &s[flow.i..]
             }
             b'\'' | b'"' => {
-                let (text, style, end) = quoted(s)?;
-                self.emit(Event::Scalar(text, style, 0, None), line.no);
+                let (text, end) = quoted(s)?;
+                self.scalar((text, false), line.no);
                 &s[end..]
             }
             _ => {
+                // It ends at the end of the line or at a comment.
                 let end = plain_block_end(s)?;
-                self.emit(plain(s[..end].trim_end_matches(' ')), line.no);
-                &s[end..]
+                self.scalar(plain(s[..end].trim_end_matches(' ')), line.no);
+                ""
             }
         };
         if !is_line_end(rest) {
@@ -305,13 +312,13 @@ impl Flow<'_> {
         let rest = &self.s[self.i..];
         match rest.as_bytes().first() {
             Some(b'\'' | b'"') => {
-                let (text, style, end) = quoted(rest)?;
-                r.emit(Event::Scalar(text, style, 0, None), self.no);
+                let (text, end) = quoted(rest)?;
+                r.scalar((text, false), self.no);
                 self.i += end;
             }
             _ => {
                 let end = plain_flow_end(rest)?;
-                r.emit(plain(rest[..end].trim_end_matches(' ')), self.no);
+                r.scalar(plain(rest[..end].trim_end_matches(' ')), self.no);
                 self.i += end;
             }
         }
@@ -367,7 +374,7 @@ impl Flow<'_> {
                 }
                 self.skip_spaces();
                 match self.peek() {
-                    Some(b',' | b'}') => r.emit(plain(""), self.no),
+                    Some(b',' | b'}') => r.scalar(plain(""), self.no),
                     _ => self.node(r)?,
                 }
                 if !self.separator(b'}')? {
@@ -406,8 +413,9 @@ impl Flow<'_> {
 /// The longest key read here: YAML limits an implicit key to 1024 characters.
 const MAX_KEY: usize = 1000;
 
-fn plain(text: &str) -> Event {
-    Event::Scalar(text.to_owned(), TScalarStyle::Plain, 0, None)
+/// A plain scalar: its text, and that it is plain.
+fn plain(text: &str) -> (Text, bool) {
+    (Text::new(text), true)
 }
 
 fn is_marker(s: &str, marker: &str) -> bool {
@@ -481,6 +489,16 @@ fn plain_flow_end(s: &str) -> Read<usize> {
                 return Ok(i);
             }
             b'#' if b[i - 1] == b' ' => return Err(Unsupported),
+            // `yaml-rust2` refuses a word `-` before a flow indicator (`a -}`).
+            b'-' if i > 0
+                && b[i - 1] == b' '
+                && matches!(
+                    b.get(i + 1),
+                    None | Some(b' ' | b',' | b'[' | b']' | b'{' | b'}')
+                ) =>
+            {
+                return Err(Unsupported);
+            }
             _ => {}
         }
     }
@@ -491,7 +509,7 @@ fn plain_flow_end(s: &str) -> Read<usize> {
 fn key_end(s: &str) -> Option<usize> {
     match s.as_bytes().first()? {
         b'\'' | b'"' => {
-            let (_, _, end) = quoted(s).ok()?;
+            let (_, end) = quoted(s).ok()?;
             let colon = end + (s[end..].len() - s[end..].trim_start_matches(' ').len());
             is_value_colon(s, colon).then_some(colon)
         }
@@ -516,44 +534,42 @@ fn is_value_colon(s: &str, i: usize) -> bool {
     b.get(i) == Some(&b':') && matches!(b.get(i + 1), None | Some(b' '))
 }
 
-/// The key of a block mapping entry on `s`: its text and style, and what follows its
-/// `:`.
-fn block_key(s: &str) -> Read<(String, TScalarStyle, &str)> {
+/// The key of a block mapping entry on `s`: its text and whether it is plain, and what
+/// follows its `:`.
+fn block_key(s: &str) -> Read<((Text, bool), &str)> {
     let colon = key_end(s).ok_or(Unsupported)?;
     if colon > MAX_KEY {
         return Err(Unsupported);
     }
-    let (text, style) = match s.as_bytes()[0] {
-        b'\'' | b'"' => {
-            let (text, style, _) = quoted(s)?;
-            (text, style)
-        }
+    let key = match s.as_bytes()[0] {
+        b'\'' | b'"' => (quoted(s)?.0, false),
         _ => {
             let key = s[..colon].trim_end_matches(' ');
             if key.bytes().any(|b| matches!(b, b',' | b'[' | b']' | b'{' | b'}')) {
                 return Err(Unsupported);
             }
-            (key.to_owned(), TScalarStyle::Plain)
+            plain(key)
         }
     };
-    Ok((text, style, &s[colon + 1..]))
+    Ok((key, &s[colon + 1..]))
 }
 
-/// A quoted scalar that starts `s` and ends on the same line: its text, style and the
-/// byte after its closing quote. Double-quoted escapes are left to `yaml-rust2`.
-fn quoted(s: &str) -> Read<(String, TScalarStyle, usize)> {
+/// A quoted scalar that starts `s` and ends on the same line: its text and the byte
+/// after its closing quote. Double-quoted escapes are left to `yaml-rust2`.
+fn quoted(s: &str) -> Read<(Text, usize)> {
     let body = &s[1..];
     if s.starts_with('"') {
         let end = body.find(['"', '\\']).ok_or(Unsupported)?;
         if body.as_bytes()[end] == b'\\' {
             return Err(Unsupported);
         }
-        return Ok((
-            body[..end].to_owned(),
-            TScalarStyle::DoubleQuoted,
-            end + 2,
-        ));
+        return Ok((Text::new(&body[..end]), end + 2));
     }
+    let end = body.find('\'').ok_or(Unsupported)?;
+    if body.as_bytes().get(end + 1) != Some(&b'\'') {
+        return Ok((Text::new(&body[..end]), end + 2));
+    }
+    // `''` stands for one quote.
     let mut text = String::new();
     let mut from = 0;
     loop {
@@ -563,7 +579,11 @@ fn quoted(s: &str) -> Read<(String, TScalarStyle, usize)> {
             text.push('\'');
             from = at + 2;
         } else {
-            return Ok((text, TScalarStyle::SingleQuoted, at + 2));
+            return Ok((Text::from(text), at + 2));
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests;
