@@ -234,6 +234,9 @@ impl State {
                     pending = None;
                     swapped = None;
                     settle = DEBOUNCE;
+                    // A directory on the way to a named file may have appeared: watch
+                    // it before the reload, so that what is written into it next counts.
+                    self.refresh();
                     tracing::info!("configuration changed; reloading");
                     let started = SystemTime::now();
                     let before = self.interest.external.clone();

@@ -317,6 +317,47 @@ fn a_missing_module_is_seen_arriving() {
     f.expect_call("the missing module written");
 }
 
+#[test]
+fn a_file_first_named_by_a_reload_and_changed_during_it_reloads_again() {
+    // The reload reads a module no configuration named before, so nothing watched it
+    // while it was read: a write meanwhile must still be seen.
+    let root = tempfile::tempdir().unwrap();
+    let conf = root.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("app.yaml"), "v: 0\n").unwrap();
+    let modules = root.path().join("modules");
+    std::fs::create_dir(&modules).unwrap();
+    let wasm = modules.join("f.wasm");
+    std::fs::write(&wasm, b"\0asm v1").unwrap();
+    let named: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+    let (tx, calls) = mpsc::channel();
+    let (names, reload_names) = (named.clone(), named.clone());
+    let _watcher = Watcher::spawn(
+        conf.clone(),
+        move || names.lock().unwrap().clone(),
+        move || {
+            let mut named = reload_names.lock().unwrap();
+            if named.is_empty() {
+                named.push(wasm.clone());
+                std::fs::write(&wasm, b"\0asm v2").unwrap();
+            }
+            let _ = tx.send(());
+        },
+    )
+    .unwrap();
+    std::fs::write(conf.join("app.yaml"), "v: 1\n").unwrap();
+    calls
+        .recv_timeout(EXPECT)
+        .expect("a reload after app.yaml changed");
+    calls
+        .recv_timeout(EXPECT)
+        .expect("another reload: the module it named first changed while it read it");
+    assert!(
+        calls.recv_timeout(QUIET).is_err(),
+        "a third reload, with nothing changed"
+    );
+}
+
 /// The nice value of this process's thread named `name`, from /proc.
 fn thread_nice(name: &str) -> Option<i64> {
     for task in std::fs::read_dir("/proc/self/task").ok()? {
