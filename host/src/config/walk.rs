@@ -162,7 +162,8 @@ impl<'n> Fields<'n> {
             path: own,
             line: field.line,
             entries: out,
-            known: Vec::new(),
+            // Once, not grown key by key: a route's decoder asks for about a dozen.
+            known: Vec::with_capacity(16),
         })
     }
 

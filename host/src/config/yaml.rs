@@ -142,18 +142,19 @@ const MAX_DEPTH: usize = 128;
 const ALIAS_ALLOWANCE: usize = 10_000;
 
 /// A container being filled: a sequence, or a mapping waiting for a key or a value.
+/// Its items so far are those of the builder's `items` (or `entries`) from `start` on;
 /// `nodes` counts the nodes in it so far, itself included.
 enum Open {
     Seq {
         line: usize,
         anchor: usize,
-        items: Vec<Node>,
+        start: usize,
         nodes: usize,
     },
     Map {
         line: usize,
         anchor: usize,
-        entries: Vec<(Key, Node)>,
+        start: usize,
         key: Option<Key>,
         nodes: usize,
     },
@@ -162,6 +163,12 @@ enum Open {
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
+    /// The items of the open sequences, innermost last: a finished one moves out into a
+    /// list of its exact size (a large file's thousands of small mappings would
+    /// otherwise each keep a list grown by doubling, and fault in its slack).
+    items: Vec<Node>,
+    /// The entries of the open mappings, the same way.
+    entries: Vec<(Key, Node)>,
     docs: Vec<Node>,
     /// Every anchored node, and the nodes in it.
     anchors: HashMap<usize, (Node, usize)>,
@@ -198,19 +205,14 @@ impl Builder {
         }
         match self.stack.last_mut() {
             None => self.docs.push(node),
-            Some(Open::Seq { items, nodes, .. }) => {
+            Some(Open::Seq { nodes, .. }) => {
                 *nodes += size;
-                items.push(node);
+                self.items.push(node);
             }
-            Some(Open::Map {
-                entries,
-                key,
-                nodes,
-                ..
-            }) => match key.take() {
+            Some(Open::Map { key, nodes, .. }) => match key.take() {
                 Some(k) => {
                     *nodes += size;
-                    entries.push((k, node));
+                    self.entries.push((k, node));
                 }
                 None => match node.kind {
                     Kind::Scalar { text, .. } => {
@@ -328,7 +330,7 @@ impl Builder {
                 self.stack.push(Open::Seq {
                     line,
                     anchor,
-                    items: Vec::new(),
+                    start: self.items.len(),
                     nodes: 1,
                 })
             }
@@ -337,7 +339,7 @@ impl Builder {
                 self.stack.push(Open::Map {
                     line,
                     anchor,
-                    entries: Vec::new(),
+                    start: self.entries.len(),
                     key: None,
                     nodes: 1,
                 })
@@ -346,23 +348,26 @@ impl Builder {
                 Some(Open::Seq {
                     line,
                     anchor,
-                    items,
+                    start,
                     nodes,
-                }) => self.push(
-                    Node {
-                        line,
-                        kind: Kind::Seq(items),
-                    },
-                    nodes,
-                    anchor,
-                ),
+                }) => {
+                    let items = self.items.drain(start..).collect();
+                    self.push(
+                        Node {
+                            line,
+                            kind: Kind::Seq(items),
+                        },
+                        nodes,
+                        anchor,
+                    )
+                }
                 Some(Open::Map {
                     line,
                     anchor,
-                    entries,
+                    start,
                     nodes,
                     ..
-                }) => match merge_keys(entries) {
+                }) => match merge_keys(self.entries.drain(start..).collect()) {
                     Ok(entries) => self.push(
                         Node {
                             line,
