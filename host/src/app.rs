@@ -57,6 +57,9 @@ pub struct App {
     history: Mutex<VecDeque<ReloadStatus>>,
     /// Serialises reloads: two concurrent loads must not race to the swap.
     reload_lock: Mutex<()>,
+    /// The files the latest load attempt's fields named, whether or not it loaded: a
+    /// module still missing must be watched so that its arrival reloads.
+    named_by_last_load: Mutex<Vec<PathBuf>>,
     listeners: watch::Sender<Arc<ListenerTable>>,
     shutdown: watch::Sender<bool>,
     ready: AtomicBool,
@@ -102,6 +105,7 @@ impl App {
             }])),
             snapshot: ArcSwap::from_pointee(snapshot),
             reload_lock: Mutex::new(()),
+            named_by_last_load: Mutex::new(Vec::new()),
             listeners: watch::Sender::new(Arc::new(rebind.table)),
             shutdown: watch::Sender::new(false),
             ready: AtomicBool::new(false),
@@ -149,7 +153,8 @@ impl App {
 
     fn try_reload(&self) -> Result<u64, ConfigErrors> {
         // The parsed files are freed on the way out, once the new generation is live.
-        let (loaded, _parsed) = load(&self.conf_dir, self.etcd.as_ref());
+        let (loaded, mut parsed) = load(&self.conf_dir, self.etcd.as_ref());
+        *lock(&self.named_by_last_load) = std::mem::take(&mut parsed.named);
         let (config, etcd_revision) = loaded?;
         let running = Providers {
             etcd: self.etcd.as_ref().map(|e| e.config().clone()),
@@ -209,6 +214,15 @@ impl App {
             tracing::info!(listener = %l.name, address = %l.bound, "stopped listening");
         }
         Ok(generation)
+    }
+
+    /// Every file outside the directory that a reload must notice changing: those the
+    /// serving configuration reads and those the latest load attempt named (also when
+    /// it failed, e.g. on a module not there yet).
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = self.snapshot.load().config.external_files.clone();
+        files.extend(lock(&self.named_by_last_load).iter().cloned());
+        files
     }
 
     /// The configuration directory this process serves.

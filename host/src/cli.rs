@@ -438,7 +438,7 @@ fn watch_config(conf: &Path, app: &Arc<App>) -> Option<Watcher> {
     let reload = Arc::clone(app);
     let watcher = Watcher::spawn(
         conf.to_owned(),
-        move || files.snapshot.load().config.external_files.clone(),
+        move || files.watched_files(),
         move || {
             // Errors are logged and recorded by reload itself.
             let _ = reload.reload();

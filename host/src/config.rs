@@ -75,10 +75,17 @@ pub fn load_with(
     load_into(dir, documents, &mut Vec::new(), &mut Vec::new())
 }
 
-/// The YAML trees a load parsed, handed to its caller to free when it suits: a large
-/// routes file's tree is a million small allocations, and freeing them need not delay
-/// the configuration going live.
-pub struct Parsed(#[expect(dead_code, reason = "held only to be dropped later")] Vec<Vec<Node>>);
+/// What a load read besides the configuration: the YAML trees it parsed, handed to its
+/// caller to free when it suits (a large routes file's tree is a million small
+/// allocations, and freeing them need not delay the configuration going live), and
+/// the files its fields name.
+pub struct Parsed {
+    #[expect(dead_code, reason = "held only to be dropped later")]
+    trees: Vec<Vec<Node>>,
+    /// Every file a field names, resolved, sorted, found even when the configuration
+    /// does not load: what the reload watcher must watch (see [`named_files`]).
+    pub named: Vec<PathBuf>,
+}
 
 /// [`load_with`], keeping the parsed trees alive in [`Parsed`] rather than freeing them
 /// before returning.
@@ -86,9 +93,12 @@ pub fn load_keeping_parsed(
     dir: Option<&Path>,
     documents: &[(String, String)],
 ) -> (Result<Config, ConfigErrors>, Parsed) {
-    let mut parsed = Vec::new();
-    let config = load_into(dir, documents, &mut Vec::new(), &mut parsed);
-    (config, Parsed(parsed))
+    let mut trees = Vec::new();
+    let mut named = Vec::new();
+    let config = load_into(dir, documents, &mut named, &mut trees);
+    named.sort();
+    named.dedup();
+    (config, Parsed { trees, named })
 }
 
 /// Every file the YAML in `dir` names (`wasm`, `cert`, `key`, `ca`, `client_ca`),
@@ -96,11 +106,7 @@ pub fn load_keeping_parsed(
 /// the configuration does not load (the reload watcher must see a missing module
 /// appear so that it can retry).
 pub fn named_files(dir: &Path) -> Vec<PathBuf> {
-    let mut named = Vec::new();
-    let _ = load_into(Some(dir), &[], &mut named, &mut Vec::new());
-    named.sort();
-    named.dedup();
-    named
+    load_keeping_parsed(Some(dir), &[]).1.named
 }
 
 /// [`load_with`], recording in `named` every file a field names, in the order met, and

@@ -33,7 +33,7 @@ mod tests;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use events::{Effect, Interest, OpenWriters};
 use watches::{Fingerprint, Watches};
@@ -145,11 +145,7 @@ impl State {
     /// Re-reads the external file list and brings the watches in line with it.
     fn refresh(&mut self) {
         let mut external = std::collections::HashSet::new();
-        // What the serving configuration names, and what the files on disk name now
-        // even if they do not load: a module that is still missing must be seen
-        // arriving.
-        let named = crate::config::named_files(&self.interest.dir);
-        for path in (self.external)().into_iter().chain(named) {
+        for path in (self.external)() {
             let path = std::path::absolute(&path).unwrap_or(path);
             external.extend(path.canonicalize().ok());
             external.insert(path);
@@ -244,14 +240,49 @@ impl State {
                     settle = DEBOUNCE;
                     // On a thread of its own, at the workers' priority until it has
                     // used its share (priority.rs).
+                    let mut again = false;
                     priority::run(|| {
+                        // A directory on the way to a named file may have appeared:
+                        // watch it before the reload, so that what is written into it
+                        // next counts.
                         self.refresh();
                         tracing::info!("configuration changed; reloading");
+                        let started = SystemTime::now();
+                        let before = self.interest.external.clone();
                         (self.on_change)();
                         self.refresh();
+                        // A file the new configuration names for the first time was
+                        // not watched while the reload read it: if it moved meanwhile,
+                        // read it again rather than serve what it held before.
+                        again = self
+                            .interest
+                            .external
+                            .iter()
+                            .any(|p| !before.contains(p) && touched_since(p, started));
                     });
+                    if again {
+                        pending = Some(Instant::now());
+                        print_at_event = Fingerprint::take(&self.interest);
+                    }
                 }
             }
         }
     }
 }
+
+/// Whether `path` was written, created or renamed into place at `since` or later (the
+/// kernel stamps files from a clock that may lag by a tick, so a little earlier too).
+fn touched_since(path: &std::path::Path, since: SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let since = since - CLOCK_SLACK;
+    let changed = u64::try_from(meta.ctime()).ok().map(|s| {
+        SystemTime::UNIX_EPOCH + Duration::new(s, u32::try_from(meta.ctime_nsec()).unwrap_or(0))
+    });
+    meta.modified().is_ok_and(|m| m >= since) || changed.is_some_and(|c| c >= since)
+}
+
+/// How far behind the file-time clock may be.
+const CLOCK_SLACK: Duration = Duration::from_millis(20);

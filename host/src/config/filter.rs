@@ -79,9 +79,9 @@ fn module(cx: &mut Cx, item: &Field, section: &str) -> Option<FilterConfig> {
 /// bytes (as Envoy hands over a `StringValue`), anything else as compact JSON.
 fn raw_config(field: &Field) -> Vec<u8> {
     match &field.node.kind {
-        Kind::Scalar { text, plain: false } => text.clone().into_bytes(),
+        Kind::Scalar { text, plain: false } => text.as_bytes().to_vec(),
         Kind::Scalar { text, plain: true } if field.node.to_json().is_string() => {
-            text.clone().into_bytes()
+            text.as_bytes().to_vec()
         }
         _ => field.node.to_json().to_string().into_bytes(),
     }

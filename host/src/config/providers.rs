@@ -191,6 +191,11 @@ pub fn from_dir(dir: &Path) -> Result<Providers, ConfigErrors> {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
+        // A file without the word holds no such block (a merge key copies only from
+        // the same document): a large routes file is not parsed a second time.
+        if !text.contains("providers") {
+            continue;
+        }
         let Ok(docs) = super::yaml::parse(&text) else {
             continue;
         };

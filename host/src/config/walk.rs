@@ -139,7 +139,7 @@ impl<'n> Fields<'n> {
         let mut out: Vec<(Field<'n>, &'n str, bool)> = Vec::with_capacity(entries.len());
         for (key, node) in entries {
             let path = FieldPath::new(&own, PathKey::Key(&key.text));
-            if let Some((first, _, _)) = out.iter().find(|(_, k, _)| *k == key.text) {
+            if let Some((first, _, _)) = out.iter().find(|(_, k, _)| *k == key.text.as_str()) {
                 let first_line = first.line;
                 cx.error(
                     key.line,
@@ -162,7 +162,8 @@ impl<'n> Fields<'n> {
             path: own,
             line: field.line,
             entries: out,
-            known: Vec::new(),
+            // Once, not grown key by key: a route's decoder asks for about a dozen.
+            known: Vec::with_capacity(16),
         })
     }
 
@@ -423,7 +424,7 @@ impl<'n> Field<'n> {
                         .iter()
                         .map(|(k, node)| {
                             (
-                                k.text.clone(),
+                                k.text.to_string(),
                                 Field {
                                     node,
                                     line: k.line,

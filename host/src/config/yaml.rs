@@ -2,11 +2,16 @@
 //! `yaml-rust2`'s marked events. The schema decoder walks this tree so that every error
 //! can name its line; `yaml-rust2`'s own `Yaml` type forgets where things were.
 
+mod fast;
+mod text;
+
 use std::collections::HashMap;
 
 use yaml_rust2::Yaml;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+pub(crate) use text::Text;
 
 /// One YAML node and the 1-based line it starts on.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +26,7 @@ pub(crate) struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Kind {
     /// A scalar's text; `plain` is false when quoted or a block scalar (always a string).
-    Scalar { text: String, plain: bool },
+    Scalar { text: Text, plain: bool },
     /// A sequence.
     Seq(Vec<Node>),
     /// A mapping, in document order; keys are scalars (with their own lines).
@@ -32,7 +37,7 @@ pub(crate) enum Kind {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Key {
     /// The key's text.
-    pub text: String,
+    pub text: Text,
     /// 1-based line of the key.
     pub line: usize,
 }
@@ -57,7 +62,7 @@ impl Node {
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value;
         match &self.kind {
-            Kind::Scalar { text, plain: false } => Value::String(text.clone()),
+            Kind::Scalar { text, plain: false } => Value::String(text.to_string()),
             Kind::Scalar { text, plain: true } => match Yaml::from_str(text) {
                 Yaml::Null => Value::Null,
                 Yaml::Boolean(b) => Value::Bool(b),
@@ -66,15 +71,15 @@ impl Node {
                 {
                     Some(n) => Value::Number(n),
                     // .inf and .nan have no JSON form; hand them over as written.
-                    None => Value::String(text.clone()),
+                    None => Value::String(text.to_string()),
                 },
-                _ => Value::String(text.clone()),
+                _ => Value::String(text.to_string()),
             },
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             Kind::Map(entries) => Value::Object(
                 entries
                     .iter()
-                    .map(|(k, v)| (k.text.clone(), v.to_json()))
+                    .map(|(k, v)| (k.text.to_string(), v.to_json()))
                     .collect(),
             ),
         }
@@ -94,6 +99,18 @@ pub(crate) struct SyntaxError {
 pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     forbidden_character(text)?;
     let mut builder = Builder::default();
+    if fast::parse(text, &mut builder).is_ok() {
+        let read = builder.finish();
+        #[cfg(test)]
+        assert_eq!(read, parse_slowly(text), "the fast path read {text:?} differently");
+        return read;
+    }
+    parse_slowly(text)
+}
+
+/// [`parse`] with `yaml-rust2`, whatever the text holds.
+fn parse_slowly(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     // Event by event, not with `Parser::load`: that recurses once per level of nesting
     // (and would overflow the stack before the builder's depth limit could stop it).
@@ -112,10 +129,7 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
             }
         }
     }
-    match builder.error {
-        Some(e) => Err(e),
-        None => Ok(builder.docs),
-    }
+    builder.finish()
 }
 
 /// The first character YAML does not allow in a stream (outside its printable set:
@@ -156,18 +170,19 @@ const MAX_DEPTH: usize = 128;
 const ALIAS_ALLOWANCE: usize = 10_000;
 
 /// A container being filled: a sequence, or a mapping waiting for a key or a value.
+/// Its items so far are those of the builder's `items` (or `entries`) from `start` on;
 /// `nodes` counts the nodes in it so far, itself included.
 enum Open {
     Seq {
         line: usize,
         anchor: usize,
-        items: Vec<Node>,
+        start: usize,
         nodes: usize,
     },
     Map {
         line: usize,
         anchor: usize,
-        entries: Vec<(Key, Node)>,
+        start: usize,
         key: Option<Key>,
         nodes: usize,
     },
@@ -176,6 +191,12 @@ enum Open {
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
+    /// The items of the open sequences, innermost last: a finished one moves out into a
+    /// list of its exact size (a large file's thousands of small mappings would
+    /// otherwise each keep a list grown by doubling, and fault in its slack).
+    items: Vec<Node>,
+    /// The entries of the open mappings, the same way.
+    entries: Vec<(Key, Node)>,
     docs: Vec<Node>,
     /// Every anchored node, and the nodes in it.
     anchors: HashMap<usize, (Node, usize)>,
@@ -187,6 +208,14 @@ struct Builder {
 }
 
 impl Builder {
+    /// The documents read, or the first error.
+    fn finish(self) -> Result<Vec<Node>, SyntaxError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.docs),
+        }
+    }
+
     fn fail(&mut self, line: usize, message: impl Into<String>) {
         if self.error.is_none() {
             self.error = Some(SyntaxError {
@@ -204,19 +233,14 @@ impl Builder {
         }
         match self.stack.last_mut() {
             None => self.docs.push(node),
-            Some(Open::Seq { items, nodes, .. }) => {
+            Some(Open::Seq { nodes, .. }) => {
                 *nodes += size;
-                items.push(node);
+                self.items.push(node);
             }
-            Some(Open::Map {
-                entries,
-                key,
-                nodes,
-                ..
-            }) => match key.take() {
+            Some(Open::Map { key, nodes, .. }) => match key.take() {
                 Some(k) => {
                     *nodes += size;
-                    entries.push((k, node));
+                    self.entries.push((k, node));
                 }
                 None => match node.kind {
                     Kind::Scalar { text, .. } => {
@@ -280,13 +304,34 @@ fn merge_error(line: usize) -> SyntaxError {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
+        self.event(ev, mark.line().max(1));
+    }
+}
+
+impl Builder {
+    /// Takes in a scalar on `line` (`plain` unless quoted, a block scalar or `!!str`).
+    fn scalar(&mut self, text: Text, plain: bool, line: usize, anchor: usize) {
         if self.error.is_some() {
             return;
         }
-        let line = mark.line().max(1);
+        self.written += 1;
+        self.push(
+            Node {
+                line,
+                kind: Kind::Scalar { text, plain },
+            },
+            1,
+            anchor,
+        );
+    }
+
+    /// Takes in one event that starts on `line`.
+    fn event(&mut self, ev: Event, line: usize) {
+        if self.error.is_some() {
+            return;
+        }
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
-                self.written += 1;
                 let mut plain = style == TScalarStyle::Plain;
                 if let Some(tag) = tag {
                     // `!!str 123` is the one tag worth honouring: it forces a string.
@@ -300,14 +345,7 @@ impl MarkedEventReceiver for Builder {
                         return;
                     }
                 }
-                self.push(
-                    Node {
-                        line,
-                        kind: Kind::Scalar { text, plain },
-                    },
-                    1,
-                    anchor,
-                );
+                self.scalar(Text::from(text), plain, line, anchor);
             }
             Event::SequenceStart(..) | Event::MappingStart(..) if self.stack.len() >= MAX_DEPTH => {
                 self.fail(
@@ -320,7 +358,7 @@ impl MarkedEventReceiver for Builder {
                 self.stack.push(Open::Seq {
                     line,
                     anchor,
-                    items: Vec::new(),
+                    start: self.items.len(),
                     nodes: 1,
                 })
             }
@@ -329,7 +367,7 @@ impl MarkedEventReceiver for Builder {
                 self.stack.push(Open::Map {
                     line,
                     anchor,
-                    entries: Vec::new(),
+                    start: self.entries.len(),
                     key: None,
                     nodes: 1,
                 })
@@ -338,23 +376,26 @@ impl MarkedEventReceiver for Builder {
                 Some(Open::Seq {
                     line,
                     anchor,
-                    items,
+                    start,
                     nodes,
-                }) => self.push(
-                    Node {
-                        line,
-                        kind: Kind::Seq(items),
-                    },
-                    nodes,
-                    anchor,
-                ),
+                }) => {
+                    let items = self.items.drain(start..).collect();
+                    self.push(
+                        Node {
+                            line,
+                            kind: Kind::Seq(items),
+                        },
+                        nodes,
+                        anchor,
+                    )
+                }
                 Some(Open::Map {
                     line,
                     anchor,
-                    entries,
+                    start,
                     nodes,
                     ..
-                }) => match merge_keys(entries) {
+                }) => match merge_keys(self.entries.drain(start..).collect()) {
                     Ok(entries) => self.push(
                         Node {
                             line,

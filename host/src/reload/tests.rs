@@ -40,9 +40,16 @@ impl Fixture {
         let (tx, calls) = mpsc::channel();
         let ext = external.clone();
         let app = conf.join("app.yaml");
+        let dir = conf.clone();
         let watcher = Watcher::spawn(
             conf.clone(),
-            move || ext.lock().unwrap().clone(),
+            // What the app hands over: what it serves, and what its last load named
+            // (this callback loads nothing, so the files are read here).
+            move || {
+                let mut files = ext.lock().unwrap().clone();
+                files.extend(crate::config::named_files(&dir));
+                files
+            },
             move || {
                 let _ = tx.send(std::fs::read_to_string(&app).unwrap_or_else(|e| format!("<{e}>")));
             },
@@ -308,6 +315,47 @@ fn a_missing_module_is_seen_arriving() {
     f.expect_call("the module's directory appearing");
     std::fs::write(f.conf.join("modules/late.wasm"), b"\0asm").unwrap();
     f.expect_call("the missing module written");
+}
+
+#[test]
+fn a_file_first_named_by_a_reload_and_changed_during_it_reloads_again() {
+    // The reload reads a module no configuration named before, so nothing watched it
+    // while it was read: a write meanwhile must still be seen.
+    let root = tempfile::tempdir().unwrap();
+    let conf = root.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("app.yaml"), "v: 0\n").unwrap();
+    let modules = root.path().join("modules");
+    std::fs::create_dir(&modules).unwrap();
+    let wasm = modules.join("f.wasm");
+    std::fs::write(&wasm, b"\0asm v1").unwrap();
+    let named: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+    let (tx, calls) = mpsc::channel();
+    let (names, reload_names) = (named.clone(), named.clone());
+    let _watcher = Watcher::spawn(
+        conf.clone(),
+        move || names.lock().unwrap().clone(),
+        move || {
+            let mut named = reload_names.lock().unwrap();
+            if named.is_empty() {
+                named.push(wasm.clone());
+                std::fs::write(&wasm, b"\0asm v2").unwrap();
+            }
+            let _ = tx.send(());
+        },
+    )
+    .unwrap();
+    std::fs::write(conf.join("app.yaml"), "v: 1\n").unwrap();
+    calls
+        .recv_timeout(EXPECT)
+        .expect("a reload after app.yaml changed");
+    calls
+        .recv_timeout(EXPECT)
+        .expect("another reload: the module it named first changed while it read it");
+    assert!(
+        calls.recv_timeout(QUIET).is_err(),
+        "a third reload, with nothing changed"
+    );
 }
 
 #[test]

@@ -328,7 +328,7 @@ fn set<T>(slot: &mut T, value: Option<T>) -> bool {
 fn text(cx: &mut Cx, field: &Field) -> Option<String> {
     match &field.node.kind {
         Kind::Scalar { text, .. } if !field.node.is_null() || !text.is_empty() => {
-            Some(text.clone())
+            Some(text.to_string())
         }
         _ => {
             let found = field.node.type_name();

@@ -280,13 +280,14 @@ fn edit_pseudo(s: &mut HostState, ty: MapType, key: &str, value: &[u8], how: Edi
     }
     match ty {
         ResponseHeaders if key == ":status" => {
-            let Some(r) = s.io.response_head_mut() else {
+            let io = &mut *s.io;
+            let Some(r) = io.response.as_mut().filter(|_| !io.head_gone) else {
                 return Status::NotFound;
             };
             match http::StatusCode::from_bytes(value) {
                 Ok(code) => {
-                    if s.io.journal.on() {
-                        s.io.journal.status(r.status);
+                    if io.journal.on() {
+                        io.journal.status(r.status);
                     }
                     r.status = code;
                     Status::Ok
