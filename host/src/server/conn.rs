@@ -166,13 +166,10 @@ pub async fn serve_io<I>(
                     }
                     wake = &mut watchdog => {
                         watchdog.set(state::watchdog(&state));
-                        match wake {
-                            Wake::Close(why) => {
-                                closing(why, &listener.name);
-                                break 'connection;
-                            }
-                            Wake::Park if state.may_park() => break,
-                            Wake::Park => {}
+                        match rest(wake, &state, &listener.name) {
+                            Some(Rest::Close) => break 'connection,
+                            Some(Rest::Park) => break,
+                            None => {}
                         }
                     }
                 }
@@ -218,13 +215,10 @@ pub async fn serve_io<I>(
                     }
                     wake = &mut watchdog => {
                         watchdog.set(state::watchdog(&state));
-                        match wake {
-                            Wake::Close(why) => {
-                                closing(why, &listener.name);
-                                break 'connection;
-                            }
-                            Wake::Park if state.may_park() => break,
-                            Wake::Park => {}
+                        match rest(wake, &state, &listener.name) {
+                            Some(Rest::Close) => break 'connection,
+                            Some(Rest::Park) => break,
+                            None => {}
                         }
                     }
                 }
@@ -319,6 +313,25 @@ fn watch_stop(app: &App, listener: &BoundListener) -> (AbortOnDrop, oneshot::Rec
         let _ = stop_tx.send(());
     }));
     (task, stopped)
+}
+
+/// What a watchdog's wake-up does to a served connection.
+enum Rest {
+    Close,
+    Park,
+}
+
+/// What `wake` does to the connection: closes it (a limit struck, logged and counted
+/// here), parks it if it may, or nothing.
+fn rest(wake: Wake, state: &ConnState, listener: &str) -> Option<Rest> {
+    match wake {
+        Wake::Close(why) => {
+            closing(why, listener);
+            Some(Rest::Close)
+        }
+        Wake::Park if state.may_park() => Some(Rest::Park),
+        Wake::Park => None,
+    }
 }
 
 /// Logs and counts a connection the watchdog closes.

@@ -8,6 +8,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HeaderName, HeaderValue, 
 use http::{HeaderMap, Method, Uri, Version, request};
 
 use crate::server::guard::{BodyFraming, STACK_HEADERS, body_framing};
+use crate::upstream::h1::field_spans;
 
 /// What the start of the read buffer holds.
 #[expect(
@@ -57,23 +58,11 @@ pub(super) fn parse(rbuf: &mut BytesMut, max_bytes: usize, max_headers: usize) -
         let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
             return Parsed::Elsewhere;
         };
-        let base = rbuf.as_ptr() as usize;
-        let at = |p: *const u8| (p as usize - base) as u32;
-        let mut count = 0;
-        for (span, field) in spans.iter_mut().zip(req.headers.iter()) {
-            let (name, value) = (at(field.name.as_ptr()), at(field.value.as_ptr()));
-            *span = (
-                name,
-                name + field.name.len() as u32,
-                value,
-                value + field.value.len() as u32,
-            );
-            count += 1;
-        }
+        let count = field_spans(rbuf, req.headers, &mut spans);
         let Ok(method) = Method::from_bytes(method.as_bytes()) else {
             return Parsed::Elsewhere;
         };
-        let path = (at(path.as_ptr()) as usize, path.len());
+        let path = (path.as_ptr() as usize - rbuf.as_ptr() as usize, path.len());
         (len, method, path, version, count, framing)
     };
     // The head in an allocation of its own (as the upstream client copies its response
