@@ -1,6 +1,7 @@
 //! The worker threads: thread-per-core, each a current-thread tokio runtime with a
 //! `LocalSet`, each accepting on its own `SO_REUSEPORT` socket of every listener and
-//! serving HTTP/1.1 and HTTP/2 (prior knowledge) on the same port with hyper, and
+//! serving HTTP/1.1 (our own, `h1`) and HTTP/2 (prior knowledge, hyper) on the same
+//! port, and
 //! HTTP/3 over QUIC on the UDP side of a listener that asks for it (`http3`).
 //!
 //! Request futures never leave their worker (hyper runs with a local executor), so
@@ -10,6 +11,7 @@ mod accept;
 mod challenge;
 pub mod conn;
 pub mod guard;
+mod h1;
 mod http3;
 mod hyper_conn;
 mod peek;

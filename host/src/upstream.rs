@@ -18,7 +18,7 @@ pub mod mirror;
 pub use stream::Stream;
 pub use target::InFlight;
 
-mod h1;
+pub(crate) mod h1;
 mod health;
 mod limits;
 mod outlier;

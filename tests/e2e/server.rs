@@ -231,3 +231,100 @@ async fn access_log_lines_and_json_format() {
         proxy.logs()
     );
 }
+
+/// The responses in `bytes` (as read to the close), split at their status lines.
+fn responses(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut starts: Vec<usize> = text.match_indices("HTTP/1.").map(|(i, _)| i).collect();
+    starts.push(text.len());
+    starts
+        .windows(2)
+        .map(|w| text[w[0]..w[1]].to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let proxy = Proxy::start(&basic_conf("", ""));
+    let mut raw = Raw::connect(proxy.addr("web")).await;
+    // One write: bodies by length and chunked (with a trailer), a HEAD (whose answer
+    // has a length but no body), and a last request that asks to close.
+    raw.send(
+        b"GET /p/1 HTTP/1.1\r\nhost: x\r\n\r\n\
+POST /p/2 HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello\
+POST /p/3 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nwor\r\n4;x=y\r\nld!!\r\n0\r\nx-t: 1\r\n\r\n\
+HEAD /p/4 HTTP/1.1\r\nhost: x\r\n\r\n\
+GET /p/5 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("send: {e}"));
+    let (bytes, closed) = raw.read_to_close(Duration::from_secs(10)).await;
+    assert!(closed, "the connection closes after the request that asked");
+    let got = responses(&bytes);
+    assert_eq!(got.len(), 5, "five answers, in order: {got:#?}");
+    for (i, (resp, body_bytes)) in got.iter().zip([0, 5, 7, 0, 0]).enumerate() {
+        let lower = resp.to_lowercase();
+        assert!(
+            resp.starts_with("HTTP/1.1 200 OK\r\n"),
+            "answer {i}: {resp}"
+        );
+        assert!(
+            lower.contains("\r\ndate: "),
+            "answer {i} has a Date: {resp}"
+        );
+        if i == 3 {
+            // HEAD: the head only, whose length is that of the GET's body.
+            assert!(
+                resp.ends_with("\r\n\r\n"),
+                "no body after a HEAD's head: {resp:?}"
+            );
+            assert!(lower.contains("content-length: "), "{resp}");
+            continue;
+        }
+        assert!(
+            resp.contains(&format!("\"path\":\"/p/{}\"", i + 1)),
+            "answer {i} is request {}'s: {resp}",
+            i + 1
+        );
+        assert!(
+            resp.contains(&format!("\"body_bytes\":{body_bytes}")),
+            "answer {i} counted the body: {resp}"
+        );
+    }
+    assert!(
+        got[4].to_lowercase().contains("connection: close"),
+        "the last answer says it closes: {}",
+        got[4]
+    );
+}
+
+#[tokio::test]
+async fn http_1_0_closes_unless_asked_to_keep_alive() {
+    let proxy = Proxy::start(&basic_conf("", ""));
+    let mut raw = Raw::connect(proxy.addr("web")).await;
+    raw.send(b"GET /old HTTP/1.0\r\nhost: x\r\nconnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    let first = raw
+        .read_response(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("no answer\n{}", proxy.logs()));
+    assert!(first.starts_with("HTTP/1.0 200 OK\r\n"), "{first}");
+    assert!(
+        first.to_lowercase().contains("connection: keep-alive"),
+        "a kept-alive HTTP/1.0 answer says so: {first}"
+    );
+    // The same connection serves on; without keep-alive it closes after the answer.
+    raw.send(b"GET /old2 HTTP/1.0\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    let (bytes, closed) = raw.read_to_close(Duration::from_secs(10)).await;
+    let second = String::from_utf8_lossy(&bytes);
+    assert!(closed, "HTTP/1.0 without keep-alive closes: {second}");
+    assert!(second.starts_with("HTTP/1.0 200 OK\r\n"), "{second}");
+    assert!(second.contains("\"path\":\"/old2\""), "{second}");
+    assert!(
+        second.to_lowercase().contains("connection: close"),
+        "{second}"
+    );
+}

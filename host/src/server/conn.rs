@@ -1,6 +1,7 @@
-//! One client connection: hyper (HTTP/1.1 or HTTP/2 prior knowledge, auto-detected)
-//! over the [`guard`](super::guard), a watchdog enforcing the header-read and idle
-//! timeouts, and graceful shutdown when the listener is removed or the process stops.
+//! One client connection: our own HTTP/1.1 ([`h1`](super::h1)), or hyper (HTTP/2
+//! prior knowledge, and the HTTP/1 that `h1` hands over) over the
+//! [`guard`](super::guard); a watchdog enforcing the header-read and idle timeouts,
+//! and graceful shutdown when the listener is removed or the process stops.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::guard::{Guard, ParkSlot};
+use super::h1::{self, Wire};
 use super::hyper_conn::{builder, service};
 use super::request_body::{PacedBody, Verdict};
 use super::state::{self, Active, ConnState, Reject, Wake};
@@ -73,12 +75,16 @@ pub(super) async fn serve_tls(
 /// listener/process stops and it drains. `http2` is what an HTTP/2 client is told
 /// in SETTINGS.
 ///
+/// HTTP/1.1 is served by [`h1::serve`] until it meets what hyper serves instead
+/// (see [`h1`]), when the rest of the connection goes to hyper with the bytes read
+/// and not consumed, through a guard resumed on them.
+///
 /// An HTTP/1 connection that rests between requests for [`state::PARK_AFTER`] parks:
-/// hyper's connection (its read and write buffers, its state) and the guard's buffers
-/// are dropped, and the stream alone is kept until the client sends again, when a new
-/// hyper connection resumes it. Hyper holds nothing then that the next request needs:
-/// it is waiting for a head, with every byte it was given parsed and every byte it
-/// wrote flushed (the guard tells; see [`ConnState::may_park`]).
+/// the connection's future (the wire's buffers, or hyper's connection and the guard)
+/// is dropped, and the stream alone is kept until the client sends again, when a new
+/// `h1` connection resumes it. Nothing is lost then that the next request needs: the
+/// connection is waiting for a head, with every byte read parsed and every byte
+/// written flushed (see [`ConnState::may_park`]).
 pub async fn serve_io<I>(
     app: Arc<App>,
     listener: &BoundListener,
@@ -104,76 +110,127 @@ pub async fn serve_io<I>(
     let mut draining = false;
     let mut goaway = false;
     let mut resumed = false;
+    // Whether hyper serves the connection (until it parks) rather than `h1`.
+    let mut hyper = false;
     let watchdog = state::watchdog(&state);
     tokio::pin!(watchdog);
     'connection: loop {
         let Some(io) = park.take() else {
             break;
         };
-        let guard = match input.take() {
-            None => Guard::new(io, Rc::clone(&state), Rc::clone(&park)),
-            Some(input) => Guard::resume(io, Rc::clone(&state), Rc::clone(&park), input),
-        };
-        // A resumed connection is HTTP/1 already: no new protocol detection.
-        let h1_only;
-        let builder = if resumed {
-            h1_only = builder.clone().http1_only();
-            &h1_only
-        } else {
-            &builder
-        };
-        let service = service(&app, &info, &state, &tunnels, listener.alt_svc.as_ref());
-        let io = TokioIo::new(WorkerLocal(guard));
-        let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
-        loop {
-            tokio::select! {
-                // The connection first: it is what wakes the task nearly every time.
-                biased;
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!("connection ended: {e}");
+        if hyper {
+            let guard = match input.take() {
+                None => Guard::new(io, Rc::clone(&state), Rc::clone(&park)),
+                Some(input) => Guard::resume(io, Rc::clone(&state), Rc::clone(&park), input),
+            };
+            // A connection that has shown an HTTP/1 head is HTTP/1: no new protocol
+            // detection.
+            let h1_only;
+            let builder = if resumed {
+                h1_only = builder.clone().http1_only();
+                &h1_only
+            } else {
+                &builder
+            };
+            let service = service(&app, &info, &state, &tunnels, listener.alt_svc.as_ref());
+            let io = TokioIo::new(WorkerLocal(guard));
+            let mut conn = Box::pin(builder.serve_connection_with_upgrades(io, service));
+            loop {
+                tokio::select! {
+                    // The connection first: it is what wakes the task nearly every time.
+                    biased;
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            tracing::debug!("connection ended: {e}");
+                        }
+                        break 'connection;
                     }
-                    break 'connection;
-                }
-                _ = &mut stopped, if !draining => {
-                    draining = true;
-                    state.start_draining();
-                    // HTTP/2 (and anything else hyper no longer parses as HTTP/1) is
-                    // told with a GOAWAY, after which hyper lets the open streams
-                    // finish. HTTP/1 is not: hyper would close an idle connection on
-                    // which the client may be sending its next request right now. Its
-                    // responses ask the client to close instead, and the watchdog
-                    // closes it once idle.
-                    if state.is_passthrough() {
+                    _ = &mut stopped, if !draining => {
+                        draining = true;
+                        state.start_draining();
+                        // HTTP/2 (and anything else hyper no longer parses as HTTP/1) is
+                        // told with a GOAWAY, after which hyper lets the open streams
+                        // finish. HTTP/1 is not: hyper would close an idle connection on
+                        // which the client may be sending its next request right now. Its
+                        // responses ask the client to close instead, and the watchdog
+                        // closes it once idle.
+                        if state.is_passthrough() {
+                            goaway = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        watchdog.set(state::watchdog(&state));
+                    }
+                    () = state.goaway_wanted(), if !goaway => {
                         goaway = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    watchdog.set(state::watchdog(&state));
-                }
-                () = state.goaway_wanted(), if !goaway => {
-                    goaway = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                wake = &mut watchdog => {
-                    watchdog.set(state::watchdog(&state));
-                    match wake {
-                        Wake::Close(why) => {
-                            closing(why, &listener.name);
-                            break 'connection;
+                    wake = &mut watchdog => {
+                        watchdog.set(state::watchdog(&state));
+                        match rest(wake, &state, &listener.name) {
+                            Some(Rest::Close) => break 'connection,
+                            Some(Rest::Park) => break,
+                            None => {}
                         }
-                        Wake::Park if state.may_park() => break,
-                        Wake::Park => {}
                     }
                 }
             }
+            // Parked: hyper goes, and the guard in it leaves the stream behind.
+            state.set_parked(true);
+            drop(conn);
+        } else {
+            let wire = Wire::new(
+                io,
+                input.take().unwrap_or_default(),
+                Rc::clone(&state),
+                Rc::clone(&park),
+            );
+            let ctx = h1::Ctx {
+                app: &app,
+                info: &info,
+                state: &state,
+                tunnels: &tunnels,
+                alt_svc: listener.alt_svc.as_ref(),
+            };
+            // On the heap: the connection's future stays small while it is parked.
+            let mut conn = Box::pin(h1::serve(ctx, Rc::new(RefCell::new(wire))));
+            loop {
+                tokio::select! {
+                    biased;
+                    ended = conn.as_mut() => match ended {
+                        h1::Ended::Closed => break 'connection,
+                        h1::Ended::Hyper(rest) => {
+                            // Hyper serves the rest of the connection.
+                            input = Some(rest);
+                            hyper = true;
+                            resumed |= state.requests() > 0;
+                            continue 'connection;
+                        }
+                    },
+                    _ = &mut stopped, if !draining => {
+                        // The responses from now on ask the client to close, and the
+                        // watchdog closes the connection once idle.
+                        draining = true;
+                        state.start_draining();
+                        watchdog.set(state::watchdog(&state));
+                    }
+                    wake = &mut watchdog => {
+                        watchdog.set(state::watchdog(&state));
+                        match rest(wake, &state, &listener.name) {
+                            Some(Rest::Close) => break 'connection,
+                            Some(Rest::Park) => break,
+                            None => {}
+                        }
+                    }
+                }
+            }
+            // Parked: the wire goes, and leaves the stream behind.
+            state.set_parked(true);
+            drop(conn);
         }
 
-        // Parked: hyper goes, and the guard in it leaves the stream behind. So does
-        // the stop watch's task: with no wake-up to spare, the signals are watched
-        // here.
+        // So does the stop watch's task: with no wake-up to spare, the signals are
+        // watched here.
         tracing::trace!("connection parked");
-        state.set_parked(true);
-        drop(conn);
         stop_watch = None;
         if park.borrow().is_none() {
             break;
@@ -213,6 +270,7 @@ pub async fn serve_io<I>(
         state.set_parked(false);
         input = Some(bytes);
         resumed = true;
+        hyper = false;
         if !draining {
             let (watch, rx) = watch_stop(&app, listener);
             (stop_watch, stopped) = (Some(watch), rx);
@@ -257,6 +315,25 @@ fn watch_stop(app: &App, listener: &BoundListener) -> (AbortOnDrop, oneshot::Rec
     (task, stopped)
 }
 
+/// What a watchdog's wake-up does to a served connection.
+enum Rest {
+    Close,
+    Park,
+}
+
+/// What `wake` does to the connection: closes it (a limit struck, logged and counted
+/// here), parks it if it may, or nothing.
+fn rest(wake: Wake, state: &ConnState, listener: &str) -> Option<Rest> {
+    match wake {
+        Wake::Close(why) => {
+            closing(why, listener);
+            Some(Rest::Close)
+        }
+        Wake::Park if state.may_park() => Some(Rest::Park),
+        Wake::Park => None,
+    }
+}
+
 /// Logs and counts a connection the watchdog closes.
 fn closing(why: state::Expired, listener: &str) {
     tracing::debug!("closing connection: {why}");
@@ -287,13 +364,17 @@ fn read_some<I: AsyncRead + Unpin>(
 
 /// Serves one request: answers it here if the guard rejected its head, else pins the
 /// current snapshot and hands it to the proxy driver.
-pub(super) async fn handle(
+pub(super) async fn handle<B>(
     app: Arc<App>,
     info: Rc<ConnInfo>,
     state: Rc<ConnState>,
     tunnels: &Tunnels,
-    mut req: http::Request<hyper::body::Incoming>,
-) -> http::Response<TrackedBody> {
+    mut req: http::Request<B>,
+) -> http::Response<TrackedBody>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<crate::body::BoxError>,
+{
     let (index, active) = state.request_started();
     let started = Instant::now();
     let last_allowed = state
@@ -564,6 +645,18 @@ pub struct TrackedBody {
     _active: Option<Active>,
     /// The configured access log's line, written when the body is done with.
     line: Option<Box<PendingLine>>,
+}
+
+#[cfg(test)]
+impl TrackedBody {
+    /// A response body counted nowhere, for tests of what writes it.
+    pub(crate) fn untracked(inner: ProxyBody) -> Self {
+        Self {
+            inner,
+            _active: None,
+            line: None,
+        }
+    }
 }
 
 impl Drop for TrackedBody {

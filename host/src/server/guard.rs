@@ -1,6 +1,8 @@
 //! The HTTP/1 request-head guard: an I/O wrapper between the socket and hyper that
 //! follows the request framing of the byte stream, so that every request head can be
-//! checked before hyper sees it.
+//! checked before hyper sees it. Most HTTP/1.1 is served by [`super::h1`], which
+//! applies the same rules ([`body_framing`], the limits) to its own parse; hyper,
+//! under the guard, serves what `h1` hands it (HTTP/2, upgrades, refused heads).
 //!
 //! Why not rely on hyper alone: hyper silently drops `Content-Length` when
 //! `Transfer-Encoding` is also present, whereas RFC 9112 §6.1 (and our contract) wants
@@ -30,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::state::ConnState;
 pub(crate) use super::state::{Reject, Stream};
-pub(crate) use framing::Framing;
+pub(crate) use framing::{BodyFraming, Framing, H2_PREFACE, STACK_HEADERS, body_framing};
 
 /// The head hyper is given in place of a rejected one: bodiless, so the stream stays
 /// in sync, and asking to close.

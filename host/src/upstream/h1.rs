@@ -47,6 +47,11 @@ use bytes::BytesMut;
 use http::{Method, Request, Response};
 
 pub use body::H1Body;
+/// The chunked decoder, which the server's own HTTP/1.1 connection reads request
+/// bodies with too.
+pub(crate) use read::{Chunk, Decoded, decode_chunked, field_spans};
+/// Head fields and chunk sizes as the server writes them too.
+pub(crate) use write::{put_field, put_hex};
 
 use super::limits::Open;
 use super::pool::Pool;

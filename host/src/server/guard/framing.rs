@@ -8,10 +8,10 @@ use bytes::BytesMut;
 use super::Reject;
 
 /// The HTTP/2 prior-knowledge connection preface.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Header slots parsed on the stack; a larger `max_headers` uses the heap.
-const STACK_HEADERS: usize = 128;
+pub(crate) const STACK_HEADERS: usize = 128;
 
 /// Where in the request stream the guard is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,6 +308,30 @@ impl Framing {
         self.mode = Mode::Passthrough;
         false
     }
+}
+
+/// How the body after a request head is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFraming {
+    /// No body.
+    None,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// What follows is no longer HTTP/1 (`CONNECT`).
+    Tunnel,
+}
+
+/// The framing of the body that follows the head `req` (RFC 9112 §6.3), or why the
+/// head must be refused: the guard's rules, for the server's own connection.
+pub(crate) fn body_framing(req: &httparse::Request<'_, '_>) -> Result<BodyFraming, Reject> {
+    Ok(match body_of(req)? {
+        Mode::Head => BodyFraming::None,
+        Mode::Body(n) => BodyFraming::Length(n),
+        Mode::Chunk(_) => BodyFraming::Chunked,
+        Mode::Passthrough | Mode::Hold => BodyFraming::Tunnel,
+    })
 }
 
 /// The framing of the body that follows a request head (RFC 9112 §6.3), or why the

@@ -86,18 +86,7 @@ pub fn parse_head(rbuf: &mut BytesMut, no_body: bool) -> Result<Option<Head>, H1
             return Err(H1Error::HeadTooLarge);
         }
         let base = rbuf.as_ptr() as usize;
-        let mut count = 0;
-        for (span, field) in spans.iter_mut().zip(res.headers.iter()) {
-            let at = |p: *const u8| (p as usize - base) as u32;
-            let (name, value) = (at(field.name.as_ptr()), at(field.value.as_ptr()));
-            *span = (
-                name,
-                name + field.name.len() as u32,
-                value,
-                value + field.value.len() as u32,
-            );
-            count += 1;
-        }
+        let count = field_spans(rbuf, res.headers, &mut spans);
         let reason = res.reason.map(|r| (r.as_ptr() as usize - base, r.len()));
         (
             len,
@@ -147,6 +136,30 @@ pub fn parse_head(rbuf: &mut BytesMut, no_body: bool) -> Result<Option<Head>, H1
     let framing = framing(status, no_body, &headers)?;
     parts.headers = headers;
     Ok(Some(Head(parts, framing, keep_alive)))
+}
+
+/// Where each of the parsed `fields` of the head at the start of `buf` lies in it:
+/// (name start, name end, value start, value end) into `spans`; the count written.
+/// Offsets fit in `u32`: a head is far shorter.
+pub fn field_spans(
+    buf: &[u8],
+    fields: &[httparse::Header<'_>],
+    spans: &mut [(u32, u32, u32, u32)],
+) -> usize {
+    let base = buf.as_ptr() as usize;
+    let at = |p: *const u8| (p as usize - base) as u32;
+    let mut count = 0;
+    for (span, field) in spans.iter_mut().zip(fields) {
+        let (name, value) = (at(field.name.as_ptr()), at(field.value.as_ptr()));
+        *span = (
+            name,
+            name + field.name.len() as u32,
+            value,
+            value + field.value.len() as u32,
+        );
+        count += 1;
+    }
+    count
 }
 
 /// RFC 9112 §6.3: how the body of a response with `status` and `headers` is delimited.

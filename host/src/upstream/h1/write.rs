@@ -182,7 +182,7 @@ impl Writer {
 }
 
 /// One `name: value` line, of the head or of the trailers.
-fn put_field(wbuf: &mut BytesMut, name: &http::HeaderName, value: &http::HeaderValue) {
+pub(crate) fn put_field(wbuf: &mut BytesMut, name: &http::HeaderName, value: &http::HeaderValue) {
     wbuf.put_slice(name.as_str().as_bytes());
     wbuf.put_slice(b": ");
     wbuf.put_slice(value.as_bytes());
@@ -190,7 +190,7 @@ fn put_field(wbuf: &mut BytesMut, name: &http::HeaderName, value: &http::HeaderV
 }
 
 /// `n` in lower-case hexadecimal, as a chunk's size line has it.
-fn put_hex(wbuf: &mut BytesMut, n: usize) {
+pub(crate) fn put_hex(wbuf: &mut BytesMut, n: usize) {
     let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
     for i in (0..digits).rev() {
         wbuf.put_u8(b"0123456789abcdef"[(n >> (i * 4)) & 0xf]);
