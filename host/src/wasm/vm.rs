@@ -85,6 +85,7 @@ type F3R = Option<TypedFunc<(u32, u32, u32), u32>>;
 type F4R = Option<TypedFunc<(u32, u32, u32, u32), u32>>;
 type F4 = Option<TypedFunc<(u32, u32, u32, u32), ()>>;
 type F5 = Option<TypedFunc<(u32, u32, u32, u32, u32), ()>>;
+type F3R2 = Option<TypedFunc<(u32, u32, u32), (u32, u32)>>;
 
 /// The guest's exported callbacks; absent ones are skipped.
 pub(crate) struct Callbacks {
@@ -115,7 +116,7 @@ pub(crate) struct Callbacks {
     pub finish: F1,
     /// Response headers then the whole body, in one entry (`fuse.rs`): the two
     /// actions. Absent for a headers-only module.
-    pub respond: Option<TypedFunc<(u32, u32, u32), (u32, u32)>>,
+    pub respond: F3R2,
     /// Higress's: a Redis reply (`proxy_on_redis_call_response`).
     pub on_redis_call_response: F4,
     /// http-wasm's two exports (`super::httpwasm`); `None` in a proxy-wasm module.

@@ -172,7 +172,7 @@ fn with_marker(headers: u32, marker: &str, params: usize, status: i32) -> (Store
         vec![wasmtime::ValType::I32; params],
         [wasmtime::ValType::I32],
     );
-    let f = wasmtime::Func::new(&mut store, ty, |mut caller, args, results| {
+    let f = wasmtime::Func::new(&mut store, ty, move |mut caller, args, results| {
         let digit = if args[0].i32() == Some(MARK as i32) {
             8
         } else {

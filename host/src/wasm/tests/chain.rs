@@ -445,7 +445,12 @@ async fn a_whole_response_answered_by_a_headers_callback_gets_no_body_callback()
         cont(chain.request_headers(&mut request("/", &[]), true).await);
         let mut resp = response(200);
         let d = match whole {
-            true => chain.response_whole(&mut resp, Bytes::from_static(b"xyz")).await.0,
+            true => {
+                chain
+                    .response_whole(&mut resp, Bytes::from_static(b"xyz"))
+                    .await
+                    .0
+            }
             false => chain.response_headers(&mut resp, false).await,
         };
         let Decision::Respond(r) = d else {
@@ -454,6 +459,9 @@ async fn a_whole_response_answered_by_a_headers_callback_gets_no_body_callback()
         assert_eq!(r.status(), 502);
         chain.finish().await;
     }
-    assert_eq!(shared::get("answer:wan"), None, "no body callback after the reply");
+    assert_eq!(
+        shared::get("answer:wan"),
+        None,
+        "no body callback after the reply"
+    );
 }
-
