@@ -102,7 +102,11 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     if fast::parse(text, &mut builder).is_ok() {
         let read = builder.finish();
         #[cfg(test)]
-        assert_eq!(read, parse_slowly(text), "the fast path read {text:?} differently");
+        assert_eq!(
+            read,
+            parse_slowly(text),
+            "the fast path read {text:?} differently"
+        );
         return read;
     }
     parse_slowly(text)

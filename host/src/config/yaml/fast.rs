@@ -545,7 +545,10 @@ fn block_key(s: &str) -> Read<((Text, bool), &str)> {
         b'\'' | b'"' => (quoted(s)?.0, false),
         _ => {
             let key = s[..colon].trim_end_matches(' ');
-            if key.bytes().any(|b| matches!(b, b',' | b'[' | b']' | b'{' | b'}')) {
+            if key
+                .bytes()
+                .any(|b| matches!(b, b',' | b'[' | b']' | b'{' | b'}'))
+            {
                 return Err(Unsupported);
             }
             plain(key)

@@ -91,7 +91,15 @@ mod tests {
 
     #[test]
     fn short_and_long_texts_read_back() {
-        for s in ["", "a", "t41.example.com", "exactly-twenty-two-ch", "é".repeat(11).as_str(), "a longer text than fits inline", &"é".repeat(12)] {
+        for s in [
+            "",
+            "a",
+            "t41.example.com",
+            "exactly-twenty-two-ch",
+            "é".repeat(11).as_str(),
+            "a longer text than fits inline",
+            &"é".repeat(12),
+        ] {
             assert_eq!(Text::new(s).as_str(), s);
             assert_eq!(Text::from(s.to_string()).as_str(), s);
         }

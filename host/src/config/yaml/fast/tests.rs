@@ -18,7 +18,11 @@ fn alike(text: &str) -> bool {
     let Some(read) = fast(text) else {
         return false;
     };
-    assert_eq!(read, parse_slowly(text), "the fast path read {text:?} differently");
+    assert_eq!(
+        read,
+        parse_slowly(text),
+        "the fast path read {text:?} differently"
+    );
     true
 }
 
@@ -165,9 +169,9 @@ impl Rng {
 
 /// Pieces of YAML syntax to splice in.
 const SNIPPETS: &[&str] = &[
-    ": ", ":", "- ", "-", "#", " #", "'", "''", "\"", "{", "}", "[", "]", ",", ", ", " ",
-    "  ", "\n", "\n  ", "\n- ", "&a ", "*a", "!!str ", "|", ">", "? ", "---\n", "...\n", "~",
-    "a: b", "k:", "{ }", "[ ]", "é", "\\", "%", "@", "`", "<<: ",
+    ": ", ":", "- ", "-", "#", " #", "'", "''", "\"", "{", "}", "[", "]", ",", ", ", " ", "  ",
+    "\n", "\n  ", "\n- ", "&a ", "*a", "!!str ", "|", ">", "? ", "---\n", "...\n", "~", "a: b",
+    "k:", "{ }", "[ ]", "é", "\\", "%", "@", "`", "<<: ",
 ];
 
 fn mutate(rng: &mut Rng, text: &str) -> String {
@@ -230,5 +234,8 @@ fn mutations_read_alike() {
     }
     // Enough mutations must take the fast path, or this checks nothing (about a third
     // do: most break the YAML, and every error is left to yaml-rust2).
-    assert!(taken * 10 > tried, "only {taken} of {tried} mutations took the fast path");
+    assert!(
+        taken * 10 > tried,
+        "only {taken} of {tried} mutations took the fast path"
+    );
 }
