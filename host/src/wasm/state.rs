@@ -256,15 +256,6 @@ impl StreamIo {
         self.response.as_ref().filter(|_| !self.head_gone)
     }
 
-    /// [`StreamIo::response_head`], to change.
-    #[inline]
-    pub fn response_head_mut(&mut self) -> Option<&mut http::response::Parts> {
-        match self.head_gone {
-            true => None,
-            false => self.response.as_mut(),
-        }
-    }
-
     /// Shows the running filter what its response body callback sees: the whole body
     /// in its buffer, the head gone downstream. Once per fused entry (at its mark,
     /// `fuse::MARK`); nothing when its body callback never ran.
