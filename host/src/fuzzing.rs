@@ -33,6 +33,38 @@ pub fn request_stream(data: &[u8]) {
     frame(stream, pieces(*cuts), max_bytes, max_headers);
 }
 
+/// Our HTTP/1.1 server connection (`server::h1`, the common path since it parses each
+/// head once) reading one connection's bytes: heads, `Content-Length` and chunked
+/// bodies, trailers, and where it hands the rest to hyper.
+///
+/// The bytes are framed as for [`request_stream`]. With limits no input reaches, what
+/// the connection reads must not depend on how the reads cut the stream; with small
+/// limits, it must not fail, and no head it takes has more fields than the limit.
+pub fn h1_stream(data: &[u8]) {
+    let [cuts, small_bytes, small_headers, stream @ ..] = data else {
+        return;
+    };
+    let limits = |max_header_bytes, max_headers| crate::config::ListenerLimits {
+        max_header_bytes,
+        max_headers,
+        ..Default::default()
+    };
+    let unlimited = stream.len() + 1;
+    let whole = crate::server::h1_transcript(
+        stream,
+        std::iter::repeat(usize::MAX),
+        limits(unlimited, 100),
+    );
+    let split = crate::server::h1_transcript(stream, pieces(*cuts), limits(unlimited, 100));
+    assert_eq!(
+        whole, split,
+        "what the connection read depends on how the reads cut the stream"
+    );
+    let max_bytes = usize::from(*small_bytes) * 4 + 1;
+    let max_headers = usize::from(*small_headers % 160) + 1;
+    crate::server::h1_transcript(stream, pieces(*cuts), limits(max_bytes, max_headers));
+}
+
 /// What the framing made of one stream.
 #[derive(Debug, PartialEq, Eq)]
 struct Framed {

@@ -12,6 +12,8 @@ mod challenge;
 pub mod conn;
 pub mod guard;
 mod h1;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use h1::fuzz::transcript as h1_transcript;
 mod http3;
 mod hyper_conn;
 mod peek;

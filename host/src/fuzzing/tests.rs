@@ -30,6 +30,11 @@ fn request_stream_corpus() {
 }
 
 #[test]
+fn h1_stream_corpus() {
+    replay("h1_stream", super::h1_stream);
+}
+
+#[test]
 fn config_corpus() {
     replay("config", super::config);
 }

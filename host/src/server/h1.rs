@@ -16,6 +16,8 @@
 //! guard and hyper give. The connection stays hyper's until it parks.
 
 mod body;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod fuzz;
 mod head;
 mod write;
 

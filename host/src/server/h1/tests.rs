@@ -468,3 +468,33 @@ async fn a_head_answer_writes_no_body_and_keeps_the_connection() {
         "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n"
     );
 }
+
+#[test]
+fn the_fuzz_transcript_reads_heads_bodies_and_the_hand_over() {
+    let stream: &[u8] = b"POST /a HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi\
+POST /b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nx-t: 1\r\n\r\n\
+GET /c HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+    let reads = [3, 5, 7].into_iter().cycle();
+    let lines = super::fuzz::transcript(stream, reads, ListenerLimits::default());
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("head POST /a HTTP/1.1 Length(2)"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1], r#"body b"hi""#);
+    assert!(
+        lines[2].starts_with("head POST /b HTTP/1.1 Chunked"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3], r#"trailers Some({"x-t": "1"})"#);
+    assert_eq!(lines[4], r#"body b"x""#);
+    assert_eq!(lines[5], "to hyper", "an upgrade is hyper's");
+    let whole = super::fuzz::transcript(
+        stream,
+        std::iter::repeat(usize::MAX),
+        ListenerLimits::default(),
+    );
+    assert_eq!(whole, lines);
+}
