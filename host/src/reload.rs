@@ -38,8 +38,11 @@ use std::time::{Duration, Instant, SystemTime};
 use events::{Effect, Interest, OpenWriters};
 use watches::{Fingerprint, Watches};
 
-/// How long the files must be quiet before a reload.
-pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How long the files must be quiet before a reload. A tool writing several files
+/// (`cp -r`, a deploy script) writes them within a few milliseconds of each other:
+/// 40 ms takes them as one change, and leaves a reload's build room to go live within
+/// 60 ms of the write.
+pub const DEBOUNCE: Duration = Duration::from_millis(40);
 
 /// How long a `..data` swap that left its volume whole settles before the reload: the
 /// swap is the kubelet's commit, so there is no writer to wait for, only the other
