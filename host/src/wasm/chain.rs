@@ -461,25 +461,32 @@ impl HttpFilters {
                 step = self.shadow_settle(i, step);
             }
             self.traced(i, phase, &step, begin);
-            match step {
-                Step::Continue | Step::Pause => {}
-                Step::Local => {
-                    // A reply made while responding replaces the response as it is.
-                    let reply = self.io.local_reply.take();
-                    return Decision::Respond(
-                        reply
-                            .map(|r| r.into_response(self.grpc))
-                            .unwrap_or_default(),
-                    );
-                }
-                Step::Failed(f) => {
-                    if self.entries[i].plugin.config.on_error == OnError::Deny {
-                        return Decision::Fail(self.failure(i, f));
-                    }
-                }
+            if let Some(d) = self.response_verdict(i, step) {
+                return d;
             }
         }
         Decision::Continue
+    }
+
+    /// What filter `i`'s response-headers `step` means for the response: `Some` when
+    /// it ends the phase (a local reply, which replaces the response as it is, or a
+    /// failure that denies).
+    fn response_verdict(&mut self, i: usize, step: Step) -> Option<Decision> {
+        match step {
+            Step::Continue | Step::Pause => None,
+            Step::Local => {
+                let reply = self.io.local_reply.take();
+                Some(Decision::Respond(
+                    reply
+                        .map(|r| r.into_response(self.grpc))
+                        .unwrap_or_default(),
+                ))
+            }
+            Step::Failed(f) => match self.entries[i].plugin.config.on_error {
+                OnError::Deny => Some(Decision::Fail(self.failure(i, f))),
+                OnError::Allow => None,
+            },
+        }
     }
 
     /// Builds the local reply filter `i` asked for and runs it through the response

@@ -95,22 +95,8 @@ impl HttpFilters {
                 step = self.shadow_settle(i, step);
             }
             self.traced(i, Phase::ResponseHeaders, &step, begin);
-            match step {
-                Step::Continue | Step::Pause => {}
-                Step::Local => {
-                    // As in the headers phase: the answer replaces the response.
-                    let reply = self.io.local_reply.take();
-                    return Decision::Respond(
-                        reply
-                            .map(|r| r.into_response(self.grpc))
-                            .unwrap_or_default(),
-                    );
-                }
-                Step::Failed(f) => {
-                    if self.entries[i].plugin.config.on_error == OnError::Deny {
-                        return Decision::Fail(self.failure(i, f));
-                    }
-                }
+            if let Some(d) = self.response_verdict(i, step) {
+                return d;
             }
             if self.body_replaced {
                 continue;
