@@ -116,6 +116,12 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
 fn parse_slowly(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
+    // An error at the end of the input (an unclosed bracket, a tag with no value after
+    // it) points at the last line there is, not at the empty one after it.
+    let at_most_last = |mut e: SyntaxError| {
+        e.line = e.line.clamp(1, text.lines().count().max(1));
+        e
+    };
     // Event by event, not with `Parser::load`: that recurses once per level of nesting
     // (and would overflow the stack before the builder's depth limit could stop it).
     while builder.error.is_none() {
@@ -123,17 +129,14 @@ fn parse_slowly(text: &str) -> Result<Vec<Node>, SyntaxError> {
             Ok((Event::StreamEnd, _)) => break,
             Ok((ev, mark)) => builder.on_event(ev, mark),
             Err(e) => {
-                // An error at the end of the input (an unclosed bracket) points at the
-                // last line there is, not at the empty one after the final newline.
-                let last_line = text.lines().count().max(1);
-                return Err(SyntaxError {
-                    line: e.marker().line().clamp(1, last_line),
+                return Err(at_most_last(SyntaxError {
+                    line: e.marker().line(),
                     message: e.info().to_string(),
-                });
+                }));
             }
         }
     }
-    builder.finish()
+    builder.finish().map_err(at_most_last)
 }
 
 /// The first character YAML does not allow in a stream (outside its printable set:

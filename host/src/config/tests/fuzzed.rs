@@ -84,3 +84,21 @@ fn a_character_yaml_forbids_is_named_by_line_and_column() {
     let dir = dir_with(&[("a.yaml", &text)]);
     assert!(load(dir.path()).is_ok());
 }
+
+#[test]
+fn a_tag_at_the_end_of_a_file_is_named_on_its_last_line() {
+    // The fuzzer's input: a tag with no value after it and no newline. The parser's
+    // event for the empty value is on the line after the file's end.
+    let fuzzed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/regressions/config/tag-at-the-end.yaml"
+    ))
+    .unwrap();
+    let dir = dir_with(&[("a.yaml", std::str::from_utf8(&fuzzed).unwrap())]);
+    let errors = errors(dir.path());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("a.yaml:1: invalid YAML: unsupported YAML tag !N"),
+        "{errors:?}"
+    );
+}

@@ -27,6 +27,13 @@ pub(super) fn parse(text: &str, out: &mut Builder) -> Read<()> {
     if text.bytes().any(|b| b < 0x20 && b != b'\n') || text.starts_with('\u{feff}') {
         return Err(Unsupported);
     }
+    // A last line without a break that holds only blanks (or a comment) ends the text
+    // on a line of yaml-rust2's own choosing: left to it.
+    let last = text.rsplit('\n').next().unwrap_or_default();
+    let last = last.trim_start_matches(' ');
+    if !text.ends_with('\n') && !text.is_empty() && (last.is_empty() || last.starts_with('#')) {
+        return Err(Unsupported);
+    }
     let mut r = Reader {
         text,
         next: 0,

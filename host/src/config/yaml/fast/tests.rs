@@ -155,6 +155,19 @@ fn lines_match_the_parser_for_empty_values_and_nesting() {
     }
 }
 
+#[test]
+fn a_last_line_of_blanks_or_a_comment_is_left_to_yaml_rust2() {
+    // The first: a mutation the fast path read with its empty value a line lower than
+    // yaml-rust2 (past the end of the text).
+    for text in ["- k: v\n  l:\n ", "a:\n  ", "a: 1\n# c"] {
+        assert!(fast(text).is_none(), "the fast path took {text:?}");
+    }
+    // With a final line break they are the fast path's.
+    for text in ["- k: v\n  l:\n \n", "a:\n  \n", "a: 1\n# c\n"] {
+        assert!(alike(text), "left to yaml-rust2: {text:?}");
+    }
+}
+
 /// A small deterministic generator (xorshift), so that a failure reproduces.
 struct Rng(u64);
 
