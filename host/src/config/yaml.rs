@@ -98,7 +98,7 @@ pub(crate) struct SyntaxError {
 /// Parses every document of `text`; an empty file has none.
 pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     forbidden_character(text)?;
-    let mut builder = Builder::default();
+    let mut builder = Builder::for_text(text);
     if fast::parse(text, &mut builder).is_ok() {
         let read = builder.finish();
         #[cfg(test)]
@@ -114,14 +114,8 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
 
 /// [`parse`] with `yaml-rust2`, whatever the text holds.
 fn parse_slowly(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    let mut builder = Builder::default();
+    let mut builder = Builder::for_text(text);
     let mut parser = Parser::new_from_str(text);
-    // An error at the end of the input (an unclosed bracket, a tag with no value after
-    // it) points at the last line there is, not at the empty one after it.
-    let at_most_last = |mut e: SyntaxError| {
-        e.line = e.line.clamp(1, text.lines().count().max(1));
-        e
-    };
     // Event by event, not with `Parser::load`: that recurses once per level of nesting
     // (and would overflow the stack before the builder's depth limit could stop it).
     while builder.error.is_none() {
@@ -129,14 +123,27 @@ fn parse_slowly(text: &str) -> Result<Vec<Node>, SyntaxError> {
             Ok((Event::StreamEnd, _)) => break,
             Ok((ev, mark)) => builder.on_event(ev, mark),
             Err(e) => {
-                return Err(at_most_last(SyntaxError {
-                    line: e.marker().line(),
+                return Err(SyntaxError {
+                    line: builder.line(e.marker().line()),
                     message: e.info().to_string(),
-                }));
+                });
             }
         }
     }
-    builder.finish().map_err(at_most_last)
+    builder.finish()
+}
+
+/// The number of the last line of `text` (line breaks as YAML has them: LF, CR LF or a
+/// lone CR), not counting the empty one after a final break.
+fn last_line(text: &str) -> usize {
+    let b = text.as_bytes();
+    let breaks = b
+        .iter()
+        .enumerate()
+        .filter(|&(i, &c)| c == b'\n' || (c == b'\r' && b.get(i + 1) != Some(&b'\n')))
+        .count();
+    let ends_in_break = matches!(b.last(), Some(b'\n' | b'\r'));
+    (breaks + usize::from(!ends_in_break)).max(1)
 }
 
 /// The first character YAML does not allow in a stream (outside its printable set:
@@ -212,9 +219,29 @@ struct Builder {
     /// Nodes aliases copied in.
     aliased: usize,
     error: Option<SyntaxError>,
+    /// The text's last line ([`last_line`]): the parser puts what it finds at the end
+    /// of the text (an empty value, an unclosed bracket) on the line after it, and an
+    /// error must name a line the file has. 0: no bound.
+    last_line: usize,
 }
 
 impl Builder {
+    /// A builder for the tree of `text`.
+    fn for_text(text: &str) -> Self {
+        Self {
+            last_line: last_line(text),
+            ..Self::default()
+        }
+    }
+
+    /// `line` as nodes and errors name it: 1 to the text's last line.
+    fn line(&self, line: usize) -> usize {
+        match self.last_line {
+            0 => line.max(1),
+            last => line.clamp(1, last),
+        }
+    }
+
     /// The documents read, or the first error.
     fn finish(self) -> Result<Vec<Node>, SyntaxError> {
         match self.error {
@@ -321,6 +348,7 @@ impl Builder {
         if self.error.is_some() {
             return;
         }
+        let line = self.line(line);
         self.written += 1;
         self.push(
             Node {
@@ -337,6 +365,7 @@ impl Builder {
         if self.error.is_some() {
             return;
         }
+        let line = self.line(line);
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let mut plain = style == TScalarStyle::Plain;

@@ -102,3 +102,35 @@ fn a_tag_at_the_end_of_a_file_is_named_on_its_last_line() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_value_left_empty_at_the_end_of_a_file_is_named_on_its_last_line() {
+    // The fuzzer's input: `routes:` and an item holding only a comment, with no line
+    // break after it. The empty item is an event on the line after the end, and the
+    // error about it named line 3 of a 2-line file.
+    let fuzzed = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/regressions/config/empty-item-at-the-end.yaml"
+    ))
+    .unwrap();
+    let text = std::str::from_utf8(&fuzzed).unwrap();
+    let dir = dir_with(&[("a.yaml", &format!("{LISTENER}{text}"))]);
+    let last = LISTENER.lines().count() + 2;
+    let found = errors(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|e| e.starts_with(&format!("a.yaml:{last}: routes.0"))),
+        "{found:?}"
+    );
+    // The same with a value left empty by the file's end.
+    let dir = dir_with(&[("a.yaml", &format!("{LISTENER}routes:\n  - name:"))]);
+    let found = errors(dir.path());
+    assert!(!found.is_empty());
+    assert!(
+        found
+            .iter()
+            .all(|e| !e.contains(&format!(":{}:", last + 1))),
+        "{found:?}"
+    );
+}

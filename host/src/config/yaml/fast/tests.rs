@@ -9,7 +9,7 @@ use super::parse;
 
 /// What the fast path reads `text` as, or `None` when it leaves it to `yaml-rust2`.
 fn fast(text: &str) -> Option<Result<Vec<Node>, SyntaxError>> {
-    let mut builder = Builder::default();
+    let mut builder = Builder::for_text(text);
     parse(text, &mut builder).ok().map(|()| builder.finish())
 }
 
