@@ -101,7 +101,6 @@ pub(crate) fn link(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
 fn mark(c: &mut C<'_>) -> i32 {
     let io = &mut c.data_mut().io;
     if io.local_reply.is_some() {
-        io.respond_reply_in_headers = true;
         return 1;
     }
     io.enter_body_part();

@@ -240,9 +240,6 @@ pub(crate) struct StreamIo {
     /// The response head has gone downstream for the running body callback of a
     /// response whose body came whole with it ([`StreamIo::response_head`]).
     pub head_gone: bool,
-    /// The fused entry's headers callback sent a local reply: its body callback was
-    /// not made.
-    pub respond_reply_in_headers: bool,
     /// What a shadow filter's header writes replaced, while its callback runs.
     pub journal: super::abi::headers::journal::Journal,
 }

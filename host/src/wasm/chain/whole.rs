@@ -148,7 +148,6 @@ impl HttpFilters {
         let io = &mut self.io;
         io.resumed = false;
         io.skip_response = false;
-        io.respond_reply_in_headers = false;
         let len = u32::try_from(data.len()).ok()?;
         io.respond_body = Some(std::mem::take(data));
         let r = vm.call_with_now(io, ctx, |c| &c.respond, (ctx, n, len));
@@ -159,7 +158,8 @@ impl HttpFilters {
         }
         let has_calls = vm.has_calls(ctx);
         Some(match r {
-            Ok(Some((0, _))) if io.respond_reply_in_headers => Fused::Answered,
+            // Headers that continued, a mark that declined: a local reply.
+            Ok(Some((0, _))) if !reached => Fused::Answered,
             Ok(Some((0, action))) => Fused::Body(Called::Done { action, has_calls }),
             Ok(Some((action, _))) => Fused::Headers(Called::Done { action, has_calls }),
             Ok(None) => Fused::Headers(Called::Done {
