@@ -98,7 +98,8 @@ pub(crate) struct SyntaxError {
 /// Parses every document of `text`; an empty file has none.
 pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     forbidden_character(text)?;
-    let mut builder = Builder::for_text(text);
+    let last = last_line(text);
+    let mut builder = Builder::ending_at(last);
     if fast::parse(text, &mut builder).is_ok() {
         let read = builder.finish();
         #[cfg(test)]
@@ -109,12 +110,17 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
         );
         return read;
     }
-    parse_slowly(text)
+    read_slowly(text, Builder::ending_at(last))
 }
 
 /// [`parse`] with `yaml-rust2`, whatever the text holds.
+#[cfg(test)]
 fn parse_slowly(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    let mut builder = Builder::for_text(text);
+    read_slowly(text, Builder::for_text(text))
+}
+
+/// The tree of `text` read by `yaml-rust2` into `builder`.
+fn read_slowly(text: &str, mut builder: Builder) -> Result<Vec<Node>, SyntaxError> {
     let mut parser = Parser::new_from_str(text);
     // Event by event, not with `Parser::load`: that recurses once per level of nesting
     // (and would overflow the stack before the builder's depth limit could stop it).
@@ -226,12 +232,18 @@ struct Builder {
 }
 
 impl Builder {
-    /// A builder for the tree of `text`.
-    fn for_text(text: &str) -> Self {
+    /// A builder for the tree of a text whose last line is `last_line`.
+    fn ending_at(last_line: usize) -> Self {
         Self {
-            last_line: last_line(text),
+            last_line,
             ..Self::default()
         }
+    }
+
+    /// A builder for the tree of `text`.
+    #[cfg(test)]
+    fn for_text(text: &str) -> Self {
+        Self::ending_at(last_line(text))
     }
 
     /// `line` as nodes and errors name it: 1 to the text's last line.

@@ -39,10 +39,9 @@ pub(super) fn parse(text: &str, out: &mut Builder) -> Read<()> {
         next: 0,
         next_no: 1,
         cur: None,
-        // The parser ends the text with a line break if it has none.
-        end_line: 1
-            + text.bytes().filter(|&b| b == b'\n').count()
-            + usize::from(!text.is_empty() && !text.ends_with('\n')),
+        // yaml-rust2 puts the end a line below the last, and the builder holds every
+        // line to the text's last: the end is on that.
+        end_line: out.last_line.max(1),
         depth: 0,
         out,
     };
@@ -80,7 +79,7 @@ struct Reader<'t, 'b> {
     next_no: usize,
     /// The line being read; `None` at the end of the text.
     cur: Option<Line<'t>>,
-    /// The line `yaml-rust2` puts the end of the text on.
+    /// The line the end of the text is on, as the builder records it.
     end_line: usize,
     depth: usize,
     out: &'b mut Builder,
