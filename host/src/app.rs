@@ -120,6 +120,9 @@ impl App {
     /// are logged and recorded for `/status`) and the generation does not move.
     pub fn reload(&self) -> Result<u64, ConfigErrors> {
         let _serial = lock(&self.reload_lock);
+        // A large configuration frees and takes back the same pages many times while it
+        // builds; they go back to the OS once, when this ends.
+        let _held = crate::alloc::HoldFreed::start();
         if self.is_shutting_down() {
             // The workers no longer pick up listeners: one bound now would take
             // connections that nobody accepts.

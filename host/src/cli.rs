@@ -249,6 +249,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     wasm::disk_cache::use_defaults();
     let runtime = extensions::runtime().context("cannot start the wasm runtime")?;
     let texts = documents.as_ref().map(|d| d.texts()).unwrap_or_default();
+    let _held = crate::alloc::HoldFreed::start();
     let built = config::load_with(dir.as_deref(), &texts)
         .and_then(|c| Snapshot::build(Arc::new(c), &runtime, 1, None));
     let mut what = dir.map(|d| d.display().to_string()).unwrap_or_default();

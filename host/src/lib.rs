@@ -31,6 +31,7 @@
 pub mod access_log;
 pub mod acme;
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod body;
 pub mod builtin;

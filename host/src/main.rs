@@ -8,29 +8,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// `mi_option_purge_delay` in mimalloc.h (the same index in its v2 and v3); the Rust
-// bindings name no constant for it.
-const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-
-#[expect(unsafe_code, reason = "declares a function of the allocator's C API")]
-unsafe extern "C" {
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
-#[expect(
-    unsafe_code,
-    reason = "sets an option of the allocator, through its C API"
-)]
 fn main() -> std::process::ExitCode {
-    // Memory a thread frees goes back to the OS at once rather than 10 ms later at
-    // that thread's next allocation: the threads that compile filter modules then sit
-    // idle and kept ~12 MiB resident for good (measured with 5 filters and 2
-    // workers). No throughput cost was measurable under load. mimalloc's own
-    // `MIMALLOC_PURGE_DELAY`, when set, wins: a large routing table reloads faster
-    // when the memory one reload frees stays for the next (docs/operations.md).
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one integer option of the allocator linked into this binary.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
-    }
+    // Freed memory back to the OS at once (alloc.rs says why); no throughput cost was
+    // measurable under load.
+    portcullis::alloc::purge_at_once();
     portcullis::cli::main()
 }
