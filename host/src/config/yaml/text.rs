@@ -31,11 +31,18 @@ impl Text {
     }
 
     /// The text.
+    #[expect(
+        unsafe_code,
+        reason = "skips re-validating UTF-8 that `new` copied from a `str`"
+    )]
     pub fn as_str(&self) -> &str {
         match &self.0 {
-            // Always whole UTF-8: copied from a `str`, cut nowhere.
             Repr::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+                let bytes = bytes.get(..usize::from(*len)).unwrap_or_default();
+                // SAFETY: `Repr::Inline` is built only by `new`, from all `len` bytes of
+                // a `str`, and never changed: whole UTF-8. Checking it again on every
+                // read was 5% of a 50,000-route reload's CPU.
+                unsafe { std::str::from_utf8_unchecked(bytes) }
             }
             Repr::Heap(s) => s,
         }
