@@ -10,6 +10,10 @@ use http::{HeaderMap, Method, Uri, Version, request};
 use crate::server::guard::{BodyFraming, STACK_HEADERS, body_framing};
 use crate::upstream::h1::field_spans;
 
+/// Fields a request head gets on its way upstream beyond those it came with: the three
+/// `X-Forwarded-*` and one a filter sets.
+const ADDED_ON_THE_WAY: usize = 4;
+
 /// What the start of the read buffer holds.
 #[expect(
     clippy::large_enum_variant,
@@ -94,7 +98,10 @@ fn build(
     let mut keep_alive = version == Version::HTTP_11;
     let mut saw_close = false;
     let mut saw_length = false;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for what the proxy adds on the way (`X-Forwarded-For`, `-Proto`, `-Host`)
+    // and a filter's header or two: a map built full grew (a reallocation and a
+    // rehash of every field) on every proxied request.
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_ON_THE_WAY);
     for &(ns, ne, vs, ve) in spans {
         let name = HeaderName::from_bytes(bytes.get(ns as usize..ne as usize)?).ok()?;
         let value = bytes.get(vs as usize..ve as usize)?;
