@@ -3,9 +3,13 @@
 //!
 //! Keys are configured in clear or as SHA-256 hex; either way the filter keeps only
 //! digests and compares the presented key's digest with every one of them in constant
-//! time. Missing or unknown key: 401. See `docs/filters/api-key.md`.
+//! time. A key that matched is remembered by a keyed tag (`seen.rs`), so that its next
+//! requests skip the hash. Missing or unknown key: 401. See `docs/filters/api-key.md`.
+
+mod seen;
 
 use portcullis_sdk::{Action, ConfigError, Error, Filter, Request};
+use seen::Seen;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -46,6 +50,8 @@ pub struct ApiKey {
     hide_credentials: bool,
     consumer_header: String,
     keys: Vec<([u8; 32], String)>,
+    /// Keys already verified, by tag: a client's next request skips the SHA-256.
+    seen: Seen,
 }
 
 /// Why a request was refused.
@@ -58,17 +64,28 @@ pub enum Refusal {
 }
 
 impl ApiKey {
-    /// The consumer owning `presented`, compared in constant time against every key.
+    /// The consumer owning `presented`: a key verified before is found by its tag
+    /// ([`Seen`]), any other compared by digest in constant time against every key.
     pub fn consumer(&self, presented: &[u8]) -> Option<&str> {
-        let digest: [u8; 32] = Sha256::digest(presented).into();
-        let mut found = None;
-        for (k, consumer) in &self.keys {
-            // No early exit: the time taken does not depend on which key matched.
-            if bool::from(k.ct_eq(&digest)) {
-                found = Some(consumer.as_str());
+        let tag = self.seen.tag(presented);
+        let index = match self.seen.get(tag) {
+            Some(index) => index,
+            None => {
+                let digest: [u8; 32] = Sha256::digest(presented).into();
+                let mut found = None;
+                for (i, (k, _)) in self.keys.iter().enumerate() {
+                    // No early exit: the time taken does not depend on which key
+                    // matched.
+                    if bool::from(k.ct_eq(&digest)) {
+                        found = Some(i);
+                    }
+                }
+                let index = found?;
+                self.seen.insert(tag, index);
+                index
             }
-        }
-        found
+        };
+        self.keys.get(index).map(|(_, consumer)| consumer.as_str())
     }
 
     /// The consumer for a request with header value `header` and `:path` `path`.
@@ -138,6 +155,7 @@ impl Filter for ApiKey {
             hide_credentials: c.hide_credentials,
             consumer_header,
             keys,
+            seen: Seen::default(),
         })
     }
 
@@ -200,6 +218,10 @@ mod tests {
             "header first"
         );
         assert_eq!(f.judge(None, "/x"), Err(Refusal::Missing));
+        // Verified once, then found by its tag: same answer; a near miss still refused.
+        assert_eq!(f.judge(Some("s3cret"), "/"), Ok("alice"));
+        assert_eq!(f.judge(Some("s3creT"), "/"), Err(Refusal::Unknown));
+        assert_eq!(f.judge(Some("test"), "/"), Ok("bob"));
         assert_eq!(f.judge(Some(""), "/x"), Err(Refusal::Missing));
         assert_eq!(f.header.as_deref(), Some("x-api-key"));
     }
