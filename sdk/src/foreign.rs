@@ -4,7 +4,6 @@
 //! or a Portcullis without the extension) they fail with
 //! [`ForeignError::Unavailable`], never a trap.
 
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
 /// The foreign function holding the shared rate-limit buckets.
@@ -169,7 +168,7 @@ impl RateLimitVerdict {
 /// Checks a rate limit in the host's shared buckets (foreign function
 /// [`RATE_LIMIT`]).
 pub fn rate_limit(query: &RateLimitQuery) -> Result<RateLimitVerdict, ForeignError> {
-    match hostcalls::call_foreign_function(RATE_LIMIT, Some(&query.encode())) {
+    match crate::landing::foreign(RATE_LIMIT, &query.encode()) {
         Ok(Some(reply)) => {
             RateLimitVerdict::decode(&reply).ok_or(ForeignError::BadReply(RATE_LIMIT))
         }
@@ -183,8 +182,8 @@ pub fn rate_limit(query: &RateLimitQuery) -> Result<RateLimitVerdict, ForeignErr
 /// buckets, its local budget of a global limit, or a denial it already knows), or
 /// answered later when the host must ask Redis.
 pub fn rate_limit_start(query: &RateLimitQuery) -> Result<Started, ForeignError> {
-    match hostcalls::call_foreign_function(RATE_LIMIT, Some(&query.encode())) {
-        Ok(Some(reply)) => match reply.as_slice() {
+    match crate::landing::foreign(RATE_LIMIT, &query.encode()) {
+        Ok(Some(reply)) => match &*reply {
             [DEFERRED, t @ ..] => <[u8; 4]>::try_from(t)
                 .map(|t| Started::Later(u32::from_le_bytes(t)))
                 .map_err(|_| ForeignError::BadReply(RATE_LIMIT)),

@@ -8,13 +8,14 @@
 //! host call on Portcullis). Pseudo-headers are headers here: `:method`, `:path`, `:authority`,
 //! `:scheme` on requests and `:status` on responses; writing `:path` rewrites the request.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, Status};
 
-use crate::Error;
+use crate::{Error, landing};
 
 /// The request, during [`crate::Filter::on_request`].
 #[derive(Debug, Default)]
@@ -39,8 +40,8 @@ pub struct Response {
 // The `_bytes` variants: the text ones unwrap a UTF-8 conversion, and a client may
 // send any obs-text byte in a header value; a panic would trap the filter.
 fn get(map: MapType, name: &str) -> Result<Option<String>, Error> {
-    hostcalls::get_map_value_bytes(map, name)
-        .map(|v| v.map(text))
+    landing::header(map, name)
+        .map(|v| v.map(|v| text(v.into_owned())))
         .map_err(Error::host("get header"))
 }
 
@@ -64,7 +65,7 @@ fn get_several<const N: usize>(
             args.extend_from_slice(&len_u32(name.len()).to_le_bytes());
             args.extend_from_slice(name.as_bytes());
         }
-        match hostcalls::call_foreign_function(GET_HEADER_VALUES, Some(&args)) {
+        match landing::foreign(GET_HEADER_VALUES, &args) {
             Ok(reply) => return decode_values(reply.as_deref().unwrap_or_default()),
             Err(Status::NotFound) => ONE_BY_ONE.store(true, Ordering::Relaxed),
             Err(status) => {
@@ -131,7 +132,13 @@ fn all(map: MapType) -> Result<Vec<(String, String)>, Error> {
 
 /// Reads a property (Envoy attribute names, e.g. `["source", "address"]`).
 fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Error> {
-    hostcalls::get_property(path.to_vec()).map_err(Error::host("get property"))
+    let joined = path.join("\0");
+    property_at(joined.as_bytes()).map(|v| v.map(Cow::into_owned))
+}
+
+/// Reads the property at `path`, its parts already joined by NUL as the ABI has them.
+fn property_at(path: &[u8]) -> Result<Option<Cow<'static, [u8]>>, Error> {
+    landing::property(path).map_err(Error::host("get property"))
 }
 
 /// Parses `source.address` as hosts give it: `IP:port`, `[v6]:port` or a bare IP.
@@ -207,9 +214,9 @@ impl Request {
 
     /// The peer's address (property `source.address`), if the host knows it.
     pub fn client_addr(&self) -> Result<Option<SocketAddr>, Error> {
-        Ok(self
-            .property_str(&["source", "address"])?
-            .and_then(|s| parse_address(&s)))
+        // Parsed where it landed: no path to build, no string to allocate.
+        Ok(property_at(b"source\0address")?
+            .and_then(|v| std::str::from_utf8(&v).ok().and_then(parse_address)))
     }
 
     /// The peer's IP address.

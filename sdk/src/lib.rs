@@ -62,6 +62,7 @@ mod dispatch;
 mod error;
 mod filter;
 mod http;
+mod landing;
 
 pub mod config;
 pub mod foreign;

@@ -15,7 +15,8 @@ use wasmtime::{Caller, Linker};
 use super::fuse::MARK;
 use super::memory::{self, decode_pairs, hand_back_with, read, read_str, slice, view, write_u32};
 use super::state::{
-    Deferred, GET_HEADER_VALUES, HostState, LocalReply, PendingCall, SKIP_RESPONSE_PHASE, Status,
+    Deferred, GET_HEADER_VALUES, HostState, LANDING, LocalReply, PendingCall, SKIP_RESPONSE_PHASE,
+    Status,
 };
 use super::{foreign, metrics, shared};
 use crate::wasm::grpc::HTTP_CALL;
@@ -212,6 +213,22 @@ fn link_misc(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 t!(write_u32(&mut c, rp, 0));
                 t!(write_u32(&mut c, rs, 0));
                 c.data_mut().io.skip_response = true;
+                return Ok(Status::Ok.into());
+            }
+            if name == LANDING.as_bytes() {
+                t!(write_u32(&mut c, rp, 0));
+                t!(write_u32(&mut c, rs, 0));
+                let args = t!(view(&c, ap, an));
+                let word = |at: usize| {
+                    args.get(at..at + 4)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u32::from_le_bytes)
+                };
+                let (Some(at), Some(capacity), 8) = (word(0), word(4), args.len()) else {
+                    return Ok(Status::BadArgument.into());
+                };
+                // Checked where it is used: every write into guest memory is.
+                c.data_mut().landing = (capacity > 0).then_some((at, capacity));
                 return Ok(Status::Ok.into());
             }
             if name == GET_HEADER_VALUES.as_bytes() {

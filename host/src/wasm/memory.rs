@@ -91,7 +91,12 @@ pub(crate) fn hand_back(
     ret_ptr: u32,
     ret_size: u32,
 ) -> HostResult {
-    // Check the return slots before running guest code for nothing.
+    // What the guest left in the return slots says whether it offers its landing
+    // buffer for this call; reading them also checks them before any guest code runs.
+    let offered = match read_pair(caller, ret_ptr, ret_size) {
+        Ok(pair) => pair,
+        Err(e) => return Ok(e.into()),
+    };
     if let Err(e) = write_pair(caller, ret_ptr, ret_size, 0, 0) {
         return Ok(e.into());
     }
@@ -101,6 +106,18 @@ pub(crate) fn hand_back(
     let Ok(len) = u32::try_from(bytes.len()) else {
         return Ok(Status::InternalFailure.into());
     };
+    if let Some((at, capacity)) = caller.data().landing
+        && offered == (at, capacity)
+        && len <= capacity
+    {
+        // The guest's own buffer, registered and offered: no allocator entry.
+        let r =
+            write(caller, at, bytes).and_then(|_| write_pair(caller, ret_ptr, ret_size, at, len));
+        return Ok(match r {
+            Ok(()) => Status::Ok.into(),
+            Err(e) => e.into(),
+        });
+    }
     let addr = allocate(caller, len)?;
     if addr == 0 {
         return Ok(Status::InternalFailure.into());
@@ -111,6 +128,22 @@ pub(crate) fn hand_back(
         Ok(()) => Status::Ok.into(),
         Err(e) => e.into(),
     })
+}
+
+/// The little-endian u32s at `pa` and `pb`.
+fn read_pair(caller: &Caller<'_, HostState>, pa: u32, pb: u32) -> Result<(u32, u32), Status> {
+    let Some(mem) = caller.data().memory else {
+        return Err(Status::InvalidMemoryAccess);
+    };
+    let data = mem.data(caller);
+    let word = |p: u32| {
+        slice(data, p, 4)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or(Status::InvalidMemoryAccess)
+    };
+    Ok((word(pa)?, word(pb)?))
 }
 
 /// Writes `a` at `pa` and `b` at `pb` (little-endian u32s) with one look at the

@@ -19,6 +19,11 @@ pub(crate) const SKIP_RESPONSE_PHASE: &str = "portcullis_skip_response_phase";
 /// [`abi::headers::values_into`](super::abi::headers::values_into)); the SDK falls
 /// back to one `proxy_get_header_map_value` per header on other hosts.
 pub(crate) const GET_HEADER_VALUES: &str = "portcullis_get_header_values";
+/// The foreign function by which a guest registers its landing buffer (address and
+/// capacity, two little-endian u32s): a value the host hands back for a call whose
+/// return slots hold exactly that pair is written there instead of into memory from
+/// the guest's allocator (docs/filters-abi.md).
+pub(crate) const LANDING: &str = "portcullis_landing";
 
 /// proxy-wasm status codes returned by host functions.
 /// proxy-wasm's `WasmResult`: what a host function tells the guest.
@@ -316,6 +321,8 @@ pub(crate) struct HostState {
     /// Where host calls build a value before handing it to the guest; kept between
     /// calls so that the common path allocates nothing.
     pub scratch: Vec<u8>,
+    /// The guest's landing buffer ([`LANDING`]): its address and capacity.
+    pub landing: Option<(u32, u32)>,
     /// Callbacks run on a fiber (the filter is `async: true`): host calls must enter
     /// the guest again through a nested fiber, and the deadline yields.
     pub on_fiber: bool,

@@ -233,6 +233,7 @@ impl Vm {
             signal,
             last_error_log: None,
             scratch: Vec::new(),
+            landing: None,
             header_names: Default::default(),
             on_fiber: spec.on_fiber,
             extensions: spec.extensions.clone(),

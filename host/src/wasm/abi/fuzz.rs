@@ -103,6 +103,7 @@ pub(crate) fn stream() -> HostState {
         signal: Default::default(),
         last_error_log: None,
         scratch: Vec::new(),
+        landing: None,
         on_fiber: false,
         header_names: Default::default(),
         extensions: Default::default(),

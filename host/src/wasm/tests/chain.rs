@@ -375,6 +375,26 @@ async fn guest_entries_per_request_are_the_callbacks_and_one_allocation_per_valu
     // A chain costs the sum of its filters: nothing per chain.
     let n = entries_of_one_request(&[min.clone(), sdk.clone(), min, sdk], &[]).await;
     assert_eq!(n, 2 * plain + 2 * 2);
+
+    // The values an SDK filter reads land in the buffer it registered (the first
+    // request registers it): no allocator entry for the key `api-key` reads, nor for
+    // the client address `ip-allowlist` reads.
+    for (name, config, headers) in [
+        (
+            "api-key",
+            r#"{"keys":[{"key":"k1","consumer":"c"}]}"#,
+            &[("x-api-key", "k1")][..],
+        ),
+        ("ip-allowlist", r#"{"allow":["10.0.0.0/8"]}"#, &[][..]),
+    ] {
+        let mut f = filter(&format!("entries-{name}"), "");
+        f.source = FilterSource::Builtin(name.into());
+        f.config = config.as_bytes().to_vec();
+        let sdk = rt.plugin(&f).unwrap_or_else(|e| panic!("{e}"));
+        entries_of_one_request(std::slice::from_ref(&sdk), headers).await;
+        let n = entries_of_one_request(std::slice::from_ref(&sdk), headers).await;
+        assert_eq!(n, 2, "{name}: its value landed, no allocator entry");
+    }
 }
 
 /// The response through `plugins` as a head and its whole body, taken together
