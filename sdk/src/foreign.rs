@@ -168,11 +168,10 @@ impl RateLimitVerdict {
 /// Checks a rate limit in the host's shared buckets (foreign function
 /// [`RATE_LIMIT`]).
 pub fn rate_limit(query: &RateLimitQuery) -> Result<RateLimitVerdict, ForeignError> {
-    match crate::landing::foreign(RATE_LIMIT, &query.encode()) {
-        Ok(Some(reply)) => {
-            RateLimitVerdict::decode(&reply).ok_or(ForeignError::BadReply(RATE_LIMIT))
-        }
-        Ok(None) => Err(ForeignError::BadReply(RATE_LIMIT)),
+    match crate::landing::foreign(RATE_LIMIT, &query.encode(), |r| {
+        RateLimitVerdict::decode(&r)
+    }) {
+        Ok(verdict) => verdict.ok_or(ForeignError::BadReply(RATE_LIMIT)),
         Err(Status::NotFound) => Err(ForeignError::Unavailable(RATE_LIMIT)),
         Err(status) => Err(ForeignError::Failed(RATE_LIMIT, format!("{status:?}"))),
     }
@@ -182,16 +181,16 @@ pub fn rate_limit(query: &RateLimitQuery) -> Result<RateLimitVerdict, ForeignErr
 /// buckets, its local budget of a global limit, or a denial it already knows), or
 /// answered later when the host must ask Redis.
 pub fn rate_limit_start(query: &RateLimitQuery) -> Result<Started, ForeignError> {
-    match crate::landing::foreign(RATE_LIMIT, &query.encode()) {
-        Ok(Some(reply)) => match &*reply {
-            [DEFERRED, t @ ..] => <[u8; 4]>::try_from(t)
-                .map(|t| Started::Later(u32::from_le_bytes(t)))
-                .map_err(|_| ForeignError::BadReply(RATE_LIMIT)),
-            _ => RateLimitVerdict::decode(&reply)
-                .map(Started::Now)
-                .ok_or(ForeignError::BadReply(RATE_LIMIT)),
-        },
-        Ok(None) => Err(ForeignError::BadReply(RATE_LIMIT)),
+    let read = |reply: std::borrow::Cow<'_, [u8]>| match &*reply {
+        [DEFERRED, t @ ..] => <[u8; 4]>::try_from(t)
+            .map(|t| Started::Later(u32::from_le_bytes(t)))
+            .map_err(|_| ForeignError::BadReply(RATE_LIMIT)),
+        _ => RateLimitVerdict::decode(&reply)
+            .map(Started::Now)
+            .ok_or(ForeignError::BadReply(RATE_LIMIT)),
+    };
+    match crate::landing::foreign(RATE_LIMIT, &query.encode(), read) {
+        Ok(started) => started,
         Err(Status::NotFound) => Err(ForeignError::Unavailable(RATE_LIMIT)),
         Err(status) => Err(ForeignError::Failed(RATE_LIMIT, format!("{status:?}"))),
     }

@@ -40,9 +40,7 @@ pub struct Response {
 // The `_bytes` variants: the text ones unwrap a UTF-8 conversion, and a client may
 // send any obs-text byte in a header value; a panic would trap the filter.
 fn get(map: MapType, name: &str) -> Result<Option<String>, Error> {
-    landing::header(map, name)
-        .map(|v| v.map(|v| text(v.into_owned())))
-        .map_err(Error::host("get header"))
+    landing::header(map, name, |v| text(v.into_owned())).map_err(Error::host("get header"))
 }
 
 /// Portcullis' foreign function that reads several headers of one map in one call.
@@ -65,8 +63,8 @@ fn get_several<const N: usize>(
             args.extend_from_slice(&len_u32(name.len()).to_le_bytes());
             args.extend_from_slice(name.as_bytes());
         }
-        match landing::foreign(GET_HEADER_VALUES, &args) {
-            Ok(reply) => return decode_values(reply.as_deref().unwrap_or_default()),
+        match landing::foreign(GET_HEADER_VALUES, &args, |reply| decode_values(&reply)) {
+            Ok(values) => return values,
             Err(Status::NotFound) => ONE_BY_ONE.store(true, Ordering::Relaxed),
             Err(status) => {
                 return Err(Error::Host {
@@ -133,12 +131,7 @@ fn all(map: MapType) -> Result<Vec<(String, String)>, Error> {
 /// Reads a property (Envoy attribute names, e.g. `["source", "address"]`).
 fn property(path: &[&str]) -> Result<Option<Vec<u8>>, Error> {
     let joined = path.join("\0");
-    property_at(joined.as_bytes()).map(|v| v.map(Cow::into_owned))
-}
-
-/// Reads the property at `path`, its parts already joined by NUL as the ABI has them.
-fn property_at(path: &[u8]) -> Result<Option<Cow<'static, [u8]>>, Error> {
-    landing::property(path).map_err(Error::host("get property"))
+    landing::property(joined.as_bytes(), |v| v.into_owned()).map_err(Error::host("get property"))
 }
 
 /// Parses `source.address` as hosts give it: `IP:port`, `[v6]:port` or a bare IP.
@@ -215,8 +208,10 @@ impl Request {
     /// The peer's address (property `source.address`), if the host knows it.
     pub fn client_addr(&self) -> Result<Option<SocketAddr>, Error> {
         // Parsed where it landed: no path to build, no string to allocate.
-        Ok(property_at(b"source\0address")?
-            .and_then(|v| std::str::from_utf8(&v).ok().and_then(parse_address)))
+        let parse = |v: Cow<'_, [u8]>| std::str::from_utf8(&v).ok().and_then(parse_address);
+        Ok(landing::property(b"source\0address", parse)
+            .map_err(Error::host("get property"))?
+            .flatten())
     }
 
     /// The peer's IP address.

@@ -9,7 +9,8 @@
 //! every other call (the `proxy-wasm` crate's, which start them at null and 0) keep
 //! the usual path, as does every call on a host without the function.
 //!
-//! A landed value is read before the next host call, which may land another.
+//! A landed value is only lent to a closure, which reads it before any other host call
+//! can land another over it.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -88,17 +89,19 @@ impl Slots {
         }
     }
 
-    /// The value the host wrote: borrowed from the landing buffer, or owned (it was
-    /// allocated with `proxy_on_memory_allocate`); empty for a null pointer.
-    fn take(&self) -> Cow<'static, [u8]> {
+    /// The value the host wrote: borrowed from the landing buffer for as long as these
+    /// slots are, or owned (it was allocated with `proxy_on_memory_allocate`); empty
+    /// for a null pointer.
+    fn take(&self) -> Cow<'_, [u8]> {
         if self.data.is_null() || self.size == 0 {
             return Cow::Borrowed(&[]);
         }
         match self.offered {
             Some(at) if at == self.data && self.size <= CAPACITY => {
                 // SAFETY: the host wrote `size` bytes into the landing buffer, which
-                // lives for the module's life; the caller reads them before the next
-                // host call.
+                // lives for the module's life; the borrow ends with these slots, before
+                // the next call that offers the buffer (`returned` lends it to a
+                // closure that makes no host call).
                 Cow::Borrowed(unsafe { std::slice::from_raw_parts(at, self.size) })
             }
             _ => {
@@ -125,34 +128,58 @@ fn status(code: u32) -> Status {
     }
 }
 
-/// What a call that returns a value gives back: `None` for NOT_FOUND.
-fn returned(code: u32, slots: &Slots) -> Result<Option<Cow<'static, [u8]>>, Status> {
+/// What a call that returns a value gives back, as `read` makes it of the bytes:
+/// `None` for NOT_FOUND. `read` must not call the host.
+fn returned<T>(
+    code: u32,
+    slots: &Slots,
+    read: impl FnOnce(Cow<'_, [u8]>) -> T,
+) -> Result<Option<T>, Status> {
     match status(code) {
-        Status::Ok => Ok(Some(slots.take())),
+        Status::Ok => Ok(Some(read(slots.take()))),
         Status::NotFound => Ok(None),
         other => Err(other),
     }
 }
 
 /// `proxy_get_header_map_value`.
-pub(crate) fn header(map: MapType, name: &str) -> Result<Option<Cow<'static, [u8]>>, Status> {
+pub(crate) fn header<T>(
+    map: MapType,
+    name: &str,
+    read: impl FnOnce(Cow<'_, [u8]>) -> T,
+) -> Result<Option<T>, Status> {
     let mut slots = Slots::offering();
     let code = host::header(map as u32, name.as_bytes(), &mut slots);
-    returned(code, &slots)
+    returned(code, &slots, read)
 }
 
-/// `proxy_get_property`, the path's parts joined by NUL as the ABI has them.
-pub(crate) fn property(path: &[u8]) -> Result<Option<Cow<'static, [u8]>>, Status> {
+/// `proxy_get_property`, the path's parts joined by NUL as the ABI has them. An empty
+/// value (a null pointer) reads as absent, as the `proxy-wasm` crate reads it.
+pub(crate) fn property<T>(
+    path: &[u8],
+    read: impl FnOnce(Cow<'_, [u8]>) -> T,
+) -> Result<Option<T>, Status> {
     let mut slots = Slots::offering();
     let code = host::property(path, &mut slots);
-    returned(code, &slots)
+    if code == 0 && slots.data.is_null() {
+        return Ok(None);
+    }
+    returned(code, &slots, read)
 }
 
-/// `proxy_call_foreign_function`; its answer (`Some`, maybe empty) or NOT_FOUND.
-pub(crate) fn foreign(name: &str, args: &[u8]) -> Result<Option<Cow<'static, [u8]>>, Status> {
+/// `proxy_call_foreign_function`: its answer (maybe empty), or the status, NOT_FOUND
+/// (no such function on this host) included.
+pub(crate) fn foreign<T>(
+    name: &str,
+    args: &[u8],
+    read: impl FnOnce(Cow<'_, [u8]>) -> T,
+) -> Result<T, Status> {
     let mut slots = Slots::offering();
     let code = host::foreign(name, args, &mut slots);
-    returned(code, &slots)
+    match status(code) {
+        Status::Ok => Ok(read(slots.take())),
+        other => Err(other),
+    }
 }
 
 #[cfg(target_arch = "wasm32")]

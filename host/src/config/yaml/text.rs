@@ -41,7 +41,7 @@ impl Text {
                 let bytes = bytes.get(..usize::from(*len)).unwrap_or_default();
                 // SAFETY: `Repr::Inline` is built only by `new`, from all `len` bytes of
                 // a `str`, and never changed: whole UTF-8. Checking it again on every
-                // read was 5% of a 50,000-route reload's CPU.
+                // read was ~11% of `portcullis check`'s CPU over 50,000 routes.
                 unsafe { std::str::from_utf8_unchecked(bytes) }
             }
             Repr::Heap(s) => s,
