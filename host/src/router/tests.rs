@@ -246,6 +246,15 @@ fn host_parsing_strips_ports_and_keeps_ipv6_brackets() {
     assert_eq!(strip("example.com."), Some("example.com"));
     assert_eq!(strip("[::1]:8080"), Some("[::1]"));
     assert_eq!(strip("10.0.0.1"), Some("10.0.0.1"));
+    assert_eq!(strip("user@h.test:8080"), Some("h.test"), "userinfo cut");
+    assert_eq!(strip("a@b@c.test"), Some("c.test"), "after the last @");
+    assert_eq!(
+        strip("[::1"),
+        Some("[::1"),
+        "no closing bracket: as written"
+    );
+    assert_eq!(strip("h.test:"), Some("h.test"));
+    assert_eq!(strip("user@"), None);
     let uri: http::Uri = "http://h.test:81/p".parse().expect("valid test input");
     let mut headers = HeaderMap::new();
     headers.insert(http::header::HOST, HeaderValue::from_static("ignored.test"));
