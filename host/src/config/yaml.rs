@@ -97,8 +97,10 @@ pub(crate) struct SyntaxError {
 
 /// Parses every document of `text`; an empty file has none.
 pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    forbidden_character(text)?;
-    let last = last_line(text);
+    let (last, forbidden) = scan(text);
+    if let Some((at, c)) = forbidden {
+        return Err(forbidden_character(text, at, c));
+    }
     let mut builder = Builder::ending_at(last);
     if fast::parse(text, &mut builder).is_ok() {
         let read = builder.finish();
@@ -139,44 +141,50 @@ fn read_slowly(text: &str, mut builder: Builder) -> Result<Vec<Node>, SyntaxErro
     builder.finish()
 }
 
-/// The number of the last line of `text` (line breaks as YAML has them: LF, CR LF or a
-/// lone CR), not counting the empty one after a final break.
-fn last_line(text: &str) -> usize {
-    let b = text.as_bytes();
-    let breaks = b
-        .iter()
-        .enumerate()
-        .filter(|&(i, &c)| c == b'\n' || (c == b'\r' && b.get(i + 1) != Some(&b'\n')))
-        .count();
-    let ends_in_break = matches!(b.last(), Some(b'\n' | b'\r'));
-    (breaks + usize::from(!ends_in_break)).max(1)
-}
-
-/// The first character YAML does not allow in a stream (outside its printable set:
-/// control characters other than tab and line breaks, DEL, the C1 controls but NEL,
-/// U+FFFE and U+FFFF), as an error naming its line and column. `yaml-rust2` takes a
-/// NUL for the end of its input: a file holding one was cut short without a word, or
-/// errors named lines past the file's end. libyaml refuses them the same way.
-fn forbidden_character(text: &str) -> Result<(), SyntaxError> {
+/// One pass over `text`: the number of its last line (line breaks as YAML has them: LF,
+/// CR LF or a lone CR; not counting the empty line after a final break), and the first
+/// character YAML does not allow in a stream, with its position (outside its printable
+/// set: control characters other than tab and line breaks, DEL, the C1 controls but
+/// NEL, U+FFFE and U+FFFF). `yaml-rust2` takes a NUL for the end of its input: a file
+/// holding one was cut short without a word, or errors named lines past the file's
+/// end. libyaml refuses them the same way.
+fn scan(text: &str) -> (usize, Option<(usize, char)>) {
     let allowed = |c: char| {
-        matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}')
+        matches!(c, '\t' | ' '..='~' | '\u{85}')
             || (c >= '\u{a0}' && !matches!(c, '\u{fffe}' | '\u{ffff}'))
     };
-    let Some((at, c)) = text.char_indices().find(|&(_, c)| !allowed(c)) else {
-        return Ok(());
-    };
+    let b = text.as_bytes();
+    let (mut breaks, mut forbidden) = (0, None);
+    for (at, c) in text.char_indices() {
+        match c {
+            '\n' => breaks += 1,
+            '\r' if b.get(at + 1) != Some(&b'\n') => breaks += 1,
+            '\r' => {}
+            c if allowed(c) => {}
+            c => {
+                forbidden.get_or_insert((at, c));
+            }
+        }
+    }
+    let ends_in_break = matches!(b.last(), Some(b'\n' | b'\r'));
+    ((breaks + usize::from(!ends_in_break)).max(1), forbidden)
+}
+
+/// The error for character `c`, found at byte `at` of `text`, naming its line and
+/// column.
+fn forbidden_character(text: &str, at: usize, c: char) -> SyntaxError {
     let before = &text[..at];
     // YAML breaks lines at CR LF, LF and a lone CR.
     let line = before.replace("\r\n", "\n").split(['\n', '\r']).count();
     let start = before.rfind(['\n', '\r']).map_or(0, |i| i + 1);
     let column = before[start..].chars().count() + 1;
-    Err(SyntaxError {
+    SyntaxError {
         line,
         message: format!(
             "character U+{:04X} (column {column}) is not allowed in YAML",
             u32::from(c)
         ),
-    })
+    }
 }
 
 /// How deep lists and mappings may nest. A configuration needs a handful of levels;
@@ -243,7 +251,7 @@ impl Builder {
     /// A builder for the tree of `text`.
     #[cfg(test)]
     fn for_text(text: &str) -> Self {
-        Self::ending_at(last_line(text))
+        Self::ending_at(scan(text).0)
     }
 
     /// `line` as nodes and errors name it: 1 to the text's last line.
