@@ -106,22 +106,14 @@ pub(crate) fn hand_back(
     let Ok(len) = u32::try_from(bytes.len()) else {
         return Ok(Status::InternalFailure.into());
     };
-    if let Some((at, capacity)) = caller.data().landing
-        && offered == (at, capacity)
-        && len <= capacity
-    {
+    let addr = match caller.data().landing {
         // The guest's own buffer, registered and offered: no allocator entry.
-        let r =
-            write(caller, at, bytes).and_then(|_| write_pair(caller, ret_ptr, ret_size, at, len));
-        return Ok(match r {
-            Ok(()) => Status::Ok.into(),
-            Err(e) => e.into(),
-        });
-    }
-    let addr = allocate(caller, len)?;
-    if addr == 0 {
-        return Ok(Status::InternalFailure.into());
-    }
+        Some((at, capacity)) if offered == (at, capacity) && len <= capacity => at,
+        _ => match allocate(caller, len)? {
+            0 => return Ok(Status::InternalFailure.into()),
+            addr => addr,
+        },
+    };
     let r =
         write(caller, addr, bytes).and_then(|_| write_pair(caller, ret_ptr, ret_size, addr, len));
     Ok(match r {
