@@ -59,12 +59,8 @@ fn aliases_within_the_allowance_still_load() {
 fn a_character_yaml_forbids_is_named_by_line_and_column() {
     // The fuzzer's input: a tag holding NULs, on one line without a newline. yaml-rust2
     // takes a NUL for the end of its input, and the error named line 2 of a 1-line file.
-    let fuzzed = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fuzz/regressions/config/nul-in-a-tag.yaml"
-    ))
-    .unwrap();
-    let dir = dir_with(&[("a.yaml", std::str::from_utf8(&fuzzed).unwrap())]);
+    let fuzzed = regression("nul-in-a-tag.yaml");
+    let dir = dir_with(&[("a.yaml", &fuzzed)]);
     assert_eq!(
         errors(dir.path()),
         ["a.yaml:1: invalid YAML: character U+0000 (column 58) is not allowed in YAML"]
@@ -89,12 +85,8 @@ fn a_character_yaml_forbids_is_named_by_line_and_column() {
 fn a_tag_at_the_end_of_a_file_is_named_on_its_last_line() {
     // The fuzzer's input: a tag with no value after it and no newline. The parser's
     // event for the empty value is on the line after the file's end.
-    let fuzzed = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fuzz/regressions/config/tag-at-the-end.yaml"
-    ))
-    .unwrap();
-    let dir = dir_with(&[("a.yaml", std::str::from_utf8(&fuzzed).unwrap())]);
+    let fuzzed = regression("tag-at-the-end.yaml");
+    let dir = dir_with(&[("a.yaml", &fuzzed)]);
     let errors = errors(dir.path());
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
@@ -108,12 +100,7 @@ fn a_value_left_empty_at_the_end_of_a_file_is_named_on_its_last_line() {
     // The fuzzer's input: `routes:` and an item holding only a comment, with no line
     // break after it. The empty item is an event on the line after the end, and the
     // error about it named line 3 of a 2-line file.
-    let fuzzed = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fuzz/regressions/config/empty-item-at-the-end.yaml"
-    ))
-    .unwrap();
-    let text = std::str::from_utf8(&fuzzed).unwrap();
+    let text = regression("empty-item-at-the-end.yaml");
     let dir = dir_with(&[("a.yaml", &format!("{LISTENER}{text}"))]);
     let last = LISTENER.lines().count() + 2;
     let found = errors(dir.path());
@@ -133,4 +120,13 @@ fn a_value_left_empty_at_the_end_of_a_file_is_named_on_its_last_line() {
             .all(|e| !e.contains(&format!(":{}:", last + 1))),
         "{found:?}"
     );
+}
+
+/// A config input the fuzzer found, kept in `fuzz/regressions/config/`.
+fn regression(name: &str) -> String {
+    let path = format!(
+        "{}/../fuzz/regressions/config/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
